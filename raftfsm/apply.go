@@ -1,0 +1,518 @@
+package raftfsm
+
+import (
+	"fmt"
+	"regexp"
+	"slices"
+	"strings"
+)
+
+// apply validates a command against s and, only if it is valid, changes s. A rejection leaves s untouched.
+func apply(s *State, index uint64, c Command) (any, *Error) {
+	switch c := c.(type) {
+	case *MeshInit:
+		return applyMeshInit(s, c)
+	case *TokenCreate:
+		return applyTokenCreate(s, index, c)
+	case *TokenDelete:
+		if _, ok := s.Tokens[c.ID]; !ok {
+			return nil, notFound("token %q does not exist", c.ID)
+		}
+		delete(s.Tokens, c.ID)
+		return nil, nil
+	case *JoinTokenCreate:
+		return applyJoinTokenCreate(s, index, c)
+	case *JoinTokenDelete:
+		if _, ok := s.JoinTokens[c.ID]; !ok {
+			return nil, notFound("join token %q does not exist", c.ID)
+		}
+		delete(s.JoinTokens, c.ID)
+		return nil, nil
+	case *AppPut:
+		return applyAppPut(s, index, c)
+	case *AppDelete:
+		return applyAppDelete(s, c)
+	case *EnvPut:
+		return applyEnvPut(s, index, c)
+	case *EnvDelete:
+		if _, ok := s.Envs[c.Name]; !ok {
+			return nil, notFound("environment %q does not exist", c.Name)
+		}
+		delete(s.Envs, c.Name)
+		return nil, nil
+	case *EnvPin:
+		e, ok := s.Envs[c.Name]
+		if !ok {
+			return nil, notFound("environment %q does not exist", c.Name)
+		}
+		e.Pinned, e.PinReason = c.Pinned, c.Reason
+		if !c.Pinned {
+			e.PinReason = ""
+		}
+		e.ModifyIndex = index
+		return e, nil
+	case *LeaderEpoch:
+		return applyLeaderEpoch(s, index, c)
+	case *BuildQueue:
+		return applyBuildQueue(s, index, c)
+	case *BuildStart:
+		return applyBuildStart(s, index, c)
+	case *BuildFinish:
+		return applyBuildFinish(s, index, c)
+	case *BuildCancel:
+		return applyBuildCancel(s, index, c)
+	case *ReleaseHolders:
+		r, ok := s.Releases[ReleaseKey(c.App, c.Version)]
+		if !ok {
+			return nil, notFound("release %s of app %q does not exist", c.Version, c.App)
+		}
+		if c.Node == "" {
+			return nil, badRequest("a release holder needs a node name")
+		}
+		if !slices.Contains(r.Holders, c.Node) {
+			r.Holders = append(r.Holders, c.Node)
+			slices.Sort(r.Holders)
+			r.ModifyIndex = index
+		}
+		return r, nil
+	case *DeployCreate:
+		return applyDeployCreate(s, index, c)
+	case *DeployUpdate:
+		return applyDeployUpdate(s, index, c)
+	case *NodeStatusSet:
+		d, ok := s.Deploys[c.ID]
+		if !ok {
+			return nil, notFound("deployment %q does not exist", c.ID)
+		}
+		st := c.Status
+		d.Nodes[c.Node] = &st
+		d.ModifyIndex = index
+		return d, nil
+	}
+	return nil, badRequest("command %T has no apply rule", c)
+}
+
+var (
+	nameRE   = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$`)
+	branchRE = regexp.MustCompile(`^[^\x00-\x20~^:?*\[\\]+$`)
+	keyRE    = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]*$`)
+)
+
+func checkName(what, name string) *Error {
+	if !nameRE.MatchString(name) {
+		return badRequest("%s name %q is not valid: use 1-63 letters, digits, '.', '_' or '-', starting with a letter or digit", what, name)
+	}
+	return nil
+}
+
+func applyMeshInit(s *State, c *MeshInit) (any, *Error) {
+	if s.Mesh != nil {
+		return nil, conflict("the mesh %q is already initialised", s.Mesh.Name)
+	}
+	if c.Mesh.CACert == "" || c.Mesh.CAKey == "" || len(c.Mesh.GossipKey) != 32 {
+		return nil, badRequest("mesh init needs a CA certificate, its key and a 32-byte gossip key")
+	}
+	m := c.Mesh
+	s.Mesh = &m
+	return nil, nil
+}
+
+func applyTokenCreate(s *State, index uint64, c *TokenCreate) (any, *Error) {
+	t := c.Token
+	switch t.Role {
+	case RoleAdmin, RoleDeployer, RoleReader:
+	default:
+		return nil, badRequest("token role %q is not one of admin, deployer, reader", t.Role)
+	}
+	if t.ID == "" || t.SecretHash == "" {
+		return nil, badRequest("a token needs an id and a secret hash")
+	}
+	if _, ok := s.Tokens[t.ID]; ok {
+		return nil, conflict("token %q already exists", t.ID)
+	}
+	t.Meta = Meta{CreateIndex: index, ModifyIndex: index}
+	s.Tokens[t.ID] = &t
+	return &t, nil
+}
+
+func applyJoinTokenCreate(s *State, index uint64, c *JoinTokenCreate) (any, *Error) {
+	t := c.Token
+	if t.ID == "" || len(t.Secret) < 16 {
+		return nil, badRequest("a join token needs an id and a secret of at least 16 characters")
+	}
+	if !t.ExpiresAt.After(t.CreatedAt) {
+		return nil, badRequest("a join token must expire after it is created")
+	}
+	if _, ok := s.JoinTokens[t.ID]; ok {
+		return nil, conflict("join token %q already exists", t.ID)
+	}
+	t.Meta = Meta{CreateIndex: index, ModifyIndex: index}
+	s.JoinTokens[t.ID] = &t
+	return &t, nil
+}
+
+func applyAppPut(s *State, index uint64, c *AppPut) (any, *Error) {
+	a := c.App
+	if err := checkName("app", a.Name); err != nil {
+		return nil, err
+	}
+	if strings.HasPrefix(a.Repo, "-") {
+		return nil, badRequest("repository URL %q may not start with '-'", a.Repo)
+	}
+	if a.Branch == "" {
+		a.Branch = "main"
+	}
+	if !branchRE.MatchString(a.Branch) || strings.HasPrefix(a.Branch, "-") {
+		return nil, badRequest("branch %q is not a valid git branch name", a.Branch)
+	}
+	if a.PollInterval < 0 {
+		return nil, badRequest("poll interval must not be negative")
+	}
+	for k := range a.BuildVars {
+		if !keyRE.MatchString(k) {
+			return nil, badRequest("build variable name %q is not valid: use letters, digits and '_'", k)
+		}
+	}
+	old, exists := s.Apps[a.Name]
+	switch {
+	case c.Create && exists:
+		return nil, conflict("app %q already exists", a.Name)
+	case !c.Create && !exists:
+		return nil, notFound("app %q does not exist", a.Name)
+	case exists && c.CAS != 0 && old.ModifyIndex != c.CAS:
+		return nil, conflict("app %q changed at index %d since you read it at %d: read it again", a.Name, old.ModifyIndex, c.CAS)
+	}
+	if exists {
+		// Counters and identity belong to the state, not to the writer.
+		a.NextBuild, a.NextRelease, a.CreateIndex = old.NextBuild, old.NextRelease, old.CreateIndex
+		if a.WebhookSecret == "" {
+			a.WebhookSecret = old.WebhookSecret
+		}
+	} else {
+		a.NextBuild, a.NextRelease, a.CreateIndex = 1, 1, index
+	}
+	a.ModifyIndex = index
+	s.Apps[a.Name] = &a
+	return &a, nil
+}
+
+func applyAppDelete(s *State, c *AppDelete) (any, *Error) {
+	if _, ok := s.Apps[c.Name]; !ok {
+		return nil, notFound("app %q does not exist", c.Name)
+	}
+	var envs []string
+	for _, e := range s.Envs {
+		if e.App == c.Name {
+			envs = append(envs, e.Name)
+		}
+	}
+	if len(envs) > 0 {
+		slices.Sort(envs)
+		return nil, conflict("app %q still has environments %s: delete them first", c.Name, strings.Join(envs, ", "))
+	}
+	delete(s.Apps, c.Name)
+	delete(s.Deliveries, c.Name)
+	for k, b := range s.Builds {
+		if b.App == c.Name {
+			delete(s.Builds, k)
+		}
+	}
+	for k, r := range s.Releases {
+		if r.App == c.Name {
+			delete(s.Releases, k)
+		}
+	}
+	return nil, nil
+}
+
+func validStrategy(st *Strategy) *Error {
+	switch st.Kind {
+	case "":
+		st.Kind = "all"
+	case "all", "rolling":
+	default:
+		return badRequest("strategy kind %q is not one of all, rolling", st.Kind)
+	}
+	if st.BatchSize < 0 || st.BatchPercent < 0 || st.BatchPercent > 100 || st.MinHealthy < 0 || st.AbortAfter < 0 {
+		return badRequest("strategy numbers must be positive, and batch_percent at most 100")
+	}
+	if st.BatchSize > 0 && st.BatchPercent > 0 {
+		return badRequest("give batch_size or batch_percent, not both")
+	}
+	if st.Kind == "rolling" && st.BatchSize == 0 && st.BatchPercent == 0 {
+		st.BatchSize = 1
+	}
+	return nil
+}
+
+func applyEnvPut(s *State, index uint64, c *EnvPut) (any, *Error) {
+	e := c.Env
+	if err := checkName("environment", e.Name); err != nil {
+		return nil, err
+	}
+	if _, ok := s.Apps[e.App]; !ok {
+		return nil, notFound("app %q does not exist: create it first", e.App)
+	}
+	if err := validStrategy(&e.Strategy); err != nil {
+		return nil, err
+	}
+	for _, srv := range e.Servers {
+		if srv == "" {
+			return nil, badRequest("a server name in an environment may not be empty")
+		}
+	}
+	for k := range e.Vars {
+		if !keyRE.MatchString(k) {
+			return nil, badRequest("variable name %q is not valid: use letters, digits and '_'", k)
+		}
+	}
+	old, exists := s.Envs[e.Name]
+	switch {
+	case c.Create && exists:
+		return nil, conflict("environment %q already exists", e.Name)
+	case !c.Create && !exists:
+		return nil, notFound("environment %q does not exist", e.Name)
+	case exists && old.App != e.App:
+		return nil, badRequest("environment %q belongs to app %q and cannot move to %q", e.Name, old.App, e.App)
+	case exists && c.CAS != 0 && old.ModifyIndex != c.CAS:
+		return nil, conflict("environment %q changed at index %d since you read it at %d: read it again", e.Name, old.ModifyIndex, c.CAS)
+	}
+	e.Servers = slices.Clone(e.Servers)
+	slices.Sort(e.Servers)
+	e.Servers = slices.Compact(e.Servers)
+	if e.Servers == nil {
+		e.Servers = []string{}
+	}
+	if exists {
+		e.Desired, e.Stable, e.Pinned, e.PinReason = old.Desired, old.Stable, old.Pinned, old.PinReason
+		e.CreateIndex = old.CreateIndex
+	} else {
+		e.Desired, e.Stable, e.Pinned, e.PinReason = "", "", false, ""
+		e.CreateIndex = index
+	}
+	e.ModifyIndex = index
+	s.Envs[e.Name] = &e
+	return &e, nil
+}
+
+func applyLeaderEpoch(s *State, index uint64, c *LeaderEpoch) (any, *Error) {
+	if c.Term <= s.Term {
+		return nil, conflict("leader epoch %d is not newer than the recorded term %d", c.Term, s.Term)
+	}
+	s.Term, s.Leader = c.Term, c.Node
+	var requeued []string
+	for id, b := range s.Builds {
+		if b.State == BuildRunning {
+			b.State, b.Term, b.Node = BuildQueued, 0, ""
+			b.ModifyIndex = index
+			requeued = append(requeued, id)
+		}
+	}
+	slices.Sort(requeued)
+	return requeued, nil
+}
+
+func applyBuildQueue(s *State, index uint64, c *BuildQueue) (any, *Error) {
+	a, ok := s.Apps[c.App]
+	if !ok {
+		return nil, notFound("app %q does not exist", c.App)
+	}
+	switch c.Trigger {
+	case "push", "poll", "manual":
+	default:
+		return nil, badRequest("build trigger %q is not one of push, poll, manual", c.Trigger)
+	}
+	if c.Delivery != "" {
+		if slices.Contains(s.Deliveries[c.App], c.Delivery) {
+			return nil, conflict("webhook delivery %q was already received", c.Delivery)
+		}
+		d := append(s.Deliveries[c.App], c.Delivery)
+		if len(d) > maxDeliveries {
+			d = d[len(d)-maxDeliveries:]
+		}
+		s.Deliveries[c.App] = d
+	}
+	// A commit becomes at most one release: a second push or poll of a commit already queued, running or
+	// released for this branch is the same build.
+	if c.Commit != "" && c.Trigger != "manual" {
+		for _, b := range s.Builds {
+			if b.App == c.App && b.Commit == c.Commit && b.Branch == c.Branch &&
+				(b.State == BuildQueued || b.State == BuildRunning || b.State == BuildSucceeded) {
+				return b, nil
+			}
+		}
+	}
+	n := a.NextBuild
+	a.NextBuild++
+	a.ModifyIndex = index
+	b := &Build{
+		ID: fmt.Sprintf("%s-%d", c.App, n), App: c.App, Number: n, Commit: c.Commit, Ref: c.Ref,
+		Branch: c.Branch, Message: c.Message, Trigger: c.Trigger, State: BuildQueued, QueuedAt: c.At,
+		Meta: Meta{CreateIndex: index, ModifyIndex: index},
+	}
+	s.Builds[b.ID] = b
+	return b, nil
+}
+
+func applyBuildStart(s *State, index uint64, c *BuildStart) (any, *Error) {
+	b, ok := s.Builds[c.ID]
+	if !ok {
+		return nil, notFound("build %q does not exist", c.ID)
+	}
+	if c.Term != s.Term {
+		return nil, conflict("build %q start carries leader term %d but the current term is %d", c.ID, c.Term, s.Term)
+	}
+	if b.State != BuildQueued {
+		return nil, conflict("build %q is %s, not queued", c.ID, b.State)
+	}
+	b.State, b.Term, b.Node, b.StartedAt = BuildRunning, c.Term, c.Node, c.At
+	b.Attempt++
+	b.ModifyIndex = index
+	return b, nil
+}
+
+func applyBuildFinish(s *State, index uint64, c *BuildFinish) (any, *Error) {
+	b, ok := s.Builds[c.ID]
+	if !ok {
+		return nil, notFound("build %q does not exist", c.ID)
+	}
+	if c.Term != s.Term || b.Term != c.Term || b.State != BuildRunning {
+		return nil, conflict("build %q was started under leader term %d and is %s; term %d may not finish it (current term %d)",
+			c.ID, b.Term, b.State, c.Term, s.Term)
+	}
+	switch c.State {
+	case BuildSucceeded, BuildFailed, BuildCancelled:
+	default:
+		return nil, badRequest("a build cannot finish as %q", c.State)
+	}
+	a := s.Apps[b.App]
+	if a == nil {
+		return nil, notFound("app %q of build %q no longer exists", b.App, c.ID)
+	}
+	var rel *Release
+	if c.State == BuildSucceeded && c.Release != nil {
+		r := *c.Release
+		if r.Digest == "" || r.Size < 0 {
+			return nil, badRequest("a release needs the archive's digest and size")
+		}
+		if r.Version == "" {
+			r.Version = fmt.Sprintf("v%d", a.NextRelease)
+		}
+		for _, other := range s.Releases {
+			if other.App == b.App && strings.EqualFold(other.Version, r.Version) {
+				return nil, conflict("app %q already has a release %q: custom versions must be unique", b.App, r.Version)
+			}
+		}
+		r.App, r.Build, r.Commit, r.Branch = b.App, b.ID, b.Commit, b.Branch
+		r.Holders = slices.Clone(r.Holders)
+		slices.Sort(r.Holders)
+		r.Meta = Meta{CreateIndex: index, ModifyIndex: index}
+		if strings.EqualFold(r.Version, fmt.Sprintf("v%d", a.NextRelease)) {
+			a.NextRelease++
+		}
+		s.Releases[ReleaseKey(r.App, r.Version)] = &r
+		b.Release = r.Version
+		rel = &r
+	}
+	b.State, b.Error, b.EndedAt = c.State, c.Error, c.At
+	b.ModifyIndex, a.ModifyIndex = index, index
+	if rel != nil {
+		return rel, nil
+	}
+	return b, nil
+}
+
+func applyBuildCancel(s *State, index uint64, c *BuildCancel) (any, *Error) {
+	b, ok := s.Builds[c.ID]
+	if !ok {
+		return nil, notFound("build %q does not exist", c.ID)
+	}
+	switch b.State {
+	case BuildQueued:
+		b.State, b.EndedAt = BuildCancelled, c.At
+	case BuildRunning:
+		b.CancelRequested = true
+	default:
+		return nil, conflict("build %q already ended (%s)", c.ID, b.State)
+	}
+	b.ModifyIndex = index
+	return b, nil
+}
+
+func applyDeployCreate(s *State, index uint64, c *DeployCreate) (any, *Error) {
+	d := c.Deployment
+	if d.ID == "" {
+		return nil, badRequest("a deployment needs an id")
+	}
+	if _, ok := s.Deploys[d.ID]; ok {
+		return nil, conflict("deployment %q already exists", d.ID)
+	}
+	e, ok := s.Envs[d.Env]
+	if !ok {
+		return nil, notFound("environment %q does not exist", d.Env)
+	}
+	switch d.Kind {
+	case "":
+		d.Kind = DeployKindDeploy
+	case DeployKindDeploy, DeployKindRestart, DeployKindTerminate:
+	default:
+		return nil, badRequest("deployment kind %q is not one of deploy, restart, terminate", d.Kind)
+	}
+	if d.Kind == DeployKindDeploy {
+		if _, ok := s.Releases[ReleaseKey(e.App, d.Release)]; !ok {
+			return nil, notFound("app %q has no release %q", e.App, d.Release)
+		}
+	}
+	for _, other := range s.Deploys {
+		if other.Env == d.Env && !other.Finished() {
+			return nil, conflict("environment %q already has deployment %s in progress: wait for it or cancel it", d.Env, other.ID)
+		}
+	}
+	if err := validStrategy(&d.Strategy); err != nil {
+		return nil, err
+	}
+	d.App, d.Previous = e.App, e.Desired
+	if d.State == "" {
+		d.State = DeployPending
+	}
+	if d.Nodes == nil {
+		d.Nodes = map[string]*NodeStatus{}
+	}
+	d.Meta = Meta{CreateIndex: index, ModifyIndex: index}
+	s.Deploys[d.ID] = &d
+	return &d, nil
+}
+
+func applyDeployUpdate(s *State, index uint64, c *DeployUpdate) (any, *Error) {
+	d, ok := s.Deploys[c.ID]
+	if !ok {
+		return nil, notFound("deployment %q does not exist", c.ID)
+	}
+	if d.Finished() {
+		return nil, conflict("deployment %q already ended (%s)", c.ID, d.State)
+	}
+	e := s.Envs[d.Env]
+	if e == nil {
+		return nil, notFound("environment %q of deployment %q no longer exists", d.Env, c.ID)
+	}
+	if c.SetDesired != "" {
+		if _, ok := s.Releases[ReleaseKey(e.App, c.SetDesired)]; !ok {
+			return nil, notFound("app %q has no release %q", e.App, c.SetDesired)
+		}
+		e.Desired = c.SetDesired
+		e.ModifyIndex = index
+	}
+	if c.State != "" {
+		d.State = c.State
+	}
+	if c.State == DeploySucceeded && d.Kind == DeployKindDeploy {
+		e.Stable = d.Release
+		e.ModifyIndex = index
+	}
+	d.Batch, d.Error = c.Batch, c.Error
+	if d.Finished() {
+		d.EndedAt = c.At
+	}
+	d.ModifyIndex = index
+	return d, nil
+}

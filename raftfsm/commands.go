@@ -1,0 +1,238 @@
+package raftfsm
+
+import (
+	"encoding/json"
+	"fmt"
+	"time"
+)
+
+// EnvelopeVersion is the first byte of every log entry Shoal writes. A node that meets a newer version stops
+// rather than guess at its meaning.
+const EnvelopeVersion byte = 1
+
+// CommandType is the second byte of a log entry. The numbers are append-only: never reuse or renumber one.
+type CommandType uint8
+
+// IgnoreUnknown marks a command type that older nodes may skip; without it an unknown type stops the node.
+const IgnoreUnknown CommandType = 0x80
+
+const (
+	CmdMeshInit        CommandType = 1
+	CmdTokenCreate     CommandType = 2
+	CmdTokenDelete     CommandType = 3
+	CmdJoinTokenCreate CommandType = 4
+	CmdJoinTokenDelete CommandType = 5
+	CmdAppPut          CommandType = 6
+	CmdAppDelete       CommandType = 7
+	CmdEnvPut          CommandType = 8
+	CmdEnvDelete       CommandType = 9
+	CmdLeaderEpoch     CommandType = 10
+	CmdBuildQueue      CommandType = 11
+	CmdBuildStart      CommandType = 12
+	CmdBuildFinish     CommandType = 13
+	CmdBuildCancel     CommandType = 14
+	CmdReleaseHolders  CommandType = 15
+	CmdDeployCreate    CommandType = 16
+	CmdDeployUpdate    CommandType = 17
+	CmdNodeStatus      CommandType = 18
+	CmdEnvPin          CommandType = 19
+)
+
+// Command is implemented by every command body.
+type Command interface{ Type() CommandType }
+
+// registry maps a type byte to a constructor of its body: the single table Apply decodes through.
+var registry = map[CommandType]func() Command{
+	CmdMeshInit:        func() Command { return new(MeshInit) },
+	CmdTokenCreate:     func() Command { return new(TokenCreate) },
+	CmdTokenDelete:     func() Command { return new(TokenDelete) },
+	CmdJoinTokenCreate: func() Command { return new(JoinTokenCreate) },
+	CmdJoinTokenDelete: func() Command { return new(JoinTokenDelete) },
+	CmdAppPut:          func() Command { return new(AppPut) },
+	CmdAppDelete:       func() Command { return new(AppDelete) },
+	CmdEnvPut:          func() Command { return new(EnvPut) },
+	CmdEnvDelete:       func() Command { return new(EnvDelete) },
+	CmdLeaderEpoch:     func() Command { return new(LeaderEpoch) },
+	CmdBuildQueue:      func() Command { return new(BuildQueue) },
+	CmdBuildStart:      func() Command { return new(BuildStart) },
+	CmdBuildFinish:     func() Command { return new(BuildFinish) },
+	CmdBuildCancel:     func() Command { return new(BuildCancel) },
+	CmdReleaseHolders:  func() Command { return new(ReleaseHolders) },
+	CmdDeployCreate:    func() Command { return new(DeployCreate) },
+	CmdDeployUpdate:    func() Command { return new(DeployUpdate) },
+	CmdNodeStatus:      func() Command { return new(NodeStatusSet) },
+	CmdEnvPin:          func() Command { return new(EnvPin) },
+}
+
+// Encode wraps a command in the versioned envelope: version byte, type byte, JSON body.
+func Encode(c Command) ([]byte, error) {
+	body, err := json.Marshal(c)
+	if err != nil {
+		return nil, fmt.Errorf("encode %T: %w", c, err)
+	}
+	out := make([]byte, 2+len(body))
+	out[0] = EnvelopeVersion
+	out[1] = byte(c.Type())
+	copy(out[2:], body)
+	return out, nil
+}
+
+// Decode unwraps an envelope. An unknown type returns (nil, nil) when it is marked IgnoreUnknown.
+func Decode(data []byte) (Command, error) {
+	if len(data) < 2 {
+		return nil, fmt.Errorf("log entry of %d bytes is too short for a command envelope", len(data))
+	}
+	if data[0] != EnvelopeVersion {
+		return nil, fmt.Errorf("log entry has envelope version %d, this node understands %d: upgrade this node", data[0], EnvelopeVersion)
+	}
+	t := CommandType(data[1])
+	ctor, ok := registry[t]
+	if !ok {
+		if t&IgnoreUnknown != 0 {
+			return nil, nil
+		}
+		return nil, fmt.Errorf("log entry has unknown command type %d: upgrade this node", t)
+	}
+	c := ctor()
+	if err := json.Unmarshal(data[2:], c); err != nil {
+		return nil, fmt.Errorf("decode command type %d: %w", t, err)
+	}
+	return c, nil
+}
+
+// MeshInit records the mesh identity; it succeeds once.
+type MeshInit struct{ Mesh Mesh }
+
+// TokenCreate adds an API token.
+type TokenCreate struct{ Token Token }
+
+// TokenDelete removes an API token by id.
+type TokenDelete struct{ ID string }
+
+// JoinTokenCreate adds a join token.
+type JoinTokenCreate struct{ Token JoinToken }
+
+// JoinTokenDelete revokes a join token.
+type JoinTokenDelete struct{ ID string }
+
+// AppPut creates (Create) or replaces an app. With CAS set, the write succeeds only if the app's ModifyIndex
+// still equals CAS.
+type AppPut struct {
+	App    App
+	Create bool
+	CAS    uint64
+}
+
+// AppDelete removes an app that has no environments.
+type AppDelete struct{ Name string }
+
+// EnvPut creates or replaces an environment, as AppPut does for apps. Desired, Stable and the pin are kept from
+// the stored environment: they change only through deployments and EnvPin.
+type EnvPut struct {
+	Env    Env
+	Create bool
+	CAS    uint64
+}
+
+// EnvDelete removes an environment.
+type EnvDelete struct{ Name string }
+
+// EnvPin pins or unpins an environment (a pinned environment takes no auto deploys).
+type EnvPin struct {
+	Name   string
+	Pinned bool
+	Reason string
+}
+
+// LeaderEpoch is the first write of every new leader. Apply records the term and hands the builds that an older
+// leader left running back to the queue, so a new leader runs them and a deposed one can no longer finish them.
+type LeaderEpoch struct {
+	Term uint64
+	Node string
+}
+
+// BuildQueue queues a build of an app. A non-empty Delivery is a webhook delivery id: a repeated one is ignored
+// (the result's value is the existing build).
+type BuildQueue struct {
+	App      string
+	Commit   string
+	Ref      string
+	Branch   string
+	Message  string
+	Trigger  string
+	Delivery string
+	At       time.Time
+}
+
+// BuildStart marks a queued build running under the given leader term.
+type BuildStart struct {
+	ID   string
+	Term uint64
+	Node string
+	At   time.Time
+}
+
+// BuildFinish ends a running build and, when it succeeded, records its release in the same entry. It is applied
+// only if Term is still the current leader term: a deposed leader cannot publish.
+type BuildFinish struct {
+	ID      string
+	Term    uint64
+	State   string
+	Error   string
+	Release *Release
+	At      time.Time
+}
+
+// BuildCancel cancels a queued build, or asks the builder to stop a running one.
+type BuildCancel struct {
+	ID string
+	At time.Time
+}
+
+// ReleaseHolders records that a node holds a release's archive whole.
+type ReleaseHolders struct {
+	App     string
+	Version string
+	Node    string
+}
+
+// DeployCreate starts a deployment. ID comes from the proposer.
+type DeployCreate struct{ Deployment Deployment }
+
+// DeployUpdate moves a deployment's state, batch or error; when SetDesired is set it also sets the
+// environment's desired release (and Stable when the deployment succeeded).
+type DeployUpdate struct {
+	ID         string
+	State      string
+	Batch      int
+	Error      string
+	SetDesired string
+	At         time.Time
+}
+
+// NodeStatusSet reports one server's progress in a deployment.
+type NodeStatusSet struct {
+	ID     string
+	Node   string
+	Status NodeStatus
+}
+
+func (*MeshInit) Type() CommandType        { return CmdMeshInit }
+func (*TokenCreate) Type() CommandType     { return CmdTokenCreate }
+func (*TokenDelete) Type() CommandType     { return CmdTokenDelete }
+func (*JoinTokenCreate) Type() CommandType { return CmdJoinTokenCreate }
+func (*JoinTokenDelete) Type() CommandType { return CmdJoinTokenDelete }
+func (*AppPut) Type() CommandType          { return CmdAppPut }
+func (*AppDelete) Type() CommandType       { return CmdAppDelete }
+func (*EnvPut) Type() CommandType          { return CmdEnvPut }
+func (*EnvDelete) Type() CommandType       { return CmdEnvDelete }
+func (*EnvPin) Type() CommandType          { return CmdEnvPin }
+func (*LeaderEpoch) Type() CommandType     { return CmdLeaderEpoch }
+func (*BuildQueue) Type() CommandType      { return CmdBuildQueue }
+func (*BuildStart) Type() CommandType      { return CmdBuildStart }
+func (*BuildFinish) Type() CommandType     { return CmdBuildFinish }
+func (*BuildCancel) Type() CommandType     { return CmdBuildCancel }
+func (*ReleaseHolders) Type() CommandType  { return CmdReleaseHolders }
+func (*DeployCreate) Type() CommandType    { return CmdDeployCreate }
+func (*DeployUpdate) Type() CommandType    { return CmdDeployUpdate }
+func (*NodeStatusSet) Type() CommandType   { return CmdNodeStatus }

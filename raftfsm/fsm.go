@@ -1,0 +1,210 @@
+package raftfsm
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"sync"
+
+	"github.com/hashicorp/raft"
+)
+
+// State is the whole replicated state. It is plain data: JSON is its snapshot format, and two states are equal
+// exactly when their JSON is.
+type State struct {
+	// Index is the Raft index of the last applied entry; Term the highest leader epoch recorded.
+	Index      uint64                 `json:"index"`
+	Term       uint64                 `json:"term"`
+	Leader     string                 `json:"leader"`
+	Mesh       *Mesh                  `json:"mesh,omitempty"`
+	Tokens     map[string]*Token      `json:"tokens"`
+	JoinTokens map[string]*JoinToken  `json:"join_tokens"`
+	Apps       map[string]*App        `json:"apps"`
+	Envs       map[string]*Env        `json:"envs"`
+	Builds     map[string]*Build      `json:"builds"`
+	Releases   map[string]*Release    `json:"releases"`
+	Deploys    map[string]*Deployment `json:"deployments"`
+	// Deliveries remembers recent webhook delivery ids per app (oldest first), to ignore repeats.
+	Deliveries map[string][]string `json:"deliveries"`
+}
+
+// maxDeliveries bounds the remembered webhook delivery ids per app.
+const maxDeliveries = 256
+
+// NewState returns an empty state.
+func NewState() *State {
+	return &State{
+		Tokens:     map[string]*Token{},
+		JoinTokens: map[string]*JoinToken{},
+		Apps:       map[string]*App{},
+		Envs:       map[string]*Env{},
+		Builds:     map[string]*Build{},
+		Releases:   map[string]*Release{},
+		Deploys:    map[string]*Deployment{},
+		Deliveries: map[string][]string{},
+	}
+}
+
+// ReleaseKey is the key of a release in State.Releases.
+func ReleaseKey(app, version string) string { return app + "/" + version }
+
+// Result is what Apply returns for every command: the index it was applied at, and either a value (the record
+// written) or the rejection.
+type Result struct {
+	Index uint64
+	Value any
+	Err   *Error
+}
+
+// FSM is the raft.FSM over State. Reads take the read lock; Apply, Restore take the write lock.
+type FSM struct {
+	mu      sync.RWMutex
+	state   *State
+	changed chan struct{} // closed and replaced after every change: the broadcast for blocking reads
+	// OnApply, when set, is called after each applied command (outside the lock) with its type and result.
+	OnApply func(CommandType, *Result)
+}
+
+// New returns an FSM with an empty state.
+func New() *FSM {
+	return &FSM{state: NewState(), changed: make(chan struct{})}
+}
+
+var _ raft.FSM = (*FSM)(nil)
+
+// Apply decodes and applies one log entry. An entry that cannot be decoded is a bug or a newer node's entry:
+// continuing would diverge from the other nodes, so it panics and the node stops loudly.
+func (f *FSM) Apply(l *raft.Log) any {
+	cmd, err := Decode(l.Data)
+	if err != nil {
+		panic(fmt.Sprintf("raftfsm: index %d: %v", l.Index, err))
+	}
+	f.mu.Lock()
+	res := &Result{Index: l.Index}
+	if cmd != nil {
+		res.Value, res.Err = apply(f.state, l.Index, cmd)
+	}
+	f.state.Index = l.Index
+	ch := f.changed
+	f.changed = make(chan struct{})
+	f.mu.Unlock()
+	close(ch)
+	if f.OnApply != nil && cmd != nil {
+		f.OnApply(cmd.Type(), res)
+	}
+	return res
+}
+
+// Read runs fn with the current state under the read lock. fn must not keep or modify anything it reaches.
+func (f *FSM) Read(fn func(s *State)) {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	fn(f.state)
+}
+
+// Index returns the index of the last applied entry.
+func (f *FSM) Index() uint64 {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	return f.state.Index
+}
+
+// Wait blocks until the state's index is greater than index, or ctx ends. It returns the current index.
+func (f *FSM) Wait(ctx context.Context, index uint64) uint64 {
+	for {
+		f.mu.RLock()
+		cur, ch := f.state.Index, f.changed
+		f.mu.RUnlock()
+		if cur > index {
+			return cur
+		}
+		select {
+		case <-ch:
+		case <-ctx.Done():
+			return cur
+		}
+	}
+}
+
+// Changed returns a channel closed at the next change; for watchers that poll state themselves.
+func (f *FSM) Changed() <-chan struct{} {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	return f.changed
+}
+
+// Snapshot encodes the state while Apply is paused (the state is small metadata); Persist only writes it.
+func (f *FSM) Snapshot() (raft.FSMSnapshot, error) {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	b, err := json.Marshal(f.state)
+	if err != nil {
+		return nil, fmt.Errorf("snapshot state: %w", err)
+	}
+	return &snapshot{data: b}, nil
+}
+
+// Restore swaps the state for the snapshot's.
+func (f *FSM) Restore(rc io.ReadCloser) error {
+	defer rc.Close()
+	s := NewState()
+	if err := json.NewDecoder(rc).Decode(s); err != nil {
+		return fmt.Errorf("restore snapshot: %w", err)
+	}
+	s.fillMaps()
+	f.mu.Lock()
+	f.state = s
+	ch := f.changed
+	f.changed = make(chan struct{})
+	f.mu.Unlock()
+	close(ch)
+	return nil
+}
+
+// fillMaps makes nil maps (from an older snapshot, or JSON null) empty, so Apply can write into them.
+func (s *State) fillMaps() {
+	if s.Tokens == nil {
+		s.Tokens = map[string]*Token{}
+	}
+	if s.JoinTokens == nil {
+		s.JoinTokens = map[string]*JoinToken{}
+	}
+	if s.Apps == nil {
+		s.Apps = map[string]*App{}
+	}
+	if s.Envs == nil {
+		s.Envs = map[string]*Env{}
+	}
+	if s.Builds == nil {
+		s.Builds = map[string]*Build{}
+	}
+	if s.Releases == nil {
+		s.Releases = map[string]*Release{}
+	}
+	if s.Deploys == nil {
+		s.Deploys = map[string]*Deployment{}
+	}
+	if s.Deliveries == nil {
+		s.Deliveries = map[string][]string{}
+	}
+}
+
+// MarshalState returns the JSON of the current state (for tests and backups).
+func (f *FSM) MarshalState() ([]byte, error) {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	return json.Marshal(f.state)
+}
+
+type snapshot struct{ data []byte }
+
+func (s *snapshot) Persist(sink raft.SnapshotSink) error {
+	if _, err := sink.Write(s.data); err != nil {
+		sink.Cancel()
+		return fmt.Errorf("write snapshot: %w", err)
+	}
+	return sink.Close()
+}
+
+func (s *snapshot) Release() {}

@@ -1,0 +1,287 @@
+package raftfsm
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"testing"
+	"time"
+
+	"github.com/hashicorp/raft"
+)
+
+// applier feeds commands to an FSM as Raft would, one log index after another.
+type applier struct {
+	t     *testing.T
+	f     *FSM
+	index uint64
+	log   []*raft.Log
+}
+
+func newApplier(t *testing.T) *applier { return &applier{t: t, f: New()} }
+
+func (a *applier) apply(c Command) *Result {
+	a.t.Helper()
+	data, err := Encode(c)
+	if err != nil {
+		a.t.Fatal(err)
+	}
+	a.index++
+	l := &raft.Log{Index: a.index, Term: 1, Type: raft.LogCommand, Data: data}
+	a.log = append(a.log, l)
+	return a.f.Apply(l).(*Result)
+}
+
+func (a *applier) ok(c Command) *Result {
+	a.t.Helper()
+	r := a.apply(c)
+	if r.Err != nil {
+		a.t.Fatalf("%T rejected: %v", c, r.Err)
+	}
+	return r
+}
+
+func (a *applier) rejected(c Command, kind string) {
+	a.t.Helper()
+	before, _ := a.f.MarshalState()
+	r := a.apply(c)
+	if r.Err == nil || r.Err.Kind != kind {
+		a.t.Fatalf("%T: want %s rejection, got %+v", c, kind, r.Err)
+	}
+	after, _ := a.f.MarshalState()
+	// Only the applied index may move: a rejected command changes nothing else.
+	if !bytes.Equal(stripIndex(before), stripIndex(after)) {
+		a.t.Fatalf("%T was rejected but changed the state", c)
+	}
+}
+
+func stripIndex(b []byte) []byte {
+	i := bytes.Index(b, []byte(`,"term"`))
+	return b[i:]
+}
+
+var t0 = time.Date(2026, 11, 25, 12, 0, 0, 0, time.UTC)
+
+func TestValidationResults(t *testing.T) {
+	a := newApplier(t)
+	a.rejected(&AppPut{App: App{Name: "-bad"}, Create: true}, KindBadRequest)
+	a.rejected(&AppPut{App: App{Name: "web", Repo: "--upload-pack=evil"}, Create: true}, KindBadRequest)
+	a.rejected(&AppPut{App: App{Name: "web", Branch: "a b"}, Create: true}, KindBadRequest)
+	a.rejected(&AppPut{App: App{Name: "web"}}, KindNotFound)
+	app := a.ok(&AppPut{App: App{Name: "web", Repo: "/srv/web.git"}, Create: true}).Value.(*App)
+	if app.Branch != "main" || app.NextBuild != 1 || app.CreateIndex != a.index {
+		t.Fatalf("defaults not applied: %+v", app)
+	}
+	a.rejected(&AppPut{App: App{Name: "web"}, Create: true}, KindConflict)
+	a.rejected(&AppPut{App: App{Name: "web", Branch: "dev"}, CAS: app.ModifyIndex + 100}, KindConflict)
+	a.ok(&AppPut{App: App{Name: "web", Branch: "dev"}, CAS: app.ModifyIndex})
+
+	a.rejected(&EnvPut{Env: Env{Name: "prod", App: "nope"}, Create: true}, KindNotFound)
+	a.rejected(&EnvPut{Env: Env{Name: "prod", App: "web", Strategy: Strategy{Kind: "sideways"}}, Create: true}, KindBadRequest)
+	a.rejected(&EnvPut{Env: Env{Name: "prod", App: "web", Strategy: Strategy{BatchSize: 2, BatchPercent: 50}}, Create: true}, KindBadRequest)
+	a.rejected(&EnvPut{Env: Env{Name: "prod", App: "web", Vars: map[string]Var{"1X": {}}}, Create: true}, KindBadRequest)
+	env := a.ok(&EnvPut{Env: Env{Name: "prod", App: "web", Servers: []string{"b", "a", "b"}, Strategy: Strategy{Kind: "rolling"}}, Create: true}).Value.(*Env)
+	if fmt.Sprint(env.Servers) != "[a b]" || env.Strategy.BatchSize != 1 {
+		t.Fatalf("env not normalised: %+v", env)
+	}
+	a.rejected(&AppDelete{Name: "web"}, KindConflict)
+	a.rejected(&TokenCreate{Token: Token{ID: "x", SecretHash: "h", Role: "root"}}, KindBadRequest)
+	a.ok(&TokenCreate{Token: Token{ID: "x", SecretHash: "h", Role: RoleReader}})
+	a.rejected(&TokenCreate{Token: Token{ID: "x", SecretHash: "h", Role: RoleReader}}, KindConflict)
+	a.rejected(&JoinTokenCreate{Token: JoinToken{ID: "j", Secret: "0123456789abcdef", CreatedAt: t0, ExpiresAt: t0}}, KindBadRequest)
+	a.ok(&EnvDelete{Name: "prod"})
+	a.ok(&AppDelete{Name: "web"})
+	a.rejected(&AppDelete{Name: "web"}, KindNotFound)
+}
+
+func TestBuildFencingByLeaderTerm(t *testing.T) {
+	a := newApplier(t)
+	a.ok(&AppPut{App: App{Name: "web", Repo: "/r"}, Create: true})
+	a.ok(&LeaderEpoch{Term: 2, Node: "n1"})
+	b := a.ok(&BuildQueue{App: "web", Commit: "c1", Branch: "main", Trigger: "push", Delivery: "d1", At: t0}).Value.(*Build)
+	// The same webhook delivery again is refused; the same commit by poll is the same build.
+	a.rejected(&BuildQueue{App: "web", Commit: "c1", Branch: "main", Trigger: "push", Delivery: "d1", At: t0}, KindConflict)
+	if again := a.ok(&BuildQueue{App: "web", Commit: "c1", Branch: "main", Trigger: "poll", At: t0}).Value.(*Build); again.ID != b.ID {
+		t.Fatalf("a commit already queued became a second build %s", again.ID)
+	}
+	a.rejected(&BuildStart{ID: b.ID, Term: 1, Node: "old"}, KindConflict)
+	a.ok(&BuildStart{ID: b.ID, Term: 2, Node: "n1", At: t0})
+	// A new leader takes over: the running build goes back to the queue and the old term cannot publish.
+	req := a.ok(&LeaderEpoch{Term: 3, Node: "n2"}).Value.([]string)
+	if len(req) != 1 || req[0] != b.ID {
+		t.Fatalf("requeued %v, want [%s]", req, b.ID)
+	}
+	rel := &Release{Digest: "abc", Size: 10}
+	a.rejected(&BuildFinish{ID: b.ID, Term: 2, State: BuildSucceeded, Release: rel, At: t0}, KindConflict)
+	a.ok(&BuildStart{ID: b.ID, Term: 3, Node: "n2", At: t0})
+	r := a.ok(&BuildFinish{ID: b.ID, Term: 3, State: BuildSucceeded, Release: rel, At: t0}).Value.(*Release)
+	if r.Version != "v1" || r.Commit != "c1" {
+		t.Fatalf("release %+v", r)
+	}
+	a.rejected(&BuildFinish{ID: b.ID, Term: 3, State: BuildSucceeded, Release: rel, At: t0}, KindConflict)
+	// A commit already released does not build again on push.
+	if again := a.ok(&BuildQueue{App: "web", Commit: "c1", Branch: "main", Trigger: "push", Delivery: "d2", At: t0}).Value.(*Build); again.ID != b.ID {
+		t.Fatalf("released commit queued again as %s", again.ID)
+	}
+}
+
+func TestSnapshotRoundTrip(t *testing.T) {
+	a := newApplier(t)
+	runRandom(a, rand.New(rand.NewPCG(1, 2)), 300)
+	want, _ := a.f.MarshalState()
+	snap, err := a.f.Snapshot()
+	if err != nil {
+		t.Fatal(err)
+	}
+	sink := &memSink{}
+	if err := snap.Persist(sink); err != nil {
+		t.Fatal(err)
+	}
+	g := New()
+	if err := g.Restore(io.NopCloser(&sink.buf)); err != nil {
+		t.Fatal(err)
+	}
+	got, _ := g.MarshalState()
+	if !bytes.Equal(want, got) {
+		t.Fatalf("restored state differs:\nwant %s\n got %s", want, got)
+	}
+	// The restored FSM keeps applying.
+	b := &applier{t: t, f: g, index: a.index}
+	b.ok(&AppPut{App: App{Name: "after-restore"}, Create: true})
+}
+
+// TestReplayDeterminism is the property test: random command sequences, valid and invalid, applied to one FSM,
+// then replayed into a fresh one (and restored from a snapshot taken midway, then replayed from there) give
+// identical states.
+func TestReplayDeterminism(t *testing.T) {
+	for seed := uint64(0); seed < 40; seed++ {
+		a := newApplier(t)
+		r := rand.New(rand.NewPCG(seed, seed*7+1))
+		n := 50 + r.IntN(250)
+		mid := r.IntN(n)
+		runRandom(a, r, mid)
+		snap, _ := a.f.Snapshot()
+		sink := &memSink{}
+		if err := snap.Persist(sink); err != nil {
+			t.Fatal(err)
+		}
+		runRandom(a, r, n-mid)
+		want, _ := a.f.MarshalState()
+
+		replay := New()
+		for _, l := range a.log {
+			replay.Apply(l)
+		}
+		got, _ := replay.MarshalState()
+		if !bytes.Equal(want, got) {
+			t.Fatalf("seed %d: replay differs", seed)
+		}
+
+		restored := New()
+		if err := restored.Restore(io.NopCloser(&sink.buf)); err != nil {
+			t.Fatal(err)
+		}
+		for _, l := range a.log[mid:] {
+			restored.Apply(l)
+		}
+		got, _ = restored.MarshalState()
+		if !bytes.Equal(want, got) {
+			t.Fatalf("seed %d: snapshot+replay differs", seed)
+		}
+	}
+}
+
+// runRandom applies n random commands drawn from small name pools, so that they collide, conflict and
+// reference each other often.
+func runRandom(a *applier, r *rand.Rand, n int) {
+	apps := []string{"web", "api", "worker"}
+	envs := []string{"dev", "staging", "prod"}
+	nodes := []string{"n1", "n2", "n3"}
+	pick := func(s []string) string { return s[r.IntN(len(s))] }
+	for i := 0; i < n; i++ {
+		at := t0.Add(time.Duration(i) * time.Second)
+		var c Command
+		switch r.IntN(14) {
+		case 0:
+			c = &AppPut{App: App{Name: pick(apps), Repo: "/srv/" + pick(apps), AutoBuild: r.IntN(2) == 0}, Create: r.IntN(2) == 0}
+		case 1:
+			c = &AppDelete{Name: pick(apps)}
+		case 2:
+			c = &EnvPut{Env: Env{Name: pick(envs), App: pick(apps), Servers: []string{pick(nodes), pick(nodes)},
+				Tags: map[string]string{"role": pick(envs)}, Strategy: Strategy{Kind: []string{"all", "rolling", "bad"}[r.IntN(3)]}}, Create: r.IntN(2) == 0}
+		case 3:
+			c = &EnvDelete{Name: pick(envs)}
+		case 4:
+			c = &LeaderEpoch{Term: uint64(r.IntN(6)), Node: pick(nodes)}
+		case 5, 6:
+			c = &BuildQueue{App: pick(apps), Commit: fmt.Sprintf("c%d", r.IntN(5)), Branch: "main", Trigger: []string{"push", "poll", "manual"}[r.IntN(3)],
+				Delivery: fmt.Sprintf("d%d", r.IntN(8)), At: at}
+		case 7:
+			c = &BuildStart{ID: fmt.Sprintf("%s-%d", pick(apps), 1+r.IntN(4)), Term: uint64(r.IntN(6)), Node: pick(nodes), At: at}
+		case 8:
+			c = &BuildFinish{ID: fmt.Sprintf("%s-%d", pick(apps), 1+r.IntN(4)), Term: uint64(r.IntN(6)),
+				State: []string{BuildSucceeded, BuildFailed}[r.IntN(2)], Release: &Release{Digest: "d", Size: 1}, At: at}
+		case 9:
+			c = &BuildCancel{ID: fmt.Sprintf("%s-%d", pick(apps), 1+r.IntN(4)), At: at}
+		case 10:
+			c = &DeployCreate{Deployment: Deployment{ID: fmt.Sprintf("d-%d", r.IntN(6)), Env: pick(envs), Release: fmt.Sprintf("v%d", 1+r.IntN(2)), CreatedAt: at}}
+		case 11:
+			c = &DeployUpdate{ID: fmt.Sprintf("d-%d", r.IntN(6)), State: []string{DeployRunning, DeploySucceeded, DeployFailed}[r.IntN(3)], SetDesired: fmt.Sprintf("v%d", r.IntN(2)), At: at}
+		case 12:
+			c = &NodeStatusSet{ID: fmt.Sprintf("d-%d", r.IntN(6)), Node: pick(nodes), Status: NodeStatus{State: NodeHealthy, UpdatedAt: at}}
+		case 13:
+			c = &TokenCreate{Token: Token{ID: fmt.Sprintf("t%d", r.IntN(4)), Role: []string{RoleAdmin, RoleReader, "x"}[r.IntN(3)], SecretHash: "h", CreatedAt: at}}
+		}
+		a.apply(c)
+	}
+}
+
+func TestEnvelope(t *testing.T) {
+	if _, err := Decode([]byte{9, 1, '{', '}'}); err == nil {
+		t.Fatal("a newer envelope version must not decode")
+	}
+	if _, err := Decode([]byte{EnvelopeVersion, 0x7f, '{', '}'}); err == nil {
+		t.Fatal("an unknown mandatory type must not decode")
+	}
+	if c, err := Decode([]byte{EnvelopeVersion, 0xff, '{', '}'}); err != nil || c != nil {
+		t.Fatalf("an unknown ignorable type is skipped, got %v %v", c, err)
+	}
+	f := New()
+	defer func() {
+		if recover() == nil {
+			t.Fatal("Apply of an undecodable entry must stop the node")
+		}
+	}()
+	f.Apply(&raft.Log{Index: 1, Data: []byte{EnvelopeVersion, 0x7f}})
+}
+
+func TestWaitBlocksUntilChange(t *testing.T) {
+	a := newApplier(t)
+	a.ok(&AppPut{App: App{Name: "web"}, Create: true})
+	done := make(chan uint64)
+	from := a.index
+	go func() { done <- a.f.Wait(context.Background(), from) }()
+	select {
+	case <-done:
+		t.Fatal("Wait returned before any change")
+	case <-time.After(20 * time.Millisecond):
+	}
+	a.ok(&AppPut{App: App{Name: "api"}, Create: true})
+	if got := <-done; got != a.index {
+		t.Fatalf("Wait returned %d, want %d", got, a.index)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	if got := a.f.Wait(ctx, a.index); got != a.index {
+		t.Fatalf("cancelled Wait returned %d", got)
+	}
+}
+
+type memSink struct{ buf bytes.Buffer }
+
+func (s *memSink) Write(p []byte) (int, error) { return s.buf.Write(p) }
+func (s *memSink) Close() error                { return nil }
+func (s *memSink) ID() string                  { return "mem" }
+func (s *memSink) Cancel() error               { return nil }
