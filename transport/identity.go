@@ -1,0 +1,181 @@
+package transport
+
+import (
+	"crypto/tls"
+	"crypto/x509"
+	"fmt"
+	"os"
+	"path/filepath"
+)
+
+// File names of an identity inside the data dir's tls/ folder.
+const (
+	CAFile      = "ca.pem"
+	CertFile    = "node.pem"
+	KeyFile     = "node-key.pem"
+	keyFileMode = 0o600
+)
+
+// Identity is a node's TLS identity, stored in the data dir's tls/ folder as ca.pem, node.pem, node-key.pem (0600).
+// Cert's chain holds the node certificate followed by the CA certificate, so that a joiner, which has no CA yet,
+// receives the CA certificate it has to check against its token.
+type Identity struct {
+	Name   string
+	Cert   tls.Certificate
+	CAPEM  []byte
+	CAPool *x509.CertPool
+	CAHash string
+
+	certPEM []byte // the node certificate alone, as Save writes it
+	keyPEM  []byte
+}
+
+// NewIdentity checks that certPEM is a node certificate named name, signed by the CA in caPEM for both server and
+// client use, and that keyPEM is its private key.
+func NewIdentity(name string, caPEM, certPEM, keyPEM []byte) (*Identity, error) {
+	if err := checkNodeName(name); err != nil {
+		return nil, fmt.Errorf("node identity: %w", err)
+	}
+	cas, err := parseCertsPEM(caPEM)
+	if err != nil {
+		return nil, fmt.Errorf("node identity %q: CA certificate: %w", name, err)
+	}
+	ca := cas[0]
+	if !ca.IsCA {
+		return nil, fmt.Errorf("node identity %q: the CA certificate is not a CA", name)
+	}
+	certs, err := parseCertsPEM(certPEM)
+	if err != nil {
+		return nil, fmt.Errorf("node identity %q: node certificate: %w", name, err)
+	}
+	leaf := certs[0]
+	if leaf.Subject.CommonName != name {
+		return nil, fmt.Errorf("node identity: the certificate is for node %q, not %q", leaf.Subject.CommonName, name)
+	}
+	pool := x509.NewCertPool()
+	pool.AddCert(ca)
+	for _, usage := range []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth} {
+		if _, err := leaf.Verify(x509.VerifyOptions{Roots: pool, KeyUsages: []x509.ExtKeyUsage{usage}}); err != nil {
+			return nil, fmt.Errorf("node identity %q: the certificate does not verify against the mesh CA %s: %w",
+				name, CertHash(ca.Raw), err)
+		}
+	}
+	key, err := parseKeyPEM(keyPEM)
+	if err != nil {
+		return nil, fmt.Errorf("node identity %q: %w", name, err)
+	}
+	if !publicKeysEqual(leaf.PublicKey, key.Public()) {
+		return nil, fmt.Errorf("node identity %q: the private key does not match the node certificate", name)
+	}
+	leafPEM := encodePEM("CERTIFICATE", leaf.Raw)
+	return &Identity{
+		Name: name,
+		Cert: tls.Certificate{
+			Certificate: [][]byte{leaf.Raw, ca.Raw},
+			PrivateKey:  key,
+			Leaf:        leaf,
+		},
+		CAPEM:   encodePEM("CERTIFICATE", ca.Raw),
+		CAPool:  pool,
+		CAHash:  CertHash(ca.Raw),
+		certPEM: leafPEM,
+		keyPEM:  keyPEM,
+	}, nil
+}
+
+// LoadIdentity reads the identity Save wrote to dir; the node name is the certificate's CommonName.
+func LoadIdentity(dir string) (*Identity, error) {
+	read := func(name string) ([]byte, error) {
+		b, err := os.ReadFile(filepath.Join(dir, name))
+		if err != nil {
+			return nil, fmt.Errorf("load node identity: %w (is %s a joined node's tls directory?)", err, dir)
+		}
+		return b, nil
+	}
+	caPEM, err := read(CAFile)
+	if err != nil {
+		return nil, err
+	}
+	certPEM, err := read(CertFile)
+	if err != nil {
+		return nil, err
+	}
+	keyPEM, err := read(KeyFile)
+	if err != nil {
+		return nil, err
+	}
+	certs, err := parseCertsPEM(certPEM)
+	if err != nil {
+		return nil, fmt.Errorf("load node identity from %s: %w", filepath.Join(dir, CertFile), err)
+	}
+	return NewIdentity(certs[0].Subject.CommonName, caPEM, certPEM, keyPEM)
+}
+
+// Save writes the identity to dir atomically, file by file: a crash leaves each file either old or new, never torn.
+// The key is written last so that a directory holding a key always holds its certificate too.
+func (id *Identity) Save(dir string) error {
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return fmt.Errorf("save node identity: %w", err)
+	}
+	files := []struct {
+		name string
+		data []byte
+		mode os.FileMode
+	}{
+		{CAFile, id.CAPEM, 0o644},
+		{CertFile, id.certPEM, 0o644},
+		{KeyFile, id.keyPEM, keyFileMode},
+	}
+	for _, f := range files {
+		if len(f.data) == 0 {
+			return fmt.Errorf("save node identity: %s is empty; build the identity with NewIdentity or LoadIdentity", f.name)
+		}
+		if err := writeFileAtomic(dir, f.name, f.data, f.mode); err != nil {
+			return fmt.Errorf("save node identity: %w", err)
+		}
+	}
+	return nil
+}
+
+// CertPEM is the node certificate alone, PEM-encoded.
+func (id *Identity) CertPEM() []byte { return id.certPEM }
+
+// writeFileAtomic writes through a temporary file in the same directory, then renames it and syncs the directory
+// so the rename itself survives a crash.
+func writeFileAtomic(dir, name string, data []byte, mode os.FileMode) (err error) {
+	tmp, err := os.CreateTemp(dir, "."+name+".tmp-*")
+	if err != nil {
+		return err
+	}
+	defer func() {
+		if err != nil {
+			tmp.Close()
+			os.Remove(tmp.Name())
+		}
+	}()
+	// CreateTemp already makes the file 0600; Chmod sets the wider mode of public files before any byte is in.
+	if err = tmp.Chmod(mode); err != nil {
+		return err
+	}
+	if _, err = tmp.Write(data); err != nil {
+		return err
+	}
+	if err = tmp.Sync(); err != nil {
+		return err
+	}
+	if err = tmp.Close(); err != nil {
+		return err
+	}
+	if err = os.Rename(tmp.Name(), filepath.Join(dir, name)); err != nil {
+		return err
+	}
+	d, err := os.Open(dir)
+	if err != nil {
+		return err
+	}
+	defer d.Close()
+	if err = d.Sync(); err != nil {
+		return fmt.Errorf("sync directory %s: %w", dir, err)
+	}
+	return nil
+}
