@@ -1,0 +1,352 @@
+package transport
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/quic-go/quic-go"
+)
+
+// ALPNs served by a node's endpoint. Every one of them requires a mesh client certificate except ALPNJoin.
+const (
+	ALPNRaft = "shoal-raft/1" // Raft RPC streams
+	ALPNBlob = "shoal-blob/1" // piece exchange (later issue; generic Handle/Dial serve it)
+	ALPNRPC  = "shoal-rpc/1"  // node-to-node request/response (write forwarding, read index)
+	ALPNJoin = "shoal-join/1" // join: the ONLY ALPN a client without a mesh certificate may use
+)
+
+// QUIC timings. The handshake timeout is short so that dialing a dead peer fails fast (Raft retries on its own
+// schedule); keep-alives well below the idle timeout keep quiet peer connections open.
+const (
+	handshakeIdleTimeout = 3 * time.Second
+	maxIdleTimeout       = 30 * time.Second
+	keepAlivePeriod      = 5 * time.Second
+	// Raft pipelining plus many concurrent piece and RPC streams pass quic-go's default of 100 easily.
+	maxIncomingStreams = 10000
+	// dialTimeout bounds a whole dial; the handshake idle timeout usually ends it much sooner.
+	dialTimeout = 10 * time.Second
+)
+
+// Application error codes sent when this side closes a connection.
+const (
+	codeClosing   quic.ApplicationErrorCode = 0
+	codeNoHandler quic.ApplicationErrorCode = 1
+	codeNoPeer    quic.ApplicationErrorCode = 2
+)
+
+// ErrClosed is returned by an Endpoint's methods after Close.
+var ErrClosed = errors.New("transport endpoint is closed")
+
+// Config configures Listen.
+type Config struct {
+	Bind     string // "127.0.0.1:7422"; port 0 picks a free port
+	Identity *Identity
+	Logger   *slog.Logger
+}
+
+// ConnHandler serves one accepted connection; the connection is closed when it returns.
+type ConnHandler func(conn *quic.Conn, peer string)
+
+// Endpoint is a node's single QUIC endpoint: one UDP socket that accepts connections for the ALPNs that have a
+// handler and dials peers from the same socket, so a peer sees our bound address as our remote address.
+type Endpoint struct {
+	id    *Identity
+	log   *slog.Logger
+	udp   *net.UDPConn
+	tr    *quic.Transport
+	ln    *quic.Listener
+	qconf *quic.Config
+
+	ctx    context.Context // cancelled by Close; parent of dials and accept
+	cancel context.CancelFunc
+	wg     sync.WaitGroup // every goroutine the endpoint starts
+
+	closeOnce sync.Once
+	closeErr  error
+
+	acceptedTotal atomic.Int64 // connections that passed the handshake and reached a handler
+
+	mu        sync.Mutex
+	closed    bool
+	handlers  map[string]ConnHandler
+	accepted  map[*quic.Conn]struct{}
+	dials     map[dialKey]*dialEntry
+	rpc       *rpcMux
+	join      *rpcMux
+	raft      *raftLayer
+	advertise net.Addr
+}
+
+type dialKey struct{ addr, alpn string }
+
+// dialEntry is one cached or in-flight connection; done is closed once conn or err is set.
+type dialEntry struct {
+	done chan struct{}
+	conn *quic.Conn
+	err  error
+}
+
+func quicConfig() *quic.Config {
+	return &quic.Config{
+		HandshakeIdleTimeout:  handshakeIdleTimeout,
+		MaxIdleTimeout:        maxIdleTimeout,
+		KeepAlivePeriod:       keepAlivePeriod,
+		MaxIncomingStreams:    maxIncomingStreams,
+		MaxIncomingUniStreams: -1,
+	}
+}
+
+// Listen binds the UDP socket and starts accepting connections. Connections for an ALPN without a handler are
+// refused during the handshake, so register handlers (Handle, HandleRPC, HandleJoinRPC, RaftLayer) early.
+func Listen(cfg Config) (*Endpoint, error) {
+	if cfg.Identity == nil {
+		return nil, errors.New("transport: listen: no node identity; load or create one first")
+	}
+	log := cfg.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	udpAddr, err := net.ResolveUDPAddr("udp", cfg.Bind)
+	if err != nil {
+		return nil, fmt.Errorf("transport: resolve bind address %q: %w", cfg.Bind, err)
+	}
+	resetKey, err := statelessResetKey(cfg.Identity)
+	if err != nil {
+		return nil, err
+	}
+	udp, err := net.ListenUDP("udp", udpAddr)
+	if err != nil {
+		return nil, fmt.Errorf("transport: listen on UDP %s: %w (is another node using this port?)", cfg.Bind, err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	e := &Endpoint{
+		id:       cfg.Identity,
+		log:      log,
+		udp:      udp,
+		tr:       &quic.Transport{Conn: udp, StatelessResetKey: resetKey},
+		qconf:    quicConfig(),
+		ctx:      ctx,
+		cancel:   cancel,
+		handlers: map[string]ConnHandler{},
+		accepted: map[*quic.Conn]struct{}{},
+		dials:    map[dialKey]*dialEntry{},
+	}
+	e.ln, err = e.tr.Listen(e.serverTLS(), e.qconf)
+	if err != nil {
+		cancel()
+		e.tr.Close()
+		udp.Close()
+		return nil, fmt.Errorf("transport: start QUIC listener on %s: %w", udp.LocalAddr(), err)
+	}
+	e.wg.Add(1)
+	go e.acceptLoop()
+	log.Info("QUIC endpoint listening", "addr", udp.LocalAddr().String(), "node", cfg.Identity.Name)
+	return e, nil
+}
+
+// Addr is the bound UDP address (with the real port when Bind asked for port 0).
+func (e *Endpoint) Addr() net.Addr { return e.udp.LocalAddr() }
+
+// Identity is the node identity the endpoint authenticates with.
+func (e *Endpoint) Identity() *Identity { return e.id }
+
+// Handle routes accepted connections of alpn, once mutual TLS has succeeded, to h, each in its own goroutine.
+// peer is the verified node name (certificate CommonName); it is "" on ALPNJoin. The connection is closed when h
+// returns, and h must return once conn.Context() is done. A later Handle for the same ALPN replaces h for new
+// connections.
+func (e *Endpoint) Handle(alpn string, h func(conn *quic.Conn, peer string)) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if h == nil {
+		delete(e.handlers, alpn)
+		return
+	}
+	e.handlers[alpn] = h
+}
+
+func (e *Endpoint) servedALPNs() []string {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	protos := make([]string, 0, len(e.handlers))
+	for p := range e.handlers {
+		protos = append(protos, p)
+	}
+	slices.Sort(protos) // a stable server preference, should a client offer several
+	return protos
+}
+
+func (e *Endpoint) acceptLoop() {
+	defer e.wg.Done()
+	for {
+		conn, err := e.ln.Accept(e.ctx)
+		if err != nil {
+			if e.ctx.Err() == nil {
+				e.log.Error("QUIC accept loop stopped", "err", err)
+			}
+			return
+		}
+		e.serveConn(conn)
+	}
+}
+
+func (e *Endpoint) serveConn(conn *quic.Conn) {
+	alpn := conn.ConnectionState().TLS.NegotiatedProtocol
+	peer := PeerName(conn)
+	if alpn == ALPNJoin {
+		peer = "" // join handlers must not trust a name they did not ask for
+	} else if peer == "" {
+		// The handshake requires a certificate on every ALPN but join; this guards that invariant.
+		e.log.Warn("refused connection without a node certificate", "remote", conn.RemoteAddr().String(), "alpn", alpn)
+		conn.CloseWithError(codeNoPeer, "a mesh node certificate is required")
+		return
+	}
+	e.mu.Lock()
+	h := e.handlers[alpn]
+	if e.closed || h == nil {
+		e.mu.Unlock()
+		conn.CloseWithError(codeNoHandler, "protocol not served: "+alpn)
+		return
+	}
+	e.accepted[conn] = struct{}{}
+	e.acceptedTotal.Add(1)
+	e.wg.Add(1)
+	e.mu.Unlock()
+	e.log.Debug("accepted connection", "remote", conn.RemoteAddr().String(), "alpn", alpn, "peer", peer)
+	go func() {
+		defer e.wg.Done()
+		defer func() {
+			e.mu.Lock()
+			delete(e.accepted, conn)
+			e.mu.Unlock()
+			conn.CloseWithError(codeClosing, "")
+		}()
+		h(conn, peer)
+	}()
+}
+
+// Dial returns a cached, mutually authenticated connection to addr for alpn: one per addr and ALPN, redialed once
+// it has died, with concurrent dials for the same key sharing one handshake. The server must present a
+// certificate from this node's CA. ctx bounds only the wait of this caller, not the shared dial.
+func (e *Endpoint) Dial(ctx context.Context, addr, alpn string) (*quic.Conn, error) {
+	key := dialKey{addr, alpn}
+	e.mu.Lock()
+	if e.closed {
+		e.mu.Unlock()
+		return nil, ErrClosed
+	}
+	ent := e.dials[key]
+	if ent != nil {
+		select {
+		case <-ent.done:
+			if ent.err == nil && ent.conn.Context().Err() == nil {
+				e.mu.Unlock()
+				return ent.conn, nil
+			}
+			ent = nil // failed or dead: dial again
+		default: // in flight: share it
+		}
+	}
+	if ent == nil {
+		ent = &dialEntry{done: make(chan struct{})}
+		e.dials[key] = ent
+		e.wg.Add(1)
+		go e.dial(key, ent)
+	}
+	e.mu.Unlock()
+	select {
+	case <-ent.done:
+		if ent.err != nil {
+			return nil, ent.err
+		}
+		return ent.conn, nil
+	case <-ctx.Done():
+		return nil, fmt.Errorf("dial %s (%s): %w", addr, alpn, ctx.Err())
+	}
+}
+
+// dial runs one handshake for ent and then stays with the connection until it dies, to drop it from the cache.
+func (e *Endpoint) dial(key dialKey, ent *dialEntry) {
+	defer e.wg.Done()
+	conn, err := e.connect(key.addr, key.alpn)
+	e.mu.Lock()
+	if err == nil && e.closed {
+		conn.CloseWithError(codeClosing, "endpoint closing")
+		err = ErrClosed
+	}
+	ent.conn, ent.err = conn, err
+	close(ent.done)
+	if err != nil && e.dials[key] == ent {
+		delete(e.dials, key)
+	}
+	e.mu.Unlock()
+	if err != nil {
+		e.log.Debug("dial failed", "addr", key.addr, "alpn", key.alpn, "err", err)
+		return
+	}
+	e.log.Debug("dialed", "addr", key.addr, "alpn", key.alpn, "peer", PeerName(conn))
+	<-conn.Context().Done() // Close closes every cached connection, so this wait ends
+	e.mu.Lock()
+	if e.dials[key] == ent {
+		delete(e.dials, key)
+	}
+	e.mu.Unlock()
+}
+
+func (e *Endpoint) connect(addr, alpn string) (*quic.Conn, error) {
+	udpAddr, err := net.ResolveUDPAddr("udp", addr)
+	if err != nil {
+		return nil, fmt.Errorf("dial %s: resolve: %w", addr, err)
+	}
+	ctx, cancel := context.WithTimeout(e.ctx, dialTimeout)
+	defer cancel()
+	conn, err := e.tr.Dial(ctx, udpAddr, e.clientTLS(alpn), e.qconf)
+	if err != nil {
+		if e.ctx.Err() != nil {
+			return nil, ErrClosed
+		}
+		return nil, fmt.Errorf("dial %s (%s): %w", addr, alpn, err)
+	}
+	return conn, nil
+}
+
+// Close closes every connection, stops the accept loop and waits for all goroutines the endpoint started,
+// including connection handlers, then releases the UDP socket.
+func (e *Endpoint) Close() error {
+	e.closeOnce.Do(func() {
+		e.mu.Lock()
+		e.closed = true
+		var conns []*quic.Conn
+		for c := range e.accepted {
+			conns = append(conns, c)
+		}
+		for _, ent := range e.dials {
+			select {
+			case <-ent.done:
+				if ent.conn != nil {
+					conns = append(conns, ent.conn)
+				}
+			default: // still dialing: cancelling ctx ends it, and dial closes what it got
+			}
+		}
+		e.mu.Unlock()
+		e.cancel()
+		lnErr := e.ln.Close()
+		// CloseWithError sends CONNECTION_CLOSE before returning, so peers learn at once that we are gone.
+		for _, c := range conns {
+			c.CloseWithError(codeClosing, "endpoint closing")
+		}
+		e.wg.Wait()
+		trErr := e.tr.Close()
+		udpErr := e.udp.Close()
+		e.closeErr = errors.Join(lnErr, trErr, udpErr)
+		e.log.Info("QUIC endpoint closed", "addr", e.udp.LocalAddr().String())
+	})
+	return e.closeErr
+}

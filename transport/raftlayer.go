@@ -1,0 +1,143 @@
+package transport
+
+import (
+	"context"
+	"errors"
+	"net"
+	"sync"
+	"time"
+
+	"github.com/hashicorp/raft"
+	"github.com/quic-go/quic-go"
+)
+
+// errLayerClosed is what Accept returns after the Raft transport closed its stream layer.
+var errLayerClosed = errors.New("raft stream layer is closed")
+
+// raftLayer is raft.StreamLayer over ALPNRaft: every Raft connection is a QUIC stream, all streams to one peer
+// share the endpoint's cached connection to it.
+type raftLayer struct {
+	e        *Endpoint
+	incoming chan net.Conn
+	closed   chan struct{}
+	once     sync.Once
+}
+
+var _ raft.StreamLayer = (*raftLayer)(nil)
+
+// RaftLayer returns the endpoint's Raft stream layer and starts serving ALPNRaft. When Raft shuts down its
+// transport closes the layer, which stops serving ALPNRaft; a later RaftLayer call returns a fresh layer.
+func (e *Endpoint) RaftLayer() raft.StreamLayer {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if e.raft == nil {
+		l := &raftLayer{e: e, incoming: make(chan net.Conn), closed: make(chan struct{})}
+		e.raft = l
+		e.handlers[ALPNRaft] = l.serveConn
+	}
+	return e.raft
+}
+
+// SetAdvertise sets the address the Raft layer reports as its own (Addr), which Raft records as this server's
+// address in its configuration. Set it before creating the Raft transport when binding to 0.0.0.0.
+func (e *Endpoint) SetAdvertise(addr net.Addr) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	e.advertise = addr
+}
+
+func (l *raftLayer) serveConn(conn *quic.Conn, _ string) {
+	for {
+		st, err := conn.AcceptStream(conn.Context())
+		if err != nil {
+			return
+		}
+		select {
+		case l.incoming <- newStreamConn(st, conn):
+		case <-l.closed:
+			st.CancelRead(codeCancelled)
+			st.CancelWrite(codeCancelled)
+			return
+		case <-conn.Context().Done():
+			return
+		}
+	}
+}
+
+// Accept hands out the Raft streams peers opened, as net.Conns.
+func (l *raftLayer) Accept() (net.Conn, error) {
+	select {
+	case c := <-l.incoming:
+		return c, nil
+	case <-l.closed:
+		return nil, errLayerClosed
+	case <-l.e.ctx.Done():
+		return nil, ErrClosed
+	}
+}
+
+// Close stops handing out streams and stops serving ALPNRaft; streams already handed out stay Raft's to close.
+func (l *raftLayer) Close() error {
+	l.once.Do(func() {
+		close(l.closed)
+		l.e.mu.Lock()
+		if l.e.raft == l {
+			l.e.raft = nil
+			delete(l.e.handlers, ALPNRaft)
+		}
+		l.e.mu.Unlock()
+	})
+	return nil
+}
+
+// Addr is the advertised address if one was set, else the bound one.
+func (l *raftLayer) Addr() net.Addr {
+	l.e.mu.Lock()
+	defer l.e.mu.Unlock()
+	if l.e.advertise != nil {
+		return l.e.advertise
+	}
+	return l.e.Addr()
+}
+
+// Dial opens a new stream to the peer at address on the cached connection, dialing it if needed.
+func (l *raftLayer) Dial(address raft.ServerAddress, timeout time.Duration) (net.Conn, error) {
+	ctx, cancel := context.WithTimeout(l.e.ctx, timeout)
+	defer cancel()
+	conn, err := l.e.Dial(ctx, string(address), ALPNRaft)
+	if err != nil {
+		return nil, err
+	}
+	st, err := conn.OpenStreamSync(ctx)
+	if err != nil {
+		return nil, err
+	}
+	return newStreamConn(st, conn), nil
+}
+
+// streamConn is a QUIC stream dressed as a net.Conn, with its connection's addresses.
+type streamConn struct {
+	st     *quic.Stream
+	local  net.Addr
+	remote net.Addr
+}
+
+func newStreamConn(st *quic.Stream, conn *quic.Conn) *streamConn {
+	return &streamConn{st: st, local: conn.LocalAddr(), remote: conn.RemoteAddr()}
+}
+
+func (c *streamConn) Read(b []byte) (int, error)  { return c.st.Read(b) }
+func (c *streamConn) Write(b []byte) (int, error) { return c.st.Write(b) }
+
+// Close is a full close, as net.Conn promises: Stream.Close alone would only end the sending side and leave the
+// peer's writes to a reader that no longer exists.
+func (c *streamConn) Close() error {
+	c.st.CancelRead(0)
+	return c.st.Close()
+}
+
+func (c *streamConn) LocalAddr() net.Addr                { return c.local }
+func (c *streamConn) RemoteAddr() net.Addr               { return c.remote }
+func (c *streamConn) SetDeadline(t time.Time) error      { return c.st.SetDeadline(t) }
+func (c *streamConn) SetReadDeadline(t time.Time) error  { return c.st.SetReadDeadline(t) }
+func (c *streamConn) SetWriteDeadline(t time.Time) error { return c.st.SetWriteDeadline(t) }

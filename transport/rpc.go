@@ -1,0 +1,289 @@
+package transport
+
+import (
+	"bytes"
+	"context"
+	"encoding/binary"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"runtime/debug"
+	"sync"
+	"time"
+
+	"github.com/quic-go/quic-go"
+)
+
+// MaxFrame is the largest request or response body frame, in bytes.
+const MaxFrame = 16 << 20
+
+// requestReadTimeout bounds how long a served stream may take to deliver its request, so that a peer which opens
+// streams and sends nothing cannot pin goroutines until the connection dies.
+const requestReadTimeout = 30 * time.Second
+
+// Error codes this package puts on RemoteErrors it creates itself.
+const (
+	CodeInternal      = "internal"
+	CodeUnknownMethod = "unknown_method"
+	CodeBadRequest    = "bad_request"
+)
+
+// Stream error code for cancelling an RPC stream.
+const codeCancelled quic.StreamErrorCode = 1
+
+// Handler serves one RPC. peer is the caller's verified node name ("" for join RPCs). The result is sent back as
+// JSON; an error travels as a RemoteError, with its code if it has an `ErrorCode() string` method.
+type Handler func(ctx context.Context, peer string, body json.RawMessage) (any, error)
+
+// RemoteError is an error returned by the handler on the other node.
+type RemoteError struct {
+	Code    string `json:"code"`
+	Message string `json:"message"`
+}
+
+func (e *RemoteError) Error() string { return e.Message }
+
+// ErrorCode lets a handler that forwards a call return the remote error unchanged, code included.
+func (e *RemoteError) ErrorCode() string { return e.Code }
+
+type rpcRequest struct {
+	Method string          `json:"method"`
+	Body   json.RawMessage `json:"body,omitempty"`
+}
+
+type rpcResponse struct {
+	Body  json.RawMessage `json:"body,omitempty"`
+	Error *RemoteError    `json:"error,omitempty"`
+}
+
+// rpcMux is the method table of one RPC ALPN.
+type rpcMux struct {
+	mu      sync.RWMutex
+	methods map[string]Handler
+}
+
+func (m *rpcMux) lookup(method string) Handler {
+	m.mu.RLock()
+	defer m.mu.RUnlock()
+	return m.methods[method]
+}
+
+// HandleRPC serves method on ALPNRPC, which only peers with a mesh certificate can reach.
+func (e *Endpoint) HandleRPC(method string, h Handler) {
+	e.handleRPC(ALPNRPC, &e.rpc, method, h)
+}
+
+// HandleJoinRPC serves method on ALPNJoin, which needs no client certificate: the joiner has none yet. The
+// handler's peer is always "", and it must authenticate the request itself (the join token's secret).
+func (e *Endpoint) HandleJoinRPC(method string, h Handler) {
+	e.handleRPC(ALPNJoin, &e.join, method, h)
+}
+
+func (e *Endpoint) handleRPC(alpn string, mux **rpcMux, method string, h Handler) {
+	e.mu.Lock()
+	if *mux == nil {
+		m := &rpcMux{methods: map[string]Handler{}}
+		*mux = m
+		e.handlers[alpn] = func(conn *quic.Conn, peer string) { e.serveRPCConn(conn, peer, m) }
+	}
+	m := *mux
+	e.mu.Unlock()
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.methods[method] = h
+}
+
+func (e *Endpoint) serveRPCConn(conn *quic.Conn, peer string, mux *rpcMux) {
+	for {
+		st, err := conn.AcceptStream(conn.Context())
+		if err != nil {
+			return
+		}
+		e.wg.Add(1) // the counter is positive (this handler holds it), so adding here cannot race Close's Wait
+		go func() {
+			defer e.wg.Done()
+			e.serveRPCStream(st, peer, mux)
+		}()
+	}
+}
+
+func (e *Endpoint) serveRPCStream(st *quic.Stream, peer string, mux *rpcMux) {
+	resp := e.dispatch(st, peer, mux)
+	frame, err := json.Marshal(resp)
+	if err != nil {
+		frame, _ = json.Marshal(rpcResponse{Error: &RemoteError{Code: CodeInternal, Message: "encode response: " + err.Error()}})
+	}
+	st.SetWriteDeadline(time.Now().Add(requestReadTimeout))
+	if err := writeFrame(st, frame); err != nil {
+		e.log.Debug("RPC response not delivered", "peer", peer, "err", err)
+		st.CancelWrite(codeCancelled)
+		return
+	}
+	st.Close()
+}
+
+func (e *Endpoint) dispatch(st *quic.Stream, peer string, mux *rpcMux) (resp rpcResponse) {
+	st.SetReadDeadline(time.Now().Add(requestReadTimeout))
+	raw, err := readFrame(st)
+	if err != nil {
+		st.CancelRead(codeCancelled)
+		return errorResponse(CodeBadRequest, "read request: "+err.Error())
+	}
+	var req rpcRequest
+	if err := json.Unmarshal(raw, &req); err != nil {
+		return errorResponse(CodeBadRequest, "decode request: "+err.Error())
+	}
+	h := mux.lookup(req.Method)
+	if h == nil {
+		return errorResponse(CodeUnknownMethod, fmt.Sprintf("unknown method %q (is the other node running the same version?)", req.Method))
+	}
+	defer func() {
+		// A handler bug answers this request with an error instead of taking the whole node down.
+		if r := recover(); r != nil {
+			e.log.Error("RPC handler panicked", "method", req.Method, "peer", peer, "panic", r, "stack", string(debug.Stack()))
+			resp = errorResponse(CodeInternal, fmt.Sprintf("handler for %q failed", req.Method))
+		}
+	}()
+	// The stream's context ends when the caller cancels (it stops reading) or the connection dies.
+	result, err := h(st.Context(), peer, req.Body)
+	if err != nil {
+		code := CodeInternal
+		var coded interface{ ErrorCode() string }
+		if errors.As(err, &coded) && coded.ErrorCode() != "" {
+			code = coded.ErrorCode()
+		}
+		return errorResponse(code, err.Error())
+	}
+	body, err := json.Marshal(result)
+	if err != nil {
+		return errorResponse(CodeInternal, fmt.Sprintf("encode result of %q: %v", req.Method, err))
+	}
+	return rpcResponse{Body: body}
+}
+
+func errorResponse(code, msg string) rpcResponse {
+	return rpcResponse{Error: &RemoteError{Code: code, Message: msg}}
+}
+
+// readFrame reads one request or response frame, then expects the end of the stream: one request per stream.
+func readFrame(r io.Reader) ([]byte, error) {
+	var hdr [4]byte
+	if _, err := io.ReadFull(r, hdr[:]); err != nil {
+		return nil, fmt.Errorf("frame header: %w", err)
+	}
+	n := binary.BigEndian.Uint32(hdr[:])
+	if n > MaxFrame {
+		return nil, fmt.Errorf("frame of %d bytes exceeds the %d byte limit", n, MaxFrame)
+	}
+	buf := make([]byte, n)
+	if _, err := io.ReadFull(r, buf); err != nil {
+		return nil, fmt.Errorf("frame body: %w", err)
+	}
+	var extra [1]byte
+	if m, err := io.ReadFull(r, extra[:]); m > 0 {
+		return nil, errors.New("data after the frame; one frame per stream direction")
+	} else if !errors.Is(err, io.EOF) {
+		return nil, fmt.Errorf("end of frame: %w", err)
+	}
+	return buf, nil
+}
+
+func writeFrame(w io.Writer, body []byte) error {
+	if len(body) > MaxFrame {
+		return fmt.Errorf("frame of %d bytes exceeds the %d byte limit", len(body), MaxFrame)
+	}
+	var buf bytes.Buffer
+	buf.Grow(4 + len(body))
+	var hdr [4]byte
+	binary.BigEndian.PutUint32(hdr[:], uint32(len(body)))
+	buf.Write(hdr[:])
+	buf.Write(body)
+	_, err := w.Write(buf.Bytes())
+	return err
+}
+
+// Call sends one request to the node at addr over ALPNRPC and decodes the response into resp (which may be nil).
+// An error from the remote handler is a *RemoteError. Call is not retried once the request may have been sent,
+// since the method may not be idempotent; only a cached connection found dead before opening the stream is
+// replaced by a fresh dial.
+func (e *Endpoint) Call(ctx context.Context, addr, method string, req, resp any) error {
+	for attempt := 0; ; attempt++ {
+		conn, err := e.Dial(ctx, addr, ALPNRPC)
+		if err != nil {
+			return fmt.Errorf("call %s on %s: %w", method, addr, err)
+		}
+		st, err := conn.OpenStreamSync(ctx)
+		if err != nil {
+			if attempt == 0 && ctx.Err() == nil && conn.Context().Err() != nil {
+				continue // the cached connection died; Dial redials it
+			}
+			return fmt.Errorf("call %s on %s: open stream: %w", method, addr, err)
+		}
+		if err := roundTrip(ctx, st, method, req, resp); err != nil {
+			var re *RemoteError
+			if errors.As(err, &re) {
+				return re
+			}
+			return fmt.Errorf("call %s on %s: %w", method, addr, err)
+		}
+		return nil
+	}
+}
+
+// roundTrip writes one request on st, closes the send side, and reads the response.
+func roundTrip(ctx context.Context, st *quic.Stream, method string, req, resp any) error {
+	stop := context.AfterFunc(ctx, func() {
+		st.CancelWrite(codeCancelled)
+		st.CancelRead(codeCancelled)
+	})
+	defer stop()
+	if dl, ok := ctx.Deadline(); ok {
+		st.SetDeadline(dl)
+	}
+	var body json.RawMessage
+	if req != nil {
+		b, err := json.Marshal(req)
+		if err != nil {
+			st.CancelWrite(codeCancelled)
+			st.CancelRead(codeCancelled)
+			return fmt.Errorf("encode request: %w", err)
+		}
+		body = b
+	}
+	frame, err := json.Marshal(rpcRequest{Method: method, Body: body})
+	if err != nil {
+		return fmt.Errorf("encode request: %w", err)
+	}
+	if err := writeFrame(st, frame); err != nil {
+		st.CancelRead(codeCancelled)
+		return ctxErr(ctx, fmt.Errorf("send request: %w", err))
+	}
+	st.Close()
+	raw, err := readFrame(st)
+	if err != nil {
+		st.CancelRead(codeCancelled)
+		return ctxErr(ctx, fmt.Errorf("read response: %w", err))
+	}
+	var r rpcResponse
+	if err := json.Unmarshal(raw, &r); err != nil {
+		return fmt.Errorf("decode response: %w", err)
+	}
+	if r.Error != nil {
+		return r.Error
+	}
+	if resp != nil && len(r.Body) > 0 {
+		if err := json.Unmarshal(r.Body, resp); err != nil {
+			return fmt.Errorf("decode response body into %T: %w", resp, err)
+		}
+	}
+	return nil
+}
+
+// ctxErr reports the caller's cancellation rather than the stream error it caused.
+func ctxErr(ctx context.Context, err error) error {
+	if ctx.Err() != nil {
+		return fmt.Errorf("%w (%w)", ctx.Err(), err)
+	}
+	return err
+}
