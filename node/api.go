@@ -1,0 +1,291 @@
+package node
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/shoal-ci/shoal/raftfsm"
+)
+
+// Handler is an API handler: it writes a response or returns an error that becomes a JSON error.
+type Handler func(w http.ResponseWriter, r *http.Request) error
+
+// roleRank orders roles: a token may do what its role and every lower role may.
+var roleRank = map[string]int{raftfsm.RoleReader: 1, raftfsm.RoleDeployer: 2, raftfsm.RoleAdmin: 3}
+
+type ctxKey int
+
+const tokenKey ctxKey = 1
+
+// TokenOf returns the API token that authorised the request.
+func TokenOf(r *http.Request) *raftfsm.Token {
+	t, _ := r.Context().Value(tokenKey).(*raftfsm.Token)
+	return t
+}
+
+// maxBody bounds request bodies; API requests are small JSON documents.
+const maxBody = 1 << 20
+
+func (n *Node) startHTTP() error {
+	ln, err := net.Listen("tcp", hostPort(n.cfg.BindIP, n.cfg.HTTPPort))
+	if err != nil {
+		return fmt.Errorf("listen HTTP on %s: %w", hostPort(n.cfg.BindIP, n.cfg.HTTPPort), err)
+	}
+	n.httpLn = ln
+	n.mux = http.NewServeMux()
+	n.routes()
+	n.httpSrv = &http.Server{Handler: n.mux, ReadHeaderTimeout: 10 * time.Second,
+		ErrorLog: memberlistLogger(n.log.With("component", "api"))}
+	n.wg.Add(1)
+	go func() {
+		defer n.wg.Done()
+		if err := n.httpSrv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			n.log.Error("HTTP API stopped", "err", err)
+		}
+	}()
+	return nil
+}
+
+// Handle registers an API route that needs a token of at least role ("" for none).
+func (n *Node) Handle(pattern, role string, h Handler) {
+	route := pattern
+	n.mux.HandleFunc(pattern, func(w http.ResponseWriter, r *http.Request) {
+		start := time.Now()
+		rec := &statusRecorder{ResponseWriter: w, status: http.StatusOK}
+		code := n.serve(rec, r, role, h)
+		if code == 0 {
+			code = rec.status
+		}
+		n.metrics.apiRequests.WithLabelValues(route, strconv.Itoa(code)).Inc()
+		n.metrics.apiDuration.WithLabelValues(route).Observe(time.Since(start).Seconds())
+	})
+}
+
+func (n *Node) serve(w http.ResponseWriter, r *http.Request, role string, h Handler) int {
+	if role != "" {
+		tok, err := n.authenticate(r, role)
+		if err != nil {
+			return writeError(w, err)
+		}
+		r = r.WithContext(context.WithValue(r.Context(), tokenKey, tok))
+	}
+	r.Body = http.MaxBytesReader(w, r.Body, maxBody)
+	if err := h(w, r); err != nil {
+		return writeError(w, err)
+	}
+	return 0
+}
+
+func (n *Node) authenticate(r *http.Request, role string) (*raftfsm.Token, error) {
+	text := r.Header.Get("X-Shoal-Token")
+	if h := r.Header.Get("Authorization"); text == "" && strings.HasPrefix(h, "Bearer ") {
+		text = strings.TrimPrefix(h, "Bearer ")
+	}
+	if text == "" {
+		return nil, apiErr(http.StatusUnauthorized, "unauthorized", "this request needs an API token: pass --token or set SHOAL_TOKEN (header Authorization: Bearer <token>)")
+	}
+	var tok *raftfsm.Token
+	n.fsm.Read(func(s *raftfsm.State) {
+		if t := checkAPIToken(s, text); t != nil {
+			c := *t
+			tok = &c
+		}
+	})
+	if tok == nil {
+		return nil, apiErr(http.StatusUnauthorized, "unauthorized", "the API token is not valid (wrong, revoked, or from another mesh): check --token / SHOAL_TOKEN")
+	}
+	if roleRank[tok.Role] < roleRank[role] {
+		return nil, apiErr(http.StatusForbidden, "forbidden", "token %q has role %s; this needs %s", tok.Name, tok.Role, role)
+	}
+	return tok, nil
+}
+
+type statusRecorder struct {
+	http.ResponseWriter
+	status int
+}
+
+func (s *statusRecorder) WriteHeader(code int) {
+	s.status = code
+	s.ResponseWriter.WriteHeader(code)
+}
+
+func (s *statusRecorder) Flush() {
+	if f, ok := s.ResponseWriter.(http.Flusher); ok {
+		f.Flush()
+	}
+}
+
+// Unwrap lets http.ResponseController reach the underlying writer (for SSE deadlines).
+func (s *statusRecorder) Unwrap() http.ResponseWriter { return s.ResponseWriter }
+
+// decode reads a JSON body strictly: unknown fields are errors, so typos do not pass silently.
+func decode(r *http.Request, v any) error {
+	dec := json.NewDecoder(r.Body)
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(v); err != nil {
+		if errors.Is(err, io.EOF) {
+			return badRequest("the request needs a JSON body")
+		}
+		return badRequest("request body: %v", err)
+	}
+	return nil
+}
+
+// Decode is decode for handlers registered by other packages.
+func Decode(r *http.Request, v any) error { return decode(r, v) }
+
+// WriteJSON writes v with the state index header.
+func (n *Node) WriteJSON(w http.ResponseWriter, status int, v any) {
+	w.Header().Set("X-Shoal-Index", strconv.FormatUint(n.fsm.Index(), 10))
+	writeJSON(w, status, v)
+}
+
+// BeginRead prepares a read: with ?consistent it first makes it linearizable; with ?index=N it blocks until the
+// state moves past N (or ?wait, default 5 minutes at most, runs out). Reads are otherwise served from local state.
+func (n *Node) BeginRead(r *http.Request) error {
+	q := r.URL.Query()
+	if q.Has("consistent") {
+		ctx, cancel := context.WithTimeout(r.Context(), 10*time.Second)
+		defer cancel()
+		if err := n.ConsistentRead(ctx); err != nil {
+			return err
+		}
+	}
+	if s := q.Get("index"); s != "" {
+		idx, err := strconv.ParseUint(s, 10, 64)
+		if err != nil {
+			return badRequest("index %q is not a number", s)
+		}
+		wait := 5 * time.Minute
+		if ws := q.Get("wait"); ws != "" {
+			d, err := time.ParseDuration(ws)
+			if err != nil || d <= 0 {
+				return badRequest("wait %q is not a duration like 30s", ws)
+			}
+			wait = min(d, 10*time.Minute)
+		}
+		ctx, cancel := context.WithTimeout(r.Context(), wait)
+		defer cancel()
+		n.fsm.Wait(ctx, idx)
+	}
+	return nil
+}
+
+// Write applies a command from an API request and answers with the written record.
+func (n *Node) Write(w http.ResponseWriter, r *http.Request, status int, c raftfsm.Command) error {
+	ctx, cancel := context.WithTimeout(r.Context(), 15*time.Second)
+	defer cancel()
+	res, err := n.Apply(ctx, c)
+	if err != nil {
+		return err
+	}
+	w.Header().Set("X-Shoal-Index", strconv.FormatUint(res.Index, 10))
+	if len(res.Value) == 0 {
+		w.WriteHeader(http.StatusNoContent)
+		return nil
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	_, err = w.Write(append(res.Value, '\n'))
+	return err
+}
+
+func (n *Node) routes() {
+	n.mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
+		writeJSON(w, http.StatusOK, map[string]any{"ok": true, "node": n.cfg.Name})
+	})
+	metricsRole := raftfsm.RoleReader
+	if n.cfg.MetricsOpen {
+		metricsRole = ""
+	}
+	prom := promhttp.HandlerFor(n.cfg.Registry, promhttp.HandlerOpts{})
+	n.Handle("GET /metrics", metricsRole, func(w http.ResponseWriter, r *http.Request) error {
+		prom.ServeHTTP(w, r)
+		return nil
+	})
+	n.Handle("GET /v1/status", raftfsm.RoleReader, n.getStatus)
+	n.Handle("GET /v1/members", raftfsm.RoleReader, n.getMembers)
+	n.Handle("POST /v1/leave", raftfsm.RoleAdmin, n.postLeave)
+	n.apiApps()
+	n.apiEnvs()
+	n.apiTokens()
+	n.mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+		writeError(w, apiErr(http.StatusNotFound, raftfsm.KindNotFound, "no API route %s %s: see docs/api.md", r.Method, r.URL.Path))
+	})
+}
+
+// Status is the answer of GET /v1/status.
+type Status struct {
+	Node         string `json:"node"`
+	Mesh         string `json:"mesh"`
+	State        string `json:"state"`
+	Leader       string `json:"leader"`
+	LeaderAddr   string `json:"leader_addr"`
+	Term         uint64 `json:"term"`
+	AppliedIndex uint64 `json:"applied_index"`
+	CommitIndex  uint64 `json:"commit_index"`
+	Voters       int    `json:"voters"`
+	NonVoters    int    `json:"nonvoters"`
+	Members      int    `json:"members"`
+	Version      string `json:"version"`
+}
+
+// Version is the build's version, set by the linker (-X) in release builds.
+var Version = "dev"
+
+func (n *Node) getStatus(w http.ResponseWriter, r *http.Request) error {
+	if err := n.BeginRead(r); err != nil {
+		return err
+	}
+	st := n.Status()
+	n.WriteJSON(w, http.StatusOK, st)
+	return nil
+}
+
+// Status describes this node and the mesh as it sees them.
+func (n *Node) Status() Status {
+	leader, addr := n.Leader()
+	st := Status{Node: n.cfg.Name, Mesh: n.stored.Mesh, State: stateName(n.raft.State()), Leader: leader, LeaderAddr: addr,
+		Term: n.raft.CurrentTerm(), AppliedIndex: n.raft.AppliedIndex(), CommitIndex: n.raft.CommitIndex(), Version: Version}
+	for _, m := range n.Members() {
+		if m.Status == StatusAlive || m.Status == StatusSuspect {
+			st.Members++
+		}
+		switch m.Role {
+		case "voter":
+			st.Voters++
+		case "nonvoter":
+			st.NonVoters++
+		}
+	}
+	return st
+}
+
+func (n *Node) getMembers(w http.ResponseWriter, r *http.Request) error {
+	if err := n.BeginRead(r); err != nil {
+		return err
+	}
+	n.WriteJSON(w, http.StatusOK, n.Members())
+	return nil
+}
+
+func (n *Node) postLeave(w http.ResponseWriter, r *http.Request) error {
+	ctx, cancel := context.WithTimeout(r.Context(), 30*time.Second)
+	defer cancel()
+	if err := n.Leave(ctx); err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"left": n.cfg.Name})
+	return nil
+}

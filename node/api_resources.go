@@ -1,0 +1,408 @@
+package node
+
+import (
+	"net/http"
+	"sort"
+	"time"
+
+	"github.com/shoal-ci/shoal/raftfsm"
+)
+
+// AppView is an app as the API shows it: the webhook secret is never shown, only whether one is set, and
+// secret build variables show no value.
+type AppView struct {
+	raftfsm.App
+	WebhookSecretSet bool `json:"webhook_secret_set"`
+}
+
+func viewApp(a *raftfsm.App) AppView {
+	v := AppView{App: *a, WebhookSecretSet: a.WebhookSecret != ""}
+	v.WebhookSecret = ""
+	v.BuildVars = redactVars(a.BuildVars)
+	return v
+}
+
+func viewEnv(e *raftfsm.Env) raftfsm.Env {
+	v := *e
+	v.Vars = redactVars(e.Vars)
+	return v
+}
+
+func redactVars(in map[string]raftfsm.Var) map[string]raftfsm.Var {
+	if in == nil {
+		return nil
+	}
+	out := make(map[string]raftfsm.Var, len(in))
+	for k, v := range in {
+		if v.Secret {
+			v.Value = ""
+		}
+		out[k] = v
+	}
+	return out
+}
+
+// keepSecrets lets a write send a secret variable without its value to mean "keep the stored value".
+func keepSecrets(in, old map[string]raftfsm.Var) {
+	for k, v := range in {
+		if o, ok := old[k]; ok && v.Secret && v.Value == "" {
+			v.Value = o.Value
+			in[k] = v
+		}
+	}
+}
+
+// appInput is the body of POST /v1/apps and PUT /v1/apps/{app}; on PUT, absent fields keep their value.
+type appInput struct {
+	Name          *string                 `json:"name"`
+	Repo          *string                 `json:"repo"`
+	Branch        *string                 `json:"branch"`
+	Manifest      *string                 `json:"manifest"`
+	WebhookSecret *string                 `json:"webhook_secret"`
+	AutoBuild     *bool                   `json:"auto_build"`
+	PollInterval  *raftfsm.Duration       `json:"poll_interval"`
+	BuildVars     *map[string]raftfsm.Var `json:"build_vars"`
+}
+
+func (in *appInput) applyTo(a *raftfsm.App) {
+	set(&a.Name, in.Name)
+	set(&a.Repo, in.Repo)
+	set(&a.Branch, in.Branch)
+	set(&a.Manifest, in.Manifest)
+	set(&a.WebhookSecret, in.WebhookSecret)
+	set(&a.AutoBuild, in.AutoBuild)
+	set(&a.PollInterval, in.PollInterval)
+	if in.BuildVars != nil {
+		keepSecrets(*in.BuildVars, a.BuildVars)
+		a.BuildVars = *in.BuildVars
+	}
+}
+
+func set[T any](dst *T, src *T) {
+	if src != nil {
+		*dst = *src
+	}
+}
+
+func (n *Node) apiApps() {
+	n.Handle("GET /v1/apps", raftfsm.RoleReader, func(w http.ResponseWriter, r *http.Request) error {
+		if err := n.BeginRead(r); err != nil {
+			return err
+		}
+		out := []AppView{}
+		n.fsm.Read(func(s *raftfsm.State) {
+			for _, a := range s.Apps {
+				out = append(out, viewApp(a))
+			}
+		})
+		sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
+		n.WriteJSON(w, http.StatusOK, out)
+		return nil
+	})
+	n.Handle("GET /v1/apps/{app}", raftfsm.RoleReader, func(w http.ResponseWriter, r *http.Request) error {
+		if err := n.BeginRead(r); err != nil {
+			return err
+		}
+		return n.writeApp(w, http.StatusOK, r.PathValue("app"))
+	})
+	n.Handle("POST /v1/apps", raftfsm.RoleAdmin, func(w http.ResponseWriter, r *http.Request) error {
+		var in appInput
+		if err := decode(r, &in); err != nil {
+			return err
+		}
+		var a raftfsm.App
+		in.applyTo(&a)
+		if err := n.applyReq(r, &raftfsm.AppPut{App: a, Create: true}); err != nil {
+			return err
+		}
+		return n.writeApp(w, http.StatusCreated, a.Name)
+	})
+	n.Handle("PUT /v1/apps/{app}", raftfsm.RoleAdmin, func(w http.ResponseWriter, r *http.Request) error {
+		name := r.PathValue("app")
+		var in appInput
+		if err := decode(r, &in); err != nil {
+			return err
+		}
+		if in.Name != nil && *in.Name != name {
+			return badRequest("an app cannot be renamed (body names %q, path %q)", *in.Name, name)
+		}
+		var (
+			a     raftfsm.App
+			found bool
+		)
+		n.fsm.Read(func(s *raftfsm.State) {
+			if cur := s.Apps[name]; cur != nil {
+				a, found = *cur, true
+			}
+		})
+		if !found {
+			return apiErr(http.StatusNotFound, raftfsm.KindNotFound, "app %q does not exist", name)
+		}
+		cas := a.ModifyIndex
+		in.applyTo(&a)
+		if err := n.applyReq(r, &raftfsm.AppPut{App: a, CAS: cas}); err != nil {
+			return err
+		}
+		return n.writeApp(w, http.StatusOK, name)
+	})
+	n.Handle("DELETE /v1/apps/{app}", raftfsm.RoleAdmin, func(w http.ResponseWriter, r *http.Request) error {
+		if err := n.applyReq(r, &raftfsm.AppDelete{Name: r.PathValue("app")}); err != nil {
+			return err
+		}
+		w.WriteHeader(http.StatusNoContent)
+		return nil
+	})
+}
+
+func (n *Node) writeApp(w http.ResponseWriter, status int, name string) error {
+	var (
+		v     AppView
+		found bool
+	)
+	n.fsm.Read(func(s *raftfsm.State) {
+		if a := s.Apps[name]; a != nil {
+			v, found = viewApp(a), true
+		}
+	})
+	if !found {
+		return apiErr(http.StatusNotFound, raftfsm.KindNotFound, "app %q does not exist", name)
+	}
+	n.WriteJSON(w, status, v)
+	return nil
+}
+
+// applyReq applies a command for an API request with the request's deadline.
+func (n *Node) applyReq(r *http.Request, c raftfsm.Command) error {
+	_, err := n.ApplyCtx(r, c)
+	return err
+}
+
+// ApplyCtx applies a command with a deadline derived from the request.
+func (n *Node) ApplyCtx(r *http.Request, c raftfsm.Command) (*Applied, error) {
+	ctx, cancel := contextWithTimeout(r, 15*time.Second)
+	defer cancel()
+	return n.Apply(ctx, c)
+}
+
+// envInput is the body of POST /v1/envs and PUT /v1/envs/{env}.
+type envInput struct {
+	Name       *string                 `json:"name"`
+	App        *string                 `json:"app"`
+	Servers    *[]string               `json:"servers"`
+	Tags       *map[string]string      `json:"tags"`
+	Vars       *map[string]raftfsm.Var `json:"vars"`
+	AutoDeploy *bool                   `json:"auto_deploy"`
+	Strategy   *raftfsm.Strategy       `json:"strategy"`
+}
+
+func (in *envInput) applyTo(e *raftfsm.Env) {
+	set(&e.Name, in.Name)
+	set(&e.App, in.App)
+	set(&e.Servers, in.Servers)
+	set(&e.Tags, in.Tags)
+	set(&e.AutoDeploy, in.AutoDeploy)
+	set(&e.Strategy, in.Strategy)
+	if in.Vars != nil {
+		keepSecrets(*in.Vars, e.Vars)
+		e.Vars = *in.Vars
+	}
+}
+
+func (n *Node) apiEnvs() {
+	n.Handle("GET /v1/envs", raftfsm.RoleReader, func(w http.ResponseWriter, r *http.Request) error {
+		if err := n.BeginRead(r); err != nil {
+			return err
+		}
+		app := r.URL.Query().Get("app")
+		out := []raftfsm.Env{}
+		n.fsm.Read(func(s *raftfsm.State) {
+			for _, e := range s.Envs {
+				if app == "" || e.App == app {
+					out = append(out, viewEnv(e))
+				}
+			}
+		})
+		sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
+		n.WriteJSON(w, http.StatusOK, out)
+		return nil
+	})
+	n.Handle("GET /v1/envs/{env}", raftfsm.RoleReader, func(w http.ResponseWriter, r *http.Request) error {
+		if err := n.BeginRead(r); err != nil {
+			return err
+		}
+		return n.writeEnv(w, http.StatusOK, r.PathValue("env"))
+	})
+	n.Handle("POST /v1/envs", raftfsm.RoleAdmin, func(w http.ResponseWriter, r *http.Request) error {
+		var in envInput
+		if err := decode(r, &in); err != nil {
+			return err
+		}
+		var e raftfsm.Env
+		in.applyTo(&e)
+		if err := n.applyReq(r, &raftfsm.EnvPut{Env: e, Create: true}); err != nil {
+			return err
+		}
+		return n.writeEnv(w, http.StatusCreated, e.Name)
+	})
+	n.Handle("PUT /v1/envs/{env}", raftfsm.RoleAdmin, func(w http.ResponseWriter, r *http.Request) error {
+		name := r.PathValue("env")
+		var in envInput
+		if err := decode(r, &in); err != nil {
+			return err
+		}
+		if in.Name != nil && *in.Name != name {
+			return badRequest("an environment cannot be renamed (body names %q, path %q)", *in.Name, name)
+		}
+		var (
+			e     raftfsm.Env
+			found bool
+		)
+		n.fsm.Read(func(s *raftfsm.State) {
+			if cur := s.Envs[name]; cur != nil {
+				e, found = *cur, true
+			}
+		})
+		if !found {
+			return apiErr(http.StatusNotFound, raftfsm.KindNotFound, "environment %q does not exist", name)
+		}
+		cas := e.ModifyIndex
+		in.applyTo(&e)
+		if err := n.applyReq(r, &raftfsm.EnvPut{Env: e, CAS: cas}); err != nil {
+			return err
+		}
+		return n.writeEnv(w, http.StatusOK, name)
+	})
+	n.Handle("DELETE /v1/envs/{env}", raftfsm.RoleAdmin, func(w http.ResponseWriter, r *http.Request) error {
+		if err := n.applyReq(r, &raftfsm.EnvDelete{Name: r.PathValue("env")}); err != nil {
+			return err
+		}
+		w.WriteHeader(http.StatusNoContent)
+		return nil
+	})
+}
+
+func (n *Node) writeEnv(w http.ResponseWriter, status int, name string) error {
+	var (
+		v     raftfsm.Env
+		found bool
+	)
+	n.fsm.Read(func(s *raftfsm.State) {
+		if e := s.Envs[name]; e != nil {
+			v, found = viewEnv(e), true
+		}
+	})
+	if !found {
+		return apiErr(http.StatusNotFound, raftfsm.KindNotFound, "environment %q does not exist", name)
+	}
+	n.WriteJSON(w, status, v)
+	return nil
+}
+
+// TokenView is an API token as listed (never its secret).
+type TokenView struct {
+	ID        string    `json:"id"`
+	Name      string    `json:"name"`
+	Role      string    `json:"role"`
+	CreatedAt time.Time `json:"created_at"`
+	// Token is the full token text, present only in the answer that created it.
+	Token string `json:"token,omitempty"`
+}
+
+// JoinTokenView is a join token as an admin sees it.
+type JoinTokenView struct {
+	ID        string    `json:"id"`
+	Token     string    `json:"token"`
+	CreatedAt time.Time `json:"created_at"`
+	ExpiresAt time.Time `json:"expires_at"`
+	Expired   bool      `json:"expired"`
+}
+
+func (n *Node) apiTokens() {
+	n.Handle("GET /v1/tokens", raftfsm.RoleAdmin, func(w http.ResponseWriter, r *http.Request) error {
+		if err := n.BeginRead(r); err != nil {
+			return err
+		}
+		out := []TokenView{}
+		n.fsm.Read(func(s *raftfsm.State) {
+			for _, t := range s.Tokens {
+				out = append(out, TokenView{ID: t.ID, Name: t.Name, Role: t.Role, CreatedAt: t.CreatedAt})
+			}
+		})
+		sort.Slice(out, func(i, j int) bool { return out[i].CreatedAt.Before(out[j].CreatedAt) || out[i].CreatedAt.Equal(out[j].CreatedAt) && out[i].ID < out[j].ID })
+		n.WriteJSON(w, http.StatusOK, out)
+		return nil
+	})
+	n.Handle("POST /v1/tokens", raftfsm.RoleAdmin, func(w http.ResponseWriter, r *http.Request) error {
+		var in struct {
+			Name string `json:"name"`
+			Role string `json:"role"`
+		}
+		if err := decode(r, &in); err != nil {
+			return err
+		}
+		if in.Name == "" {
+			return badRequest("a token needs a name (who or what uses it)")
+		}
+		text, rec := newAPIToken(in.Name, in.Role)
+		rec.CreatedAt = time.Now().UTC()
+		if err := n.applyReq(r, &raftfsm.TokenCreate{Token: rec}); err != nil {
+			return err
+		}
+		n.WriteJSON(w, http.StatusCreated, TokenView{ID: rec.ID, Name: rec.Name, Role: rec.Role, CreatedAt: rec.CreatedAt, Token: text})
+		return nil
+	})
+	n.Handle("DELETE /v1/tokens/{id}", raftfsm.RoleAdmin, func(w http.ResponseWriter, r *http.Request) error {
+		if err := n.applyReq(r, &raftfsm.TokenDelete{ID: r.PathValue("id")}); err != nil {
+			return err
+		}
+		w.WriteHeader(http.StatusNoContent)
+		return nil
+	})
+	n.Handle("GET /v1/tokens/join", raftfsm.RoleAdmin, func(w http.ResponseWriter, r *http.Request) error {
+		if err := n.BeginRead(r); err != nil {
+			return err
+		}
+		out := []JoinTokenView{}
+		now := time.Now()
+		caHash := n.ep.Identity().CAHash
+		n.fsm.Read(func(s *raftfsm.State) {
+			for _, t := range s.JoinTokens {
+				out = append(out, JoinTokenView{ID: t.ID, Token: JoinTokenText(caHash, t), CreatedAt: t.CreatedAt,
+					ExpiresAt: t.ExpiresAt, Expired: now.After(t.ExpiresAt)})
+			}
+		})
+		sort.Slice(out, func(i, j int) bool { return out[i].CreatedAt.Before(out[j].CreatedAt) })
+		n.WriteJSON(w, http.StatusOK, out)
+		return nil
+	})
+	n.Handle("POST /v1/tokens/join", raftfsm.RoleAdmin, func(w http.ResponseWriter, r *http.Request) error {
+		var in struct {
+			TTL raftfsm.Duration `json:"ttl"`
+		}
+		if r.ContentLength != 0 {
+			if err := decode(r, &in); err != nil {
+				return err
+			}
+		}
+		ttl := time.Duration(in.TTL)
+		if ttl <= 0 {
+			ttl = DefaultJoinTTL
+		}
+		ctx, cancel := contextWithTimeout(r, 15*time.Second)
+		defer cancel()
+		text, err := n.CreateJoinToken(ctx, ttl)
+		if err != nil {
+			return err
+		}
+		_, id, _, _ := ParseJoinToken(text)
+		n.WriteJSON(w, http.StatusCreated, JoinTokenView{ID: id, Token: text, CreatedAt: time.Now().UTC(), ExpiresAt: time.Now().UTC().Add(ttl)})
+		return nil
+	})
+	n.Handle("DELETE /v1/tokens/join/{id}", raftfsm.RoleAdmin, func(w http.ResponseWriter, r *http.Request) error {
+		if err := n.applyReq(r, &raftfsm.JoinTokenDelete{ID: r.PathValue("id")}); err != nil {
+			return err
+		}
+		w.WriteHeader(http.StatusNoContent)
+		return nil
+	})
+}

@@ -1,0 +1,239 @@
+package node
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/hashicorp/raft"
+
+	"github.com/shoal-ci/shoal/raftfsm"
+	"github.com/shoal-ci/shoal/transport"
+)
+
+// Error codes beyond raftfsm's kinds, shared by the RPC layer and the HTTP API (see errors.go).
+const (
+	CodeNoLeader    = "no_leader"
+	CodeUnavailable = "unavailable"
+)
+
+// ErrNoLeader is returned when no leader could be reached before the write's deadline.
+var ErrNoLeader = &transport.RemoteError{Code: CodeNoLeader,
+	Message: "the mesh has no leader right now (an election is under way, or a majority of voters is down); retry shortly"}
+
+// Applied is the outcome of a write: the Raft index it was committed at and the record it wrote, as JSON.
+type Applied struct {
+	Index uint64          `json:"index"`
+	Value json.RawMessage `json:"value,omitempty"`
+}
+
+type applyRequest struct {
+	Data []byte `json:"data"`
+}
+
+// Apply is the one path for every write. On the leader it goes through Raft; on any other node it is forwarded
+// to the leader over the mesh, so callers never chase the leader. While there is no leader it waits for one, up to
+// the node's LeaderWait. A command that Apply rejects comes back as a *raftfsm.Error. Once it returns, this
+// node's own state includes the write (read-your-writes on the node that took it).
+func (n *Node) Apply(ctx context.Context, c raftfsm.Command) (*Applied, error) {
+	data, err := raftfsm.Encode(c)
+	if err != nil {
+		return nil, err
+	}
+	start := time.Now()
+	res, err := n.applyData(ctx, data)
+	n.metrics.observeApply(c.Type(), err, time.Since(start))
+	if err != nil {
+		return nil, err
+	}
+	// Wait until this node has applied the write itself, so a read that follows sees it.
+	waitCtx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	n.fsm.Wait(waitCtx, res.Index-1)
+	return res, nil
+}
+
+func (n *Node) applyData(ctx context.Context, data []byte) (*Applied, error) {
+	deadline := time.Now().Add(n.cfg.LeaderWait)
+	if d, ok := ctx.Deadline(); ok && d.Before(deadline) {
+		deadline = d
+	}
+	backoff := 10 * time.Millisecond
+	for {
+		res, retry, err := n.applyOnce(ctx, data, deadline)
+		if !retry {
+			return res, err
+		}
+		if time.Now().Add(backoff).After(deadline) || ctx.Err() != nil {
+			if err != nil {
+				n.log.Debug("write gave up waiting for a leader", "err", err)
+			}
+			return nil, ErrNoLeader
+		}
+		select {
+		case <-ctx.Done():
+			return nil, ErrNoLeader
+		case <-time.After(backoff):
+		}
+		backoff = min(backoff*2, 200*time.Millisecond)
+	}
+}
+
+// applyOnce tries the write once. retry is true only when the write certainly was not applied (no leader known,
+// the leader could not be reached, or it was no longer leader), so retrying cannot apply it twice.
+func (n *Node) applyOnce(ctx context.Context, data []byte, deadline time.Time) (*Applied, bool, error) {
+	if n.raft.State() == raft.Leader {
+		start := time.Now()
+		f := n.raft.Apply(data, time.Until(deadline))
+		err := f.Error()
+		n.metrics.commit.Observe(time.Since(start).Seconds())
+		if err != nil {
+			if errors.Is(err, raft.ErrNotLeader) {
+				return nil, true, err
+			}
+			if errors.Is(err, raft.ErrEnqueueTimeout) {
+				return nil, false, ErrNoLeader
+			}
+			return nil, false, &transport.RemoteError{Code: CodeUnavailable,
+				Message: fmt.Sprintf("the write may or may not have been applied (%v): read the state before retrying", err)}
+		}
+		return resultOf(f.Index(), f.Response())
+	}
+	leader, addr := n.Leader()
+	if addr == "" {
+		return nil, true, nil
+	}
+	dialCtx, cancel := context.WithDeadline(ctx, deadline)
+	defer cancel()
+	if _, err := n.ep.Dial(dialCtx, addr, transport.ALPNRPC); err != nil {
+		return nil, true, fmt.Errorf("reach leader %s: %w", leader, err)
+	}
+	var out Applied
+	err := n.ep.Call(dialCtx, addr, "apply", applyRequest{Data: data}, &out)
+	var re *transport.RemoteError
+	switch {
+	case err == nil:
+		return &out, false, nil
+	case errors.As(err, &re) && (re.Code == CodeNoLeader || re.Code == "not_leader"):
+		return nil, true, err
+	case errors.As(err, &re):
+		return nil, false, remoteToFSM(re)
+	default:
+		return nil, false, &transport.RemoteError{Code: CodeUnavailable,
+			Message: fmt.Sprintf("lost contact with leader %s during the write, which may or may not have been applied: read the state before retrying (%v)", leader, err)}
+	}
+}
+
+func resultOf(index uint64, resp any) (*Applied, bool, error) {
+	r, ok := resp.(*raftfsm.Result)
+	if !ok {
+		return nil, false, fmt.Errorf("raft returned %T, not a command result", resp)
+	}
+	if r.Err != nil {
+		return nil, false, r.Err
+	}
+	out := &Applied{Index: index}
+	if r.Value != nil {
+		b, err := json.Marshal(r.Value)
+		if err != nil {
+			return nil, false, err
+		}
+		out.Value = b
+	}
+	return out, false, nil
+}
+
+// remoteToFSM turns a forwarded rejection back into the *raftfsm.Error it was on the leader.
+func remoteToFSM(re *transport.RemoteError) error {
+	switch re.Code {
+	case raftfsm.KindBadRequest, raftfsm.KindConflict, raftfsm.KindNotFound:
+		return &raftfsm.Error{Kind: re.Code, Message: re.Message}
+	}
+	return re
+}
+
+// handleApply serves a write forwarded by another node. Only the leader applies; a node that is no longer leader
+// says so, and the caller retries against the new one.
+func (n *Node) handleApply(ctx context.Context, _ string, body json.RawMessage) (any, error) {
+	var req applyRequest
+	if err := json.Unmarshal(body, &req); err != nil {
+		return nil, err
+	}
+	if n.raft.State() != raft.Leader {
+		return nil, &transport.RemoteError{Code: "not_leader", Message: "this node is not the leader"}
+	}
+	start := time.Now()
+	f := n.raft.Apply(req.Data, n.cfg.LeaderWait)
+	err := f.Error()
+	n.metrics.commit.Observe(time.Since(start).Seconds())
+	if err != nil {
+		if errors.Is(err, raft.ErrNotLeader) {
+			return nil, &transport.RemoteError{Code: "not_leader", Message: "this node is not the leader"}
+		}
+		return nil, &transport.RemoteError{Code: CodeUnavailable, Message: err.Error()}
+	}
+	res, _, err := resultOf(f.Index(), f.Response())
+	return res, err
+}
+
+// ConsistentRead waits until this node has applied everything the leader had committed when the read began,
+// after the leader confirmed it still leads (the ReadIndex protocol), so the read that follows is linearizable.
+func (n *Node) ConsistentRead(ctx context.Context) error {
+	var index uint64
+	if n.raft.State() == raft.Leader {
+		var err error
+		if index, err = n.readIndex(); err != nil {
+			return err
+		}
+	} else {
+		_, addr := n.Leader()
+		if addr == "" {
+			return ErrNoLeader
+		}
+		var out struct{ Index uint64 }
+		if err := n.ep.Call(ctx, addr, "read_index", struct{}{}, &out); err != nil {
+			var re *transport.RemoteError
+			if errors.As(err, &re) {
+				return re
+			}
+			return &transport.RemoteError{Code: CodeNoLeader, Message: fmt.Sprintf("could not reach the leader for a consistent read: %v", err)}
+		}
+		index = out.Index
+	}
+	for n.raft.AppliedIndex() < index {
+		select {
+		case <-ctx.Done():
+			return &transport.RemoteError{Code: CodeUnavailable, Message: "timed out catching up with the leader for a consistent read"}
+		case <-n.fsm.Changed():
+		case <-time.After(5 * time.Millisecond):
+		}
+	}
+	return nil
+}
+
+func (n *Node) readIndex() (uint64, error) {
+	index := n.raft.CommitIndex()
+	if err := n.raft.VerifyLeader().Error(); err != nil {
+		return 0, ErrNoLeader
+	}
+	return index, nil
+}
+
+func (n *Node) handleReadIndex(ctx context.Context, _ string, _ json.RawMessage) (any, error) {
+	if n.raft.State() != raft.Leader {
+		return nil, &transport.RemoteError{Code: "not_leader", Message: "this node is not the leader"}
+	}
+	index, err := n.readIndex()
+	if err != nil {
+		return nil, err
+	}
+	return struct{ Index uint64 }{index}, nil
+}
+
+func (n *Node) registerRPCs() {
+	n.ep.HandleRPC("apply", n.handleApply)
+	n.ep.HandleRPC("read_index", n.handleReadIndex)
+	n.ep.HandleJoinRPC("join", n.handleJoin)
+}

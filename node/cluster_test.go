@@ -1,0 +1,262 @@
+package node
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/shoal-ci/shoal/raftfsm"
+	"github.com/shoal-ci/shoal/transport"
+)
+
+// call makes an API request to node n and decodes the JSON answer into out (if not nil); it returns the status.
+func call(t *testing.T, n *Node, token, method, path string, body any, out any) int {
+	t.Helper()
+	var rd io.Reader
+	if body != nil {
+		b, _ := json.Marshal(body)
+		rd = bytes.NewReader(b)
+	}
+	req, _ := http.NewRequest(method, "http://"+n.HTTPAddr()+path, rd)
+	if token != "" {
+		req.Header.Set("Authorization", "Bearer "+token)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatalf("%s %s: %v", method, path, err)
+	}
+	defer resp.Body.Close()
+	data, _ := io.ReadAll(resp.Body)
+	if out != nil && len(data) > 0 {
+		if err := json.Unmarshal(data, out); err != nil {
+			t.Fatalf("%s %s: decode %q: %v", method, path, data, err)
+		}
+	}
+	return resp.StatusCode
+}
+
+func TestThreeNodeMesh(t *testing.T) {
+	c := NewTestCluster(t, 3, nil)
+	leader := c.Leader()
+	var follower *Node
+	for _, n := range c.Nodes {
+		if n != leader {
+			follower = n
+			break
+		}
+	}
+	if got := c.RaftServers(); len(got) != 3 || got["n1"] != "voter" || got["n2"] != "voter" || got["n3"] != "voter" {
+		t.Fatalf("raft servers %v, want three voters", got)
+	}
+
+	// A write through a follower is forwarded; the follower answers with the created app.
+	var app AppView
+	if code := call(t, follower, c.AdminToken, "POST", "/v1/apps", map[string]any{"name": "web", "repo": "/srv/web.git", "webhook_secret": "s3cret"}, &app); code != 201 {
+		t.Fatalf("create app through follower: %d", code)
+	}
+	if app.Name != "web" || app.Branch != "main" || !app.WebhookSecretSet || app.WebhookSecret != "" {
+		t.Fatalf("created app %+v", app)
+	}
+	// Every node has it.
+	c.Eventually(5*time.Second, "app on every node", func() bool {
+		for _, n := range c.Nodes {
+			found := false
+			n.FSM().Read(func(s *raftfsm.State) { found = s.Apps["web"] != nil })
+			if !found {
+				return false
+			}
+		}
+		return true
+	})
+	// A consistent read from any node sees it.
+	for _, n := range c.Nodes {
+		var got AppView
+		if code := call(t, n, c.AdminToken, "GET", "/v1/apps/web?consistent", nil, &got); code != 200 || got.Repo != "/srv/web.git" {
+			t.Fatalf("%s consistent read: %d %+v", n.Name(), code, got)
+		}
+	}
+
+	// Blocking read: wait on the follower for the next change, made through another node.
+	idx := follower.FSM().Index()
+	done := make(chan []raftfsm.Env, 1)
+	go func() {
+		var envs []raftfsm.Env
+		call(t, follower, c.AdminToken, "GET", fmt.Sprintf("/v1/envs?index=%d&wait=10s", idx), nil, &envs)
+		done <- envs
+	}()
+	if code := call(t, leader, c.AdminToken, "POST", "/v1/envs", map[string]any{"name": "prod", "app": "web", "tags": map[string]string{"role": "web"}}, nil); code != 201 {
+		t.Fatalf("create env: %d", code)
+	}
+	select {
+	case envs := <-done:
+		if len(envs) != 1 || envs[0].Name != "prod" {
+			t.Fatalf("blocking read returned %+v", envs)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("blocking read did not return after the change")
+	}
+
+	// Update through a follower merges fields.
+	var env raftfsm.Env
+	if code := call(t, follower, c.AdminToken, "PUT", "/v1/envs/prod", map[string]any{"auto_deploy": true}, &env); code != 200 || !env.AutoDeploy || env.Tags["role"] != "web" {
+		t.Fatalf("update env: %d %+v", code, env)
+	}
+	// Errors carry the right statuses and codes.
+	var e APIError
+	if code := call(t, follower, c.AdminToken, "POST", "/v1/apps", map[string]any{"name": "web"}, &e); code != 409 || e.Code != "conflict" {
+		t.Fatalf("duplicate app: %d %+v", code, e)
+	}
+	if code := call(t, follower, c.AdminToken, "DELETE", "/v1/apps/web", nil, &e); code != 409 || !strings.Contains(e.Message, "prod") {
+		t.Fatalf("delete app with env: %d %+v", code, e)
+	}
+	if code := call(t, follower, c.AdminToken, "GET", "/v1/apps/nope", nil, &e); code != 404 {
+		t.Fatalf("missing app: %d", code)
+	}
+	if code := call(t, follower, c.AdminToken, "POST", "/v1/apps", map[string]any{"name": "x", "colour": "red"}, &e); code != 400 || !strings.Contains(e.Message, "colour") {
+		t.Fatalf("unknown field: %d %+v", code, e)
+	}
+	if code := call(t, follower, c.AdminToken, "POST", "/v1/apps", map[string]any{"name": "bad name"}, &e); code != 400 {
+		t.Fatalf("bad name: %d", code)
+	}
+	// Status names the leader.
+	var st Status
+	if code := call(t, follower, c.AdminToken, "GET", "/v1/status", nil, &st); code != 200 || st.Leader != leader.Name() || st.Voters != 3 {
+		t.Fatalf("status %d %+v", code, st)
+	}
+}
+
+func TestAuthAndRoles(t *testing.T) {
+	c := NewTestCluster(t, 1, nil)
+	n := c.Nodes[0]
+	var e APIError
+	if code := call(t, n, "", "GET", "/v1/apps", nil, &e); code != 401 || e.Code != "unauthorized" {
+		t.Fatalf("no token: %d %+v", code, e)
+	}
+	if code := call(t, n, "abc.def", "GET", "/v1/apps", nil, &e); code != 401 {
+		t.Fatalf("bad token: %d", code)
+	}
+	var reader TokenView
+	if code := call(t, n, c.AdminToken, "POST", "/v1/tokens", map[string]any{"name": "ci", "role": "reader"}, &reader); code != 201 || reader.Token == "" {
+		t.Fatalf("create reader token: %d %+v", code, reader)
+	}
+	if code := call(t, n, reader.Token, "GET", "/v1/apps", nil, nil); code != 200 {
+		t.Fatalf("reader read: %d", code)
+	}
+	if code := call(t, n, reader.Token, "POST", "/v1/apps", map[string]any{"name": "web"}, &e); code != 403 || e.Code != "forbidden" {
+		t.Fatalf("reader write: %d %+v", code, e)
+	}
+	if code := call(t, n, reader.Token, "GET", "/v1/tokens", nil, nil); code != 403 {
+		t.Fatalf("reader lists tokens: %d", code)
+	}
+	// A rejected write changed nothing.
+	var apps []AppView
+	call(t, n, c.AdminToken, "GET", "/v1/apps", nil, &apps)
+	if len(apps) != 0 {
+		t.Fatalf("forbidden write created %v", apps)
+	}
+	// Revoked tokens stop working.
+	if code := call(t, n, c.AdminToken, "DELETE", "/v1/tokens/"+reader.ID, nil, nil); code != 204 {
+		t.Fatalf("revoke: %d", code)
+	}
+	if code := call(t, n, reader.Token, "GET", "/v1/apps", nil, nil); code != 401 {
+		t.Fatalf("revoked token: %d", code)
+	}
+	// /healthz needs no token; /metrics needs one and serves the node's metrics.
+	if code := call(t, n, "", "GET", "/healthz", nil, nil); code != 200 {
+		t.Fatalf("healthz: %d", code)
+	}
+	req, _ := http.NewRequest("GET", "http://"+n.HTTPAddr()+"/metrics", nil)
+	req.Header.Set("Authorization", "Bearer "+c.AdminToken)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	for _, want := range []string{"shoal_raft_state{state=\"leader\"} 1", "shoal_raft_term", "shoal_raft_applied_index",
+		"shoal_raft_commit_duration_seconds", "shoal_members{status=\"alive\"} 1", `shoal_api_requests_total{code="403",route="POST /v1/apps"} 1`} {
+		if !strings.Contains(string(body), want) {
+			t.Errorf("/metrics lacks %q", want)
+		}
+	}
+}
+
+func TestJoinRefusals(t *testing.T) {
+	c := NewTestCluster(t, 1, nil)
+	n1 := c.Nodes[0]
+	caHash, id, secret, err := ParseJoinToken(c.JoinToken)
+	if err != nil {
+		t.Fatal(err)
+	}
+	try := func(name, token string) error {
+		cfg := TestConfig(t, c.Dir, name)
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		n, err := Join(ctx, cfg, n1.RaftAddr(), token)
+		if err == nil {
+			n.Close()
+			return nil
+		}
+		if Joined(cfg.DataDir) {
+			t.Errorf("%s: a refused join left a node in the data dir", name)
+		}
+		if _, statErr := os.Stat(filepath.Join(cfg.DataDir, tlsDir, "node.pem")); statErr == nil {
+			t.Errorf("%s: a refused join left a certificate behind", name)
+		}
+		return err
+	}
+	// Wrong CA hash: refused before the secret leaves this process.
+	wrongCA := strings.Repeat("ab", 32)
+	err = try("wrong-ca", fmt.Sprintf("SHOAL-%s-%s.%s", wrongCA, id, secret))
+	var mismatch *transport.CAMismatchError
+	if !errors.As(err, &mismatch) {
+		t.Fatalf("wrong CA hash: got %v, want a CA mismatch", err)
+	}
+	// Wrong secret.
+	err = try("wrong-secret", fmt.Sprintf("SHOAL-%s-%s.%s", caHash, id, strings.Repeat("0", 32)))
+	if err == nil || !strings.Contains(err.Error(), "secret is wrong") {
+		t.Fatalf("wrong secret: %v", err)
+	}
+	// Expired token.
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	short, err := n1.CreateJoinToken(ctx, time.Millisecond)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.Eventually(time.Second, "token expiry", func() bool {
+		_, sid, _, _ := ParseJoinToken(short)
+		expired := false
+		n1.FSM().Read(func(s *raftfsm.State) { expired = time.Now().After(s.JoinTokens[sid].ExpiresAt) })
+		return expired
+	})
+	err = try("expired", short)
+	if err == nil || !strings.Contains(err.Error(), "expired") {
+		t.Fatalf("expired token: %v", err)
+	}
+	// Malformed.
+	if err := try("malformed", "hello"); err == nil || !strings.Contains(err.Error(), "malformed") {
+		t.Fatalf("malformed token: %v", err)
+	}
+	// The good token still works, and joining twice just starts the node.
+	cfg := TestConfig(t, c.Dir, "good")
+	n, err := Join(ctx, cfg, n1.RaftAddr(), c.JoinToken)
+	if err != nil {
+		t.Fatalf("good join: %v", err)
+	}
+	n.Close()
+	n, err = Join(ctx, cfg, n1.RaftAddr(), "ignored-for-a-joined-data-dir")
+	if err != nil {
+		t.Fatalf("second join on a joined data dir: %v", err)
+	}
+	n.Close()
+}

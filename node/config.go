@@ -1,0 +1,147 @@
+package node
+
+import (
+	"fmt"
+	"log/slog"
+	"net"
+	"strconv"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// Default ports: HTTP API (TCP), gossip (TCP and UDP), QUIC (UDP).
+const (
+	DefaultHTTPPort   = 7420
+	DefaultGossipPort = 7421
+	DefaultQUICPort   = 7422
+)
+
+// Config is everything one node needs to run. The zero value of a field means its default.
+type Config struct {
+	// Name is the node's name in the mesh, unique; it is the Raft server id and the certificate's name.
+	Name    string
+	DataDir string
+	// BindIP is the address the three listeners bind; AdvertiseIP the one peers reach (default BindIP).
+	BindIP      string
+	AdvertiseIP string
+	// Ports; -1 asks the kernel for a free port (tests).
+	HTTPPort   int
+	GossipPort int
+	QUICPort   int
+	// Tags select this server into environments; carried by gossip.
+	Tags map[string]string
+	// Voters is how many Raft voters the leader keeps (1, 3 or 5); the rest are non-voters.
+	Voters int
+	// DeadGrace is how long a member may stay dead before the leader removes it from Raft.
+	DeadGrace time.Duration
+	// Timing tunes Raft and gossip; the zero value is the LAN profile.
+	Timing Timing
+	// LeaderWait bounds how long a write waits for a leader before failing with 503.
+	LeaderWait time.Duration
+	// MetricsOpen serves /metrics without a token.
+	MetricsOpen bool
+
+	Logger   *slog.Logger
+	Registry *prometheus.Registry
+}
+
+// Timing holds the timeouts that trade failover speed against false alarms.
+type Timing struct {
+	HeartbeatTimeout   time.Duration
+	ElectionTimeout    time.Duration
+	LeaderLeaseTimeout time.Duration
+	// ReconcileInterval is how often the leader re-checks Raft membership against gossip without an event.
+	ReconcileInterval time.Duration
+	// GossipProbeInterval and GossipPushPull tune memberlist's failure detection and full-state syncs.
+	GossipProbeInterval time.Duration
+	GossipPushPull      time.Duration
+	// SnapshotThreshold is how many log entries trigger a Raft snapshot.
+	SnapshotThreshold uint64
+}
+
+// LANTiming is the default profile: Raft timeouts tuned for servers on one LAN (hashicorp/raft's defaults are
+// 1 s heartbeat and election timeouts and a 500 ms lease, sized for WANs).
+func LANTiming() Timing {
+	return Timing{
+		HeartbeatTimeout:    400 * time.Millisecond,
+		ElectionTimeout:     400 * time.Millisecond,
+		LeaderLeaseTimeout:  200 * time.Millisecond,
+		ReconcileInterval:   5 * time.Second,
+		GossipProbeInterval: 500 * time.Millisecond,
+		GossipPushPull:      15 * time.Second,
+		SnapshotThreshold:   8192,
+	}
+}
+
+// TestTiming is a faster profile for in-process tests.
+func TestTiming() Timing {
+	t := LANTiming()
+	t.ReconcileInterval = 500 * time.Millisecond
+	t.GossipProbeInterval = 200 * time.Millisecond
+	t.GossipPushPull = 2 * time.Second
+	return t
+}
+
+func (c *Config) setDefaults() error {
+	if c.Name == "" {
+		return fmt.Errorf("a node needs a name (--name)")
+	}
+	if c.DataDir == "" {
+		return fmt.Errorf("a node needs a data dir (--data-dir)")
+	}
+	if c.BindIP == "" {
+		c.BindIP = "127.0.0.1"
+	}
+	if net.ParseIP(c.BindIP) == nil {
+		return fmt.Errorf("bind address %q is not an IP address", c.BindIP)
+	}
+	if c.AdvertiseIP == "" {
+		c.AdvertiseIP = c.BindIP
+		if ip := net.ParseIP(c.BindIP); ip.IsUnspecified() {
+			return fmt.Errorf("binding %s needs --advertise with the address other servers reach this one at", c.BindIP)
+		}
+	}
+	if c.HTTPPort == 0 {
+		c.HTTPPort = DefaultHTTPPort
+	}
+	if c.GossipPort == 0 {
+		c.GossipPort = DefaultGossipPort
+	}
+	if c.QUICPort == 0 {
+		c.QUICPort = DefaultQUICPort
+	}
+	switch c.Voters {
+	case 0:
+		c.Voters = 3
+	case 1, 3, 5:
+	default:
+		return fmt.Errorf("voters must be 1, 3 or 5, not %d", c.Voters)
+	}
+	if c.DeadGrace == 0 {
+		c.DeadGrace = 30 * time.Minute
+	}
+	if c.Timing == (Timing{}) {
+		c.Timing = LANTiming()
+	}
+	if c.LeaderWait == 0 {
+		c.LeaderWait = 7 * time.Second
+	}
+	if c.Logger == nil {
+		c.Logger = slog.Default()
+	}
+	if c.Registry == nil {
+		c.Registry = prometheus.NewRegistry()
+	}
+	return nil
+}
+
+// port turns the -1 "any port" convention into 0 for a listener.
+func port(p int) int {
+	if p < 0 {
+		return 0
+	}
+	return p
+}
+
+func hostPort(ip string, p int) string { return net.JoinHostPort(ip, strconv.Itoa(port(p))) }

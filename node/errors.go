@@ -1,0 +1,72 @@
+package node
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+
+	"github.com/shoal-ci/shoal/raftfsm"
+	"github.com/shoal-ci/shoal/transport"
+)
+
+// APIError is an error the HTTP API returns as JSON {"error": ..., "code": ...}.
+type APIError struct {
+	Status  int    `json:"-"`
+	Code    string `json:"code"`
+	Message string `json:"error"`
+}
+
+func (e *APIError) Error() string { return e.Message }
+
+func apiErr(status int, code, format string, a ...any) *APIError {
+	return &APIError{Status: status, Code: code, Message: fmt.Sprintf(format, a...)}
+}
+
+func badRequest(format string, a ...any) *APIError {
+	return apiErr(http.StatusBadRequest, raftfsm.KindBadRequest, format, a...)
+}
+
+// statusOf is the one mapping from an error to an HTTP status and code.
+func statusOf(err error) *APIError {
+	var ae *APIError
+	if errors.As(err, &ae) {
+		return ae
+	}
+	var fe *raftfsm.Error
+	if errors.As(err, &fe) {
+		switch fe.Kind {
+		case raftfsm.KindBadRequest:
+			return &APIError{http.StatusBadRequest, fe.Kind, fe.Message}
+		case raftfsm.KindNotFound:
+			return &APIError{http.StatusNotFound, fe.Kind, fe.Message}
+		case raftfsm.KindConflict:
+			return &APIError{http.StatusConflict, fe.Kind, fe.Message}
+		}
+	}
+	var re *transport.RemoteError
+	if errors.As(err, &re) {
+		switch re.Code {
+		case CodeNoLeader, CodeUnavailable:
+			return &APIError{http.StatusServiceUnavailable, re.Code, re.Message}
+		}
+	}
+	return &APIError{http.StatusInternalServerError, "internal", err.Error()}
+}
+
+func writeError(w http.ResponseWriter, err error) int {
+	ae := statusOf(err)
+	if ae.Status == http.StatusServiceUnavailable {
+		w.Header().Set("Retry-After", "1")
+	}
+	writeJSON(w, ae.Status, ae)
+	return ae.Status
+}
+
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	_ = enc.Encode(v)
+}

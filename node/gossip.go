@@ -1,0 +1,249 @@
+package node
+
+import (
+	"encoding/json"
+	"fmt"
+	"net"
+	"os"
+	"path/filepath"
+	"slices"
+	"sort"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/hashicorp/memberlist"
+	"github.com/hashicorp/raft"
+)
+
+// Member statuses, as gossip sees them.
+const (
+	StatusAlive   = "alive"
+	StatusSuspect = "suspect"
+	StatusDead    = "dead"
+	StatusLeft    = "left"
+)
+
+// gossipMeta is what each node tells the others about itself through gossip (kept under 300 bytes for typical tags).
+type gossipMeta struct {
+	QUIC string            `json:"q"`
+	HTTP string            `json:"h"`
+	Tags map[string]string `json:"t,omitempty"`
+}
+
+// Member is one node as this node knows it: from gossip, joined with its Raft role.
+type Member struct {
+	Name   string            `json:"name"`
+	Status string            `json:"status"`
+	Addr   string            `json:"addr"`
+	HTTP   string            `json:"http"`
+	Gossip string            `json:"gossip"`
+	Tags   map[string]string `json:"tags,omitempty"`
+	Role   string            `json:"role"`
+	Leader bool              `json:"leader"`
+	Since  time.Time         `json:"since"`
+}
+
+// memberTable is fed by memberlist's event callbacks. The callbacks only record and signal; everything that
+// acts on membership runs in the node's own goroutines (calling memberlist from its callbacks deadlocks).
+type memberTable struct {
+	mu      sync.Mutex
+	members map[string]*Member
+	changed chan struct{}
+}
+
+func newMemberTable() *memberTable {
+	return &memberTable{members: map[string]*Member{}, changed: make(chan struct{}, 1)}
+}
+
+func (t *memberTable) set(n *memberlist.Node, status string) {
+	var meta gossipMeta
+	_ = json.Unmarshal(n.Meta, &meta)
+	t.mu.Lock()
+	m := t.members[n.Name]
+	if m == nil || m.Status != status {
+		m = &Member{Name: n.Name, Since: time.Now()}
+		t.members[n.Name] = m
+	}
+	m.Status = status
+	m.Addr, m.HTTP, m.Tags = meta.QUIC, meta.HTTP, meta.Tags
+	m.Gossip = net.JoinHostPort(n.Addr.String(), strconv.Itoa(int(n.Port)))
+	t.mu.Unlock()
+	select {
+	case t.changed <- struct{}{}:
+	default:
+	}
+}
+
+// snapshot returns copies of all members, sorted by name.
+func (t *memberTable) snapshot() []Member {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	out := make([]Member, 0, len(t.members))
+	for _, m := range t.members {
+		out = append(out, *m)
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
+	return out
+}
+
+func (t *memberTable) forget(name string) {
+	t.mu.Lock()
+	delete(t.members, name)
+	t.mu.Unlock()
+}
+
+type gossipEvents struct{ t *memberTable }
+
+func (e gossipEvents) NotifyJoin(n *memberlist.Node)   { e.t.set(n, StatusAlive) }
+func (e gossipEvents) NotifyUpdate(n *memberlist.Node) { e.t.set(n, StatusAlive) }
+func (e gossipEvents) NotifyLeave(n *memberlist.Node) {
+	if n.State == memberlist.StateLeft {
+		e.t.set(n, StatusLeft)
+	} else {
+		e.t.set(n, StatusDead)
+	}
+}
+
+type gossipDelegate struct{ meta []byte }
+
+func (d gossipDelegate) NodeMeta(limit int) []byte {
+	if len(d.meta) > limit {
+		return nil
+	}
+	return d.meta
+}
+func (gossipDelegate) NotifyMsg([]byte)                {}
+func (gossipDelegate) GetBroadcasts(int, int) [][]byte { return nil }
+func (gossipDelegate) LocalState(bool) []byte          { return nil }
+func (gossipDelegate) MergeRemoteState([]byte, bool)   {}
+
+func (n *Node) startGossip() error {
+	key, err := os.ReadFile(filepath.Join(n.cfg.DataDir, tlsDir, gossipKeyFile))
+	if err != nil {
+		return fmt.Errorf("read gossip key: %w", err)
+	}
+	meta, err := json.Marshal(gossipMeta{QUIC: n.raftAddr, HTTP: n.advertisedHTTP(), Tags: n.cfg.Tags})
+	if err != nil {
+		return err
+	}
+	if len(meta) > memberlist.MetaMaxSize {
+		return fmt.Errorf("tags are too large for gossip (%d bytes, at most %d): use fewer or shorter tags", len(meta), memberlist.MetaMaxSize)
+	}
+	mc := memberlist.DefaultLANConfig()
+	mc.Name = n.cfg.Name
+	mc.BindAddr = n.cfg.BindIP
+	mc.BindPort = port(n.cfg.GossipPort)
+	mc.AdvertiseAddr = n.cfg.AdvertiseIP
+	mc.AdvertisePort = mc.BindPort
+	mc.SecretKey = key
+	mc.Delegate = gossipDelegate{meta: meta}
+	mc.Events = gossipEvents{t: n.members}
+	mc.Logger = memberlistLogger(n.log)
+	mc.ProbeInterval = n.cfg.Timing.GossipProbeInterval
+	mc.PushPullInterval = n.cfg.Timing.GossipPushPull
+	mc.DeadNodeReclaimTime = 10 * time.Second
+	n.gossip, err = memberlist.Create(mc)
+	if err != nil {
+		return fmt.Errorf("start gossip on %s: %w", hostPort(n.cfg.BindIP, n.cfg.GossipPort), err)
+	}
+	return nil
+}
+
+func (n *Node) advertisedHTTP() string {
+	return net.JoinHostPort(n.cfg.AdvertiseIP, strconv.Itoa(n.httpLn.Addr().(*net.TCPAddr).Port))
+}
+
+// JoinGossip joins the gossip of the given peers (gossip addresses); it succeeds if any one answers.
+func (n *Node) JoinGossip(peers []string) error {
+	if len(peers) == 0 {
+		return nil
+	}
+	if _, err := n.gossip.Join(peers); err != nil {
+		return fmt.Errorf("join gossip through %v: %w", peers, err)
+	}
+	return nil
+}
+
+// rejoinLoop keeps this node in the mesh after restarts and partitions: it joins the peers it last saw alive
+// until one answers, then every half minute retries any known peer that is not alive, and remembers who is.
+func (n *Node) rejoinLoop() {
+	defer n.wg.Done()
+	peers := loadPeers(n.cfg.DataDir)
+	backoff := 200 * time.Millisecond
+	tick := time.NewTimer(0)
+	defer tick.Stop()
+	for {
+		select {
+		case <-n.ctx.Done():
+			return
+		case <-tick.C:
+		}
+		alive := map[string]bool{}
+		var known []string
+		for _, m := range n.gossip.Members() {
+			addr := net.JoinHostPort(m.Addr.String(), strconv.Itoa(int(m.Port)))
+			alive[addr] = true
+			if m.Name != n.cfg.Name {
+				known = append(known, addr)
+			}
+		}
+		var missing []string
+		for _, p := range peers {
+			if !alive[p] {
+				missing = append(missing, p)
+			}
+		}
+		next := 30 * time.Second
+		if len(missing) > 0 {
+			if err := n.JoinGossip(missing); err != nil && len(known) == 0 {
+				n.log.Debug("rejoin", "err", err)
+				next, backoff = backoff, min(backoff*2, 10*time.Second)
+			}
+		}
+		if len(known) > 0 {
+			merged := append(slices.Clone(known), peers...)
+			slices.Sort(merged)
+			merged = slices.Compact(merged)
+			if !slices.Equal(merged, peers) {
+				peers = merged
+				if err := savePeers(n.cfg.DataDir, peers); err != nil {
+					n.log.Warn("save peers", "err", err)
+				}
+			}
+		}
+		tick.Reset(next)
+	}
+}
+
+// Members returns every member this node knows, with live gossip status and Raft role.
+func (n *Node) Members() []Member {
+	live := map[string]memberlist.NodeStateType{}
+	for _, m := range n.gossip.Members() {
+		live[m.Name] = m.State
+	}
+	roles := map[string]string{}
+	if f := n.raft.GetConfiguration(); f.Error() == nil {
+		for _, s := range f.Configuration().Servers {
+			if s.Suffrage == raft.Voter {
+				roles[string(s.ID)] = "voter"
+			} else {
+				roles[string(s.ID)] = "nonvoter"
+			}
+		}
+	}
+	leader, _ := n.Leader()
+	out := n.members.snapshot()
+	for i := range out {
+		m := &out[i]
+		if st, ok := live[m.Name]; ok && st == memberlist.StateSuspect {
+			m.Status = StatusSuspect
+		}
+		m.Role = roles[m.Name]
+		if m.Role == "" {
+			m.Role = "none"
+		}
+		m.Leader = m.Name == leader
+	}
+	return out
+}

@@ -1,0 +1,310 @@
+package node
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"sync"
+	"time"
+
+	"github.com/hashicorp/memberlist"
+	"github.com/hashicorp/raft"
+	raftboltdb "github.com/hashicorp/raft-boltdb/v2"
+
+	"github.com/shoal-ci/shoal/raftfsm"
+	"github.com/shoal-ci/shoal/transport"
+)
+
+// Node is one running member of a mesh. Open starts it; Close stops it in the reverse order.
+type Node struct {
+	cfg    Config
+	log    *slog.Logger
+	stored *Stored
+
+	fsm      *raftfsm.FSM
+	raft     *raft.Raft
+	store    *raftboltdb.BoltStore
+	ep       *transport.Endpoint
+	gossip   *memberlist.Memberlist
+	members  *memberTable
+	httpLn   net.Listener
+	httpSrv  *http.Server
+	mux      *http.ServeMux
+	leaderCh chan bool
+	left     chan struct{}
+	leftOnce sync.Once
+	metrics  *metrics
+	raftAddr string
+
+	ctx    context.Context
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+
+	// leaderHooks run on the leader, each in its own goroutine with a context that ends when leadership does.
+	hookMu      sync.Mutex
+	leaderHooks []func(ctx context.Context, term uint64)
+
+	closeOnce sync.Once
+}
+
+// Open starts a node from an initialised or joined data dir: endpoint, Raft, gossip, HTTP API, in that order.
+func Open(cfg Config) (*Node, error) {
+	st, err := LoadStored(cfg.DataDir)
+	if err != nil {
+		return nil, err
+	}
+	cfg.ApplyStored(st)
+	if err := cfg.setDefaults(); err != nil {
+		return nil, err
+	}
+	if cfg.Name != st.Name {
+		return nil, fmt.Errorf("data dir %s belongs to node %q, not %q", cfg.DataDir, st.Name, cfg.Name)
+	}
+	n := &Node{cfg: cfg, log: cfg.Logger.With("node", cfg.Name), stored: st, fsm: raftfsm.New(),
+		leaderCh: make(chan bool, 16), left: make(chan struct{})}
+	n.ctx, n.cancel = context.WithCancel(context.Background())
+	n.members = newMemberTable()
+	n.metrics = newMetrics(cfg.Registry, n)
+	if err := n.start(); err != nil {
+		n.Close()
+		return nil, err
+	}
+	return n, nil
+}
+
+func (n *Node) start() error {
+	id, err := transport.LoadIdentity(filepath.Join(n.cfg.DataDir, tlsDir))
+	if err != nil {
+		return fmt.Errorf("load node identity: %w", err)
+	}
+	n.ep, err = transport.Listen(transport.Config{
+		Bind: hostPort(n.cfg.BindIP, n.cfg.QUICPort), Identity: id, Logger: n.log.With("component", "transport"),
+	})
+	if err != nil {
+		return fmt.Errorf("listen QUIC on %s: %w", hostPort(n.cfg.BindIP, n.cfg.QUICPort), err)
+	}
+	quicPort := n.ep.Addr().(*net.UDPAddr).Port
+	n.raftAddr = hostPort(n.cfg.AdvertiseIP, quicPort)
+	adv, err := net.ResolveUDPAddr("udp", n.raftAddr)
+	if err != nil {
+		return err
+	}
+	n.ep.SetAdvertise(adv)
+	n.registerRPCs()
+
+	if err := n.startRaft(); err != nil {
+		return err
+	}
+	if err := n.startHTTP(); err != nil {
+		return err
+	}
+	if err := n.startGossip(); err != nil {
+		return err
+	}
+	n.wg.Add(2)
+	go n.leaderLoop()
+	go n.rejoinLoop()
+	return nil
+}
+
+// Close leaves nothing running: HTTP first (no new work), then the leader loop, gossip, Raft, and the endpoint
+// last, since Raft talks through it until it is shut down.
+func (n *Node) Close() error {
+	n.closeOnce.Do(func() {
+		if n.httpSrv != nil {
+			ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+			_ = n.httpSrv.Shutdown(ctx)
+			cancel()
+		}
+		n.cancel()
+		n.wg.Wait()
+		if n.gossip != nil {
+			_ = n.gossip.Shutdown()
+		}
+		if n.raft != nil {
+			if err := n.raft.Shutdown().Error(); err != nil {
+				n.log.Warn("raft shutdown", "err", err)
+			}
+		}
+		if n.store != nil {
+			_ = n.store.Close()
+		}
+		if n.ep != nil {
+			_ = n.ep.Close()
+		}
+	})
+	return nil
+}
+
+// Name returns the node's name.
+func (n *Node) Name() string { return n.cfg.Name }
+
+// FSM returns the node's replicated state machine (read-only use).
+func (n *Node) FSM() *raftfsm.FSM { return n.fsm }
+
+// Endpoint returns the node's QUIC endpoint.
+func (n *Node) Endpoint() *transport.Endpoint { return n.ep }
+
+// HTTPAddr returns the address the API listens on.
+func (n *Node) HTTPAddr() string { return n.httpLn.Addr().String() }
+
+// GossipAddr returns the address gossip listens on.
+func (n *Node) GossipAddr() string {
+	m := n.gossip.LocalNode()
+	return net.JoinHostPort(m.Addr.String(), fmt.Sprint(m.Port))
+}
+
+// RaftAddr returns the QUIC address Raft peers reach this node at.
+func (n *Node) RaftAddr() string { return n.raftAddr }
+
+// DataDir returns the node's data dir.
+func (n *Node) DataDir() string { return n.cfg.DataDir }
+
+// Logger returns the node's logger.
+func (n *Node) Logger() *slog.Logger { return n.log }
+
+// IsLeader reports whether this node is the Raft leader now.
+func (n *Node) IsLeader() bool { return n.raft.State() == raft.Leader }
+
+// Leader returns the leader's name and QUIC address, empty while there is none.
+func (n *Node) Leader() (name, addr string) {
+	a, id := n.raft.LeaderWithID()
+	return string(id), string(a)
+}
+
+// OnLeader registers fn to run whenever this node becomes leader (after its epoch is committed); its context
+// ends when leadership does. Register before the node can become leader (right after Open is fine: hooks
+// registered later start at the next leadership).
+func (n *Node) OnLeader(fn func(ctx context.Context, term uint64)) {
+	n.hookMu.Lock()
+	defer n.hookMu.Unlock()
+	n.leaderHooks = append(n.leaderHooks, fn)
+}
+
+func (n *Node) startRaft() error {
+	dir := filepath.Join(n.cfg.DataDir, raftDir)
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return err
+	}
+	store, err := raftboltdb.NewBoltStore(filepath.Join(dir, "raft.db"))
+	if err != nil {
+		return fmt.Errorf("open raft log %s: %w (is another node running on this data dir?)", dir, err)
+	}
+	n.store = store
+	snaps, err := raft.NewFileSnapshotStoreWithLogger(dir, 2, hclogFor(n.log, "raft"))
+	if err != nil {
+		return fmt.Errorf("open raft snapshots: %w", err)
+	}
+	trans := raft.NewNetworkTransportWithConfig(&raft.NetworkTransportConfig{
+		Stream:  n.ep.RaftLayer(),
+		MaxPool: 8,
+		Timeout: 5 * time.Second,
+		Logger:  hclogFor(n.log, "raft-net"),
+	})
+	rc := raft.DefaultConfig()
+	rc.LocalID = raft.ServerID(n.cfg.Name)
+	rc.Logger = hclogFor(n.log, "raft")
+	t := n.cfg.Timing
+	rc.HeartbeatTimeout, rc.ElectionTimeout, rc.LeaderLeaseTimeout = t.HeartbeatTimeout, t.ElectionTimeout, t.LeaderLeaseTimeout
+	rc.SnapshotThreshold = t.SnapshotThreshold
+	rc.MaxAppendEntries = 256
+	rc.BatchApplyCh = true
+	rc.NotifyCh = n.leaderCh
+
+	fsm := &timedFSM{FSM: n.fsm, m: n.metrics}
+	n.raft, err = raft.NewRaft(rc, fsm, store, store, snaps, trans)
+	if err != nil {
+		return fmt.Errorf("start raft: %w", err)
+	}
+	if n.stored.Bootstrap {
+		has, err := raft.HasExistingState(store, store, snaps)
+		if err != nil {
+			return err
+		}
+		if !has {
+			f := n.raft.BootstrapCluster(raft.Configuration{Servers: []raft.Server{{
+				ID: rc.LocalID, Address: raft.ServerAddress(n.raftAddr), Suffrage: raft.Voter,
+			}}})
+			if err := f.Error(); err != nil {
+				return fmt.Errorf("bootstrap raft: %w", err)
+			}
+		}
+		n.stored.Bootstrap = false
+		if err := saveStored(n.cfg.DataDir, n.stored); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// timedFSM measures how long each Apply takes, for shoal_fsm_apply_duration_seconds.
+type timedFSM struct {
+	*raftfsm.FSM
+	m *metrics
+}
+
+func (f *timedFSM) Apply(l *raft.Log) any {
+	start := time.Now()
+	r := f.FSM.Apply(l)
+	f.m.fsmApply.Observe(time.Since(start).Seconds())
+	return r
+}
+
+// WaitLeader blocks until the mesh has a leader or ctx ends.
+func (n *Node) WaitLeader(ctx context.Context) error {
+	for {
+		if _, addr := n.Leader(); addr != "" {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return errors.New("no leader was elected in time")
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+}
+
+// Left is closed once the node has left the mesh through Leave; the agent then exits.
+func (n *Node) Left() <-chan struct{} { return n.left }
+
+// Leave takes this node out of the mesh for good: it hands leadership to another voter if it leads, announces
+// its departure through gossip (the leader then removes it from Raft at once), and waits for the removal.
+func (n *Node) Leave(ctx context.Context) error {
+	log := n.log.With("component", "reconcile")
+	if n.IsLeader() {
+		if err := n.raft.LeadershipTransfer().Error(); err != nil {
+			log.Warn("leadership transfer before leaving failed", "err", err)
+		}
+	}
+	if err := n.gossip.Leave(5 * time.Second); err != nil {
+		return fmt.Errorf("announce leave: %w", err)
+	}
+	for {
+		inConfig := false
+		if f := n.raft.GetConfiguration(); f.Error() == nil {
+			for _, s := range f.Configuration().Servers {
+				inConfig = inConfig || string(s.ID) == n.cfg.Name
+			}
+		}
+		if !inConfig {
+			break
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("left gossip, but the leader has not removed this node from Raft yet: check `node members`")
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+	log.Info("left the mesh")
+	n.leftOnce.Do(func() { close(n.left) })
+	return nil
+}
+
+func contextWithTimeout(r *http.Request, d time.Duration) (context.Context, context.CancelFunc) {
+	return context.WithTimeout(r.Context(), d)
+}
