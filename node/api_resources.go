@@ -328,7 +328,9 @@ func (n *Node) apiTokens() {
 				out = append(out, TokenView{ID: t.ID, Name: t.Name, Role: t.Role, CreatedAt: t.CreatedAt})
 			}
 		})
-		sort.Slice(out, func(i, j int) bool { return out[i].CreatedAt.Before(out[j].CreatedAt) || out[i].CreatedAt.Equal(out[j].CreatedAt) && out[i].ID < out[j].ID })
+		sort.Slice(out, func(i, j int) bool {
+			return out[i].CreatedAt.Before(out[j].CreatedAt) || out[i].CreatedAt.Equal(out[j].CreatedAt) && out[i].ID < out[j].ID
+		})
 		n.WriteJSON(w, http.StatusOK, out)
 		return nil
 	})
