@@ -71,6 +71,24 @@ func readPid(t *testing.T, file string) int {
 	return pid
 }
 
+// cancelWhenWritten cancels once a script has written file, from a goroutine the test waits for (it must
+// not call t.Fatal, so a script that never writes the file just leaves the cancel to the deferred one).
+func cancelWhenWritten(t *testing.T, file string, cancel context.CancelFunc) {
+	done := make(chan struct{})
+	t.Cleanup(func() { cancel(); <-done })
+	go func() {
+		defer close(done)
+		deadline := time.Now().Add(20 * time.Second)
+		for time.Now().Before(deadline) {
+			if data, err := os.ReadFile(file); err == nil && bytes.HasSuffix(data, []byte("\n")) {
+				break
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+		cancel()
+	}()
+}
+
 // processGone reports whether pid has exited (a zombie awaiting its reaper counts as gone).
 func processGone(pid int) bool {
 	_, state, ok := procGroup(strconv.Itoa(pid))
@@ -207,11 +225,7 @@ func TestCancelKillsWholeGroup(t *testing.T) {
 	dir := t.TempDir()
 	pidFile := filepath.Join(dir, "child.pid")
 	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	go func() {
-		readPid(t, pidFile)
-		cancel()
-	}()
+	cancelWhenWritten(t, pidFile, cancel)
 	res, _ := run(t, ctx, Script{
 		Name:  "Build",
 		Dir:   dir,
@@ -227,11 +241,7 @@ func TestCancelKillsWholeGroup(t *testing.T) {
 func TestSigkillAfterGraceWhenTermIgnored(t *testing.T) {
 	dir := t.TempDir()
 	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	go func() {
-		readPid(t, filepath.Join(dir, "ready"))
-		cancel()
-	}()
+	cancelWhenWritten(t, filepath.Join(dir, "ready"), cancel)
 	res, _ := run(t, ctx, Script{
 		Name:      "Build",
 		Dir:       dir,
