@@ -20,7 +20,7 @@ const (
 )
 
 // HealthSpec describes a health check: an HTTP URL (healthy on a 2xx answer) or a command run with
-// `bash -c` (healthy on exit 0). It must pass at every check for MinHealthy before the node counts as
+// `bash -e -c` (healthy on exit 0). It must pass at every check for MinHealthy before the node counts as
 // healthy, and Deadline bounds the whole wait.
 type HealthSpec struct {
 	URL     string
@@ -150,7 +150,8 @@ func checkHTTP(ctx context.Context, url string) string {
 }
 
 func checkCommand(ctx context.Context, spec HealthSpec) string {
-	cmd := exec.CommandContext(ctx, "bash", "-c", spec.Command)
+	// -e as in every hook: a multi-line check fails at its first failing line, not only its last.
+	cmd := exec.CommandContext(ctx, "bash", "-e", "-c", spec.Command)
 	cmd.Dir = spec.Dir
 	cmd.Env = spec.Env
 	if cmd.Env == nil {

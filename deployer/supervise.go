@@ -93,6 +93,8 @@ type instanceRecord struct {
 }
 
 type supervisorState struct {
+	// Spec is what was last started and not stopped since, so a restarted agent can Resume it.
+	Spec        *ExecSpec        `json:"spec,omitempty"`
 	StopGraceNS int64            `json:"stop_grace_ns"`
 	Instances   []instanceRecord `json:"instances"`
 }
@@ -113,6 +115,7 @@ type Supervisor struct {
 	run       *execRun               // nil when nothing is supervised
 	instances map[int]instanceRecord // by slot, mirrors the state file; nil until loaded
 	stopGrace time.Duration          // of the last spec, for Stop without Start
+	spec      *ExecSpec              // last started and not stopped, for Resume
 }
 
 // execRun is one Start..Stop span: the slot goroutines and what ends them.
@@ -260,6 +263,7 @@ func (s *Supervisor) Start(spec ExecSpec) error {
 	}
 	s.instances = adopted
 	s.stopGrace = spec.StopGrace
+	s.spec = &spec
 
 	var p [2]int
 	if err := unix.Pipe2(p[:], unix.O_CLOEXEC); err != nil {
@@ -288,6 +292,27 @@ func (s *Supervisor) Start(spec ExecSpec) error {
 		s.log.Error("save exec state", "err", err)
 	}
 	return nil
+}
+
+// Resume starts supervising again what the state directory says was running: the spec last started
+// and not stopped. Its live processes are adopted, missing ones started. It does nothing (and reports
+// false) when there is no such spec, e.g. after Stop. A restarting agent calls it for every environment.
+func (s *Supervisor) Resume() (bool, error) {
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		return false, ErrSupervisorClosed
+	}
+	if err := s.loadLocked(); err != nil {
+		s.mu.Unlock()
+		return false, fmt.Errorf("resume exec: %w", err)
+	}
+	spec := s.spec
+	s.mu.Unlock()
+	if spec == nil {
+		return false, nil
+	}
+	return true, s.Start(*spec)
 }
 
 // superviseSlot keeps one copy running until the run is cancelled.
@@ -500,6 +525,7 @@ func (s *Supervisor) Stop(ctx context.Context) error {
 		return fmt.Errorf("stop exec: process groups %v survived SIGKILL (stuck in the kernel?); check them with ps", left)
 	}
 	s.instances = map[int]instanceRecord{}
+	s.spec = nil
 	if err := s.saveLocked(); err != nil {
 		return fmt.Errorf("stop exec: %w", err)
 	}
@@ -560,12 +586,13 @@ func (s *Supervisor) loadLocked() error {
 		s.instances[r.Slot] = r
 	}
 	s.stopGrace = time.Duration(st.StopGraceNS)
+	s.spec = st.Spec
 	return nil
 }
 
 // saveLocked writes the state file atomically: a temporary file, fsync, rename, fsync of the directory.
 func (s *Supervisor) saveLocked() error {
-	st := supervisorState{StopGraceNS: int64(s.stopGrace), Instances: []instanceRecord{}}
+	st := supervisorState{Spec: s.spec, StopGraceNS: int64(s.stopGrace), Instances: []instanceRecord{}}
 	for _, r := range s.instances {
 		st.Instances = append(st.Instances, r)
 	}
@@ -573,6 +600,9 @@ func (s *Supervisor) saveLocked() error {
 	b, err := json.MarshalIndent(st, "", "  ")
 	if err != nil {
 		return err
+	}
+	if err := os.MkdirAll(s.stateDir, 0o700); err != nil {
+		return fmt.Errorf("create exec state directory: %w", err)
 	}
 	return writeFileAtomic(filepath.Join(s.stateDir, stateFileName), b, 0o600)
 }

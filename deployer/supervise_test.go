@@ -236,8 +236,12 @@ func TestSupervisorSamePIDAcrossInProcessRestarts(t *testing.T) {
 			t.Fatalf("cycle %d: the process died with its supervisor", i)
 		}
 		s = NewSupervisor(f.stateDir, testLogger(t))
-		if err := s.Start(f.spec); err != nil {
-			t.Fatal(err)
+		if i%2 == 0 {
+			if err := s.Start(f.spec); err != nil {
+				t.Fatal(err)
+			}
+		} else if resumed, err := s.Resume(); err != nil || !resumed {
+			t.Fatalf("Resume: %v, %v", resumed, err)
 		}
 		if got := s.PIDs(); len(got) != 1 || got[0] != pid {
 			t.Fatalf("cycle %d: PIDs() = %v, want the adopted %d", i, got, pid)
@@ -423,6 +427,9 @@ func TestSupervisorStopFromFreshSupervisorAndSpecChange(t *testing.T) {
 	}
 	if alive(cur) {
 		t.Fatal("Stop on a fresh supervisor left the process running")
+	}
+	if resumed, err := NewSupervisor(f.stateDir, nil).Resume(); resumed || err != nil {
+		t.Fatalf("Resume after Stop: %v, %v; want nothing to resume", resumed, err)
 	}
 	if err := s.Start(f.spec); err != nil {
 		t.Fatalf("Start after Stop: %v", err)
