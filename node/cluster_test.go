@@ -260,3 +260,63 @@ func TestJoinRefusals(t *testing.T) {
 	}
 	n.Close()
 }
+
+// TestLeaveAndDeath: in a 5-node mesh with 3 voters, the leader leaves and a voter dies. Raft ends with the
+// three live nodes, all voters (non-voters promoted), and the mesh keeps taking writes.
+func TestLeaveAndDeath(t *testing.T) {
+	c := NewTestCluster(t, 5, nil)
+	servers := c.RaftServers()
+	voters := 0
+	for _, role := range servers {
+		if role == "voter" {
+			voters++
+		}
+	}
+	if len(servers) != 5 || voters != 3 {
+		t.Fatalf("raft servers %v: want 5 with 3 voters", servers)
+	}
+	leader := c.Leader()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if err := leader.Leave(ctx); err != nil {
+		t.Fatalf("leader leave: %v", err)
+	}
+	var victim int
+	for i, n := range c.Nodes {
+		if n == leader {
+			n.Close()
+			c.Nodes[i] = nil
+		}
+	}
+	for i, n := range c.Nodes {
+		if n != nil && servers[n.Name()] == "voter" && n != c.Leader() {
+			victim = i
+			break
+		}
+	}
+	victimName := c.Nodes[victim].Name()
+	c.Kill(victim)
+	c.Eventually(30*time.Second, "raft to settle on the 3 live nodes, all voters", func() bool {
+		s := c.RaftServers()
+		if len(s) != 3 {
+			return false
+		}
+		for name, role := range s {
+			if role != "voter" || name == leader.Name() || name == victimName {
+				return false
+			}
+		}
+		return true
+	})
+	var left, dead bool
+	for _, m := range c.Leader().Members() {
+		left = left || m.Name == leader.Name() && m.Status == StatusLeft
+		dead = dead || m.Name == victimName && m.Status == StatusDead
+	}
+	if !left || !dead {
+		t.Errorf("members should show %s left and %s dead: %+v", leader.Name(), victimName, c.Leader().Members())
+	}
+	if code := call(t, c.Leader(), c.AdminToken, "POST", "/v1/apps", map[string]any{"name": "after"}, nil); code != 201 {
+		t.Fatalf("write after leave and death: %d", code)
+	}
+}

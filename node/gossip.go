@@ -10,6 +10,7 @@ import (
 	"sort"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/hashicorp/memberlist"
@@ -29,6 +30,9 @@ type gossipMeta struct {
 	QUIC string            `json:"q"`
 	HTTP string            `json:"h"`
 	Tags map[string]string `json:"t,omitempty"`
+	// Leaving is set just before a node leaves for good: memberlist does not tell a leave from a death in its
+	// callbacks (NotifyLeave's Node.State is not updated), so the intent travels in the metadata, as Serf does.
+	Leaving bool `json:"l,omitempty"`
 }
 
 // Member is one node as this node knows it: from gossip, joined with its Raft role.
@@ -59,6 +63,9 @@ func newMemberTable() *memberTable {
 func (t *memberTable) set(n *memberlist.Node, status string) {
 	var meta gossipMeta
 	_ = json.Unmarshal(n.Meta, &meta)
+	if status == StatusDead && meta.Leaving {
+		status = StatusLeft
+	}
 	t.mu.Lock()
 	m := t.members[n.Name]
 	if m == nil || m.Status != status {
@@ -105,25 +112,27 @@ func (e gossipEvents) NotifyLeave(n *memberlist.Node) {
 	}
 }
 
-type gossipDelegate struct{ meta []byte }
+// gossipDelegate serves this node's metadata; it changes once, when the node announces that it is leaving.
+type gossipDelegate struct{ meta atomic.Pointer[[]byte] }
 
-func (d gossipDelegate) NodeMeta(limit int) []byte {
-	if len(d.meta) > limit {
+func (d *gossipDelegate) NodeMeta(limit int) []byte {
+	m := *d.meta.Load()
+	if len(m) > limit {
 		return nil
 	}
-	return d.meta
+	return m
 }
-func (gossipDelegate) NotifyMsg([]byte)                {}
-func (gossipDelegate) GetBroadcasts(int, int) [][]byte { return nil }
-func (gossipDelegate) LocalState(bool) []byte          { return nil }
-func (gossipDelegate) MergeRemoteState([]byte, bool)   {}
+func (*gossipDelegate) NotifyMsg([]byte)                {}
+func (*gossipDelegate) GetBroadcasts(int, int) [][]byte { return nil }
+func (*gossipDelegate) LocalState(bool) []byte          { return nil }
+func (*gossipDelegate) MergeRemoteState([]byte, bool)   {}
 
 func (n *Node) startGossip() error {
 	key, err := os.ReadFile(filepath.Join(n.cfg.DataDir, tlsDir, gossipKeyFile))
 	if err != nil {
 		return fmt.Errorf("read gossip key: %w", err)
 	}
-	meta, err := json.Marshal(gossipMeta{QUIC: n.raftAddr, HTTP: n.advertisedHTTP(), Tags: n.cfg.Tags})
+	meta, err := n.gossipMeta(false)
 	if err != nil {
 		return err
 	}
@@ -137,7 +146,9 @@ func (n *Node) startGossip() error {
 	mc.AdvertiseAddr = n.cfg.AdvertiseIP
 	mc.AdvertisePort = mc.BindPort
 	mc.SecretKey = key
-	mc.Delegate = gossipDelegate{meta: meta}
+	n.delegate = &gossipDelegate{}
+	n.delegate.meta.Store(&meta)
+	mc.Delegate = n.delegate
 	mc.Events = gossipEvents{t: n.members}
 	mc.Logger = memberlistLogger(n.log)
 	mc.ProbeInterval = n.cfg.Timing.GossipProbeInterval
@@ -148,6 +159,20 @@ func (n *Node) startGossip() error {
 		return fmt.Errorf("start gossip on %s: %w", hostPort(n.cfg.BindIP, n.cfg.GossipPort), err)
 	}
 	return nil
+}
+
+func (n *Node) gossipMeta(leaving bool) ([]byte, error) {
+	return json.Marshal(gossipMeta{QUIC: n.raftAddr, HTTP: n.advertisedHTTP(), Tags: n.cfg.Tags, Leaving: leaving})
+}
+
+// announceLeaving tells the mesh, through gossip metadata, that this node is about to leave for good.
+func (n *Node) announceLeaving() error {
+	meta, err := n.gossipMeta(true)
+	if err != nil {
+		return err
+	}
+	n.delegate.meta.Store(&meta)
+	return n.gossip.UpdateNode(5 * time.Second)
 }
 
 func (n *Node) advertisedHTTP() string {

@@ -31,6 +31,7 @@ type Node struct {
 	store    *raftboltdb.BoltStore
 	ep       *transport.Endpoint
 	gossip   *memberlist.Memberlist
+	delegate *gossipDelegate
 	members  *memberTable
 	httpLn   net.Listener
 	httpSrv  *http.Server
@@ -280,6 +281,9 @@ func (n *Node) Leave(ctx context.Context) error {
 		if err := n.raft.LeadershipTransfer().Error(); err != nil {
 			log.Warn("leadership transfer before leaving failed", "err", err)
 		}
+	}
+	if err := n.announceLeaving(); err != nil {
+		return fmt.Errorf("announce leave: %w", err)
 	}
 	if err := n.gossip.Leave(5 * time.Second); err != nil {
 		return fmt.Errorf("announce leave: %w", err)

@@ -1,0 +1,137 @@
+// Package client is the Go client of Shoal's HTTP API, used by the CLI and the tests.
+package client
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"strings"
+	"time"
+)
+
+// Client talks to one node's API. Any node will do: writes are forwarded to the leader by the node.
+type Client struct {
+	Addr  string // host:port or a URL
+	Token string
+	HTTP  *http.Client
+	// RetryNoLeader retries requests answered 503 while the mesh elects a leader, up to this long.
+	RetryNoLeader time.Duration
+	// OnRetry, when set, is told about each retry (the CLI prints it).
+	OnRetry func(err *Error)
+}
+
+// New returns a client for addr with token.
+func New(addr, token string) *Client {
+	return &Client{Addr: addr, Token: token, HTTP: &http.Client{Timeout: 0}, RetryNoLeader: 15 * time.Second}
+}
+
+// Error is an error answered by the API.
+type Error struct {
+	Status  int    `json:"-"`
+	Code    string `json:"code"`
+	Message string `json:"error"`
+}
+
+func (e *Error) Error() string { return e.Message }
+
+// IsStatus reports whether err is an API error with the given status.
+func IsStatus(err error, status int) bool {
+	var e *Error
+	return errors.As(err, &e) && e.Status == status
+}
+
+func (c *Client) url(path string) string {
+	base := c.Addr
+	if !strings.Contains(base, "://") {
+		base = "http://" + base
+	}
+	return strings.TrimRight(base, "/") + path
+}
+
+// Do sends a request with an optional JSON body and decodes a JSON answer into out (if not nil). It returns the
+// state index the node reported.
+func (c *Client) Do(ctx context.Context, method, path string, in, out any) (uint64, error) {
+	var body []byte
+	if in != nil {
+		var err error
+		if body, err = json.Marshal(in); err != nil {
+			return 0, err
+		}
+	}
+	deadline := time.Now().Add(c.RetryNoLeader)
+	for {
+		idx, err := c.once(ctx, method, path, body, out)
+		var ae *Error
+		if errors.As(err, &ae) && ae.Status == http.StatusServiceUnavailable && time.Now().Before(deadline) && ctx.Err() == nil {
+			if c.OnRetry != nil {
+				c.OnRetry(ae)
+			}
+			select {
+			case <-ctx.Done():
+				return 0, ctx.Err()
+			case <-time.After(500 * time.Millisecond):
+			}
+			continue
+		}
+		return idx, err
+	}
+}
+
+func (c *Client) once(ctx context.Context, method, path string, body []byte, out any) (uint64, error) {
+	var rd io.Reader
+	if body != nil {
+		rd = bytes.NewReader(body)
+	}
+	req, err := http.NewRequestWithContext(ctx, method, c.url(path), rd)
+	if err != nil {
+		return 0, err
+	}
+	if body != nil {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	if c.Token != "" {
+		req.Header.Set("Authorization", "Bearer "+c.Token)
+	}
+	resp, err := c.HTTP.Do(req)
+	if err != nil {
+		return 0, fmt.Errorf("cannot reach the Shoal API at %s: %w (is a node running there? set --addr or SHOAL_ADDR)", c.Addr, err)
+	}
+	defer resp.Body.Close()
+	var idx uint64
+	fmt.Sscan(resp.Header.Get("X-Shoal-Index"), &idx)
+	data, err := io.ReadAll(resp.Body)
+	if err != nil {
+		return idx, err
+	}
+	if resp.StatusCode >= 400 {
+		e := &Error{Status: resp.StatusCode}
+		if json.Unmarshal(data, e) != nil || e.Message == "" {
+			e.Message = fmt.Sprintf("%s %s: %s: %s", method, path, resp.Status, strings.TrimSpace(string(data)))
+		}
+		return idx, e
+	}
+	if out != nil && len(data) > 0 {
+		if raw, ok := out.(*json.RawMessage); ok {
+			*raw = append((*raw)[:0], data...)
+			return idx, nil
+		}
+		if err := json.Unmarshal(data, out); err != nil {
+			return idx, fmt.Errorf("decode answer of %s %s: %w", method, path, err)
+		}
+	}
+	return idx, nil
+}
+
+// Get is Do with GET.
+func (c *Client) Get(ctx context.Context, path string, out any) (uint64, error) {
+	return c.Do(ctx, http.MethodGet, path, nil, out)
+}
+
+// Post is Do with POST.
+func (c *Client) Post(ctx context.Context, path string, in, out any) (uint64, error) {
+	return c.Do(ctx, http.MethodPost, path, in, out)
+}

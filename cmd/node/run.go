@@ -1,0 +1,238 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/shoal-ci/shoal/node"
+)
+
+// nodeFlags are the flags of the verbs that run a node.
+type nodeFlags struct {
+	dataDir    string
+	name       string
+	bind       string
+	advertise  string
+	httpPort   int
+	gossipPort int
+	quicPort   int
+	tags       []string
+	voters     int
+	logLevel   string
+	openMetric bool
+}
+
+func (f *nodeFlags) register(cmd *cobra.Command, forNew bool) {
+	fl := cmd.Flags()
+	fl.StringVar(&f.dataDir, "data-dir", envOr("SHOAL_DATA_DIR", "/var/lib/shoal"), "data dir (env SHOAL_DATA_DIR)")
+	fl.StringVar(&f.bind, "bind", "", "IP address to listen on (default 127.0.0.1 for a new node)")
+	fl.StringVar(&f.advertise, "advertise", "", "IP address other servers reach this one at (default: --bind)")
+	fl.IntVar(&f.httpPort, "http-port", 0, fmt.Sprintf("HTTP API port (default %d)", node.DefaultHTTPPort))
+	fl.IntVar(&f.gossipPort, "gossip-port", 0, fmt.Sprintf("gossip port, TCP and UDP (default %d)", node.DefaultGossipPort))
+	fl.IntVar(&f.quicPort, "quic-port", 0, fmt.Sprintf("QUIC port, UDP (default %d)", node.DefaultQUICPort))
+	fl.StringArrayVar(&f.tags, "tag", nil, "tag KEY=VALUE that environments select servers by (repeatable)")
+	fl.StringVar(&f.logLevel, "log-level", "info", "log level: debug, info, warn, error")
+	fl.BoolVar(&f.openMetric, "metrics-open", false, "serve /metrics without a token (for a Prometheus without credentials)")
+	if forNew {
+		host, _ := os.Hostname()
+		fl.StringVar(&f.name, "name", host, "this server's name in the mesh (unique)")
+		fl.IntVar(&f.voters, "voters", 3, "Raft voters the mesh keeps: 1, 3 or 5 (the rest are non-voters)")
+	}
+}
+
+func (f *nodeFlags) config() (node.Config, error) {
+	tags, err := parseKV(f.tags, "tag")
+	if err != nil {
+		return node.Config{}, err
+	}
+	level := slog.LevelInfo
+	if err := level.UnmarshalText([]byte(f.logLevel)); err != nil {
+		return node.Config{}, fmt.Errorf("--log-level %q: use debug, info, warn or error", f.logLevel)
+	}
+	dir, err := filepath.Abs(f.dataDir)
+	if err != nil {
+		return node.Config{}, err
+	}
+	return node.Config{
+		Name: f.name, DataDir: dir, BindIP: f.bind, AdvertiseIP: f.advertise,
+		HTTPPort: f.httpPort, GossipPort: f.gossipPort, QUICPort: f.quicPort, Tags: tags, Voters: f.voters,
+		MetricsOpen: f.openMetric,
+		Logger:      slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level})),
+	}, nil
+}
+
+// runUntilSignal keeps a started node running until SIGINT/SIGTERM (stop, stay a member) or until it has left
+// the mesh through `node leave`.
+func runUntilSignal(n *node.Node) error {
+	sig := make(chan os.Signal, 1)
+	signal.Notify(sig, syscall.SIGINT, syscall.SIGTERM)
+	defer signal.Stop(sig)
+	select {
+	case s := <-sig:
+		n.Logger().Info("stopping", "signal", s.String())
+	case <-n.Left():
+	}
+	return n.Close()
+}
+
+func (c *cli) initCmd() *cobra.Command {
+	var (
+		f       nodeFlags
+		mesh    string
+		joinTTL time.Duration
+		exit    bool
+	)
+	cmd := &cobra.Command{
+		Use:   "init",
+		Short: "Create a new mesh with this server as its first node, and run it",
+		Long: `Create a new mesh: its certificate authority, this server's identity, an admin API token and a join
+token, printed once (an admin can print the join token again with 'node token join list'). The node then keeps
+running as this server's agent, unless --exit is given (then start it later with 'node agent').`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			cfg, err := f.config()
+			if err != nil {
+				return err
+			}
+			n, res, err := node.Init(cfg, mesh, joinTTL)
+			if err != nil {
+				return err
+			}
+			if c.json {
+				_ = c.print(res, nil)
+			} else {
+				fmt.Fprintf(c.out, "mesh: %s\nnode: %s\napi: http://%s\nadmin token: %s\njoin token: %s\n\n", res.Mesh, res.Node, res.API, res.AdminToken, res.JoinToken)
+				fmt.Fprintf(c.out, "Add servers with:\n  node join %s --token %s --name NAME --bind IP\n", n.RaftAddr(), res.JoinToken)
+				fmt.Fprintf(c.out, "Talk to the mesh with:\n  export SHOAL_ADDR=%s SHOAL_TOKEN=%s\n", res.API, res.AdminToken)
+			}
+			if exit {
+				return n.Close()
+			}
+			return runUntilSignal(n)
+		},
+	}
+	f.register(cmd, true)
+	cmd.Flags().StringVar(&mesh, "mesh", "shoal", "the mesh's name")
+	cmd.Flags().DurationVar(&joinTTL, "join-ttl", node.DefaultJoinTTL, "how long the printed join token stays valid")
+	cmd.Flags().BoolVar(&exit, "exit", false, "initialise and exit instead of running the node")
+	return cmd
+}
+
+func (c *cli) joinCmd() *cobra.Command {
+	var (
+		f     nodeFlags
+		token string
+	)
+	cmd := &cobra.Command{
+		Use:   "join ADDR",
+		Short: "Join this server to the mesh that the server at ADDR belongs to, and run it",
+		Long: `Join the mesh through any of its servers (ADDR is its IP, or IP:PORT of its QUIC port, default 7422).
+The join token pins the mesh's CA: the server's certificate is checked against it before the token's secret is
+sent. The node then keeps running as this server's agent; later starts need only 'node agent --data-dir DIR'.
+Running join again on a joined data dir just starts the node.`,
+		Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			cfg, err := f.config()
+			if err != nil {
+				return err
+			}
+			if token == "" && !node.Joined(cfg.DataDir) {
+				return fmt.Errorf("join needs --token (or SHOAL_JOIN_TOKEN): the join token printed by `node init` or `node token join`")
+			}
+			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+			defer cancel()
+			n, err := node.Join(ctx, cfg, args[0], token)
+			if err != nil {
+				return err
+			}
+			fmt.Fprintf(c.errOut, "joined as %s; API at http://%s\n", n.Name(), n.HTTPAddr())
+			return runUntilSignal(n)
+		},
+	}
+	f.register(cmd, true)
+	cmd.Flags().StringVar(&token, "token", os.Getenv("SHOAL_JOIN_TOKEN"), "join token (env SHOAL_JOIN_TOKEN)")
+	return cmd
+}
+
+func (c *cli) agentCmd() *cobra.Command {
+	var f nodeFlags
+	cmd := &cobra.Command{
+		Use:   "agent",
+		Short: "Run this server's node from its data dir (after init or join)",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			cfg, err := f.config()
+			if err != nil {
+				return err
+			}
+			n, err := node.Open(cfg)
+			if err != nil {
+				return err
+			}
+			return runUntilSignal(n)
+		},
+	}
+	f.register(cmd, false)
+	return cmd
+}
+
+func (c *cli) devCmd() *cobra.Command {
+	var (
+		f    nodeFlags
+		keep bool
+	)
+	cmd := &cobra.Command{
+		Use:   "dev",
+		Short: "Run a single-node mesh in a temporary data dir, for a first look",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			dir, err := os.MkdirTemp("", "shoal-dev-")
+			if err != nil {
+				return err
+			}
+			if !keep {
+				defer os.RemoveAll(dir)
+			}
+			f.dataDir = dir
+			cfg, err := f.config()
+			if err != nil {
+				return err
+			}
+			cfg.Name, cfg.Voters = "dev", 1
+			n, res, err := node.Init(cfg, "dev", time.Hour)
+			if err != nil {
+				return err
+			}
+			if c.json {
+				_ = c.print(map[string]any{"api": "http://" + res.API, "admin_token": res.AdminToken, "data_dir": dir}, nil)
+			} else {
+				fmt.Fprintf(c.out, "Shoal dev mesh is running (data dir %s%s).\n\n", dir, map[bool]string{true: ", kept", false: ", removed on exit"}[keep])
+				fmt.Fprintf(c.out, "api: http://%s\nadmin token: %s\n\n", res.API, res.AdminToken)
+				fmt.Fprintf(c.out, "Try:\n  export SHOAL_ADDR=%s SHOAL_TOKEN=%s\n  %s status\n  %s members\n\nPress Ctrl-C to stop.\n",
+					res.API, res.AdminToken, selfPath(), selfPath())
+			}
+			return runUntilSignal(n)
+		},
+	}
+	f.register(cmd, false)
+	cmd.Flags().BoolVar(&keep, "keep", false, "keep the temporary data dir on exit")
+	return cmd
+}
+
+// selfPath is how to call this binary again (never from PATH: `node` there is usually Node.js).
+func selfPath() string {
+	p, err := os.Executable()
+	if err != nil || strings.Contains(p, "go-build") {
+		return "./bin/node"
+	}
+	return p
+}
