@@ -16,6 +16,7 @@ type procStat struct {
 	state      byte
 	ppid       int
 	pgrp       int
+	session    int
 	startTicks uint64 // field 22: start time in clock ticks after boot; with the pid it names one process
 }
 
@@ -41,11 +42,12 @@ func parseProcStat(b []byte) (procStat, error) {
 	}
 	ppid, err1 := strconv.Atoi(string(f[1]))
 	pgrp, err2 := strconv.Atoi(string(f[2]))
-	start, err3 := strconv.ParseUint(string(f[19]), 10, 64)
-	if err := errors.Join(err1, err2, err3); err != nil {
+	sid, err3 := strconv.Atoi(string(f[3]))
+	start, err4 := strconv.ParseUint(string(f[19]), 10, 64)
+	if err := errors.Join(err1, err2, err3, err4); err != nil {
 		return procStat{}, fmt.Errorf("malformed /proc stat line: %w", err)
 	}
-	return procStat{state: f[0][0], ppid: ppid, pgrp: pgrp, startTicks: start}, nil
+	return procStat{state: f[0][0], ppid: ppid, pgrp: pgrp, session: sid, startTicks: start}, nil
 }
 
 // running reports whether pid is the process that started at startTicks and has not exited. A zombie
@@ -126,4 +128,42 @@ func waitGroupsGone(pgids []int, deadline <-chan time.Time, done <-chan struct{}
 		case <-tick.C:
 		}
 	}
+}
+
+type markedProc struct {
+	pid        int
+	startTicks uint64
+	value      string // what follows the prefix
+}
+
+// findMarked returns the running session leaders whose environment holds an entry starting with prefix.
+// Only session leaders: the children a supervised process starts inherit its environment but not its
+// session.
+func findMarked(prefix string) []markedProc {
+	entries, err := os.ReadDir("/proc")
+	if err != nil {
+		return nil
+	}
+	var out []markedProc
+	for _, e := range entries {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		st, err := readProcStat(pid)
+		if err != nil || st.session != pid || st.state == 'Z' || st.state == 'X' {
+			continue
+		}
+		env, err := os.ReadFile("/proc/" + e.Name() + "/environ")
+		if err != nil {
+			continue
+		}
+		for _, kv := range bytes.Split(env, []byte{0}) {
+			if v, ok := bytes.CutPrefix(kv, []byte(prefix)); ok {
+				out = append(out, markedProc{pid: pid, startTicks: st.startTicks, value: string(v)})
+				break
+			}
+		}
+	}
+	return out
 }

@@ -13,6 +13,8 @@ import (
 	"os/exec"
 	"path/filepath"
 	"sort"
+	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -101,11 +103,46 @@ type supervisorState struct {
 
 const stateFileName = "exec-state.json"
 
+// markerVar is set in every supervised process's environment. It finds a process that was started but
+// not yet recorded when the agent died (the state file is written just after the fork).
+const markerVar = "SHOAL_EXEC_INSTANCE"
+
+// marker is markerVar=<supervisor id>/<spec hash>/<slot>.
+func (s *Supervisor) marker(hash string, slot int) string {
+	return fmt.Sprintf("%s=%s/%s/%d", markerVar, s.id, hash, slot)
+}
+
+// knownLocked returns the recorded processes plus any session leader carrying this supervisor's
+// marker that the state file missed.
+func (s *Supervisor) knownLocked() []instanceRecord {
+	recs := make([]instanceRecord, 0, len(s.instances))
+	seen := map[int]bool{}
+	for _, r := range s.instances {
+		recs = append(recs, r)
+		seen[r.PID] = true
+	}
+	for _, m := range findMarked(markerVar + "=" + s.id + "/") {
+		if seen[m.pid] {
+			continue
+		}
+		hash, slotText, ok := strings.Cut(m.value, "/")
+		slot, err := strconv.Atoi(slotText)
+		if !ok || err != nil {
+			continue
+		}
+		s.log.Warn("found an unrecorded exec process (the agent died as it started it)", "pid", m.pid, "slot", slot)
+		recs = append(recs, instanceRecord{Slot: slot, PID: m.pid, StartTicks: m.startTicks, SpecHash: hash, StartedAt: time.Now()})
+	}
+	sort.Slice(recs, func(i, j int) bool { return recs[i].StartedAt.Before(recs[j].StartedAt) })
+	return recs
+}
+
 // Supervisor runs and watches the Exec processes of one (app, environment). The processes live in
 // their own sessions and write to a log file, not to the agent, so they outlive it; the state file in
 // stateDir lets the next agent find them again (Start adopts them) instead of starting new copies.
 type Supervisor struct {
 	stateDir string
+	id       string // names this supervisor's processes in their environment (markerVar)
 	log      *slog.Logger
 	restarts atomic.Uint64
 
@@ -167,7 +204,12 @@ func NewSupervisor(stateDir string, logger *slog.Logger) *Supervisor {
 	if logger == nil {
 		logger = slog.New(slog.DiscardHandler)
 	}
-	return &Supervisor{stateDir: stateDir, log: logger}
+	abs, err := filepath.Abs(stateDir)
+	if err != nil {
+		abs = stateDir
+	}
+	sum := sha256.Sum256([]byte(abs))
+	return &Supervisor{stateDir: stateDir, id: hex.EncodeToString(sum[:8]), log: logger}
 }
 
 // OnRestart registers fn to be called each time a process that exited is started again, with its slot
@@ -244,12 +286,13 @@ func (s *Supervisor) Start(spec ExecSpec) error {
 
 	adopted := map[int]instanceRecord{}
 	var stale []instanceRecord
-	for slot, rec := range s.instances {
+	for _, rec := range s.knownLocked() {
+		_, taken := adopted[rec.Slot]
 		switch {
 		case !running(rec.PID, rec.StartTicks):
 			reap(rec.PID)
-		case rec.SpecHash == hash && slot < spec.Count:
-			adopted[slot] = rec
+		case rec.SpecHash == hash && rec.Slot >= 0 && rec.Slot < spec.Count && !taken:
+			adopted[rec.Slot] = rec
 		default:
 			stale = append(stale, rec)
 		}
@@ -396,7 +439,7 @@ func (s *Supervisor) spawnLocked(run *execRun, slot int) (instanceRecord, error)
 	fmt.Fprintf(logf, "--- shoal: starting exec copy %d at %s\n", slot, time.Now().UTC().Format(time.RFC3339))
 	pid, err := syscall.ForkExec(run.bash, []string{"bash", "-e", run.spec.Script}, &syscall.ProcAttr{
 		Dir:   run.spec.Dir,
-		Env:   run.spec.Env,
+		Env:   append(run.spec.Env[:len(run.spec.Env):len(run.spec.Env)], s.marker(run.hash, slot)),
 		Files: []uintptr{devnull.Fd(), logf.Fd(), logf.Fd()},
 		// A new session: the agent's death (or its terminal's) sends the process no signal, and the
 		// process group is what Stop signals.
@@ -511,10 +554,7 @@ func (s *Supervisor) Stop(ctx context.Context) error {
 	if err := s.loadLocked(); err != nil {
 		return fmt.Errorf("stop exec: %w", err)
 	}
-	recs := make([]instanceRecord, 0, len(s.instances))
-	for _, r := range s.instances {
-		recs = append(recs, r)
-	}
+	recs := s.knownLocked()
 	grace := time.NewTimer(s.graceLocked())
 	defer grace.Stop()
 	left := terminate(recs, grace.C, ctx.Done())

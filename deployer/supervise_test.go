@@ -453,3 +453,49 @@ func TestParseProcStat(t *testing.T) {
 		t.Fatalf("parsed %+v", st)
 	}
 }
+
+// An agent killed between forking a process and recording it leaves an orphan no state file names; the
+// environment marker finds it: adopted when it runs the spec, stopped when it does not.
+func TestSupervisorFindsUnrecordedProcesses(t *testing.T) {
+	f := newFixture(t, sleeper)
+	f.spec.Count = 2
+	s := NewSupervisor(f.stateDir, testLogger(t))
+	hash, err := f.spec.withDefaults().hash()
+	if err != nil {
+		t.Fatal(err)
+	}
+	orphan := func(hash string, slot int) int {
+		pid, err := syscall.ForkExec("/bin/bash", []string{"bash", "-e", f.spec.Script}, &syscall.ProcAttr{
+			Dir: f.dir, Env: append(append([]string{}, f.spec.Env...), s.marker(hash, slot)),
+			Sys: &syscall.SysProcAttr{Setsid: true},
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return pid
+	}
+	mine := orphan(hash, 1)
+	foreign := orphan("0000", 0)
+	t.Cleanup(func() {
+		for _, p := range []int{mine, foreign} {
+			_ = syscall.Kill(p, syscall.SIGKILL)
+			reap(p)
+		}
+	})
+	waitFor(t, "the orphans to exec", func() bool { return len(findMarked(markerVar+"="+s.id+"/")) == 2 })
+
+	if err := s.Start(f.spec); err != nil {
+		t.Fatal(err)
+	}
+	pids := s.PIDs()
+	if len(pids) != 2 || pids[1] != mine || pids[0] == foreign {
+		t.Fatalf("PIDs() = %v; want slot 1 adopted (%d) and slot 0 new", pids, mine)
+	}
+	waitFor(t, "the other spec's orphan to be stopped", func() bool { reap(foreign); return !alive(foreign) })
+	if err := s.Stop(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if alive(mine) {
+		t.Fatal("Stop left the adopted orphan running")
+	}
+}
