@@ -1,0 +1,74 @@
+package integration
+
+import (
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"sync"
+	"testing"
+)
+
+// The node binary is built once per test run, on first use, so that `go test -short` (which runs no process test)
+// builds nothing.
+var (
+	binOnce sync.Once
+	binDir  string
+	binPath string
+	binErr  error
+)
+
+func TestMain(m *testing.M) {
+	code := m.Run()
+	if binDir != "" {
+		os.RemoveAll(binDir)
+	}
+	os.Exit(code)
+}
+
+// nodeBinary returns the path of the node binary built from this checkout. SHOAL_NODE_RACE=1 builds it with the
+// race detector, so that process tests also catch races in the real binary (a racy node exits with status 66).
+func nodeBinary(t testing.TB) string {
+	t.Helper()
+	binOnce.Do(func() {
+		binDir, binErr = os.MkdirTemp("", "shoal-integration-bin-")
+		if binErr != nil {
+			return
+		}
+		binPath = filepath.Join(binDir, "node")
+		args := []string{"build", "-o", binPath}
+		if os.Getenv("SHOAL_NODE_RACE") == "1" {
+			args = append(args, "-race")
+		}
+		args = append(args, "github.com/shoal-ci/shoal/cmd/node")
+		cmd := exec.Command(goTool(), args...)
+		out, err := cmd.CombinedOutput()
+		if err != nil {
+			binErr = fmt.Errorf("go %v: %w\n%s", args, err, out)
+		}
+	})
+	if binErr != nil {
+		t.Fatalf("build the node binary: %v", binErr)
+	}
+	return binPath
+}
+
+// goTool finds the go command that runs these tests: PATH first, then the toolchain's own GOROOT.
+func goTool() string {
+	if p, err := exec.LookPath("go"); err == nil {
+		return p
+	}
+	return filepath.Join(runtime.GOROOT(), "bin", "go")
+}
+
+// needProcesses skips process-level tests under -short: they build the binary and start several processes.
+func needProcesses(t testing.TB) {
+	t.Helper()
+	if testing.Short() {
+		t.Skip("-short: skipping a test that builds the node binary and runs real node processes (CI runs it without -short)")
+	}
+	if runtime.GOOS != "linux" {
+		t.Skipf("process tests use Linux process groups and loopback aliases; %s is not supported", runtime.GOOS)
+	}
+}

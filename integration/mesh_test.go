@@ -1,0 +1,324 @@
+package integration
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"net"
+	"net/http"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/shoal-ci/shoal/client"
+	"github.com/shoal-ci/shoal/node"
+)
+
+// pnode is one server of a process mesh: its addresses, data dir, and the process running it now.
+type pnode struct {
+	name       string
+	ip         string
+	httpPort   int
+	gossipPort int
+	quicPort   int
+	dir        string
+	proc       *proc
+}
+
+func (n *pnode) api() string  { return net.JoinHostPort(n.ip, strconv.Itoa(n.httpPort)) }
+func (n *pnode) quic() string { return net.JoinHostPort(n.ip, strconv.Itoa(n.quicPort)) }
+
+// pmesh is a mesh of real `node` processes on loopback, each with its own address and free ports.
+type pmesh struct {
+	t     testing.TB
+	dir   string
+	admin string
+	join  string
+	nodes []*pnode
+	// flags are added to every command that runs a node (init, join, agent).
+	flags []string
+	http  *http.Client
+}
+
+// newPmesh prepares a mesh of size servers named n1..nN without starting any.
+func newPmesh(t testing.TB, size int, flags ...string) *pmesh {
+	t.Helper()
+	m := &pmesh{t: t, dir: t.TempDir(), flags: flags, http: &http.Client{Timeout: 5 * time.Second}}
+	for i := range size {
+		ip := loopbackIP(i)
+		name := fmt.Sprintf("n%d", i+1)
+		m.nodes = append(m.nodes, &pnode{name: name, ip: ip, dir: filepath.Join(m.dir, name),
+			httpPort: freePort(t, ip), gossipPort: freePort(t, ip), quicPort: freePort(t, ip)})
+	}
+	return m
+}
+
+// startPmesh starts a mesh of size processes: n1 runs `node init`, the others `node join` through n1, one at a
+// time. It returns once every node sees the same leader and the full Raft configuration (voters up to 3).
+func startPmesh(t testing.TB, size int, flags ...string) *pmesh {
+	t.Helper()
+	m := newPmesh(t, size, flags...)
+	m.init(m.nodes[0])
+	for _, n := range m.nodes[1:] {
+		m.startJoin(n)
+		m.eventually(30*time.Second, n.name+" in Raft", func() (bool, string) {
+			ms, err := m.members(m.nodes[0])
+			if err != nil {
+				return false, err.Error()
+			}
+			for _, x := range ms {
+				if x.Name == n.name && (x.Role == "voter" || x.Role == "nonvoter") {
+					return true, ""
+				}
+			}
+			return false, fmt.Sprintf("members %s", memberSummary(ms))
+		})
+	}
+	m.waitHealthy(m.nodes...)
+	return m
+}
+
+func (m *pmesh) nodeArgs(n *pnode) []string {
+	return append([]string{"--data-dir", n.dir, "--bind", n.ip, "--http-port", strconv.Itoa(n.httpPort),
+		"--gossip-port", strconv.Itoa(n.gossipPort), "--quic-port", strconv.Itoa(n.quicPort)}, m.flags...)
+}
+
+// init runs `node init --json` for n and reads the tokens it prints.
+func (m *pmesh) init(n *pnode) {
+	m.t.Helper()
+	args := append([]string{"init", "--json", "--name", n.name, "--mesh", "itest"}, m.nodeArgs(n)...)
+	n.proc = startProc(m.t, n.name, args...)
+	var res node.InitResult
+	m.eventually(30*time.Second, "node init to print its tokens", func() (bool, string) {
+		if n.proc.Exited() {
+			m.t.Fatalf("node init exited early: %v", n.proc.waitErr)
+		}
+		out := n.proc.Stdout()
+		return json.Unmarshal([]byte(out), &res) == nil && res.AdminToken != "" && res.JoinToken != "", out
+	})
+	if res.API != n.api() {
+		m.t.Fatalf("node init says its API is at %q; it was asked for %q", res.API, n.api())
+	}
+	m.admin, m.join = res.AdminToken, res.JoinToken
+}
+
+// startJoin runs `node join` for n through the first node; the caller waits for what it needs.
+func (m *pmesh) startJoin(n *pnode) {
+	m.t.Helper()
+	args := append([]string{"join", m.nodes[0].quic(), "--token", m.join, "--name", n.name}, m.nodeArgs(n)...)
+	n.proc = startProc(m.t, n.name, args...)
+}
+
+// restart runs `node agent --data-dir` for n, which finds everything else in its data dir.
+func (m *pmesh) restart(n *pnode) {
+	m.t.Helper()
+	if n.proc != nil && !n.proc.Exited() {
+		m.t.Fatalf("restart %s: it is still running", n.name)
+	}
+	n.proc = startProc(m.t, n.name, append([]string{"agent", "--data-dir", n.dir}, m.flags...)...)
+}
+
+// live returns the nodes whose process runs.
+func (m *pmesh) live() []*pnode {
+	var out []*pnode
+	for _, n := range m.nodes {
+		if n.proc != nil && !n.proc.Exited() {
+			out = append(out, n)
+		}
+	}
+	return out
+}
+
+func (m *pmesh) byName(name string) *pnode {
+	for _, n := range m.nodes {
+		if n.name == name {
+			return n
+		}
+	}
+	return nil
+}
+
+// client returns an API client for n that fails fast: polls decide for themselves how long to wait.
+func (m *pmesh) client(n *pnode) *client.Client {
+	c := client.New(n.api(), m.admin)
+	c.HTTP = m.http
+	c.RetryNoLeader = 0
+	return c
+}
+
+func (m *pmesh) status(n *pnode) (node.Status, error) {
+	var st node.Status
+	_, err := m.client(n).Get(context.Background(), "/v1/status", &st)
+	return st, err
+}
+
+func (m *pmesh) members(n *pnode) ([]node.Member, error) {
+	var ms []node.Member
+	_, err := m.client(n).Get(context.Background(), "/v1/members", &ms)
+	return ms, err
+}
+
+// createApp creates an app through n, retrying while the mesh has no leader (503) for up to 30 s.
+func (m *pmesh) createApp(n *pnode, name string) error {
+	c := m.client(n)
+	c.RetryNoLeader = 30 * time.Second
+	var app node.AppView
+	_, err := c.Post(context.Background(), "/v1/apps", map[string]any{"name": name, "repo": "/srv/git/" + name + ".git"}, &app)
+	if err == nil && app.Name != name {
+		err = fmt.Errorf("created app is %+v", app)
+	}
+	return err
+}
+
+// hasApp reads app on n, locally or (consistent) linearizably.
+func (m *pmesh) hasApp(n *pnode, name string, consistent bool) (bool, error) {
+	path := "/v1/apps/" + name
+	if consistent {
+		path += "?consistent"
+	}
+	var app node.AppView
+	_, err := m.client(n).Get(context.Background(), path, &app)
+	if client.IsStatus(err, http.StatusNotFound) {
+		return false, nil
+	}
+	if err != nil {
+		return false, err
+	}
+	return app.Name == name && app.Repo == "/srv/git/"+name+".git", nil
+}
+
+// waitLeader waits until every node in among answers /v1/status naming the same leader, itself one of among.
+func (m *pmesh) waitLeader(among ...*pnode) *pnode {
+	m.t.Helper()
+	var leader *pnode
+	m.eventually(30*time.Second, "a leader every live node agrees on", func() (bool, string) {
+		name, detail, ok := m.agreedLeader(among)
+		if !ok {
+			return false, detail
+		}
+		for _, n := range among {
+			if n.name == name {
+				leader = n
+				return true, ""
+			}
+		}
+		return false, fmt.Sprintf("leader %s is not among the live nodes", name)
+	})
+	return leader
+}
+
+// agreedLeader returns the leader all of nodes name, if they agree.
+func (m *pmesh) agreedLeader(nodes []*pnode) (string, string, bool) {
+	var leader string
+	var seen []string
+	for _, n := range nodes {
+		st, err := m.status(n)
+		if err != nil {
+			return "", fmt.Sprintf("%s: %v", n.name, err), false
+		}
+		seen = append(seen, fmt.Sprintf("%s:%s leader=%q term=%d", n.name, st.State, st.Leader, st.Term))
+		if st.Leader == "" || (leader != "" && st.Leader != leader) {
+			return "", strings.Join(seen, ", "), false
+		}
+		leader = st.Leader
+	}
+	return leader, "", leader != ""
+}
+
+// waitHealthy waits until nodes agree on a leader among them, the leader's Raft configuration holds them all
+// (voters up to 3, then non-voters), gossip sees them all alive, and each has applied what the leader committed.
+func (m *pmesh) waitHealthy(nodes ...*pnode) *pnode {
+	m.t.Helper()
+	var leader *pnode
+	m.eventually(60*time.Second, "a healthy mesh", func() (bool, string) {
+		name, detail, ok := m.agreedLeader(nodes)
+		if !ok {
+			return false, detail
+		}
+		leader = m.byName(name)
+		ms, err := m.members(leader)
+		if err != nil {
+			return false, err.Error()
+		}
+		byName := map[string]node.Member{}
+		voters := 0
+		for _, x := range ms {
+			byName[x.Name] = x
+			if x.Role == "voter" {
+				voters++
+			}
+		}
+		for _, n := range nodes {
+			x, ok := byName[n.name]
+			if !ok || x.Status != node.StatusAlive || (x.Role != "voter" && x.Role != "nonvoter") {
+				return false, "members " + memberSummary(ms)
+			}
+		}
+		if voters < min(len(nodes), 3) {
+			return false, "members " + memberSummary(ms)
+		}
+		lst, err := m.status(leader)
+		if err != nil {
+			return false, err.Error()
+		}
+		for _, n := range nodes {
+			st, err := m.status(n)
+			if err != nil {
+				return false, err.Error()
+			}
+			if st.AppliedIndex < lst.CommitIndex {
+				return false, fmt.Sprintf("%s applied %d < leader commit %d", n.name, st.AppliedIndex, lst.CommitIndex)
+			}
+		}
+		return true, ""
+	})
+	return leader
+}
+
+// eventually polls cond every 50 ms until it holds, failing the test after timeout with cond's last detail.
+func (m *pmesh) eventually(timeout time.Duration, what string, cond func() (bool, string)) {
+	m.t.Helper()
+	eventually(m.t, timeout, what, cond)
+}
+
+func eventually(t testing.TB, timeout time.Duration, what string, cond func() (bool, string)) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	tick := time.NewTicker(50 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		ok, detail := cond()
+		if ok {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out after %v waiting for %s; last seen: %s", timeout, what, detail)
+		}
+		<-tick.C
+	}
+}
+
+func memberSummary(ms []node.Member) string {
+	var parts []string
+	for _, x := range ms {
+		s := fmt.Sprintf("%s=%s/%s", x.Name, x.Status, x.Role)
+		if x.Leader {
+			s += "*"
+		}
+		parts = append(parts, s)
+	}
+	return "[" + strings.Join(parts, " ") + "]"
+}
+
+// hasFlag reports whether `node <verb> --help` lists flag, so tests can use flags the binary gains later.
+func hasFlag(t testing.TB, verb, flag string) bool {
+	t.Helper()
+	out, err := exec.Command(nodeBinary(t), verb, "--help").CombinedOutput()
+	if err != nil {
+		t.Fatalf("node %s --help: %v\n%s", verb, err, out)
+	}
+	return strings.Contains(string(out), "--"+flag+" ")
+}
