@@ -19,7 +19,8 @@ var errLayerClosed = errors.New("raft stream layer is closed")
 type raftLayer struct {
 	e        *Endpoint
 	incoming chan net.Conn
-	closed   chan struct{}
+	ctx      context.Context // cancelled by Close or by the endpoint's Close
+	cancel   context.CancelFunc
 	once     sync.Once
 }
 
@@ -31,7 +32,8 @@ func (e *Endpoint) RaftLayer() raft.StreamLayer {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	if e.raft == nil {
-		l := &raftLayer{e: e, incoming: make(chan net.Conn), closed: make(chan struct{})}
+		ctx, cancel := context.WithCancel(e.ctx)
+		l := &raftLayer{e: e, incoming: make(chan net.Conn), ctx: ctx, cancel: cancel}
 		e.raft = l
 		e.handlers[ALPNRaft] = l.serveConn
 	}
@@ -46,19 +48,23 @@ func (e *Endpoint) SetAdvertise(addr net.Addr) {
 	e.advertise = addr
 }
 
+// serveConn hands the streams of one peer connection to Accept. It returns, closing the connection, when the
+// layer closes, so that peers redial and reach whichever layer serves ALPNRaft next.
 func (l *raftLayer) serveConn(conn *quic.Conn, _ string) {
+	ctx, cancel := context.WithCancel(conn.Context())
+	defer cancel()
+	stop := context.AfterFunc(l.ctx, cancel)
+	defer stop()
 	for {
-		st, err := conn.AcceptStream(conn.Context())
+		st, err := conn.AcceptStream(ctx)
 		if err != nil {
 			return
 		}
 		select {
 		case l.incoming <- newStreamConn(st, conn):
-		case <-l.closed:
+		case <-ctx.Done():
 			st.CancelRead(codeCancelled)
 			st.CancelWrite(codeCancelled)
-			return
-		case <-conn.Context().Done():
 			return
 		}
 	}
@@ -69,17 +75,18 @@ func (l *raftLayer) Accept() (net.Conn, error) {
 	select {
 	case c := <-l.incoming:
 		return c, nil
-	case <-l.closed:
+	case <-l.ctx.Done():
+		if l.e.ctx.Err() != nil {
+			return nil, ErrClosed
+		}
 		return nil, errLayerClosed
-	case <-l.e.ctx.Done():
-		return nil, ErrClosed
 	}
 }
 
 // Close stops handing out streams and stops serving ALPNRaft; streams already handed out stay Raft's to close.
 func (l *raftLayer) Close() error {
 	l.once.Do(func() {
-		close(l.closed)
+		l.cancel()
 		l.e.mu.Lock()
 		if l.e.raft == l {
 			l.e.raft = nil
