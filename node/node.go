@@ -14,6 +14,7 @@ import (
 
 	"github.com/hashicorp/memberlist"
 	"github.com/hashicorp/raft"
+	"github.com/prometheus/client_golang/prometheus"
 	raftboltdb "github.com/hashicorp/raft-boltdb/v2"
 
 	"github.com/shoal-ci/shoal/raftfsm"
@@ -49,6 +50,8 @@ type Node struct {
 	// leaderHooks run on the leader, each in its own goroutine with a context that ends when leadership does.
 	hookMu      sync.Mutex
 	leaderHooks []func(ctx context.Context, term uint64)
+	// lease is the current leadership, while this node leads with its epoch committed (nil otherwise).
+	lease *leadership
 
 	closeOnce sync.Once
 }
@@ -178,14 +181,35 @@ func (n *Node) Leader() (name, addr string) {
 	return string(id), string(a)
 }
 
-// OnLeader registers fn to run whenever this node becomes leader (after its epoch is committed); its context
-// ends when leadership does. Register before the node can become leader (right after Open is fine: hooks
-// registered later start at the next leadership).
+// OnLeader registers fn to run whenever this node becomes leader, after its leader epoch is committed; fn's
+// context ends when leadership does, and the node waits for fn to return before it leads again. If the node
+// leads already, fn starts at once.
 func (n *Node) OnLeader(fn func(ctx context.Context, term uint64)) {
 	n.hookMu.Lock()
 	defer n.hookMu.Unlock()
 	n.leaderHooks = append(n.leaderHooks, fn)
+	if l := n.lease; l != nil {
+		l.start(fn)
+	}
 }
+
+// leadership is one term of this node's leadership: the hooks run under its context.
+type leadership struct {
+	ctx  context.Context
+	term uint64
+	wg   *sync.WaitGroup
+}
+
+func (l *leadership) start(fn func(ctx context.Context, term uint64)) {
+	l.wg.Add(1)
+	go func() {
+		defer l.wg.Done()
+		fn(l.ctx, l.term)
+	}()
+}
+
+// Registry returns the node's Prometheus registry, for other components' collectors.
+func (n *Node) Registry() *prometheus.Registry { return n.cfg.Registry }
 
 func (n *Node) startRaft() error {
 	dir := filepath.Join(n.cfg.DataDir, raftDir)

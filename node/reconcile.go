@@ -66,14 +66,16 @@ func (n *Node) lead() {
 		return
 	}
 	n.hookMu.Lock()
+	n.lease = &leadership{ctx: ctx, term: term, wg: &hooks}
 	for _, h := range n.leaderHooks {
-		hooks.Add(1)
-		go func() {
-			defer hooks.Done()
-			h(ctx, term)
-		}()
+		n.lease.start(h)
 	}
 	n.hookMu.Unlock()
+	defer func() {
+		n.hookMu.Lock()
+		n.lease = nil
+		n.hookMu.Unlock()
+	}()
 
 	tick := time.NewTicker(n.cfg.Timing.ReconcileInterval)
 	defer tick.Stop()
