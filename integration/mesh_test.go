@@ -6,8 +6,10 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -46,6 +48,10 @@ type pmesh struct {
 // newPmesh prepares a mesh of size servers named n1..nN without starting any.
 func newPmesh(t testing.TB, size int, flags ...string) *pmesh {
 	t.Helper()
+	// SHOAL_ITEST_LOG_LEVEL=debug makes the nodes' logs, shown when a test fails, say more.
+	if lvl := os.Getenv("SHOAL_ITEST_LOG_LEVEL"); lvl != "" {
+		flags = append(slices.Clone(flags), "--log-level", lvl)
+	}
 	m := &pmesh{t: t, dir: t.TempDir(), flags: flags, http: &http.Client{Timeout: 5 * time.Second}}
 	for i := range size {
 		ip := loopbackIP(i)

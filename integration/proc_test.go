@@ -6,6 +6,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -145,16 +146,22 @@ func (p *proc) Stderr() string {
 	return string(b)
 }
 
-// dump shows the tail of the process's output in the test log.
+// dump shows the tail of the process's output in the test log: 60 lines, or SHOAL_ITEST_LOG_LINES (0 for all).
 func (p *proc) dump() {
-	const lines = 60
+	lines := 60
+	if v, err := strconv.Atoi(os.Getenv("SHOAL_ITEST_LOG_LINES")); err == nil {
+		lines = v
+	}
 	for _, f := range []struct{ what, path string }{{"stdout", p.outPath}, {"stderr", p.errPath}} {
 		b, err := os.ReadFile(f.path)
 		if err != nil || len(b) == 0 {
 			continue
 		}
 		all := bytes.Split(bytes.TrimRight(b, "\n"), []byte("\n"))
-		from := max(0, len(all)-lines)
+		from := 0
+		if lines > 0 {
+			from = max(0, len(all)-lines)
+		}
 		p.t.Logf("---- %s %s (%s), last %d of %d lines:\n%s", p.name, f.what, strings.Join(p.cmd.Args[1:], " "),
 			len(all)-from, len(all), bytes.Join(all[from:], []byte("\n")))
 	}
