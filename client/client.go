@@ -18,7 +18,8 @@ type Client struct {
 	Addr  string // host:port or a URL
 	Token string
 	HTTP  *http.Client
-	// RetryNoLeader retries requests answered 503 while the mesh elects a leader, up to this long.
+	// RetryNoLeader retries requests answered 503 "no_leader" while the mesh elects a leader, up to this long.
+	// (A 503 "unavailable" write may have been applied, so it is not retried blindly.)
 	RetryNoLeader time.Duration
 	// OnRetry, when set, is told about each retry (the CLI prints it).
 	OnRetry func(err *Error)
@@ -66,7 +67,7 @@ func (c *Client) Do(ctx context.Context, method, path string, in, out any) (uint
 	for {
 		idx, err := c.once(ctx, method, path, body, out)
 		var ae *Error
-		if errors.As(err, &ae) && ae.Status == http.StatusServiceUnavailable && time.Now().Before(deadline) && ctx.Err() == nil {
+		if errors.As(err, &ae) && ae.Status == http.StatusServiceUnavailable && ae.Code == "no_leader" && time.Now().Before(deadline) && ctx.Err() == nil {
 			if c.OnRetry != nil {
 				c.OnRetry(ae)
 			}

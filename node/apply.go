@@ -110,6 +110,10 @@ func (n *Node) applyOnce(ctx context.Context, data []byte, deadline time.Time) (
 	if _, err := n.ep.Dial(dialCtx, addr, transport.ALPNRPC); err != nil {
 		return nil, true, fmt.Errorf("reach leader %s: %w", leader, err)
 	}
+	// A cached connection to a leader that just died looks alive to QUIC for a while, and the call would hang
+	// until its deadline. Raft notices the loss within a heartbeat timeout: give up the call then.
+	stop := n.watchLeader(dialCtx, cancel, leader)
+	defer stop()
 	var out Applied
 	err := n.ep.Call(dialCtx, addr, "apply", applyRequest{Data: data}, &out)
 	var re *transport.RemoteError
@@ -124,6 +128,29 @@ func (n *Node) applyOnce(ctx context.Context, data []byte, deadline time.Time) (
 		return nil, false, &transport.RemoteError{Code: CodeUnavailable,
 			Message: fmt.Sprintf("lost contact with leader %s during the write, which may or may not have been applied: read the state before retrying (%v)", leader, err)}
 	}
+}
+
+// watchLeader cancels the call's context when Raft stops naming leader as the leader.
+func (n *Node) watchLeader(ctx context.Context, cancel context.CancelFunc, leader string) (stop func()) {
+	done := make(chan struct{})
+	go func() {
+		t := time.NewTicker(25 * time.Millisecond)
+		defer t.Stop()
+		for {
+			select {
+			case <-done:
+				return
+			case <-ctx.Done():
+				return
+			case <-t.C:
+				if now, _ := n.Leader(); now != leader {
+					cancel()
+					return
+				}
+			}
+		}
+	}()
+	return func() { close(done) }
 }
 
 func resultOf(index uint64, resp any) (*Applied, bool, error) {
