@@ -74,6 +74,25 @@ func LANTiming() Timing {
 	}
 }
 
+// WANTiming keeps hashicorp/raft's default timeouts (1 s heartbeat and election, 500 ms lease), for servers
+// far apart or heavily loaded.
+func WANTiming() Timing {
+	t := LANTiming()
+	t.HeartbeatTimeout, t.ElectionTimeout, t.LeaderLeaseTimeout = time.Second, time.Second, 500*time.Millisecond
+	return t
+}
+
+// TimingProfile returns the named profile: "lan" (default) or "wan".
+func TimingProfile(name string) (Timing, error) {
+	switch name {
+	case "", "lan":
+		return LANTiming(), nil
+	case "wan":
+		return WANTiming(), nil
+	}
+	return Timing{}, fmt.Errorf("raft profile %q: use lan or wan", name)
+}
+
 // TestTiming is a faster profile for in-process tests.
 func TestTiming() Timing {
 	t := LANTiming()

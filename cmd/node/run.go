@@ -29,6 +29,8 @@ type nodeFlags struct {
 	voters     int
 	logLevel   string
 	openMetric bool
+	profile    string
+	deadGrace  time.Duration
 }
 
 func (f *nodeFlags) register(cmd *cobra.Command, forNew bool) {
@@ -42,6 +44,8 @@ func (f *nodeFlags) register(cmd *cobra.Command, forNew bool) {
 	fl.StringArrayVar(&f.tags, "tag", nil, "tag KEY=VALUE that environments select servers by (repeatable)")
 	fl.StringVar(&f.logLevel, "log-level", "info", "log level: debug, info, warn, error")
 	fl.BoolVar(&f.openMetric, "metrics-open", false, "serve /metrics without a token (for a Prometheus without credentials)")
+	fl.StringVar(&f.profile, "raft-profile", "lan", "Raft timeouts: lan (400 ms heartbeat/election) or wan (hashicorp/raft's 1 s defaults)")
+	fl.DurationVar(&f.deadGrace, "dead-grace", 30*time.Minute, "how long a dead server stays in Raft before the leader removes it")
 	if forNew {
 		host, _ := os.Hostname()
 		fl.StringVar(&f.name, "name", host, "this server's name in the mesh (unique)")
@@ -62,10 +66,14 @@ func (f *nodeFlags) config() (node.Config, error) {
 	if err != nil {
 		return node.Config{}, err
 	}
+	timing, err := node.TimingProfile(f.profile)
+	if err != nil {
+		return node.Config{}, err
+	}
 	return node.Config{
 		Name: f.name, DataDir: dir, BindIP: f.bind, AdvertiseIP: f.advertise,
 		HTTPPort: f.httpPort, GossipPort: f.gossipPort, QUICPort: f.quicPort, Tags: tags, Voters: f.voters,
-		MetricsOpen: f.openMetric,
+		MetricsOpen: f.openMetric, Timing: timing, DeadGrace: f.deadGrace,
 		Logger:      slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level})),
 	}, nil
 }
