@@ -74,7 +74,7 @@ func (f *nodeFlags) config() (node.Config, error) {
 		Name: f.name, DataDir: dir, BindIP: f.bind, AdvertiseIP: f.advertise,
 		HTTPPort: f.httpPort, GossipPort: f.gossipPort, QUICPort: f.quicPort, Tags: tags, Voters: f.voters,
 		MetricsOpen: f.openMetric, Timing: timing, DeadGrace: f.deadGrace,
-		Logger:      slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level})),
+		Logger: slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level})),
 	}, nil
 }
 
