@@ -1,0 +1,56 @@
+package integration
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+	"testing"
+
+	"github.com/shoal-ci/shoal/client"
+	"github.com/shoal-ci/shoal/node"
+)
+
+// TestUpdateThroughFollowerAfterWrite updates an app through the leader and at once through a follower, ten
+// times. Neither request carries a precondition, so both must succeed, whichever node takes them.
+//
+// This fails today: PUT /v1/apps/{app} (and PUT /v1/envs/{env}) reads the record from the node's local state and
+// applies the merged record with CAS set to the ModifyIndex it read (node/api_resources.go). A follower has not
+// applied the leader's last write yet (it learns the commit index with the next append, up to a heartbeat
+// later), so its CAS is stale and the FSM rejects the write: 409 "changed at index N since you read it", for a
+// client that read nothing. Right after the create, the follower may even answer 404: it has not applied the create.
+func TestUpdateThroughFollowerAfterWrite(t *testing.T) {
+	c := node.NewTestCluster(t, 3, nil)
+	leader := c.Leader()
+	var follower *node.Node
+	for _, n := range c.Nodes {
+		if n != leader {
+			follower = n
+			break
+		}
+	}
+	ctx := context.Background()
+	viaLeader, viaFollower := client.New(leader.HTTPAddr(), c.AdminToken), client.New(follower.HTTPAddr(), c.AdminToken)
+	if _, err := viaLeader.Post(ctx, "/v1/apps", map[string]any{"name": "web"}, nil); err != nil {
+		t.Fatal(err)
+	}
+	conflicts := 0
+	for i := range 10 {
+		if _, err := viaLeader.Do(ctx, http.MethodPut, "/v1/apps/web", map[string]any{"branch": fmt.Sprintf("b%d", i)}, nil); err != nil {
+			t.Fatalf("update %d through the leader: %v", i, err)
+		}
+		_, err := viaFollower.Do(ctx, http.MethodPut, "/v1/apps/web", map[string]any{"repo": fmt.Sprintf("/srv/git/web-%d.git", i)}, nil)
+		if client.IsStatus(err, http.StatusConflict) || client.IsStatus(err, http.StatusNotFound) {
+			conflicts++
+			if conflicts == 1 {
+				t.Logf("first refusal: %v", err)
+			}
+			continue
+		}
+		if err != nil {
+			t.Fatalf("update %d through follower %s: %v", i, follower.Name(), err)
+		}
+	}
+	if conflicts > 0 {
+		t.Errorf("%d of 10 updates without a precondition, sent through a follower right after a write through the leader, were refused (409 or 404)", conflicts)
+	}
+}
