@@ -1,0 +1,732 @@
+package swarm
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"math"
+	"math/rand/v2"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/quic-go/quic-go"
+
+	"github.com/shoal-ci/shoal/artifact"
+	"github.com/shoal-ci/shoal/transport"
+)
+
+// Dialer opens mutually authenticated QUIC connections to peers; *transport.Endpoint is one. Connections are
+// shared and cached by the dialer, so the fetcher never closes them.
+type Dialer interface {
+	Dial(ctx context.Context, addr, alpn string) (*quic.Conn, error)
+}
+
+// FetchConfig configures a download. Store and Dialer are required.
+type FetchConfig struct {
+	Store  *artifact.Store
+	Dialer Dialer
+	Logger *slog.Logger
+	// Metrics are shared with the node's Server (Server.Metrics); nil counts into unexported collectors.
+	Metrics *Metrics
+	// InFlight is the number of requests in flight per peer (default 4).
+	InFlight int
+	// MaxPeers caps the peers used at once, chosen at random among those listed (default 0: all of them).
+	MaxPeers int
+	// DownloadLimit is the node's download rate limit, shared by its downloads (nil: none).
+	DownloadLimit *Limiter
+	// PeerRefresh is how often the peer list is read again and lost peers are retried (default 1 s).
+	PeerRefresh time.Duration
+	// PeersChanged, if set, makes the fetcher read the peer list at once.
+	PeersChanged <-chan struct{}
+	// RequestTimeout bounds one piece request (default 2 min); it only catches peers that hang.
+	RequestTimeout time.Duration
+}
+
+const (
+	defaultInFlight       = 4
+	defaultPeerRefresh    = time.Second
+	defaultRequestTimeout = 2 * time.Minute
+	dialTimeout           = 10 * time.Second
+	// busyBackoff is how long a peer that answered busy for a piece is not asked for it again.
+	busyBackoff = 300 * time.Millisecond
+	// chokeBackoff is about how long a peer that answered full is left alone (jittered from half to 1.5 times).
+	chokeBackoff = 200 * time.Millisecond
+	// maxTransferFailures in a row make the fetcher reconnect to a peer.
+	maxTransferFailures = 3
+	maxPeerBackoff      = 30 * time.Second
+	// maxCopies is how many peers may be asked for the same piece at once, in the endgame.
+	maxCopies = 2
+	// stallWarning is how long a download may make no progress before it says so.
+	stallWarning = 30 * time.Second
+)
+
+// Fetch downloads the artifact described by meta into cfg.Store from the peers that peers returns (QUIC
+// addresses; it is called again every PeerRefresh, so the list may change during the download, and it should not
+// contain this node). Pieces already in the store are not fetched again, so calling Fetch after a crash or a
+// cancellation resumes the download. It returns once the archive is assembled and verified, or with ctx's error.
+func Fetch(ctx context.Context, cfg FetchConfig, meta artifact.Meta, peers func() []string) error {
+	if cfg.Store == nil || cfg.Dialer == nil {
+		return errors.New("swarm: fetch needs FetchConfig.Store and FetchConfig.Dialer")
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	if cfg.Metrics == nil {
+		cfg.Metrics, _ = NewMetrics(nil)
+	}
+	if cfg.InFlight <= 0 {
+		cfg.InFlight = defaultInFlight
+	}
+	if cfg.PeerRefresh <= 0 {
+		cfg.PeerRefresh = defaultPeerRefresh
+	}
+	if cfg.RequestTimeout <= 0 {
+		cfg.RequestTimeout = defaultRequestTimeout
+	}
+	have, err := cfg.Store.Register(meta)
+	if err != nil {
+		return fmt.Errorf("fetch artifact %s: %w", shortDigest(meta.Digest), err)
+	}
+	if cfg.Store.Complete(meta.Digest) {
+		return nil
+	}
+	if have.Count() == meta.NumPieces() {
+		return fmt.Errorf("fetch artifact %s: every piece is held but they do not make up the archive's digest; "+
+			"the release's meta is wrong: %w", shortDigest(meta.Digest), artifact.ErrCorrupt)
+	}
+	start := time.Now()
+	f := &fetcher{
+		cfg:          cfg,
+		meta:         meta,
+		n:            meta.NumPieces(),
+		log:          cfg.Logger.With("digest", shortDigest(meta.Digest)),
+		m:            cfg.Metrics,
+		have:         have,
+		avail:        make([]int32, meta.NumPieces()),
+		inflight:     make([]int32, meta.NumPieces()),
+		started:      make([]time.Time, meta.NumPieces()),
+		peers:        map[string]*peer{},
+		rng:          rand.New(rand.NewPCG(rand.Uint64(), rand.Uint64())),
+		done:         make(chan struct{}),
+		lastProgress: start,
+	}
+	f.log.Info("download starting", "pieces", f.n, "held", have.Count(), "size", meta.Size)
+	if err := f.run(ctx, peers); err != nil {
+		return err
+	}
+	elapsed := time.Since(start)
+	cfg.Metrics.fetchDuration.Observe(elapsed.Seconds())
+	f.log.Info("download complete", "seconds", elapsed.Seconds(), "resumed_with", have.Count())
+	return nil
+}
+
+type fetcher struct {
+	cfg  FetchConfig
+	meta artifact.Meta
+	n    int
+	log  *slog.Logger
+	m    *Metrics
+
+	mu           sync.Mutex
+	have         artifact.Bitfield // pieces in the store
+	avail        []int32           // per piece, how many connected peers announce it
+	inflight     []int32           // per piece, requests outstanding
+	started      []time.Time       // per piece, when its oldest outstanding request left
+	pieceTime    time.Duration     // moving average of how long a piece request takes
+	peers        map[string]*peer  // by address, including dropped ones
+	rng          *rand.Rand
+	finished     bool
+	result       error
+	done         chan struct{}
+	lastProgress time.Time
+}
+
+type peer struct {
+	addr    string
+	name    string            // verified node name, once connected
+	bits    artifact.Bitfield // what it announced; nil while not connected
+	active  bool
+	running bool
+	dropped bool // sent a bad piece or broke the protocol: not used again by this download
+	cancel  context.CancelFunc
+
+	fails         int // connection attempts failed in a row
+	transferFails int // piece transfers failed in a row
+	retryAt       time.Time
+	chokedUntil   time.Time                  // after a full answer, the peer is not asked before this
+	busy          map[int]time.Time          // piece -> not before, after a busy answer
+	reqs          map[int]context.CancelFunc // pieces in flight from this peer
+	// wake is closed and replaced when this peer's idle workers may find work. Waking per peer rather than all
+	// workers on every event keeps a large swarm from spending its CPU rescanning pieces.
+	wake chan struct{}
+}
+
+func (p *peer) wakeLocked() {
+	close(p.wake)
+	p.wake = make(chan struct{})
+}
+
+func (f *fetcher) wakeHoldersLocked(i int) {
+	for _, p := range f.peers {
+		if p.bits.Has(i) {
+			p.wakeLocked()
+		}
+	}
+}
+
+func (f *fetcher) wakeAllLocked() {
+	for _, p := range f.peers {
+		p.wakeLocked()
+	}
+}
+
+func (f *fetcher) stop(err error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.stopLocked(err)
+}
+
+func (f *fetcher) stopLocked(err error) {
+	if f.finished {
+		return
+	}
+	f.finished = true
+	f.result = err
+	close(f.done)
+	f.wakeAllLocked()
+}
+
+// run owns every peer goroutine: it starts them as peers appear and waits for all of them before it returns.
+func (f *fetcher) run(ctx context.Context, peers func() []string) error {
+	ctx, cancel := context.WithCancel(ctx)
+	var wg sync.WaitGroup
+	defer func() {
+		cancel()
+		wg.Wait()
+	}()
+	tick := time.NewTicker(f.cfg.PeerRefresh)
+	defer tick.Stop()
+	for {
+		f.syncPeers(ctx, &wg, peers())
+		select {
+		case <-f.done:
+			return f.result
+		case <-ctx.Done():
+			return fmt.Errorf("fetch artifact %s: %w", shortDigest(f.meta.Digest), ctx.Err())
+		case <-tick.C:
+			f.resync()
+		case <-f.cfg.PeersChanged:
+		}
+	}
+}
+
+// resync notices what the store knows and the fetcher does not: completion by another writer, or a piece the
+// store dropped because it failed verification when served.
+func (f *fetcher) resync() {
+	if f.cfg.Store.Complete(f.meta.Digest) {
+		f.stop(nil)
+		return
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	// Read under f.mu: a worker stores a piece before it marks it in f.have under f.mu, so the store's bitfield
+	// read here holds every piece f.have does, unless the store dropped it.
+	have := f.cfg.Store.Have(f.meta.Digest)
+	if have == nil {
+		f.stopLocked(fmt.Errorf("fetch artifact %s: removed from the store during the download (is GC keeping downloads in progress?): %w",
+			shortDigest(f.meta.Digest), artifact.ErrUnknown))
+		return
+	}
+	if !bytes.Equal(have, f.have) {
+		f.have = have
+		f.wakeAllLocked()
+	}
+	if time.Since(f.lastProgress) > stallWarning {
+		active := 0
+		for _, p := range f.peers {
+			if p.active {
+				active++
+			}
+		}
+		f.log.Warn("download is making no progress; check that peers holding the release are reachable",
+			"held", f.have.Count(), "pieces", f.n, "peers_listed", len(f.peers), "peers_connected", active)
+		f.lastProgress = time.Now()
+	}
+}
+
+func (f *fetcher) syncPeers(ctx context.Context, wg *sync.WaitGroup, addrs []string) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.finished {
+		return
+	}
+	listed := make(map[string]bool, len(addrs))
+	for _, a := range addrs {
+		listed[a] = true
+		if f.peers[a] == nil {
+			f.peers[a] = &peer{addr: a, busy: map[int]time.Time{}, reqs: map[int]context.CancelFunc{}, wake: make(chan struct{})}
+		}
+	}
+	running := 0
+	var candidates []*peer
+	now := time.Now()
+	for a, p := range f.peers {
+		if p.running && !listed[a] {
+			p.cancel() // no longer a source for this release
+		}
+		if p.running {
+			running++
+		} else if listed[a] && !p.dropped && !now.Before(p.retryAt) {
+			candidates = append(candidates, p)
+		}
+	}
+	f.rng.Shuffle(len(candidates), func(i, j int) { candidates[i], candidates[j] = candidates[j], candidates[i] })
+	for _, p := range candidates {
+		if f.cfg.MaxPeers > 0 && running >= f.cfg.MaxPeers {
+			break
+		}
+		pctx, cancel := context.WithCancel(ctx)
+		p.cancel = cancel
+		p.running = true
+		running++
+		wg.Go(func() { f.runPeer(pctx, p) })
+	}
+}
+
+func (f *fetcher) runPeer(ctx context.Context, p *peer) {
+	err := f.servePeer(ctx, p)
+	p.cancel()
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	p.running = false
+	if f.finished || p.dropped {
+		return
+	}
+	p.fails++
+	p.retryAt = time.Now().Add(min(f.cfg.PeerRefresh<<min(p.fails-1, 6), maxPeerBackoff))
+	f.log.Debug("peer connection ended", "addr", p.addr, "peer", p.name, "err", err, "retry_in", time.Until(p.retryAt))
+}
+
+// servePeer connects to one peer, follows its announcements and runs InFlight request workers against it until
+// the connection fails or ctx ends.
+func (f *fetcher) servePeer(ctx context.Context, p *peer) error {
+	dctx, dcancel := context.WithTimeout(ctx, dialTimeout)
+	conn, err := f.cfg.Dialer.Dial(dctx, p.addr, transport.ALPNBlob)
+	dcancel()
+	if err != nil {
+		return err
+	}
+	st, br, bits, err := f.openWatch(ctx, conn)
+	if err != nil {
+		if errors.Is(err, errProtocol) {
+			f.dropPeer(p, reasonProtocol, err)
+		}
+		return err
+	}
+	stopWatch := func() {
+		st.CancelRead(streamCancelled)
+		st.CancelWrite(streamCancelled)
+	}
+	unhook := context.AfterFunc(ctx, stopWatch)
+	f.activate(p, transport.PeerName(conn), bits)
+
+	var wg sync.WaitGroup
+	for range f.cfg.InFlight {
+		wg.Go(func() { f.worker(ctx, conn, p) })
+	}
+	err = f.readWatch(br, p)
+	if errors.Is(err, errProtocol) {
+		f.dropPeer(p, reasonProtocol, err)
+	}
+	// Without its announcements our view of this peer goes stale: stop using it until we reconnect.
+	p.cancel()
+	wg.Wait()
+	unhook()
+	stopWatch()
+	f.deactivate(p)
+	return err
+}
+
+func (f *fetcher) openWatch(ctx context.Context, conn *quic.Conn) (*quic.Stream, *bufio.Reader, artifact.Bitfield, error) {
+	st, err := conn.OpenStreamSync(ctx)
+	if err != nil {
+		return nil, nil, nil, fmt.Errorf("open watch stream: %w", err)
+	}
+	fail := func(err error) (*quic.Stream, *bufio.Reader, artifact.Bitfield, error) {
+		st.CancelRead(streamCancelled)
+		st.CancelWrite(streamCancelled)
+		return nil, nil, nil, err
+	}
+	st.SetDeadline(time.Now().Add(f.cfg.RequestTimeout))
+	// The send side stays open: cancelling it is how the server learns the watch is over.
+	if _, err := st.Write([]byte(request{verb: verbWatch, digest: f.meta.Digest}.String())); err != nil {
+		return fail(fmt.Errorf("send watch: %w", err))
+	}
+	br := bufio.NewReaderSize(st, 4096)
+	n, err := readHeader(br)
+	if err != nil {
+		return fail(fmt.Errorf("watch: %w", err))
+	}
+	want := (f.n + 7) / 8
+	if n != 0 && n != int64(want) {
+		return fail(fmt.Errorf("watch: bitfield of %d bytes, want %d: %w", n, want, errProtocol))
+	}
+	bits := artifact.NewBitfield(f.n)
+	if n > 0 {
+		if _, err := io.ReadFull(br, bits); err != nil {
+			return fail(fmt.Errorf("watch: read bitfield: %w", err))
+		}
+		if !bits.Fits(f.n) {
+			return fail(fmt.Errorf("watch: bitfield has bits past the last piece: %w", errProtocol))
+		}
+	}
+	st.SetDeadline(time.Time{})
+	return st, br, bits, nil
+}
+
+func (f *fetcher) readWatch(br *bufio.Reader, p *peer) error {
+	for {
+		line, err := readLine(br)
+		if err != nil {
+			return fmt.Errorf("watch: %w", err)
+		}
+		i, err := strconv.Atoi(line)
+		if err != nil || i < 0 || i >= f.n {
+			return fmt.Errorf("watch: announcement %q: %w", line, errProtocol)
+		}
+		f.mu.Lock()
+		if p.active && !p.bits.Has(i) {
+			p.bits.Set(i)
+			f.avail[i]++
+			if !f.have.Has(i) {
+				p.wakeLocked()
+			}
+		}
+		f.mu.Unlock()
+	}
+}
+
+func (f *fetcher) activate(p *peer, name string, bits artifact.Bitfield) {
+	f.mu.Lock()
+	p.name = name
+	p.bits = bits
+	p.active = true
+	p.fails = 0
+	p.transferFails = 0
+	for i := range f.n {
+		if bits.Has(i) {
+			f.avail[i]++
+		}
+	}
+	p.wakeLocked()
+	f.mu.Unlock()
+	f.m.peersInUse.Inc()
+	f.log.Debug("peer in use", "addr", p.addr, "peer", name, "pieces", bits.Count())
+}
+
+func (f *fetcher) deactivate(p *peer) {
+	f.mu.Lock()
+	for i := range f.n {
+		if p.bits.Has(i) {
+			f.avail[i]--
+		}
+	}
+	p.bits = nil
+	p.active = false
+	clear(p.busy)
+	f.mu.Unlock()
+	f.m.peersInUse.Dec()
+}
+
+// dropPeer stops using a peer for the rest of this download; its pieces are fetched from the others.
+func (f *fetcher) dropPeer(p *peer, reason string, err error) {
+	f.m.failures.WithLabelValues(reason).Inc()
+	f.mu.Lock()
+	already := p.dropped
+	p.dropped = true
+	cancel := p.cancel
+	f.mu.Unlock()
+	if already {
+		return
+	}
+	f.log.Warn("dropping peer for this download", "addr", p.addr, "peer", p.name, "reason", reason, "err", err)
+	cancel()
+}
+
+func (f *fetcher) worker(ctx context.Context, conn *quic.Conn, p *peer) {
+	for {
+		i, rctx, rcancel, ok := f.next(ctx, p)
+		if !ok {
+			return
+		}
+		began := time.Now()
+		data, err := f.get(rctx, conn, i)
+		abandoned := rctx.Err() != nil
+		rcancel()
+		f.finishRequest(ctx, p, i, began, data, err, abandoned)
+	}
+}
+
+// next waits until there is a piece to request from p, and marks it in flight.
+func (f *fetcher) next(ctx context.Context, p *peer) (int, context.Context, context.CancelFunc, bool) {
+	for {
+		f.mu.Lock()
+		// dropped is checked under the lock, so no request leaves for a peer once dropPeer has marked it.
+		if f.finished || p.dropped || ctx.Err() != nil {
+			f.mu.Unlock()
+			return 0, nil, nil, false
+		}
+		now := time.Now()
+		i, retry := -1, p.chokedUntil.Sub(now)
+		last := false
+		if retry <= 0 {
+			i, retry, last = f.pickLocked(p, now)
+		}
+		if i >= 0 {
+			if f.inflight[i]++; f.inflight[i] == 1 {
+				f.started[i] = now
+			}
+			rctx, rcancel := context.WithCancel(ctx)
+			p.reqs[i] = rcancel
+			if last {
+				f.wakeAllLocked() // the endgame begins: idle workers may soon ask for copies
+			}
+			f.mu.Unlock()
+			return i, rctx, rcancel, true
+		}
+		wake := p.wake
+		f.mu.Unlock()
+		var timer *time.Timer
+		var expired <-chan time.Time
+		if retry > 0 {
+			timer = time.NewTimer(retry)
+			expired = timer.C
+		}
+		select {
+		case <-wake:
+		case <-expired:
+		case <-ctx.Done():
+		}
+		if timer != nil {
+			timer.Stop()
+		}
+	}
+}
+
+// pickLocked chooses the piece to request from p: among the pieces we lack, nobody is fetching and p has, one of
+// the rarest (fewest connected peers announce it), at random among equals, so that downloaders spread over
+// different pieces and rare pieces multiply before their holders leave. retry, when set, is the time until a
+// piece passed over now may be picked (p answered busy for it, or it is not yet late enough to be copied); last
+// is set when best is the last piece that nobody was fetching.
+func (f *fetcher) pickLocked(p *peer, now time.Time) (best int, retry time.Duration, last bool) {
+	later := func(d time.Duration) {
+		if retry == 0 || d < retry {
+			retry = d
+		}
+	}
+	busy := func(i int) bool {
+		until, ok := p.busy[i]
+		if !ok {
+			return false
+		}
+		if d := until.Sub(now); d > 0 {
+			later(d)
+			return true
+		}
+		delete(p.busy, i)
+		return false
+	}
+	best = -1
+	bestAvail := int32(math.MaxInt32)
+	ties, unrequested, uniqueTaken := 0, 0, 0
+	for i := range f.n {
+		if f.have.Has(i) {
+			continue
+		}
+		if f.inflight[i] > 0 {
+			if f.avail[i] == 1 && p.bits.Has(i) {
+				uniqueTaken++
+			}
+			continue
+		}
+		unrequested++
+		if !p.bits.Has(i) {
+			continue
+		}
+		if busy(i) {
+			if f.avail[i] == 1 {
+				uniqueTaken++
+			}
+			continue
+		}
+		switch a := f.avail[i]; {
+		case a < bestAvail:
+			best, bestAvail, ties = i, a, 1
+		case a == bestAvail:
+			ties++
+			if f.rng.IntN(ties) == 0 {
+				best = i
+			}
+		}
+	}
+	if best >= 0 && bestAvail > 1 && uniqueTaken > 0 {
+		// p holds pieces nobody else has, and they are all on their way to us or to others. Asking p for a
+		// piece other peers also hold would spend p's upload (the seed's, early on) on a copy; wait instead.
+		return -1, retry, false
+	}
+	if best >= 0 || unrequested > 0 || uniqueTaken > 0 || f.pieceTime == 0 {
+		return best, retry, best >= 0 && unrequested == 1
+	}
+	// Endgame: every missing piece is requested somewhere. Rather than idle, this slot asks p for a copy of a
+	// piece whose request is late (outstanding for twice the usual piece time); the first copy to land cancels
+	// the other, so one slow or stuck peer cannot hold back the end of the download. Copying only late pieces
+	// keeps the endgame from doubling traffic when, with few pieces, every piece is in flight early.
+	late := 2 * f.pieceTime
+	var oldest time.Time
+	for i := range f.n {
+		if f.have.Has(i) || f.inflight[i] >= maxCopies || !p.bits.Has(i) || p.reqs[i] != nil || busy(i) {
+			continue
+		}
+		if age := now.Sub(f.started[i]); age < late {
+			later(late - age)
+			continue
+		}
+		if best < 0 || f.started[i].Before(oldest) {
+			best, oldest = i, f.started[i]
+		}
+	}
+	return best, retry, false
+}
+
+// get requests piece i on its own stream and reads it whole.
+func (f *fetcher) get(ctx context.Context, conn *quic.Conn, i int) ([]byte, error) {
+	st, err := conn.OpenStreamSync(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("open stream: %w", err)
+	}
+	unhook := context.AfterFunc(ctx, func() {
+		st.CancelRead(streamCancelled)
+		st.CancelWrite(streamCancelled)
+	})
+	defer unhook()
+	st.SetDeadline(time.Now().Add(f.cfg.RequestTimeout))
+	if _, err := st.Write([]byte(request{verb: verbGet, digest: f.meta.Digest, index: i}.String())); err != nil {
+		return nil, fmt.Errorf("send request for piece %d: %w", i, err)
+	}
+	st.Close()
+	br := bufio.NewReaderSize(st, 4096)
+	n, err := readHeader(br)
+	if err != nil {
+		st.CancelRead(streamCancelled)
+		return nil, err
+	}
+	if want := f.meta.PieceLen(i); n != want {
+		st.CancelRead(streamCancelled)
+		return nil, fmt.Errorf("piece %d: peer announced %d bytes, want %d: %w", i, n, want, errProtocol)
+	}
+	buf := make([]byte, n)
+	for off := 0; off < len(buf); {
+		end := min(off+ioChunk, len(buf))
+		if f.cfg.DownloadLimit == nil {
+			end = len(buf)
+		} else if err := f.cfg.DownloadLimit.WaitN(ctx, end-off); err != nil {
+			return nil, err
+		}
+		k, err := io.ReadFull(br, buf[off:end])
+		f.m.received.Add(float64(k))
+		if err != nil {
+			st.CancelRead(streamCancelled)
+			return nil, fmt.Errorf("read piece %d: %w", i, err)
+		}
+		off = end
+	}
+	st.CancelRead(streamDone)
+	return buf, nil
+}
+
+func (f *fetcher) finishRequest(ctx context.Context, p *peer, i int, began time.Time, data []byte, err error, abandoned bool) {
+	f.mu.Lock()
+	f.inflight[i]--
+	delete(p.reqs, i)
+	if err != nil {
+		f.wakeHoldersLocked(i) // the piece is up for grabs again
+	}
+	f.mu.Unlock()
+
+	var perr *peerError
+	switch {
+	case err == nil:
+		werr := f.cfg.Store.WritePiece(f.meta, i, data)
+		if errors.Is(werr, artifact.ErrBadPiece) {
+			f.dropPeer(p, reasonBadHash, werr)
+			return
+		}
+		if werr != nil {
+			f.stop(fmt.Errorf("fetch artifact %s: %w", shortDigest(f.meta.Digest), werr))
+			return
+		}
+		now := time.Now()
+		f.mu.Lock()
+		f.have.Set(i)
+		f.lastProgress = now
+		if d := now.Sub(began); f.pieceTime == 0 {
+			f.pieceTime = d
+		} else {
+			f.pieceTime = (7*f.pieceTime + d) / 8
+		}
+		p.transferFails = 0
+		p.wakeLocked() // its idle workers may have waited for this piece (see pickLocked)
+		for _, q := range f.peers {
+			if cancel := q.reqs[i]; cancel != nil {
+				cancel() // an endgame copy still on its way
+			}
+		}
+		f.mu.Unlock()
+		if f.cfg.Store.Complete(f.meta.Digest) {
+			f.stop(nil)
+		}
+	case abandoned || ctx.Err() != nil:
+		// A copy landed first, or this peer or the whole download is done: nobody's fault.
+	case errors.As(err, &perr) && perr.code == codeBusy:
+		f.mu.Lock()
+		p.busy[i] = time.Now().Add(busyBackoff)
+		f.mu.Unlock()
+	case errors.As(err, &perr) && perr.code == codeFull:
+		// The peer is sending all it can; its workers pause so that requests go to peers with spare upload.
+		f.mu.Lock()
+		p.chokedUntil = time.Now().Add(chokeBackoff/2 + time.Duration(f.rng.Int64N(int64(chokeBackoff))))
+		f.mu.Unlock()
+	case errors.As(err, &perr) && (perr.code == codeMissing || perr.code == codeCorrupt):
+		f.m.failures.WithLabelValues(reasonMissing).Inc()
+		f.mu.Lock()
+		if p.active && p.bits.Has(i) {
+			p.bits.Clear(i)
+			f.avail[i]--
+		}
+		f.mu.Unlock()
+	case errors.As(err, &perr) || errors.Is(err, errProtocol):
+		f.dropPeer(p, reasonProtocol, err)
+	default:
+		f.m.failures.WithLabelValues(reasonTransfer).Inc()
+		f.mu.Lock()
+		p.transferFails++
+		reconnect := p.transferFails >= maxTransferFailures
+		f.mu.Unlock()
+		f.log.Debug("piece transfer failed", "addr", p.addr, "peer", p.name, "piece", i, "err", err)
+		if reconnect {
+			p.cancel()
+		}
+	}
+}
+
+func shortDigest(d string) string {
+	if len(d) > 12 {
+		return d[:12]
+	}
+	return d
+}

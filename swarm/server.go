@@ -1,0 +1,291 @@
+package swarm
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/quic-go/quic-go"
+
+	"github.com/shoal-ci/shoal/artifact"
+)
+
+const (
+	// requestReadTimeout bounds how long a peer may take to send its request line.
+	requestReadTimeout = 30 * time.Second
+	// writeTimeout bounds one response write; generous, because a rate-limited peer with many requests in
+	// flight legitimately takes long per piece.
+	writeTimeout = 5 * time.Minute
+	// DefaultUploadSlots pieces are sent at once; DefaultUploadQueue more wait for a slot, and requests beyond
+	// those are answered full. Sending few pieces at a time at full speed, rather than every request at a
+	// fraction of it, gets each piece to its requester early so that it can pass it on; a short queue keeps
+	// requests from waiting at a busy peer while another has upload to spare.
+	DefaultUploadSlots = 1
+	DefaultUploadQueue = 3
+)
+
+// Server answers piece-exchange requests from peers out of the node's store: it serves any piece the store
+// holds, including those of downloads still in progress.
+type Server struct {
+	store   *artifact.Store
+	log     *slog.Logger
+	metrics *Metrics
+	upload  *Limiter
+
+	slots chan struct{} // one token per piece being sent
+
+	mu       sync.Mutex
+	sending  map[pieceKey]int // pieces admitted, waiting or being sent (see the busy rule in DESIGN.md)
+	admitted int
+	maxAdmit int
+
+	// Test hooks: allow refuses a GET as if the piece were missing; tamper changes bytes before they are sent.
+	allow  func(peer string, index int) bool
+	tamper func(index int, data []byte)
+}
+
+type pieceKey struct {
+	digest string
+	index  int
+}
+
+// ServerOption configures a Server.
+type ServerOption func(*Server)
+
+// WithUploadLimit caps the bytes per second this node sends to all peers together.
+func WithUploadLimit(l *Limiter) ServerOption { return func(s *Server) { s.upload = l } }
+
+// WithUploadSlots sets how many pieces are sent at once and how many more requests may wait for a slot
+// (defaults DefaultUploadSlots and DefaultUploadQueue).
+func WithUploadSlots(slots, queue int) ServerOption {
+	return func(s *Server) {
+		s.slots = make(chan struct{}, max(slots, 1))
+		s.maxAdmit = max(slots, 1) + max(queue, 0)
+	}
+}
+
+// NewServer returns a server for store. Its metrics are registered on reg; pass Server.Metrics to FetchConfig so
+// that downloads count into the same collectors.
+func NewServer(store *artifact.Store, logger *slog.Logger, reg prometheus.Registerer, opts ...ServerOption) *Server {
+	if logger == nil {
+		logger = slog.New(slog.DiscardHandler)
+	}
+	m, err := NewMetrics(reg)
+	if err != nil {
+		logger.Error("swarm metrics are not exported", "err", err)
+	}
+	s := &Server{store: store, log: logger, metrics: m, sending: map[pieceKey]int{}}
+	WithUploadSlots(DefaultUploadSlots, DefaultUploadQueue)(s)
+	for _, o := range opts {
+		o(s)
+	}
+	return s
+}
+
+// Metrics returns the collectors the server counts into.
+func (s *Server) Metrics() *Metrics { return s.metrics }
+
+// HandleConn serves the streams of one peer connection until it closes; register it with
+// ep.Handle(transport.ALPNBlob, s.HandleConn). Each stream carries one request.
+func (s *Server) HandleConn(conn *quic.Conn, peer string) {
+	ctx := conn.Context()
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	for {
+		st, err := conn.AcceptStream(ctx)
+		if err != nil {
+			return
+		}
+		wg.Go(func() { s.serveStream(ctx, st, peer) })
+	}
+}
+
+func (s *Server) serveStream(ctx context.Context, st *quic.Stream, peer string) {
+	// Whatever the peer still sends after its request is not read.
+	defer st.CancelRead(streamDone)
+	br := bufio.NewReaderSize(st, maxLineLen+16)
+	st.SetReadDeadline(time.Now().Add(requestReadTimeout))
+	line, err := readLine(br)
+	if err != nil {
+		s.log.Debug("blob request unreadable", "peer", peer, "err", err)
+		st.CancelWrite(streamCancelled)
+		return
+	}
+	st.SetReadDeadline(time.Time{})
+	req, err := parseRequest(line)
+	if err != nil {
+		s.reply(st, errHeader(codeBadRequest, err.Error()))
+		return
+	}
+	switch req.verb {
+	case verbHave:
+		bf := s.store.Have(req.digest)
+		s.reply(st, append(okHeader(len(bf)), bf...))
+	case verbGet:
+		s.serveGet(ctx, st, peer, req)
+	case verbWatch:
+		s.serveWatch(ctx, st, req)
+	}
+}
+
+func (s *Server) reply(st *quic.Stream, b []byte) {
+	st.SetWriteDeadline(time.Now().Add(writeTimeout))
+	if _, err := st.Write(b); err != nil {
+		st.CancelWrite(streamCancelled)
+		return
+	}
+	st.Close()
+}
+
+func (s *Server) serveGet(ctx context.Context, st *quic.Stream, peer string, req request) {
+	if s.allow != nil && !s.allow(peer, req.index) {
+		s.reply(st, errHeader(codeMissing, "refused by test hook"))
+		return
+	}
+	// The busy rule: a piece is sent to one peer at a time. The others fetch it from that peer once it has it,
+	// so an upload-limited seed spends its bandwidth on pieces nobody has yet instead of on copies.
+	key := pieceKey{req.digest, req.index}
+	s.mu.Lock()
+	busy := s.sending[key] > 0
+	full := s.admitted >= s.maxAdmit
+	if !busy && !full {
+		s.sending[key]++
+		s.admitted++
+	}
+	s.mu.Unlock()
+	switch {
+	case busy:
+		s.metrics.refused.WithLabelValues(codeBusy).Inc()
+		s.reply(st, errHeader(codeBusy, "piece is being sent to another peer"))
+		return
+	case full:
+		s.metrics.refused.WithLabelValues(codeFull).Inc()
+		s.reply(st, errHeader(codeFull, "upload queue is full"))
+		return
+	}
+	defer func() {
+		s.mu.Lock()
+		if s.sending[key]--; s.sending[key] == 0 {
+			delete(s.sending, key)
+		}
+		s.admitted--
+		s.mu.Unlock()
+	}()
+	select {
+	case s.slots <- struct{}{}:
+		defer func() { <-s.slots }()
+	case <-st.Context().Done(): // the requester gave up while waiting
+		return
+	case <-ctx.Done():
+		return
+	}
+
+	data, err := s.store.ReadPiece(req.digest, req.index)
+	switch {
+	case errors.Is(err, artifact.ErrCorrupt):
+		s.metrics.failures.WithLabelValues(reasonLocalCorr).Inc()
+		s.log.Warn("stored piece failed verification and was dropped; it will be fetched again",
+			"digest", req.digest, "piece", req.index, "err", err)
+		s.reply(st, errHeader(codeCorrupt, "stored copy failed verification"))
+		return
+	case errors.Is(err, artifact.ErrMissing), errors.Is(err, artifact.ErrUnknown):
+		s.reply(st, errHeader(codeMissing, "piece not held"))
+		return
+	case err != nil:
+		s.log.Error("cannot read stored piece", "digest", req.digest, "piece", req.index, "err", err)
+		s.reply(st, errHeader(codeMissing, "piece unreadable"))
+		return
+	}
+	if s.tamper != nil {
+		s.tamper(req.index, data)
+	}
+
+	st.SetWriteDeadline(time.Now().Add(writeTimeout))
+	if _, err := st.Write(okHeader(len(data))); err != nil {
+		st.CancelWrite(streamCancelled)
+		return
+	}
+	if err := s.writePiece(ctx, st, data); err != nil {
+		s.log.Debug("piece not sent", "peer", peer, "piece", req.index, "err", err)
+		st.CancelWrite(streamCancelled)
+		return
+	}
+	st.Close()
+}
+
+// writePiece sends data in one write when there is no upload limit, as quic-go spends much less CPU per byte on
+// large writes, and in limiter-sized chunks otherwise.
+func (s *Server) writePiece(ctx context.Context, st *quic.Stream, data []byte) error {
+	chunk := len(data)
+	if s.upload != nil {
+		chunk = ioChunk
+	}
+	for off := 0; off < len(data); {
+		end := min(off+chunk, len(data))
+		if err := s.upload.WaitN(ctx, end-off); err != nil {
+			return err
+		}
+		n, err := st.Write(data[off:end])
+		s.metrics.sent.Add(float64(n))
+		if err != nil {
+			return err
+		}
+		off = end
+	}
+	return nil
+}
+
+// serveWatch sends the bitfield and then the index of every piece the store gains, until the peer cancels the
+// stream or the connection closes.
+func (s *Server) serveWatch(ctx context.Context, st *quic.Stream, req request) {
+	defer st.CancelWrite(streamDone)
+	sent := s.store.Have(req.digest)
+	st.SetWriteDeadline(time.Now().Add(writeTimeout))
+	if _, err := st.Write(append(okHeader(len(sent)), sent...)); err != nil {
+		return
+	}
+	var buf []byte
+	for {
+		changed := s.store.Changed() // taken before Have, so no change between the two is missed
+		cur := s.store.Have(req.digest)
+		buf = appendNewPieces(buf[:0], sent, cur)
+		if len(buf) > 0 {
+			st.SetWriteDeadline(time.Now().Add(writeTimeout))
+			if _, err := st.Write(buf); err != nil {
+				return
+			}
+		}
+		sent = cur
+		select {
+		case <-changed:
+		case <-st.Context().Done(): // the peer cancelled the watch
+			return
+		case <-ctx.Done():
+			return
+		}
+	}
+}
+
+// appendNewPieces appends "<index>\n" for every bit set in cur and not in old, comparing byte by byte so that an
+// unchanged bitfield of a large artifact costs a compare, not a bit-by-bit walk.
+func appendNewPieces(buf []byte, old, cur artifact.Bitfield) []byte {
+	for j, b := range cur {
+		var o byte
+		if j < len(old) {
+			o = old[j]
+		}
+		if added := b &^ o; added != 0 {
+			for k := range 8 {
+				if added&(0x80>>k) != 0 {
+					buf = appendInt(buf, j*8+k)
+					buf = append(buf, '\n')
+				}
+			}
+		}
+	}
+	return buf
+}
