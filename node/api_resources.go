@@ -3,6 +3,7 @@ package node
 import (
 	"net/http"
 	"sort"
+	"strconv"
 	"time"
 
 	"github.com/shoal-ci/shoal/raftfsm"
@@ -126,21 +127,16 @@ func (n *Node) apiApps() {
 		if in.Name != nil && *in.Name != name {
 			return badRequest("an app cannot be renamed (body names %q, path %q)", *in.Name, name)
 		}
-		var (
-			a     raftfsm.App
-			found bool
-		)
-		n.fsm.Read(func(s *raftfsm.State) {
-			if cur := s.Apps[name]; cur != nil {
-				a, found = *cur, true
+		err := n.update(r, func(s *raftfsm.State) (raftfsm.Command, error) {
+			cur := s.Apps[name]
+			if cur == nil {
+				return nil, apiErr(http.StatusNotFound, raftfsm.KindNotFound, "app %q does not exist", name)
 			}
+			a := *cur
+			in.applyTo(&a)
+			return &raftfsm.AppPut{App: a, CAS: cur.ModifyIndex}, nil
 		})
-		if !found {
-			return apiErr(http.StatusNotFound, raftfsm.KindNotFound, "app %q does not exist", name)
-		}
-		cas := a.ModifyIndex
-		in.applyTo(&a)
-		if err := n.applyReq(r, &raftfsm.AppPut{App: a, CAS: cas}); err != nil {
+		if err != nil {
 			return err
 		}
 		return n.writeApp(w, http.StatusOK, name)
@@ -169,6 +165,51 @@ func (n *Node) writeApp(w http.ResponseWriter, status int, name string) error {
 	}
 	n.WriteJSON(w, status, v)
 	return nil
+}
+
+// update is read-merge-write for PUT: it reads the record after a consistent read (so a node that has not yet
+// applied the latest write does not merge into a stale copy), builds the write with a CAS on what it read, and
+// retries when another write slipped in between. With ?cas=N the client states its own precondition instead:
+// then a conflict is the client's to resolve, and there is no retry.
+func (n *Node) update(r *http.Request, build func(s *raftfsm.State) (raftfsm.Command, error)) error {
+	var want uint64
+	if v := r.URL.Query().Get("cas"); v != "" {
+		var err error
+		if want, err = strconv.ParseUint(v, 10, 64); err != nil {
+			return badRequest("cas %q is not an index", v)
+		}
+	}
+	ctx, cancel := contextWithTimeout(r, 15*time.Second)
+	defer cancel()
+	for attempt := 0; ; attempt++ {
+		if err := n.ConsistentRead(ctx); err != nil {
+			return err
+		}
+		var (
+			cmd raftfsm.Command
+			err error
+		)
+		n.fsm.Read(func(s *raftfsm.State) { cmd, err = build(s) })
+		if err != nil {
+			return err
+		}
+		if want != 0 {
+			setCAS(cmd, want)
+		}
+		_, err = n.Apply(ctx, cmd)
+		if raftfsm.KindOf(err) != raftfsm.KindConflict || want != 0 || attempt >= 5 {
+			return err
+		}
+	}
+}
+
+func setCAS(c raftfsm.Command, cas uint64) {
+	switch c := c.(type) {
+	case *raftfsm.AppPut:
+		c.CAS = cas
+	case *raftfsm.EnvPut:
+		c.CAS = cas
+	}
 }
 
 // applyReq applies a command for an API request with the request's deadline.
@@ -253,21 +294,16 @@ func (n *Node) apiEnvs() {
 		if in.Name != nil && *in.Name != name {
 			return badRequest("an environment cannot be renamed (body names %q, path %q)", *in.Name, name)
 		}
-		var (
-			e     raftfsm.Env
-			found bool
-		)
-		n.fsm.Read(func(s *raftfsm.State) {
-			if cur := s.Envs[name]; cur != nil {
-				e, found = *cur, true
+		err := n.update(r, func(s *raftfsm.State) (raftfsm.Command, error) {
+			cur := s.Envs[name]
+			if cur == nil {
+				return nil, apiErr(http.StatusNotFound, raftfsm.KindNotFound, "environment %q does not exist", name)
 			}
+			e := *cur
+			in.applyTo(&e)
+			return &raftfsm.EnvPut{Env: e, CAS: cur.ModifyIndex}, nil
 		})
-		if !found {
-			return apiErr(http.StatusNotFound, raftfsm.KindNotFound, "environment %q does not exist", name)
-		}
-		cas := e.ModifyIndex
-		in.applyTo(&e)
-		if err := n.applyReq(r, &raftfsm.EnvPut{Env: e, CAS: cas}); err != nil {
+		if err != nil {
 			return err
 		}
 		return n.writeEnv(w, http.StatusOK, name)

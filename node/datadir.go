@@ -30,6 +30,8 @@ type Stored struct {
 	Voters      int               `json:"voters,omitempty"`
 	// Bootstrap is set by `node init` until the first start has bootstrapped Raft.
 	Bootstrap bool `json:"bootstrap,omitempty"`
+	// Left is set once the node has left the mesh; it will not start again from this data dir.
+	Left bool `json:"left,omitempty"`
 }
 
 // LoadStored reads the data dir's node.json. It returns os.ErrNotExist (wrapped) for a data dir that was never

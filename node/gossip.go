@@ -10,11 +10,12 @@ import (
 	"sort"
 	"strconv"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/hashicorp/memberlist"
 	"github.com/hashicorp/raft"
+
+	"github.com/shoal-ci/shoal/raftfsm"
 )
 
 // Member statuses, as gossip sees them.
@@ -30,9 +31,6 @@ type gossipMeta struct {
 	QUIC string            `json:"q"`
 	HTTP string            `json:"h"`
 	Tags map[string]string `json:"t,omitempty"`
-	// Leaving is set just before a node leaves for good: memberlist does not tell a leave from a death in its
-	// callbacks (NotifyLeave's Node.State is not updated), so the intent travels in the metadata, as Serf does.
-	Leaving bool `json:"l,omitempty"`
 }
 
 // Member is one node as this node knows it: from gossip, joined with its Raft role.
@@ -63,9 +61,6 @@ func newMemberTable() *memberTable {
 func (t *memberTable) set(n *memberlist.Node, status string) {
 	var meta gossipMeta
 	_ = json.Unmarshal(n.Meta, &meta)
-	if status == StatusDead && meta.Leaving {
-		status = StatusLeft
-	}
 	t.mu.Lock()
 	m := t.members[n.Name]
 	if m == nil || m.Status != status {
@@ -76,10 +71,7 @@ func (t *memberTable) set(n *memberlist.Node, status string) {
 	m.Addr, m.HTTP, m.Tags = meta.QUIC, meta.HTTP, meta.Tags
 	m.Gossip = net.JoinHostPort(n.Addr.String(), strconv.Itoa(int(n.Port)))
 	t.mu.Unlock()
-	select {
-	case t.changed <- struct{}{}:
-	default:
-	}
+	t.signal()
 }
 
 // snapshot returns copies of all members, sorted by name.
@@ -104,35 +96,37 @@ type gossipEvents struct{ t *memberTable }
 
 func (e gossipEvents) NotifyJoin(n *memberlist.Node)   { e.t.set(n, StatusAlive) }
 func (e gossipEvents) NotifyUpdate(n *memberlist.Node) { e.t.set(n, StatusAlive) }
-func (e gossipEvents) NotifyLeave(n *memberlist.Node) {
-	if n.State == memberlist.StateLeft {
-		e.t.set(n, StatusLeft)
-	} else {
-		e.t.set(n, StatusDead)
+// NotifyLeave cannot tell a leave from a death (memberlist never updates the Node.State it passes); departures
+// are recorded in Raft instead (raftfsm.MemberLeave), and Members shows those as left.
+func (e gossipEvents) NotifyLeave(n *memberlist.Node) { e.t.set(n, StatusDead) }
+
+// signal wakes whoever waits on membership changes (the leader's reconciliation).
+func (t *memberTable) signal() {
+	select {
+	case t.changed <- struct{}{}:
+	default:
 	}
 }
 
-// gossipDelegate serves this node's metadata; it changes once, when the node announces that it is leaving.
-type gossipDelegate struct{ meta atomic.Pointer[[]byte] }
+type gossipDelegate struct{ meta []byte }
 
-func (d *gossipDelegate) NodeMeta(limit int) []byte {
-	m := *d.meta.Load()
-	if len(m) > limit {
+func (d gossipDelegate) NodeMeta(limit int) []byte {
+	if len(d.meta) > limit {
 		return nil
 	}
-	return m
+	return d.meta
 }
-func (*gossipDelegate) NotifyMsg([]byte)                {}
-func (*gossipDelegate) GetBroadcasts(int, int) [][]byte { return nil }
-func (*gossipDelegate) LocalState(bool) []byte          { return nil }
-func (*gossipDelegate) MergeRemoteState([]byte, bool)   {}
+func (gossipDelegate) NotifyMsg([]byte)                {}
+func (gossipDelegate) GetBroadcasts(int, int) [][]byte { return nil }
+func (gossipDelegate) LocalState(bool) []byte          { return nil }
+func (gossipDelegate) MergeRemoteState([]byte, bool)   {}
 
 func (n *Node) startGossip() error {
 	key, err := os.ReadFile(filepath.Join(n.cfg.DataDir, tlsDir, gossipKeyFile))
 	if err != nil {
 		return fmt.Errorf("read gossip key: %w", err)
 	}
-	meta, err := n.gossipMeta(false)
+	meta, err := json.Marshal(gossipMeta{QUIC: n.raftAddr, HTTP: n.advertisedHTTP(), Tags: n.cfg.Tags})
 	if err != nil {
 		return err
 	}
@@ -146,9 +140,7 @@ func (n *Node) startGossip() error {
 	mc.AdvertiseAddr = n.cfg.AdvertiseIP
 	mc.AdvertisePort = mc.BindPort
 	mc.SecretKey = key
-	n.delegate = &gossipDelegate{}
-	n.delegate.meta.Store(&meta)
-	mc.Delegate = n.delegate
+	mc.Delegate = gossipDelegate{meta: meta}
 	mc.Events = gossipEvents{t: n.members}
 	mc.Logger = memberlistLogger(n.log)
 	mc.ProbeInterval = n.cfg.Timing.GossipProbeInterval
@@ -159,20 +151,6 @@ func (n *Node) startGossip() error {
 		return fmt.Errorf("start gossip on %s: %w", hostPort(n.cfg.BindIP, n.cfg.GossipPort), err)
 	}
 	return nil
-}
-
-func (n *Node) gossipMeta(leaving bool) ([]byte, error) {
-	return json.Marshal(gossipMeta{QUIC: n.raftAddr, HTTP: n.advertisedHTTP(), Tags: n.cfg.Tags, Leaving: leaving})
-}
-
-// announceLeaving tells the mesh, through gossip metadata, that this node is about to leave for good.
-func (n *Node) announceLeaving() error {
-	meta, err := n.gossipMeta(true)
-	if err != nil {
-		return err
-	}
-	n.delegate.meta.Store(&meta)
-	return n.gossip.UpdateNode(5 * time.Second)
 }
 
 func (n *Node) advertisedHTTP() string {
@@ -258,11 +236,15 @@ func (n *Node) Members() []Member {
 		}
 	}
 	leader, _ := n.Leader()
+	departed := n.departed()
 	out := n.members.snapshot()
 	for i := range out {
 		m := &out[i]
 		if st, ok := live[m.Name]; ok && st == memberlist.StateSuspect {
 			m.Status = StatusSuspect
+		}
+		if departed[m.Name] {
+			m.Status = StatusLeft
 		}
 		m.Role = roles[m.Name]
 		if m.Role == "" {
@@ -270,5 +252,16 @@ func (n *Node) Members() []Member {
 		}
 		m.Leader = m.Name == leader
 	}
+	return out
+}
+
+// departed returns the servers recorded in Raft as having left for good.
+func (n *Node) departed() map[string]bool {
+	out := map[string]bool{}
+	n.fsm.Read(func(s *raftfsm.State) {
+		for name := range s.Departed {
+			out[name] = true
+		}
+	})
 	return out
 }

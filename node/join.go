@@ -199,6 +199,13 @@ func (n *Node) admit(req joinRequest) (*joinResponse, error) {
 			return nil, &JoinRefused{fmt.Sprintf("a live member is already named %q: give this server another --name", req.Name)}
 		}
 	}
+	if n.departed()[req.Name] {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		if _, err := n.Apply(ctx, &raftfsm.MemberRejoin{Name: req.Name}); err != nil {
+			return nil, fmt.Errorf("clear the departure record of %q: %w", req.Name, err)
+		}
+	}
 	ip := net.ParseIP(req.AdvertiseIP)
 	if ip == nil {
 		return nil, &JoinRefused{fmt.Sprintf("advertise address %q is not an IP address", req.AdvertiseIP)}

@@ -32,7 +32,6 @@ type Node struct {
 	store    *raftboltdb.BoltStore
 	ep       *transport.Endpoint
 	gossip   *memberlist.Memberlist
-	delegate *gossipDelegate
 	members  *memberTable
 	httpLn   net.Listener
 	httpSrv  *http.Server
@@ -71,8 +70,16 @@ func Open(cfg Config) (*Node, error) {
 	}
 	n := &Node{cfg: cfg, log: cfg.Logger.With("node", cfg.Name), stored: st, fsm: raftfsm.New(),
 		leaderCh: make(chan bool, 16), left: make(chan struct{})}
+	if st.Left {
+		return nil, fmt.Errorf("the node in data dir %s left the mesh (`node leave`): to bring this server back, remove the data dir and `node join` again with a join token", cfg.DataDir)
+	}
 	n.ctx, n.cancel = context.WithCancel(context.Background())
 	n.members = newMemberTable()
+	n.fsm.OnApply = func(t raftfsm.CommandType, _ *raftfsm.Result) {
+		if t == raftfsm.CmdMemberLeave || t == raftfsm.CmdMemberRejoin {
+			n.members.signal() // the leader reconciles Raft membership at once
+		}
+	}
 	n.metrics = newMetrics(cfg.Registry, n)
 	if err := n.start(); err != nil {
 		n.Close()
@@ -297,40 +304,49 @@ func (n *Node) WaitLeader(ctx context.Context) error {
 // Left is closed once the node has left the mesh through Leave; the agent then exits.
 func (n *Node) Left() <-chan struct{} { return n.left }
 
-// Leave takes this node out of the mesh for good: it hands leadership to another voter if it leads, announces
-// its departure through gossip (the leader then removes it from Raft at once), and waits for the removal.
+// Leave takes this node out of the mesh for good: it hands leadership to another voter if it leads, records its
+// departure in Raft (the leader then removes it from the Raft configuration at once, and every node lists it as
+// left), waits for the removal, marks its data dir as left, and leaves gossip.
 func (n *Node) Leave(ctx context.Context) error {
 	log := n.log.With("component", "reconcile")
 	if n.IsLeader() {
 		if err := n.raft.LeadershipTransfer().Error(); err != nil {
-			log.Warn("leadership transfer before leaving failed", "err", err)
+			return fmt.Errorf("hand off leadership before leaving: %w (a mesh of one voter cannot lose its last one)", err)
 		}
 	}
-	if err := n.announceLeaving(); err != nil {
-		return fmt.Errorf("announce leave: %w", err)
+	if _, err := n.Apply(ctx, &raftfsm.MemberLeave{Name: n.cfg.Name, At: time.Now().UTC()}); err != nil {
+		return fmt.Errorf("record the departure: %w", err)
 	}
-	if err := n.gossip.Leave(5 * time.Second); err != nil {
-		return fmt.Errorf("announce leave: %w", err)
-	}
-	for {
-		inConfig := false
-		if f := n.raft.GetConfiguration(); f.Error() == nil {
-			for _, s := range f.Configuration().Servers {
-				inConfig = inConfig || string(s.ID) == n.cfg.Name
-			}
-		}
-		if !inConfig {
-			break
-		}
+	for n.inRaft() {
 		select {
 		case <-ctx.Done():
-			return fmt.Errorf("left gossip, but the leader has not removed this node from Raft yet: check `node members`")
+			return fmt.Errorf("the departure is recorded, but the leader has not removed this node from Raft yet: check `node members`")
 		case <-time.After(50 * time.Millisecond):
 		}
+	}
+	n.stored.Left = true
+	if err := saveStored(n.cfg.DataDir, n.stored); err != nil {
+		return err
+	}
+	if err := n.gossip.Leave(5 * time.Second); err != nil {
+		log.Warn("gossip leave", "err", err)
 	}
 	log.Info("left the mesh")
 	n.leftOnce.Do(func() { close(n.left) })
 	return nil
+}
+
+func (n *Node) inRaft() bool {
+	f := n.raft.GetConfiguration()
+	if f.Error() != nil {
+		return true
+	}
+	for _, s := range f.Configuration().Servers {
+		if string(s.ID) == n.cfg.Name {
+			return true
+		}
+	}
+	return false
 }
 
 func contextWithTimeout(r *http.Request, d time.Duration) (context.Context, context.CancelFunc) {

@@ -114,6 +114,7 @@ func (n *Node) reconcile(log interface {
 		}
 	}
 	members := n.members.snapshot()
+	departed := n.departed()
 	byName := map[string]Member{}
 	for _, m := range members {
 		byName[m.Name] = m
@@ -135,10 +136,7 @@ func (n *Node) reconcile(log interface {
 			continue
 		}
 		m, known := byName[id]
-		if !known {
-			continue
-		}
-		gone := m.Status == StatusLeft || (m.Status == StatusDead && time.Since(m.Since) > n.cfg.DeadGrace)
+		gone := departed[id] || known && m.Status == StatusDead && time.Since(m.Since) > n.cfg.DeadGrace
 		if gone && change("remove", n.raft.RemoveServer(s.ID, 0, timeout), id) {
 			if s.Suffrage == raft.Voter {
 				voters--
@@ -147,7 +145,7 @@ func (n *Node) reconcile(log interface {
 		}
 	}
 	for _, m := range members {
-		if m.Status != StatusAlive || m.Addr == "" {
+		if m.Status != StatusAlive || m.Addr == "" || departed[m.Name] {
 			continue
 		}
 		s, in := inRaft[m.Name]

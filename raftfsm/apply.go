@@ -75,6 +75,15 @@ func apply(s *State, index uint64, c Command) (any, *Error) {
 			r.ModifyIndex = index
 		}
 		return r, nil
+	case *MemberLeave:
+		if c.Name == "" {
+			return nil, badRequest("a departing member needs a name")
+		}
+		s.Departed[c.Name] = c.At
+		return nil, nil
+	case *MemberRejoin:
+		delete(s.Departed, c.Name)
+		return nil, nil
 	case *DeployCreate:
 		return applyDeployCreate(s, index, c)
 	case *DeployUpdate:

@@ -36,6 +36,8 @@ const (
 	CmdDeployUpdate    CommandType = 17
 	CmdNodeStatus      CommandType = 18
 	CmdEnvPin          CommandType = 19
+	CmdMemberLeave     CommandType = 20
+	CmdMemberRejoin    CommandType = 21
 )
 
 // Command is implemented by every command body.
@@ -62,6 +64,8 @@ var registry = map[CommandType]func() Command{
 	CmdDeployUpdate:    func() Command { return new(DeployUpdate) },
 	CmdNodeStatus:      func() Command { return new(NodeStatusSet) },
 	CmdEnvPin:          func() Command { return new(EnvPin) },
+	CmdMemberLeave:     func() Command { return new(MemberLeave) },
+	CmdMemberRejoin:    func() Command { return new(MemberRejoin) },
 }
 
 // Encode wraps a command in the versioned envelope: version byte, type byte, JSON body.
@@ -143,6 +147,17 @@ type EnvPin struct {
 	Pinned bool
 	Reason string
 }
+
+// MemberLeave records that a server is leaving the mesh for good (`node leave`). The leader removes it from
+// Raft at once, and every node lists it as left rather than dead. Gossip alone cannot carry this reliably:
+// memberlist's leave message can overtake a metadata update, and its callbacks do not tell a leave from a death.
+type MemberLeave struct {
+	Name string
+	At   time.Time
+}
+
+// MemberRejoin clears a departure record when a server of that name is admitted again.
+type MemberRejoin struct{ Name string }
 
 // LeaderEpoch is the first write of every new leader. Apply records the term and hands the builds that an older
 // leader left running back to the queue, so a new leader runs them and a deposed one can no longer finish them.
@@ -236,3 +251,5 @@ func (*ReleaseHolders) Type() CommandType  { return CmdReleaseHolders }
 func (*DeployCreate) Type() CommandType    { return CmdDeployCreate }
 func (*DeployUpdate) Type() CommandType    { return CmdDeployUpdate }
 func (*NodeStatusSet) Type() CommandType   { return CmdNodeStatus }
+func (*MemberLeave) Type() CommandType     { return CmdMemberLeave }
+func (*MemberRejoin) Type() CommandType    { return CmdMemberRejoin }

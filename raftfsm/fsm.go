@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"sync"
+	"time"
 
 	"github.com/hashicorp/raft"
 )
@@ -27,6 +28,8 @@ type State struct {
 	Deploys    map[string]*Deployment `json:"deployments"`
 	// Deliveries remembers recent webhook delivery ids per app (oldest first), to ignore repeats.
 	Deliveries map[string][]string `json:"deliveries"`
+	// Departed holds the servers that left the mesh for good, with when they left.
+	Departed map[string]time.Time `json:"departed"`
 }
 
 // maxDeliveries bounds the remembered webhook delivery ids per app.
@@ -43,6 +46,7 @@ func NewState() *State {
 		Releases:   map[string]*Release{},
 		Deploys:    map[string]*Deployment{},
 		Deliveries: map[string][]string{},
+		Departed:   map[string]time.Time{},
 	}
 }
 
@@ -187,6 +191,9 @@ func (s *State) fillMaps() {
 	}
 	if s.Deliveries == nil {
 		s.Deliveries = map[string][]string{}
+	}
+	if s.Departed == nil {
+		s.Departed = map[string]time.Time{}
 	}
 }
 

@@ -203,7 +203,7 @@ func runRandom(a *applier, r *rand.Rand, n int) {
 	for i := 0; i < n; i++ {
 		at := t0.Add(time.Duration(i) * time.Second)
 		var c Command
-		switch r.IntN(14) {
+		switch r.IntN(16) {
 		case 0:
 			c = &AppPut{App: App{Name: pick(apps), Repo: "/srv/" + pick(apps), AutoBuild: r.IntN(2) == 0}, Create: r.IntN(2) == 0}
 		case 1:
@@ -231,6 +231,10 @@ func runRandom(a *applier, r *rand.Rand, n int) {
 			c = &DeployUpdate{ID: fmt.Sprintf("d-%d", r.IntN(6)), State: []string{DeployRunning, DeploySucceeded, DeployFailed}[r.IntN(3)], SetDesired: fmt.Sprintf("v%d", r.IntN(2)), At: at}
 		case 12:
 			c = &NodeStatusSet{ID: fmt.Sprintf("d-%d", r.IntN(6)), Node: pick(nodes), Status: NodeStatus{State: NodeHealthy, UpdatedAt: at}}
+		case 14:
+			c = &MemberLeave{Name: pick(nodes), At: at}
+		case 15:
+			c = &MemberRejoin{Name: pick(nodes)}
 		case 13:
 			c = &TokenCreate{Token: Token{ID: fmt.Sprintf("t%d", r.IntN(4)), Role: []string{RoleAdmin, RoleReader, "x"}[r.IntN(3)], SecretHash: "h", CreatedAt: at}}
 		}
