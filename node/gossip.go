@@ -96,6 +96,7 @@ type gossipEvents struct{ t *memberTable }
 
 func (e gossipEvents) NotifyJoin(n *memberlist.Node)   { e.t.set(n, StatusAlive) }
 func (e gossipEvents) NotifyUpdate(n *memberlist.Node) { e.t.set(n, StatusAlive) }
+
 // NotifyLeave cannot tell a leave from a death (memberlist never updates the Node.State it passes); departures
 // are recorded in Raft instead (raftfsm.MemberLeave), and Members shows those as left.
 func (e gossipEvents) NotifyLeave(n *memberlist.Node) { e.t.set(n, StatusDead) }
