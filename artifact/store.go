@@ -33,17 +33,20 @@ const (
 	tmpSuffix   = ".tmp"
 	trashPrefix = ".trash-"
 	metaFile    = "meta.json"
-	pieceSuffix = ".piece"
+	partialFile = "partial"
+	haveFile    = "have"
 )
 
 // Store keeps artifacts in one directory (a node's blobs/):
 //
-//	<digest>/meta.json      the artifact's Meta, written before any piece
-//	<digest>/<i>.piece      piece i, present only while the artifact is incomplete
-//	<digest>.tar.gz         the assembled archive, once every piece is held
+//	<digest>/meta.json   the artifact's Meta, written (and synced) before anything else
+//	<digest>/partial     the archive being downloaded: each piece is written in place at its offset
+//	<digest>/have        the bitmap of pieces written into partial, one byte updated per piece
+//	<digest>.tar.gz      the complete archive: partial, renamed once its whole digest checks
 //
-// Every file appears by rename from a *.tmp sibling, so a crash leaves either the whole file or a temp file that
-// the next New removes. The piece files are the persisted bitmap: New rebuilds the bitmap by checking each one.
+// A piece counts as held only after its bytes are written, and New checks every held piece's sha256 again, so
+// a crash at any point costs at most the pieces written since (never a wrong byte). Files that must appear whole
+// (meta.json, the archive, imports) appear by rename from a *.tmp sibling that New removes.
 type Store struct {
 	dir string
 	log *slog.Logger
@@ -56,22 +59,52 @@ type Store struct {
 type entry struct {
 	meta       Meta
 	have       Bitfield
-	complete   bool // the verified archive exists; pieces are read from it
-	assembling bool // an assembly or salvage owns the files; no second one starts
+	complete   bool     // data is the verified archive <digest>.tar.gz
+	data       *os.File // partial, or the archive once complete; pieces are read and written through it
+	haveF      *os.File // the have bitmap; nil once complete
+	assembling bool     // an assembly owns the transition to complete; no second one starts
 	removed    bool
 }
 
-// New opens (creating if needed) the store in dir. It removes temp files left by a crash and drops any stored
+// New opens (creating if needed) the store in dir. It removes temp files left by a crash and drops every held
 // piece that fails its sha256, so downloads resume from exactly the pieces that are good.
 func New(dir string, logger *slog.Logger) (*Store, error) {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return nil, fmt.Errorf("open artifact store: %w", err)
 	}
+	if logger == nil {
+		logger = slog.New(slog.DiscardHandler)
+	}
 	s := &Store{dir: dir, log: logger, arts: map[string]*entry{}, changed: make(chan struct{})}
 	if err := s.load(); err != nil {
+		s.Close()
 		return nil, err
 	}
 	return s, nil
+}
+
+// Close releases the store's open files. The store must not be used afterwards.
+func (s *Store) Close() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var errs []error
+	for _, e := range s.arts {
+		errs = append(errs, e.closeFiles())
+	}
+	return errors.Join(errs...)
+}
+
+func (e *entry) closeFiles() error {
+	var errs []error
+	if e.data != nil {
+		errs = append(errs, e.data.Close())
+		e.data = nil
+	}
+	if e.haveF != nil {
+		errs = append(errs, e.haveF.Close())
+		e.haveF = nil
+	}
+	return errors.Join(errs...)
 }
 
 // Dir is the directory the store lives in.
@@ -79,9 +112,8 @@ func (s *Store) Dir() string { return s.dir }
 
 func (s *Store) artDir(d string) string      { return filepath.Join(s.dir, d) }
 func (s *Store) archivePath(d string) string { return filepath.Join(s.dir, d+".tar.gz") }
-func (s *Store) piecePath(d string, i int) string {
-	return filepath.Join(s.dir, d, strconv.Itoa(i)+pieceSuffix)
-}
+func (s *Store) partialPath(d string) string { return filepath.Join(s.dir, d, partialFile) }
+func (s *Store) havePath(d string) string    { return filepath.Join(s.dir, d, haveFile) }
 
 func (s *Store) load() error {
 	ents, err := os.ReadDir(s.dir)
@@ -137,69 +169,102 @@ func (s *Store) loadArtifact(d string) error {
 		if err := os.RemoveAll(dir); err != nil {
 			return fmt.Errorf("open artifact store: %w", err)
 		}
+		if err := os.Remove(s.archivePath(d)); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			return fmt.Errorf("open artifact store: %w", err)
+		}
 		return nil
 	}
-	e := &entry{meta: meta, have: NewBitfield(meta.NumPieces())}
-	s.arts[d] = e
-
 	files, err := os.ReadDir(dir)
 	if err != nil {
 		return fmt.Errorf("open artifact store: %w", err)
 	}
-	if fi, err := os.Stat(s.archivePath(d)); err == nil {
-		if fi.Size() == meta.Size {
-			// The archive is verified as a whole when it is assembled and piece by piece on every read; hashing
-			// every archive at start-up would cost more than it finds.
-			e.complete = true
-			for i := range meta.NumPieces() {
-				e.have.Set(i)
-			}
-		} else {
-			s.log.Warn("dropping archive of the wrong size", "digest", short(d), "size", fi.Size(), "want", meta.Size)
-			if err := os.Remove(s.archivePath(d)); err != nil {
+	for _, f := range files {
+		if strings.HasSuffix(f.Name(), tmpSuffix) {
+			if err := os.Remove(filepath.Join(dir, f.Name())); err != nil {
 				return fmt.Errorf("open artifact store: %w", err)
 			}
 		}
 	}
+	e := &entry{meta: meta, have: NewBitfield(meta.NumPieces())}
+	if fi, err := os.Stat(s.archivePath(d)); err == nil {
+		if fi.Size() == meta.Size {
+			// The archive was checked whole when it was assembled and is checked piece by piece on every read;
+			// hashing every archive at start-up would cost more than it finds.
+			if e.data, err = openArchive(s.archivePath(d)); err != nil {
+				return fmt.Errorf("open artifact store: %w", err)
+			}
+			e.complete = true
+			e.setAll()
+			s.arts[d] = e
+			for _, p := range []string{s.partialPath(d), s.havePath(d)} {
+				if err := os.Remove(p); err != nil && !errors.Is(err, fs.ErrNotExist) {
+					return fmt.Errorf("open artifact store: %w", err)
+				}
+			}
+			return nil
+		}
+		s.log.Warn("dropping archive of the wrong size", "digest", short(d), "size", fi.Size(), "want", meta.Size)
+		if err := os.Remove(s.archivePath(d)); err != nil {
+			return fmt.Errorf("open artifact store: %w", err)
+		}
+	}
+	if err := s.openPartial(e); err != nil {
+		return fmt.Errorf("open artifact store: %w", err)
+	}
+	s.arts[d] = e
+	recorded := make(Bitfield, len(e.have))
+	if _, err := io.ReadFull(e.haveF, recorded); err != nil || !recorded.Fits(meta.NumPieces()) {
+		s.log.Warn("artifact's piece bitmap is unreadable; fetching its pieces again", "digest", short(d), "err", err)
+		recorded = NewBitfield(meta.NumPieces())
+	}
 	dropped := 0
-	for _, f := range files {
-		name := f.Name()
-		path := filepath.Join(dir, name)
-		if strings.HasSuffix(name, tmpSuffix) {
-			if err := os.Remove(path); err != nil {
-				return fmt.Errorf("open artifact store: %w", err)
-			}
+	buf := make([]byte, meta.PieceSize)
+	for i := range meta.NumPieces() {
+		if !recorded.Has(i) {
 			continue
 		}
-		idx, ok := strings.CutSuffix(name, pieceSuffix)
-		if !ok {
-			continue
-		}
-		i, err := strconv.Atoi(idx)
-		if e.complete || err != nil || i < 0 || i >= meta.NumPieces() || strconv.Itoa(i) != idx {
-			// Leftovers of an assembly that finished, or names we never write.
-			if err := os.Remove(path); err != nil {
-				return fmt.Errorf("open artifact store: %w", err)
-			}
-			continue
-		}
-		data, err := os.ReadFile(path)
+		p := buf[:meta.PieceLen(i)]
+		_, err := e.data.ReadAt(p, int64(i)*meta.PieceSize)
 		if err == nil {
-			err = meta.CheckPiece(i, data)
+			err = meta.CheckPiece(i, p)
 		}
 		if err != nil {
 			dropped++
 			s.log.Warn("dropping stored piece that fails verification", "digest", short(d), "piece", i, "err", err)
-			if err := os.Remove(path); err != nil {
-				return fmt.Errorf("open artifact store: %w", err)
-			}
 			continue
 		}
 		e.have.Set(i)
 	}
-	s.log.Debug("loaded artifact", "digest", short(d), "pieces", e.have.Count(), "of", meta.NumPieces(),
-		"complete", e.complete, "dropped", dropped)
+	if _, err := e.haveF.WriteAt(e.have, 0); err != nil {
+		return fmt.Errorf("open artifact store: %w", err)
+	}
+	s.log.Debug("loaded artifact", "digest", short(d), "pieces", e.have.Count(), "of", meta.NumPieces(), "dropped", dropped)
 	return nil
+}
+
+// openPartial opens (creating) the partial archive and the bitmap of an incomplete artifact.
+func (s *Store) openPartial(e *entry) error {
+	d := e.meta.Digest
+	var err error
+	if e.data, err = os.OpenFile(s.partialPath(d), os.O_RDWR|os.O_CREATE, 0o644); err != nil {
+		return err
+	}
+	if e.haveF, err = os.OpenFile(s.havePath(d), os.O_RDWR|os.O_CREATE, 0o644); err != nil {
+		e.data.Close()
+		e.data = nil
+		return err
+	}
+	return nil
+}
+
+// openArchive opens a complete archive for reading and writing: should a piece of it fail verification, the
+// archive becomes a partial download again, and the piece is written back into the same file.
+func openArchive(path string) (*os.File, error) { return os.OpenFile(path, os.O_RDWR, 0) }
+
+func (e *entry) setAll() {
+	for i := range e.meta.NumPieces() {
+		e.have.Set(i)
+	}
 }
 
 func readMeta(path string) (Meta, error) {
@@ -258,17 +323,24 @@ func (s *Store) entryFor(meta Meta) (*entry, error) {
 	if err != nil {
 		return nil, fmt.Errorf("register artifact %s: %w", short(meta.Digest), err)
 	}
-	if err := writeFileAtomic(filepath.Join(dir, metaFile), b, true); err != nil {
+	if err := writeFileAtomic(filepath.Join(dir, metaFile), b); err != nil {
 		return nil, fmt.Errorf("register artifact %s: %w", short(meta.Digest), err)
 	}
 	e := &entry{meta: meta, have: NewBitfield(meta.NumPieces())}
+	if err := s.openPartial(e); err != nil {
+		return nil, fmt.Errorf("register artifact %s: %w", short(meta.Digest), err)
+	}
+	if _, err := e.haveF.WriteAt(e.have, 0); err != nil {
+		e.closeFiles()
+		return nil, fmt.Errorf("register artifact %s: %w", short(meta.Digest), err)
+	}
 	s.arts[meta.Digest] = e
 	s.notifyLocked()
 	return e, nil
 }
 
 // WritePiece verifies data against piece i of meta and stores it. A piece already held is not written again.
-// The write that completes the artifact assembles and verifies the archive before it returns.
+// The write that completes the artifact checks the whole archive's digest before it returns.
 func (s *Store) WritePiece(meta Meta, i int, data []byte) error {
 	e, err := s.entryFor(meta)
 	if err != nil {
@@ -281,23 +353,32 @@ func (s *Store) WritePiece(meta Meta, i int, data []byte) error {
 		return err
 	}
 	s.mu.Lock()
-	held := e.have.Has(i)
-	s.mu.Unlock()
-	if held {
+	if e.have.Has(i) || e.removed {
+		s.mu.Unlock()
 		return nil
 	}
-	// No fsync: a piece torn by a power cut fails its check when the store is next opened and is fetched again.
-	if err := writeFileAtomic(s.piecePath(e.meta.Digest, i), data, false); err != nil {
-		return fmt.Errorf("store piece %d of %s: %w", i, short(meta.Digest), err)
-	}
+	f := e.data
+	s.mu.Unlock()
+	// In place and without fsync: the bit is set only after the bytes are written, and New checks every piece
+	// the bitmap names, so a torn write costs that piece, never a wrong byte.
+	_, werr := f.WriteAt(data, int64(i)*e.meta.PieceSize)
+
 	s.mu.Lock()
-	if e.removed {
+	if e.have.Has(i) || e.removed || e.complete {
 		s.mu.Unlock()
-		return fmt.Errorf("store piece %d of %s: removed meanwhile: %w", i, short(meta.Digest), ErrUnknown)
+		return nil // completed (Put) or removed meanwhile: nothing left to do
+	}
+	if werr != nil {
+		s.mu.Unlock()
+		return fmt.Errorf("store piece %d of %s: %w", i, short(meta.Digest), werr)
 	}
 	e.have.Set(i)
+	if _, err := e.haveF.WriteAt(e.have[i/8:i/8+1], int64(i/8)); err != nil {
+		// The piece is held for this run; the next New will not know it and fetches it again.
+		s.log.Warn("could not record stored piece", "digest", short(meta.Digest), "piece", i, "err", err)
+	}
 	s.notifyLocked()
-	start := !e.complete && !e.assembling && e.have.Count() == e.meta.NumPieces()
+	start := !e.assembling && e.have.Count() == e.meta.NumPieces()
 	if start {
 		e.assembling = true
 	}
@@ -308,44 +389,43 @@ func (s *Store) WritePiece(meta Meta, i int, data []byte) error {
 	return nil
 }
 
-// assemble joins the pieces into the archive, checks the whole digest, and then drops the piece files: pieces
-// are served from the archive from then on, so the artifact takes its size on disk only once.
+// assemble checks the whole digest of a partial archive whose pieces are all written, makes it durable and
+// renames it into place: no copy, the archive is the file the pieces were written into.
 func (s *Store) assemble(e *entry) error {
-	err := s.writeArchive(e)
+	err := s.finishArchive(e)
 	s.mu.Lock()
+	defer s.mu.Unlock()
 	e.assembling = false
-	if err == nil && !e.removed {
-		e.complete = true
-		s.notifyLocked()
+	if e.complete || e.removed {
+		return nil // a Put installed the archive meanwhile, or the artifact was removed
 	}
-	s.mu.Unlock()
 	if err != nil {
 		return err
 	}
-	for i := range e.meta.NumPieces() {
-		if err := os.Remove(s.piecePath(e.meta.Digest, i)); err != nil && !errors.Is(err, fs.ErrNotExist) {
-			s.log.Warn("could not remove assembled piece", "digest", short(e.meta.Digest), "piece", i, "err", err)
-		}
+	e.complete = true
+	if e.haveF != nil {
+		e.haveF.Close()
+		e.haveF = nil
 	}
+	if err := os.Remove(s.havePath(e.meta.Digest)); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		s.log.Warn("could not remove the bitmap of an assembled artifact", "digest", short(e.meta.Digest), "err", err)
+	}
+	s.notifyLocked()
 	s.log.Debug("assembled artifact", "digest", short(e.meta.Digest), "size", e.meta.Size)
 	return nil
 }
 
-func (s *Store) writeArchive(e *entry) error {
+func (s *Store) finishArchive(e *entry) error {
 	d := e.meta.Digest
-	f, err := os.CreateTemp(s.dir, d+".tar.gz.*"+tmpSuffix)
-	if err != nil {
+	s.mu.Lock()
+	f := e.data
+	s.mu.Unlock()
+	if err := f.Truncate(e.meta.Size); err != nil {
 		return fmt.Errorf("assemble %s: %w", short(d), err)
 	}
-	tmp := f.Name()
-	defer os.Remove(tmp) // no-op once renamed
-	defer f.Close()
 	h := sha256.New()
-	w := io.MultiWriter(f, h)
-	for i := range e.meta.NumPieces() {
-		if err := copyFile(w, s.piecePath(d, i)); err != nil {
-			return fmt.Errorf("assemble %s: piece %d: %w", short(d), i, err)
-		}
+	if _, err := io.Copy(h, io.NewSectionReader(f, 0, e.meta.Size)); err != nil {
+		return fmt.Errorf("assemble %s: %w", short(d), err)
 	}
 	if hex.EncodeToString(h.Sum(nil)) != d {
 		if bad := s.dropBadPieces(e); bad > 0 {
@@ -358,30 +438,22 @@ func (s *Store) writeArchive(e *entry) error {
 	if err := f.Sync(); err != nil {
 		return fmt.Errorf("assemble %s: %w", short(d), err)
 	}
-	if err := f.Close(); err != nil {
-		return fmt.Errorf("assemble %s: %w", short(d), err)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if e.removed || e.complete {
+		return nil
 	}
-	if err := os.Rename(tmp, s.archivePath(d)); err != nil {
+	if err := os.Rename(s.partialPath(d), s.archivePath(d)); err != nil {
 		return fmt.Errorf("assemble %s: %w", short(d), err)
 	}
 	return syncDir(s.dir)
 }
 
-func copyFile(w io.Writer, path string) error {
-	f, err := os.Open(path)
-	if err != nil {
-		return err
-	}
-	defer f.Close()
-	_, err = io.Copy(w, f)
-	return err
-}
-
-// dropBadPieces rechecks every piece file and drops those that fail.
+// dropBadPieces rechecks every held piece and drops those that fail.
 func (s *Store) dropBadPieces(e *entry) int {
 	bad := 0
 	for i := range e.meta.NumPieces() {
-		data, err := os.ReadFile(s.piecePath(e.meta.Digest, i))
+		data, err := s.readAt(e, i)
 		if err == nil {
 			err = e.meta.CheckPiece(i, data)
 		}
@@ -393,116 +465,87 @@ func (s *Store) dropBadPieces(e *entry) int {
 	return bad
 }
 
+// dropPiece forgets a piece that failed verification. A complete archive goes back to being partial (renamed,
+// not copied), so one bad sector costs one piece to fetch again rather than the whole archive.
 func (s *Store) dropPiece(e *entry, i int, why error) {
-	s.log.Warn("dropping stored piece that fails verification", "digest", short(e.meta.Digest), "piece", i, "err", why)
+	s.log.Warn("dropping stored piece that fails verification; it will be fetched again",
+		"digest", short(e.meta.Digest), "piece", i, "err", why)
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	// Removed under the lock so that a WritePiece of the same piece cannot land between the unlink and the clear.
-	if err := os.Remove(s.piecePath(e.meta.Digest, i)); err != nil && !errors.Is(err, fs.ErrNotExist) {
-		s.log.Warn("could not remove corrupt piece", "digest", short(e.meta.Digest), "piece", i, "err", err)
+	if e.removed || !e.have.Has(i) {
+		return
+	}
+	d := e.meta.Digest
+	if e.complete {
+		haveF, err := os.OpenFile(s.havePath(d), os.O_RDWR|os.O_CREATE, 0o644)
+		if err == nil {
+			err = os.Rename(s.archivePath(d), s.partialPath(d))
+		}
+		if err != nil {
+			s.log.Error("could not turn a corrupt archive back into a partial one", "digest", short(d), "err", err)
+			if haveF != nil {
+				haveF.Close()
+			}
+			return
+		}
+		e.haveF = haveF
+		e.complete = false
 	}
 	e.have.Clear(i)
+	if _, err := e.haveF.WriteAt(e.have, 0); err != nil {
+		s.log.Warn("could not record dropped piece", "digest", short(d), "piece", i, "err", err)
+	}
 	s.notifyLocked()
+}
+
+func (s *Store) readAt(e *entry, i int) ([]byte, error) {
+	s.mu.Lock()
+	f := e.data
+	s.mu.Unlock()
+	if f == nil {
+		return nil, fs.ErrClosed
+	}
+	buf := make([]byte, e.meta.PieceLen(i))
+	n, err := f.ReadAt(buf, int64(i)*e.meta.PieceSize)
+	if errors.Is(err, io.EOF) {
+		return buf[:n], nil // a short file: the check that follows reports it
+	}
+	return buf, err
 }
 
 // ReadPiece returns piece i of the artifact, verified against its sha256. A piece that fails is dropped from the
 // store (the artifact becomes incomplete and must be fetched again) and ErrCorrupt is returned.
 func (s *Store) ReadPiece(digest string, i int) ([]byte, error) {
-	for attempt := 0; ; attempt++ {
-		s.mu.Lock()
-		e := s.arts[digest]
-		if e == nil {
-			s.mu.Unlock()
-			return nil, fmt.Errorf("read piece %d of %s: %w", i, short(digest), ErrUnknown)
-		}
-		if !e.have.Has(i) {
-			s.mu.Unlock()
-			return nil, fmt.Errorf("read piece %d of %s: %w", i, short(digest), ErrMissing)
-		}
-		complete := e.complete
+	s.mu.Lock()
+	e := s.arts[digest]
+	if e == nil {
 		s.mu.Unlock()
-
-		data, err := s.readRaw(e.meta, i, complete)
-		if errors.Is(err, fs.ErrNotExist) && attempt == 0 {
-			continue // assembled, salvaged or removed since we looked: look again
-		}
-		if errors.Is(err, fs.ErrNotExist) {
+		return nil, fmt.Errorf("read piece %d of %s: %w", i, short(digest), ErrUnknown)
+	}
+	if !e.have.Has(i) {
+		s.mu.Unlock()
+		return nil, fmt.Errorf("read piece %d of %s: %w", i, short(digest), ErrMissing)
+	}
+	s.mu.Unlock()
+	data, err := s.readAt(e, i)
+	if errors.Is(err, fs.ErrClosed) {
+		// The file was replaced (a Put) or closed (a Remove) under us: ask again.
+		s.mu.Lock()
+		held := s.arts[digest] == e && e.have.Has(i)
+		s.mu.Unlock()
+		if !held {
 			return nil, fmt.Errorf("read piece %d of %s: %w", i, short(digest), ErrMissing)
 		}
-		if err == nil {
-			err = e.meta.CheckPiece(i, data)
-		}
-		if err != nil {
-			if complete {
-				s.salvage(e, err)
-			} else {
-				s.dropPiece(e, i, err)
-			}
-			return nil, fmt.Errorf("read piece %d of %s: dropped; fetch it again: %v: %w", i, short(digest), err, ErrCorrupt)
-		}
-		return data, nil
+		data, err = s.readAt(e, i)
 	}
-}
-
-func (s *Store) readRaw(meta Meta, i int, fromArchive bool) ([]byte, error) {
-	if !fromArchive {
-		return os.ReadFile(s.piecePath(meta.Digest, i))
+	if err == nil {
+		err = e.meta.CheckPiece(i, data)
 	}
-	f, err := os.Open(s.archivePath(meta.Digest))
 	if err != nil {
-		return nil, err
+		s.dropPiece(e, i, err)
+		return nil, fmt.Errorf("read piece %d of %s: dropped; fetch it again: %v: %w", i, short(digest), err, ErrCorrupt)
 	}
-	defer f.Close()
-	buf := make([]byte, meta.PieceLen(i))
-	n, err := f.ReadAt(buf, int64(i)*meta.PieceSize)
-	if errors.Is(err, io.EOF) {
-		return buf[:n], nil // a truncated archive: the check that follows reports it
-	}
-	return buf, err
-}
-
-// salvage turns a corrupt archive back into piece files, keeping every piece that still verifies, so one bad
-// sector costs one piece to fetch again rather than the whole archive.
-func (s *Store) salvage(e *entry, why error) {
-	d := e.meta.Digest
-	s.mu.Lock()
-	if !e.complete || e.assembling || e.removed {
-		s.mu.Unlock()
-		return
-	}
-	e.complete = false
-	e.assembling = true
-	clear(e.have)
-	s.notifyLocked()
-	s.mu.Unlock()
-
-	kept := 0
-	for i := range e.meta.NumPieces() {
-		data, err := s.readRaw(e.meta, i, true)
-		if errors.Is(err, fs.ErrNotExist) {
-			break
-		}
-		if err != nil || e.meta.CheckPiece(i, data) != nil {
-			continue
-		}
-		if err := writeFileAtomic(s.piecePath(d, i), data, false); err != nil {
-			s.log.Warn("salvage: could not write piece", "digest", short(d), "piece", i, "err", err)
-			continue
-		}
-		kept++
-		s.mu.Lock()
-		e.have.Set(i)
-		s.notifyLocked()
-		s.mu.Unlock()
-	}
-	if err := os.Remove(s.archivePath(d)); err != nil && !errors.Is(err, fs.ErrNotExist) {
-		s.log.Warn("salvage: could not remove corrupt archive", "digest", short(d), "err", err)
-	}
-	s.log.Warn("stored archive failed verification; kept the pieces that still verify",
-		"digest", short(d), "kept", kept, "of", e.meta.NumPieces(), "err", why)
-	s.mu.Lock()
-	e.assembling = false
-	s.mu.Unlock()
+	return data, nil
 }
 
 // Have returns a copy of the artifact's bitfield, or nil if the store does not know the artifact.
@@ -558,8 +601,8 @@ func (s *Store) notifyLocked() {
 }
 
 // Open returns the assembled archive. The reader checks the whole digest as it goes: the Read that reaches the
-// end returns ErrCorrupt if the bytes were not the artifact's, and the store then keeps only the pieces that
-// still verify.
+// end returns ErrCorrupt if the bytes were not the artifact's (the caller must then discard what it read), and
+// the store keeps only the pieces that still verify.
 func (s *Store) Open(digest string) (io.ReadCloser, error) {
 	s.mu.Lock()
 	e := s.arts[digest]
@@ -599,9 +642,9 @@ func (r *verifyingReader) Read(p []byte) (int, error) {
 	r.n += int64(n)
 	if err == io.EOF {
 		if r.n != r.e.meta.Size || hex.EncodeToString(r.h.Sum(nil)) != r.e.meta.Digest {
-			why := fmt.Errorf("archive of %d bytes does not match digest", r.n)
-			r.s.salvage(r.e, why)
-			err = fmt.Errorf("read artifact %s: %v; fetch it again: %w", short(r.e.meta.Digest), why, ErrCorrupt)
+			bad := r.s.dropBadPieces(r.e)
+			err = fmt.Errorf("read artifact %s: the archive (%d bytes) does not match its digest; %d pieces dropped, fetch them again: %w",
+				short(r.e.meta.Digest), r.n, bad, ErrCorrupt)
 		}
 		r.done = err
 	}
@@ -668,20 +711,28 @@ func (s *Store) install(meta Meta, tmp string) error {
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if e.complete {
+	if e.complete || e.removed {
 		return nil
 	}
-	if err := os.Rename(tmp, s.archivePath(meta.Digest)); err != nil {
-		return fmt.Errorf("store archive %s: %w", short(meta.Digest), err)
+	d := meta.Digest
+	if err := os.Rename(tmp, s.archivePath(d)); err != nil {
+		return fmt.Errorf("store archive %s: %w", short(d), err)
 	}
 	if err := syncDir(s.dir); err != nil {
-		return fmt.Errorf("store archive %s: %w", short(meta.Digest), err)
+		return fmt.Errorf("store archive %s: %w", short(d), err)
 	}
+	f, err := openArchive(s.archivePath(d))
+	if err != nil {
+		return fmt.Errorf("store archive %s: %w", short(d), err)
+	}
+	// Writers still holding the partial file write into an unlinked file: harmless, their pieces are here.
+	e.closeFiles()
+	e.data = f
 	e.complete = true
-	for i := range meta.NumPieces() {
-		e.have.Set(i)
-		if err := os.Remove(s.piecePath(meta.Digest, i)); err != nil && !errors.Is(err, fs.ErrNotExist) {
-			s.log.Warn("could not remove piece made redundant by the archive", "digest", short(meta.Digest), "piece", i, "err", err)
+	e.setAll()
+	for _, p := range []string{s.partialPath(d), s.havePath(d)} {
+		if err := os.Remove(p); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			s.log.Warn("could not remove partial download made redundant by the archive", "digest", short(d), "err", err)
 		}
 	}
 	s.notifyLocked()
@@ -705,6 +756,7 @@ func (s *Store) Remove(digest string) error {
 	}
 	delete(s.arts, digest)
 	e.removed = true
+	e.closeFiles()
 	err := os.Remove(s.archivePath(digest))
 	s.notifyLocked()
 	s.mu.Unlock()
@@ -735,14 +787,15 @@ func (s *Store) GC(keep func(digest string) bool) ([]string, error) {
 	return removed, errors.Join(errs...)
 }
 
-func writeFileAtomic(path string, data []byte, durable bool) error {
+// writeFileAtomic writes a small file durably: temp file, fsync, rename, fsync of the directory.
+func writeFileAtomic(path string, data []byte) error {
 	f, err := os.CreateTemp(filepath.Dir(path), filepath.Base(path)+".*"+tmpSuffix)
 	if err != nil {
 		return err
 	}
 	tmp := f.Name()
 	_, err = f.Write(data)
-	if err == nil && durable {
+	if err == nil {
 		err = f.Sync()
 	}
 	if cerr := f.Close(); err == nil {
@@ -755,10 +808,7 @@ func writeFileAtomic(path string, data []byte, durable bool) error {
 		os.Remove(tmp)
 		return err
 	}
-	if durable {
-		return syncDir(filepath.Dir(path))
-	}
-	return nil
+	return syncDir(filepath.Dir(path))
 }
 
 func syncDir(dir string) error {

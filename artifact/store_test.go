@@ -271,10 +271,11 @@ func TestPiecesAssembleInAnyOrder(t *testing.T) {
 	if !bytes.Equal(readAll(t, s, meta.Digest), data) {
 		t.Fatal("assembled archive differs")
 	}
-	// The archive replaces the pieces on disk.
-	pieces, _ := filepath.Glob(filepath.Join(dir, meta.Digest, "*"+pieceSuffix))
-	if len(pieces) != 0 {
-		t.Fatalf("piece files left after assembly: %v", pieces)
+	// The partial file became the archive.
+	for _, f := range []string{partialFile, haveFile} {
+		if _, err := os.Stat(filepath.Join(dir, meta.Digest, f)); !errors.Is(err, os.ErrNotExist) {
+			t.Errorf("%s left after assembly: %v", f, err)
+		}
 	}
 	if _, err := os.Stat(filepath.Join(dir, meta.Digest+".tar.gz")); err != nil {
 		t.Fatal(err)
@@ -332,19 +333,37 @@ func TestOpenDropsCorruptPieceFiles(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	path := filepath.Join(dir, meta.Digest, "2"+pieceSuffix)
-	flipByte(t, path, 500)
-	if err := os.WriteFile(filepath.Join(dir, meta.Digest, "3"+pieceSuffix), []byte("torn"), 0o644); err != nil {
+	partial := filepath.Join(dir, meta.Digest, partialFile)
+	flipByte(t, partial, 2*1000+500)
+	// A torn write: piece 3 only half on disk.
+	f, err := os.OpenFile(partial, os.O_RDWR, 0)
+	if err != nil {
 		t.Fatal(err)
 	}
+	if _, err := f.WriteAt(make([]byte, 500), 3*1000+500); err != nil {
+		t.Fatal(err)
+	}
+	f.Close()
+	// The bitmap claims piece 4, whose bytes never reached the disk.
+	setHaveBit(t, dir, meta, 4)
 
 	s = open(t, dir)
 	have := s.Have(meta.Digest)
 	if !have.Has(0) || !have.Has(1) || have.Has(2) || have.Has(3) || have.Has(4) {
 		t.Fatalf("bitfield after restart %08b", have)
 	}
-	if _, err := os.Stat(path); !errors.Is(err, os.ErrNotExist) {
-		t.Fatalf("corrupt piece file still there: %v", err)
+	// The bitmap on disk was corrected too.
+	s = open(t, dir)
+	if got := s.Have(meta.Digest); !bytes.Equal(got, have) {
+		t.Fatalf("bitfield after a second restart %08b, want %08b", got, have)
+	}
+	for _, i := range []int{2, 3, 4} {
+		if err := s.WritePiece(meta, i, piece(data, meta, i)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if !bytes.Equal(readAll(t, s, meta.Digest), data) {
+		t.Fatal("archive differs after refetching the dropped pieces")
 	}
 }
 
@@ -369,10 +388,9 @@ func TestCrashLeftoversAreCleaned(t *testing.T) {
 	}
 	// What a crash can leave: temp files of a piece, an archive and an import; a directory whose meta never
 	// landed; a half-removed artifact; an archive whose directory was already removed.
-	write(filepath.Join(meta.Digest, "1.piece.123"+tmpSuffix), "half a piece")
-	write(meta.Digest+".tar.gz.456"+tmpSuffix, "half an archive")
+	write(filepath.Join(meta.Digest, "meta.json.123"+tmpSuffix), "half a meta")
 	write("import.789"+tmpSuffix, "half an import")
-	write(filepath.Join(gone.Digest, "0.piece"), "no meta")
+	write(filepath.Join(gone.Digest, partialFile), "no meta")
 	write(filepath.Join(trashPrefix+orphan.Digest+"-x", "meta.json"), "{}")
 	write(orphan.Digest+".tar.gz", "orphan")
 
@@ -400,12 +418,32 @@ func TestCrashBeforeAssembly(t *testing.T) {
 		}
 	}
 	// The last piece landed but the process died before assembling.
-	if err := os.WriteFile(filepath.Join(dir, meta.Digest, "4"+pieceSuffix), piece(data, meta, 4), 0o644); err != nil {
+	f, err := os.OpenFile(filepath.Join(dir, meta.Digest, partialFile), os.O_RDWR, 0)
+	if err != nil {
 		t.Fatal(err)
 	}
+	if _, err := f.WriteAt(piece(data, meta, 4), 4*1000); err != nil {
+		t.Fatal(err)
+	}
+	f.Close()
+	setHaveBit(t, dir, meta, 4)
 	s = open(t, dir)
 	if !s.Complete(meta.Digest) || !bytes.Equal(readAll(t, s, meta.Digest), data) {
 		t.Fatal("not assembled at load")
+	}
+}
+
+// setHaveBit marks piece i held in the bitmap on disk, as a crash right after recording it would leave it.
+func setHaveBit(t *testing.T, dir string, meta Meta, i int) {
+	t.Helper()
+	path := filepath.Join(dir, meta.Digest, haveFile)
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	Bitfield(b).Set(i)
+	if err := os.WriteFile(path, b, 0o644); err != nil {
+		t.Fatal(err)
 	}
 }
 
@@ -435,7 +473,7 @@ func TestReadPieceDropsCorruptPiece(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	flipByte(t, filepath.Join(dir, meta.Digest, "1"+pieceSuffix), 0)
+	flipByte(t, filepath.Join(dir, meta.Digest, partialFile), 1000)
 	if _, err := s.ReadPiece(meta.Digest, 1); !errors.Is(err, ErrCorrupt) {
 		t.Fatalf("ReadPiece of a corrupt piece: %v", err)
 	}
@@ -472,6 +510,12 @@ func TestReadPieceSalvagesCorruptArchive(t *testing.T) {
 	have := s.Have(meta.Digest)
 	if have.Count() != meta.NumPieces()-1 || have.Has(3) {
 		t.Fatalf("after salvage %08b", have)
+	}
+	if _, err := os.Stat(filepath.Join(dir, meta.Digest+".tar.gz")); !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("corrupt archive still in place: %v", err)
+	}
+	if got := open(t, dir).Have(meta.Digest); !bytes.Equal(got, have) {
+		t.Fatalf("after salvage and restart %08b, want %08b", got, have)
 	}
 	for _, i := range []int{0, 4} {
 		p, err := s.ReadPiece(meta.Digest, i)
@@ -576,5 +620,43 @@ func TestConcurrentWritersAndReaders(t *testing.T) {
 	wg.Wait()
 	if !s.Complete(meta.Digest) || !bytes.Equal(readAll(t, s, meta.Digest), data) {
 		t.Fatal("archive differs")
+	}
+}
+
+// TestPutWhileDownloading: the builder's Put lands while pieces are being written and read.
+func TestPutWhileDownloading(t *testing.T) {
+	dir := t.TempDir()
+	s := open(t, dir)
+	defer s.Close()
+	data, meta := archive(t, 31, 200_000, 1000)
+	var wg sync.WaitGroup
+	for range 2 {
+		wg.Go(func() {
+			for _, i := range rand.Perm(meta.NumPieces()) {
+				if err := s.WritePiece(meta, i, piece(data, meta, i)); err != nil {
+					t.Errorf("writer: %v", err)
+					return
+				}
+				if p, err := s.ReadPiece(meta.Digest, i); err != nil && !errors.Is(err, ErrMissing) || err == nil && !bytes.Equal(p, piece(data, meta, i)) {
+					t.Errorf("reader: piece %d: %v", i, err)
+					return
+				}
+			}
+		})
+	}
+	wg.Go(func() {
+		if err := s.Put(meta, bytes.NewReader(data)); err != nil {
+			t.Errorf("put: %v", err)
+		}
+	})
+	wg.Wait()
+	if !s.Complete(meta.Digest) || !bytes.Equal(readAll(t, s, meta.Digest), data) {
+		t.Fatal("archive differs")
+	}
+	if l := leftovers(t, dir); len(l) > 0 {
+		t.Fatalf("leftovers %v", l)
+	}
+	if _, err := os.Stat(filepath.Join(dir, meta.Digest, partialFile)); !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("partial file left: %v", err)
 	}
 }
