@@ -1,0 +1,373 @@
+// Package spread puts the artifact store and the peer-to-peer piece exchange to work in a node: it serves pieces,
+// downloads releases from every peer that has some, copies each new release to enough nodes that losing its
+// builder loses nothing, and collects old releases no environment uses.
+package spread
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"path/filepath"
+	"slices"
+	"sort"
+	"sync"
+	"time"
+
+	"github.com/shoal-ci/shoal/artifact"
+	"github.com/shoal-ci/shoal/node"
+	"github.com/shoal-ci/shoal/raftfsm"
+	"github.com/shoal-ci/shoal/swarm"
+	"github.com/shoal-ci/shoal/transport"
+)
+
+// Options configure a node's spread service. The zero value is usable.
+type Options struct {
+	// Store is the node's artifact store (default: a store in the data dir's blobs/).
+	Store *artifact.Store
+	// MinHolders is how many nodes must hold a release whole before it counts as available (default 2; a mesh
+	// with fewer live nodes needs them all).
+	MinHolders int
+	// Keep is how many releases per app are kept on disk besides those an environment uses (default 5).
+	Keep int
+	// UploadLimit and DownloadLimit cap this node's piece traffic in bytes per second (0: none).
+	UploadLimit, DownloadLimit int64
+	// InFlight is the number of piece requests in flight per peer (default 4).
+	InFlight int
+	// GCInterval is how often old releases are collected (default 1 minute).
+	GCInterval time.Duration
+}
+
+// Service is one node's spread service.
+type Service struct {
+	n      *node.Node
+	opts   Options
+	store  *artifact.Store
+	server *swarm.Server
+	down   *swarm.Limiter
+	log    *slog.Logger
+
+	mu       sync.Mutex
+	fetching map[string]chan struct{} // digest → closed when the download ends
+
+	ctx    context.Context
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+}
+
+// Attach starts the spread service on n: the piece server on the blob ALPN, the replicator and the collector.
+func Attach(n *node.Node, opts Options) (*Service, error) {
+	if opts.MinHolders <= 0 {
+		opts.MinHolders = 2
+	}
+	if opts.Keep <= 0 {
+		opts.Keep = 5
+	}
+	if opts.GCInterval <= 0 {
+		opts.GCInterval = time.Minute
+	}
+	log := n.Logger().With("component", "spread")
+	store := opts.Store
+	if store == nil {
+		var err error
+		if store, err = artifact.New(filepath.Join(n.DataDir(), "blobs"), log); err != nil {
+			return nil, err
+		}
+	}
+	var sopts []swarm.ServerOption
+	if opts.UploadLimit > 0 {
+		sopts = append(sopts, swarm.WithUploadLimit(swarm.NewLimiter(opts.UploadLimit)))
+	}
+	s := &Service{
+		n: n, opts: opts, store: store, log: log, fetching: map[string]chan struct{}{},
+		server: swarm.NewServer(store, log, n.Registry(), sopts...),
+	}
+	if opts.DownloadLimit > 0 {
+		s.down = swarm.NewLimiter(opts.DownloadLimit)
+	}
+	s.ctx, s.cancel = context.WithCancel(context.Background())
+	n.Endpoint().Handle(transport.ALPNBlob, s.server.HandleConn)
+	s.wg.Add(2)
+	go s.replicate()
+	go s.collect()
+	return s, nil
+}
+
+// Close stops the service's goroutines and waits for them (downloads in progress are cancelled; they resume
+// from the store next time).
+func (s *Service) Close() {
+	s.cancel()
+	s.wg.Wait()
+}
+
+// Store returns the node's artifact store.
+func (s *Service) Store() *artifact.Store { return s.store }
+
+// Open opens a complete, verified archive.
+func (s *Service) Open(digest string) (io.ReadCloser, error) { return s.store.Open(digest) }
+
+// MetaOf returns the artifact description recorded in a release.
+func MetaOf(r *raftfsm.Release) artifact.Meta {
+	return artifact.Meta{Digest: r.Digest, Size: r.Size, PieceSize: r.PieceSize, Pieces: r.Pieces}
+}
+
+// Available reports whether a release is held whole by enough nodes to survive the loss of any one of them:
+// MinHolders, or every live node when the mesh is smaller than that.
+func (s *Service) Available(r *raftfsm.Release) bool {
+	need := s.opts.MinHolders
+	if live := s.liveCount(); live < need {
+		need = live
+	}
+	return len(r.Holders) >= need
+}
+
+func (s *Service) liveCount() int {
+	k := 0
+	for _, m := range s.n.Members() {
+		if m.Status == node.StatusAlive {
+			k++
+		}
+	}
+	return max(k, 1)
+}
+
+// Fetch makes the release's archive present and verified in this node's store, downloading the missing pieces
+// from every live peer at once, and records this node as a holder. Concurrent calls for one release share one
+// download. progress, if set, is told the bytes held as pieces arrive.
+func (s *Service) Fetch(ctx context.Context, r *raftfsm.Release, progress func(done, total int64)) error {
+	meta := MetaOf(r)
+	for {
+		s.mu.Lock()
+		wait, busy := s.fetching[meta.Digest]
+		if !busy {
+			done := make(chan struct{})
+			s.fetching[meta.Digest] = done
+			s.mu.Unlock()
+			err := s.fetch(ctx, meta, progress)
+			s.mu.Lock()
+			delete(s.fetching, meta.Digest)
+			s.mu.Unlock()
+			close(done)
+			if err != nil {
+				return err
+			}
+			return s.recordHolder(ctx, r)
+		}
+		s.mu.Unlock()
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-wait:
+		}
+		if s.store.Complete(meta.Digest) {
+			return s.recordHolder(ctx, r)
+		}
+	}
+}
+
+func (s *Service) fetch(ctx context.Context, meta artifact.Meta, progress func(done, total int64)) error {
+	if s.store.Complete(meta.Digest) {
+		return nil
+	}
+	fctx, cancel := context.WithCancel(ctx)
+	var reporter sync.WaitGroup
+	defer reporter.Wait() // no progress call after Fetch returns
+	defer cancel()
+	if progress != nil {
+		reporter.Add(1)
+		go func() {
+			defer reporter.Done()
+			t := time.NewTicker(200 * time.Millisecond)
+			defer t.Stop()
+			for {
+				select {
+				case <-fctx.Done():
+					return
+				case <-t.C:
+					if have := s.store.Have(meta.Digest); have != nil {
+						progress(min(int64(have.Count())*meta.PieceSize, meta.Size), meta.Size)
+					}
+				}
+			}
+		}()
+	}
+	err := swarm.Fetch(fctx, swarm.FetchConfig{
+		Store: s.store, Dialer: s.n.Endpoint(), Logger: s.log, Metrics: s.server.Metrics(),
+		InFlight: s.opts.InFlight, DownloadLimit: s.down,
+	}, meta, s.peers)
+	if err != nil {
+		return fmt.Errorf("download release archive %.12s: %w", meta.Digest, err)
+	}
+	cancel()
+	reporter.Wait()
+	if progress != nil {
+		progress(meta.Size, meta.Size)
+	}
+	return nil
+}
+
+// peers lists the QUIC addresses of every other live member: each answers with the pieces it holds, so nodes
+// still downloading serve what they have.
+func (s *Service) peers() []string {
+	var out []string
+	for _, m := range s.n.Members() {
+		if m.Status == node.StatusAlive && m.Name != s.n.Name() && m.Addr != "" {
+			out = append(out, m.Addr)
+		}
+	}
+	return out
+}
+
+// recordHolder tells the mesh this node holds the release whole. The archive is already safe on disk, so a
+// mesh without a leader for a while only delays the record: it is retried until ctx ends.
+func (s *Service) recordHolder(ctx context.Context, r *raftfsm.Release) error {
+	if slices.Contains(r.Holders, s.n.Name()) {
+		return nil
+	}
+	for {
+		_, err := s.n.Apply(ctx, &raftfsm.ReleaseHolders{App: r.App, Version: r.Version, Node: s.n.Name()})
+		switch {
+		case err == nil:
+			return nil
+		case raftfsm.KindOf(err) == raftfsm.KindNotFound:
+			return nil // the release was deleted meanwhile
+		case raftfsm.KindOf(err) != "":
+			return err
+		}
+		s.log.Warn("could not record this node as a holder yet; retrying", "app", r.App, "version", r.Version, "err", err)
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("record holder of %s %s: %w", r.App, r.Version, err)
+		case <-time.After(time.Second):
+		}
+	}
+}
+
+// replicate copies each release that too few nodes hold. The nodes that copy it are chosen the same way on
+// every node (by a hash of the digest and the node name among the live non-holders), so without coordination
+// exactly as many as needed start at once; if one of them dies, the choice moves on.
+func (s *Service) replicate() {
+	defer s.wg.Done()
+	for {
+		changed := s.n.FSM().Changed()
+		for _, r := range s.underReplicated() {
+			if err := s.Fetch(s.ctx, r, nil); err != nil {
+				if s.ctx.Err() != nil {
+					return
+				}
+				s.log.Warn("replicating a release failed; will retry", "app", r.App, "version", r.Version, "err", err)
+			} else {
+				s.log.Info("replicated release", "app", r.App, "version", r.Version)
+			}
+		}
+		select {
+		case <-s.ctx.Done():
+			return
+		case <-changed:
+		case <-time.After(5 * time.Second): // membership changes do not touch the FSM
+		}
+	}
+}
+
+// underReplicated returns the releases this node should copy now.
+func (s *Service) underReplicated() []*raftfsm.Release {
+	var live []string
+	for _, m := range s.n.Members() {
+		if m.Status == node.StatusAlive {
+			live = append(live, m.Name)
+		}
+	}
+	var out []*raftfsm.Release
+	s.n.FSM().Read(func(st *raftfsm.State) {
+		for _, r := range st.Releases {
+			if len(r.Holders) == 0 || len(r.Holders) >= s.opts.MinHolders || slices.Contains(r.Holders, s.n.Name()) {
+				continue
+			}
+			var candidates []string
+			for _, name := range live {
+				if !slices.Contains(r.Holders, name) {
+					candidates = append(candidates, name)
+				}
+			}
+			sort.Slice(candidates, func(i, j int) bool { return rank(r.Digest, candidates[i]) < rank(r.Digest, candidates[j]) })
+			need := s.opts.MinHolders - len(r.Holders)
+			if slices.Contains(candidates[:min(need, len(candidates))], s.n.Name()) {
+				c := *r
+				out = append(out, &c)
+			}
+		}
+	})
+	return out
+}
+
+func rank(digest, name string) string {
+	h := sha256.Sum256([]byte(digest + "/" + name))
+	return hex.EncodeToString(h[:8])
+}
+
+// collect removes archives that no environment uses and that are not among the newest Keep releases of their
+// app.
+func (s *Service) collect() {
+	defer s.wg.Done()
+	t := time.NewTicker(s.opts.GCInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-s.ctx.Done():
+			return
+		case <-t.C:
+		}
+		removed, err := s.store.GC(s.keeper())
+		if err != nil && !errors.Is(err, context.Canceled) {
+			s.log.Warn("collecting old releases", "err", err)
+		}
+		if len(removed) > 0 {
+			s.log.Info("collected old release archives", "count", len(removed))
+		}
+	}
+}
+
+// keeper decides, from the replicated state, which archives stay. An archive that no release names is kept: it
+// may be a build's, packaged a moment before its release is committed.
+func (s *Service) keeper() func(digest string) bool {
+	keep, known := map[string]bool{}, map[string]bool{}
+	s.n.FSM().Read(func(st *raftfsm.State) {
+		byApp := map[string][]*raftfsm.Release{}
+		for _, r := range st.Releases {
+			byApp[r.App] = append(byApp[r.App], r)
+			known[r.Digest] = true
+		}
+		for _, rs := range byApp {
+			sort.Slice(rs, func(i, j int) bool { return rs[i].CreateIndex > rs[j].CreateIndex })
+			for i, r := range rs {
+				if i < s.opts.Keep {
+					keep[r.Digest] = true
+				}
+			}
+		}
+		used := func(app, version string) {
+			if r := st.Releases[raftfsm.ReleaseKey(app, version)]; r != nil {
+				keep[r.Digest] = true
+			}
+		}
+		for _, e := range st.Envs {
+			used(e.App, e.Desired)
+			used(e.App, e.Stable)
+		}
+		for _, d := range st.Deploys {
+			if !d.Finished() {
+				used(d.App, d.Release)
+			}
+		}
+	})
+	// Downloads in progress for releases not yet recorded are kept too.
+	s.mu.Lock()
+	for d := range s.fetching {
+		keep[d] = true
+	}
+	s.mu.Unlock()
+	return func(digest string) bool { return keep[digest] || !known[digest] }
+}
