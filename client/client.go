@@ -127,6 +127,38 @@ func (c *Client) once(ctx context.Context, method, path string, body []byte, out
 	return idx, nil
 }
 
+// Upload POSTs a raw body (a release archive) and decodes the JSON answer into out. It is not retried.
+func (c *Client) Upload(ctx context.Context, path string, body io.Reader, out any) error {
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, c.url(path), body)
+	if err != nil {
+		return err
+	}
+	req.Header.Set("Content-Type", "application/gzip")
+	if c.Token != "" {
+		req.Header.Set("Authorization", "Bearer "+c.Token)
+	}
+	resp, err := c.HTTP.Do(req)
+	if err != nil {
+		return fmt.Errorf("cannot reach the Shoal API at %s: %w", c.Addr, err)
+	}
+	defer resp.Body.Close()
+	data, err := io.ReadAll(resp.Body)
+	if err != nil {
+		return err
+	}
+	if resp.StatusCode >= 400 {
+		e := &Error{Status: resp.StatusCode}
+		if json.Unmarshal(data, e) != nil || e.Message == "" {
+			e.Message = fmt.Sprintf("POST %s: %s", path, resp.Status)
+		}
+		return e
+	}
+	if out != nil {
+		return json.Unmarshal(data, out)
+	}
+	return nil
+}
+
 // Get is Do with GET.
 func (c *Client) Get(ctx context.Context, path string, out any) (uint64, error) {
 	return c.Do(ctx, http.MethodGet, path, nil, out)

@@ -56,13 +56,17 @@ func (n *Node) startHTTP() error {
 	return nil
 }
 
-// Handle registers an API route that needs a token of at least role ("" for none).
-func (n *Node) Handle(pattern, role string, h Handler) {
+// Handle registers an API route that needs a token of at least role ("" for none). Request bodies are limited
+// to 1 MiB; HandleLimit sets another bound.
+func (n *Node) Handle(pattern, role string, h Handler) { n.HandleLimit(pattern, role, maxBody, h) }
+
+// HandleLimit is Handle with a request body limit of limit bytes.
+func (n *Node) HandleLimit(pattern, role string, limit int64, h Handler) {
 	route := pattern
 	n.mux.HandleFunc(pattern, func(w http.ResponseWriter, r *http.Request) {
 		start := time.Now()
 		rec := &statusRecorder{ResponseWriter: w, status: http.StatusOK}
-		code := n.serve(rec, r, role, h)
+		code := n.serve(rec, r, role, limit, h)
 		if code == 0 {
 			code = rec.status
 		}
@@ -71,7 +75,7 @@ func (n *Node) Handle(pattern, role string, h Handler) {
 	})
 }
 
-func (n *Node) serve(w http.ResponseWriter, r *http.Request, role string, h Handler) int {
+func (n *Node) serve(w http.ResponseWriter, r *http.Request, role string, limit int64, h Handler) int {
 	if role != "" {
 		tok, err := n.authenticate(r, role)
 		if err != nil {
@@ -79,7 +83,7 @@ func (n *Node) serve(w http.ResponseWriter, r *http.Request, role string, h Hand
 		}
 		r = r.WithContext(context.WithValue(r.Context(), tokenKey, tok))
 	}
-	r.Body = http.MaxBytesReader(w, r.Body, maxBody)
+	r.Body = http.MaxBytesReader(w, r.Body, limit)
 	if err := h(w, r); err != nil {
 		return writeError(w, err)
 	}

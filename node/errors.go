@@ -23,6 +23,17 @@ func apiErr(status int, code, format string, a ...any) *APIError {
 	return &APIError{Status: status, Code: code, Message: fmt.Sprintf(format, a...)}
 }
 
+// Errorf returns an API error with the given HTTP status; the code is derived from the status. Handlers of other
+// packages use it for their own 4xx answers.
+func Errorf(status int, format string, a ...any) *APIError {
+	code := map[int]string{400: raftfsm.KindBadRequest, 401: "unauthorized", 403: "forbidden", 404: raftfsm.KindNotFound,
+		409: raftfsm.KindConflict, 413: "too_large", 503: CodeUnavailable}[status]
+	if code == "" {
+		code = http.StatusText(status)
+	}
+	return apiErr(status, code, format, a...)
+}
+
 func badRequest(format string, a ...any) *APIError {
 	return apiErr(http.StatusBadRequest, raftfsm.KindBadRequest, format, a...)
 }

@@ -75,6 +75,12 @@ func apply(s *State, index uint64, c Command) (any, *Error) {
 			r.ModifyIndex = index
 		}
 		return r, nil
+	case *ReleaseCreate:
+		a, ok := s.Apps[c.Release.App]
+		if !ok {
+			return nil, notFound("app %q does not exist", c.Release.App)
+		}
+		return addRelease(s, index, a, c.Release)
 	case *MemberLeave:
 		if c.Name == "" {
 			return nil, badRequest("a departing member needs a name")
@@ -401,27 +407,12 @@ func applyBuildFinish(s *State, index uint64, c *BuildFinish) (any, *Error) {
 	var rel *Release
 	if c.State == BuildSucceeded && c.Release != nil {
 		r := *c.Release
-		if r.Digest == "" || r.Size < 0 {
-			return nil, badRequest("a release needs the archive's digest and size")
+		r.Build, r.Commit, r.Branch = b.ID, b.Commit, b.Branch
+		var err *Error
+		if rel, err = addRelease(s, index, a, r); err != nil {
+			return nil, err
 		}
-		if r.Version == "" {
-			r.Version = fmt.Sprintf("v%d", a.NextRelease)
-		}
-		for _, other := range s.Releases {
-			if other.App == b.App && strings.EqualFold(other.Version, r.Version) {
-				return nil, conflict("app %q already has a release %q: custom versions must be unique", b.App, r.Version)
-			}
-		}
-		r.App, r.Build, r.Commit, r.Branch = b.App, b.ID, b.Commit, b.Branch
-		r.Holders = slices.Clone(r.Holders)
-		slices.Sort(r.Holders)
-		r.Meta = Meta{CreateIndex: index, ModifyIndex: index}
-		if strings.EqualFold(r.Version, fmt.Sprintf("v%d", a.NextRelease)) {
-			a.NextRelease++
-		}
-		s.Releases[ReleaseKey(r.App, r.Version)] = &r
-		b.Release = r.Version
-		rel = &r
+		b.Release = rel.Version
 	}
 	b.State, b.Error, b.EndedAt = c.State, c.Error, c.At
 	b.ModifyIndex, a.ModifyIndex = index, index
@@ -429,6 +420,35 @@ func applyBuildFinish(s *State, index uint64, c *BuildFinish) (any, *Error) {
 		return rel, nil
 	}
 	return b, nil
+}
+
+// addRelease validates r and records it as the app's next release (v<N>, or r.Version when the manifest's
+// CustomVersionCmd gave one, unique per app regardless of case).
+func addRelease(s *State, index uint64, a *App, r Release) (*Release, *Error) {
+	if r.Digest == "" || r.Size < 0 || r.PieceSize <= 0 && r.Size > 0 {
+		return nil, badRequest("a release needs the archive's digest, size and piece size")
+	}
+	if r.Version == "" {
+		r.Version = fmt.Sprintf("v%d", a.NextRelease)
+	}
+	if !nameRE.MatchString(r.Version) {
+		return nil, badRequest("release version %q is not valid: use letters, digits, '.', '_' or '-'", r.Version)
+	}
+	for _, other := range s.Releases {
+		if other.App == a.Name && strings.EqualFold(other.Version, r.Version) {
+			return nil, conflict("app %q already has a release %q: versions must be unique", a.Name, r.Version)
+		}
+	}
+	r.App = a.Name
+	r.Holders = slices.Clone(r.Holders)
+	slices.Sort(r.Holders)
+	r.Meta = Meta{CreateIndex: index, ModifyIndex: index}
+	if strings.EqualFold(r.Version, fmt.Sprintf("v%d", a.NextRelease)) {
+		a.NextRelease++
+	}
+	a.ModifyIndex = index
+	s.Releases[ReleaseKey(r.App, r.Version)] = &r
+	return &r, nil
 }
 
 func applyBuildCancel(s *State, index uint64, c *BuildCancel) (any, *Error) {

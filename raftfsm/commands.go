@@ -38,6 +38,7 @@ const (
 	CmdEnvPin          CommandType = 19
 	CmdMemberLeave     CommandType = 20
 	CmdMemberRejoin    CommandType = 21
+	CmdReleaseCreate   CommandType = 22
 )
 
 // Command is implemented by every command body.
@@ -66,6 +67,7 @@ var registry = map[CommandType]func() Command{
 	CmdEnvPin:          func() Command { return new(EnvPin) },
 	CmdMemberLeave:     func() Command { return new(MemberLeave) },
 	CmdMemberRejoin:    func() Command { return new(MemberRejoin) },
+	CmdReleaseCreate:   func() Command { return new(ReleaseCreate) },
 }
 
 // Encode wraps a command in the versioned envelope: version byte, type byte, JSON body.
@@ -147,6 +149,10 @@ type EnvPin struct {
 	Pinned bool
 	Reason string
 }
+
+// ReleaseCreate records a release that was built elsewhere and uploaded (`node release push`, like
+// `distelli push`): no build, so no term fence.
+type ReleaseCreate struct{ Release Release }
 
 // MemberLeave records that a server is leaving the mesh for good (`node leave`). The leader removes it from
 // Raft at once, and every node lists it as left rather than dead. Gossip alone cannot carry this reliably:
@@ -253,3 +259,4 @@ func (*DeployUpdate) Type() CommandType    { return CmdDeployUpdate }
 func (*NodeStatusSet) Type() CommandType   { return CmdNodeStatus }
 func (*MemberLeave) Type() CommandType     { return CmdMemberLeave }
 func (*MemberRejoin) Type() CommandType    { return CmdMemberRejoin }
+func (*ReleaseCreate) Type() CommandType   { return CmdReleaseCreate }

@@ -113,7 +113,7 @@ func TestBuildFencingByLeaderTerm(t *testing.T) {
 	if len(req) != 1 || req[0] != b.ID {
 		t.Fatalf("requeued %v, want [%s]", req, b.ID)
 	}
-	rel := &Release{Digest: "abc", Size: 10}
+	rel := &Release{Digest: "abc", Size: 10, PieceSize: 4}
 	a.rejected(&BuildFinish{ID: b.ID, Term: 2, State: BuildSucceeded, Release: rel, At: t0}, KindConflict)
 	a.ok(&BuildStart{ID: b.ID, Term: 3, Node: "n2", At: t0})
 	r := a.ok(&BuildFinish{ID: b.ID, Term: 3, State: BuildSucceeded, Release: rel, At: t0}).Value.(*Release)
@@ -203,7 +203,7 @@ func runRandom(a *applier, r *rand.Rand, n int) {
 	for i := 0; i < n; i++ {
 		at := t0.Add(time.Duration(i) * time.Second)
 		var c Command
-		switch r.IntN(16) {
+		switch r.IntN(17) {
 		case 0:
 			c = &AppPut{App: App{Name: pick(apps), Repo: "/srv/" + pick(apps), AutoBuild: r.IntN(2) == 0}, Create: r.IntN(2) == 0}
 		case 1:
@@ -222,7 +222,7 @@ func runRandom(a *applier, r *rand.Rand, n int) {
 			c = &BuildStart{ID: fmt.Sprintf("%s-%d", pick(apps), 1+r.IntN(4)), Term: uint64(r.IntN(6)), Node: pick(nodes), At: at}
 		case 8:
 			c = &BuildFinish{ID: fmt.Sprintf("%s-%d", pick(apps), 1+r.IntN(4)), Term: uint64(r.IntN(6)),
-				State: []string{BuildSucceeded, BuildFailed}[r.IntN(2)], Release: &Release{Digest: "d", Size: 1}, At: at}
+				State: []string{BuildSucceeded, BuildFailed}[r.IntN(2)], Release: &Release{Digest: "d", Size: 1, PieceSize: 1}, At: at}
 		case 9:
 			c = &BuildCancel{ID: fmt.Sprintf("%s-%d", pick(apps), 1+r.IntN(4)), At: at}
 		case 10:
@@ -231,6 +231,8 @@ func runRandom(a *applier, r *rand.Rand, n int) {
 			c = &DeployUpdate{ID: fmt.Sprintf("d-%d", r.IntN(6)), State: []string{DeployRunning, DeploySucceeded, DeployFailed}[r.IntN(3)], SetDesired: fmt.Sprintf("v%d", r.IntN(2)), At: at}
 		case 12:
 			c = &NodeStatusSet{ID: fmt.Sprintf("d-%d", r.IntN(6)), Node: pick(nodes), Status: NodeStatus{State: NodeHealthy, UpdatedAt: at}}
+		case 16:
+			c = &ReleaseCreate{Release: Release{App: pick(apps), Version: []string{"", "v1", "V2", "bad version"}[r.IntN(4)], Digest: "d", Size: 1, PieceSize: 1}}
 		case 14:
 			c = &MemberLeave{Name: pick(nodes), At: at}
 		case 15:

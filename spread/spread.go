@@ -90,6 +90,7 @@ func Attach(n *node.Node, opts Options) (*Service, error) {
 	}
 	s.ctx, s.cancel = context.WithCancel(context.Background())
 	n.Endpoint().Handle(transport.ALPNBlob, s.server.HandleConn)
+	s.routes()
 	s.wg.Add(2)
 	go s.replicate()
 	go s.collect()

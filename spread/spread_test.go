@@ -4,13 +4,18 @@ import (
 	"bytes"
 	"context"
 	"crypto/rand"
+	"encoding/json"
+	"fmt"
 	"io"
+	"net/http"
 	"slices"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/shoal-ci/shoal/artifact"
+	"github.com/shoal-ci/shoal/client"
 	"github.com/shoal-ci/shoal/node"
 	"github.com/shoal-ci/shoal/raftfsm"
 )
@@ -145,4 +150,71 @@ func TestKeeper(t *testing.T) {
 		t.Fatal("the newest release and an archive no release names must be kept")
 	}
 	_ = artifact.Meta{}
+}
+
+// TestUploadAndFetchAPI: an archive uploaded to one node becomes release v1 (held by that node), a custom
+// version must be unique, and another node fetches it on request.
+func TestUploadAndFetchAPI(t *testing.T) {
+	c := node.NewTestCluster(t, 2, nil)
+	svc := map[string]*Service{}
+	for _, n := range c.Nodes {
+		s, err := Attach(n, Options{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(s.Close)
+		svc[n.Name()] = s
+	}
+	a, b := c.Nodes[0], c.Nodes[1]
+	ctx := context.Background()
+	ca := client.New(a.HTTPAddr(), c.AdminToken)
+	if _, err := ca.Post(ctx, "/v1/apps", map[string]any{"name": "web"}, nil); err != nil {
+		t.Fatal(err)
+	}
+	data := make([]byte, 700<<10)
+	rand.Read(data)
+	upload := func(n *node.Node, query string) (*raftfsm.Release, error) {
+		req, _ := http.NewRequest("POST", "http://"+n.HTTPAddr()+"/v1/apps/web/releases"+query, bytes.NewReader(data))
+		req.Header.Set("Authorization", "Bearer "+c.AdminToken)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			return nil, err
+		}
+		defer resp.Body.Close()
+		body, _ := io.ReadAll(resp.Body)
+		if resp.StatusCode != 201 {
+			return nil, fmt.Errorf("%d %s", resp.StatusCode, body)
+		}
+		var r raftfsm.Release
+		return &r, json.Unmarshal(body, &r)
+	}
+	rel, err := upload(b, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rel.Version != "v1" || rel.Size != int64(len(data)) || len(rel.Pieces) != 3 || !slices.Equal(rel.Holders, []string{b.Name()}) {
+		t.Fatalf("uploaded release %+v", rel)
+	}
+	if _, err := upload(b, "?version=V1"); err == nil || !strings.Contains(err.Error(), "409") {
+		t.Fatalf("a version that differs only by case must conflict: %v", err)
+	}
+	var res FetchResult
+	if _, err := ca.Post(ctx, "/v1/apps/web/releases/v1/fetch", struct{}{}, &res); err != nil {
+		t.Fatal(err)
+	}
+	if res.Bytes != int64(len(data)) || res.Node != a.Name() {
+		t.Fatalf("fetch result %+v", res)
+	}
+	rc, err := svc[a.Name()].Open(rel.Digest)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, _ := io.ReadAll(rc)
+	rc.Close()
+	if !bytes.Equal(got, data) {
+		t.Fatal("fetched bytes differ")
+	}
+	if _, err := ca.Post(ctx, "/v1/apps/web/releases/v9/fetch", struct{}{}, nil); !client.IsStatus(err, 404) {
+		t.Fatalf("fetch of a missing release: %v", err)
+	}
 }

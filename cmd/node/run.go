@@ -81,6 +81,12 @@ func (f *nodeFlags) config() (node.Config, error) {
 // runUntilSignal keeps a started node running until SIGINT/SIGTERM (stop, stay a member) or until it has left
 // the mesh through `node leave`.
 func runUntilSignal(n *node.Node) error {
+	svc, err := startServices(n)
+	if err != nil {
+		n.Close()
+		return err
+	}
+	defer svc.close()
 	sig := make(chan os.Signal, 1)
 	signal.Notify(sig, syscall.SIGINT, syscall.SIGTERM)
 	defer signal.Stop(sig)
@@ -89,6 +95,7 @@ func runUntilSignal(n *node.Node) error {
 		n.Logger().Info("stopping", "signal", s.String())
 	case <-n.Left():
 	}
+	svc.close()
 	return n.Close()
 }
 

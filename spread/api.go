@@ -1,0 +1,116 @@
+package spread
+
+import (
+	"context"
+	"errors"
+	"net/http"
+	"strconv"
+	"time"
+
+	"github.com/shoal-ci/shoal/node"
+	"github.com/shoal-ci/shoal/raftfsm"
+)
+
+// MaxUpload bounds an uploaded release archive.
+const MaxUpload = 4 << 30
+
+// DefaultPieceSize is the piece size of uploaded archives, as of built ones.
+const DefaultPieceSize = 256 << 10
+
+// routes adds the release upload and the on-demand fetch to the node's API.
+func (s *Service) routes() {
+	s.n.HandleLimit("POST /v1/apps/{app}/releases", raftfsm.RoleDeployer, MaxUpload, s.postRelease)
+	s.n.Handle("POST /v1/apps/{app}/releases/{version}/fetch", raftfsm.RoleAdmin, s.postFetch)
+}
+
+// postRelease takes a release archive built elsewhere (the body, a tar.gz), stores it on this node and records
+// the release; ?version= sets a custom version and ?notes= its notes. Like `distelli push`.
+func (s *Service) postRelease(w http.ResponseWriter, r *http.Request) error {
+	app := r.PathValue("app")
+	exists := func() (ok bool) {
+		s.n.FSM().Read(func(st *raftfsm.State) { ok = st.Apps[app] != nil })
+		return ok
+	}
+	if !exists() {
+		// This node may not have applied the app's creation yet: catch up with the leader before saying no.
+		ctx, cancel := context.WithTimeout(r.Context(), 10*time.Second)
+		defer cancel()
+		if err := s.n.ConsistentRead(ctx); err != nil {
+			return err
+		}
+	}
+	if !exists() {
+		return node.Errorf(http.StatusNotFound, "app %q does not exist: create it first", app)
+	}
+	meta, err := s.store.Import(r.Body, DefaultPieceSize)
+	if err != nil {
+		var tooLarge *http.MaxBytesError
+		if errors.As(err, &tooLarge) {
+			return node.Errorf(http.StatusRequestEntityTooLarge, "the archive is larger than %d bytes", MaxUpload)
+		}
+		return node.Errorf(http.StatusBadRequest, "store the uploaded archive: %v", err)
+	}
+	q := r.URL.Query()
+	rel := raftfsm.Release{App: app, Version: q.Get("version"), Notes: q.Get("notes"), Digest: meta.Digest, Size: meta.Size,
+		PieceSize: meta.PieceSize, Pieces: meta.Pieces, Holders: []string{s.n.Name()}, CreatedAt: time.Now().UTC()}
+	if tok := node.TokenOf(r); tok != nil {
+		rel.Notes = firstNonEmpty(rel.Notes, "uploaded by token "+tok.Name)
+	}
+	res, err := s.n.ApplyCtx(r, &raftfsm.ReleaseCreate{Release: rel})
+	if err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("X-Shoal-Index", strconv.FormatUint(res.Index, 10))
+	w.WriteHeader(http.StatusCreated)
+	_, err = w.Write(append(res.Value, '\n'))
+	return err
+}
+
+// FetchResult answers POST .../fetch.
+type FetchResult struct {
+	Node    string  `json:"node"`
+	Digest  string  `json:"digest"`
+	Bytes   int64   `json:"bytes"`
+	Seconds float64 `json:"seconds"`
+}
+
+// postFetch makes this node download a release now (to pre-warm a server, or to measure the spread).
+func (s *Service) postFetch(w http.ResponseWriter, r *http.Request) error {
+	lookup := func() (rel *raftfsm.Release) {
+		s.n.FSM().Read(func(st *raftfsm.State) {
+			if x := st.Releases[raftfsm.ReleaseKey(r.PathValue("app"), r.PathValue("version"))]; x != nil {
+				c := *x
+				rel = &c
+			}
+		})
+		return rel
+	}
+	rel := lookup()
+	if rel == nil {
+		ctx, cancel := context.WithTimeout(r.Context(), 10*time.Second)
+		defer cancel()
+		if err := s.n.ConsistentRead(ctx); err != nil {
+			return err
+		}
+		rel = lookup()
+	}
+	if rel == nil {
+		return node.Errorf(http.StatusNotFound, "app %q has no release %q", r.PathValue("app"), r.PathValue("version"))
+	}
+	ctx, cancel := context.WithTimeout(r.Context(), time.Hour)
+	defer cancel()
+	start := time.Now()
+	if err := s.Fetch(ctx, rel, nil); err != nil {
+		return err
+	}
+	s.n.WriteJSON(w, http.StatusOK, FetchResult{Node: s.n.Name(), Digest: rel.Digest, Bytes: rel.Size, Seconds: time.Since(start).Seconds()})
+	return nil
+}
+
+func firstNonEmpty(a, b string) string {
+	if a != "" {
+		return a
+	}
+	return b
+}
