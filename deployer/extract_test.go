@@ -203,15 +203,15 @@ func TestEntryPathRefusesNUL(t *testing.T) {
 	}
 }
 
-type node struct {
+type treeNode struct {
 	kind string // dir, file, link
 	mode fs.FileMode
 	body string
 }
 
-func snapshot(t *testing.T, root string) map[string]node {
+func snapshot(t *testing.T, root string) map[string]treeNode {
 	t.Helper()
-	out := map[string]node{}
+	out := map[string]treeNode{}
 	for _, rel := range listTree(t, root) {
 		p := filepath.Join(root, rel)
 		fi, err := os.Lstat(p)
@@ -221,12 +221,12 @@ func snapshot(t *testing.T, root string) map[string]node {
 		switch {
 		case fi.Mode()&fs.ModeSymlink != 0:
 			target, _ := os.Readlink(p)
-			out[rel] = node{kind: "link", body: target}
+			out[rel] = treeNode{kind: "link", body: target}
 		case fi.IsDir():
-			out[rel] = node{kind: "dir", mode: fi.Mode() & (fs.ModePerm | fs.ModeSetuid | fs.ModeSetgid | fs.ModeSticky)}
+			out[rel] = treeNode{kind: "dir", mode: fi.Mode() & (fs.ModePerm | fs.ModeSetuid | fs.ModeSetgid | fs.ModeSticky)}
 		default:
 			b, _ := os.ReadFile(p)
-			out[rel] = node{kind: "file", mode: fi.Mode() & (fs.ModePerm | fs.ModeSetuid | fs.ModeSetgid | fs.ModeSticky), body: string(b)}
+			out[rel] = treeNode{kind: "file", mode: fi.Mode() & (fs.ModePerm | fs.ModeSetuid | fs.ModeSetgid | fs.ModeSticky), body: string(b)}
 		}
 	}
 	return out
@@ -259,7 +259,7 @@ func TestExtractGoodArchive(t *testing.T) {
 		t.Fatal(err)
 	}
 	got := snapshot(t, dest)
-	want := map[string]node{
+	want := map[string]treeNode{
 		"bin":             {kind: "dir", mode: 0o755},
 		"bin/server":      {kind: "file", mode: 0o755, body: "#!/bin/sh\necho hi\n"},
 		"bin/server-copy": {kind: "file", mode: 0o755, body: "#!/bin/sh\necho hi\n"},

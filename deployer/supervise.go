@@ -223,6 +223,13 @@ func (s *Supervisor) OnRestart(fn func(slot int, delay time.Duration)) {
 // Restarts counts the restarts of exited processes since this Supervisor was created.
 func (s *Supervisor) Restarts() uint64 { return s.restarts.Load() }
 
+// Running reports whether the supervisor is supervising a spec (started or resumed, and not stopped).
+func (s *Supervisor) Running() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.run != nil
+}
+
 // PIDs returns the pids of the supervised processes, by slot.
 func (s *Supervisor) PIDs() []int {
 	s.mu.Lock()

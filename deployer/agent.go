@@ -1,0 +1,275 @@
+package deployer
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/shoal-ci/shoal/node"
+	"github.com/shoal-ci/shoal/raftfsm"
+)
+
+// Defaults of Options.
+const (
+	DefaultKeepReleases     = 5
+	DefaultRetryBackoff     = 5 * time.Second
+	DefaultMaxRetryBackoff  = 5 * time.Minute
+	DefaultDeadAfter        = time.Minute
+	DefaultProgressInterval = time.Second
+	// resyncInterval bounds how long a missed change can go unnoticed: the loops are level-triggered, and
+	// gossip (tags, liveness) changes without a Raft write.
+	resyncInterval = 5 * time.Second
+)
+
+// Options configures the deployer of one node.
+type Options struct {
+	// Fetcher brings releases into this node's artifact store. Required.
+	Fetcher Fetcher
+	// Keep is how many releases stay on disk per environment, the active one included (0: 5).
+	Keep int
+	// Exec tunes supervision (MinStable, back-off, StopGrace); the rest comes from each release.
+	Exec ExecSpec
+	// BaseEnv is what every hook script starts from; empty means PATH and the agent's HOME.
+	BaseEnv []string
+	// RetryBackoff is the first wait after a failed install that no running deployment decides on (a
+	// server converging to its environment's release by itself); it doubles up to MaxRetryBackoff.
+	RetryBackoff, MaxRetryBackoff time.Duration
+	// DeadAfter is how long a server of a started batch may be down (by gossip) before the orchestrator
+	// counts it as failed (0: one minute).
+	DeadAfter time.Duration
+	// ProgressInterval is the least time between two download progress reports written to Raft (0: 1 s).
+	ProgressInterval time.Duration
+	// Logger defaults to the node's, with component=deployer.
+	Logger *slog.Logger
+	// Registerer defaults to the node's registry.
+	Registerer prometheus.Registerer
+}
+
+// Deployer is the deploy half of one node: the agent that makes this node's installed releases equal the
+// desired ones, the orchestrator that runs deployments while the node leads, and their API.
+type Deployer struct {
+	n    *node.Node
+	opts Options
+	log  *slog.Logger
+	m    *metrics
+
+	ctx    context.Context
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+
+	mu      sync.Mutex
+	closed  bool
+	workers map[string]*envWorker // by environment name
+	sups    map[string]*Supervisor
+}
+
+// Attach starts the deployer on n: it resumes supervising the Exec processes an earlier agent left running,
+// registers the deploy API and the per-node log RPC, starts the agent loop, and runs the orchestrator
+// whenever n leads. Close stops it; the supervised processes keep running.
+func Attach(n *node.Node, opts Options) (*Deployer, error) {
+	if opts.Fetcher == nil {
+		return nil, errors.New("deployer: Options.Fetcher is required")
+	}
+	if opts.Keep <= 0 {
+		opts.Keep = DefaultKeepReleases
+	}
+	if opts.RetryBackoff <= 0 {
+		opts.RetryBackoff = DefaultRetryBackoff
+	}
+	if opts.MaxRetryBackoff < opts.RetryBackoff {
+		opts.MaxRetryBackoff = max(DefaultMaxRetryBackoff, opts.RetryBackoff)
+	}
+	if opts.DeadAfter <= 0 {
+		opts.DeadAfter = DefaultDeadAfter
+	}
+	if opts.ProgressInterval <= 0 {
+		opts.ProgressInterval = DefaultProgressInterval
+	}
+	if opts.Logger == nil {
+		opts.Logger = n.Logger().With("component", "deployer")
+	}
+	if opts.Registerer == nil {
+		opts.Registerer = n.Registry()
+	}
+	if len(opts.BaseEnv) == 0 {
+		opts.BaseEnv = []string{"PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"}
+		if home := os.Getenv("HOME"); home != "" {
+			opts.BaseEnv = append(opts.BaseEnv, "HOME="+home)
+		}
+	}
+	m, err := newMetrics(opts.Registerer)
+	if err != nil {
+		return nil, err
+	}
+	d := &Deployer{n: n, opts: opts, log: opts.Logger, m: m, workers: map[string]*envWorker{}, sups: map[string]*Supervisor{}}
+	d.ctx, d.cancel = context.WithCancel(context.Background())
+	d.resumeAll()
+	d.registerAPI()
+	d.wg.Add(1)
+	go d.agentLoop()
+	n.OnLeader(d.lead)
+	return d, nil
+}
+
+// Close stops the agent loop, the environment workers (an install under way is interrupted: its scripts are
+// killed and the next start does it again) and the orchestrator. Supervised processes keep running.
+func (d *Deployer) Close() error {
+	d.mu.Lock()
+	if d.closed {
+		d.mu.Unlock()
+		return nil
+	}
+	d.closed = true
+	d.mu.Unlock()
+	d.cancel()
+	d.wg.Wait()
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	for _, s := range d.sups {
+		s.Close()
+	}
+	return nil
+}
+
+// track adds a goroutine to the deployer's wait group unless it is closed; it reports whether it did.
+func (d *Deployer) track() bool {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.closed {
+		return false
+	}
+	d.wg.Add(1)
+	return true
+}
+
+// EnvDir is where an environment's releases, `current` link, logs and supervisor state live on this node.
+func (d *Deployer) EnvDir(app, env string) string {
+	return filepath.Join(d.n.DataDir(), "apps", app, env)
+}
+
+// supervisor returns the Exec supervisor of an environment directory, creating it once.
+func (d *Deployer) supervisor(app, env string) *Supervisor {
+	dir := d.EnvDir(app, env)
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if s := d.sups[dir]; s != nil {
+		return s
+	}
+	s := NewSupervisor(filepath.Join(dir, "supervisor"), d.log.With("app", app, "env", env))
+	restarts := d.m.execRestarts.WithLabelValues(app, env)
+	s.OnRestart(func(int, time.Duration) { restarts.Inc() })
+	d.sups[dir] = s
+	return s
+}
+
+// resumeAll adopts, before Raft has even caught up, the Exec processes of every environment directory on
+// disk: restarting the agent must not restart the apps.
+func (d *Deployer) resumeAll() {
+	dirs, _ := filepath.Glob(filepath.Join(d.n.DataDir(), "apps", "*", "*", "supervisor"))
+	for _, dir := range dirs {
+		env := filepath.Dir(dir)
+		app := filepath.Base(filepath.Dir(env))
+		s := d.supervisor(app, filepath.Base(env))
+		ok, err := s.Resume()
+		switch {
+		case err != nil:
+			d.log.Error("resume exec supervision", "app", app, "env", filepath.Base(env), "err", err)
+		case ok:
+			d.log.Info("resumed exec supervision", "app", app, "env", filepath.Base(env), "pids", s.PIDs())
+		}
+	}
+}
+
+// agentLoop keeps one worker per environment this node is in.
+func (d *Deployer) agentLoop() {
+	defer d.wg.Done()
+	t := time.NewTicker(resyncInterval)
+	defer t.Stop()
+	for {
+		changed := d.n.FSM().Changed()
+		d.syncWorkers()
+		select {
+		case <-d.ctx.Done():
+			d.stopWorkers()
+			return
+		case <-changed:
+		case <-t.C:
+		}
+	}
+}
+
+// myTags returns this node's gossip tags as the mesh sees them.
+func (d *Deployer) myTags() map[string]string {
+	for _, m := range d.n.Members() {
+		if m.Name == d.n.Name() {
+			return m.Tags
+		}
+	}
+	return nil
+}
+
+func (d *Deployer) syncWorkers() {
+	me, tags := d.n.Name(), d.myTags()
+	want := map[string]string{} // env → app
+	d.n.FSM().Read(func(s *raftfsm.State) {
+		for _, e := range s.Envs {
+			if InEnv(e, me, tags) {
+				want[e.Name] = e.App
+			}
+		}
+	})
+	d.mu.Lock()
+	var stop []*envWorker
+	for name, w := range d.workers {
+		if app, ok := want[name]; !ok || app != w.app {
+			stop = append(stop, w)
+			delete(d.workers, name)
+		}
+	}
+	for name, app := range want {
+		if d.workers[name] != nil || d.closed {
+			continue
+		}
+		w := d.newWorker(app, name)
+		d.workers[name] = w
+		d.wg.Add(1)
+		go w.run()
+	}
+	d.m.installsReady.Set(float64(len(d.workers)))
+	d.mu.Unlock()
+	for _, w := range stop {
+		d.log.Info("this node left an environment; its release stays installed and running", "app", w.app, "env", w.env)
+		w.stop()
+	}
+}
+
+func (d *Deployer) stopWorkers() {
+	d.mu.Lock()
+	ws := make([]*envWorker, 0, len(d.workers))
+	for name, w := range d.workers {
+		ws = append(ws, w)
+		delete(d.workers, name)
+	}
+	d.mu.Unlock()
+	for _, w := range ws {
+		w.stop()
+	}
+}
+
+// apply writes a command with a bounded wait, for the agent's and orchestrator's own writes.
+func (d *Deployer) apply(ctx context.Context, c raftfsm.Command) (*node.Applied, error) {
+	ctx, cancel := context.WithTimeout(ctx, 15*time.Second)
+	defer cancel()
+	res, err := d.n.Apply(ctx, c)
+	if err != nil {
+		return nil, fmt.Errorf("write %T: %w", c, err)
+	}
+	return res, nil
+}

@@ -1,0 +1,110 @@
+package deployer
+
+import (
+	"sync"
+	"time"
+
+	"github.com/shoal-ci/shoal/raftfsm"
+)
+
+// statusSender writes this node's status in one deployment to Raft from its own goroutine, so lifecycle
+// callbacks never wait for a commit. Only the latest status matters: one set while a write is under way
+// replaces any other waiting, and Close sends the last one before it returns.
+type statusSender struct {
+	w    *envWorker
+	id   string
+	mu   sync.Mutex
+	next *raftfsm.NodeStatus
+	wake chan struct{}
+	quit chan struct{}
+	done chan struct{}
+}
+
+// reporter returns a sender for deployment id; with no deployment, statuses go nowhere.
+func (w *envWorker) reporter(id string) *statusSender {
+	s := &statusSender{w: w, id: id, wake: make(chan struct{}, 1), quit: make(chan struct{}), done: make(chan struct{})}
+	if id == "" {
+		close(s.done)
+		return s
+	}
+	go s.loop()
+	return s
+}
+
+// Set queues st as the latest status.
+func (s *statusSender) Set(st raftfsm.NodeStatus) {
+	if s.id == "" {
+		return
+	}
+	st.UpdatedAt = time.Now().UTC()
+	s.mu.Lock()
+	s.next = &st
+	s.mu.Unlock()
+	select {
+	case s.wake <- struct{}{}:
+	default:
+	}
+}
+
+// Close sends the status still waiting, if any, and stops the goroutine.
+func (s *statusSender) Close() {
+	if s.id == "" {
+		return
+	}
+	close(s.quit)
+	<-s.done
+}
+
+func (s *statusSender) loop() {
+	defer close(s.done)
+	for {
+		quitting := false
+		select {
+		case <-s.wake:
+		case <-s.quit:
+			quitting = true
+		}
+		s.mu.Lock()
+		st := s.next
+		s.next = nil
+		s.mu.Unlock()
+		if st != nil {
+			s.send(*st)
+		}
+		if quitting {
+			s.mu.Lock()
+			st := s.next
+			s.mu.Unlock()
+			if st != nil {
+				s.send(*st)
+			}
+			return
+		}
+	}
+}
+
+// send writes one status, retrying a few times: a final state that never reaches Raft would leave the
+// orchestrator waiting. It runs on the deployer's context, not the worker's, so a worker stopped right
+// after its last report still delivers it.
+func (s *statusSender) send(st raftfsm.NodeStatus) {
+	cmd := &raftfsm.NodeStatusSet{ID: s.id, Node: s.w.d.n.Name(), Status: st}
+	final := st.State == raftfsm.NodeHealthy || st.State == raftfsm.NodeFailed
+	for attempt := 0; ; attempt++ {
+		_, err := s.w.d.apply(s.w.d.ctx, cmd)
+		if err == nil || raftfsm.KindOf(err) != "" {
+			if err != nil {
+				s.w.log.Warn("report status", "deployment", s.id, "state", st.State, "err", err)
+			}
+			return
+		}
+		if !final || attempt >= 5 || s.w.d.ctx.Err() != nil {
+			s.w.log.Warn("report status", "deployment", s.id, "state", st.State, "err", err)
+			return
+		}
+		select {
+		case <-s.w.d.ctx.Done():
+			return
+		case <-time.After(time.Duration(attempt+1) * 200 * time.Millisecond):
+		}
+	}
+}

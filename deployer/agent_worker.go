@@ -1,0 +1,467 @@
+package deployer
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"maps"
+	"slices"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/shoal-ci/shoal/manifest"
+	"github.com/shoal-ci/shoal/raftfsm"
+)
+
+// envWorker makes this node's installation of one environment match what the replicated state asks for.
+// It is the only writer of its environment directory, so lifecycles of one environment never overlap.
+type envWorker struct {
+	d        *Deployer
+	app, env string
+	dir      string
+	sup      *Supervisor
+	log      *slog.Logger
+
+	ctx    context.Context
+	cancel context.CancelFunc
+	done   chan struct{}
+
+	// Retry state for installs that no running deployment decides on.
+	failKey  string
+	failures int
+	nextTry  time.Time
+}
+
+func (d *Deployer) newWorker(app, env string) *envWorker {
+	w := &envWorker{d: d, app: app, env: env, dir: d.EnvDir(app, env), sup: d.supervisor(app, env),
+		log: d.log.With("app", app, "env", env), done: make(chan struct{})}
+	w.ctx, w.cancel = context.WithCancel(d.ctx)
+	return w
+}
+
+func (w *envWorker) stop() {
+	w.cancel()
+	<-w.done
+}
+
+func (w *envWorker) run() {
+	defer w.d.wg.Done()
+	defer close(w.done)
+	for {
+		changed := w.d.n.FSM().Changed()
+		again := w.step()
+		if again <= 0 {
+			again = resyncInterval
+		}
+		t := time.NewTimer(again)
+		select {
+		case <-w.ctx.Done():
+			t.Stop()
+			return
+		case <-changed:
+		case <-t.C:
+		}
+		t.Stop()
+	}
+}
+
+// view is what one step needs from the replicated state, copied out under the read lock.
+type view struct {
+	found    bool
+	t        target
+	env      raftfsm.Env
+	rel      *raftfsm.Release
+	manifest string // the app's manifest path
+}
+
+func (w *envWorker) read() view {
+	me := w.d.n.Name()
+	var v view
+	w.d.n.FSM().Read(func(s *raftfsm.State) {
+		e := s.Envs[w.env]
+		if e == nil || e.App != w.app {
+			return
+		}
+		v.found = true
+		v.env = *e
+		v.env.Vars = maps.Clone(e.Vars)
+		v.t = desiredFor(s, e, me)
+		if d := v.t.Dep; d != nil {
+			c := *d
+			c.Batches = nil
+			c.Nodes = map[string]*raftfsm.NodeStatus{}
+			if st := d.Nodes[me]; st != nil {
+				cp := *st
+				c.Nodes[me] = &cp
+			}
+			v.t.Dep = &c
+		}
+		if v.t.Release != "" {
+			if r := s.Releases[raftfsm.ReleaseKey(e.App, v.t.Release)]; r != nil {
+				c := *r
+				c.Pieces = slices.Clone(r.Pieces)
+				c.Holders = slices.Clone(r.Holders)
+				v.rel = &c
+			}
+		}
+		if a := s.Apps[e.App]; a != nil {
+			v.manifest = a.Manifest
+		}
+	})
+	return v
+}
+
+// step does at most one piece of work and returns how soon it wants to look again without a change.
+func (w *envWorker) step() time.Duration {
+	v := w.read()
+	if !v.found || v.t.Kind == "" {
+		return 0
+	}
+	me := w.d.n.Name()
+	rec, err := loadRecord(w.dir)
+	if err != nil {
+		w.log.Error("read install record; installing again", "err", err)
+	}
+	cur := currentBase(w.dir)
+	st := statusOf(v.t.Dep, me)
+	t := v.t
+
+	if t.Kind != raftfsm.DeployKindDeploy {
+		if st == raftfsm.NodeHealthy || st == raftfsm.NodeFailed {
+			return 0
+		}
+		w.runOp(t, v, rec, cur)
+		return 0
+	}
+
+	installed := rec != nil && rec.Release == t.Release && rec.Dir == cur && !rec.Terminated
+	if installed && t.Live && t.Dep.Force && rec.Deployment != t.Dep.ID {
+		installed = false
+	}
+	switch {
+	case t.Live && st == raftfsm.NodeFailed:
+		return 0 // the orchestrator decides what follows a failure
+	case t.Live && installed && st == raftfsm.NodeHealthy:
+		w.ensureRunning(v, rec)
+		return 0
+	case t.Live && installed:
+		// Installed earlier (an agent restart, or this release was already here): it only has to prove healthy.
+		w.check(t, v, rec)
+		return 0
+	case t.Live:
+		w.install(t, v, cur)
+		return 0
+	case t.Stay && st == raftfsm.NodeFailed:
+		return 0
+	case installed:
+		w.ensureRunning(v, rec)
+		return 0
+	}
+	key := t.Release
+	if now := time.Now(); key == w.failKey && now.Before(w.nextTry) {
+		return w.nextTry.Sub(now)
+	}
+	if err := w.install(t, v, cur); err != nil {
+		if key != w.failKey {
+			w.failKey, w.failures = key, 0
+		}
+		w.failures++
+		backoff := w.d.opts.RetryBackoff << min(w.failures-1, 16)
+		backoff = min(backoff, w.d.opts.MaxRetryBackoff)
+		w.nextTry = time.Now().Add(backoff)
+		w.log.Warn("install failed; retrying later", "release", key, "retry_in", backoff, "err", err)
+		return backoff
+	}
+	w.failKey, w.failures = "", 0
+	return 0
+}
+
+// envVars is the environment's variables as KEY=value, sorted for a stable Exec spec hash.
+func envVars(e *raftfsm.Env) []string {
+	keys := slices.Sorted(maps.Keys(e.Vars))
+	out := make([]string, 0, len(keys))
+	for _, k := range keys {
+		out = append(out, k+"="+e.Vars[k].Value)
+	}
+	return out
+}
+
+// lifecycle builds the runner of one release of this environment.
+func (w *envWorker) lifecycle(e *raftfsm.Env, rel releaseInfo, m *manifest.Manifest, installDir, deployment string) *Lifecycle {
+	return &Lifecycle{
+		App: w.app, Env: w.env, Release: rel.Version, Build: rel.Build, Commit: rel.Commit, Branch: rel.Branch,
+		Node: w.d.n.Name(), Deployment: deployment,
+		EnvDir: w.dir, InstallDir: installDir,
+		Vars: envVars(e), BaseEnv: w.d.opts.BaseEnv, Hooks: HooksOf(m),
+		OpenArchive: func() (io.ReadCloser, error) { return w.d.opts.Fetcher.Open(rel.Digest) },
+		Supervisor:  w.sup, Exec: w.d.opts.Exec, Logger: w.log,
+	}
+}
+
+// healthVars are what a health check URL may name: the environment's variables and Shoal's own.
+func (w *envWorker) healthVars(e *raftfsm.Env, l *Lifecycle) map[string]string {
+	vars := map[string]string{"SHOAL_APP": w.app, "SHOAL_ENV": w.env, "SHOAL_RELEASE": l.Release,
+		"SHOAL_NODE": l.Node, "SHOAL_APPHOME": l.AppHome(), "SHOAL_DEPLOYMENT": l.Deployment}
+	for k, v := range e.Vars {
+		vars[k] = v.Value
+	}
+	return vars
+}
+
+// install fetches, installs, starts and health-checks the target release, reporting each state to the
+// target's deployment (when there is one).
+func (w *envWorker) install(t target, v view, cur string) (err error) {
+	start := time.Now()
+	depID := ""
+	if t.Dep != nil {
+		depID = t.Dep.ID
+	}
+	rep := w.reporter(depID)
+	defer rep.Close()
+	dlog := w.openLog(depID, t.Release)
+	defer dlog.Close()
+	defer func() {
+		result := "ok"
+		if err != nil {
+			result = "failed"
+			dlog.Notef("FAILED: %v", err)
+			rep.Set(raftfsm.NodeStatus{State: raftfsm.NodeFailed, Error: trimErr(err)})
+		} else {
+			w.d.m.installTime.WithLabelValues(w.app, w.env).Observe(time.Since(start).Seconds())
+		}
+		w.d.m.installs.WithLabelValues(w.app, w.env, result).Inc()
+	}()
+	if v.rel == nil {
+		return fmt.Errorf("release %s of app %s is not in the mesh's records (deleted?)", t.Release, w.app)
+	}
+	rel := releaseOf(v.rel)
+	dlog.Notef("deploying %s release %s (archive %.12s, %d bytes) on %s", w.app, rel.Version, rel.Digest, v.rel.Size, w.d.n.Name())
+
+	rep.Set(raftfsm.NodeStatus{State: raftfsm.NodeDownloading})
+	var lastReport time.Time
+	progress := func(done, total int64) {
+		if now := time.Now(); now.Sub(lastReport) >= w.d.opts.ProgressInterval || done == total {
+			lastReport = now
+			p := 1.0
+			if total > 0 {
+				p = float64(done) / float64(total)
+			}
+			rep.Set(raftfsm.NodeStatus{State: raftfsm.NodeDownloading, Progress: p})
+		}
+	}
+	if err := w.d.opts.Fetcher.Fetch(w.ctx, v.rel, progress); err != nil {
+		return fmt.Errorf("fetch release %s: %w", rel.Version, err)
+	}
+	dlog.Notef("fetched in %s", time.Since(start).Round(time.Millisecond))
+	if !slices.Contains(v.rel.Holders, w.d.n.Name()) {
+		if _, err := w.d.apply(w.ctx, &raftfsm.ReleaseHolders{App: w.app, Version: rel.Version, Node: w.d.n.Name()}); err != nil {
+			w.log.Warn("record this node as a holder of the release", "release", rel.Version, "err", err)
+		}
+	}
+	name, data, m, err := w.manifestOf(rel.Digest, v.manifest)
+	if err != nil {
+		return err
+	}
+	rep.Set(raftfsm.NodeStatus{State: raftfsm.NodeInstalling, Progress: 1})
+	installDir := installDirFor(w.dir, rel.Version, cur)
+	l := w.lifecycle(&v.env, rel, m, installDir, depID)
+	starting := false
+	l.OnPhase = func(phase string) {
+		dlog.Phase(phase, l)
+		switch phase {
+		case PhaseStop, PhaseFlip, PhasePreStart, PhaseExec, PhaseStart, PhasePostStart:
+			if !starting {
+				starting = true
+				rep.Set(raftfsm.NodeStatus{State: raftfsm.NodeStarting, Progress: 1})
+			}
+		}
+	}
+	err = l.Deploy(w.ctx)
+	dlog.EndPhase(l)
+	if err != nil {
+		return err
+	}
+	rec := &installRecord{Release: rel.Version, Dir: baseName(installDir), Deployment: depID, Digest: rel.Digest,
+		Build: rel.Build, Commit: rel.Commit, Branch: rel.Branch, ManifestName: name, Manifest: string(data)}
+	if err := saveRecord(w.dir, rec); err != nil {
+		return err
+	}
+	if err := pruneReleases(w.dir, w.d.opts.Keep); err != nil {
+		w.log.Warn("remove old releases", "err", err)
+	}
+	if err := w.waitHealthy(&v.env, l, m, dlog); err != nil {
+		return err
+	}
+	dlog.Notef("healthy after %s", time.Since(start).Round(time.Millisecond))
+	rep.Set(raftfsm.NodeStatus{State: raftfsm.NodeHealthy, Progress: 1})
+	return nil
+}
+
+// waitHealthy runs the manifest's health check; a release without one is healthy once started.
+func (w *envWorker) waitHealthy(e *raftfsm.Env, l *Lifecycle, m *manifest.Manifest, dlog *deployLog) error {
+	spec := HealthOf(m, w.healthVars(e, l))
+	if spec == nil {
+		return nil
+	}
+	dlog.Notef("=== Health: %s", strings.TrimSpace(spec.URL+spec.Command))
+	err := WaitHealthy(w.ctx, l.HealthSpec(*spec))
+	result := "healthy"
+	if err != nil {
+		result = "failed"
+	}
+	w.d.m.healthChecks.WithLabelValues(w.app, w.env, result).Inc()
+	if err != nil {
+		return fmt.Errorf("release %s started but is not healthy: %w", l.Release, err)
+	}
+	return nil
+}
+
+// check proves an installed release healthy for a running deployment, without installing it again.
+func (w *envWorker) check(t target, v view, rec *installRecord) {
+	rep := w.reporter(t.Dep.ID)
+	defer rep.Close()
+	dlog := w.openLog(t.Dep.ID, t.Release)
+	defer dlog.Close()
+	dlog.Notef("release %s is already installed on %s; checking its health", rec.Release, w.d.n.Name())
+	rep.Set(raftfsm.NodeStatus{State: raftfsm.NodeStarting, Progress: 1})
+	m, err := rec.parse()
+	if err == nil {
+		l := w.lifecycle(&v.env, rec.info(), m, "", t.Dep.ID)
+		if err = l.useCurrent(); err == nil {
+			if err = w.ensureRunningWith(l); err == nil {
+				err = w.waitHealthy(&v.env, l, m, dlog)
+			}
+		}
+	}
+	if err != nil {
+		dlog.Notef("FAILED: %v", err)
+		rep.Set(raftfsm.NodeStatus{State: raftfsm.NodeFailed, Progress: 1, Error: trimErr(err)})
+		return
+	}
+	rep.Set(raftfsm.NodeStatus{State: raftfsm.NodeHealthy, Progress: 1})
+}
+
+// ensureRunning starts supervising the installed release's Exec again when nothing supervises it: an agent
+// killed between stopping the old process and starting the new one, for example.
+func (w *envWorker) ensureRunning(v view, rec *installRecord) {
+	if w.sup.Running() {
+		return
+	}
+	m, err := rec.parse()
+	if err != nil {
+		w.log.Error("read the installed release's manifest", "err", err)
+		return
+	}
+	l := w.lifecycle(&v.env, rec.info(), m, "", rec.Deployment)
+	if err := l.useCurrent(); err != nil {
+		return
+	}
+	if err := w.ensureRunningWith(l); err != nil {
+		w.log.Error("start the installed release's exec", "release", rec.Release, "err", err)
+	}
+}
+
+func (w *envWorker) ensureRunningWith(l *Lifecycle) error {
+	if !l.Hooks.has(PhaseExec) || w.sup.Running() {
+		return nil
+	}
+	w.log.Info("exec of the installed release is not supervised; starting it", "release", l.Release)
+	return w.sup.Start(l.ExecSpec())
+}
+
+// runOp runs a restart or terminate deployment's lifecycle once on this node.
+func (w *envWorker) runOp(t target, v view, rec *installRecord, cur string) {
+	rep := w.reporter(t.Dep.ID)
+	defer rep.Close()
+	dlog := w.openLog(t.Dep.ID, "")
+	defer dlog.Close()
+	if rec == nil || cur == "" || rec.Dir != cur {
+		if t.Kind == raftfsm.DeployKindTerminate {
+			dlog.Notef("no release is installed on %s: nothing to terminate", w.d.n.Name())
+			rep.Set(raftfsm.NodeStatus{State: raftfsm.NodeHealthy, Progress: 1})
+			return
+		}
+		err := errors.New("no release is installed on this server: deploy one before restarting")
+		dlog.Notef("FAILED: %v", err)
+		rep.Set(raftfsm.NodeStatus{State: raftfsm.NodeFailed, Error: err.Error()})
+		return
+	}
+	dlog.Notef("%s of %s release %s on %s", t.Kind, w.app, rec.Release, w.d.n.Name())
+	rep.Set(raftfsm.NodeStatus{State: raftfsm.NodeStarting})
+	err := func() error {
+		m, err := rec.parse()
+		if err != nil {
+			return err
+		}
+		l := w.lifecycle(&v.env, rec.info(), m, "", t.Dep.ID)
+		l.OnPhase = func(phase string) { dlog.Phase(phase, l) }
+		if t.Kind == raftfsm.DeployKindTerminate {
+			err = l.Terminate(w.ctx)
+			dlog.EndPhase(l)
+			if err != nil {
+				return err
+			}
+			rec.Terminated = true
+			return saveRecord(w.dir, rec)
+		}
+		err = l.Restart(w.ctx)
+		dlog.EndPhase(l)
+		if err != nil {
+			return err
+		}
+		if rec.Terminated {
+			rec.Terminated = false
+			if err := saveRecord(w.dir, rec); err != nil {
+				return err
+			}
+		}
+		return w.waitHealthy(&v.env, l, m, dlog)
+	}()
+	if err != nil {
+		dlog.Notef("FAILED: %v", err)
+		rep.Set(raftfsm.NodeStatus{State: raftfsm.NodeFailed, Error: trimErr(err)})
+		return
+	}
+	dlog.Notef("done")
+	rep.Set(raftfsm.NodeStatus{State: raftfsm.NodeHealthy, Progress: 1})
+}
+
+// manifestOf reads and parses the manifest inside a release's archive.
+func (w *envWorker) manifestOf(digest, path string) (string, []byte, *manifest.Manifest, error) {
+	rc, err := w.d.opts.Fetcher.Open(digest)
+	if err != nil {
+		return "", nil, nil, fmt.Errorf("open release archive: %w", err)
+	}
+	defer rc.Close()
+	name, data, err := ReadManifest(rc, path)
+	if err != nil {
+		return "", nil, nil, err
+	}
+	m, err := manifest.Parse(name, data)
+	if err != nil {
+		return "", nil, nil, fmt.Errorf("the release's manifest: %w", err)
+	}
+	return name, data, m, nil
+}
+
+// trimErr keeps an error short enough for the replicated record; the full text is in the node's log.
+func trimErr(err error) string {
+	s := err.Error()
+	if len(s) > 2048 {
+		s = s[:2048] + "…"
+	}
+	return s
+}
+
+// sortedKeys is for deterministic output.
+func sortedKeys[V any](m map[string]V) []string {
+	out := make([]string, 0, len(m))
+	for k := range m {
+		out = append(out, k)
+	}
+	sort.Strings(out)
+	return out
+}

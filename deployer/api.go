@@ -1,0 +1,510 @@
+package deployer
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"sort"
+	"strconv"
+	"time"
+
+	"github.com/shoal-ci/shoal/node"
+	"github.com/shoal-ci/shoal/raftfsm"
+)
+
+// CreateRequest is the body of POST /v1/envs/{env}/deployments.
+type CreateRequest struct {
+	// Release is the version to deploy; required for kind deploy, ignored by restart and terminate.
+	Release string `json:"release"`
+	// Kind is deploy (default), restart or terminate.
+	Kind string `json:"kind"`
+	// Force deploys even when Release is already the environment's release, installing it again.
+	Force bool `json:"force"`
+	// Strategy overrides the environment's strategy for this deployment.
+	Strategy *raftfsm.Strategy `json:"strategy,omitempty"`
+}
+
+// CreateResult answers a request that may start a deployment: the deployment, or Noop and why not.
+type CreateResult struct {
+	Deployment *raftfsm.Deployment `json:"deployment,omitempty"`
+	Noop       bool                `json:"noop,omitempty"`
+	Message    string              `json:"message,omitempty"`
+}
+
+// RollbackRequest is the body of POST /v1/envs/{env}/rollback.
+type RollbackRequest struct {
+	// To is the version to go back to; empty means the release before the current one.
+	To string `json:"to"`
+}
+
+// PromoteRequest is the body of POST /v1/apps/{app}/promote.
+type PromoteRequest struct {
+	Release string `json:"release"`
+	From    string `json:"from"`
+	// To is the environment to promote to; empty means the stage after From in the app's pipeline.
+	To string `json:"to"`
+}
+
+// PinRequest is the body of POST /v1/envs/{env}/pin.
+type PinRequest struct {
+	Reason string `json:"reason"`
+}
+
+// LogResponse is a node's log of one deployment, as GET /v1/deployments/{id}/nodes/{node}/log answers.
+type LogResponse struct {
+	Node       string `json:"node"`
+	Deployment string `json:"deployment"`
+	Log        string `json:"log"`
+	// Truncated means the log was longer and only its end is shown.
+	Truncated bool `json:"truncated,omitempty"`
+}
+
+// maxLogBytes bounds the log one answer carries (its end is kept).
+const maxLogBytes = 1 << 20
+
+func (d *Deployer) registerAPI() {
+	n := d.n
+	n.Handle("POST /v1/envs/{env}/deployments", raftfsm.RoleDeployer, d.postDeployment)
+	n.Handle("GET /v1/envs/{env}/deployments", raftfsm.RoleReader, d.listDeployments)
+	n.Handle("GET /v1/deployments/{id}", raftfsm.RoleReader, d.getDeployment)
+	n.Handle("POST /v1/deployments/{id}/approve", raftfsm.RoleDeployer, d.approve)
+	n.Handle("POST /v1/deployments/{id}/cancel", raftfsm.RoleDeployer, d.cancelDeployment)
+	n.Handle("GET /v1/deployments/{id}/nodes/{node}/log", raftfsm.RoleReader, d.getLog)
+	n.Handle("POST /v1/envs/{env}/rollback", raftfsm.RoleDeployer, d.rollback)
+	n.Handle("POST /v1/envs/{env}/pin", raftfsm.RoleDeployer, d.pin(true))
+	n.Handle("POST /v1/envs/{env}/unpin", raftfsm.RoleDeployer, d.pin(false))
+	n.Handle("GET /v1/apps/{app}/pipeline", raftfsm.RoleReader, d.getPipeline)
+	n.Handle("PUT /v1/apps/{app}/pipeline", raftfsm.RoleAdmin, d.putPipeline)
+	n.Handle("POST /v1/apps/{app}/promote", raftfsm.RoleDeployer, d.promote)
+	n.Endpoint().HandleRPC(logRPC, d.serveLogRPC)
+}
+
+// who names the caller in the records it starts.
+func who(r *http.Request) string {
+	if t := node.TokenOf(r); t != nil {
+		return t.Name
+	}
+	return "api"
+}
+
+// envOf copies an environment out of the state, catching up with the leader once if this node has not
+// applied it yet.
+func (d *Deployer) envOf(r *http.Request, name string) (raftfsm.Env, error) {
+	read := func() (raftfsm.Env, bool) {
+		var e raftfsm.Env
+		var ok bool
+		d.n.FSM().Read(func(s *raftfsm.State) {
+			if cur := s.Envs[name]; cur != nil {
+				e, ok = *cur, true
+			}
+		})
+		return e, ok
+	}
+	if e, ok := read(); ok {
+		return e, nil
+	}
+	ctx, cancel := context.WithTimeout(r.Context(), 10*time.Second)
+	defer cancel()
+	if err := d.n.ConsistentRead(ctx); err != nil {
+		return raftfsm.Env{}, err
+	}
+	if e, ok := read(); ok {
+		return e, nil
+	}
+	return raftfsm.Env{}, node.Errorf(http.StatusNotFound, "environment %q does not exist: `node env list` shows them", name)
+}
+
+// create writes a new deployment and answers with it.
+func (d *Deployer) create(w http.ResponseWriter, r *http.Request, dep raftfsm.Deployment) error {
+	res, err := d.n.ApplyCtx(r, &raftfsm.DeployCreate{Deployment: dep})
+	if err != nil {
+		return err
+	}
+	var out raftfsm.Deployment
+	if err := json.Unmarshal(res.Value, &out); err != nil {
+		return fmt.Errorf("read the created deployment: %w", err)
+	}
+	d.n.WriteJSON(w, http.StatusCreated, CreateResult{Deployment: &out})
+	return nil
+}
+
+func (d *Deployer) postDeployment(w http.ResponseWriter, r *http.Request) error {
+	var in CreateRequest
+	if err := node.Decode(r, &in); err != nil {
+		return err
+	}
+	e, err := d.envOf(r, r.PathValue("env"))
+	if err != nil {
+		return err
+	}
+	switch in.Kind {
+	case "", raftfsm.DeployKindDeploy:
+		in.Kind = raftfsm.DeployKindDeploy
+		if in.Release == "" {
+			return node.Errorf(http.StatusBadRequest, "a deploy needs a release: `node releases %s` lists them", e.App)
+		}
+		if in.Release == e.Desired && !in.Force {
+			d.n.WriteJSON(w, http.StatusOK, CreateResult{Noop: true,
+				Message: fmt.Sprintf("%s is already the release of %s: nothing to do (use --force to install it again)", in.Release, e.Name)})
+			return nil
+		}
+	case raftfsm.DeployKindRestart, raftfsm.DeployKindTerminate:
+		in.Release = e.Desired
+	default:
+		return node.Errorf(http.StatusBadRequest, "kind %q is not one of deploy, restart, terminate", in.Kind)
+	}
+	dep := NewDeployment(&e, d.n.Members(), in.Kind, in.Release, who(r), in.Force, in.Strategy, time.Now())
+	return d.create(w, r, dep)
+}
+
+func (d *Deployer) listDeployments(w http.ResponseWriter, r *http.Request) error {
+	if err := d.n.BeginRead(r); err != nil {
+		return err
+	}
+	env := r.PathValue("env")
+	limit := 20
+	if s := r.URL.Query().Get("limit"); s != "" {
+		v, err := strconv.Atoi(s)
+		if err != nil || v < 0 {
+			return node.Errorf(http.StatusBadRequest, "limit %q is not a number (0 means all)", s)
+		}
+		limit = v
+	}
+	out := []raftfsm.Deployment{}
+	exists := false
+	d.n.FSM().Read(func(s *raftfsm.State) {
+		_, exists = s.Envs[env]
+		for _, dep := range s.Deploys {
+			if dep.Env == env {
+				out = append(out, copyDeployment(dep))
+			}
+		}
+	})
+	if !exists && len(out) == 0 {
+		return node.Errorf(http.StatusNotFound, "environment %q does not exist", env)
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].CreateIndex > out[j].CreateIndex })
+	if limit > 0 && len(out) > limit {
+		out = out[:limit]
+	}
+	d.n.WriteJSON(w, http.StatusOK, out)
+	return nil
+}
+
+func copyDeployment(d *raftfsm.Deployment) raftfsm.Deployment {
+	c := *d
+	c.Batches = make([][]string, len(d.Batches))
+	for i, b := range d.Batches {
+		c.Batches[i] = append([]string(nil), b...)
+	}
+	c.Nodes = make(map[string]*raftfsm.NodeStatus, len(d.Nodes))
+	for k, v := range d.Nodes {
+		st := *v
+		c.Nodes[k] = &st
+	}
+	return c
+}
+
+// deployment copies one deployment out of the state.
+func (d *Deployer) deployment(id string) (raftfsm.Deployment, bool) {
+	var out raftfsm.Deployment
+	var ok bool
+	d.n.FSM().Read(func(s *raftfsm.State) {
+		if dep := s.Deploys[id]; dep != nil {
+			out, ok = copyDeployment(dep), true
+		}
+	})
+	return out, ok
+}
+
+func (d *Deployer) getDeployment(w http.ResponseWriter, r *http.Request) error {
+	if err := d.n.BeginRead(r); err != nil {
+		return err
+	}
+	dep, ok := d.deployment(r.PathValue("id"))
+	if !ok {
+		return node.Errorf(http.StatusNotFound, "deployment %q does not exist: `node deployments ENV` lists them", r.PathValue("id"))
+	}
+	d.n.WriteJSON(w, http.StatusOK, dep)
+	return nil
+}
+
+// update moves a deployment in state from to state to, after checking it is still there. The check and
+// the write are not atomic (NEEDS.md, item 2): the orchestrator only acts on pending and running
+// deployments, so the window is one Raft round trip.
+func (d *Deployer) update(w http.ResponseWriter, r *http.Request, from []string, to, verb string) error {
+	id := r.PathValue("id")
+	dep, ok := d.deployment(id)
+	if !ok {
+		return node.Errorf(http.StatusNotFound, "deployment %q does not exist", id)
+	}
+	allowed := false
+	for _, f := range from {
+		allowed = allowed || dep.State == f
+	}
+	if !allowed {
+		return node.Errorf(http.StatusConflict, "deployment %s is %s: only a deployment that is %v can be %s", id, dep.State, from, verb)
+	}
+	u := &raftfsm.DeployUpdate{ID: id, State: to, Batch: dep.Batch, Error: dep.Error, At: time.Now().UTC()}
+	if to == raftfsm.DeployCancelled {
+		u.Error = "cancelled by " + who(r)
+	}
+	if _, err := d.n.ApplyCtx(r, u); err != nil {
+		return err
+	}
+	out, _ := d.deployment(id)
+	d.n.WriteJSON(w, http.StatusOK, out)
+	return nil
+}
+
+func (d *Deployer) approve(w http.ResponseWriter, r *http.Request) error {
+	return d.update(w, r, []string{raftfsm.DeployWaiting}, raftfsm.DeployPending, "approved")
+}
+
+func (d *Deployer) cancelDeployment(w http.ResponseWriter, r *http.Request) error {
+	return d.update(w, r, []string{raftfsm.DeployPending, raftfsm.DeployRunning, raftfsm.DeployWaiting}, raftfsm.DeployCancelled, "cancelled")
+}
+
+// rollback deploys an earlier release to an environment and pins it, so auto deploy does not undo it.
+func (d *Deployer) rollback(w http.ResponseWriter, r *http.Request) error {
+	var in RollbackRequest
+	if r.ContentLength != 0 {
+		if err := node.Decode(r, &in); err != nil {
+			return err
+		}
+	}
+	e, err := d.envOf(r, r.PathValue("env"))
+	if err != nil {
+		return err
+	}
+	to := in.To
+	if to == "" {
+		d.n.FSM().Read(func(s *raftfsm.State) { to = previousRelease(s, &e) })
+		if to == "" {
+			return node.Errorf(http.StatusConflict, "environment %s has no earlier release to roll back to: name one with --to", e.Name)
+		}
+	}
+	if to == e.Desired {
+		d.n.WriteJSON(w, http.StatusOK, CreateResult{Noop: true, Message: fmt.Sprintf("%s is already the release of %s", to, e.Name)})
+		return nil
+	}
+	reason := fmt.Sprintf("rolled back to %s by %s", to, who(r))
+	if _, err := d.n.ApplyCtx(r, &raftfsm.EnvPin{Name: e.Name, Pinned: true, Reason: reason}); err != nil {
+		return err
+	}
+	d.m.rollbacks.WithLabelValues(e.App, e.Name).Inc()
+	dep := NewDeployment(&e, d.n.Members(), raftfsm.DeployKindDeploy, to, "rollback by "+who(r), false, nil, time.Now())
+	return d.create(w, r, dep)
+}
+
+// previousRelease is the release an environment ran before its current one: the previous release of the
+// latest successful deployment of the current one.
+func previousRelease(s *raftfsm.State, e *raftfsm.Env) string {
+	var last *raftfsm.Deployment
+	for _, d := range s.Deploys {
+		if d.Env == e.Name && d.Kind == raftfsm.DeployKindDeploy && d.State == raftfsm.DeploySucceeded && d.Release == e.Desired &&
+			d.Previous != "" && d.Previous != e.Desired && (last == nil || d.CreateIndex > last.CreateIndex) {
+			last = d
+		}
+	}
+	if last == nil {
+		return ""
+	}
+	return last.Previous
+}
+
+func (d *Deployer) pin(pinned bool) node.Handler {
+	return func(w http.ResponseWriter, r *http.Request) error {
+		var in PinRequest
+		if r.ContentLength != 0 {
+			if err := node.Decode(r, &in); err != nil {
+				return err
+			}
+		}
+		reason := in.Reason
+		if pinned && reason == "" {
+			reason = "pinned by " + who(r)
+		}
+		return d.n.Write(w, r, http.StatusOK, &raftfsm.EnvPin{Name: r.PathValue("env"), Pinned: pinned, Reason: reason})
+	}
+}
+
+// Pipeline is an app's pipeline as the API shows and takes it.
+type Pipeline struct {
+	App    string  `json:"app"`
+	Stages []stage `json:"stages"`
+}
+
+func (d *Deployer) getPipeline(w http.ResponseWriter, r *http.Request) error {
+	if !pipelinesStored {
+		return node.Errorf(http.StatusNotImplemented, "pipelines are not stored by this version of the mesh yet")
+	}
+	if err := d.n.BeginRead(r); err != nil {
+		return err
+	}
+	app := r.PathValue("app")
+	var p Pipeline
+	found := false
+	d.n.FSM().Read(func(s *raftfsm.State) {
+		_, found = s.Apps[app]
+		p = Pipeline{App: app, Stages: pipelineStages(s, app)}
+	})
+	if !found {
+		return node.Errorf(http.StatusNotFound, "app %q does not exist", app)
+	}
+	if p.Stages == nil {
+		p.Stages = []stage{}
+	}
+	d.n.WriteJSON(w, http.StatusOK, p)
+	return nil
+}
+
+func (d *Deployer) putPipeline(w http.ResponseWriter, r *http.Request) error {
+	if !pipelinesStored {
+		return node.Errorf(http.StatusNotImplemented, "pipelines are not stored by this version of the mesh yet")
+	}
+	var in Pipeline
+	if err := node.Decode(r, &in); err != nil {
+		return err
+	}
+	if in.App != "" && in.App != r.PathValue("app") {
+		return node.Errorf(http.StatusBadRequest, "the body names app %q, the path %q", in.App, r.PathValue("app"))
+	}
+	return d.writePipeline(w, r, r.PathValue("app"), in.Stages)
+}
+
+// promote deploys a release that runs in one environment to the next (by the pipeline, or To).
+func (d *Deployer) promote(w http.ResponseWriter, r *http.Request) error {
+	var in PromoteRequest
+	if err := node.Decode(r, &in); err != nil {
+		return err
+	}
+	app := r.PathValue("app")
+	if in.From == "" {
+		return node.Errorf(http.StatusBadRequest, "promote needs the environment the release comes from (--from)")
+	}
+	from, err := d.envOf(r, in.From)
+	if err != nil {
+		return err
+	}
+	if from.App != app {
+		return node.Errorf(http.StatusBadRequest, "environment %s belongs to app %s, not %s", from.Name, from.App, app)
+	}
+	if in.Release == "" {
+		in.Release = from.Desired
+	}
+	if in.Release == "" || in.Release != from.Desired {
+		return node.Errorf(http.StatusConflict, "%s is not the release of %s (it runs %q): only a release that deployed there can be promoted",
+			in.Release, from.Name, from.Desired)
+	}
+	to := in.To
+	if to == "" {
+		d.n.FSM().Read(func(s *raftfsm.State) {
+			stages := pipelineStages(s, app)
+			for i := 0; i+1 < len(stages); i++ {
+				if stages[i].Env == from.Name {
+					to = stages[i+1].Env
+				}
+			}
+		})
+		if to == "" {
+			return node.Errorf(http.StatusBadRequest, "%s is not followed by another stage in app %s's pipeline: name the target with --to", from.Name, app)
+		}
+	}
+	e, err := d.envOf(r, to)
+	if err != nil {
+		return err
+	}
+	if e.App != app {
+		return node.Errorf(http.StatusBadRequest, "environment %s belongs to app %s, not %s", e.Name, e.App, app)
+	}
+	if e.Desired == in.Release {
+		d.n.WriteJSON(w, http.StatusOK, CreateResult{Noop: true, Message: fmt.Sprintf("%s already runs %s", e.Name, in.Release)})
+		return nil
+	}
+	dep := NewDeployment(&e, d.n.Members(), raftfsm.DeployKindDeploy, in.Release, "promotion from "+from.Name+" by "+who(r), false, nil, time.Now())
+	return d.create(w, r, dep)
+}
+
+// logRPC is the node-to-node method that returns a node's log of a deployment.
+const logRPC = "deploy_log"
+
+type logRequest struct {
+	Deployment string `json:"deployment"`
+}
+
+func (d *Deployer) getLog(w http.ResponseWriter, r *http.Request) error {
+	id, name := r.PathValue("id"), r.PathValue("node")
+	if _, ok := d.deployment(id); !ok {
+		return node.Errorf(http.StatusNotFound, "deployment %q does not exist", id)
+	}
+	if name == d.n.Name() {
+		out, err := d.readLog(id)
+		if err != nil {
+			return err
+		}
+		d.n.WriteJSON(w, http.StatusOK, out)
+		return nil
+	}
+	addr := ""
+	for _, m := range d.n.Members() {
+		if m.Name == name && (m.Status == node.StatusAlive || m.Status == node.StatusSuspect) {
+			addr = m.Addr
+		}
+	}
+	if addr == "" {
+		return node.Errorf(http.StatusServiceUnavailable, "server %s is not up, and its log of a deployment lives on it: retry when it is back", name)
+	}
+	ctx, cancel := context.WithTimeout(r.Context(), 15*time.Second)
+	defer cancel()
+	var out LogResponse
+	if err := d.n.Endpoint().Call(ctx, addr, logRPC, logRequest{Deployment: id}, &out); err != nil {
+		return node.Errorf(http.StatusBadGateway, "read the log from %s: %v", name, err)
+	}
+	d.n.WriteJSON(w, http.StatusOK, out)
+	return nil
+}
+
+func (d *Deployer) serveLogRPC(_ context.Context, _ string, body json.RawMessage) (any, error) {
+	var req logRequest
+	if err := json.Unmarshal(body, &req); err != nil {
+		return nil, err
+	}
+	return d.readLog(req.Deployment)
+}
+
+// readLog reads this node's log of a deployment (its end, when it is long).
+func (d *Deployer) readLog(id string) (*LogResponse, error) {
+	dep, ok := d.deployment(id)
+	if !ok {
+		return nil, node.Errorf(http.StatusNotFound, "deployment %q does not exist", id)
+	}
+	path, err := d.DeploymentLogPath(dep.App, dep.Env, id)
+	if err != nil {
+		return nil, node.Errorf(http.StatusBadRequest, "%v", err)
+	}
+	out := &LogResponse{Node: d.n.Name(), Deployment: id}
+	f, err := os.Open(path)
+	if errors.Is(err, os.ErrNotExist) {
+		return out, nil // this server did no work in the deployment (yet)
+	}
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	fi, err := f.Stat()
+	if err != nil {
+		return nil, err
+	}
+	off := max(fi.Size()-maxLogBytes, 0)
+	b, err := io.ReadAll(io.NewSectionReader(f, off, maxLogBytes))
+	if err != nil {
+		return nil, err
+	}
+	out.Log, out.Truncated = string(b), off > 0
+	return out, nil
+}
