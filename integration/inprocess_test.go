@@ -51,7 +51,7 @@ func TestInProcessCluster(t *testing.T) {
 			survivor = n
 		}
 	}
-	if _, err := api(survivor).Post(ctx, "/v1/apps", map[string]any{"name": "after", "repo": "/srv/git/after.git"}, nil); err != nil {
+	if err := createAppVia(t, api(survivor), "after"); err != nil {
 		t.Fatalf("write through %s after the leader stopped: %v", survivor.Name(), err)
 	}
 	waitAppEverywhere(t, c.Nodes, c.AdminToken, "after", true)

@@ -13,11 +13,10 @@ import (
 // Each Leave must return once the leader removed the node from Raft, and every remaining member must list it as
 // left (not dead: a dead member keeps its Raft seat for the dead-grace period, 30 minutes by default).
 //
-// This fails today, in most runs. The leaving node announces its intent in its gossip metadata (node/gossip.go
-// announceLeaving) and then leaves memberlist. memberlist's leave message invalidates every queued copy of the
-// metadata update (same node), and UpdateNode returned after only a few direct transmissions, so a member that
-// receives the leave before the update records the node as dead and then ignores the update (same incarnation).
-// A leader with that view never removes the node, and Leave times out.
+// A regression test: when departures travelled only in gossip metadata, a member that received memberlist's
+// leave message before the metadata update (the leave invalidates queued copies of the update, and a later
+// update with the same incarnation is ignored) recorded the node as dead; a leader with that view never removed
+// it, and Leave timed out. Most runs of this test failed then; node now records departures in Raft.
 func TestLeaveSeenAsLeftEverywhere(t *testing.T) {
 	c := node.NewTestCluster(t, 9, func(cfg *node.Config) { cfg.DeadGrace = time.Hour })
 	roles := c.RaftServers()

@@ -3,6 +3,7 @@ package integration
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net"
 	"net/http"
@@ -167,16 +168,44 @@ func (m *pmesh) members(n *pnode) ([]node.Member, error) {
 	return ms, err
 }
 
-// createApp creates an app through n, retrying while the mesh has no leader (503) for up to 30 s.
+// createApp creates an app through n (see createAppVia).
 func (m *pmesh) createApp(n *pnode, name string) error {
-	c := m.client(n)
-	c.RetryNoLeader = 30 * time.Second
-	var app node.AppView
-	_, err := c.Post(context.Background(), "/v1/apps", map[string]any{"name": name, "repo": "/srv/git/" + name + ".git"}, &app)
-	if err == nil && app.Name != name {
-		err = fmt.Errorf("created app is %+v", app)
+	return createAppVia(m.t, m.client(n), name)
+}
+
+// createAppVia creates app name through c the way the API asks clients to: while the mesh has no leader (503
+// no_leader) it retries; after a 503 that says the write may or may not have been applied (a leader lost its
+// leadership mid-commit), it reads the app back with ?consistent and retries only if the write was lost. It
+// gives up after 30 s. Every retry is logged, so a test that needed one shows it.
+func createAppVia(t testing.TB, c *client.Client, name string) error {
+	ctx := context.Background()
+	body := map[string]any{"name": name, "repo": "/srv/git/" + name + ".git"}
+	deadline := time.Now().Add(30 * time.Second)
+	uncertain := false
+	for {
+		var app node.AppView
+		_, err := c.Post(ctx, "/v1/apps", body, &app)
+		switch {
+		case err == nil && app.Name != name:
+			return fmt.Errorf("created app is %+v", app)
+		case err == nil:
+			return nil
+		case uncertain && client.IsStatus(err, http.StatusConflict):
+			return nil // the earlier, uncertain attempt was applied after all
+		case !client.IsStatus(err, http.StatusServiceUnavailable) || time.Now().After(deadline):
+			return err
+		}
+		t.Logf("create app %s through %s: %v; retrying", name, c.Addr, err)
+		var e *client.Error
+		if errors.As(err, &e) && e.Code != node.CodeNoLeader {
+			uncertain = true
+			var got node.AppView
+			if _, rerr := c.Get(ctx, "/v1/apps/"+name+"?consistent", &got); rerr == nil && got.Name == name {
+				return nil
+			}
+		}
+		time.Sleep(100 * time.Millisecond) // pace retries against a mesh that is electing a leader
 	}
-	return err
 }
 
 // hasApp reads app on n, locally or (consistent) linearizably.

@@ -13,11 +13,10 @@ import (
 // TestUpdateThroughFollowerAfterWrite updates an app through the leader and at once through a follower, ten
 // times. Neither request carries a precondition, so both must succeed, whichever node takes them.
 //
-// This fails today: PUT /v1/apps/{app} (and PUT /v1/envs/{env}) reads the record from the node's local state and
-// applies the merged record with CAS set to the ModifyIndex it read (node/api_resources.go). A follower has not
-// applied the leader's last write yet (it learns the commit index with the next append, up to a heartbeat
-// later), so its CAS is stale and the FSM rejects the write: 409 "changed at index N since you read it", for a
-// client that read nothing. Right after the create, the follower may even answer 404: it has not applied the create.
+// A regression test: PUT used to read the record from the node's local state and apply the merged record with
+// CAS set to the ModifyIndex it read. A follower that had not yet applied the leader's last write (it learns the
+// commit index with the next append) sent a stale CAS and the client, who read nothing, got 409 (or 404 right
+// after the create): ten refusals out of ten.
 func TestUpdateThroughFollowerAfterWrite(t *testing.T) {
 	c := node.NewTestCluster(t, 3, nil)
 	leader := c.Leader()

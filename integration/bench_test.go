@@ -1,0 +1,603 @@
+package integration
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"math"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"runtime"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/shoal-ci/shoal/client"
+	"github.com/shoal-ci/shoal/node"
+)
+
+// The benchmarks measure and print; they never fail on a figure. They run only when SHOAL_BENCH asks:
+//
+//	SHOAL_BENCH=smoke go test -count=1 -run Bench -v ./integration   # about a minute, for CI
+//	SHOAL_BENCH=full  go test -count=1 -run Bench -v -timeout 30m ./integration   # the figures in docs/benchmarks.md
+//
+// Run them without -race: the race detector slows the load generator in this process (the nodes are separate
+// processes built without it either way).
+
+type benchPlan struct {
+	mode           string
+	failoverTrials int
+	loadFor        time.Duration
+	loadClients    int
+	latencyWrites  int
+	idleSettle     time.Duration
+	idleWindow     time.Duration
+}
+
+func benchPlanFor(t *testing.T) benchPlan {
+	t.Helper()
+	switch mode := os.Getenv("SHOAL_BENCH"); mode {
+	case "smoke", "1":
+		return benchPlan{mode: "smoke", failoverTrials: 3, loadFor: 5 * time.Second, loadClients: 64, latencyWrites: 500,
+			idleSettle: 10 * time.Second, idleWindow: 10 * time.Second}
+	case "full":
+		return benchPlan{mode: "full", failoverTrials: 20, loadFor: 30 * time.Second, loadClients: 64, latencyWrites: 2000,
+			idleSettle: 10 * time.Second, idleWindow: 30 * time.Second}
+	case "":
+		t.Skip("benchmark: set SHOAL_BENCH=smoke (about a minute) or SHOAL_BENCH=full to run it (see docs/benchmarks.md)")
+	default:
+		t.Fatalf("SHOAL_BENCH=%q: use smoke or full", mode)
+	}
+	return benchPlan{}
+}
+
+// benchHTTP keeps connections alive across requests and has room for every concurrent client, so that the load
+// measures the mesh rather than TCP handshakes (http.DefaultTransport keeps only 2 idle connections per host).
+func benchHTTP(timeout time.Duration) *http.Client {
+	return &http.Client{Timeout: timeout, Transport: &http.Transport{
+		MaxIdleConns: 512, MaxIdleConnsPerHost: 256, IdleConnTimeout: 90 * time.Second}}
+}
+
+// post sends one JSON write and returns the status (0 for a transport error).
+func post(hc *http.Client, method, url, token string, body any) (int, error) {
+	b, err := json.Marshal(body)
+	if err != nil {
+		return 0, err
+	}
+	req, err := http.NewRequest(method, url, bytes.NewReader(b))
+	if err != nil {
+		return 0, err
+	}
+	req.Header.Set("Authorization", "Bearer "+token)
+	req.Header.Set("Content-Type", "application/json")
+	resp, err := hc.Do(req)
+	if err != nil {
+		return 0, err
+	}
+	_, _ = io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
+	return resp.StatusCode, nil
+}
+
+// percentile is the nearest-rank percentile of sorted values.
+func percentile(sorted []time.Duration, p float64) time.Duration {
+	if len(sorted) == 0 {
+		return 0
+	}
+	i := int(math.Ceil(p*float64(len(sorted)))) - 1
+	return sorted[min(max(i, 0), len(sorted)-1)]
+}
+
+func secs(d time.Duration) string { return fmt.Sprintf("%.2f s", d.Seconds()) }
+func ms(d time.Duration) string   { return fmt.Sprintf("%.1f ms", float64(d.Microseconds())/1000) }
+
+func verdict(ok bool) string {
+	if ok {
+		return "met"
+	}
+	return "NOT met"
+}
+
+// benchMachine describes where the figures come from.
+func benchMachine() string {
+	return fmt.Sprintf("%d CPUs (%s/%s), %s", runtime.NumCPU(), runtime.GOOS, runtime.GOARCH, runtime.Version())
+}
+
+// ---- leader failover ----
+
+// failoverMesh is a 3-node mesh whose leader a failover trial kills and restarts: real processes, or in-process
+// nodes for the timing comparison the binary cannot make yet.
+type failoverMesh interface {
+	// healthyLeader waits until every node agrees on a leader, all are alive voters, and all have applied what the
+	// leader committed; it returns the leader's index.
+	healthyLeader(t *testing.T) int
+	size() int
+	name(i int) string
+	api(i int) string
+	token() string
+	kill(i int)
+	restart(t *testing.T, i int)
+}
+
+type failoverProfile struct {
+	name, desc string
+	timing     node.Timing // for in-process meshes
+	flags      []string    // for process meshes
+}
+
+var (
+	lanProfile = failoverProfile{name: "lan", timing: node.LANTiming(), flags: []string{"--raft-profile", "lan"},
+		desc: "LAN timing, the binary's default: heartbeat 400ms, election 400ms, lease 200ms"}
+	raftDefaultsProfile = failoverProfile{name: "wan", timing: node.WANTiming(), flags: []string{"--raft-profile", "wan"},
+		desc: "WAN timing, hashicorp/raft's defaults (--raft-profile wan): heartbeat 1s, election 1s, lease 500ms"}
+)
+
+// TestBenchFailover kills the leader of a 3-process mesh with SIGKILL, again and again, and measures the time from
+// the kill until a write through a survivor succeeds. The killed node is restarted and the mesh let heal between
+// trials.
+func TestBenchFailover(t *testing.T) {
+	plan := benchPlanFor(t)
+	needProcesses(t)
+	profiles := []failoverProfile{lanProfile}
+	if hasFlag(t, "agent", "raft-profile") {
+		profiles = append(profiles, raftDefaultsProfile)
+	} else {
+		t.Logf("no --raft-profile flag in the node binary: the process run with hashicorp/raft's default timings is " +
+			"skipped (TestBenchFailoverInProcess compares the two profiles in one process)")
+	}
+	t.Logf("machine: %s; %d trials per profile (%s)", benchMachine(), plan.failoverTrials, plan.mode)
+	for _, p := range profiles {
+		t.Run(p.name, func(t *testing.T) {
+			runFailover(t, &procFailover{m: startPmesh(t, 3, p.flags...)}, p, plan.failoverTrials, "kill -9")
+		})
+	}
+}
+
+// TestBenchFailoverInProcess runs the same trials on three in-process nodes (real QUIC, bolt and gossip, on
+// explicit loopback ports so that a node restarts where it was), once with each Raft timing profile. A kill here
+// is Node.Close, which is gentler than SIGKILL: the closing endpoint tells its peers' QUIC connections at once.
+// Elections still wait for the heartbeat timeout, as after a SIGKILL.
+func TestBenchFailoverInProcess(t *testing.T) {
+	plan := benchPlanFor(t)
+	t.Logf("machine: %s; %d trials per profile (%s)", benchMachine(), plan.failoverTrials, plan.mode)
+	for _, p := range []failoverProfile{lanProfile, raftDefaultsProfile} {
+		t.Run(p.name, func(t *testing.T) {
+			runFailover(t, startInprocFailover(t, p.timing), p, plan.failoverTrials, "close")
+		})
+	}
+}
+
+func runFailover(t *testing.T, m failoverMesh, p failoverProfile, trials int, kill string) {
+	var toWrite, toLeader []time.Duration
+	for i := range trials {
+		w, l := failoverTrial(t, m, i)
+		toWrite, toLeader = append(toWrite, w), append(toLeader, l)
+	}
+	slices.Sort(toWrite)
+	slices.Sort(toLeader)
+	p90 := percentile(toWrite, 0.9)
+	t.Logf("failover, %s, %d trials:", p.desc, len(toWrite))
+	t.Logf("  %s → write through a survivor succeeds: p50 %s  p90 %s  max %s", kill, secs(percentile(toWrite, 0.5)), secs(p90), secs(toWrite[len(toWrite)-1]))
+	t.Logf("  %s → the survivor names a new leader:    p50 %s  p90 %s  max %s", kill, secs(percentile(toLeader, 0.5)), secs(percentile(toLeader, 0.9)), secs(toLeader[len(toLeader)-1]))
+	t.Logf("  bound p90 2.6 s (hashicorp/raft defaults): %s; goal p90 ≤ 1.5 s: %s", verdict(p90 < 2600*time.Millisecond), verdict(p90 <= 1500*time.Millisecond))
+}
+
+// failoverTrial waits for a healthy mesh, kills its leader, and returns the time until a write through a survivor
+// succeeded and until that survivor named a new leader. It restarts the killed node before returning.
+func failoverTrial(t *testing.T, m failoverMesh, trial int) (toWrite, toLeader time.Duration) {
+	t.Helper()
+	leader := m.healthyLeader(t)
+	var survivors []int
+	for i := range m.size() {
+		if i != leader {
+			survivors = append(survivors, i)
+		}
+	}
+	via := survivors[trial%len(survivors)]
+	url := "http://" + m.api(via) + "/v1/apps"
+	hc := benchHTTP(10 * time.Second)
+	// Warm the connection to the survivor so the measurement starts from a client already talking to the mesh.
+	if code, err := post(hc, "POST", url, m.token(), map[string]string{"name": fmt.Sprintf("warm-%d", trial)}); code != 201 {
+		t.Fatalf("warm-up write through %s: %d %v", m.name(via), code, err)
+	}
+
+	ctx, cancel := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	var leaderAt atomic.Int64
+	start := time.Now()
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		watchNewLeader(ctx, m.api(via), m.token(), m.name(leader), start, &leaderAt)
+	}()
+	m.kill(leader)
+	for attempt := 0; ; attempt++ {
+		code, err := post(hc, "POST", url, m.token(), map[string]string{"name": fmt.Sprintf("fo-%d-%d", trial, attempt)})
+		if code == http.StatusCreated {
+			toWrite = time.Since(start)
+			break
+		}
+		if code >= 400 && code < 500 {
+			t.Fatalf("trial %d: write through %s answered %d", trial, m.name(via), code)
+		}
+		if time.Since(start) > 60*time.Second {
+			t.Fatalf("trial %d: no write succeeded within 60 s of killing %s (last: %d %v)", trial, m.name(leader), code, err)
+		}
+		time.Sleep(10 * time.Millisecond) // pace retries; the loop ends on the write's success, not on this pause
+	}
+	eventually(t, 10*time.Second, "the survivor to name the new leader", func() (bool, string) { return leaderAt.Load() != 0, "" })
+	cancel()
+	wg.Wait()
+	toLeader = time.Duration(leaderAt.Load())
+	t.Logf("trial %2d: killed %s; write through %s after %s (%s to a new leader)", trial, m.name(leader), m.name(via), secs(toWrite), secs(toLeader))
+	m.restart(t, leader)
+	return toWrite, toLeader
+}
+
+// watchNewLeader polls the status at api until it names a leader other than old, and stores the time since start.
+func watchNewLeader(ctx context.Context, api, token, old string, start time.Time, at *atomic.Int64) {
+	c := client.New(api, token)
+	c.HTTP, c.RetryNoLeader = &http.Client{Timeout: 2 * time.Second}, 0
+	tick := time.NewTicker(10 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		var st node.Status
+		if _, err := c.Get(ctx, "/v1/status", &st); err == nil && st.Leader != "" && st.Leader != old {
+			at.Store(int64(time.Since(start)))
+			return
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+		}
+	}
+}
+
+// procFailover is a process mesh for failover trials.
+type procFailover struct{ m *pmesh }
+
+func (f *procFailover) healthyLeader(t *testing.T) int {
+	return slices.Index(f.m.nodes, f.m.waitHealthy(f.m.nodes...))
+}
+func (f *procFailover) size() int                   { return len(f.m.nodes) }
+func (f *procFailover) name(i int) string           { return f.m.nodes[i].name }
+func (f *procFailover) api(i int) string            { return f.m.nodes[i].api() }
+func (f *procFailover) token() string               { return f.m.admin }
+func (f *procFailover) kill(i int)                  { f.m.nodes[i].proc.Kill() }
+func (f *procFailover) restart(t *testing.T, i int) { f.m.restart(f.m.nodes[i]) }
+
+// inprocFailover is three in-process nodes on fixed ports, so that a closed node reopens at the same addresses.
+type inprocFailover struct {
+	cfgs  []node.Config
+	nodes []*node.Node
+	admin string
+}
+
+func startInprocFailover(t *testing.T, timing node.Timing) *inprocFailover {
+	t.Helper()
+	dir := t.TempDir()
+	f := &inprocFailover{}
+	t.Cleanup(func() {
+		for _, n := range f.nodes {
+			if n != nil {
+				n.Close()
+			}
+		}
+	})
+	for i := range 3 {
+		cfg := node.TestConfig(t, dir, fmt.Sprintf("n%d", i+1))
+		ip := loopbackIP(i)
+		cfg.BindIP, cfg.HTTPPort, cfg.GossipPort, cfg.QUICPort = ip, freePort(t, ip), freePort(t, ip), freePort(t, ip)
+		// Production values, not the test profile's: the benchmark measures what an operator gets.
+		cfg.Timing, cfg.LeaderWait, cfg.DeadGrace = timing, 7*time.Second, time.Hour
+		f.cfgs = append(f.cfgs, cfg)
+	}
+	n1, res, err := node.Init(f.cfgs[0], "bench", time.Hour)
+	if err != nil {
+		t.Fatalf("init: %v", err)
+	}
+	f.nodes, f.admin = append(f.nodes, n1), res.AdminToken
+	for _, cfg := range f.cfgs[1:] {
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		n, err := node.Join(ctx, cfg, n1.RaftAddr(), res.JoinToken)
+		cancel()
+		if err != nil {
+			t.Fatalf("join %s: %v", cfg.Name, err)
+		}
+		f.nodes = append(f.nodes, n)
+	}
+	return f
+}
+
+func (f *inprocFailover) healthyLeader(t *testing.T) int {
+	leader := -1
+	eventually(t, 60*time.Second, "a healthy in-process mesh", func() (bool, string) {
+		leader = -1
+		var name string
+		for _, n := range f.nodes {
+			st := n.Status()
+			if st.Leader == "" || (name != "" && st.Leader != name) {
+				return false, fmt.Sprintf("%s sees leader %q", n.Name(), st.Leader)
+			}
+			name = st.Leader
+		}
+		leader = slices.IndexFunc(f.nodes, func(n *node.Node) bool { return n.Name() == name })
+		if leader < 0 {
+			return false, "leader " + name + " is not one of the nodes"
+		}
+		l := f.nodes[leader]
+		for _, m := range l.Members() {
+			if m.Status != node.StatusAlive || m.Role != "voter" {
+				return false, fmt.Sprintf("%s is %s/%s", m.Name, m.Status, m.Role)
+			}
+		}
+		commit := l.Status().CommitIndex
+		for _, n := range f.nodes {
+			if n.Status().AppliedIndex < commit {
+				return false, n.Name() + " is behind"
+			}
+		}
+		return true, ""
+	})
+	return leader
+}
+func (f *inprocFailover) size() int         { return len(f.nodes) }
+func (f *inprocFailover) name(i int) string { return f.cfgs[i].Name }
+func (f *inprocFailover) api(i int) string {
+	return net.JoinHostPort(f.cfgs[i].BindIP, strconv.Itoa(f.cfgs[i].HTTPPort))
+}
+func (f *inprocFailover) token() string { return f.admin }
+func (f *inprocFailover) kill(i int) {
+	f.nodes[i].Close()
+}
+func (f *inprocFailover) restart(t *testing.T, i int) {
+	n, err := node.Open(f.cfgs[i])
+	if err != nil {
+		t.Fatalf("reopen %s: %v", f.cfgs[i].Name, err)
+	}
+	f.nodes[i] = n
+}
+
+// ---- API write throughput and latency ----
+
+// TestBenchWriteThroughput loads a 3-process mesh with concurrent clients, each updating its own app (PUT
+// /v1/apps/{app}, one Raft commit per request, state of constant size), first spread over every node (so two
+// thirds are forwarded to the leader) and then against the leader only; then measures one client's write latency.
+func TestBenchWriteThroughput(t *testing.T) {
+	plan := benchPlanFor(t)
+	needProcesses(t)
+	m := startPmesh(t, 3)
+	leader := m.waitHealthy(m.nodes...)
+	var follower *pnode
+	for _, n := range m.nodes {
+		if n != leader {
+			follower = n
+			break
+		}
+	}
+	hc := benchHTTP(20 * time.Second)
+	apps := []string{"lat-leader", "lat-follower"}
+	for i := range plan.loadClients {
+		apps = append(apps, fmt.Sprintf("tp-%d", i))
+	}
+	for _, app := range apps {
+		if code, err := post(hc, "POST", "http://"+leader.api()+"/v1/apps", m.admin, map[string]string{"name": app}); code != 201 {
+			t.Fatalf("create app %s: %d %v", app, code, err)
+		}
+	}
+	// Updates go through one node per app: a PUT reads the app from the node's local state, and a node that has
+	// not applied the previous update (made through another node) refuses it with 409 (TestUpdateThroughFollowerAfterWrite).
+	m.waitHealthy(m.nodes...)
+	t.Logf("machine: %s; %d clients for %v per run (%s); nodes and load generator share the machine", benchMachine(), plan.loadClients, plan.loadFor, plan.mode)
+
+	for _, run := range []struct {
+		name    string
+		targets []*pnode
+	}{{"all nodes, round-robin", m.nodes}, {"leader only", []*pnode{leader}}} {
+		cpu := startCPUMeter(t, m)
+		ok, failed, elapsed := writeLoad(t, hc, m.admin, run.targets, plan.loadClients, plan.loadFor)
+		rate := float64(ok) / elapsed.Seconds()
+		t.Logf("throughput, %d clients, %s: %.0f writes/s (%d acknowledged, %d failed, in %.1f s); goal ≥ 3,000 writes/s: %s",
+			plan.loadClients, run.name, rate, ok, failed, elapsed.Seconds(), verdict(rate >= 3000))
+		t.Logf("  CPU used (cores): %s", cpu.stop())
+	}
+
+	for _, run := range []struct {
+		name, app string
+		via       *pnode
+	}{{"to the leader", "lat-leader", leader}, {"through a follower (forwarded)", "lat-follower", follower}} {
+		lat := writeLatency(t, hc, m.admin, run.via, run.app, plan.latencyWrites)
+		t.Logf("latency, one client %s, %d writes: p50 %s  p99 %s  max %s", run.name, len(lat),
+			ms(percentile(lat, 0.5)), ms(percentile(lat, 0.99)), ms(lat[len(lat)-1]))
+	}
+}
+
+// cpuMeter measures the CPU time the mesh's processes and this test process (the load generator) use.
+type cpuMeter struct {
+	t     *testing.T
+	m     *pmesh
+	start time.Time
+	ticks map[int]int64
+}
+
+func startCPUMeter(t *testing.T, m *pmesh) *cpuMeter {
+	c := &cpuMeter{t: t, m: m, start: time.Now(), ticks: map[int]int64{os.Getpid(): procTicks(t, os.Getpid())}}
+	for _, n := range m.live() {
+		c.ticks[n.proc.Pid()] = procTicks(t, n.proc.Pid())
+	}
+	return c
+}
+
+// stop returns each process's CPU use since start, in cores (1.00 = one core busy all the time).
+func (c *cpuMeter) stop() string {
+	wall := time.Since(c.start).Seconds()
+	hz := float64(clockTicks())
+	cores := func(pid int) float64 { return float64(procTicks(c.t, pid)-c.ticks[pid]) / hz / wall }
+	var parts []string
+	total := 0.0
+	for _, n := range c.m.live() {
+		v := cores(n.proc.Pid())
+		total += v
+		parts = append(parts, fmt.Sprintf("%s %.2f", n.name, v))
+	}
+	self := cores(os.Getpid())
+	total += self
+	parts = append(parts, fmt.Sprintf("load generator %.2f", self), fmt.Sprintf("total %.2f of %d", total, runtime.NumCPU()))
+	return strings.Join(parts, ", ")
+}
+
+// writeLoad runs clients workers for d; worker i writes to targets[i % len(targets)], updating app tp-i.
+func writeLoad(t *testing.T, hc *http.Client, token string, targets []*pnode, clients int, d time.Duration) (ok, failed int64, elapsed time.Duration) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), d)
+	defer cancel()
+	var okN, failN atomic.Int64
+	var codes sync.Map
+	var wg sync.WaitGroup
+	start := time.Now()
+	for i := range clients {
+		url := "http://" + targets[i%len(targets)].api() + "/v1/apps/tp-" + strconv.Itoa(i)
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for seq := 0; ctx.Err() == nil; seq++ {
+				code, err := post(hc, "PUT", url, token, map[string]string{"repo": fmt.Sprintf("/srv/git/tp-%d-%d.git", i, seq)})
+				if code == http.StatusOK {
+					okN.Add(1)
+					continue
+				}
+				failN.Add(1)
+				key := strconv.Itoa(code)
+				if err != nil {
+					key = "transport"
+				}
+				n, _ := codes.LoadOrStore(key, new(atomic.Int64))
+				n.(*atomic.Int64).Add(1)
+			}
+		}()
+	}
+	wg.Wait()
+	elapsed = time.Since(start)
+	codes.Range(func(k, v any) bool {
+		t.Logf("  failures answered %s: %d", k, v.(*atomic.Int64).Load())
+		return true
+	})
+	return okN.Load(), failN.Load(), elapsed
+}
+
+// writeLatency makes n sequential updates of app through via and returns their latencies, sorted.
+func writeLatency(t *testing.T, hc *http.Client, token string, via *pnode, app string, n int) []time.Duration {
+	t.Helper()
+	url := "http://" + via.api() + "/v1/apps/" + app
+	out := make([]time.Duration, 0, n)
+	for seq := range n {
+		start := time.Now()
+		code, err := post(hc, "PUT", url, token, map[string]string{"repo": fmt.Sprintf("/srv/git/lat-%d.git", seq)})
+		if code != http.StatusOK {
+			t.Fatalf("latency write %d through %s: %d %v", seq, via.name, code, err)
+		}
+		out = append(out, time.Since(start))
+	}
+	slices.Sort(out)
+	return out
+}
+
+// ---- idle RSS and CPU ----
+
+// TestBenchIdle lets a 3-process mesh settle, then samples each node's resident memory and CPU time from /proc.
+func TestBenchIdle(t *testing.T) {
+	plan := benchPlanFor(t)
+	needProcesses(t)
+	m := startPmesh(t, 3)
+	leader := m.waitHealthy(m.nodes...)
+	t.Logf("machine: %s; settle %v, then sample for %v (%s)", benchMachine(), plan.idleSettle, plan.idleWindow, plan.mode)
+	// The settle period and the window are the measurement itself, not a wait for a condition.
+	time.Sleep(plan.idleSettle)
+
+	hz := clockTicks()
+	type sample struct {
+		ticks0, ticks1 int64
+		rssMax, rss    int64
+	}
+	samples := make([]sample, len(m.nodes))
+	for i, n := range m.nodes {
+		samples[i].ticks0 = procTicks(t, n.proc.Pid())
+	}
+	start := time.Now()
+	tick := time.NewTicker(time.Second)
+	defer tick.Stop()
+	for time.Since(start) < plan.idleWindow {
+		for i, n := range m.nodes {
+			rss := procRSS(t, n.proc.Pid())
+			samples[i].rss = rss
+			samples[i].rssMax = max(samples[i].rssMax, rss)
+		}
+		<-tick.C
+	}
+	window := time.Since(start)
+	for i, n := range m.nodes {
+		samples[i].ticks1 = procTicks(t, n.proc.Pid())
+	}
+	for i, n := range m.nodes {
+		s := samples[i]
+		cpu := float64(s.ticks1-s.ticks0) / float64(hz) / window.Seconds() * 100
+		role := "follower"
+		if n == leader {
+			role = "leader"
+		}
+		mib := float64(s.rss) / (1 << 20)
+		t.Logf("idle %s (%s): RSS %.1f MiB (max %.1f), CPU %.2f%% of a core over %.0f s; goal ≤ 40 MiB: %s, ≤ 1%%: %s",
+			n.name, role, mib, float64(s.rssMax)/(1<<20), cpu, window.Seconds(), verdict(float64(s.rssMax)/(1<<20) <= 40), verdict(cpu <= 1))
+	}
+}
+
+// procTicks returns utime+stime of pid, in clock ticks.
+func procTicks(t *testing.T, pid int) int64 {
+	t.Helper()
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		t.Fatalf("read /proc/%d/stat: %v", pid, err)
+	}
+	// Fields after the command name (which may hold spaces) start at field 3, state; utime and stime are 14, 15.
+	f := strings.Fields(string(b[bytes.LastIndexByte(b, ')')+1:]))
+	ut, _ := strconv.ParseInt(f[11], 10, 64)
+	st, _ := strconv.ParseInt(f[12], 10, 64)
+	return ut + st
+}
+
+// procRSS returns VmRSS of pid in bytes.
+func procRSS(t *testing.T, pid int) int64 {
+	t.Helper()
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		t.Fatalf("read /proc/%d/status: %v", pid, err)
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(line, "VmRSS:"); ok {
+			kb, _ := strconv.ParseInt(strings.TrimSuffix(strings.TrimSpace(v), " kB"), 10, 64)
+			return kb << 10
+		}
+	}
+	t.Fatalf("/proc/%d/status has no VmRSS", pid)
+	return 0
+}
+
+// clockTicks is the kernel's USER_HZ, the unit of /proc/<pid>/stat times.
+func clockTicks() int64 {
+	out, err := exec.Command("getconf", "CLK_TCK").Output()
+	if err == nil {
+		if hz, err := strconv.ParseInt(strings.TrimSpace(string(out)), 10, 64); err == nil && hz > 0 {
+			return hz
+		}
+	}
+	return 100
+}
