@@ -214,3 +214,59 @@ func redactPassword(text, repo string) string {
 	}
 	return text
 }
+
+// ResolveRef asks the repository which commit ref names: a branch (branch is then ref's short name), else a
+// tag (annotated tags are peeled to their commit). A full sha is taken as it is, without asking. ref may also
+// be given in full (refs/heads/x, refs/tags/x).
+func ResolveRef(ctx context.Context, repo, ref string) (sha, branch string, err error) {
+	if isSHA(ref) {
+		return ref, "", nil
+	}
+	if err := checkRepo(repo); err != nil {
+		return "", "", err
+	}
+	if err := checkRef(ref); err != nil {
+		return "", "", err
+	}
+	name := ref
+	var kinds []string
+	switch {
+	case strings.HasPrefix(ref, "refs/heads/"):
+		name, kinds = strings.TrimPrefix(ref, "refs/heads/"), []string{"refs/heads/"}
+	case strings.HasPrefix(ref, "refs/tags/"):
+		name, kinds = strings.TrimPrefix(ref, "refs/tags/"), []string{"refs/tags/"}
+	default:
+		kinds = []string{"refs/heads/", "refs/tags/"}
+	}
+	var patterns []string
+	for _, k := range kinds {
+		// The trailing * brings the peeled "^{}" line of an annotated tag; exact names are picked below.
+		patterns = append(patterns, k+name+"*")
+	}
+	out, err := runGit(ctx, "", repo, append([]string{"ls-remote", "--", repo}, patterns...)...)
+	if err != nil {
+		return "", "", err
+	}
+	found := map[string]string{}
+	for _, line := range strings.Split(string(out), "\n") {
+		if id, r, ok := strings.Cut(line, "\t"); ok && isSHA(id) {
+			found[r] = id
+		}
+	}
+	for _, k := range kinds {
+		full := k + name
+		if k == "refs/heads/" {
+			if id, ok := found[full]; ok {
+				return id, name, nil
+			}
+			continue
+		}
+		if id, ok := found[full+"^{}"]; ok {
+			return id, "", nil
+		}
+		if id, ok := found[full]; ok {
+			return id, "", nil
+		}
+	}
+	return "", "", fmt.Errorf("%w: %s has no branch or tag %q: push it, or name a commit", ErrRefNotFound, redactURL(repo), ref)
+}

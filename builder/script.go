@@ -117,13 +117,22 @@ func RunScript(ctx context.Context, s Script) (Result, error) {
 
 	var res Result
 	var waitErr error
+	var ok bool
 	select {
 	case waitErr = <-exited:
 		stopGroup(pgid, grace, nil)
 	case <-timeout:
+		if waitErr, ok = exitedAlready(exited); ok {
+			stopGroup(pgid, grace, nil)
+			break
+		}
 		res.TimedOut = true
 		waitErr = stopGroup(pgid, grace, exited)
 	case <-ctx.Done():
+		if waitErr, ok = exitedAlready(exited); ok {
+			stopGroup(pgid, grace, nil)
+			break
+		}
 		res.Cancelled = true
 		waitErr = stopGroup(pgid, grace, exited)
 	}
@@ -138,6 +147,18 @@ func RunScript(ctx context.Context, s Script) (Result, error) {
 	res.Duration = time.Since(start)
 	res.ExitCode = exitCode(cmd.ProcessState, waitErr)
 	return res, nil
+}
+
+// exitedAlready reports a script that ended by itself at the moment its time limit or cancellation came:
+// select picks among ready cases at random, and a script that finished its work is not a cancelled one (a
+// node resumed after a pause sees both at once).
+func exitedAlready(exited <-chan error) (error, bool) {
+	select {
+	case err := <-exited:
+		return err, true
+	default:
+		return nil, false
+	}
 }
 
 // stopGroup stops every process in the group: SIGTERM, then SIGKILL once the grace period passes. When

@@ -1,0 +1,174 @@
+package builder
+
+import (
+	"context"
+	"errors"
+	"net/http"
+	"sort"
+	"strconv"
+	"time"
+
+	"github.com/shoal-ci/shoal/node"
+	"github.com/shoal-ci/shoal/raftfsm"
+)
+
+// refTimeout bounds the `git ls-remote` that resolves a manual build's ref while the API request waits.
+const refTimeout = 30 * time.Second
+
+func (s *Service) routes() {
+	s.n.Handle("POST /v1/apps/{app}/builds", raftfsm.RoleDeployer, s.postBuild)
+	s.n.Handle("GET /v1/apps/{app}/builds", raftfsm.RoleReader, s.listBuilds)
+	s.n.Handle("GET /v1/builds/{id}", raftfsm.RoleReader, s.getBuild)
+	s.n.Handle("POST /v1/builds/{id}/cancel", raftfsm.RoleDeployer, s.cancelBuild)
+	s.n.Handle("GET /v1/builds/{id}/log", raftfsm.RoleReader, s.getLog)
+	s.n.Handle("GET /v1/apps/{app}/releases", raftfsm.RoleReader, s.listReleases)
+	s.n.Handle("GET /v1/apps/{app}/releases/{version}", raftfsm.RoleReader, s.getRelease)
+	s.n.Handle("POST /v1/hooks/{app}", "", s.postHook)
+}
+
+// BuildRequest is the body of POST /v1/apps/{app}/builds.
+type BuildRequest struct {
+	// Ref is a branch, a tag or a full commit sha; empty means the app's branch.
+	Ref string `json:"ref"`
+}
+
+// postBuild queues a manual build. A branch or tag is resolved to its commit now, so the build record names
+// the exact commit that will be built whatever is pushed meanwhile.
+func (s *Service) postBuild(w http.ResponseWriter, r *http.Request) error {
+	name := r.PathValue("app")
+	var in BuildRequest
+	if r.ContentLength != 0 {
+		if err := node.Decode(r, &in); err != nil {
+			return err
+		}
+	}
+	app, ok := s.appFresh(r.Context(), name)
+	if !ok {
+		return notFound("app %q does not exist", name)
+	}
+	ref := in.Ref
+	if ref == "" {
+		ref = app.Branch
+	}
+	if err := checkRepo(app.Repo); err != nil {
+		return badRequest("app %s: %v", name, err)
+	}
+	if err := checkRef(ref); err != nil {
+		return badRequest("%v", err)
+	}
+	ctx, cancel := context.WithTimeout(r.Context(), refTimeout)
+	defer cancel()
+	sha, branch, err := ResolveRef(ctx, app.Repo, ref)
+	switch {
+	case errors.Is(err, ErrRefNotFound):
+		return badRequest("%v", err)
+	case err != nil:
+		return &node.APIError{Status: http.StatusBadGateway, Code: "repository_unreachable",
+			Message: "cannot resolve " + ref + ": " + err.Error() + ": check the app's repository URL and this node's access to it"}
+	}
+	return s.n.Write(w, r, http.StatusCreated, &raftfsm.BuildQueue{App: name, Commit: sha, Ref: ref, Branch: branch,
+		Trigger: "manual", At: time.Now().UTC()})
+}
+
+func (s *Service) listBuilds(w http.ResponseWriter, r *http.Request) error {
+	if err := s.n.BeginRead(r); err != nil {
+		return err
+	}
+	name := r.PathValue("app")
+	q := r.URL.Query()
+	state := q.Get("state")
+	limit := 100
+	if v := q.Get("limit"); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil || n <= 0 {
+			return badRequest("limit %q is not a positive number", v)
+		}
+		limit = n
+	}
+	var (
+		out    = []raftfsm.Build{}
+		exists bool
+	)
+	s.n.FSM().Read(func(st *raftfsm.State) {
+		_, exists = st.Apps[name]
+		for _, b := range st.Builds {
+			if b.App == name && (state == "" || b.State == state) {
+				out = append(out, *b)
+			}
+		}
+	})
+	if !exists {
+		return notFound("app %q does not exist", name)
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Number > out[j].Number })
+	if len(out) > limit {
+		out = out[:limit]
+	}
+	s.n.WriteJSON(w, http.StatusOK, out)
+	return nil
+}
+
+func (s *Service) getBuild(w http.ResponseWriter, r *http.Request) error {
+	if err := s.n.BeginRead(r); err != nil {
+		return err
+	}
+	id := r.PathValue("id")
+	b, ok := s.build(id)
+	if !ok {
+		return notFound("build %q does not exist", id)
+	}
+	s.n.WriteJSON(w, http.StatusOK, b)
+	return nil
+}
+
+// cancelBuild cancels a queued build at once, or asks the leader's runner to stop a running one (its record
+// shows cancel_requested until the runner has stopped it).
+func (s *Service) cancelBuild(w http.ResponseWriter, r *http.Request) error {
+	return s.n.Write(w, r, http.StatusOK, &raftfsm.BuildCancel{ID: r.PathValue("id"), At: time.Now().UTC()})
+}
+
+func (s *Service) listReleases(w http.ResponseWriter, r *http.Request) error {
+	if err := s.n.BeginRead(r); err != nil {
+		return err
+	}
+	name := r.PathValue("app")
+	var (
+		out    = []raftfsm.Release{}
+		exists bool
+	)
+	s.n.FSM().Read(func(st *raftfsm.State) {
+		_, exists = st.Apps[name]
+		for _, rel := range st.Releases {
+			if rel.App == name {
+				out = append(out, *rel)
+			}
+		}
+	})
+	if !exists {
+		return notFound("app %q does not exist", name)
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].CreateIndex > out[j].CreateIndex })
+	s.n.WriteJSON(w, http.StatusOK, out)
+	return nil
+}
+
+func (s *Service) getRelease(w http.ResponseWriter, r *http.Request) error {
+	if err := s.n.BeginRead(r); err != nil {
+		return err
+	}
+	name, version := r.PathValue("app"), r.PathValue("version")
+	var (
+		rel raftfsm.Release
+		ok  bool
+	)
+	s.n.FSM().Read(func(st *raftfsm.State) {
+		if p := st.Releases[raftfsm.ReleaseKey(name, version)]; p != nil {
+			rel, ok = *p, true
+		}
+	})
+	if !ok {
+		return notFound("app %q has no release %q", name, version)
+	}
+	s.n.WriteJSON(w, http.StatusOK, rel)
+	return nil
+}

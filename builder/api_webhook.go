@@ -1,0 +1,125 @@
+package builder
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"time"
+
+	"github.com/shoal-ci/shoal/node"
+	"github.com/shoal-ci/shoal/raftfsm"
+)
+
+// maxHookBody bounds a webhook body. Forges send the whole push (up to thousands of commits) in one request.
+const maxHookBody = 5 << 20
+
+// HookResponse is the answer to a webhook: what became of the push.
+type HookResponse struct {
+	// Status is queued, duplicate or ignored.
+	Status  string         `json:"status"`
+	Message string         `json:"message"`
+	Build   *raftfsm.Build `json:"build,omitempty"`
+}
+
+// postHook serves POST /v1/hooks/{app}: no API token, the body is verified against the app's webhook secret
+// instead. A push to the app's branch queues a build (201); a redelivery or an already built commit is
+// answered 200 and ignored; other events and branches 202 and ignored.
+func (s *Service) postHook(w http.ResponseWriter, r *http.Request) error {
+	name := r.PathValue("app")
+	provider := providerOf(r.Header)
+	count := func(result string) { s.m.webhooks.WithLabelValues(provider, result).Inc() }
+	app, ok := s.appFresh(r.Context(), name)
+	if !ok {
+		count(hookUnknownApp)
+		return notFound("app %q does not exist: check the webhook's URL", name)
+	}
+	body, err := io.ReadAll(io.LimitReader(r.Body, maxHookBody+1))
+	var tooBig *http.MaxBytesError
+	if errors.As(err, &tooBig) || len(body) > maxHookBody {
+		count(hookBadRequest)
+		return &node.APIError{Status: http.StatusRequestEntityTooLarge, Code: "too_large",
+			Message: "the webhook body is over the size limit: send push events only"}
+	}
+	if err != nil {
+		count(hookBadRequest)
+		return badRequest("read the webhook body: %v", err)
+	}
+	push, err := ParseWebhook(r.Header, body, app.WebhookSecret)
+	switch {
+	case errors.Is(err, ErrUnknownProvider):
+		count(hookUnknownProvider)
+		return badRequest("%v: send GitHub, Gitea or GitLab push webhooks to this URL", err)
+	case errors.Is(err, ErrBadSignature):
+		count(hookBadSignature)
+		s.log.Warn("webhook refused", "app", name, "provider", provider, "remote", r.RemoteAddr, "err", err)
+		return &node.APIError{Status: http.StatusUnauthorized, Code: "bad_signature", Message: err.Error()}
+	case errors.Is(err, ErrNotPush):
+		count(hookIgnored)
+		return s.hookAnswer(w, http.StatusAccepted, HookResponse{Status: hookIgnored, Message: err.Error()})
+	case err != nil:
+		count(hookBadRequest)
+		return badRequest("%v", err)
+	}
+	if !app.AutoBuild {
+		count(hookIgnored)
+		return s.hookAnswer(w, http.StatusAccepted, HookResponse{Status: hookIgnored,
+			Message: fmt.Sprintf("auto build is off for app %s: turn it on to build pushes", name)})
+	}
+	if push.Branch == "" || push.Branch != app.Branch {
+		count(hookIgnored)
+		return s.hookAnswer(w, http.StatusAccepted, HookResponse{Status: hookIgnored,
+			Message: fmt.Sprintf("push to %s; app %s builds branch %s", push.Ref, name, app.Branch)})
+	}
+	res, err := s.n.ApplyCtx(r, &raftfsm.BuildQueue{App: name, Commit: push.Commit, Ref: push.Branch,
+		Branch: push.Branch, Message: push.Message, Trigger: "push", Delivery: push.Delivery, At: time.Now().UTC()})
+	if raftfsm.KindOf(err) == raftfsm.KindConflict {
+		count(hookDuplicate)
+		return s.hookAnswer(w, http.StatusOK, HookResponse{Status: hookDuplicate, Message: "duplicate delivery, ignored"})
+	}
+	if err != nil {
+		count(hookError)
+		return err
+	}
+	var b raftfsm.Build
+	if err := json.Unmarshal(res.Value, &b); err != nil {
+		count(hookError)
+		return fmt.Errorf("decode the queued build: %w", err)
+	}
+	if b.CreateIndex != res.Index {
+		// raftfsm answered with the build that already has this commit.
+		count(hookDuplicate)
+		return s.hookAnswer(w, http.StatusOK, HookResponse{Status: hookDuplicate, Build: &b,
+			Message: fmt.Sprintf("commit %s is already build %s (%s), ignored", short(push.Commit), b.ID, b.State)})
+	}
+	count(hookQueued)
+	s.log.Info("push queued a build", "app", name, "provider", provider, "build", b.ID, "commit", short(push.Commit), "delivery", push.Delivery)
+	return s.hookAnswer(w, http.StatusCreated, HookResponse{Status: hookQueued, Build: &b,
+		Message: fmt.Sprintf("build %s queued for commit %s", b.ID, short(push.Commit))})
+}
+
+func (s *Service) hookAnswer(w http.ResponseWriter, status int, v HookResponse) error {
+	s.n.WriteJSON(w, status, v)
+	return nil
+}
+
+// providerOf names the forge a request claims to come from, as ParseWebhook recognises it, for metrics.
+func providerOf(h http.Header) string {
+	switch {
+	case h.Get("X-Gitea-Event") != "":
+		return ProviderGitea
+	case h.Get("X-Gitlab-Event") != "":
+		return ProviderGitLab
+	case h.Get("X-GitHub-Event") != "":
+		return ProviderGitHub
+	}
+	return "unknown"
+}
+
+func short(sha string) string {
+	if len(sha) > 12 {
+		return sha[:12]
+	}
+	return sha
+}
