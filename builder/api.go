@@ -23,7 +23,8 @@ func (s *Service) routes() {
 	s.n.Handle("GET /v1/builds/{id}/log", raftfsm.RoleReader, s.getLog)
 	s.n.Handle("GET /v1/apps/{app}/releases", raftfsm.RoleReader, s.listReleases)
 	s.n.Handle("GET /v1/apps/{app}/releases/{version}", raftfsm.RoleReader, s.getRelease)
-	s.n.Handle("POST /v1/hooks/{app}", "", s.postHook)
+	// Forges send a whole push in one request; the node's default body limit (1 MiB) is for API documents.
+	s.n.HandleLimit("POST /v1/hooks/{app}", "", maxHookBody, s.postHook)
 }
 
 // BuildRequest is the body of POST /v1/apps/{app}/builds.

@@ -39,8 +39,7 @@ func (s *Service) postHook(w http.ResponseWriter, r *http.Request) error {
 	var tooBig *http.MaxBytesError
 	if errors.As(err, &tooBig) || len(body) > maxHookBody {
 		count(hookBadRequest)
-		return &node.APIError{Status: http.StatusRequestEntityTooLarge, Code: "too_large",
-			Message: "the webhook body is over the size limit: send push events only"}
+		return node.Errorf(http.StatusRequestEntityTooLarge, "the webhook body is over the %d-byte limit: send push events only", maxHookBody)
 	}
 	if err != nil {
 		count(hookBadRequest)

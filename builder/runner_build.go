@@ -200,7 +200,6 @@ func (a *attempt) scripts() outcome {
 		}
 	}
 	if failure != "" {
-		a.say("build failed: %s", failure)
 		res, _, err := a.section("AfterBuildFailure", nil)
 		if res.Cancelled {
 			return a.stopped()
@@ -359,7 +358,7 @@ func (r *runner) publish(a *attempt, o outcome) string {
 				_ = json.Unmarshal(res.Value, &rel)
 				a.say("build succeeded: release %s (commit %s)", rel.Version, rel.Commit)
 			} else {
-				a.say("build %s: %s", cmd.State, cmd.Error)
+				a.say("build %s: %s (recorded)", cmd.State, cmd.Error)
 			}
 			return cmd.State
 		}

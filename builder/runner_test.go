@@ -52,7 +52,7 @@ package:
 		t.Fatalf("build %+v", b)
 	}
 	log := m.buildLog(b.ID)
-	for _, want := range []string{"before the failure", "after-failure ran for " + b.Commit, "build failed: Build failed with exit code 1"} {
+	for _, want := range []string{"before the failure", "after-failure ran for " + b.Commit, "build failed: Build failed with exit code 1 (recorded)"} {
 		if !strings.Contains(log, want) {
 			t.Errorf("log lacks %q:\n%s", want, log)
 		}

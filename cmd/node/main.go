@@ -52,7 +52,8 @@ Operator verbs talk to any node's HTTP API: --addr/SHOAL_ADDR and --token/SHOAL_
 	pf.StringVar(&c.token, "token", os.Getenv("SHOAL_TOKEN"), "API token (env SHOAL_TOKEN)")
 	pf.BoolVar(&c.json, "json", false, "print JSON instead of tables")
 	root.AddCommand(c.initCmd(), c.joinCmd(), c.agentCmd(), c.devCmd(), c.leaveCmd(), c.membersCmd(), c.statusCmd(),
-		c.tokenCmd(), c.appCmd(), c.envCmd(), c.releaseCmd())
+		c.tokenCmd(), c.appCmd(), c.envCmd(), c.releaseCmd(),
+		c.buildCmd(), c.buildsCmd(), c.logCmd(), c.releasesCmd())
 	return root
 }
 

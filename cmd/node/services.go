@@ -20,6 +20,12 @@ func startServices(n *node.Node) (*services, error) {
 		return nil, fmt.Errorf("start the release spread: %w", err)
 	}
 	s.closers = append(s.closers, sp.Close)
+	closeBuilder, err := attachBuilder(n, sp.Store())
+	if err != nil {
+		s.close()
+		return nil, err
+	}
+	s.closers = append(s.closers, closeBuilder)
 	return s, nil
 }
 

@@ -1,0 +1,304 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/shoal-ci/shoal/artifact"
+	"github.com/shoal-ci/shoal/builder"
+	"github.com/shoal-ci/shoal/node"
+	"github.com/shoal-ci/shoal/raftfsm"
+)
+
+// attachBuilder starts the builder on a started node, sharing the node's artifact store, and returns its stop.
+func attachBuilder(n *node.Node, store *artifact.Store) (func(), error) {
+	b, err := builder.Attach(n, builder.Options{Store: store})
+	if err != nil {
+		return nil, fmt.Errorf("start the builder: %w", err)
+	}
+	return func() { b.Close() }, nil
+}
+
+func (c *cli) buildCmd() *cobra.Command {
+	var (
+		ref  string
+		wait bool
+	)
+	cmd := &cobra.Command{
+		Use:   "build APP",
+		Short: "Build an app now (its branch, or --ref); --wait follows the log and fails if the build fails",
+		Long: `Queue a build of APP. --ref names a branch, a tag or a full commit sha (default: the app's branch); a
+branch or tag is resolved to its commit at once. The leader runs the build; 'node log BUILD --follow' shows it.
+With --wait the log is followed here and the command exits non-zero unless the build succeeds.`,
+		Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			var b raftfsm.Build
+			if _, err := c.api().Post(ctx(), "/v1/apps/"+url.PathEscape(args[0])+"/builds", builder.BuildRequest{Ref: ref}, &b); err != nil {
+				return explain(err)
+			}
+			if !wait {
+				return c.print(b, func(w *tabwriter.Writer) { buildTable(w, b) })
+			}
+			fmt.Fprintf(c.errOut, "build %s queued: %s at %s\n", b.ID, dash(b.Ref), short(b.Commit))
+			return c.waitBuild(b.ID)
+		},
+	}
+	cmd.Flags().StringVar(&ref, "ref", "", "branch, tag or commit to build (default: the app's branch)")
+	cmd.Flags().BoolVar(&wait, "wait", false, "follow the build's log and exit non-zero unless it succeeds")
+	cancel := &cobra.Command{
+		Use:   "cancel ID",
+		Short: "Cancel a queued build, or stop a running one (its processes are killed)",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			var b raftfsm.Build
+			if _, err := c.api().Post(ctx(), "/v1/builds/"+url.PathEscape(args[0])+"/cancel", struct{}{}, &b); err != nil {
+				return explain(err)
+			}
+			return c.print(b, func(w *tabwriter.Writer) {
+				if b.State == raftfsm.BuildRunning {
+					fmt.Fprintf(w, "build %s: stop requested; the leader is stopping it\n", b.ID)
+				} else {
+					fmt.Fprintf(w, "build %s: %s\n", b.ID, b.State)
+				}
+			})
+		},
+	}
+	cmd.AddCommand(cancel)
+	return cmd
+}
+
+// waitBuild follows a build's log to the terminal until the build ends, and fails unless it succeeded.
+func (c *cli) waitBuild(id string) error {
+	logOut := c.out
+	if c.json {
+		logOut = c.errOut
+	}
+	if err := c.streamLog(id, 0, true, logOut); err != nil {
+		fmt.Fprintf(c.errOut, "log stream broke (%v); waiting for the build to end\n", err)
+	}
+	// The stream ends when the build does; read the record that says how (blocking until it has ended).
+	var b raftfsm.Build
+	var index uint64
+	for {
+		path := "/v1/builds/" + url.PathEscape(id)
+		if index > 0 {
+			path += fmt.Sprintf("?index=%d&wait=30s", index)
+		}
+		idx, err := c.api().Get(ctx(), path, &b)
+		if err != nil {
+			return explain(err)
+		}
+		if b.Finished() {
+			break
+		}
+		index = idx
+	}
+	if c.json {
+		if err := c.print(b, nil); err != nil {
+			return err
+		}
+	}
+	if b.State != raftfsm.BuildSucceeded {
+		return fmt.Errorf("build %s %s: %s", b.ID, b.State, dash(b.Error))
+	}
+	if !c.json {
+		fmt.Fprintf(c.errOut, "build %s succeeded: release %s\n", b.ID, b.Release)
+	}
+	return nil
+}
+
+// streamLog copies GET /v1/builds/{id}/log to w; with follow it lasts until the build ends.
+func (c *cli) streamLog(id string, offset int64, follow bool, w io.Writer) error {
+	cl := c.api()
+	base := cl.Addr
+	if !strings.Contains(base, "://") {
+		base = "http://" + base
+	}
+	q := url.Values{}
+	if offset > 0 {
+		q.Set("offset", fmt.Sprint(offset))
+	}
+	if follow {
+		q.Set("follow", "1")
+	}
+	u := strings.TrimRight(base, "/") + "/v1/builds/" + url.PathEscape(id) + "/log"
+	if len(q) > 0 {
+		u += "?" + q.Encode()
+	}
+	req, err := http.NewRequestWithContext(context.Background(), http.MethodGet, u, nil)
+	if err != nil {
+		return err
+	}
+	if cl.Token != "" {
+		req.Header.Set("Authorization", "Bearer "+cl.Token)
+	}
+	resp, err := cl.HTTP.Do(req)
+	if err != nil {
+		return fmt.Errorf("cannot reach the Shoal API at %s: %w", cl.Addr, err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		data, _ := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
+		var e struct {
+			Message string `json:"error"`
+		}
+		if jsonErr := json.Unmarshal(data, &e); jsonErr == nil && e.Message != "" {
+			return errors.New(e.Message)
+		}
+		return fmt.Errorf("GET %s: %s", u, resp.Status)
+	}
+	_, err = io.Copy(w, resp.Body)
+	return err
+}
+
+func (c *cli) buildsCmd() *cobra.Command {
+	var (
+		state string
+		limit int
+	)
+	cmd := &cobra.Command{
+		Use:   "builds APP",
+		Short: "List an app's builds, newest first",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			q := url.Values{"limit": {fmt.Sprint(limit)}}
+			if state != "" {
+				q.Set("state", state)
+			}
+			var bs []raftfsm.Build
+			if _, err := c.api().Get(ctx(), "/v1/apps/"+url.PathEscape(args[0])+"/builds?"+q.Encode(), &bs); err != nil {
+				return explain(err)
+			}
+			return c.print(bs, func(w *tabwriter.Writer) {
+				fmt.Fprintln(w, "ID\tSTATE\tTRIGGER\tBRANCH\tCOMMIT\tRELEASE\tNODE\tQUEUED\tTOOK")
+				for _, b := range bs {
+					fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", b.ID, buildState(b), b.Trigger, dash(b.Branch),
+						short(b.Commit), dash(b.Release), dash(b.Node), ago(b.QueuedAt), took(b))
+				}
+			})
+		},
+	}
+	cmd.Flags().StringVar(&state, "state", "", "only builds in this state: queued, running, succeeded, failed, cancelled")
+	cmd.Flags().IntVar(&limit, "limit", 20, "at most this many builds")
+	return cmd
+}
+
+func (c *cli) logCmd() *cobra.Command {
+	var (
+		follow bool
+		offset int64
+	)
+	cmd := &cobra.Command{
+		Use:   "log BUILD",
+		Short: "Print a build's log (from any node); --follow streams it until the build ends",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			return c.streamLog(args[0], offset, follow, c.out)
+		},
+	}
+	cmd.Flags().BoolVarP(&follow, "follow", "f", false, "stream the log until the build ends")
+	cmd.Flags().Int64Var(&offset, "offset", 0, "start at this byte of the log")
+	return cmd
+}
+
+func (c *cli) releasesCmd() *cobra.Command {
+	return &cobra.Command{
+		Use:   "releases APP [VERSION]",
+		Short: "List an app's releases, newest first, or show one",
+		Args:  cobra.RangeArgs(1, 2),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			path := "/v1/apps/" + url.PathEscape(args[0]) + "/releases"
+			if len(args) == 2 {
+				var r raftfsm.Release
+				if _, err := c.api().Get(ctx(), path+"/"+url.PathEscape(args[1]), &r); err != nil {
+					return explain(err)
+				}
+				return c.print(r, func(w *tabwriter.Writer) {
+					fmt.Fprintf(w, "release:\t%s %s\nbuild:\t%s\ncommit:\t%s\nbranch:\t%s\ncreated:\t%s\n", r.App, r.Version,
+						dash(r.Build), dash(r.Commit), dash(r.Branch), r.CreatedAt.Format(time.RFC3339))
+					fmt.Fprintf(w, "archive:\tsha256 %s, %s in %d pieces of %s\nheld by:\t%s\n", r.Digest, bytesText(r.Size),
+						len(r.Pieces), bytesText(r.PieceSize), dash(strings.Join(r.Holders, ", ")))
+					if r.Notes != "" {
+						fmt.Fprintf(w, "notes:\t%s\n", strings.ReplaceAll(r.Notes, "\n", "\n\t"))
+					}
+				})
+			}
+			var rs []raftfsm.Release
+			if _, err := c.api().Get(ctx(), path, &rs); err != nil {
+				return explain(err)
+			}
+			return c.print(rs, func(w *tabwriter.Writer) {
+				fmt.Fprintln(w, "VERSION\tBUILD\tBRANCH\tCOMMIT\tSIZE\tHOLDERS\tCREATED")
+				for _, r := range rs {
+					fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", r.Version, dash(r.Build), dash(r.Branch), short(r.Commit),
+						bytesText(r.Size), dash(strings.Join(r.Holders, ",")), ago(r.CreatedAt))
+				}
+			})
+		},
+	}
+}
+
+func buildTable(w *tabwriter.Writer, b raftfsm.Build) {
+	fmt.Fprintf(w, "build:\t%s\nstate:\t%s\napp:\t%s\ntrigger:\t%s\nref:\t%s\nbranch:\t%s\ncommit:\t%s\n", b.ID,
+		buildState(b), b.App, b.Trigger, dash(b.Ref), dash(b.Branch), dash(b.Commit))
+	if b.Release != "" {
+		fmt.Fprintf(w, "release:\t%s\n", b.Release)
+	}
+	if b.Error != "" {
+		fmt.Fprintf(w, "error:\t%s\n", b.Error)
+	}
+}
+
+func buildState(b raftfsm.Build) string {
+	if b.State == raftfsm.BuildRunning && b.CancelRequested {
+		return "cancelling"
+	}
+	return b.State
+}
+
+func short(sha string) string {
+	if len(sha) > 12 {
+		return sha[:12]
+	}
+	return dash(sha)
+}
+
+func ago(t time.Time) string {
+	if t.IsZero() {
+		return "-"
+	}
+	return time.Since(t).Round(time.Second).String() + " ago"
+}
+
+func took(b raftfsm.Build) string {
+	if b.StartedAt.IsZero() {
+		return "-"
+	}
+	end := b.EndedAt
+	if end.IsZero() {
+		end = time.Now()
+	}
+	return end.Sub(b.StartedAt).Round(100 * time.Millisecond).String()
+}
+
+func bytesText(n int64) string {
+	switch {
+	case n >= 1<<30:
+		return fmt.Sprintf("%.1f GiB", float64(n)/(1<<30))
+	case n >= 1<<20:
+		return fmt.Sprintf("%.1f MiB", float64(n)/(1<<20))
+	case n >= 1<<10:
+		return fmt.Sprintf("%.1f KiB", float64(n)/(1<<10))
+	}
+	return fmt.Sprintf("%d B", n)
+}
