@@ -1,0 +1,582 @@
+package integration
+
+import (
+	"bufio"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"io"
+	"math"
+	"math/rand/v2"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/shoal-ci/shoal/node"
+	"github.com/shoal-ci/shoal/raftfsm"
+	"github.com/shoal-ci/shoal/spread"
+)
+
+// TestNetnsSwarm measures how fast a release spreads from one seed to N hosts over shaped links, against a
+// client-server baseline and the bound of Kumar and Ross (docs/benchmarks.md). Each host is a network namespace
+// on a Linux bridge whose upload is limited by tbf, running a real `node` process.
+//
+//	go test ./integration -run NetnsSwarm -v                                   # smoke: N=4, 8 MiB, checks every host ends with the archive
+//	SHOAL_SWARM_BENCH=1 go test ./integration -run NetnsSwarm -v -timeout 90m  # every full case: n4, n16, n32, mixed16
+//	SHOAL_SWARM_BENCH=n16 go test ./integration -run NetnsSwarm -v -timeout 30m # some of them (comma-separated)
+//
+// It needs root and iproute2 and skips otherwise. The figures are printed, never asserted; the smoke form
+// asserts only that every host ends with the right bytes. A full case whose machine was CPU-saturated is refused
+// (the test fails), since its times would measure the CPU rather than the links.
+func TestNetnsSwarm(t *testing.T) {
+	netnsRequire(t)
+	cases, bench := netnsSwarmCases(t)
+	t.Logf("machine: %d CPUs (%s/%s), %s; load average %s", runtime.NumCPU(), runtime.GOOS, runtime.GOARCH, runtime.Version(), netnsLoadAvg())
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) { netnsRunCase(t, c, bench) })
+	}
+}
+
+// netnsCase is one benchmark configuration. Rates are in bits per second.
+type netnsCase struct {
+	name   string
+	n      int   // hosts besides the seed
+	size   int64 // the archive, F
+	seedUp int64
+	hostUp func(i int) int64 // host i (from 0)
+	// targets marks the case the issue sets targets for (N=16, equal links).
+	targets bool
+}
+
+const netnsMbit = 1_000_000
+
+func netnsSwarmCases(t *testing.T) ([]netnsCase, bool) {
+	equal := func(r int64) func(int) int64 { return func(int) int64 { return r } }
+	// About 250 Mbit/s of traffic in all at most, so that 2 cores carry it without being the bottleneck.
+	all := []netnsCase{
+		{name: "n4", n: 4, size: 64 << 20, seedUp: 50 * netnsMbit, hostUp: equal(50 * netnsMbit)},
+		{name: "n16", n: 16, size: 64 << 20, seedUp: 15 * netnsMbit, hostUp: equal(15 * netnsMbit), targets: true},
+		{name: "n32", n: 32, size: 32 << 20, seedUp: 7_500_000, hostUp: equal(7_500_000)},
+		// Half the hosts (the odd ones) upload at a quarter of the rate.
+		{name: "mixed16", n: 16, size: 64 << 20, seedUp: 15 * netnsMbit, hostUp: func(i int) int64 {
+			if i%2 == 1 {
+				return 15 * netnsMbit / 4
+			}
+			return 15 * netnsMbit
+		}},
+	}
+	switch v := os.Getenv("SHOAL_SWARM_BENCH"); v {
+	case "":
+		return []netnsCase{{name: "smoke4", n: 4, size: 8 << 20, seedUp: 24 * netnsMbit, hostUp: equal(24 * netnsMbit)}}, false
+	case "1", "full", "all":
+		return all, true
+	default:
+		var out []netnsCase
+		for _, name := range strings.Split(v, ",") {
+			i := slices.IndexFunc(all, func(c netnsCase) bool { return c.name == strings.TrimSpace(name) })
+			if i < 0 {
+				t.Fatalf("SHOAL_SWARM_BENCH=%q: %q is not a case; use 1 (all) or some of n4, n16, n32, mixed16", v, name)
+			}
+			out = append(out, all[i])
+		}
+		return out, true
+	}
+}
+
+// netnsMesh is the nodes and helpers of one case.
+type netnsMesh struct {
+	t       *testing.T
+	lab     *netnsLab
+	dir     string
+	nodes   []*proc        // by host index; 0 is the seed
+	helpers []*netnsHelper // by host index
+	admin   string
+	join    string
+}
+
+func (m *netnsMesh) apiURL(i int, path string) string {
+	return "http://" + m.lab.hosts[i].ip + ":" + strconv.Itoa(node.DefaultHTTPPort) + path
+}
+
+func (m *netnsMesh) dataDir(i int) string { return filepath.Join(m.dir, m.lab.hosts[i].name) }
+
+// startNode runs `node args…` inside host i's namespace.
+func (m *netnsMesh) startNode(i int, args ...string) *proc {
+	h := m.lab.hosts[i]
+	args = append(args, "--bind", h.ip, "--data-dir", m.dataDir(i))
+	if lvl := os.Getenv("SHOAL_ITEST_LOG_LEVEL"); lvl != "" {
+		args = append(args, "--log-level", lvl)
+	}
+	return netnsStartProc(m.t, h, append([]string{nodeBinary(m.t)}, args...)...)
+}
+
+// netnsStartProc runs a command inside h's namespace as startProc runs a node: output to files shown if the test
+// fails, its own process group, killed with the test.
+func netnsStartProc(t testing.TB, h *netnsHost, argv ...string) *proc {
+	t.Helper()
+	dir := t.TempDir()
+	p := &proc{t: t, name: h.name, done: make(chan struct{}),
+		outPath: filepath.Join(dir, h.name+".stdout"), errPath: filepath.Join(dir, h.name+".stderr")}
+	out, err := os.Create(p.outPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer out.Close()
+	errf, err := os.Create(p.errPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer errf.Close()
+	p.cmd = exec.Command("ip", append([]string{"netns", "exec", h.ns}, argv...)...)
+	p.cmd.Stdout, p.cmd.Stderr = out, errf
+	p.cmd.Env = cleanEnv()
+	p.cmd.SysProcAttr = sysProcAttr()
+	if err := p.cmd.Start(); err != nil {
+		t.Fatalf("start %s in %s: %v", strings.Join(argv, " "), h.ns, err)
+	}
+	go func() {
+		p.waitErr = p.cmd.Wait()
+		close(p.done)
+	}()
+	t.Cleanup(func() {
+		p.Kill()
+		if t.Failed() {
+			p.dump()
+		}
+	})
+	return p
+}
+
+// startNetnsMesh builds the lab, shapes it, and starts the seed (`node init`) and every host (`node join`), returning
+// once every node sees every other alive: each fetch uses the peers its own node sees.
+func startNetnsMesh(t *testing.T, c netnsCase) *netnsMesh {
+	names := []string{"seed"}
+	for i := range c.n {
+		names = append(names, fmt.Sprintf("h%d", i+1))
+	}
+	lab := newNetnsLab(t, names)
+	lab.shape(lab.hosts[0], c.seedUp, 0)
+	for i := range c.n {
+		lab.shape(lab.hosts[i+1], c.hostUp(i), 0)
+	}
+	m := &netnsMesh{t: t, lab: lab, dir: t.TempDir(), nodes: make([]*proc, len(names))}
+	for _, h := range lab.hosts {
+		m.helpers = append(m.helpers, startNetnsHelper(t, h))
+	}
+
+	m.nodes[0] = m.startNode(0, "init", "--json", "--name", "seed", "--mesh", "bench")
+	var res node.InitResult
+	eventually(t, 60*time.Second, "node init to print its tokens", func() (bool, string) {
+		if m.nodes[0].Exited() {
+			t.Fatalf("node init exited early: %v", m.nodes[0].waitErr)
+		}
+		out := m.nodes[0].Stdout()
+		return json.Unmarshal([]byte(out), &res) == nil && res.AdminToken != "" && res.JoinToken != "", out
+	})
+	m.admin, m.join = res.AdminToken, res.JoinToken
+	eventually(t, 60*time.Second, "the seed to lead", func() (bool, string) {
+		var st node.Status
+		if _, err := m.helpers[0].api("GET", m.apiURL(0, "/v1/status"), m.admin, nil, &st); err != nil {
+			return false, err.Error()
+		}
+		return st.Leader != "", fmt.Sprintf("%+v", st)
+	})
+
+	// Hosts join a few at a time: the leader adds Raft servers one by one, and many gossip joins within a second
+	// can leave member lists incomplete until the next full sync.
+	seedQUIC := lab.hosts[0].ip + ":" + strconv.Itoa(node.DefaultQUICPort)
+	for from := 1; from < len(names); from += 4 {
+		batch := names[from:min(from+4, len(names))]
+		for j := range batch {
+			i := from + j
+			m.nodes[i] = m.startNode(i, "join", seedQUIC, "--token", m.join, "--name", names[i])
+		}
+		eventually(t, 120*time.Second, fmt.Sprintf("%v in Raft", batch), func() (bool, string) {
+			return m.sees(0, names[:from+len(batch)], true)
+		})
+	}
+	for i := range names {
+		eventually(t, 120*time.Second, names[i]+" to see every node alive", func() (bool, string) {
+			if m.nodes[i].Exited() {
+				t.Fatalf("%s exited: %v", names[i], m.nodes[i].waitErr)
+			}
+			return m.sees(i, names, false)
+		})
+	}
+	return m
+}
+
+// sees reports whether node i lists every one of names alive (and, if inRaft, as a voter or non-voter).
+func (m *netnsMesh) sees(i int, names []string, inRaft bool) (bool, string) {
+	var ms []node.Member
+	if _, err := m.helpers[i].api("GET", m.apiURL(i, "/v1/members"), m.admin, nil, &ms); err != nil {
+		return false, err.Error()
+	}
+	for _, name := range names {
+		j := slices.IndexFunc(ms, func(x node.Member) bool { return x.Name == name })
+		if j < 0 || ms[j].Status != node.StatusAlive || (inRaft && ms[j].Role != "voter" && ms[j].Role != "nonvoter") {
+			return false, memberSummary(ms)
+		}
+	}
+	return true, ""
+}
+
+// netnsPhase is what one way of spreading the archive (swarm or baseline) measured.
+type netnsPhase struct {
+	times   []time.Duration // per host from the common start, sorted
+	byHost  map[string]time.Duration
+	seedTx  uint64 // bytes the seed sent
+	totalTx uint64 // bytes every host and the seed sent
+	cpu     netnsCPU
+}
+
+func (p netnsPhase) median() time.Duration { return p.times[(len(p.times)+1)/2-1] }
+func (p netnsPhase) last() time.Duration   { return p.times[len(p.times)-1] }
+
+func netnsRunCase(t *testing.T, c netnsCase, bench bool) {
+	m := startNetnsMesh(t, c)
+	seed := m.helpers[0]
+	eventually(t, 30*time.Second, "the app to be created", func() (bool, string) {
+		_, err := seed.api("POST", m.apiURL(0, "/v1/apps"), m.admin, map[string]any{"name": "bench"}, nil)
+		return err == nil, fmt.Sprint(err)
+	})
+	archive := netnsArchive(t, c.size)
+
+	// Only the seed holds the release when it is pushed. The spread service then copies it to one more node at
+	// once (MinHolders 2); that node is one of the hosts about to fetch, and its copy joins the download it starts
+	// a moment later (one download per release and node), so the copy is part of the swarm being measured.
+	rep, err := seed.call(netnsRequest{Op: "http", Method: "POST", URL: m.apiURL(0, "/v1/apps/bench/releases?version=bench"),
+		Token: m.admin, BodyFile: archive, Timeout: 5 * time.Minute})
+	if err != nil || rep.Status != 201 {
+		t.Fatalf("push the archive to the seed: %v %d %s %s", err, rep.Status, rep.Err, rep.Body)
+	}
+	var rel raftfsm.Release
+	if err := json.Unmarshal([]byte(rep.Body), &rel); err != nil {
+		t.Fatalf("push answer %q: %v", rep.Body, err)
+	}
+	bound := netnsBound(c)
+	pids := []int{}
+	for i := range m.nodes {
+		pids = append(pids, m.nodes[i].Pid(), m.helpers[i].Pid())
+	}
+	isNode := func(pid int) bool { return slices.ContainsFunc(m.nodes, func(p *proc) bool { return p.Pid() == pid }) }
+
+	// (a) The swarm: every host asks its own node to fetch the release, all at once.
+	swarm := m.measure(pids, isNode, func(i int) netnsRequest {
+		return netnsRequest{Op: "http", Method: "POST", URL: m.apiURL(i, "/v1/apps/bench/releases/bench/fetch"), Token: m.admin,
+			Body: json.RawMessage("{}"), Timeout: max(20*bound, 10*time.Minute)}
+	}, func(i int, r netnsReply) error {
+		var fr spread.FetchResult
+		if r.Err != "" || r.Status != 200 || json.Unmarshal([]byte(r.Body), &fr) != nil {
+			return fmt.Errorf("fetch: %d %s %s", r.Status, r.Err, r.Body)
+		}
+		if fr.Digest != rel.Digest || fr.Bytes != c.size {
+			return fmt.Errorf("fetch answered %+v; the release is %s, %d bytes", fr, rel.Digest, c.size)
+		}
+		return nil
+	})
+	// The node said it holds the archive: check the bytes it stored.
+	var wg sync.WaitGroup
+	for i := 1; i <= c.n; i++ {
+		wg.Go(func() {
+			path := filepath.Join(m.dataDir(i), "blobs", rel.Digest+".tar.gz")
+			if got, err := netnsFileDigest(path); err != nil || got != rel.Digest {
+				t.Errorf("%s stored %s with digest %s (%v), want %s", m.lab.hosts[i].name, path, got, err, rel.Digest)
+			}
+		})
+	}
+	wg.Wait()
+
+	// (b) The client-server baseline: every host downloads the same archive from the seed over plain HTTP,
+	// through the same shaped links.
+	if _, err := seed.call(netnsRequest{Op: "serve", Addr: m.lab.hosts[0].ip + ":8080", File: archive}); err != nil {
+		t.Fatalf("serve the archive from the seed: %v", err)
+	}
+	base := m.measure(pids, isNode, func(i int) netnsRequest {
+		return netnsRequest{Op: "get", URL: "http://" + m.lab.hosts[0].ip + ":8080/archive.tar.gz",
+			Timeout: time.Duration(3*c.n)*bound + 10*time.Minute}
+	}, func(i int, r netnsReply) error {
+		if r.Err != "" || r.Status != 200 || r.Digest != rel.Digest || r.Bytes != c.size {
+			return fmt.Errorf("plain HTTP download: status %d, %d bytes, digest %s, err %q", r.Status, r.Bytes, r.Digest, r.Err)
+		}
+		return nil
+	})
+
+	netnsReport(t, c, bound, swarm, base, bench)
+}
+
+// measure sends req(i) to every host's helper at once and waits for every answer, checking each with check. The
+// time of host i runs from the moment before the first request left to the moment its answer was read whole.
+func (m *netnsMesh) measure(pids []int, isNode func(int) bool, req func(i int) netnsRequest, check func(i int, r netnsReply) error) netnsPhase {
+	t := m.t
+	before := m.lab.counters()
+	meter := startNetnsCPU(t, pids, isNode)
+	start := time.Now()
+	for i := 1; i < len(m.helpers); i++ {
+		if err := m.helpers[i].send(req(i)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	replies := make([]netnsReply, len(m.helpers))
+	errs := make([]error, len(m.helpers))
+	var wg sync.WaitGroup
+	for i := 1; i < len(m.helpers); i++ {
+		wg.Go(func() { replies[i], errs[i] = m.helpers[i].recv() })
+	}
+	wg.Wait()
+	cpu := meter.stop()
+	after := m.lab.counters()
+	p := netnsPhase{byHost: map[string]time.Duration{}, cpu: cpu}
+	for i := 1; i < len(m.helpers); i++ {
+		name := m.lab.hosts[i].name
+		if errs[i] == nil {
+			errs[i] = check(i, replies[i])
+		}
+		if errs[i] != nil {
+			t.Fatalf("%s: %v", name, errs[i])
+		}
+		d := time.Unix(0, replies[i].EndNs).Sub(start)
+		p.times = append(p.times, d)
+		p.byHost[name] = d
+	}
+	slices.Sort(p.times)
+	for _, h := range m.lab.hosts {
+		sent := after[h.name] - before[h.name]
+		p.totalTx += sent
+		if h == m.lab.hosts[0] {
+			p.seedTx = sent
+		}
+	}
+	return p
+}
+
+// netnsBound is the bound of Kumar and Ross on the time for N hosts to get F bytes from one seed:
+// max(F/u_s, F/d_min, N·F/(u_s+Σu_i)). Downloads are not shaped, so F/d_min does not bind.
+func netnsBound(c netnsCase) time.Duration {
+	f := float64(c.size) * 8 // bits
+	sum := float64(c.seedUp)
+	for i := range c.n {
+		sum += float64(c.hostUp(i))
+	}
+	secs := math.Max(f/float64(c.seedUp), float64(c.n)*f/sum)
+	return time.Duration(secs * float64(time.Second))
+}
+
+func netnsReport(t *testing.T, c netnsCase, bound time.Duration, swarm, base netnsPhase, bench bool) {
+	f := float64(c.size)
+	nf := float64(c.n) * f
+	rates := map[int64]int{}
+	for i := range c.n {
+		rates[c.hostUp(i)]++
+	}
+	var rs []string
+	for r, k := range rates {
+		rs = append(rs, fmt.Sprintf("%d at %s", k, netnsRate(r)))
+	}
+	slices.Sort(rs)
+	t.Logf("case %s: N=%d hosts, F=%.0f MiB in %d KiB pieces, seed upload %s, host uploads %s, downloads unshaped",
+		c.name, c.n, f/(1<<20), spread.DefaultPieceSize>>10, netnsRate(c.seedUp), strings.Join(rs, ", "))
+	t.Logf("  bound (Kumar-Ross): %.2f s", bound.Seconds())
+
+	saturated := ""
+	for _, x := range []struct {
+		what string
+		p    netnsPhase
+	}{{"swarm", swarm}, {"baseline", base}} {
+		if x.p.cpu.machine > 0.85 {
+			saturated += fmt.Sprintf("%s: machine CPU %.0f%% of %d cores on average; ", x.what, 100*x.p.cpu.machine, runtime.NumCPU())
+		}
+	}
+	label := ""
+	if saturated != "" {
+		label = " [NOT VALID: CPU saturated]"
+	}
+	for _, x := range []struct {
+		what string
+		p    netnsPhase
+	}{{"swarm   ", swarm}, {"baseline", base}} {
+		p := x.p
+		t.Logf("  %s median %7.2f s (%5.2f× bound)  last %7.2f s (%5.2f× bound)  seed egress %5.2f F  total %5.2f N·F  CPU: nodes %.2f, helpers %.2f, machine %.0f%% of %d cores%s",
+			x.what, p.median().Seconds(), netnsRatio(p.median(), bound), p.last().Seconds(), netnsRatio(p.last(), bound),
+			float64(p.seedTx)/f, float64(p.totalTx)/nf, p.cpu.nodes, p.cpu.helpers, 100*p.cpu.machine, runtime.NumCPU(), label)
+	}
+	var hosts []string
+	for name, d := range swarm.byHost {
+		hosts = append(hosts, fmt.Sprintf("%s %.1f", name, d.Seconds()))
+	}
+	slices.SortFunc(hosts, func(a, b string) int { return netnsHostNum(a) - netnsHostNum(b) })
+	t.Logf("  swarm per host (s): %s", strings.Join(hosts, ", "))
+	if c.targets {
+		t.Logf("  targets (N=16, equal links): last ≤ 1.3× bound: %s; median ≤ 1.15× bound: %s; baseline last ≈ N× bound: %.1f× = %.2f N",
+			netnsVerdict(netnsRatio(swarm.last(), bound) <= 1.3), netnsVerdict(netnsRatio(swarm.median(), bound) <= 1.15),
+			netnsRatio(base.last(), bound), netnsRatio(base.last(), bound)/float64(c.n))
+	}
+	t.Logf("  | %s | %d | %.0f MiB | %s | %.1f s | %.2f× | %.2f× | %.2f | %.2f | %.2f× | %.2f× | %.2f | %.2f | %.2f / %.0f%% |",
+		c.name, c.n, f/(1<<20), netnsRate(c.seedUp), bound.Seconds(),
+		netnsRatio(swarm.median(), bound), netnsRatio(swarm.last(), bound), float64(swarm.seedTx)/f, float64(swarm.totalTx)/nf,
+		netnsRatio(base.median(), bound), netnsRatio(base.last(), bound), float64(base.seedTx)/f, float64(base.totalTx)/nf,
+		swarm.cpu.nodes, 100*swarm.cpu.machine)
+	if saturated != "" {
+		msg := "refusing to report this run: " + saturated + "its times measure the CPU, not the links. " +
+			"Rerun when the machine is quieter (load average now " + netnsLoadAvg() + ")"
+		if bench {
+			t.Error(msg)
+		} else {
+			t.Log("smoke run: " + msg)
+		}
+	}
+}
+
+func netnsRatio(d, bound time.Duration) float64 { return d.Seconds() / bound.Seconds() }
+
+func netnsRate(bits int64) string {
+	return strconv.FormatFloat(float64(bits)/netnsMbit, 'f', -1, 64) + " Mbit/s"
+}
+
+func netnsVerdict(ok bool) string {
+	if ok {
+		return "met"
+	}
+	return "NOT met"
+}
+
+func netnsHostNum(s string) int {
+	n, _ := strconv.Atoi(strings.TrimPrefix(strings.Fields(s)[0], "h"))
+	return n
+}
+
+// netnsArchive writes size random bytes: incompressible, like a release of built binaries. The spread service
+// stores uploads as they are, so the archive need not be a real tar.gz.
+func netnsArchive(t *testing.T, size int64) string {
+	path := filepath.Join(t.TempDir(), "archive.tar.gz")
+	f, err := os.Create(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	rng := rand.NewChaCha8(sha256.Sum256([]byte(path)))
+	w := bufio.NewWriterSize(f, 1<<20)
+	if _, err := io.CopyN(w, rng, size); err != nil {
+		t.Fatal(err)
+	}
+	if err := w.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	return path
+}
+
+func netnsFileDigest(path string) (string, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return "", err
+	}
+	defer f.Close()
+	h := sha256.New()
+	if _, err := io.Copy(h, f); err != nil {
+		return "", err
+	}
+	return hex.EncodeToString(h.Sum(nil)), nil
+}
+
+// netnsCPU is the CPU a phase used, in cores (CPU seconds per second): the nodes, the helpers, and the whole
+// machine as a fraction of all its cores (other work on the machine and the kernel's packet handling included).
+type netnsCPU struct {
+	nodes, helpers, machine float64
+}
+
+type netnsCPUMeter struct {
+	t             testing.TB
+	pids          []int
+	isNode        func(int) bool
+	start         time.Time
+	ticks         map[int]int64
+	busy0, total0 int64
+}
+
+func startNetnsCPU(t testing.TB, pids []int, isNode func(int) bool) *netnsCPUMeter {
+	m := &netnsCPUMeter{t: t, pids: pids, isNode: isNode, ticks: map[int]int64{}}
+	for _, pid := range pids {
+		m.ticks[pid] = netnsProcTicks(t, pid)
+	}
+	m.busy0, m.total0 = netnsMachineTicks(t)
+	m.start = time.Now()
+	return m
+}
+
+func (m *netnsCPUMeter) stop() netnsCPU {
+	wall := time.Since(m.start).Seconds()
+	busy, total := netnsMachineTicks(m.t)
+	hz := float64(netnsClockTicks())
+	var c netnsCPU
+	for _, pid := range m.pids {
+		cores := float64(netnsProcTicks(m.t, pid)-m.ticks[pid]) / hz / wall
+		if m.isNode(pid) {
+			c.nodes += cores
+		} else {
+			c.helpers += cores
+		}
+	}
+	if total > m.total0 {
+		c.machine = float64(busy-m.busy0) / float64(total-m.total0)
+	}
+	return c
+}
+
+// netnsProcTicks returns utime+stime of pid in clock ticks.
+func netnsProcTicks(t testing.TB, pid int) int64 {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		t.Fatalf("read /proc/%d/stat (did a node die?): %v", pid, err)
+	}
+	// The command name may hold spaces; state is the first field after it, utime and stime the 12th and 13th.
+	f := strings.Fields(string(b[strings.LastIndexByte(string(b), ')')+1:]))
+	ut, _ := strconv.ParseInt(f[11], 10, 64)
+	st, _ := strconv.ParseInt(f[12], 10, 64)
+	return ut + st
+}
+
+// netnsMachineTicks returns the busy and total ticks of all CPUs from /proc/stat.
+func netnsMachineTicks(t testing.TB) (busy, total int64) {
+	b, err := os.ReadFile("/proc/stat")
+	if err != nil {
+		t.Fatalf("read /proc/stat: %v", err)
+	}
+	line, _, _ := strings.Cut(string(b), "\n")
+	f := strings.Fields(line) // cpu user nice system idle iowait irq softirq steal guest guest_nice
+	for i, s := range f[1:min(len(f), 9)] {
+		v, _ := strconv.ParseInt(s, 10, 64)
+		total += v
+		if i != 3 && i != 4 { // idle, iowait
+			busy += v
+		}
+	}
+	return busy, total
+}
+
+// netnsClockTicks is the kernel's USER_HZ, the unit of /proc/<pid>/stat times.
+var netnsClockTicks = sync.OnceValue(func() int64 {
+	out, err := exec.Command("getconf", "CLK_TCK").Output()
+	if err == nil {
+		if hz, err := strconv.ParseInt(strings.TrimSpace(string(out)), 10, 64); err == nil && hz > 0 {
+			return hz
+		}
+	}
+	return 100
+})
+
+func netnsLoadAvg() string {
+	b, err := os.ReadFile("/proc/loadavg")
+	if err != nil {
+		return "unknown"
+	}
+	f := strings.Fields(string(b))
+	return strings.Join(f[:min(3, len(f))], " ")
+}
