@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"io"
 	"math"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -17,6 +16,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -46,7 +46,7 @@ func benchPlanFor(t *testing.T) benchPlan {
 	t.Helper()
 	switch mode := os.Getenv("SHOAL_BENCH"); mode {
 	case "smoke", "1":
-		return benchPlan{mode: "smoke", failoverTrials: 3, loadFor: 5 * time.Second, loadClients: 64, latencyWrites: 500,
+		return benchPlan{mode: "smoke", failoverTrials: 3, loadFor: 5 * time.Second, loadClients: 64, latencyWrites: 100,
 			idleSettle: 10 * time.Second, idleWindow: 10 * time.Second}
 	case "full":
 		return benchPlan{mode: "full", failoverTrials: 20, loadFor: 30 * time.Second, loadClients: 64, latencyWrites: 2000,
@@ -113,8 +113,7 @@ func benchMachine() string {
 
 // ---- leader failover ----
 
-// failoverMesh is a 3-node mesh whose leader a failover trial kills and restarts: real processes, or in-process
-// nodes for the timing comparison the binary cannot make yet.
+// failoverMesh is a 3-node mesh whose leader a failover trial stops and restarts.
 type failoverMesh interface {
 	// healthyLeader waits until every node agrees on a leader, all are alive voters, and all have applied what the
 	// leader committed; it returns the leader's index.
@@ -129,53 +128,43 @@ type failoverMesh interface {
 
 type failoverProfile struct {
 	name, desc string
-	timing     node.Timing // for in-process meshes
-	flags      []string    // for process meshes
+	flags      []string
+	// graceful stops the leader with SIGTERM (a planned restart) instead of SIGKILL (a crash).
+	graceful bool
+	// smokeTrials is how many trials the smoke form runs.
+	smokeTrials int
 }
 
-var (
-	lanProfile = failoverProfile{name: "lan", timing: node.LANTiming(), flags: []string{"--raft-profile", "lan"},
-		desc: "LAN timing, the binary's default: heartbeat 400ms, election 400ms, lease 200ms"}
-	raftDefaultsProfile = failoverProfile{name: "wan", timing: node.WANTiming(), flags: []string{"--raft-profile", "wan"},
-		desc: "WAN timing, hashicorp/raft's defaults (--raft-profile wan): heartbeat 1s, election 1s, lease 500ms"}
-)
-
-// TestBenchFailover kills the leader of a 3-process mesh with SIGKILL, again and again, and measures the time from
-// the kill until a write through a survivor succeeds. The killed node is restarted and the mesh let heal between
-// trials.
+// TestBenchFailover stops the leader of a 3-process mesh, again and again, and measures the time from the signal
+// until a write through a survivor succeeds: with SIGKILL under each Raft timing profile, and with SIGTERM (a
+// planned restart) under the default one. The stopped node is restarted and the mesh let heal between trials.
 func TestBenchFailover(t *testing.T) {
 	plan := benchPlanFor(t)
 	needProcesses(t)
-	profiles := []failoverProfile{lanProfile}
-	if hasFlag(t, "agent", "raft-profile") {
-		profiles = append(profiles, raftDefaultsProfile)
-	} else {
-		t.Logf("no --raft-profile flag in the node binary: the process run with hashicorp/raft's default timings is " +
-			"skipped (TestBenchFailoverInProcess compares the two profiles in one process)")
-	}
-	t.Logf("machine: %s; %d trials per profile (%s)", benchMachine(), plan.failoverTrials, plan.mode)
-	for _, p := range profiles {
+	t.Logf("machine: %s; %s form", benchMachine(), plan.mode)
+	for _, p := range []failoverProfile{
+		{name: "lan", flags: []string{"--raft-profile", "lan"}, smokeTrials: 3,
+			desc: "kill -9, LAN timing (the default, --raft-profile lan): heartbeat 400ms, election 400ms, lease 200ms"},
+		{name: "wan", flags: []string{"--raft-profile", "wan"}, smokeTrials: 2,
+			desc: "kill -9, WAN timing (--raft-profile wan, hashicorp/raft's defaults): heartbeat 1s, election 1s, lease 500ms"},
+		{name: "lan-sigterm", flags: []string{"--raft-profile", "lan"}, graceful: true, smokeTrials: 2,
+			desc: "SIGTERM (planned restart), LAN timing"},
+	} {
 		t.Run(p.name, func(t *testing.T) {
-			runFailover(t, &procFailover{m: startPmesh(t, 3, p.flags...)}, p, plan.failoverTrials, "kill -9")
+			trials := plan.failoverTrials
+			if plan.mode == "smoke" {
+				trials = p.smokeTrials
+			}
+			runFailover(t, &procFailover{m: startPmesh(t, 3, p.flags...), graceful: p.graceful}, p, trials)
 		})
 	}
 }
 
-// TestBenchFailoverInProcess runs the same trials on three in-process nodes (real QUIC, bolt and gossip, on
-// explicit loopback ports so that a node restarts where it was), once with each Raft timing profile. A kill here
-// is Node.Close, which is gentler than SIGKILL: the closing endpoint tells its peers' QUIC connections at once.
-// Elections still wait for the heartbeat timeout, as after a SIGKILL.
-func TestBenchFailoverInProcess(t *testing.T) {
-	plan := benchPlanFor(t)
-	t.Logf("machine: %s; %d trials per profile (%s)", benchMachine(), plan.failoverTrials, plan.mode)
-	for _, p := range []failoverProfile{lanProfile, raftDefaultsProfile} {
-		t.Run(p.name, func(t *testing.T) {
-			runFailover(t, startInprocFailover(t, p.timing), p, plan.failoverTrials, "close")
-		})
+func runFailover(t *testing.T, m failoverMesh, p failoverProfile, trials int) {
+	kill := "kill -9"
+	if p.graceful {
+		kill = "SIGTERM"
 	}
-}
-
-func runFailover(t *testing.T, m failoverMesh, p failoverProfile, trials int, kill string) {
 	var toWrite, toLeader []time.Duration
 	for i := range trials {
 		w, l := failoverTrial(t, m, i)
@@ -237,7 +226,7 @@ func failoverTrial(t *testing.T, m failoverMesh, trial int) (toWrite, toLeader t
 	cancel()
 	wg.Wait()
 	toLeader = time.Duration(leaderAt.Load())
-	t.Logf("trial %2d: killed %s; write through %s after %s (%s to a new leader)", trial, m.name(leader), m.name(via), secs(toWrite), secs(toLeader))
+	t.Logf("trial %2d: stopped %s; write through %s after %s (%s to a new leader)", trial, m.name(leader), m.name(via), secs(toWrite), secs(toLeader))
 	m.restart(t, leader)
 	return toWrite, toLeader
 }
@@ -263,108 +252,34 @@ func watchNewLeader(ctx context.Context, api, token, old string, start time.Time
 }
 
 // procFailover is a process mesh for failover trials.
-type procFailover struct{ m *pmesh }
+type procFailover struct {
+	m        *pmesh
+	graceful bool
+}
 
 func (f *procFailover) healthyLeader(t *testing.T) int {
 	return slices.Index(f.m.nodes, f.m.waitHealthy(f.m.nodes...))
 }
-func (f *procFailover) size() int                   { return len(f.m.nodes) }
-func (f *procFailover) name(i int) string           { return f.m.nodes[i].name }
-func (f *procFailover) api(i int) string            { return f.m.nodes[i].api() }
-func (f *procFailover) token() string               { return f.m.admin }
-func (f *procFailover) kill(i int)                  { f.m.nodes[i].proc.Kill() }
-func (f *procFailover) restart(t *testing.T, i int) { f.m.restart(f.m.nodes[i]) }
+func (f *procFailover) size() int         { return len(f.m.nodes) }
+func (f *procFailover) name(i int) string { return f.m.nodes[i].name }
+func (f *procFailover) api(i int) string  { return f.m.nodes[i].api() }
+func (f *procFailover) token() string     { return f.m.admin }
 
-// inprocFailover is three in-process nodes on fixed ports, so that a closed node reopens at the same addresses.
-type inprocFailover struct {
-	cfgs  []node.Config
-	nodes []*node.Node
-	admin string
-}
-
-func startInprocFailover(t *testing.T, timing node.Timing) *inprocFailover {
-	t.Helper()
-	dir := t.TempDir()
-	f := &inprocFailover{}
-	t.Cleanup(func() {
-		for _, n := range f.nodes {
-			if n != nil {
-				n.Close()
-			}
-		}
-	})
-	for i := range 3 {
-		cfg := node.TestConfig(t, dir, fmt.Sprintf("n%d", i+1))
-		ip := loopbackIP(i)
-		cfg.BindIP, cfg.HTTPPort, cfg.GossipPort, cfg.QUICPort = ip, freePort(t, ip), freePort(t, ip), freePort(t, ip)
-		// Production values, not the test profile's: the benchmark measures what an operator gets.
-		cfg.Timing, cfg.LeaderWait, cfg.DeadGrace = timing, 7*time.Second, time.Hour
-		f.cfgs = append(f.cfgs, cfg)
+// kill signals the leader and returns at once: a graceful stop takes time, and the writes measured run meanwhile.
+func (f *procFailover) kill(i int) {
+	if f.graceful {
+		f.m.nodes[i].proc.Signal(syscall.SIGTERM)
+	} else {
+		f.m.nodes[i].proc.Kill()
 	}
-	n1, res, err := node.Init(f.cfgs[0], "bench", time.Hour)
-	if err != nil {
-		t.Fatalf("init: %v", err)
+}
+func (f *procFailover) restart(t *testing.T, i int) {
+	if code, ok := f.m.nodes[i].proc.Wait(30 * time.Second); !ok {
+		t.Fatalf("%s still runs 30 s after SIGTERM", f.name(i))
+	} else if f.graceful && code != 0 {
+		t.Errorf("%s exited with status %d after SIGTERM, want 0", f.name(i), code)
 	}
-	f.nodes, f.admin = append(f.nodes, n1), res.AdminToken
-	for _, cfg := range f.cfgs[1:] {
-		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-		n, err := node.Join(ctx, cfg, n1.RaftAddr(), res.JoinToken)
-		cancel()
-		if err != nil {
-			t.Fatalf("join %s: %v", cfg.Name, err)
-		}
-		f.nodes = append(f.nodes, n)
-	}
-	return f
-}
-
-func (f *inprocFailover) healthyLeader(t *testing.T) int {
-	leader := -1
-	eventually(t, 60*time.Second, "a healthy in-process mesh", func() (bool, string) {
-		leader = -1
-		var name string
-		for _, n := range f.nodes {
-			st := n.Status()
-			if st.Leader == "" || (name != "" && st.Leader != name) {
-				return false, fmt.Sprintf("%s sees leader %q", n.Name(), st.Leader)
-			}
-			name = st.Leader
-		}
-		leader = slices.IndexFunc(f.nodes, func(n *node.Node) bool { return n.Name() == name })
-		if leader < 0 {
-			return false, "leader " + name + " is not one of the nodes"
-		}
-		l := f.nodes[leader]
-		for _, m := range l.Members() {
-			if m.Status != node.StatusAlive || m.Role != "voter" {
-				return false, fmt.Sprintf("%s is %s/%s", m.Name, m.Status, m.Role)
-			}
-		}
-		commit := l.Status().CommitIndex
-		for _, n := range f.nodes {
-			if n.Status().AppliedIndex < commit {
-				return false, n.Name() + " is behind"
-			}
-		}
-		return true, ""
-	})
-	return leader
-}
-func (f *inprocFailover) size() int         { return len(f.nodes) }
-func (f *inprocFailover) name(i int) string { return f.cfgs[i].Name }
-func (f *inprocFailover) api(i int) string {
-	return net.JoinHostPort(f.cfgs[i].BindIP, strconv.Itoa(f.cfgs[i].HTTPPort))
-}
-func (f *inprocFailover) token() string { return f.admin }
-func (f *inprocFailover) kill(i int) {
-	f.nodes[i].Close()
-}
-func (f *inprocFailover) restart(t *testing.T, i int) {
-	n, err := node.Open(f.cfgs[i])
-	if err != nil {
-		t.Fatalf("reopen %s: %v", f.cfgs[i].Name, err)
-	}
-	f.nodes[i] = n
+	f.m.restart(f.m.nodes[i])
 }
 
 // ---- API write throughput and latency ----

@@ -110,6 +110,13 @@ func (p *proc) Kill() {
 	}
 }
 
+// Signal sends sig to the process, unless it has exited.
+func (p *proc) Signal(sig os.Signal) {
+	if !p.Exited() {
+		_ = p.cmd.Process.Signal(sig)
+	}
+}
+
 // Stop sends SIGTERM and waits for a clean exit; a process that does not stop within 20 s is killed and the test
 // fails.
 func (p *proc) Stop() {
