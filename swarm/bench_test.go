@@ -91,6 +91,7 @@ func TestSwarmShape(t *testing.T) {
 		full += n.metric(t, "shoal_blob_requests_refused_total", map[string]string{"reason": "full"})
 	}
 	gets = float64(nodes * meta.NumPieces())
+	t.Logf("seed refused %v busy, %v full", s.metric(t, "shoal_blob_requests_refused_total", map[string]string{"reason": "busy"}), s.metric(t, "shoal_blob_requests_refused_total", map[string]string{"reason": "full"}))
 	t.Logf("refused per piece fetched: %.2f busy, %.2f full", busy/gets, full/gets)
 	slices.Sort(times)
 	t.Logf("slots %d queue %d inflight %d", slots, queue, inflight)

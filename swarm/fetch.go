@@ -52,10 +52,17 @@ const (
 	defaultPeerRefresh    = time.Second
 	defaultRequestTimeout = 2 * time.Minute
 	dialTimeout           = 10 * time.Second
+	// maxDials is how many peers one download connects to at a time. Handshakes are the costliest thing a
+	// swarm does per peer (mutual TLS, ~2 ms of CPU each); dozens at once on a busy machine run into the
+	// handshake timeout and must start again.
+	maxDials = 4
 	// busyBackoff is how long a peer that answered busy for a piece is not asked for it again.
 	busyBackoff = 300 * time.Millisecond
-	// chokeBackoff is about how long a peer that answered full is left alone (jittered from half to 1.5 times).
-	chokeBackoff = 200 * time.Millisecond
+	// A peer that answered full is left alone for chokeBackoff, doubled for each full answer in a row up to
+	// maxChokeBackoff, jittered from half to 1.5 times: in a swarm where every upload is saturated, most
+	// requesters must stay away from most peers, and backing off is cheaper than asking.
+	chokeBackoff    = 100 * time.Millisecond
+	maxChokeBackoff = 400 * time.Millisecond
 	// maxTransferFailures in a row make the fetcher reconnect to a peer.
 	maxTransferFailures = 3
 	maxPeerBackoff      = 30 * time.Second
@@ -111,6 +118,7 @@ func Fetch(ctx context.Context, cfg FetchConfig, meta artifact.Meta, peers func(
 		inflight:     make([]int32, meta.NumPieces()),
 		started:      make([]time.Time, meta.NumPieces()),
 		peers:        map[string]*peer{},
+		dials:        make(chan struct{}, maxDials),
 		rng:          rand.New(rand.NewPCG(rand.Uint64(), rand.Uint64())),
 		done:         make(chan struct{}),
 		lastProgress: start,
@@ -139,6 +147,7 @@ type fetcher struct {
 	started      []time.Time       // per piece, when its oldest outstanding request left
 	pieceTime    time.Duration     // moving average of how long a piece request takes
 	peers        map[string]*peer  // by address, including dropped ones
+	dials        chan struct{}     // one token per connection attempt in progress
 	rng          *rand.Rand
 	finished     bool
 	result       error
@@ -159,6 +168,7 @@ type peer struct {
 	transferFails int // piece transfers failed in a row
 	retryAt       time.Time
 	chokedUntil   time.Time                  // after a full answer, the peer is not asked before this
+	fulls         int                        // full answers in a row
 	busy          map[int]time.Time          // piece -> not before, after a busy answer
 	reqs          map[int]context.CancelFunc // pieces in flight from this peer
 	// wake is closed and replaced when this peer's idle workers may find work. Waking per peer rather than all
@@ -246,6 +256,7 @@ func (f *fetcher) resync() {
 		f.have = have
 		f.wakeAllLocked()
 	}
+	f.rotateLocked()
 	if time.Since(f.lastProgress) > stallWarning {
 		active := 0
 		for _, p := range f.peers {
@@ -257,6 +268,41 @@ func (f *fetcher) resync() {
 			"held", f.have.Count(), "pieces", f.n, "peers_listed", len(f.peers), "peers_connected", active)
 		f.lastProgress = time.Now()
 	}
+}
+
+// rotateLocked makes room, when MaxPeers are in use and other listed peers wait, by disconnecting one peer that
+// has nothing we lack. Without it, a node whose chosen peers all started empty could wait forever while the only
+// holder (say, the builder) sits among the peers it did not choose.
+func (f *fetcher) rotateLocked() {
+	if f.cfg.MaxPeers <= 0 {
+		return
+	}
+	running, waiting := 0, 0
+	var useless *peer
+	for _, p := range f.peers {
+		switch {
+		case p.running:
+			running++
+			if p.active && len(p.reqs) == 0 && !f.hasWantedLocked(p) {
+				useless = p
+			}
+		case !p.dropped:
+			waiting++
+		}
+	}
+	if running >= f.cfg.MaxPeers && waiting > 0 && useless != nil {
+		f.log.Debug("disconnecting a peer with nothing we lack, to try another", "addr", useless.addr, "peer", useless.name)
+		useless.cancel()
+	}
+}
+
+func (f *fetcher) hasWantedLocked(p *peer) bool {
+	for j, b := range p.bits {
+		if b&^f.have[j] != 0 {
+			return true
+		}
+	}
+	return false
 }
 
 func (f *fetcher) syncPeers(ctx context.Context, wg *sync.WaitGroup, addrs []string) {
@@ -315,13 +361,21 @@ func (f *fetcher) runPeer(ctx context.Context, p *peer) {
 // servePeer connects to one peer, follows its announcements and runs InFlight request workers against it until
 // the connection fails or ctx ends.
 func (f *fetcher) servePeer(ctx context.Context, p *peer) error {
+	select {
+	case f.dials <- struct{}{}:
+	case <-ctx.Done():
+		return ctx.Err()
+	}
 	dctx, dcancel := context.WithTimeout(ctx, dialTimeout)
 	conn, err := f.cfg.Dialer.Dial(dctx, p.addr, transport.ALPNBlob)
 	dcancel()
-	if err != nil {
-		return err
+	var st *quic.Stream
+	var br *bufio.Reader
+	var bits artifact.Bitfield
+	if err == nil {
+		st, br, bits, err = f.openWatch(ctx, conn)
 	}
-	st, br, bits, err := f.openWatch(ctx, conn)
+	<-f.dials
 	if err != nil {
 		if errors.Is(err, errProtocol) {
 			f.dropPeer(p, reasonProtocol, err)
@@ -650,18 +704,28 @@ func (f *fetcher) get(ctx context.Context, conn *quic.Conn, i int) ([]byte, erro
 }
 
 func (f *fetcher) finishRequest(ctx context.Context, p *peer, i int, began time.Time, data []byte, err error, abandoned bool) {
+	// A piece that arrived stays in flight until it is stored and marked held, so no other worker asks for it
+	// in between.
+	var werr error
+	if err == nil {
+		werr = f.cfg.Store.WritePiece(f.meta, i, data)
+	}
+	var perr *peerError
 	f.mu.Lock()
 	f.inflight[i]--
 	delete(p.reqs, i)
-	if err != nil {
+	if !errors.As(err, &perr) || perr.code != codeFull {
+		p.fulls = 0
+	}
+	if err != nil || werr != nil {
 		f.wakeHoldersLocked(i) // the piece is up for grabs again
+	} else {
+		f.have.Set(i)
 	}
 	f.mu.Unlock()
 
-	var perr *peerError
 	switch {
 	case err == nil:
-		werr := f.cfg.Store.WritePiece(f.meta, i, data)
 		if errors.Is(werr, artifact.ErrBadPiece) {
 			f.dropPeer(p, reasonBadHash, werr)
 			return
@@ -672,7 +736,6 @@ func (f *fetcher) finishRequest(ctx context.Context, p *peer, i int, began time.
 		}
 		now := time.Now()
 		f.mu.Lock()
-		f.have.Set(i)
 		f.lastProgress = now
 		if d := now.Sub(began); f.pieceTime == 0 {
 			f.pieceTime = d
@@ -693,13 +756,19 @@ func (f *fetcher) finishRequest(ctx context.Context, p *peer, i int, began time.
 	case abandoned || ctx.Err() != nil:
 		// A copy landed first, or this peer or the whole download is done: nobody's fault.
 	case errors.As(err, &perr) && perr.code == codeBusy:
+		until := time.Now().Add(busyBackoff)
 		f.mu.Lock()
-		p.busy[i] = time.Now().Add(busyBackoff)
+		p.busy[i] = until
+		for _, j := range parseTaken(perr.msg, f.n) {
+			p.busy[j] = until
+		}
 		f.mu.Unlock()
 	case errors.As(err, &perr) && perr.code == codeFull:
 		// The peer is sending all it can; its workers pause so that requests go to peers with spare upload.
 		f.mu.Lock()
-		p.chokedUntil = time.Now().Add(chokeBackoff/2 + time.Duration(f.rng.Int64N(int64(chokeBackoff))))
+		backoff := min(chokeBackoff<<min(p.fulls, 8), maxChokeBackoff)
+		p.fulls++
+		p.chokedUntil = time.Now().Add(backoff/2 + time.Duration(f.rng.Int64N(int64(backoff))))
 		f.mu.Unlock()
 	case errors.As(err, &perr) && (perr.code == codeMissing || perr.code == codeCorrupt):
 		f.m.failures.WithLabelValues(reasonMissing).Inc()

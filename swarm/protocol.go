@@ -23,7 +23,7 @@ const (
 // Error codes a server answers with instead of OK.
 const (
 	codeMissing    = "missing"     // the piece is not held (any more)
-	codeBusy       = "busy"        // the piece is being sent to another peer right now: get it from that peer
+	codeBusy       = "busy"        // the piece is being sent to another peer: get it from that peer; the message lists the pieces taken
 	codeFull       = "full"        // the server's upload queue is full: ask other peers for a while
 	codeCorrupt    = "corrupt"     // the server's own copy failed verification and was dropped
 	codeBadRequest = "bad-request" // malformed request line
@@ -129,3 +129,14 @@ func errHeader(code, msg string) []byte {
 }
 
 func appendInt(b []byte, i int) []byte { return strconv.AppendInt(b, int64(i), 10) }
+
+// parseTaken reads the comma-separated piece indexes of a busy answer, ignoring anything malformed.
+func parseTaken(msg string, n int) []int {
+	var out []int
+	for _, f := range strings.Split(msg, ",") {
+		if i, err := strconv.Atoi(f); err == nil && i >= 0 && i < n {
+			out = append(out, i)
+		}
+	}
+	return out
+}

@@ -146,12 +146,25 @@ func (s *Server) serveGet(ctx context.Context, st *quic.Stream, peer string, req
 		s.reply(st, errHeader(codeMissing, "refused by test hook"))
 		return
 	}
-	// The busy rule: a piece is sent to one peer at a time. The others fetch it from that peer once it has it,
-	// so an upload-limited seed spends its bandwidth on pieces nobody has yet instead of on copies.
+	// The busy rule: a node holding the whole artifact (a seed) sends a piece to one peer at a time; the others
+	// fetch it from that peer once it has it, so an upload-limited seed spends its bandwidth on pieces nobody has
+	// yet instead of on copies. Nodes still downloading send copies freely: refusing there only multiplied
+	// refusals (measured: ~6 per piece fetched in a 16-node swarm) without making the swarm faster.
 	key := pieceKey{req.digest, req.index}
 	s.mu.Lock()
-	busy := s.sending[key] > 0
+	busy := s.sending[key] > 0 && s.store.Complete(req.digest)
 	full := s.admitted >= s.maxAdmit
+	var taken []byte
+	if busy {
+		// Name every piece of this artifact that is taken, so the requester skips them all at once instead of
+		// discovering them one refusal at a time.
+		for k := range s.sending {
+			if k.digest == req.digest {
+				taken = append(appendInt(taken, k.index), ',')
+			}
+		}
+		taken = taken[:len(taken)-1]
+	}
 	if !busy && !full {
 		s.sending[key]++
 		s.admitted++
@@ -160,7 +173,7 @@ func (s *Server) serveGet(ctx context.Context, st *quic.Stream, peer string, req
 	switch {
 	case busy:
 		s.metrics.refused.WithLabelValues(codeBusy).Inc()
-		s.reply(st, errHeader(codeBusy, "piece is being sent to another peer"))
+		s.reply(st, errHeader(codeBusy, string(taken)))
 		return
 	case full:
 		s.metrics.refused.WithLabelValues(codeFull).Inc()

@@ -290,3 +290,59 @@ func TestMetricsShareARegistry(t *testing.T) {
 	}
 	_ = artifact.ErrUnknown
 }
+
+// TestBusyAndFull: a seed sends a piece to one peer at a time and admits no more requests than its slots and
+// queue; the refusals name the pieces taken.
+func TestBusyAndFull(t *testing.T) {
+	ctx := testContext(t)
+	m := newMesh(t)
+	srv, cli := m.node("seed", "", WithUploadSlots(1, 0)), m.node("client", "")
+	data, meta := randomArchive(t, 8, 1000, 300)
+	seed(t, srv, data, meta)
+	release := make(chan struct{})
+	srv.srv.tamper = func(int, []byte) { <-release } // holds the only slot
+	first := make(chan string, 1)
+	go func() {
+		header, _ := ask(t, ctx, cli, srv, "GET "+meta.Digest+" 2")
+		first <- header
+	}()
+	eventually(t, "the first request to take the slot", func() bool {
+		srv.srv.mu.Lock()
+		defer srv.srv.mu.Unlock()
+		return srv.srv.admitted == 1
+	})
+	if header, _ := ask(t, ctx, cli, srv, "GET "+meta.Digest+" 2"); header != "ERR busy 2" {
+		t.Errorf("second request for the piece being sent: %q", header)
+	}
+	if header, _ := ask(t, ctx, cli, srv, "GET "+meta.Digest+" 1"); !strings.HasPrefix(header, "ERR full") {
+		t.Errorf("request beyond the queue: %q", header)
+	}
+	close(release)
+	if header := <-first; header != "OK 300" {
+		t.Errorf("first request: %q", header)
+	}
+	if got := srv.metric(t, "shoal_blob_requests_refused_total", nil); got != 2 {
+		t.Errorf("%v refusals counted, want 2", got)
+	}
+}
+
+// TestMaxPeersReachesTheOnlyHolder: with room for two peers and five listed, four of them empty, the download
+// still finds the one that holds the archive.
+func TestMaxPeersReachesTheOnlyHolder(t *testing.T) {
+	ctx := testContext(t)
+	m := newMesh(t)
+	s, d := m.node("seed", ""), m.node("d", "")
+	data, meta := randomArchive(t, 9, 1<<20, 256<<10)
+	seed(t, s, data, meta)
+	list := []*node{d}
+	for i := range 4 {
+		list = append(list, m.node(fmt.Sprintf("empty%d", i), ""))
+	}
+	list = append(list, s)
+	cfg := d.config()
+	cfg.MaxPeers = 2
+	if err := Fetch(ctx, cfg, meta, others(d, list)); err != nil {
+		t.Fatal(err)
+	}
+	checkArchive(t, d, meta, data)
+}

@@ -1,0 +1,139 @@
+package swarm
+
+import (
+	"context"
+	"errors"
+	"math/rand/v2"
+	"testing"
+	"time"
+
+	"github.com/shoal-ci/shoal/artifact"
+)
+
+func TestLimiterReservations(t *testing.T) {
+	now := time.Unix(1000, 0)
+	l := NewLimiter(1 << 20)
+	l.now = func() time.Time { return now }
+	burst := int(l.burst)
+	if d := l.reserve(burst); d != 0 {
+		t.Fatalf("the burst waited %v", d)
+	}
+	if d := l.reserve(1 << 20); d < time.Second-time.Millisecond || d > time.Second {
+		t.Fatalf("a second's worth beyond the burst waits %v, want 1s", d)
+	}
+	now = now.Add(3 * time.Second) // repays the debt and refills, but no more than the burst
+	if d := l.reserve(burst); d != 0 {
+		t.Fatalf("after refilling: %v", d)
+	}
+	if d := l.reserve(1); d <= 0 {
+		t.Fatal("tokens accumulated past the burst")
+	}
+	if NewLimiter(0) != nil {
+		t.Fatal("a zero rate should mean no limiter")
+	}
+	var none *Limiter
+	if err := none.WaitN(context.Background(), 1<<30); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	if err := l.WaitN(ctx, 1<<30); !errors.Is(err, context.Canceled) {
+		t.Fatalf("WaitN on a cancelled context: %v", err)
+	}
+}
+
+func TestParseRequest(t *testing.T) {
+	d := "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"
+	for line, ok := range map[string]bool{
+		"HAVE " + d:            true,
+		"WATCH " + d:           true,
+		"GET " + d + " 7":      true,
+		"GET " + d:             false,
+		"GET " + d + " x":      false,
+		"GET " + d + " -1":     false,
+		"HAVE " + d + " 1":     false,
+		"HAVE ../" + d[3:]:     false,
+		"HAVE " + d[:63] + "G": false,
+		"PUT " + d:             false,
+		"":                     false,
+	} {
+		if _, err := parseRequest(line); (err == nil) != ok {
+			t.Errorf("%q: %v", line, err)
+		}
+	}
+	if got := parseTaken("3,x,70,5,-1", 64); len(got) != 2 || got[0] != 3 || got[1] != 5 {
+		t.Errorf("parseTaken = %v", got)
+	}
+}
+
+// testFetcher builds a fetcher's piece state by hand, for the picking rules.
+func testFetcher(avail []int32) (*fetcher, *peer) {
+	n := len(avail)
+	f := &fetcher{
+		n:         n,
+		have:      artifact.NewBitfield(n),
+		avail:     avail,
+		inflight:  make([]int32, n),
+		started:   make([]time.Time, n),
+		peers:     map[string]*peer{},
+		rng:       rand.New(rand.NewPCG(1, 2)),
+		pieceTime: time.Second,
+	}
+	p := &peer{bits: artifact.NewBitfield(n), busy: map[int]time.Time{}, reqs: map[int]context.CancelFunc{}, wake: make(chan struct{})}
+	for i := range n {
+		p.bits.Set(i)
+	}
+	f.peers["p"] = p
+	return f, p
+}
+
+func TestPickRarestFirst(t *testing.T) {
+	now := time.Now()
+	f, p := testFetcher([]int32{3, 1, 2, 1, 1, 2, 2, 3})
+	f.have.Set(1)     // held
+	f.inflight[3] = 1 // requested elsewhere
+	if i, _, _ := f.pickLocked(p, now); i != 4 {
+		t.Fatalf("picked %d, want 4: the only rarest piece neither held nor requested", i)
+	}
+	// Piece 4, which only p holds, is busy at p: rather than spend p's upload on a piece others also hold, the
+	// worker waits until it may ask for piece 4 again.
+	p.busy[4] = now.Add(time.Second)
+	i, retry, _ := f.pickLocked(p, now)
+	if i != -1 || retry != time.Second {
+		t.Fatalf("picked %d (retry %v); want to wait for the busy rarest piece", i, retry)
+	}
+	delete(p.busy, 4)
+	f.avail[4] = 2
+	f.inflight[3] = 0
+	f.have.Set(3)
+	counts := map[int]int{}
+	for range 300 {
+		i, _, _ := f.pickLocked(p, now)
+		counts[i]++
+	}
+	// Pieces 2, 4, 5 and 6 are the rarest left (2 holders each): every one of them comes up, nothing else.
+	if len(counts) != 4 || counts[2] == 0 || counts[4] == 0 || counts[5] == 0 || counts[6] == 0 {
+		t.Fatalf("picks among equals: %v", counts)
+	}
+}
+
+func TestPickEndgameCopiesOnlyLatePieces(t *testing.T) {
+	now := time.Now()
+	f, p := testFetcher([]int32{2, 2, 2, 2})
+	f.have.Set(0)
+	f.have.Set(1)
+	f.inflight[2], f.started[2] = 1, now.Add(-500*time.Millisecond) // on time
+	f.inflight[3], f.started[3] = 1, now.Add(-5*time.Second)        // late
+	if i, _, _ := f.pickLocked(p, now); i != 3 {
+		t.Fatalf("endgame picked %d, want the late piece 3", i)
+	}
+	f.inflight[3] = maxCopies
+	i, retry, _ := f.pickLocked(p, now)
+	if i != -1 || retry != 1500*time.Millisecond {
+		t.Fatalf("picked %d, retry %v; want to wait until piece 2 is late (1.5s)", i, retry)
+	}
+	p.reqs[2] = func() {}
+	if i, _, _ := f.pickLocked(p, now.Add(time.Hour)); i != -1 {
+		t.Fatalf("asked the same peer twice for piece %d", i)
+	}
+}
