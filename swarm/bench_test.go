@@ -1,6 +1,7 @@
 package swarm
 
 import (
+	"context"
 	"fmt"
 	"os"
 	"slices"
@@ -13,7 +14,8 @@ import (
 // TestSwarmShape measures, in process, how close the swarm comes to the bound of Kumar and Ross when every node's
 // upload is limited by the swarm's own token bucket (the real benchmark, with tc-shaped links between network
 // namespaces, lives in integration/). Opt in with SHOAL_SWARM_SHAPE=N (nodes besides the seed); it prints figures
-// and asserts nothing about time.
+// and asserts nothing about time. Knobs: SHOAL_SWARM_RATE (upload bytes/s per node, default 2 MiB/s),
+// SHOAL_SWARM_SIZE (archive bytes, default 16 MiB), SHOAL_SWARM_SLOTS ("slots,queue"), SHOAL_SWARM_INFLIGHT.
 func TestSwarmShape(t *testing.T) {
 	nodes, _ := strconv.Atoi(os.Getenv("SHOAL_SWARM_SHAPE"))
 	if nodes <= 0 {
@@ -30,7 +32,8 @@ func TestSwarmShape(t *testing.T) {
 	slots, queue := DefaultUploadSlots, DefaultUploadQueue
 	fmt.Sscanf(os.Getenv("SHOAL_SWARM_SLOTS"), "%d,%d", &slots, &queue)
 	inflight, _ := strconv.Atoi(os.Getenv("SHOAL_SWARM_INFLIGHT"))
-	ctx := testContext(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
+	defer cancel()
 	m := newMesh(t)
 	s := m.node("seed", "", WithUploadLimit(NewLimiter(rate)), WithUploadSlots(slots, queue))
 	data, meta := randomArchive(t, 7, size, 256<<10)
