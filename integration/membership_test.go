@@ -10,25 +10,14 @@ import (
 	"github.com/shoal-ci/shoal/node"
 )
 
-// deadGraceFlag is the flag that shortens how long a dead member stays in Raft. The binary's default grace is
-// 30 minutes; until the flag exists the test checks the state within the grace period instead of the removal.
-const deadGraceFlag = "dead-grace"
-
 // TestProcessFiveLeaveAndDeath runs five node processes (three voters, two non-voters). The leader leaves through
 // `node leave` and exits by itself; then a voter is killed with SIGKILL. Raft membership must follow: the leaver
-// is removed at once and a non-voter promoted in its place, the dead voter is marked dead (and removed after the
-// dead-grace period, when the binary lets a test shorten it), and the mesh keeps taking writes throughout.
+// is removed at once and a non-voter promoted in its place, the dead voter is marked dead and removed after the
+// dead-grace period (3 s here, 30 minutes by default), the last non-voter promoted, and the mesh keeps taking
+// writes throughout.
 func TestProcessFiveLeaveAndDeath(t *testing.T) {
 	needProcesses(t)
-	var flags []string
-	shortGrace := hasFlag(t, "agent", deadGraceFlag)
-	if shortGrace {
-		flags = []string{"--" + deadGraceFlag, "3s"}
-	} else {
-		t.Logf("the node binary has no --%s flag: the dead voter stays in Raft for the default 30 minutes, so this test "+
-			"checks it is marked dead and still a voter, not its removal", deadGraceFlag)
-	}
-	m := startPmesh(t, 5, flags...)
+	m := startPmesh(t, 5, "--dead-grace", "3s")
 	leader := m.waitHealthy(m.nodes...)
 	roles := raftRoles(t, m, leader)
 	if got := countRoles(roles); got["voter"] != 3 || got["nonvoter"] != 2 {
@@ -86,24 +75,22 @@ func TestProcessFiveLeaveAndDeath(t *testing.T) {
 		}
 	}
 
-	if shortGrace {
-		m.eventually(60*time.Second, "Raft to end as the three live nodes, all voters", func() (bool, string) {
-			r, err := tryRaftRoles(m, newLeader)
+	want := map[string]string{}
+	for _, n := range survivors {
+		want[n.name] = "voter"
+	}
+	for _, n := range survivors {
+		m.eventually(60*time.Second, n.name+" to see Raft end as the three live nodes, all voters", func() (bool, string) {
+			r, err := tryRaftRoles(m, n)
 			if err != nil {
 				return false, err.Error()
 			}
-			want := map[string]string{}
-			for _, n := range survivors {
-				want[n.name] = "voter"
-			}
 			return fmt.Sprint(r) == fmt.Sprint(want), fmt.Sprint(r)
 		})
-	} else {
-		// Within the grace period the dead voter keeps its seat; quorum is the two live voters of three.
-		r := raftRoles(t, m, newLeader)
-		if r[victim.name] != "voter" || countRoles(r)["voter"] != 3 || len(r) != 4 {
-			t.Fatalf("within the dead-grace period Raft should hold the dead voter %s, two live voters and a non-voter: %v", victim.name, r)
-		}
+	}
+
+	if err := m.createApp(survivors[len(survivors)-1], "after-settle"); err != nil {
+		t.Fatalf("write once Raft settled: %v", err)
 	}
 
 	// Every survivor agrees on the membership statuses and has every write.
@@ -115,15 +102,15 @@ func TestProcessFiveLeaveAndDeath(t *testing.T) {
 		if x := findMember(ms, leader.name); x == nil || x.Status != node.StatusLeft || x.Role != "none" {
 			t.Errorf("%s lists the leaver %s as %+v, want status left and no Raft role", n.name, leader.name, x)
 		}
-		m.eventually(10*time.Second, n.name+" to see "+victim.name+" dead", func() (bool, string) {
+		m.eventually(10*time.Second, n.name+" to list "+victim.name+" dead and out of Raft", func() (bool, string) {
 			ms, err := m.members(n)
 			if err != nil {
 				return false, err.Error()
 			}
 			x := findMember(ms, victim.name)
-			return x != nil && x.Status == node.StatusDead, memberSummary(ms)
+			return x != nil && x.Status == node.StatusDead && x.Role == "none", memberSummary(ms)
 		})
-		for _, app := range []string{"after-leave", "after-death-0", "after-death-1", "after-death-2"} {
+		for _, app := range []string{"after-leave", "after-death-0", "after-death-1", "after-death-2", "after-settle"} {
 			if ok, err := m.hasApp(n, app, true); !ok || err != nil {
 				t.Errorf("%s: consistent read of %s: found=%v err=%v", n.name, app, ok, err)
 			}

@@ -8,7 +8,6 @@ import (
 	"net"
 	"net/http"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"slices"
 	"strconv"
@@ -346,14 +345,4 @@ func memberSummary(ms []node.Member) string {
 		parts = append(parts, s)
 	}
 	return "[" + strings.Join(parts, " ") + "]"
-}
-
-// hasFlag reports whether `node <verb> --help` lists flag, so tests can use flags the binary gains later.
-func hasFlag(t testing.TB, verb, flag string) bool {
-	t.Helper()
-	out, err := exec.Command(nodeBinary(t), verb, "--help").CombinedOutput()
-	if err != nil {
-		t.Fatalf("node %s --help: %v\n%s", verb, err, out)
-	}
-	return strings.Contains(string(out), "--"+flag+" ")
 }
