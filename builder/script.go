@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -122,14 +123,14 @@ func RunScript(ctx context.Context, s Script) (Result, error) {
 	case waitErr = <-exited:
 		stopGroup(pgid, grace, nil)
 	case <-timeout:
-		if waitErr, ok = exitedAlready(exited); ok {
+		if waitErr, ok = exitedAlready(exited, pgid); ok {
 			stopGroup(pgid, grace, nil)
 			break
 		}
 		res.TimedOut = true
 		waitErr = stopGroup(pgid, grace, exited)
 	case <-ctx.Done():
-		if waitErr, ok = exitedAlready(exited); ok {
+		if waitErr, ok = exitedAlready(exited, pgid); ok {
 			stopGroup(pgid, grace, nil)
 			break
 		}
@@ -149,16 +150,24 @@ func RunScript(ctx context.Context, s Script) (Result, error) {
 	return res, nil
 }
 
-// exitedAlready reports a script that ended by itself at the moment its time limit or cancellation came:
-// select picks among ready cases at random, and a script that finished its work is not a cancelled one (a
-// node resumed after a pause sees both at once).
-func exitedAlready(exited <-chan error) (error, bool) {
+// exitedAlready reports a script that ended by itself by the time its time limit or cancellation came: select
+// picks among ready cases at random, and a node resumed after a pause (SIGSTOP) sees the script's exit and its
+// own loss of leadership at once. A script that finished its work was not cancelled. Nothing has signalled the
+// shell yet, so a shell that is a zombie, or already reaped by Wait (whose result is then on its way), ended
+// by itself.
+func exitedAlready(exited <-chan error, pid int) (error, bool) {
 	select {
 	case err := <-exited:
 		return err, true
 	default:
-		return nil, false
 	}
+	if _, err := os.Stat("/proc/self/stat"); err != nil {
+		return nil, false // no /proc to tell: treat the script as still running
+	}
+	if pg, state, ok := procGroup(strconv.Itoa(pid)); !ok || pg != pid || state == 'Z' {
+		return <-exited, true
+	}
+	return nil, false
 }
 
 // stopGroup stops every process in the group: SIGTERM, then SIGKILL once the grace period passes. When
