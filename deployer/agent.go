@@ -67,7 +67,9 @@ type Deployer struct {
 	mu      sync.Mutex
 	closed  bool
 	workers map[string]*envWorker // by environment name
-	sups    map[string]*Supervisor
+
+	supMu sync.Mutex // guards sups; taken after mu when both are held
+	sups  map[string]*Supervisor
 }
 
 // Attach starts the deployer on n: it resumes supervising the Exec processes an earlier agent left running,
@@ -130,8 +132,8 @@ func (d *Deployer) Close() error {
 	d.mu.Unlock()
 	d.cancel()
 	d.wg.Wait()
-	d.mu.Lock()
-	defer d.mu.Unlock()
+	d.supMu.Lock()
+	defer d.supMu.Unlock()
 	for _, s := range d.sups {
 		s.Close()
 	}
@@ -157,8 +159,8 @@ func (d *Deployer) EnvDir(app, env string) string {
 // supervisor returns the Exec supervisor of an environment directory, creating it once.
 func (d *Deployer) supervisor(app, env string) *Supervisor {
 	dir := d.EnvDir(app, env)
-	d.mu.Lock()
-	defer d.mu.Unlock()
+	d.supMu.Lock()
+	defer d.supMu.Unlock()
 	if s := d.sups[dir]; s != nil {
 		return s
 	}
