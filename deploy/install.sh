@@ -110,7 +110,7 @@ if [ -z "$src" ]; then
   [ -n "$go" ] || die "no binary given and no Go to build one: pass a node binary built for this machine (go build -o bin/node ./cmd/node on a machine with Go)"
   [ -f "$here/../go.mod" ] || die "no binary given and $here/.. is not a Shoal checkout to build one from"
   say "building the node binary from $(cd "$here/.." && pwd)"
-  (cd "$here/.." && CGO_ENABLED=0 "$go" build -o "$tmp/node" ./cmd/node) || die "go build failed (see above)"
+  (cd "$here/.." && "$go" build -o "$tmp/node" ./cmd/node) || die "go build failed (see above)"
   src=$tmp/node
 fi
 if [ ! -f "$src" ] || [ ! -x "$src" ]; then die "$src is not an executable file"; fi
@@ -338,7 +338,7 @@ if [ -n "$use_systemd" ]; then
     say "agent: shoal.service is running, API at http://$(api_addr) (systemctl status shoal; journalctl -u shoal -f)"
   else
     say "systemd is not running on this machine, so nothing starts the agent. Either start it yourself:"
-    say "  ${user:+runuser -u $user -- }$(agent_command | tr '\n' ' ')"
+    say "  ${user:+runuser -u $user -- }$(agent_command | paste -sd ' ')"
     say "or run this script again with --no-systemd to start it in the background."
   fi
   exit 0
