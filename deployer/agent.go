@@ -130,6 +130,7 @@ func (d *Deployer) Close() error {
 	}
 	d.closed = true
 	d.mu.Unlock()
+	d.unregisterAPI()
 	d.cancel()
 	d.wg.Wait()
 	d.supMu.Lock()

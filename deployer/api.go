@@ -10,6 +10,8 @@ import (
 	"os"
 	"sort"
 	"strconv"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/shoal-ci/shoal/node"
@@ -66,21 +68,65 @@ type LogResponse struct {
 // maxLogBytes bounds the log one answer carries (its end is kept).
 const maxLogBytes = 1 << 20
 
+// routes holds, per node, the deployer its API routes serve: a node's mux takes a pattern once, and a
+// deployer may be closed and attached again to the same node (tests do; an agent restarting in place could).
+var routes struct {
+	sync.Mutex
+	by map[*node.Node]*atomic.Pointer[Deployer]
+}
+
+// registerAPI points n's deploy routes at d, registering them on first use.
 func (d *Deployer) registerAPI() {
+	routes.Lock()
+	defer routes.Unlock()
+	if routes.by == nil {
+		routes.by = map[*node.Node]*atomic.Pointer[Deployer]{}
+	}
+	if cur := routes.by[d.n]; cur != nil {
+		cur.Store(d)
+		return
+	}
+	cur := &atomic.Pointer[Deployer]{}
+	cur.Store(d)
+	routes.by[d.n] = cur
+	h := func(fn func(*Deployer, http.ResponseWriter, *http.Request) error) node.Handler {
+		return func(w http.ResponseWriter, r *http.Request) error {
+			dep := cur.Load()
+			if dep == nil {
+				return node.Errorf(http.StatusServiceUnavailable, "the deployer is not running on this node: try another node")
+			}
+			return fn(dep, w, r)
+		}
+	}
 	n := d.n
-	n.Handle("POST /v1/envs/{env}/deployments", raftfsm.RoleDeployer, d.postDeployment)
-	n.Handle("GET /v1/envs/{env}/deployments", raftfsm.RoleReader, d.listDeployments)
-	n.Handle("GET /v1/deployments/{id}", raftfsm.RoleReader, d.getDeployment)
-	n.Handle("POST /v1/deployments/{id}/approve", raftfsm.RoleDeployer, d.approve)
-	n.Handle("POST /v1/deployments/{id}/cancel", raftfsm.RoleDeployer, d.cancelDeployment)
-	n.Handle("GET /v1/deployments/{id}/nodes/{node}/log", raftfsm.RoleReader, d.getLog)
-	n.Handle("POST /v1/envs/{env}/rollback", raftfsm.RoleDeployer, d.rollback)
-	n.Handle("POST /v1/envs/{env}/pin", raftfsm.RoleDeployer, d.pin(true))
-	n.Handle("POST /v1/envs/{env}/unpin", raftfsm.RoleDeployer, d.pin(false))
-	n.Handle("GET /v1/apps/{app}/pipeline", raftfsm.RoleReader, d.getPipeline)
-	n.Handle("PUT /v1/apps/{app}/pipeline", raftfsm.RoleAdmin, d.putPipeline)
-	n.Handle("POST /v1/apps/{app}/promote", raftfsm.RoleDeployer, d.promote)
-	n.Endpoint().HandleRPC(logRPC, d.serveLogRPC)
+	n.Handle("POST /v1/envs/{env}/deployments", raftfsm.RoleDeployer, h((*Deployer).postDeployment))
+	n.Handle("GET /v1/envs/{env}/deployments", raftfsm.RoleReader, h((*Deployer).listDeployments))
+	n.Handle("GET /v1/deployments/{id}", raftfsm.RoleReader, h((*Deployer).getDeployment))
+	n.Handle("POST /v1/deployments/{id}/approve", raftfsm.RoleDeployer, h((*Deployer).approve))
+	n.Handle("POST /v1/deployments/{id}/cancel", raftfsm.RoleDeployer, h((*Deployer).cancelDeployment))
+	n.Handle("GET /v1/deployments/{id}/nodes/{node}/log", raftfsm.RoleReader, h((*Deployer).getLog))
+	n.Handle("POST /v1/envs/{env}/rollback", raftfsm.RoleDeployer, h((*Deployer).rollback))
+	n.Handle("POST /v1/envs/{env}/pin", raftfsm.RoleDeployer, h(func(d *Deployer, w http.ResponseWriter, r *http.Request) error { return d.pin(w, r, true) }))
+	n.Handle("POST /v1/envs/{env}/unpin", raftfsm.RoleDeployer, h(func(d *Deployer, w http.ResponseWriter, r *http.Request) error { return d.pin(w, r, false) }))
+	n.Handle("GET /v1/apps/{app}/pipeline", raftfsm.RoleReader, h((*Deployer).getPipeline))
+	n.Handle("PUT /v1/apps/{app}/pipeline", raftfsm.RoleAdmin, h((*Deployer).putPipeline))
+	n.Handle("POST /v1/apps/{app}/promote", raftfsm.RoleDeployer, h((*Deployer).promote))
+	n.Endpoint().HandleRPC(logRPC, func(ctx context.Context, peer string, body json.RawMessage) (any, error) {
+		dep := cur.Load()
+		if dep == nil {
+			return nil, node.Errorf(http.StatusServiceUnavailable, "the deployer is not running on node %s", n.Name())
+		}
+		return dep.serveLogRPC(ctx, peer, body)
+	})
+}
+
+// unregisterAPI makes n's deploy routes answer 503 until a deployer is attached again.
+func (d *Deployer) unregisterAPI() {
+	routes.Lock()
+	defer routes.Unlock()
+	if cur := routes.by[d.n]; cur != nil {
+		cur.CompareAndSwap(d, nil)
+	}
 }
 
 // who names the caller in the records it starts.
@@ -91,31 +137,25 @@ func who(r *http.Request) string {
 	return "api"
 }
 
-// envOf copies an environment out of the state, catching up with the leader once if this node has not
-// applied it yet.
+// envOf copies an environment out of the state after catching up with the leader: what a write is
+// decided on (is this release already the desired one? which deployment is running?) must not be stale.
 func (d *Deployer) envOf(r *http.Request, name string) (raftfsm.Env, error) {
-	read := func() (raftfsm.Env, bool) {
-		var e raftfsm.Env
-		var ok bool
-		d.n.FSM().Read(func(s *raftfsm.State) {
-			if cur := s.Envs[name]; cur != nil {
-				e, ok = *cur, true
-			}
-		})
-		return e, ok
-	}
-	if e, ok := read(); ok {
-		return e, nil
-	}
 	ctx, cancel := context.WithTimeout(r.Context(), 10*time.Second)
 	defer cancel()
 	if err := d.n.ConsistentRead(ctx); err != nil {
 		return raftfsm.Env{}, err
 	}
-	if e, ok := read(); ok {
-		return e, nil
+	var e raftfsm.Env
+	var ok bool
+	d.n.FSM().Read(func(s *raftfsm.State) {
+		if cur := s.Envs[name]; cur != nil {
+			e, ok = *cur, true
+		}
+	})
+	if !ok {
+		return raftfsm.Env{}, node.Errorf(http.StatusNotFound, "environment %q does not exist: `node env list` shows them", name)
 	}
-	return raftfsm.Env{}, node.Errorf(http.StatusNotFound, "environment %q does not exist: `node env list` shows them", name)
+	return e, nil
 }
 
 // create writes a new deployment and answers with it.
@@ -238,6 +278,11 @@ func (d *Deployer) getDeployment(w http.ResponseWriter, r *http.Request) error {
 // deployments, so the window is one Raft round trip.
 func (d *Deployer) update(w http.ResponseWriter, r *http.Request, from []string, to, verb string) error {
 	id := r.PathValue("id")
+	ctx, cancel := context.WithTimeout(r.Context(), 10*time.Second)
+	defer cancel()
+	if err := d.n.ConsistentRead(ctx); err != nil {
+		return err
+	}
 	dep, ok := d.deployment(id)
 	if !ok {
 		return node.Errorf(http.StatusNotFound, "deployment %q does not exist", id)
@@ -270,6 +315,9 @@ func (d *Deployer) cancelDeployment(w http.ResponseWriter, r *http.Request) erro
 }
 
 // rollback deploys an earlier release to an environment and pins it, so auto deploy does not undo it.
+// Without a version it undoes the last deployment: one still running is cancelled, and one that failed or
+// was cancelled part way is taken back to the environment's release; otherwise the environment goes back to
+// the release it ran before its current one.
 func (d *Deployer) rollback(w http.ResponseWriter, r *http.Request) error {
 	var in RollbackRequest
 	if r.ContentLength != 0 {
@@ -281,56 +329,78 @@ func (d *Deployer) rollback(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	to := in.To
-	if to == "" {
-		d.n.FSM().Read(func(s *raftfsm.State) { to = previousRelease(s, &e) })
-		if to == "" {
-			return node.Errorf(http.StatusConflict, "environment %s has no earlier release to roll back to: name one with --to", e.Name)
-		}
+	var plan rollbackPlan
+	d.n.FSM().Read(func(s *raftfsm.State) { plan = planRollback(s, &e, in.To) })
+	if plan.to == "" {
+		return node.Errorf(http.StatusConflict, "environment %s has no earlier release to roll back to: name one with --to", e.Name)
 	}
-	if to == e.Desired {
-		d.n.WriteJSON(w, http.StatusOK, CreateResult{Noop: true, Message: fmt.Sprintf("%s is already the release of %s", to, e.Name)})
+	if plan.to == e.Desired && !plan.partial && plan.cancel == nil {
+		d.n.WriteJSON(w, http.StatusOK, CreateResult{Noop: true, Message: fmt.Sprintf("%s is already the release of %s", plan.to, e.Name)})
 		return nil
 	}
-	reason := fmt.Sprintf("rolled back to %s by %s", to, who(r))
+	if c := plan.cancel; c != nil {
+		u := &raftfsm.DeployUpdate{ID: c.ID, State: raftfsm.DeployCancelled, Batch: c.Batch, Error: "cancelled by a rollback by " + who(r), At: time.Now().UTC()}
+		if _, err := d.n.ApplyCtx(r, u); err != nil {
+			return err
+		}
+	}
+	reason := fmt.Sprintf("rolled back to %s by %s", plan.to, who(r))
 	if _, err := d.n.ApplyCtx(r, &raftfsm.EnvPin{Name: e.Name, Pinned: true, Reason: reason}); err != nil {
 		return err
 	}
 	d.m.rollbacks.WithLabelValues(e.App, e.Name).Inc()
-	dep := NewDeployment(&e, d.n.Members(), raftfsm.DeployKindDeploy, to, "rollback by "+who(r), false, nil, time.Now())
+	dep := NewDeployment(&e, d.n.Members(), raftfsm.DeployKindDeploy, plan.to, "rollback by "+who(r), false, nil, time.Now())
 	return d.create(w, r, dep)
 }
 
-// previousRelease is the release an environment ran before its current one: the previous release of the
-// latest successful deployment of the current one.
-func previousRelease(s *raftfsm.State, e *raftfsm.Env) string {
+// rollbackPlan is what a rollback does.
+type rollbackPlan struct {
+	to      string
+	partial bool                // the last deployment left some servers on another release
+	cancel  *raftfsm.Deployment // a running deployment to cancel first
+}
+
+func planRollback(s *raftfsm.State, e *raftfsm.Env, to string) rollbackPlan {
 	var last *raftfsm.Deployment
 	for _, d := range s.Deploys {
-		if d.Env == e.Name && d.Kind == raftfsm.DeployKindDeploy && d.State == raftfsm.DeploySucceeded && d.Release == e.Desired &&
-			d.Previous != "" && d.Previous != e.Desired && (last == nil || d.CreateIndex > last.CreateIndex) {
+		if d.Env == e.Name && d.Kind == raftfsm.DeployKindDeploy && d.State != raftfsm.DeployPending && d.State != raftfsm.DeployWaiting &&
+			(last == nil || d.CreateIndex > last.CreateIndex) {
 			last = d
 		}
 	}
-	if last == nil {
-		return ""
+	var p rollbackPlan
+	for _, d := range s.Deploys {
+		if d.Env == e.Name && !d.Finished() {
+			c := *d
+			p.cancel = &c
+		}
 	}
-	return last.Previous
+	if last != nil && last.Release != e.Desired &&
+		(last.State == raftfsm.DeployFailed || last.State == raftfsm.DeployCancelled || last.State == raftfsm.DeployRunning) {
+		p.partial = true
+		if to == "" {
+			to = e.Desired
+		}
+	}
+	if to == "" {
+		to = previousRelease(s, e)
+	}
+	p.to = to
+	return p
 }
 
-func (d *Deployer) pin(pinned bool) node.Handler {
-	return func(w http.ResponseWriter, r *http.Request) error {
-		var in PinRequest
-		if r.ContentLength != 0 {
-			if err := node.Decode(r, &in); err != nil {
-				return err
-			}
+func (d *Deployer) pin(w http.ResponseWriter, r *http.Request, pinned bool) error {
+	var in PinRequest
+	if r.ContentLength != 0 {
+		if err := node.Decode(r, &in); err != nil {
+			return err
 		}
-		reason := in.Reason
-		if pinned && reason == "" {
-			reason = "pinned by " + who(r)
-		}
-		return d.n.Write(w, r, http.StatusOK, &raftfsm.EnvPin{Name: r.PathValue("env"), Pinned: pinned, Reason: reason})
 	}
+	reason := in.Reason
+	if pinned && reason == "" {
+		reason = "pinned by " + who(r)
+	}
+	return d.n.Write(w, r, http.StatusOK, &raftfsm.EnvPin{Name: r.PathValue("env"), Pinned: pinned, Reason: reason})
 }
 
 // Pipeline is an app's pipeline as the API shows and takes it.
@@ -507,4 +577,20 @@ func (d *Deployer) readLog(id string) (*LogResponse, error) {
 	}
 	out.Log, out.Truncated = string(b), off > 0
 	return out, nil
+}
+
+// previousRelease is the release an environment ran before its current one: the previous release of the
+// latest successful deployment of the current one.
+func previousRelease(s *raftfsm.State, e *raftfsm.Env) string {
+	var last *raftfsm.Deployment
+	for _, d := range s.Deploys {
+		if d.Env == e.Name && d.Kind == raftfsm.DeployKindDeploy && d.State == raftfsm.DeploySucceeded && d.Release == e.Desired &&
+			d.Previous != "" && d.Previous != e.Desired && (last == nil || d.CreateIndex > last.CreateIndex) {
+			last = d
+		}
+	}
+	if last == nil {
+		return ""
+	}
+	return last.Previous
 }

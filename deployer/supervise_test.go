@@ -29,6 +29,9 @@ func TestMain(m *testing.M) {
 	if cfg := os.Getenv(helperEnv); cfg != "" {
 		os.Exit(supervisorHelper(cfg))
 	}
+	if os.Getenv(appServerEnv) != "" {
+		os.Exit(appServer())
+	}
 	os.Exit(m.Run())
 }
 
