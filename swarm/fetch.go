@@ -68,6 +68,8 @@ const (
 	maxPeerBackoff      = 30 * time.Second
 	// maxCopies is how many peers may be asked for the same piece at once, in the endgame.
 	maxCopies = 2
+	// assemblyWait is how long a download that finds every piece held waits for the archive to be assembled.
+	assemblyWait = 30 * time.Second
 	// stallWarning is how long a download may make no progress before it says so.
 	stallWarning = 30 * time.Second
 )
@@ -99,12 +101,24 @@ func Fetch(ctx context.Context, cfg FetchConfig, meta artifact.Meta, peers func(
 	if err != nil {
 		return fmt.Errorf("fetch artifact %s: %w", shortDigest(meta.Digest), err)
 	}
+	// Every piece held but not complete: another writer is assembling the archive, or assembly failed because
+	// the meta's piece list does not add up to its digest. Give the first case time to end.
+	for wait := time.After(assemblyWait); !cfg.Store.Complete(meta.Digest) && have.Count() == meta.NumPieces(); {
+		changed := cfg.Store.Changed()
+		if have = cfg.Store.Have(meta.Digest); have.Count() != meta.NumPieces() {
+			break
+		}
+		select {
+		case <-changed:
+		case <-ctx.Done():
+			return fmt.Errorf("fetch artifact %s: %w", shortDigest(meta.Digest), ctx.Err())
+		case <-wait:
+			return fmt.Errorf("fetch artifact %s: every piece is held but they do not make up the archive's digest; "+
+				"the release's meta is wrong: %w", shortDigest(meta.Digest), artifact.ErrCorrupt)
+		}
+	}
 	if cfg.Store.Complete(meta.Digest) {
 		return nil
-	}
-	if have.Count() == meta.NumPieces() {
-		return fmt.Errorf("fetch artifact %s: every piece is held but they do not make up the archive's digest; "+
-			"the release's meta is wrong: %w", shortDigest(meta.Digest), artifact.ErrCorrupt)
 	}
 	start := time.Now()
 	f := &fetcher{
