@@ -33,6 +33,8 @@ import (
 //	SHOAL_SWARM_BENCH=1 go test ./integration -run NetnsSwarm -v -timeout 90m  # every full case: n4, n16, n32, mixed16
 //	SHOAL_SWARM_BENCH=n16 go test ./integration -run NetnsSwarm -v -timeout 30m # some of them (comma-separated)
 //
+// SHOAL_NODE_BIN=/path/to/node runs that binary instead of building one from the checkout.
+//
 // It needs root and iproute2 and skips otherwise. The figures are printed, never asserted; the smoke form
 // asserts only that every host ends with the right bytes. A full case whose machine was CPU-saturated is refused
 // (the test fails), since its times would measure the CPU rather than the links.
@@ -115,7 +117,16 @@ func (m *netnsMesh) startNode(i int, args ...string) *proc {
 	if lvl := os.Getenv("SHOAL_ITEST_LOG_LEVEL"); lvl != "" {
 		args = append(args, "--log-level", lvl)
 	}
-	return netnsStartProc(m.t, h, append([]string{nodeBinary(m.t)}, args...)...)
+	return netnsStartProc(m.t, h, append([]string{netnsNodeBinary(m.t)}, args...)...)
+}
+
+// netnsNodeBinary is SHOAL_NODE_BIN if set (to measure a binary built from a given commit, while the checkout
+// changes under other work), or the binary built from this checkout.
+func netnsNodeBinary(t testing.TB) string {
+	if p := os.Getenv("SHOAL_NODE_BIN"); p != "" {
+		return p
+	}
+	return nodeBinary(t)
 }
 
 // netnsStartProc runs a command inside h's namespace as startProc runs a node: output to files shown if the test
@@ -262,15 +273,26 @@ func netnsRunCase(t *testing.T, c netnsCase, bench bool) {
 	if err := json.Unmarshal([]byte(rep.Body), &rel); err != nil {
 		t.Fatalf("push answer %q: %v", rep.Body, err)
 	}
-	bound := netnsBound(c)
-	pids := []int{}
-	for i := range m.nodes {
-		pids = append(pids, m.nodes[i].Pid(), m.helpers[i].Pid())
+	// A fetch through a node that has not applied the release yet answers 404, even after its consistent read:
+	// node.ConsistentRead waits for raft's AppliedIndex, which hashicorp/raft advances when it hands entries to
+	// the FSM, not when the FSM has applied them. Wait until every host reads the release locally (milliseconds).
+	for i := 1; i <= c.n; i++ {
+		eventually(t, 30*time.Second, m.lab.hosts[i].name+" to know the release", func() (bool, string) {
+			_, err := m.helpers[i].api("GET", m.apiURL(i, "/v1/apps/bench/releases/bench"), m.admin, nil, nil)
+			return err == nil, fmt.Sprint(err)
+		})
 	}
-	isNode := func(pid int) bool { return slices.ContainsFunc(m.nodes, func(p *proc) bool { return p.Pid() == pid }) }
+	bound := netnsBound(c)
+	kinds := map[int]string{m.nodes[0].Pid(): "seed"}
+	for i := range m.nodes {
+		kinds[m.helpers[i].Pid()] = "helper"
+		if i > 0 {
+			kinds[m.nodes[i].Pid()] = "host"
+		}
+	}
 
 	// (a) The swarm: every host asks its own node to fetch the release, all at once.
-	swarm := m.measure(pids, isNode, func(i int) netnsRequest {
+	swarm := m.measure(kinds, func(i int) netnsRequest {
 		return netnsRequest{Op: "http", Method: "POST", URL: m.apiURL(i, "/v1/apps/bench/releases/bench/fetch"), Token: m.admin,
 			Body: json.RawMessage("{}"), Timeout: max(20*bound, 10*time.Minute)}
 	}, func(i int, r netnsReply) error {
@@ -300,7 +322,7 @@ func netnsRunCase(t *testing.T, c netnsCase, bench bool) {
 	if _, err := seed.call(netnsRequest{Op: "serve", Addr: m.lab.hosts[0].ip + ":8080", File: archive}); err != nil {
 		t.Fatalf("serve the archive from the seed: %v", err)
 	}
-	base := m.measure(pids, isNode, func(i int) netnsRequest {
+	base := m.measure(kinds, func(i int) netnsRequest {
 		return netnsRequest{Op: "get", URL: "http://" + m.lab.hosts[0].ip + ":8080/archive.tar.gz",
 			Timeout: time.Duration(3*c.n)*bound + 10*time.Minute}
 	}, func(i int, r netnsReply) error {
@@ -315,10 +337,10 @@ func netnsRunCase(t *testing.T, c netnsCase, bench bool) {
 
 // measure sends req(i) to every host's helper at once and waits for every answer, checking each with check. The
 // time of host i runs from the moment before the first request left to the moment its answer was read whole.
-func (m *netnsMesh) measure(pids []int, isNode func(int) bool, req func(i int) netnsRequest, check func(i int, r netnsReply) error) netnsPhase {
+func (m *netnsMesh) measure(kinds map[int]string, req func(i int) netnsRequest, check func(i int, r netnsReply) error) netnsPhase {
 	t := m.t
 	before := m.lab.counters()
-	meter := startNetnsCPU(t, pids, isNode)
+	meter := startNetnsCPU(t, kinds)
 	start := time.Now()
 	for i := 1; i < len(m.helpers); i++ {
 		if err := m.helpers[i].send(req(i)); err != nil {
@@ -404,9 +426,9 @@ func netnsReport(t *testing.T, c netnsCase, bound time.Duration, swarm, base net
 		p    netnsPhase
 	}{{"swarm   ", swarm}, {"baseline", base}} {
 		p := x.p
-		t.Logf("  %s median %7.2f s (%5.2f× bound)  last %7.2f s (%5.2f× bound)  seed egress %5.2f F  total %5.2f N·F  CPU: nodes %.2f, helpers %.2f, machine %.0f%% of %d cores%s",
+		t.Logf("  %s median %7.2f s (%5.2f× bound)  last %7.2f s (%5.2f× bound)  seed egress %5.2f F  total %5.2f N·F  CPU: nodes %.2f (seed %.2f), helpers %.2f, machine %.0f%% of %d cores%s",
 			x.what, p.median().Seconds(), netnsRatio(p.median(), bound), p.last().Seconds(), netnsRatio(p.last(), bound),
-			float64(p.seedTx)/f, float64(p.totalTx)/nf, p.cpu.nodes, p.cpu.helpers, 100*p.cpu.machine, runtime.NumCPU(), label)
+			float64(p.seedTx)/f, float64(p.totalTx)/nf, p.cpu.nodes, p.cpu.seed, p.cpu.helpers, 100*p.cpu.machine, runtime.NumCPU(), label)
 	}
 	var hosts []string
 	for name, d := range swarm.byHost {
@@ -486,24 +508,24 @@ func netnsFileDigest(path string) (string, error) {
 	return hex.EncodeToString(h.Sum(nil)), nil
 }
 
-// netnsCPU is the CPU a phase used, in cores (CPU seconds per second): the nodes, the helpers, and the whole
-// machine as a fraction of all its cores (other work on the machine and the kernel's packet handling included).
+// netnsCPU is the CPU a phase used, in cores (CPU seconds per second): the nodes (seed and hosts; a node's
+// system time includes much of the kernel's work on the packets it sends through veth, bridge and tbf), the
+// helpers, and the whole machine as a fraction of all its cores (other work on the machine included).
 type netnsCPU struct {
-	nodes, helpers, machine float64
+	nodes, seed, helpers, machine float64
 }
 
 type netnsCPUMeter struct {
 	t             testing.TB
-	pids          []int
-	isNode        func(int) bool
+	kinds         map[int]string // pid → seed, host or helper
 	start         time.Time
 	ticks         map[int]int64
 	busy0, total0 int64
 }
 
-func startNetnsCPU(t testing.TB, pids []int, isNode func(int) bool) *netnsCPUMeter {
-	m := &netnsCPUMeter{t: t, pids: pids, isNode: isNode, ticks: map[int]int64{}}
-	for _, pid := range pids {
+func startNetnsCPU(t testing.TB, kinds map[int]string) *netnsCPUMeter {
+	m := &netnsCPUMeter{t: t, kinds: kinds, ticks: map[int]int64{}}
+	for pid := range kinds {
 		m.ticks[pid] = netnsProcTicks(t, pid)
 	}
 	m.busy0, m.total0 = netnsMachineTicks(t)
@@ -516,12 +538,16 @@ func (m *netnsCPUMeter) stop() netnsCPU {
 	busy, total := netnsMachineTicks(m.t)
 	hz := float64(netnsClockTicks())
 	var c netnsCPU
-	for _, pid := range m.pids {
+	for pid, kind := range m.kinds {
 		cores := float64(netnsProcTicks(m.t, pid)-m.ticks[pid]) / hz / wall
-		if m.isNode(pid) {
-			c.nodes += cores
-		} else {
+		switch kind {
+		case "helper":
 			c.helpers += cores
+		case "seed":
+			c.seed += cores
+			c.nodes += cores
+		default:
+			c.nodes += cores
 		}
 	}
 	if total > m.total0 {
