@@ -161,15 +161,7 @@ func resultOf(index uint64, resp any) (*Applied, bool, error) {
 	if r.Err != nil {
 		return nil, false, r.Err
 	}
-	out := &Applied{Index: index}
-	if r.Value != nil {
-		b, err := json.Marshal(r.Value)
-		if err != nil {
-			return nil, false, err
-		}
-		out.Value = b
-	}
-	return out, false, nil
+	return &Applied{Index: index, Value: r.Value}, false, nil
 }
 
 // remoteToFSM turns a forwarded rejection back into the *raftfsm.Error it was on the leader.

@@ -152,6 +152,9 @@ func (n *Node) Close() error {
 	return nil
 }
 
+// Tags returns this node's own configured tags.
+func (n *Node) Tags() map[string]string { return n.cfg.Tags }
+
 // Name returns the node's name.
 func (n *Node) Name() string { return n.cfg.Name }
 

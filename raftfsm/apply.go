@@ -35,11 +35,17 @@ func apply(s *State, index uint64, c Command) (any, *Error) {
 	case *EnvPut:
 		return applyEnvPut(s, index, c)
 	case *EnvDelete:
-		if _, ok := s.Envs[c.Name]; !ok {
+		e, ok := s.Envs[c.Name]
+		if !ok {
 			return nil, notFound("environment %q does not exist", c.Name)
+		}
+		if p := s.Pipelines[e.App]; p != nil && slices.ContainsFunc(p.Stages, func(st PipelineStage) bool { return st.Env == c.Name }) {
+			return nil, conflict("environment %q is a stage of app %q's pipeline: remove it from the pipeline first", c.Name, e.App)
 		}
 		delete(s.Envs, c.Name)
 		return nil, nil
+	case *PipelinePut:
+		return applyPipelinePut(s, index, c)
 	case *EnvPin:
 		e, ok := s.Envs[c.Name]
 		if !ok {
@@ -227,6 +233,7 @@ func applyAppDelete(s *State, c *AppDelete) (any, *Error) {
 	}
 	delete(s.Apps, c.Name)
 	delete(s.Deliveries, c.Name)
+	delete(s.Pipelines, c.Name)
 	for k, b := range s.Builds {
 		if b.App == c.Name {
 			delete(s.Builds, k)
@@ -520,6 +527,9 @@ func applyDeployUpdate(s *State, index uint64, c *DeployUpdate) (any, *Error) {
 	if d.Finished() {
 		return nil, conflict("deployment %q already ended (%s)", c.ID, d.State)
 	}
+	if len(c.From) > 0 && !slices.Contains(c.From, d.State) {
+		return nil, conflict("deployment %q is %s, not %s", c.ID, d.State, strings.Join(c.From, " or "))
+	}
 	e := s.Envs[d.Env]
 	if e == nil {
 		return nil, notFound("environment %q of deployment %q no longer exists", d.Env, c.ID)
@@ -530,6 +540,12 @@ func applyDeployUpdate(s *State, index uint64, c *DeployUpdate) (any, *Error) {
 		}
 		e.Desired = c.SetDesired
 		e.ModifyIndex = index
+	}
+	if c.State == DeployPending && d.State == DeployWaiting {
+		d.ApprovedBy = c.By
+	}
+	if c.State == DeployCancelled {
+		d.CancelledBy = c.By
 	}
 	if c.State != "" {
 		d.State = c.State
@@ -544,4 +560,46 @@ func applyDeployUpdate(s *State, index uint64, c *DeployUpdate) (any, *Error) {
 	}
 	d.ModifyIndex = index
 	return d, nil
+}
+
+// maxStages bounds a pipeline's length.
+const maxStages = 16
+
+func applyPipelinePut(s *State, index uint64, c *PipelinePut) (any, *Error) {
+	p := c.Pipeline
+	if _, ok := s.Apps[p.App]; !ok {
+		return nil, notFound("app %q does not exist", p.App)
+	}
+	old := s.Pipelines[p.App]
+	if c.CAS != 0 && (old == nil || old.ModifyIndex != c.CAS) {
+		return nil, conflict("app %q's pipeline changed since you read it: read it again", p.App)
+	}
+	if len(p.Stages) > maxStages {
+		return nil, badRequest("a pipeline has at most %d stages", maxStages)
+	}
+	seen := map[string]bool{}
+	for _, st := range p.Stages {
+		e, ok := s.Envs[st.Env]
+		if !ok {
+			return nil, notFound("environment %q does not exist", st.Env)
+		}
+		if e.App != p.App {
+			return nil, badRequest("environment %q belongs to app %q", st.Env, e.App)
+		}
+		if seen[st.Env] {
+			return nil, badRequest("environment %q appears twice in the pipeline", st.Env)
+		}
+		seen[st.Env] = true
+	}
+	if len(p.Stages) == 0 {
+		delete(s.Pipelines, p.App)
+		return nil, nil
+	}
+	p.Stages = slices.Clone(p.Stages)
+	p.Meta = Meta{CreateIndex: index, ModifyIndex: index}
+	if old != nil {
+		p.CreateIndex = old.CreateIndex
+	}
+	s.Pipelines[p.App] = &p
+	return &p, nil
 }

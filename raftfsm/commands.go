@@ -39,6 +39,7 @@ const (
 	CmdMemberLeave     CommandType = 20
 	CmdMemberRejoin    CommandType = 21
 	CmdReleaseCreate   CommandType = 22
+	CmdPipelinePut     CommandType = 23
 )
 
 // Command is implemented by every command body.
@@ -68,6 +69,7 @@ var registry = map[CommandType]func() Command{
 	CmdMemberLeave:     func() Command { return new(MemberLeave) },
 	CmdMemberRejoin:    func() Command { return new(MemberRejoin) },
 	CmdReleaseCreate:   func() Command { return new(ReleaseCreate) },
+	CmdPipelinePut:     func() Command { return new(PipelinePut) },
 }
 
 // Encode wraps a command in the versioned envelope: version byte, type byte, JSON body.
@@ -229,6 +231,18 @@ type DeployUpdate struct {
 	Error      string
 	SetDesired string
 	At         time.Time
+	// From, when not empty, lists the states the deployment must be in for the update to apply (conflict
+	// otherwise), so approve, cancel and the orchestrator's moves cannot undo each other.
+	From []string `json:",omitempty"`
+	// By records who approved or cancelled (a token name).
+	By string `json:",omitempty"`
+}
+
+// PipelinePut sets an app's pipeline; empty Stages removes it. With CAS set, the write succeeds only if the
+// pipeline's ModifyIndex still equals CAS.
+type PipelinePut struct {
+	Pipeline Pipeline
+	CAS      uint64
 }
 
 // NodeStatusSet reports one server's progress in a deployment.
@@ -260,3 +274,4 @@ func (*NodeStatusSet) Type() CommandType   { return CmdNodeStatus }
 func (*MemberLeave) Type() CommandType     { return CmdMemberLeave }
 func (*MemberRejoin) Type() CommandType    { return CmdMemberRejoin }
 func (*ReleaseCreate) Type() CommandType   { return CmdReleaseCreate }
+func (*PipelinePut) Type() CommandType     { return CmdPipelinePut }

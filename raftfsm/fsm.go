@@ -30,6 +30,8 @@ type State struct {
 	Deliveries map[string][]string `json:"deliveries"`
 	// Departed holds the servers that left the mesh for good, with when they left.
 	Departed map[string]time.Time `json:"departed"`
+	// Pipelines by app.
+	Pipelines map[string]*Pipeline `json:"pipelines"`
 }
 
 // maxDeliveries bounds the remembered webhook delivery ids per app.
@@ -47,17 +49,19 @@ func NewState() *State {
 		Deploys:    map[string]*Deployment{},
 		Deliveries: map[string][]string{},
 		Departed:   map[string]time.Time{},
+		Pipelines:  map[string]*Pipeline{},
 	}
 }
 
 // ReleaseKey is the key of a release in State.Releases.
 func ReleaseKey(app, version string) string { return app + "/" + version }
 
-// Result is what Apply returns for every command: the index it was applied at, and either a value (the record
-// written) or the rejection.
+// Result is what Apply returns for every command: the index it was applied at, and either the record written
+// (as JSON, encoded while the state was locked: a pointer into the live state would race with the next entry) or
+// the rejection.
 type Result struct {
 	Index uint64
-	Value any
+	Value json.RawMessage
 	Err   *Error
 }
 
@@ -87,7 +91,15 @@ func (f *FSM) Apply(l *raft.Log) any {
 	f.mu.Lock()
 	res := &Result{Index: l.Index}
 	if cmd != nil {
-		res.Value, res.Err = apply(f.state, l.Index, cmd)
+		var v any
+		v, res.Err = apply(f.state, l.Index, cmd)
+		if res.Err == nil && v != nil {
+			b, err := json.Marshal(v)
+			if err != nil {
+				panic(fmt.Sprintf("raftfsm: index %d: encode result: %v", l.Index, err))
+			}
+			res.Value = b
+		}
 	}
 	f.state.Index = l.Index
 	ch := f.changed
@@ -194,6 +206,9 @@ func (s *State) fillMaps() {
 	}
 	if s.Departed == nil {
 		s.Departed = map[string]time.Time{}
+	}
+	if s.Pipelines == nil {
+		s.Pipelines = map[string]*Pipeline{}
 	}
 }
 

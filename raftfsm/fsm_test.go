@@ -3,6 +3,7 @@ package raftfsm
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"fmt"
 	"io"
 	"math/rand/v2"
@@ -62,6 +63,16 @@ func stripIndex(b []byte) []byte {
 	return b[i:]
 }
 
+// as decodes a result's value.
+func as[T any](t *testing.T, r *Result) *T {
+	t.Helper()
+	v := new(T)
+	if err := json.Unmarshal(r.Value, v); err != nil {
+		t.Fatalf("decode %T: %v", v, err)
+	}
+	return v
+}
+
 var t0 = time.Date(2026, 11, 25, 12, 0, 0, 0, time.UTC)
 
 func TestValidationResults(t *testing.T) {
@@ -70,7 +81,7 @@ func TestValidationResults(t *testing.T) {
 	a.rejected(&AppPut{App: App{Name: "web", Repo: "--upload-pack=evil"}, Create: true}, KindBadRequest)
 	a.rejected(&AppPut{App: App{Name: "web", Branch: "a b"}, Create: true}, KindBadRequest)
 	a.rejected(&AppPut{App: App{Name: "web"}}, KindNotFound)
-	app := a.ok(&AppPut{App: App{Name: "web", Repo: "/srv/web.git"}, Create: true}).Value.(*App)
+	app := as[App](t, a.ok(&AppPut{App: App{Name: "web", Repo: "/srv/web.git"}, Create: true}))
 	if app.Branch != "main" || app.NextBuild != 1 || app.CreateIndex != a.index {
 		t.Fatalf("defaults not applied: %+v", app)
 	}
@@ -82,7 +93,7 @@ func TestValidationResults(t *testing.T) {
 	a.rejected(&EnvPut{Env: Env{Name: "prod", App: "web", Strategy: Strategy{Kind: "sideways"}}, Create: true}, KindBadRequest)
 	a.rejected(&EnvPut{Env: Env{Name: "prod", App: "web", Strategy: Strategy{BatchSize: 2, BatchPercent: 50}}, Create: true}, KindBadRequest)
 	a.rejected(&EnvPut{Env: Env{Name: "prod", App: "web", Vars: map[string]Var{"1X": {}}}, Create: true}, KindBadRequest)
-	env := a.ok(&EnvPut{Env: Env{Name: "prod", App: "web", Servers: []string{"b", "a", "b"}, Strategy: Strategy{Kind: "rolling"}}, Create: true}).Value.(*Env)
+	env := as[Env](t, a.ok(&EnvPut{Env: Env{Name: "prod", App: "web", Servers: []string{"b", "a", "b"}, Strategy: Strategy{Kind: "rolling"}}, Create: true}))
 	if fmt.Sprint(env.Servers) != "[a b]" || env.Strategy.BatchSize != 1 {
 		t.Fatalf("env not normalised: %+v", env)
 	}
@@ -100,29 +111,29 @@ func TestBuildFencingByLeaderTerm(t *testing.T) {
 	a := newApplier(t)
 	a.ok(&AppPut{App: App{Name: "web", Repo: "/r"}, Create: true})
 	a.ok(&LeaderEpoch{Term: 2, Node: "n1"})
-	b := a.ok(&BuildQueue{App: "web", Commit: "c1", Branch: "main", Trigger: "push", Delivery: "d1", At: t0}).Value.(*Build)
+	b := as[Build](t, a.ok(&BuildQueue{App: "web", Commit: "c1", Branch: "main", Trigger: "push", Delivery: "d1", At: t0}))
 	// The same webhook delivery again is refused; the same commit by poll is the same build.
 	a.rejected(&BuildQueue{App: "web", Commit: "c1", Branch: "main", Trigger: "push", Delivery: "d1", At: t0}, KindConflict)
-	if again := a.ok(&BuildQueue{App: "web", Commit: "c1", Branch: "main", Trigger: "poll", At: t0}).Value.(*Build); again.ID != b.ID {
+	if again := as[Build](t, a.ok(&BuildQueue{App: "web", Commit: "c1", Branch: "main", Trigger: "poll", At: t0})); again.ID != b.ID {
 		t.Fatalf("a commit already queued became a second build %s", again.ID)
 	}
 	a.rejected(&BuildStart{ID: b.ID, Term: 1, Node: "old"}, KindConflict)
 	a.ok(&BuildStart{ID: b.ID, Term: 2, Node: "n1", At: t0})
 	// A new leader takes over: the running build goes back to the queue and the old term cannot publish.
-	req := a.ok(&LeaderEpoch{Term: 3, Node: "n2"}).Value.([]string)
+	req := *as[[]string](t, a.ok(&LeaderEpoch{Term: 3, Node: "n2"}))
 	if len(req) != 1 || req[0] != b.ID {
 		t.Fatalf("requeued %v, want [%s]", req, b.ID)
 	}
 	rel := &Release{Digest: "abc", Size: 10, PieceSize: 4}
 	a.rejected(&BuildFinish{ID: b.ID, Term: 2, State: BuildSucceeded, Release: rel, At: t0}, KindConflict)
 	a.ok(&BuildStart{ID: b.ID, Term: 3, Node: "n2", At: t0})
-	r := a.ok(&BuildFinish{ID: b.ID, Term: 3, State: BuildSucceeded, Release: rel, At: t0}).Value.(*Release)
+	r := as[Release](t, a.ok(&BuildFinish{ID: b.ID, Term: 3, State: BuildSucceeded, Release: rel, At: t0}))
 	if r.Version != "v1" || r.Commit != "c1" {
 		t.Fatalf("release %+v", r)
 	}
 	a.rejected(&BuildFinish{ID: b.ID, Term: 3, State: BuildSucceeded, Release: rel, At: t0}, KindConflict)
 	// A commit already released does not build again on push.
-	if again := a.ok(&BuildQueue{App: "web", Commit: "c1", Branch: "main", Trigger: "push", Delivery: "d2", At: t0}).Value.(*Build); again.ID != b.ID {
+	if again := as[Build](t, a.ok(&BuildQueue{App: "web", Commit: "c1", Branch: "main", Trigger: "push", Delivery: "d2", At: t0})); again.ID != b.ID {
 		t.Fatalf("released commit queued again as %s", again.ID)
 	}
 }
@@ -203,7 +214,7 @@ func runRandom(a *applier, r *rand.Rand, n int) {
 	for i := 0; i < n; i++ {
 		at := t0.Add(time.Duration(i) * time.Second)
 		var c Command
-		switch r.IntN(17) {
+		switch r.IntN(18) {
 		case 0:
 			c = &AppPut{App: App{Name: pick(apps), Repo: "/srv/" + pick(apps), AutoBuild: r.IntN(2) == 0}, Create: r.IntN(2) == 0}
 		case 1:
@@ -231,6 +242,8 @@ func runRandom(a *applier, r *rand.Rand, n int) {
 			c = &DeployUpdate{ID: fmt.Sprintf("d-%d", r.IntN(6)), State: []string{DeployRunning, DeploySucceeded, DeployFailed}[r.IntN(3)], SetDesired: fmt.Sprintf("v%d", r.IntN(2)), At: at}
 		case 12:
 			c = &NodeStatusSet{ID: fmt.Sprintf("d-%d", r.IntN(6)), Node: pick(nodes), Status: NodeStatus{State: NodeHealthy, UpdatedAt: at}}
+		case 17:
+			c = &PipelinePut{Pipeline: Pipeline{App: pick(apps), Stages: []PipelineStage{{Env: pick(envs)}, {Env: pick(envs), Approval: true}}[:r.IntN(3)]}}
 		case 16:
 			c = &ReleaseCreate{Release: Release{App: pick(apps), Version: []string{"", "v1", "V2", "bad version"}[r.IntN(4)], Digest: "d", Size: 1, PieceSize: 1}}
 		case 14:
@@ -291,3 +304,33 @@ func (s *memSink) Write(p []byte) (int, error) { return s.buf.Write(p) }
 func (s *memSink) Close() error                { return nil }
 func (s *memSink) ID() string                  { return "mem" }
 func (s *memSink) Cancel() error               { return nil }
+
+func TestPipelinesAndDeploymentGuards(t *testing.T) {
+	a := newApplier(t)
+	a.ok(&AppPut{App: App{Name: "web"}, Create: true})
+	a.ok(&AppPut{App: App{Name: "api"}, Create: true})
+	for _, e := range []string{"dev", "staging", "prod"} {
+		a.ok(&EnvPut{Env: Env{Name: e, App: "web"}, Create: true})
+	}
+	a.ok(&EnvPut{Env: Env{Name: "api-prod", App: "api"}, Create: true})
+	a.rejected(&PipelinePut{Pipeline: Pipeline{App: "web", Stages: []PipelineStage{{Env: "dev"}, {Env: "api-prod"}}}}, KindBadRequest)
+	a.rejected(&PipelinePut{Pipeline: Pipeline{App: "web", Stages: []PipelineStage{{Env: "dev"}, {Env: "dev"}}}}, KindBadRequest)
+	a.rejected(&PipelinePut{Pipeline: Pipeline{App: "web", Stages: []PipelineStage{{Env: "qa"}}}}, KindNotFound)
+	p := as[Pipeline](t, a.ok(&PipelinePut{Pipeline: Pipeline{App: "web", Stages: []PipelineStage{{Env: "dev"}, {Env: "staging"}, {Env: "prod", Approval: true}}}}))
+	a.rejected(&PipelinePut{Pipeline: Pipeline{App: "web"}, CAS: p.ModifyIndex + 1}, KindConflict)
+	a.rejected(&EnvDelete{Name: "staging"}, KindConflict)
+
+	// Approve and cancel are guarded by the state they expect.
+	a.ok(&LeaderEpoch{Term: 1, Node: "n1"})
+	a.ok(&ReleaseCreate{Release: Release{App: "web", Digest: "d", Size: 1, PieceSize: 1}})
+	a.ok(&DeployCreate{Deployment: Deployment{ID: "d1", Env: "prod", Release: "v1", State: DeployWaiting}})
+	a.rejected(&DeployUpdate{ID: "d1", State: DeployRunning, From: []string{DeployPending}}, KindConflict)
+	d := as[Deployment](t, a.ok(&DeployUpdate{ID: "d1", State: DeployPending, From: []string{DeployWaiting}, By: "alice"}))
+	if d.ApprovedBy != "alice" {
+		t.Fatalf("approval not recorded: %+v", d)
+	}
+	a.rejected(&DeployUpdate{ID: "d1", State: DeployPending, From: []string{DeployWaiting}, By: "bob"}, KindConflict)
+
+	a.ok(&PipelinePut{Pipeline: Pipeline{App: "web"}, CAS: p.ModifyIndex})
+	a.ok(&EnvDelete{Name: "staging"})
+}

@@ -189,8 +189,12 @@ const (
 
 // NodeStatus is one server's progress in a deployment.
 type NodeStatus struct {
-	State     string    `json:"state"`
-	Progress  float64   `json:"progress"`
+	State    string  `json:"state"`
+	Progress float64 `json:"progress"`
+	// Phase is the lifecycle phase running (Fetch, PreInstall, Extract, ..., Health); Release the release this
+	// status is about.
+	Phase     string    `json:"phase,omitempty"`
+	Release   string    `json:"release,omitempty"`
 	Error     string    `json:"error,omitempty"`
 	UpdatedAt time.Time `json:"updated_at"`
 }
@@ -213,6 +217,23 @@ type Deployment struct {
 	Error     string                 `json:"error,omitempty"`
 	CreatedAt time.Time              `json:"created_at"`
 	EndedAt   time.Time              `json:"ended_at,omitzero"`
+	// ApprovedBy and CancelledBy name the tokens that approved or cancelled the deployment.
+	ApprovedBy  string `json:"approved_by,omitempty"`
+	CancelledBy string `json:"cancelled_by,omitempty"`
+	Meta
+}
+
+// PipelineStage is one environment of an app's pipeline. A release that every server of the previous stage
+// runs healthy is promoted here, at once, or (Approval) as a deployment waiting for `node approve`.
+type PipelineStage struct {
+	Env      string `json:"env"`
+	Approval bool   `json:"approval,omitempty"`
+}
+
+// Pipeline chains an app's environments: dev → staging → prod.
+type Pipeline struct {
+	App    string          `json:"app"`
+	Stages []PipelineStage `json:"stages"`
 	Meta
 }
 
