@@ -52,6 +52,7 @@ type Service struct {
 
 	mu       sync.Mutex
 	fetching map[string]chan struct{} // digest → closed when the download ends
+	ownStore bool                     // the store was opened here, so Close closes it
 
 	ctx    context.Context
 	cancel context.CancelFunc
@@ -82,7 +83,7 @@ func Attach(n *node.Node, opts Options) (*Service, error) {
 		sopts = append(sopts, swarm.WithUploadLimit(swarm.NewLimiter(opts.UploadLimit)))
 	}
 	s := &Service{
-		n: n, opts: opts, store: store, log: log, fetching: map[string]chan struct{}{},
+		n: n, opts: opts, store: store, log: log, fetching: map[string]chan struct{}{}, ownStore: opts.Store == nil,
 		server: swarm.NewServer(store, log, n.Registry(), sopts...),
 	}
 	if opts.DownloadLimit > 0 {
@@ -102,6 +103,11 @@ func Attach(n *node.Node, opts Options) (*Service, error) {
 func (s *Service) Close() {
 	s.cancel()
 	s.wg.Wait()
+	if s.ownStore {
+		if err := s.store.Close(); err != nil {
+			s.log.Warn("close artifact store", "err", err)
+		}
+	}
 }
 
 // Store returns the node's artifact store.
