@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"os"
 	"path"
 	"strings"
 	"time"
@@ -82,18 +81,16 @@ func HooksOf(m *manifest.Manifest) Hooks {
 	return h
 }
 
-// HealthOf is the manifest's health check as a HealthSpec, or nil when it has none. $NAME and ${NAME} in
-// an HTTP URL are replaced from vars (the environment's variables and SHOAL_*), so one manifest can serve
-// environments that listen on different ports.
-func HealthOf(m *manifest.Manifest, vars map[string]string) *HealthSpec {
+// HealthOf is the manifest's health check as a HealthSpec, or nil when it has none. A command runs like the
+// hooks (Lifecycle.HealthSpec sources the release's environment first), so it can use $PORT and the like;
+// an HTTP URL is used as written.
+func HealthOf(m *manifest.Manifest) *HealthSpec {
 	hc := m.HealthCheck
 	if hc == nil {
 		return nil
 	}
-	spec := &HealthSpec{Interval: hc.Interval, MinHealthy: hc.MinHealthy, Deadline: hc.Deadline}
-	if hc.HTTP != "" {
-		spec.URL = os.Expand(hc.HTTP, func(k string) string { return vars[k] })
-	} else {
+	spec := &HealthSpec{URL: hc.HTTP, Interval: hc.Interval, MinHealthy: hc.MinHealthy, Deadline: hc.Deadline}
+	if hc.HTTP == "" {
 		spec.Command = strings.Join(hc.Command, "\n")
 	}
 	return spec

@@ -136,10 +136,14 @@ func TestFailedHealthCheckRollsBack(t *testing.T) {
 		t.Fatalf("after the rollback the environment is %+v", e)
 	}
 	// The rollback is a deployment of its own, of the stable release.
-	all := dc.deploymentsOf("prod")
-	rb := all[len(all)-1]
-	if rb.Release != "v1" || !strings.Contains(rb.By, "auto-rollback") {
-		t.Fatalf("last deployment is %s by %q, want the rollback", describe(rb), rb.By)
+	var rb raftfsm.Deployment
+	dc.eventually(10*time.Second, "the rollback deployment", func() (bool, string) {
+		all := dc.deploymentsOf("prod")
+		rb = all[len(all)-1]
+		return strings.Contains(rb.By, "auto-rollback"), describe(rb)
+	})
+	if rb.Release != "v1" || rb.CreateIndex < bad.CreateIndex {
+		t.Fatalf("the rollback is %s", describe(rb))
 	}
 	dc.waitDeployment(rb.ID, 30*time.Second, raftfsm.DeploySucceeded)
 	dc.waitServing(10*time.Second, "v1", "n1", "n2", "n3")

@@ -201,16 +201,6 @@ func (w *envWorker) lifecycle(e *raftfsm.Env, rel releaseInfo, m *manifest.Manif
 	}
 }
 
-// healthVars are what a health check URL may name: the environment's variables and Shoal's own.
-func (w *envWorker) healthVars(e *raftfsm.Env, l *Lifecycle) map[string]string {
-	vars := map[string]string{"SHOAL_APP": w.app, "SHOAL_ENV": w.env, "SHOAL_RELEASE": l.Release,
-		"SHOAL_NODE": l.Node, "SHOAL_APPHOME": l.AppHome(), "SHOAL_DEPLOYMENT": l.Deployment}
-	for k, v := range e.Vars {
-		vars[k] = v.Value
-	}
-	return vars
-}
-
 // install fetches, installs, starts and health-checks the target release, reporting each state to the
 // target's deployment (when there is one).
 func (w *envWorker) install(t target, v view, cur string) (err error) {
@@ -302,12 +292,16 @@ func (w *envWorker) install(t target, v view, cur string) (err error) {
 
 // waitHealthy runs the manifest's health check; a release without one is healthy once started.
 func (w *envWorker) waitHealthy(e *raftfsm.Env, l *Lifecycle, m *manifest.Manifest, dlog *deployLog) error {
-	spec := HealthOf(m, w.healthVars(e, l))
+	spec := HealthOf(m)
 	if spec == nil {
 		return nil
 	}
 	dlog.Notef("=== Health: %s", strings.TrimSpace(spec.URL+spec.Command))
 	err := WaitHealthy(w.ctx, l.HealthSpec(*spec))
+	var he *HealthError
+	if errors.As(err, &he) && spec.Command != "" {
+		he.Check = "`" + firstLine(spec.Command) + "`" // not the environment preamble HealthSpec added
+	}
 	result := "healthy"
 	if err != nil {
 		result = "failed"

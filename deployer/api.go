@@ -137,12 +137,25 @@ func who(r *http.Request) string {
 	return "api"
 }
 
-// envOf copies an environment out of the state after catching up with the leader: what a write is
-// decided on (is this release already the desired one? which deployment is running?) must not be stale.
-func (d *Deployer) envOf(r *http.Request, name string) (raftfsm.Env, error) {
+// catchUp makes this node's state include every write the leader had committed when it was called.
+// node.ConsistentRead waits for Raft's applied index, which hashicorp/raft advances when it hands entries to
+// the FSM, before the FSM has applied them (NEEDS.md, item 0): so wait for the FSM too.
+func (d *Deployer) catchUp(r *http.Request) error {
 	ctx, cancel := context.WithTimeout(r.Context(), 10*time.Second)
 	defer cancel()
 	if err := d.n.ConsistentRead(ctx); err != nil {
+		return err
+	}
+	if idx := d.n.Status().AppliedIndex; idx > 0 {
+		d.n.FSM().Wait(ctx, idx-1)
+	}
+	return nil
+}
+
+// envOf copies an environment out of the state after catching up with the leader: what a write is
+// decided on (is this release already the desired one? which deployment is running?) must not be stale.
+func (d *Deployer) envOf(r *http.Request, name string) (raftfsm.Env, error) {
+	if err := d.catchUp(r); err != nil {
 		return raftfsm.Env{}, err
 	}
 	var e raftfsm.Env
@@ -278,9 +291,7 @@ func (d *Deployer) getDeployment(w http.ResponseWriter, r *http.Request) error {
 // deployments, so the window is one Raft round trip.
 func (d *Deployer) update(w http.ResponseWriter, r *http.Request, from []string, to, verb string) error {
 	id := r.PathValue("id")
-	ctx, cancel := context.WithTimeout(r.Context(), 10*time.Second)
-	defer cancel()
-	if err := d.n.ConsistentRead(ctx); err != nil {
+	if err := d.catchUp(r); err != nil {
 		return err
 	}
 	dep, ok := d.deployment(id)
@@ -297,6 +308,10 @@ func (d *Deployer) update(w http.ResponseWriter, r *http.Request, from []string,
 	u := &raftfsm.DeployUpdate{ID: id, State: to, Batch: dep.Batch, Error: dep.Error, At: time.Now().UTC()}
 	if to == raftfsm.DeployCancelled {
 		u.Error = "cancelled by " + who(r)
+		if dep.State != raftfsm.DeployRunning {
+			// It never started: batch -1 tells the agents that no server is in a started batch.
+			u.Batch = -1
+		}
 	}
 	if _, err := d.n.ApplyCtx(r, u); err != nil {
 		return err
@@ -340,6 +355,9 @@ func (d *Deployer) rollback(w http.ResponseWriter, r *http.Request) error {
 	}
 	if c := plan.cancel; c != nil {
 		u := &raftfsm.DeployUpdate{ID: c.ID, State: raftfsm.DeployCancelled, Batch: c.Batch, Error: "cancelled by a rollback by " + who(r), At: time.Now().UTC()}
+		if c.State != raftfsm.DeployRunning {
+			u.Batch = -1
+		}
 		if _, err := d.n.ApplyCtx(r, u); err != nil {
 			return err
 		}
