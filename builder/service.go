@@ -8,7 +8,10 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"strconv"
+	"strings"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/shoal-ci/shoal/artifact"
@@ -85,7 +88,8 @@ func Attach(n *node.Node, opts Options) (*Service, error) {
 		dir: filepath.Join(n.DataDir(), logDirName)}
 	s.workDir = filepath.Join(s.dir, workDirName)
 	// Work dirs belong to builds that ran in an earlier life of this node; their builds were requeued by the
-	// leader that followed, so what is left is only disk space.
+	// leader that followed, so what is left is only disk space, and perhaps processes.
+	stopOrphans(s.workDir, s.log)
 	if err := os.RemoveAll(s.workDir); err != nil {
 		return nil, fmt.Errorf("clear old build work dirs in %s: %w", s.workDir, err)
 	}
@@ -229,4 +233,31 @@ func notFound(format string, a ...any) error {
 
 func badRequest(format string, a ...any) error {
 	return &raftfsm.Error{Kind: raftfsm.KindBadRequest, Message: fmt.Sprintf(format, a...)}
+}
+
+// stopOrphans kills what builds of an earlier life of this node left running: processes whose working directory
+// is inside the work dir, with their process groups. A node that was killed -9 could not stop its scripts, and
+// nothing else would: the sections' time limits died with it. The working directory identifies them without
+// trusting a recorded pid, which a reboot may have given to anything.
+func stopOrphans(workDir string, log *slog.Logger) {
+	entries, err := os.ReadDir("/proc")
+	if err != nil {
+		return
+	}
+	self, ownGroup := os.Getpid(), syscall.Getpgrp()
+	for _, e := range entries {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil || pid == self {
+			continue
+		}
+		cwd, err := os.Readlink(filepath.Join("/proc", e.Name(), "cwd"))
+		if err != nil || (cwd != workDir && !strings.HasPrefix(cwd, workDir+string(filepath.Separator))) {
+			continue
+		}
+		if pg, _, ok := procGroup(e.Name()); ok && pg > 1 && pg != ownGroup {
+			syscall.Kill(-pg, syscall.SIGKILL)
+		}
+		syscall.Kill(pid, syscall.SIGKILL)
+		log.Warn("stopped a process left running by a build before this node restarted", "pid", pid, "cwd", cwd)
+	}
 }

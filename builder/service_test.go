@@ -7,8 +7,10 @@ import (
 	"net/http"
 	"net/url"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -236,4 +238,42 @@ func parseFloat(s string) float64 {
 		return -1
 	}
 	return v
+}
+
+func TestAttachStopsProcessesLeftByAnEarlierLife(t *testing.T) {
+	c := node.NewTestCluster(t, 1, nil)
+	n := c.Nodes[0]
+	// A build script of a node that was killed -9: its own process group, a background child, in a work dir.
+	dir := filepath.Join(n.DataDir(), "builds", "work", "web-1.1", "src")
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	pidFile := filepath.Join(t.TempDir(), "bg.pid")
+	cmd := exec.Command("sh", "-c", `sleep 300 & echo $! > "$1"; wait`, "sh", pidFile)
+	cmd.Dir = dir
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	exited := make(chan struct{})
+	go func() { cmd.Wait(); close(exited) }()
+	t.Cleanup(func() { syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL); <-exited })
+	bg := readPid(t, pidFile)
+
+	svc, err := Attach(n, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { svc.Close() })
+	waitFor(t, "the left-over script and its child to be stopped", func() bool {
+		select {
+		case <-exited:
+		default:
+			return false
+		}
+		return processGone(bg)
+	})
+	if _, err := os.Stat(dir); !os.IsNotExist(err) {
+		t.Errorf("old work dir still there: %v", err)
+	}
 }

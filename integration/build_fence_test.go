@@ -146,3 +146,96 @@ func scrape(m *pmesh, n *pnode) (string, error) {
 	data, err := io.ReadAll(resp.Body)
 	return string(data), err
 }
+
+// TestBuildLeaderKilled9MidBuild kills the leader of a 3-process mesh with SIGKILL while it builds. The next
+// leader runs the build again and it becomes exactly one release; the killed node, restarted, stops the build
+// script its earlier life left running (no section time limit guards it any more).
+func TestBuildLeaderKilled9MidBuild(t *testing.T) {
+	needProcesses(t)
+	g := newGate(t)
+	repo := newTestRepo(t, t.TempDir(), "web.git")
+	sha := repo.commit("web", map[string]string{"shoal.yml": `
+build:
+  build:
+    - echo $$ >> "$GATE.pids"
+    - ` + g.line() + `
+package:
+  include: [shoal.yml]
+`})
+	pids := func() []int {
+		data, _ := os.ReadFile(g.path + ".pids")
+		var out []int
+		for _, f := range strings.Fields(string(data)) {
+			var p int
+			fmt.Sscan(f, &p)
+			out = append(out, p)
+		}
+		return out
+	}
+	alive := func(pid int) bool {
+		data, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+		if err != nil {
+			return false
+		}
+		i := strings.LastIndexByte(string(data), ')')
+		return i > 0 && len(data) > i+2 && data[i+2] != 'Z'
+	}
+
+	m := startPmesh(t, 3)
+	old := m.waitHealthy(m.nodes...)
+	api := m.client(old)
+	ctx := context.Background()
+	if _, err := api.Post(ctx, "/v1/apps", map[string]any{"name": "web", "repo": repo.dir,
+		"build_vars": map[string]any{"GATE": map[string]any{"value": g.path}}}, nil); err != nil {
+		t.Fatal(err)
+	}
+	var b raftfsm.Build
+	if _, err := api.Post(ctx, "/v1/apps/web/builds", builder.BuildRequest{}, &b); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 30*time.Second, "the first attempt's script to run", func() (bool, string) {
+		return len(pids()) == 1, fmt.Sprint(pids())
+	})
+	orphan := pids()[0]
+	t.Cleanup(func() { syscall.Kill(orphan, syscall.SIGKILL) })
+
+	old.proc.Kill() // SIGKILL to the node's process group; the script has its own group and lives on
+	var survivors []*pnode
+	for _, n := range m.nodes {
+		if n != old {
+			survivors = append(survivors, n)
+		}
+	}
+	leader := m.waitLeader(survivors...)
+	sapi := m.client(leader)
+	waitBuildVia(t, sapi, b.ID, "running again on the new leader", 30*time.Second, func(b raftfsm.Build) bool {
+		return b.State == raftfsm.BuildRunning && b.Node == leader.name && b.Attempt == 2
+	})
+	eventually(t, 30*time.Second, "the second attempt's script to run", func() (bool, string) {
+		return len(pids()) == 2, fmt.Sprint(pids())
+	})
+	if !alive(orphan) {
+		t.Fatalf("the killed node's script %d is not running: nothing to test", orphan)
+	}
+
+	m.restart(old)
+	eventually(t, 30*time.Second, "the restarted node to stop its earlier life's script", func() (bool, string) {
+		return !alive(orphan), fmt.Sprintf("pid %d alive", orphan)
+	})
+	if second := pids()[1]; !alive(second) {
+		t.Errorf("the new leader's script %d was stopped too", second)
+	}
+	g.open()
+	done := waitBuildVia(t, sapi, b.ID, "finished", 60*time.Second, func(b raftfsm.Build) bool { return b.Finished() })
+	if done.State != raftfsm.BuildSucceeded || done.Node != leader.name {
+		t.Fatalf("build %+v", done)
+	}
+	m.waitHealthy(m.nodes...)
+	var rels []raftfsm.Release
+	if _, err := m.client(old).Get(ctx, "/v1/apps/web/releases?consistent", &rels); err != nil {
+		t.Fatal(err)
+	}
+	if len(rels) != 1 || rels[0].Commit != sha || rels[0].Build != b.ID {
+		t.Errorf("releases %+v; want exactly one, of %s", rels, sha)
+	}
+}
