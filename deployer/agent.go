@@ -208,18 +208,8 @@ func (d *Deployer) agentLoop() {
 	}
 }
 
-// myTags returns this node's gossip tags as the mesh sees them.
-func (d *Deployer) myTags() map[string]string {
-	for _, m := range d.n.Members() {
-		if m.Name == d.n.Name() {
-			return m.Tags
-		}
-	}
-	return nil
-}
-
 func (d *Deployer) syncWorkers() {
-	me, tags := d.n.Name(), d.myTags()
+	me, tags := d.n.Name(), d.n.Tags()
 	want := map[string]string{} // env → app
 	d.n.FSM().Read(func(s *raftfsm.State) {
 		for _, e := range s.Envs {

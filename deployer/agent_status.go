@@ -11,18 +11,19 @@ import (
 // callbacks never wait for a commit. Only the latest status matters: one set while a write is under way
 // replaces any other waiting, and Close sends the last one before it returns.
 type statusSender struct {
-	w    *envWorker
-	id   string
-	mu   sync.Mutex
-	next *raftfsm.NodeStatus
-	wake chan struct{}
-	quit chan struct{}
-	done chan struct{}
+	w       *envWorker
+	id      string
+	release string
+	mu      sync.Mutex
+	next    *raftfsm.NodeStatus
+	wake    chan struct{}
+	quit    chan struct{}
+	done    chan struct{}
 }
 
-// reporter returns a sender for deployment id; with no deployment, statuses go nowhere.
-func (w *envWorker) reporter(id string) *statusSender {
-	s := &statusSender{w: w, id: id, wake: make(chan struct{}, 1), quit: make(chan struct{}), done: make(chan struct{})}
+// reporter returns a sender for deployment id about release; with no deployment, statuses go nowhere.
+func (w *envWorker) reporter(id, release string) *statusSender {
+	s := &statusSender{w: w, id: id, release: release, wake: make(chan struct{}, 1), quit: make(chan struct{}), done: make(chan struct{})}
 	if id == "" {
 		close(s.done)
 		return s
@@ -37,6 +38,9 @@ func (s *statusSender) Set(st raftfsm.NodeStatus) {
 		return
 	}
 	st.UpdatedAt = time.Now().UTC()
+	if st.Release == "" {
+		st.Release = s.release
+	}
 	s.mu.Lock()
 	s.next = &st
 	s.mu.Unlock()

@@ -209,7 +209,7 @@ func (w *envWorker) install(t target, v view, cur string) (err error) {
 	if t.Dep != nil {
 		depID = t.Dep.ID
 	}
-	rep := w.reporter(depID)
+	rep := w.reporter(depID, t.Release)
 	defer rep.Close()
 	dlog := w.openLog(depID, t.Release)
 	defer dlog.Close()
@@ -230,7 +230,7 @@ func (w *envWorker) install(t target, v view, cur string) (err error) {
 	rel := releaseOf(v.rel)
 	dlog.Notef("deploying %s release %s (archive %.12s, %d bytes) on %s", w.app, rel.Version, rel.Digest, v.rel.Size, w.d.n.Name())
 
-	rep.Set(raftfsm.NodeStatus{State: raftfsm.NodeDownloading})
+	rep.Set(raftfsm.NodeStatus{State: raftfsm.NodeDownloading, Phase: "Fetch"})
 	var lastReport time.Time
 	progress := func(done, total int64) {
 		if now := time.Now(); now.Sub(lastReport) >= w.d.opts.ProgressInterval || done == total {
@@ -239,7 +239,7 @@ func (w *envWorker) install(t target, v view, cur string) (err error) {
 			if total > 0 {
 				p = float64(done) / float64(total)
 			}
-			rep.Set(raftfsm.NodeStatus{State: raftfsm.NodeDownloading, Progress: p})
+			rep.Set(raftfsm.NodeStatus{State: raftfsm.NodeDownloading, Phase: "Fetch", Progress: p})
 		}
 	}
 	if err := w.d.opts.Fetcher.Fetch(w.ctx, v.rel, progress); err != nil {
@@ -258,16 +258,9 @@ func (w *envWorker) install(t target, v view, cur string) (err error) {
 	rep.Set(raftfsm.NodeStatus{State: raftfsm.NodeInstalling, Progress: 1})
 	installDir := installDirFor(w.dir, rel.Version, cur)
 	l := w.lifecycle(&v.env, rel, m, installDir, depID)
-	starting := false
 	l.OnPhase = func(phase string) {
 		dlog.Phase(phase, l)
-		switch phase {
-		case PhaseStop, PhaseFlip, PhasePreStart, PhaseExec, PhaseStart, PhasePostStart:
-			if !starting {
-				starting = true
-				rep.Set(raftfsm.NodeStatus{State: raftfsm.NodeStarting, Progress: 1})
-			}
-		}
+		rep.Set(raftfsm.NodeStatus{State: stateOfPhase(phase), Phase: phase, Progress: 1})
 	}
 	err = l.Deploy(w.ctx)
 	dlog.EndPhase(l)
@@ -282,6 +275,7 @@ func (w *envWorker) install(t target, v view, cur string) (err error) {
 	if err := pruneReleases(w.dir, w.d.opts.Keep); err != nil {
 		w.log.Warn("remove old releases", "err", err)
 	}
+	rep.Set(raftfsm.NodeStatus{State: raftfsm.NodeStarting, Phase: PhaseHealth, Progress: 1})
 	if err := w.waitHealthy(&v.env, l, m, dlog); err != nil {
 		return err
 	}
@@ -296,7 +290,7 @@ func (w *envWorker) waitHealthy(e *raftfsm.Env, l *Lifecycle, m *manifest.Manife
 	if spec == nil {
 		return nil
 	}
-	dlog.Notef("=== Health: %s", strings.TrimSpace(spec.URL+spec.Command))
+	dlog.Notef("=== Health: %s", firstLine(strings.TrimSpace(spec.URL+spec.Command)))
 	err := WaitHealthy(w.ctx, l.HealthSpec(*spec))
 	var he *HealthError
 	if errors.As(err, &he) && spec.Command != "" {
@@ -315,12 +309,12 @@ func (w *envWorker) waitHealthy(e *raftfsm.Env, l *Lifecycle, m *manifest.Manife
 
 // check proves an installed release healthy for a running deployment, without installing it again.
 func (w *envWorker) check(t target, v view, rec *installRecord) {
-	rep := w.reporter(t.Dep.ID)
+	rep := w.reporter(t.Dep.ID, t.Release)
 	defer rep.Close()
 	dlog := w.openLog(t.Dep.ID, t.Release)
 	defer dlog.Close()
 	dlog.Notef("release %s is already installed on %s; checking its health", rec.Release, w.d.n.Name())
-	rep.Set(raftfsm.NodeStatus{State: raftfsm.NodeStarting, Progress: 1})
+	rep.Set(raftfsm.NodeStatus{State: raftfsm.NodeStarting, Phase: PhaseHealth, Progress: 1})
 	m, err := rec.parse()
 	if err == nil {
 		l := w.lifecycle(&v.env, rec.info(), m, "", t.Dep.ID)
@@ -368,7 +362,10 @@ func (w *envWorker) ensureRunningWith(l *Lifecycle) error {
 
 // runOp runs a restart or terminate deployment's lifecycle once on this node.
 func (w *envWorker) runOp(t target, v view, rec *installRecord, cur string) {
-	rep := w.reporter(t.Dep.ID)
+	rep := w.reporter(t.Dep.ID, "")
+	if rec != nil {
+		rep.release = rec.Release
+	}
 	defer rep.Close()
 	dlog := w.openLog(t.Dep.ID, "")
 	defer dlog.Close()
@@ -391,7 +388,10 @@ func (w *envWorker) runOp(t target, v view, rec *installRecord, cur string) {
 			return err
 		}
 		l := w.lifecycle(&v.env, rec.info(), m, "", t.Dep.ID)
-		l.OnPhase = func(phase string) { dlog.Phase(phase, l) }
+		l.OnPhase = func(phase string) {
+			dlog.Phase(phase, l)
+			rep.Set(raftfsm.NodeStatus{State: raftfsm.NodeStarting, Phase: phase})
+		}
 		if t.Kind == raftfsm.DeployKindTerminate {
 			err = l.Terminate(w.ctx)
 			dlog.EndPhase(l)
@@ -439,6 +439,19 @@ func (w *envWorker) manifestOf(digest, path string) (string, []byte, *manifest.M
 		return "", nil, nil, fmt.Errorf("the release's manifest: %w", err)
 	}
 	return name, data, m, nil
+}
+
+// PhaseHealth is the health check after a start, as statuses and logs name it.
+const PhaseHealth = "Health"
+
+// stateOfPhase is the node state a deploy is in while a phase runs: installing until the release is on
+// disk, starting from the stop of the old process on.
+func stateOfPhase(phase string) string {
+	switch phase {
+	case PhaseEnv, PhasePreInstall, PhaseInstall, PhaseExtract, PhasePostInstall:
+		return raftfsm.NodeInstalling
+	}
+	return raftfsm.NodeStarting
 }
 
 // trimErr keeps an error short enough for the replicated record; the full text is in the node's log.

@@ -8,8 +8,10 @@ import (
 	"io"
 	"net/http"
 	"os"
+	"slices"
 	"sort"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -286,9 +288,8 @@ func (d *Deployer) getDeployment(w http.ResponseWriter, r *http.Request) error {
 	return nil
 }
 
-// update moves a deployment in state from to state to, after checking it is still there. The check and
-// the write are not atomic (NEEDS.md, item 2): the orchestrator only acts on pending and running
-// deployments, so the window is one Raft round trip.
+// update moves a deployment from one of the states from to state to. The write carries from, so a
+// deployment that moved meanwhile (the orchestrator started or ended it) is refused, not overwritten.
 func (d *Deployer) update(w http.ResponseWriter, r *http.Request, from []string, to, verb string) error {
 	id := r.PathValue("id")
 	if err := d.catchUp(r); err != nil {
@@ -298,14 +299,10 @@ func (d *Deployer) update(w http.ResponseWriter, r *http.Request, from []string,
 	if !ok {
 		return node.Errorf(http.StatusNotFound, "deployment %q does not exist", id)
 	}
-	allowed := false
-	for _, f := range from {
-		allowed = allowed || dep.State == f
+	if !slices.Contains(from, dep.State) {
+		return node.Errorf(http.StatusConflict, "deployment %s is %s: only a deployment that is %s can be %s", id, dep.State, strings.Join(from, " or "), verb)
 	}
-	if !allowed {
-		return node.Errorf(http.StatusConflict, "deployment %s is %s: only a deployment that is %v can be %s", id, dep.State, from, verb)
-	}
-	u := &raftfsm.DeployUpdate{ID: id, State: to, Batch: dep.Batch, Error: dep.Error, At: time.Now().UTC()}
+	u := &raftfsm.DeployUpdate{ID: id, State: to, Batch: dep.Batch, Error: dep.Error, At: time.Now().UTC(), By: who(r), From: []string{dep.State}}
 	if to == raftfsm.DeployCancelled {
 		u.Error = "cancelled by " + who(r)
 		if dep.State != raftfsm.DeployRunning {
@@ -354,7 +351,8 @@ func (d *Deployer) rollback(w http.ResponseWriter, r *http.Request) error {
 		return nil
 	}
 	if c := plan.cancel; c != nil {
-		u := &raftfsm.DeployUpdate{ID: c.ID, State: raftfsm.DeployCancelled, Batch: c.Batch, Error: "cancelled by a rollback by " + who(r), At: time.Now().UTC()}
+		u := &raftfsm.DeployUpdate{ID: c.ID, State: raftfsm.DeployCancelled, Batch: c.Batch, Error: "cancelled by a rollback by " + who(r),
+			At: time.Now().UTC(), By: who(r), From: []string{c.State}}
 		if c.State != raftfsm.DeployRunning {
 			u.Batch = -1
 		}
@@ -421,48 +419,44 @@ func (d *Deployer) pin(w http.ResponseWriter, r *http.Request, pinned bool) erro
 	return d.n.Write(w, r, http.StatusOK, &raftfsm.EnvPin{Name: r.PathValue("env"), Pinned: pinned, Reason: reason})
 }
 
-// Pipeline is an app's pipeline as the API shows and takes it.
-type Pipeline struct {
-	App    string  `json:"app"`
-	Stages []stage `json:"stages"`
+// PipelineRequest is the body of PUT /v1/apps/{app}/pipeline: the stages in order (none removes the
+// pipeline), and optionally the index the pipeline was read at (its modify_index), to refuse a lost update.
+type PipelineRequest struct {
+	Stages []raftfsm.PipelineStage `json:"stages"`
+	CAS    uint64                  `json:"cas,omitempty"`
 }
 
 func (d *Deployer) getPipeline(w http.ResponseWriter, r *http.Request) error {
-	if !pipelinesStored {
-		return node.Errorf(http.StatusNotImplemented, "pipelines are not stored by this version of the mesh yet")
-	}
 	if err := d.n.BeginRead(r); err != nil {
 		return err
 	}
 	app := r.PathValue("app")
-	var p Pipeline
+	var p raftfsm.Pipeline
 	found := false
 	d.n.FSM().Read(func(s *raftfsm.State) {
 		_, found = s.Apps[app]
-		p = Pipeline{App: app, Stages: pipelineStages(s, app)}
+		if cur := s.Pipelines[app]; cur != nil {
+			p = *cur
+			p.Stages = append([]raftfsm.PipelineStage(nil), cur.Stages...)
+		}
 	})
 	if !found {
 		return node.Errorf(http.StatusNotFound, "app %q does not exist", app)
 	}
+	p.App = app
 	if p.Stages == nil {
-		p.Stages = []stage{}
+		p.Stages = []raftfsm.PipelineStage{}
 	}
 	d.n.WriteJSON(w, http.StatusOK, p)
 	return nil
 }
 
 func (d *Deployer) putPipeline(w http.ResponseWriter, r *http.Request) error {
-	if !pipelinesStored {
-		return node.Errorf(http.StatusNotImplemented, "pipelines are not stored by this version of the mesh yet")
-	}
-	var in Pipeline
+	var in PipelineRequest
 	if err := node.Decode(r, &in); err != nil {
 		return err
 	}
-	if in.App != "" && in.App != r.PathValue("app") {
-		return node.Errorf(http.StatusBadRequest, "the body names app %q, the path %q", in.App, r.PathValue("app"))
-	}
-	return d.writePipeline(w, r, r.PathValue("app"), in.Stages)
+	return d.writePipeline(w, r, r.PathValue("app"), in.Stages, in.CAS)
 }
 
 // promote deploys a release that runs in one environment to the next (by the pipeline, or To).

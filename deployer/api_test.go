@@ -89,8 +89,4 @@ func TestDeploymentAPI(t *testing.T) {
 	if _, err := api.Post(ctx, "/v1/envs/prod/rollback", nil, nil); !client.IsStatus(err, http.StatusConflict) {
 		t.Fatalf("rollback without an earlier release: %v", err)
 	}
-	// Pipelines wait for the replicated state to hold them.
-	if _, err := api.Get(ctx, "/v1/apps/web/pipeline", nil); pipelinesStored == client.IsStatus(err, http.StatusNotImplemented) {
-		t.Fatalf("pipeline: %v", err)
-	}
 }

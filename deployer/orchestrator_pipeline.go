@@ -2,26 +2,31 @@ package deployer
 
 import (
 	"net/http"
+	"strconv"
 
-	"github.com/shoal-ci/shoal/node"
 	"github.com/shoal-ci/shoal/raftfsm"
 )
 
-// stage is one environment of an app's pipeline.
-type stage struct {
-	Env      string `json:"env"`
-	Approval bool   `json:"approval,omitempty"`
-}
-
-// pipelinesStored reports whether the replicated state can hold pipelines yet (NEEDS.md, item 1).
-const pipelinesStored = false
-
 // pipelineStages returns app's pipeline, first stage first; nil when it has none.
-func pipelineStages(s *raftfsm.State, app string) []stage {
+func pipelineStages(s *raftfsm.State, app string) []raftfsm.PipelineStage {
+	if p := s.Pipelines[app]; p != nil {
+		return p.Stages
+	}
 	return nil
 }
 
-// writePipeline stores app's pipeline.
-func (d *Deployer) writePipeline(w http.ResponseWriter, r *http.Request, app string, stages []stage) error {
-	return node.Errorf(http.StatusNotImplemented, "pipelines are not stored by this version of the mesh yet")
+// writePipeline stores app's pipeline (no stages removes it) and answers with it.
+func (d *Deployer) writePipeline(w http.ResponseWriter, r *http.Request, app string, stages []raftfsm.PipelineStage, cas uint64) error {
+	res, err := d.n.ApplyCtx(r, &raftfsm.PipelinePut{Pipeline: raftfsm.Pipeline{App: app, Stages: stages}, CAS: cas})
+	if err != nil {
+		return err
+	}
+	if len(res.Value) == 0 { // removed
+		d.n.WriteJSON(w, http.StatusOK, raftfsm.Pipeline{App: app, Stages: []raftfsm.PipelineStage{}})
+		return nil
+	}
+	w.Header().Set("X-Shoal-Index", strconv.FormatUint(res.Index, 10))
+	w.Header().Set("Content-Type", "application/json")
+	_, err = w.Write(append(res.Value, '\n'))
+	return err
 }

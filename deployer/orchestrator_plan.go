@@ -150,8 +150,8 @@ func (p *planner) advance(s *raftfsm.State, e *raftfsm.Env, d *raftfsm.Deploymen
 		if len(d.Batches) == 0 {
 			return p.finish(e, d, raftfsm.DeploySucceeded, "", "no server of the environment was up: servers converge when they come up")
 		}
-		return []action{{cmd: &raftfsm.DeployUpdate{ID: d.ID, State: raftfsm.DeployRunning, Batch: 0, At: p.now},
-			why: "start batch 1"}}
+		return []action{{cmd: &raftfsm.DeployUpdate{ID: d.ID, State: raftfsm.DeployRunning, Batch: 0, At: p.now,
+			From: []string{raftfsm.DeployPending}}, why: "start batch 1"}}
 	case raftfsm.DeployRunning:
 	default:
 		return nil // waiting for approval
@@ -218,7 +218,8 @@ func (p *planner) advance(s *raftfsm.State, e *raftfsm.Env, d *raftfsm.Deploymen
 					"starting batch %d would leave %d servers healthy, fewer than min_healthy %d", d.Batch+2, healthy, d.Strategy.MinHealthy), "")...)
 			}
 		}
-		return append(out, action{cmd: &raftfsm.DeployUpdate{ID: d.ID, State: raftfsm.DeployRunning, Batch: d.Batch + 1, At: p.now},
+		return append(out, action{cmd: &raftfsm.DeployUpdate{ID: d.ID, State: raftfsm.DeployRunning, Batch: d.Batch + 1, At: p.now,
+			From: []string{raftfsm.DeployRunning}},
 			why: fmt.Sprintf("batch %d healthy; start batch %d", d.Batch+1, d.Batch+2)})
 	}
 	note := ""
@@ -264,7 +265,8 @@ func (p *planner) abort(s *raftfsm.State, e *raftfsm.Env, d *raftfsm.Deployment,
 
 // finish ends a deployment; a deploy that succeeded makes its release the environment's desired and stable.
 func (p *planner) finish(e *raftfsm.Env, d *raftfsm.Deployment, state, errText, note string) []action {
-	u := &raftfsm.DeployUpdate{ID: d.ID, State: state, Batch: max(d.Batch, 0), Error: errText, At: p.now}
+	// From: a deployment cancelled (or approved) meanwhile is not ended over.
+	u := &raftfsm.DeployUpdate{ID: d.ID, State: state, Batch: max(d.Batch, 0), Error: errText, At: p.now, From: []string{d.State}}
 	if errText == "" && note != "" {
 		u.Error = note
 	}
