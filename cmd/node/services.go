@@ -26,6 +26,12 @@ func startServices(n *node.Node) (*services, error) {
 		return nil, err
 	}
 	s.closers = append(s.closers, closeBuilder)
+	closeDeployer, err := attachDeployer(n, sp)
+	if err != nil {
+		s.close()
+		return nil, err
+	}
+	s.closers = append(s.closers, closeDeployer)
 	return s, nil
 }
 

@@ -1,0 +1,561 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+	"net/url"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/shoal-ci/shoal/deployer"
+	"github.com/shoal-ci/shoal/node"
+	"github.com/shoal-ci/shoal/raftfsm"
+)
+
+// attachDeployer starts the deployer on a started node, fetching releases with f (the spread service), and
+// returns its stop. Stopping it leaves the apps running: the next start adopts them.
+func attachDeployer(n *node.Node, f deployer.Fetcher) (func(), error) {
+	d, err := deployer.Attach(n, deployer.Options{Fetcher: f})
+	if err != nil {
+		return nil, fmt.Errorf("start the deployer: %w", err)
+	}
+	return func() { d.Close() }, nil
+}
+
+// deployFlags are the flags shared by the verbs that start a deployment.
+type deployFlags struct {
+	wait bool
+}
+
+func (f *deployFlags) register(cmd *cobra.Command) {
+	cmd.Flags().BoolVar(&f.wait, "wait", false, "follow the deployment, server by server, and exit non-zero unless it succeeds")
+}
+
+// started prints what a create request answered and follows it with --wait.
+func (c *cli) started(res deployer.CreateResult, wait bool) error {
+	if res.Noop {
+		if c.json {
+			return c.print(res, nil)
+		}
+		fmt.Fprintln(c.out, res.Message)
+		return nil
+	}
+	d := res.Deployment
+	if d == nil {
+		return errors.New("the API answered without a deployment")
+	}
+	if !wait {
+		return c.print(d, func(w *tabwriter.Writer) { deploymentTable(w, *d) })
+	}
+	if !c.json {
+		fmt.Fprintf(c.out, "deployment %s: %s %s to %s, %s\n", d.ID, d.Kind, dash(d.Release), d.Env, batchesText(*d))
+	}
+	return c.waitDeployment(d.ID)
+}
+
+func batchesText(d raftfsm.Deployment) string {
+	n := 0
+	for _, b := range d.Batches {
+		n += len(b)
+	}
+	if len(d.Batches) == 1 {
+		return fmt.Sprintf("%d servers at once", n)
+	}
+	return fmt.Sprintf("%d servers in %d batches", n, len(d.Batches))
+}
+
+func (c *cli) deployCmd() *cobra.Command {
+	var (
+		f            deployFlags
+		env          string
+		force        bool
+		strategy     string
+		batchSize    int
+		batchPercent int
+	)
+	cmd := &cobra.Command{
+		Use:   "deploy APP VERSION --env ENV",
+		Short: "Deploy a release of an app to an environment",
+		Long: `Deploy release VERSION of APP to environment ENV, with the environment's strategy (all at once, or
+rolling by batch) unless --strategy says otherwise. The leader moves the deployment batch by batch: a batch starts
+once every server of the one before reports healthy. Deploying the environment's current release does nothing
+unless --force (which installs it again and restarts it). --wait follows every server's progress.`,
+		Args: cobra.ExactArgs(2),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if env == "" {
+				return errors.New("deploy needs --env ENV: the environment to deploy to (`node env list --app " + args[0] + "`)")
+			}
+			var e raftfsm.Env
+			if _, err := c.api().Get(ctx(), "/v1/envs/"+url.PathEscape(env), &e); err != nil {
+				return explain(err)
+			}
+			if e.App != args[0] {
+				return fmt.Errorf("environment %s belongs to app %s, not %s", env, e.App, args[0])
+			}
+			req := deployer.CreateRequest{Release: args[1], Force: force}
+			if strategy != "" || batchSize > 0 || batchPercent > 0 {
+				st := e.Strategy
+				if strategy != "" {
+					st.Kind = strategy
+				}
+				if batchSize > 0 || batchPercent > 0 {
+					st.Kind, st.BatchSize, st.BatchPercent = "rolling", batchSize, batchPercent
+				}
+				req.Strategy = &st
+			}
+			var res deployer.CreateResult
+			if _, err := c.api().Post(ctx(), "/v1/envs/"+url.PathEscape(env)+"/deployments", req, &res); err != nil {
+				return explain(err)
+			}
+			return c.started(res, f.wait)
+		},
+	}
+	f.register(cmd)
+	cmd.Flags().StringVar(&env, "env", "", "the environment to deploy to (required)")
+	cmd.Flags().BoolVar(&force, "force", false, "deploy even if VERSION is already the environment's release")
+	cmd.Flags().StringVar(&strategy, "strategy", "", "all or rolling, for this deployment only")
+	cmd.Flags().IntVar(&batchSize, "batch-size", 0, "servers per rolling batch, for this deployment only")
+	cmd.Flags().IntVar(&batchPercent, "batch-percent", 0, "percent of the servers per rolling batch, for this deployment only")
+	return cmd
+}
+
+// opCmd is `node restart ENV` and `node terminate ENV`.
+func (c *cli) opCmd(kind, short, long string) *cobra.Command {
+	var f deployFlags
+	cmd := &cobra.Command{
+		Use: kind + " ENV", Short: short, Long: long, Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			var res deployer.CreateResult
+			if _, err := c.api().Post(ctx(), "/v1/envs/"+url.PathEscape(args[0])+"/deployments", deployer.CreateRequest{Kind: kind}, &res); err != nil {
+				return explain(err)
+			}
+			return c.started(res, f.wait)
+		},
+	}
+	f.register(cmd)
+	return cmd
+}
+
+func (c *cli) restartCmd() *cobra.Command {
+	return c.opCmd(raftfsm.DeployKindRestart, "Restart an environment's app on its servers (PreRestart, stop, start, PostRestart)",
+		`Restart the running release on every server of ENV, batch by batch as the environment's strategy says:
+PreRestart, stop the Exec process, PreStart, Exec or Start, PostStart, PostRestart, then the health check.`)
+}
+
+func (c *cli) terminateCmd() *cobra.Command {
+	return c.opCmd(raftfsm.DeployKindTerminate, "Stop an environment's app on its servers (PreTerminate, Terminate, PostTerminate)",
+		`Stop the app on every server of ENV: PreTerminate, Terminate, stop the Exec process, PostTerminate. The
+release stays installed and the environment stays stopped (also on servers that restart or join) until the next
+deploy or restart.`)
+}
+
+func (c *cli) rollbackCmd() *cobra.Command {
+	var (
+		f  deployFlags
+		to string
+	)
+	cmd := &cobra.Command{
+		Use:   "rollback ENV [--to VERSION]",
+		Short: "Take an environment back to an earlier release and pin it",
+		Long: `Deploy an earlier release to ENV and pin the environment, so auto deploy does not undo the rollback
+(unpin it with 'node unpin ENV'). Without --to: a deployment still running is cancelled and the environment goes
+back to its release; after one that failed part way, the servers it reached go back; otherwise the environment
+goes back to the release it ran before its current one.`,
+		Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			var res deployer.CreateResult
+			if _, err := c.api().Post(ctx(), "/v1/envs/"+url.PathEscape(args[0])+"/rollback", deployer.RollbackRequest{To: to}, &res); err != nil {
+				return explain(err)
+			}
+			return c.started(res, f.wait)
+		},
+	}
+	f.register(cmd)
+	cmd.Flags().StringVar(&to, "to", "", "the release to go back to (default: the one before)")
+	return cmd
+}
+
+func (c *cli) promoteCmd() *cobra.Command {
+	var (
+		f        deployFlags
+		from, to string
+	)
+	cmd := &cobra.Command{
+		Use:   "promote APP VERSION --from ENV [--to ENV]",
+		Short: "Deploy a release that runs in one environment to the next one of the app's pipeline",
+		Long: `Promote release VERSION, which environment --from runs, to the next stage of APP's pipeline (or to
+--to). A promotion by hand needs no approval. Pipelines promote by themselves once every server of a stage is
+healthy on a release; a stage marked for approval waits for 'node approve DEPLOYMENT'.`,
+		Args: cobra.ExactArgs(2),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if from == "" {
+				return errors.New("promote needs --from ENV: the environment the release runs in")
+			}
+			var res deployer.CreateResult
+			req := deployer.PromoteRequest{Release: args[1], From: from, To: to}
+			if _, err := c.api().Post(ctx(), "/v1/apps/"+url.PathEscape(args[0])+"/promote", req, &res); err != nil {
+				return explain(err)
+			}
+			return c.started(res, f.wait)
+		},
+	}
+	f.register(cmd)
+	cmd.Flags().StringVar(&from, "from", "", "the environment the release runs in (required)")
+	cmd.Flags().StringVar(&to, "to", "", "the environment to promote to (default: the next pipeline stage)")
+	return cmd
+}
+
+func (c *cli) approveCmd() *cobra.Command {
+	var f deployFlags
+	cmd := &cobra.Command{
+		Use:   "approve DEPLOYMENT",
+		Short: "Approve a deployment that waits for approval (a pipeline stage that asks for one)",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			var d raftfsm.Deployment
+			if _, err := c.api().Post(ctx(), "/v1/deployments/"+url.PathEscape(args[0])+"/approve", struct{}{}, &d); err != nil {
+				return explain(err)
+			}
+			return c.started(deployer.CreateResult{Deployment: &d}, f.wait)
+		},
+	}
+	f.register(cmd)
+	return cmd
+}
+
+func (c *cli) deploymentsCmd() *cobra.Command {
+	var limit int
+	cmd := &cobra.Command{
+		Use:   "deployments ENV",
+		Short: "List an environment's deployments, newest first",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			var ds []raftfsm.Deployment
+			if _, err := c.api().Get(ctx(), fmt.Sprintf("/v1/envs/%s/deployments?limit=%d", url.PathEscape(args[0]), limit), &ds); err != nil {
+				return explain(err)
+			}
+			return c.print(ds, func(w *tabwriter.Writer) {
+				fmt.Fprintln(w, "ID\tKIND\tRELEASE\tSTATE\tBATCH\tSERVERS\tBY\tCREATED\tTOOK")
+				for _, d := range ds {
+					healthy, total := counts(d)
+					fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\t%d/%d healthy\t%s\t%s\t%s\n", d.ID, d.Kind, dash(d.Release), d.State,
+						batchText(d), healthy, total, dash(d.By), d.CreatedAt.Local().Format("2006-01-02 15:04:05"), deployTook(d))
+				}
+			})
+		},
+	}
+	cmd.Flags().IntVar(&limit, "limit", 20, "how many (0: all)")
+	return cmd
+}
+
+func (c *cli) deploymentCmd() *cobra.Command {
+	var wait bool
+	cmd := &cobra.Command{
+		Use:   "deployment ID",
+		Short: "Show a deployment: its batches and every server's state; cancel it; read a server's log of it",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if wait {
+				return c.waitDeployment(args[0])
+			}
+			var d raftfsm.Deployment
+			if _, err := c.api().Get(ctx(), "/v1/deployments/"+url.PathEscape(args[0]), &d); err != nil {
+				return explain(err)
+			}
+			return c.print(d, func(w *tabwriter.Writer) { deploymentTable(w, d) })
+		},
+	}
+	cmd.Flags().BoolVar(&wait, "wait", false, "follow the deployment until it ends; exit non-zero unless it succeeds")
+	cancel := &cobra.Command{
+		Use:   "cancel ID",
+		Short: "Cancel a deployment: no further batch starts; servers already moved stay where they are",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			var d raftfsm.Deployment
+			if _, err := c.api().Post(ctx(), "/v1/deployments/"+url.PathEscape(args[0])+"/cancel", struct{}{}, &d); err != nil {
+				return explain(err)
+			}
+			return c.print(d, func(w *tabwriter.Writer) { deploymentTable(w, d) })
+		},
+	}
+	log := &cobra.Command{
+		Use:   "log ID NODE",
+		Short: "Print a server's log of a deployment: the agent's notes and every hook's output",
+		Args:  cobra.ExactArgs(2),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			var lr deployer.LogResponse
+			path := "/v1/deployments/" + url.PathEscape(args[0]) + "/nodes/" + url.PathEscape(args[1]) + "/log"
+			if _, err := c.api().Get(ctx(), path, &lr); err != nil {
+				return explain(err)
+			}
+			if c.json {
+				return c.print(lr, nil)
+			}
+			if lr.Truncated {
+				fmt.Fprintln(c.errOut, "(the log is long: its end follows)")
+			}
+			if lr.Log == "" {
+				fmt.Fprintf(c.errOut, "%s has no log of deployment %s: it did no work in it\n", lr.Node, lr.Deployment)
+			}
+			_, err := fmt.Fprint(c.out, lr.Log)
+			return err
+		},
+	}
+	cmd.AddCommand(cancel, log)
+	return cmd
+}
+
+// pinCmd is `node pin ENV` or `node unpin ENV`; envPinCmds gives them for `node env pin|unpin`.
+func (c *cli) pinCmd(pin bool) *cobra.Command {
+	var reason string
+	use, short := "unpin ENV", "Unpin an environment: auto deploy and promotions reach it again"
+	if pin {
+		use, short = "pin ENV", "Pin an environment: auto deploy and promotions leave it alone (deploys by hand still work)"
+	}
+	cmd := &cobra.Command{
+		Use: use, Short: short, Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			path := "/v1/envs/" + url.PathEscape(args[0]) + "/unpin"
+			var body any = struct{}{}
+			if pin {
+				path = "/v1/envs/" + url.PathEscape(args[0]) + "/pin"
+				body = deployer.PinRequest{Reason: reason}
+			}
+			var e raftfsm.Env
+			if _, err := c.api().Post(ctx(), path, body, &e); err != nil {
+				return explain(err)
+			}
+			return c.print(e, func(w *tabwriter.Writer) {
+				if e.Pinned {
+					fmt.Fprintf(w, "%s is pinned (%s)\n", e.Name, e.PinReason)
+				} else {
+					fmt.Fprintf(w, "%s is not pinned\n", e.Name)
+				}
+			})
+		},
+	}
+	if pin {
+		cmd.Flags().StringVar(&reason, "reason", "", "why, shown with the environment")
+	}
+	return cmd
+}
+
+// envPinCmds are `pin` and `unpin` for the `node env` command.
+func (c *cli) envPinCmds() []*cobra.Command { return []*cobra.Command{c.pinCmd(true), c.pinCmd(false)} }
+
+func (c *cli) pipelineCmd() *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "pipeline APP",
+		Short: "Show an app's pipeline (its environments in promotion order); 'set' changes it",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			var p raftfsm.Pipeline
+			if _, err := c.api().Get(ctx(), "/v1/apps/"+url.PathEscape(args[0])+"/pipeline", &p); err != nil {
+				return explain(err)
+			}
+			return c.print(p, func(w *tabwriter.Writer) { pipelineTable(w, p) })
+		},
+	}
+	set := &cobra.Command{
+		Use:   "set APP ENV[:approval]...",
+		Short: "Set an app's pipeline: environments in promotion order; ENV:approval waits for 'node approve'",
+		Long: `Chain APP's environments: a release that every server of one stage runs healthy is promoted to the next,
+at once, or, for a stage written ENV:approval, as a deployment that waits for 'node approve'. The first stage is
+fed by deploys and auto deploy. With no environment the pipeline is removed.`,
+		Args: cobra.MinimumNArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			var stages []raftfsm.PipelineStage
+			for _, a := range args[1:] {
+				env, mode, _ := strings.Cut(a, ":")
+				if mode != "" && mode != "approval" {
+					return fmt.Errorf("stage %q: write ENV or ENV:approval", a)
+				}
+				stages = append(stages, raftfsm.PipelineStage{Env: env, Approval: mode == "approval"})
+			}
+			var p raftfsm.Pipeline
+			if _, err := c.api().Do(ctx(), "PUT", "/v1/apps/"+url.PathEscape(args[0])+"/pipeline", deployer.PipelineRequest{Stages: stages}, &p); err != nil {
+				return explain(err)
+			}
+			return c.print(p, func(w *tabwriter.Writer) { pipelineTable(w, p) })
+		},
+	}
+	cmd.AddCommand(set)
+	return cmd
+}
+
+func pipelineTable(w *tabwriter.Writer, p raftfsm.Pipeline) {
+	if len(p.Stages) == 0 {
+		fmt.Fprintf(w, "%s has no pipeline: set one with `node pipeline set %s dev staging prod:approval`\n", p.App, p.App)
+		return
+	}
+	var parts []string
+	for _, s := range p.Stages {
+		if s.Approval {
+			parts = append(parts, s.Env+" (approval)")
+		} else {
+			parts = append(parts, s.Env)
+		}
+	}
+	fmt.Fprintf(w, "%s:\t%s\n", p.App, strings.Join(parts, " → "))
+}
+
+// counts returns the servers healthy in a deployment and the servers in it.
+func counts(d raftfsm.Deployment) (healthy, total int) {
+	for _, b := range d.Batches {
+		for _, name := range b {
+			total++
+			if st := d.Nodes[name]; st != nil && st.State == raftfsm.NodeHealthy {
+				healthy++
+			}
+		}
+	}
+	return healthy, total
+}
+
+func batchText(d raftfsm.Deployment) string {
+	if len(d.Batches) == 0 {
+		return "-"
+	}
+	if d.Batch < 0 {
+		return fmt.Sprintf("-/%d", len(d.Batches))
+	}
+	return fmt.Sprintf("%d/%d", d.Batch+1, len(d.Batches))
+}
+
+func deployTook(d raftfsm.Deployment) string {
+	end := d.EndedAt
+	if end.IsZero() {
+		if d.Finished() {
+			return "-"
+		}
+		end = time.Now()
+	}
+	return end.Sub(d.CreatedAt).Round(100 * time.Millisecond).String()
+}
+
+func deploymentTable(w *tabwriter.Writer, d raftfsm.Deployment) {
+	fmt.Fprintf(w, "deployment:\t%s\n%s:\t%s to %s (app %s)\nstate:\t%s\n", d.ID, d.Kind, dash(d.Release), d.Env, d.App, d.State)
+	if d.Previous != "" {
+		fmt.Fprintf(w, "previous:\t%s\n", d.Previous)
+	}
+	st := d.Strategy
+	strategy := st.Kind
+	if st.AbortAfter > 0 {
+		strategy += fmt.Sprintf(", abort after %d failed", st.AbortAfter)
+	}
+	if st.MinHealthy > 0 {
+		strategy += fmt.Sprintf(", min %d healthy", st.MinHealthy)
+	}
+	if st.AutoRollback {
+		strategy += ", auto rollback"
+	}
+	fmt.Fprintf(w, "strategy:\t%s\nbatch:\t%s\nby:\t%s\n", strategy, batchText(d), dash(d.By))
+	if d.ApprovedBy != "" {
+		fmt.Fprintf(w, "approved by:\t%s\n", d.ApprovedBy)
+	}
+	fmt.Fprintf(w, "created:\t%s\ntook:\t%s\n", d.CreatedAt.Local().Format(time.RFC3339), deployTook(d))
+	if d.Error != "" {
+		fmt.Fprintf(w, "error:\t%s\n", d.Error)
+	}
+	fmt.Fprintln(w, "\nBATCH\tSERVER\tSTATE\tPHASE\tPROGRESS\tERROR")
+	seen := map[string]bool{}
+	row := func(batch, name string) {
+		seen[name] = true
+		st := d.Nodes[name]
+		if st == nil {
+			fmt.Fprintf(w, "%s\t%s\t-\t-\t-\t-\n", batch, name)
+			return
+		}
+		fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%.0f%%\t%s\n", batch, name, st.State, dash(st.Phase), st.Progress*100, dash(oneLine(st.Error)))
+	}
+	for i, b := range d.Batches {
+		for _, name := range b {
+			row(fmt.Sprint(i+1), name)
+		}
+	}
+	for _, name := range sortedKeys(d.Nodes) {
+		if !seen[name] {
+			row("later", name) // a server that joined after the deployment and converged to its release
+		}
+	}
+}
+
+func oneLine(s string) string {
+	s, _, _ = strings.Cut(s, "\n")
+	if len(s) > 160 {
+		s = s[:160] + "…"
+	}
+	return s
+}
+
+// waitDeployment follows a deployment with blocking reads, printing each server's state as it changes, until
+// it ends. It fails unless the deployment succeeded.
+func (c *cli) waitDeployment(id string) error {
+	var (
+		idx       uint64
+		lastState string
+		lastBatch = -2
+		printed   = map[string]string{}
+		d         raftfsm.Deployment
+	)
+	api := c.api()
+	for {
+		path := "/v1/deployments/" + url.PathEscape(id)
+		if idx > 0 {
+			path += fmt.Sprintf("?index=%d&wait=30s", idx)
+		}
+		d = raftfsm.Deployment{}
+		i, err := api.Get(ctx(), path, &d)
+		if err != nil {
+			return explain(err)
+		}
+		idx = i
+		if !c.json {
+			if d.State != lastState || d.Batch != lastBatch {
+				fmt.Fprintf(c.out, "%s  %s, batch %s\n", time.Now().Format("15:04:05"), d.State, batchText(d))
+				lastState, lastBatch = d.State, d.Batch
+			}
+			for _, name := range sortedKeys(d.Nodes) {
+				st := d.Nodes[name]
+				line := st.State
+				if st.Phase != "" && st.State != raftfsm.NodeHealthy {
+					line += " (" + st.Phase + ")"
+				}
+				if st.State == raftfsm.NodeDownloading {
+					line += fmt.Sprintf(" %.0f%%", st.Progress*100)
+				}
+				if st.Error != "" {
+					line += ": " + oneLine(st.Error)
+				}
+				if printed[name] != line {
+					fmt.Fprintf(c.out, "%s    %-16s %s\n", time.Now().Format("15:04:05"), name, line)
+					printed[name] = line
+				}
+			}
+		}
+		if d.Finished() {
+			break
+		}
+	}
+	if c.json {
+		if err := c.print(d, nil); err != nil {
+			return err
+		}
+	} else {
+		healthy, total := counts(d)
+		fmt.Fprintf(c.out, "deployment %s %s: %d of %d servers healthy, took %s\n", d.ID, d.State, healthy, total, deployTook(d))
+		if d.Error != "" {
+			fmt.Fprintf(c.out, "  %s\n", d.Error)
+		}
+		if d.State == raftfsm.DeployRolledBack {
+			fmt.Fprintf(c.out, "  the environment went back to its stable release and is pinned: `node deployments %s` shows the rollback; `node unpin %s` resumes auto deploy\n", d.Env, d.Env)
+		}
+	}
+	if d.State != raftfsm.DeploySucceeded {
+		return fmt.Errorf("deployment %s %s", d.ID, d.State)
+	}
+	return nil
+}
