@@ -40,9 +40,12 @@ type pmesh struct {
 	admin string
 	join  string
 	nodes []*pnode
-	// flags are added to every command that runs a node (init, join, agent).
-	flags []string
-	http  *http.Client
+	// flags are added to every command that runs a node (init, join, agent); initFlags to init only.
+	flags     []string
+	initFlags []string
+	// voters is the Raft voter count the mesh was initialised with (node init --voters), 3 unless set.
+	voters int
+	http   *http.Client
 }
 
 // newPmesh prepares a mesh of size servers named n1..nN without starting any.
@@ -52,7 +55,7 @@ func newPmesh(t testing.TB, size int, flags ...string) *pmesh {
 	if lvl := os.Getenv("SHOAL_ITEST_LOG_LEVEL"); lvl != "" {
 		flags = append(slices.Clone(flags), "--log-level", lvl)
 	}
-	m := &pmesh{t: t, dir: t.TempDir(), flags: flags, http: &http.Client{Timeout: 5 * time.Second}}
+	m := &pmesh{t: t, dir: t.TempDir(), flags: flags, voters: 3, http: &http.Client{Timeout: 5 * time.Second}}
 	for i := range size {
 		ip := loopbackIP(i)
 		name := fmt.Sprintf("n%d", i+1)
@@ -67,6 +70,13 @@ func newPmesh(t testing.TB, size int, flags ...string) *pmesh {
 func startPmesh(t testing.TB, size int, flags ...string) *pmesh {
 	t.Helper()
 	m := newPmesh(t, size, flags...)
+	m.start()
+	return m
+}
+
+// start runs init and the joins for a mesh prepared by newPmesh (see startPmesh).
+func (m *pmesh) start() {
+	m.t.Helper()
 	m.init(m.nodes[0])
 	for _, n := range m.nodes[1:] {
 		m.startJoin(n)
@@ -84,7 +94,6 @@ func startPmesh(t testing.TB, size int, flags ...string) *pmesh {
 		})
 	}
 	m.waitHealthy(m.nodes...)
-	return m
 }
 
 func (m *pmesh) nodeArgs(n *pnode) []string {
@@ -95,7 +104,7 @@ func (m *pmesh) nodeArgs(n *pnode) []string {
 // init runs `node init --json` for n and reads the tokens it prints.
 func (m *pmesh) init(n *pnode) {
 	m.t.Helper()
-	args := append([]string{"init", "--json", "--name", n.name, "--mesh", "itest"}, m.nodeArgs(n)...)
+	args := append(append([]string{"init", "--json", "--name", n.name, "--mesh", "itest"}, m.nodeArgs(n)...), m.initFlags...)
 	n.proc = startProc(m.t, n.name, args...)
 	var res node.InitResult
 	m.eventually(30*time.Second, "node init to print its tokens", func() (bool, string) {
@@ -263,7 +272,7 @@ func (m *pmesh) agreedLeader(nodes []*pnode) (string, string, bool) {
 }
 
 // waitHealthy waits until nodes agree on a leader among them, the leader's Raft configuration holds them all
-// (voters up to 3, then non-voters), gossip sees them all alive, and each has applied what the leader committed.
+// (voters up to m.voters, then non-voters), gossip sees them all alive, and each has applied what the leader committed.
 func (m *pmesh) waitHealthy(nodes ...*pnode) *pnode {
 	m.t.Helper()
 	var leader *pnode
@@ -291,7 +300,7 @@ func (m *pmesh) waitHealthy(nodes ...*pnode) *pnode {
 				return false, "members " + memberSummary(ms)
 			}
 		}
-		if voters < min(len(nodes), 3) {
+		if voters < min(len(nodes), m.voters) {
 			return false, "members " + memberSummary(ms)
 		}
 		lst, err := m.status(leader)
