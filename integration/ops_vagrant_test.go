@@ -35,3 +35,37 @@ func TestOpsVagrantValidate(t *testing.T) {
 		t.Fatalf("vagrant validate: %v\n%s", err, out)
 	}
 }
+
+// TestOpsVagrantProvisionScripts checks the shell scripts the Vagrantfile provisions with (INIT and JOIN, Ruby
+// heredocs): Ruby loads the Vagrantfile with a stand-in for Vagrant's configure block and writes them out, and
+// bash -n and shellcheck read them.
+func TestOpsVagrantProvisionScripts(t *testing.T) {
+	ruby, err := exec.LookPath("ruby")
+	if err != nil {
+		t.Skip("ruby is not installed (it comes with vagrant; CI installs vagrant through .ci/run)")
+	}
+	root, err := filepath.Abs("..")
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	prog := `module Vagrant; def self.configure(*); end; end
+load ARGV[0]
+File.write(File.join(ARGV[1], "init.sh"), INIT)
+File.write(File.join(ARGV[1], "join.sh"), JOIN)`
+	if out, err := exec.Command(ruby, "-e", prog, filepath.Join(root, "Vagrantfile"), dir).CombinedOutput(); err != nil {
+		t.Fatalf("ruby could not load the Vagrantfile's provisioning scripts: %v\n%s", err, out)
+	}
+	scripts := []string{filepath.Join(dir, "init.sh"), filepath.Join(dir, "join.sh")}
+	for _, s := range scripts {
+		if out, err := exec.Command("bash", "-n", s).CombinedOutput(); err != nil {
+			t.Errorf("bash -n on the Vagrantfile's %s: %v\n%s", filepath.Base(s), err, out)
+		}
+	}
+	if _, err := exec.LookPath("shellcheck"); err != nil {
+		t.Skip("shellcheck is not installed (apt-get install shellcheck; CI installs it through .ci/run)")
+	}
+	if out, err := exec.Command("shellcheck", scripts...).CombinedOutput(); err != nil {
+		t.Errorf("shellcheck on the Vagrantfile's provisioning scripts: %v\n%s", err, out)
+	}
+}
