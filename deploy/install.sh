@@ -148,10 +148,12 @@ fi
 # rather than a function so that a background job's $! is the node's own pid (env and setpriv exec).
 home=${HOME:-/}
 [ -n "$user" ] && home=$data
-run_as=(env -i "PATH=$agent_path" "HOME=$home" LANG=C.UTF-8)
+node_env=("PATH=$agent_path" "HOME=$home" LANG=C.UTF-8)
+as_user=()
 if [ -n "$user" ]; then
-  run_as+=(setpriv "--reuid=$user" "--regid=$(id -g "$user")" --init-groups --)
+  as_user=(setpriv "--reuid=$user" "--regid=$(id -g "$user")" --init-groups --)
 fi
+run_as=(env -i "${node_env[@]}" "${as_user[@]}")
 
 mkdir -p "$etc"
 if [ ! -f "$env_file" ] || [ -n "$agent_args_set" ]; then
@@ -236,7 +238,9 @@ elif [ "$mode" = join ]; then
   deadline=$((SECONDS + 120))
   joined=''
   while [ -z "$joined" ] && [ $SECONDS -lt $deadline ]; do
-    "${run_as[@]}" "$bin" join "$join_addr" --token "$join_token" "${node_flags[@]}" </dev/null >"$tmp/join.log" 2>&1 &
+    # The token goes in the environment, where other users cannot read it (they can read command lines).
+    env -i "${node_env[@]}" "SHOAL_JOIN_TOKEN=$join_token" "${as_user[@]}" "$bin" join "$join_addr" "${node_flags[@]}" \
+      </dev/null >"$tmp/join.log" 2>&1 &
     join_pid=$!
     while [ $SECONDS -lt $deadline ] && kill -0 "$join_pid" 2>/dev/null; do
       if [ -f "$data/node.json" ] && grep -q '^joined as' "$tmp/join.log" && { [ -z "$api_token" ] || is_member; }; then
