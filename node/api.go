@@ -105,6 +105,10 @@ func (n *Node) authenticate(r *http.Request, role string) (*raftfsm.Token, error
 			tok = &c
 		}
 	})
+	if tok == nil && !n.Ready() {
+		// The token may be one this node has not replayed yet: say "retry", not "wrong token".
+		return nil, apiErr(http.StatusServiceUnavailable, CodeNoLeader, "this node is still loading the mesh state after a restart; retry in a moment")
+	}
 	if tok == nil {
 		return nil, apiErr(http.StatusUnauthorized, "unauthorized", "the API token is not valid (wrong, revoked, or from another mesh): check --token / SHOAL_TOKEN")
 	}

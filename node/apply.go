@@ -221,12 +221,12 @@ func (n *Node) ConsistentRead(ctx context.Context) error {
 		}
 		index = out.Index
 	}
-	for n.raft.AppliedIndex() < index {
+	for !n.applied.through(index) {
 		select {
 		case <-ctx.Done():
 			return &transport.RemoteError{Code: CodeUnavailable, Message: "timed out catching up with the leader for a consistent read"}
 		case <-n.fsm.Changed():
-		case <-time.After(5 * time.Millisecond):
+		case <-time.After(2 * time.Millisecond):
 		}
 	}
 	return nil

@@ -320,3 +320,48 @@ func TestLeaveAndDeath(t *testing.T) {
 		t.Fatalf("write after leave and death: %d", code)
 	}
 }
+
+// TestRestartNeverRejectsValidToken: right after a restart, before the node has replayed its log, a valid token
+// must get "retry" (503), never "wrong token" (401).
+func TestRestartNeverRejectsValidToken(t *testing.T) {
+	c := NewTestCluster(t, 3, nil)
+	// Make the log long enough that replaying it takes a moment.
+	leader := c.Leader()
+	ctx := context.Background()
+	for i := 0; i < 300; {
+		_, err := c.Leader().Apply(ctx, &raftfsm.TokenCreate{Token: raftfsm.Token{ID: fmt.Sprintf("t%d", i), Role: raftfsm.RoleReader, SecretHash: "x"}})
+		switch {
+		case err == nil, raftfsm.KindOf(err) == raftfsm.KindConflict: // a retried write that had been applied
+			i++
+		case raftfsm.KindOf(err) != "":
+			t.Fatal(err)
+		}
+	}
+	leader = c.Leader()
+	var idx int
+	for i, n := range c.Nodes {
+		if n != leader {
+			idx = i
+		}
+	}
+	name := c.Nodes[idx].Name()
+	c.Nodes[idx].Close()
+	n, err := Open(TestConfig(t, c.Dir, name))
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.Nodes[idx] = n
+	for deadline := time.Now().Add(20 * time.Second); ; {
+		code := call(t, n, c.AdminToken, "GET", "/v1/status", nil, nil)
+		if code == 401 {
+			t.Fatalf("a valid token was rejected while the node was loading its state (start %d, fsm %d)", n.startIndex, n.fsm.Index())
+		}
+		if code == 200 {
+			break
+		}
+		if code != 503 || time.Now().After(deadline) {
+			t.Fatalf("status %d", code)
+		}
+	}
+	c.Eventually(20*time.Second, "the restarted node to be ready", n.Ready)
+}

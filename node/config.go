@@ -93,9 +93,12 @@ func TimingProfile(name string) (Timing, error) {
 	return Timing{}, fmt.Errorf("raft profile %q: use lan or wan", name)
 }
 
-// TestTiming is a faster profile for in-process tests.
+// TestTiming is the profile of in-process tests: faster gossip and reconciliation, and Raft timeouts a little
+// longer than the LAN profile's, because a 2-core CI machine running several test packages at once starves
+// heartbeats and would otherwise see spurious elections.
 func TestTiming() Timing {
 	t := LANTiming()
+	t.HeartbeatTimeout, t.ElectionTimeout, t.LeaderLeaseTimeout = 800*time.Millisecond, 800*time.Millisecond, 400*time.Millisecond
 	t.ReconcileInterval = 500 * time.Millisecond
 	t.GossipProbeInterval = 200 * time.Millisecond
 	t.GossipPushPull = 2 * time.Second

@@ -185,8 +185,8 @@ func (n *Node) admit(req joinRequest) (*joinResponse, error) {
 		}
 	})
 	switch {
-	case mesh.CACert == "":
-		return nil, &JoinRefused{"this node has not received the mesh state yet: join through another server or retry"}
+	case mesh.CACert == "" || !ok && !n.Ready():
+		return nil, &JoinRefused{"this node has not loaded the mesh state yet: retry in a moment, or join through another server"}
 	case !ok:
 		return nil, &JoinRefused{"join token is not known to this mesh (revoked, or never issued): ask an admin for a new one with `node token join`"}
 	case subtle.ConstantTimeCompare([]byte(req.Secret), []byte(jt.Secret)) != 1:

@@ -53,6 +53,23 @@ type Node struct {
 	lease *leadership
 
 	closeOnce sync.Once
+
+	// applied tracks what the state machine has really processed (see fsm.go). startIndex is the last entry of
+	// this node's own log when it started; until the state machine has applied that far (or readyAfter passes),
+	// the node's state is older than what it has already seen.
+	applied    *appliedFSM
+	startIndex uint64
+	startedAt  time.Time
+}
+
+// readyAfter bounds how long a restarted node reports itself as loading, in case the tail of its log was never
+// committed and is replaced by the leader.
+const readyAfter = 30 * time.Second
+
+// Ready reports whether the node has replayed the state it held before it (re)started. Before that, a token or
+// record it does not find may just not be loaded yet.
+func (n *Node) Ready() bool {
+	return n.applied.through(n.startIndex) || time.Since(n.startedAt) > readyAfter
 }
 
 // Open starts a node from an initialised or joined data dir: endpoint, Raft, gossip, HTTP API, in that order.
@@ -251,8 +268,12 @@ func (n *Node) startRaft() error {
 	rc.BatchApplyCh = true
 	rc.NotifyCh = n.leaderCh
 
-	fsm := &timedFSM{FSM: n.fsm, m: n.metrics}
-	n.raft, err = raft.NewRaft(rc, fsm, store, store, snaps, trans)
+	n.applied = &appliedFSM{FSM: n.fsm, m: n.metrics, logs: store}
+	if n.startIndex, err = store.LastIndex(); err != nil {
+		return fmt.Errorf("read raft log: %w", err)
+	}
+	n.startedAt = time.Now()
+	n.raft, err = raft.NewRaft(rc, n.applied, store, store, snaps, trans)
 	if err != nil {
 		return fmt.Errorf("start raft: %w", err)
 	}
@@ -275,19 +296,6 @@ func (n *Node) startRaft() error {
 		}
 	}
 	return nil
-}
-
-// timedFSM measures how long each Apply takes, for shoal_fsm_apply_duration_seconds.
-type timedFSM struct {
-	*raftfsm.FSM
-	m *metrics
-}
-
-func (f *timedFSM) Apply(l *raft.Log) any {
-	start := time.Now()
-	r := f.FSM.Apply(l)
-	f.m.fsmApply.Observe(time.Since(start).Seconds())
-	return r
 }
 
 // WaitLeader blocks until the mesh has a leader or ctx ends.

@@ -1,0 +1,63 @@
+package node
+
+import (
+	"io"
+	"sync/atomic"
+	"time"
+
+	"github.com/hashicorp/raft"
+
+	"github.com/shoal-ci/shoal/raftfsm"
+)
+
+// appliedFSM wraps the state machine for Raft. It times each Apply (shoal_fsm_apply_duration_seconds) and
+// records the last index the state machine has really processed. Raft's own AppliedIndex moves as soon as
+// entries are handed to the state machine's goroutine, before they are applied, so it cannot tell a read that
+// the state includes an index yet.
+type appliedFSM struct {
+	*raftfsm.FSM
+	m         *metrics
+	logs      raft.LogStore
+	processed atomic.Uint64
+}
+
+var _ raft.ConfigurationStore = (*appliedFSM)(nil)
+
+func (f *appliedFSM) Apply(l *raft.Log) any {
+	start := time.Now()
+	r := f.FSM.Apply(l)
+	f.m.fsmApply.Observe(time.Since(start).Seconds())
+	f.processed.Store(l.Index)
+	return r
+}
+
+// StoreConfiguration is called by Raft, in log order, for configuration entries.
+func (f *appliedFSM) StoreConfiguration(index uint64, _ raft.Configuration) { f.processed.Store(index) }
+
+func (f *appliedFSM) Restore(rc io.ReadCloser) error {
+	if err := f.FSM.Restore(rc); err != nil {
+		return err
+	}
+	f.processed.Store(f.FSM.Index())
+	return nil
+}
+
+// through reports whether the state machine has processed the log up to index. Entries that never reach the
+// state machine (a new leader's no-op, barriers) are skipped by looking back in the log for the last entry
+// that does; an entry no longer in the log is inside a snapshot, and so applied.
+func (f *appliedFSM) through(index uint64) bool {
+	done := f.processed.Load()
+	if done >= index {
+		return true
+	}
+	var l raft.Log
+	for i := index; i > done; i-- {
+		if err := f.logs.GetLog(i, &l); err != nil {
+			return true
+		}
+		if l.Type == raft.LogCommand || l.Type == raft.LogConfiguration {
+			return false
+		}
+	}
+	return true
+}
