@@ -328,7 +328,7 @@ func (n *Node) Leave(ctx context.Context) error {
 	if _, err := n.Apply(ctx, &raftfsm.MemberLeave{Name: n.cfg.Name, At: time.Now().UTC()}); err != nil {
 		return fmt.Errorf("record the departure: %w", err)
 	}
-	for n.inRaft() {
+	for n.InRaft() {
 		select {
 		case <-ctx.Done():
 			return fmt.Errorf("the departure is recorded, but the leader has not removed this node from Raft yet: check `node members`")
@@ -347,7 +347,8 @@ func (n *Node) Leave(ctx context.Context) error {
 	return nil
 }
 
-func (n *Node) inRaft() bool {
+// InRaft reports whether this node is in the Raft configuration it knows (as a voter or a non-voter).
+func (n *Node) InRaft() bool {
 	f := n.raft.GetConfiguration()
 	if f.Error() != nil {
 		return true

@@ -146,6 +146,7 @@ func (c *cli) joinCmd() *cobra.Command {
 	var (
 		f     nodeFlags
 		token string
+		exit  bool
 	)
 	cmd := &cobra.Command{
 		Use:   "join ADDR",
@@ -170,11 +171,25 @@ Running join again on a joined data dir just starts the node.`,
 				return err
 			}
 			fmt.Fprintf(c.errOut, "joined as %s; API at http://%s\n", n.Name(), n.HTTPAddr())
+			if exit {
+				// Stay until the leader has added this server to Raft, so the join is complete when we exit.
+				deadline := time.Now().Add(2 * time.Minute)
+				for !n.InRaft() {
+					if time.Now().After(deadline) {
+						n.Close()
+						return fmt.Errorf("joined gossip, but the leader has not added this server to Raft within 2 minutes: check `node members` on the mesh")
+					}
+					time.Sleep(100 * time.Millisecond)
+				}
+				fmt.Fprintf(c.errOut, "%s is a member; start it with `node agent --data-dir %s`\n", n.Name(), cfg.DataDir)
+				return n.Close()
+			}
 			return runUntilSignal(n)
 		},
 	}
 	f.register(cmd, true)
 	cmd.Flags().StringVar(&token, "token", os.Getenv("SHOAL_JOIN_TOKEN"), "join token (env SHOAL_JOIN_TOKEN)")
+	cmd.Flags().BoolVar(&exit, "exit", false, "exit once this server is a member, instead of running it (then start it with `node agent`)")
 	return cmd
 }
 
