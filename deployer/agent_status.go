@@ -74,6 +74,15 @@ func (s *statusSender) loop() {
 		s.mu.Unlock()
 		if st != nil {
 			s.send(*st)
+			if !quitting && !final(*st) {
+				// Intermediate states are for people watching: at most a few a second per server keeps
+				// the Raft log (and every node's wake-ups) small on large meshes. Close flushes at once.
+				select {
+				case <-s.quit:
+					quitting = true
+				case <-time.After(statusGap):
+				}
+			}
 		}
 		if quitting {
 			s.mu.Lock()
@@ -87,12 +96,18 @@ func (s *statusSender) loop() {
 	}
 }
 
+// statusGap is the least time between two intermediate statuses of one server in one deployment.
+const statusGap = 250 * time.Millisecond
+
+func final(st raftfsm.NodeStatus) bool {
+	return st.State == raftfsm.NodeHealthy || st.State == raftfsm.NodeFailed
+}
+
 // send writes one status, retrying a few times: a final state that never reaches Raft would leave the
 // orchestrator waiting. It runs on the deployer's context, not the worker's, so a worker stopped right
 // after its last report still delivers it.
 func (s *statusSender) send(st raftfsm.NodeStatus) {
 	cmd := &raftfsm.NodeStatusSet{ID: s.id, Node: s.w.d.n.Name(), Status: st}
-	final := st.State == raftfsm.NodeHealthy || st.State == raftfsm.NodeFailed
 	for attempt := 0; ; attempt++ {
 		_, err := s.w.d.apply(s.w.d.ctx, cmd)
 		if err == nil || raftfsm.KindOf(err) != "" {
@@ -101,7 +116,7 @@ func (s *statusSender) send(st raftfsm.NodeStatus) {
 			}
 			return
 		}
-		if !final || attempt >= 5 || s.w.d.ctx.Err() != nil {
+		if !final(st) || attempt >= 5 || s.w.d.ctx.Err() != nil {
 			s.w.log.Warn("report status", "deployment", s.id, "state", st.State, "err", err)
 			return
 		}

@@ -246,11 +246,6 @@ func (w *envWorker) install(t target, v view, cur string) (err error) {
 		return fmt.Errorf("fetch release %s: %w", rel.Version, err)
 	}
 	dlog.Notef("fetched in %s", time.Since(start).Round(time.Millisecond))
-	if !slices.Contains(v.rel.Holders, w.d.n.Name()) {
-		if _, err := w.d.apply(w.ctx, &raftfsm.ReleaseHolders{App: w.app, Version: rel.Version, Node: w.d.n.Name()}); err != nil {
-			w.log.Warn("record this node as a holder of the release", "release", rel.Version, "err", err)
-		}
-	}
 	name, data, m, err := w.manifestOf(rel.Digest, v.manifest)
 	if err != nil {
 		return err

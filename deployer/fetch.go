@@ -13,7 +13,8 @@ import (
 )
 
 // Fetcher makes a release's archive present and verified in this node's artifact store, then opens it.
-// The mesh's fetcher downloads pieces from peers (package swarm); StoreFetcher copies from local stores.
+// The mesh's fetcher (package spread) downloads pieces from peers and records this node as a holder of the
+// release; StoreFetcher copies from local stores and records nothing.
 type Fetcher interface {
 	Fetch(ctx context.Context, rel *raftfsm.Release, progress func(done, total int64)) error
 	Open(digest string) (io.ReadCloser, error)
