@@ -228,6 +228,7 @@ func (n *Node) routes() {
 	n.apiApps()
 	n.apiEnvs()
 	n.apiTokens()
+	n.apiEvents()
 	n.mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		writeError(w, apiErr(http.StatusNotFound, raftfsm.KindNotFound, "no API route %s %s: see docs/api.md", r.Method, r.URL.Path))
 	})

@@ -1,6 +1,7 @@
 package node
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"encoding/json"
@@ -364,4 +365,51 @@ func TestRestartNeverRejectsValidToken(t *testing.T) {
 		}
 	}
 	c.Eventually(20*time.Second, "the restarted node to be ready", n.Ready)
+}
+
+// TestEventStream: /v1/events sends the state's index at once, then again after a change.
+func TestEventStream(t *testing.T) {
+	c := NewTestCluster(t, 1, nil)
+	n := c.Nodes[0]
+	req, _ := http.NewRequest("GET", "http://"+n.HTTPAddr()+"/v1/events", nil)
+	req.Header.Set("Authorization", "Bearer "+c.AdminToken)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	if ct := resp.Header.Get("Content-Type"); ct != "text/event-stream" {
+		t.Fatalf("content type %q", ct)
+	}
+	lines := make(chan string, 64)
+	go func() {
+		sc := bufio.NewScanner(resp.Body)
+		for sc.Scan() {
+			lines <- sc.Text()
+		}
+		close(lines)
+	}()
+	next := func() string {
+		for {
+			select {
+			case l, ok := <-lines:
+				if !ok {
+					t.Fatal("stream ended")
+				}
+				if strings.HasPrefix(l, "data: ") {
+					return l
+				}
+			case <-time.After(10 * time.Second):
+				t.Fatal("no event")
+			}
+		}
+	}
+	first := next()
+	if code := call(t, n, c.AdminToken, "POST", "/v1/apps", map[string]any{"name": "web"}, nil); code != 201 {
+		t.Fatal(code)
+	}
+	second := next()
+	if first == second || !strings.Contains(second, fmt.Sprintf(`"index":%d`, n.FSM().Index())) {
+		t.Fatalf("events %q then %q; state index %d", first, second, n.FSM().Index())
+	}
 }

@@ -144,12 +144,14 @@ func (n *Node) start() error {
 // last, since Raft talks through it until it is shut down.
 func (n *Node) Close() error {
 	n.closeOnce.Do(func() {
+		n.cancel() // ends long-lived streams (events, log follows), so Shutdown need not wait for them
 		if n.httpSrv != nil {
 			ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-			_ = n.httpSrv.Shutdown(ctx)
+			if err := n.httpSrv.Shutdown(ctx); err != nil {
+				_ = n.httpSrv.Close()
+			}
 			cancel()
 		}
-		n.cancel()
 		n.wg.Wait()
 		if n.gossip != nil {
 			_ = n.gossip.Shutdown()
@@ -168,6 +170,9 @@ func (n *Node) Close() error {
 	})
 	return nil
 }
+
+// Done is closed when the node starts closing: long-lived work (streams, loops) should end then.
+func (n *Node) Done() <-chan struct{} { return n.ctx.Done() }
 
 // Tags returns this node's own configured tags.
 func (n *Node) Tags() map[string]string { return n.cfg.Tags }

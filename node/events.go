@@ -1,0 +1,73 @@
+package node
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+	"time"
+
+	"github.com/shoal-ci/shoal/raftfsm"
+)
+
+// eventsKeepAlive is how often an idle event stream sends a comment, so proxies keep it open.
+const eventsKeepAlive = 15 * time.Second
+
+// getEvents serves GET /v1/events, a server-sent event stream: one "state" event carrying the state's index each
+// time the replicated state changes (coalesced: a client that reads slowly gets the latest index, not every
+// step). The web dashboard refreshes what it shows on each event; scripts can block on it instead of polling.
+func (n *Node) getEvents(w http.ResponseWriter, r *http.Request) error {
+	flusher, ok := w.(http.Flusher)
+	if !ok {
+		return fmt.Errorf("this connection cannot stream events")
+	}
+	w.Header().Set("Content-Type", "text/event-stream")
+	w.Header().Set("Cache-Control", "no-store")
+	w.Header().Set("X-Accel-Buffering", "no")
+	w.WriteHeader(http.StatusOK)
+	// The server's write timeout does not apply to a stream that lives as long as the client wants.
+	_ = http.NewResponseController(w).SetWriteDeadline(time.Time{})
+
+	var last uint64
+	if v := r.Header.Get("Last-Event-ID"); v != "" {
+		fmt.Sscan(v, &last)
+	}
+	send := func(index uint64) error {
+		if _, err := fmt.Fprintf(w, "id: %d\nevent: state\ndata: {\"index\":%d,\"node\":%q}\n\n", index, index, n.cfg.Name); err != nil {
+			return err
+		}
+		flusher.Flush()
+		return nil
+	}
+	cur := n.fsm.Index()
+	if err := send(cur); err != nil {
+		return nil
+	}
+	last = cur
+	// End with the request or with the node, whichever comes first.
+	ctx, stop := context.WithCancel(r.Context())
+	defer stop()
+	defer context.AfterFunc(n.ctx, stop)()
+	for {
+		waitCtx, cancel := context.WithTimeout(ctx, eventsKeepAlive)
+		idx := n.fsm.Wait(waitCtx, last)
+		cancel()
+		if ctx.Err() != nil {
+			return nil
+		}
+		if idx > last {
+			last = idx
+			if err := send(idx); err != nil {
+				return nil
+			}
+			continue
+		}
+		if _, err := fmt.Fprint(w, ": keep-alive\n\n"); err != nil {
+			return nil
+		}
+		flusher.Flush()
+	}
+}
+
+func (n *Node) apiEvents() {
+	n.Handle("GET /v1/events", raftfsm.RoleReader, n.getEvents)
+}
