@@ -22,7 +22,7 @@ import (
 // TestBenchDeploy measures, on in-process meshes of 3 and 16 nodes wired as the binary wires them (spread for
 // the peer-to-peer fetch, the deployer on every node), the time from a release committed (its upload answered)
 // to every server of an all-at-once, auto-deploy environment running it and reporting healthy. The release is a
-// small archive; its hooks are the app's Exec and a health check probed every 100 ms. It prints the figures
+// small archive; its only hooks are the app's Exec and a health check command probed every 100 ms. It prints the figures
 // beside the goal (≤ 3 s plus the hooks' own time) and asserts neither:
 //
 //	SHOAL_BENCH=smoke go test -count=1 -run BenchDeploy -v ./integration   # 3 nodes, 3 releases
@@ -102,7 +102,7 @@ func benchDeploy(t *testing.T, size, trials int) string {
 	var took, deployTook []time.Duration
 	for i := range trials {
 		version := "v" + strconv.Itoa(i+1)
-		data := tarGzFiles(t, releaseFiles(version, false))
+		data := tarGzFiles(t, benchReleaseFiles(version))
 		var rel raftfsm.Release
 		if err := cl.Upload(context.Background(), "/v1/apps/web/releases?version="+version, bytes.NewReader(data), &rel); err != nil {
 			t.Fatal(err)
@@ -127,19 +127,64 @@ func benchDeploy(t *testing.T, size, trials int) string {
 		deployTook = append(deployTook, dep.EndedAt.Sub(dep.CreatedAt))
 		a.waitServing(10*time.Second, version, servers...)
 		if os.Getenv("SHOAL_BENCH_LOG") != "" {
-			var lr deployer.LogResponse
-			if _, err := cl.Get(context.Background(), "/v1/deployments/"+dep.ID+"/nodes/"+servers[len(servers)-1]+"/log", &lr); err == nil {
-				t.Logf("deployment %s created %s, ended %s; log of %s:\n%s", dep.ID, dep.CreatedAt.Format("15:04:05.000"),
-					dep.EndedAt.Format("15:04:05.000"), lr.Node, lr.Log)
-			}
+			benchDeployTimeline(t, cl, *dep, servers)
 		}
 	}
 	slices.Sort(took)
 	slices.Sort(deployTook)
 	med := took[len(took)/2]
 	line := fmt.Sprintf("%2d servers, %d releases of %d bytes: committed → all healthy median %s (min %s, max %s); deployment created → succeeded median %s  %s",
-		size, trials, len(tarGzFiles(t, releaseFiles("v1", false))), secs(med), secs(took[0]), secs(took[len(took)-1]),
+		size, trials, len(tarGzFiles(t, benchReleaseFiles("v1"))), secs(med), secs(took[0]), secs(took[len(took)-1]),
 		secs(deployTook[len(deployTook)/2]), verdict(med <= 3*time.Second))
 	t.Log(line)
 	return line
+}
+
+// benchDeployTimeline logs, for each server, when its log of the deployment began and how long its steps took
+// (SHOAL_BENCH_LOG=1), to see where the time goes.
+func benchDeployTimeline(t *testing.T, cl *client.Client, dep raftfsm.Deployment, servers []string) {
+	var b strings.Builder
+	fmt.Fprintf(&b, "deployment %s of %s: created %s, ended %s (+%s)\n", dep.ID, dep.Release, dep.CreatedAt.Format("15:04:05.000"),
+		dep.EndedAt.Format("15:04:05.000"), dep.EndedAt.Sub(dep.CreatedAt).Round(time.Millisecond))
+	for _, name := range servers {
+		var lr deployer.LogResponse
+		if _, err := cl.Get(context.Background(), "/v1/deployments/"+dep.ID+"/nodes/"+name+"/log", &lr); err != nil {
+			fmt.Fprintf(&b, "  %s: %v\n", name, err)
+			continue
+		}
+		var marks []string
+		for _, line := range strings.Split(lr.Log, "\n") {
+			ts, rest, ok := strings.Cut(line, " ")
+			at, err := time.Parse("15:04:05.000", ts)
+			if !ok || err != nil {
+				continue
+			}
+			c := dep.CreatedAt.UTC()
+			at = time.Date(c.Year(), c.Month(), c.Day(), at.Hour(), at.Minute(), at.Second(), at.Nanosecond(), time.UTC)
+			word := strings.Fields(rest)[0]
+			if word == "===" {
+				word = strings.Fields(rest)[1]
+			}
+			marks = append(marks, fmt.Sprintf("%s+%d", strings.TrimSuffix(word, ":"), at.Sub(c).Milliseconds()))
+		}
+		st := dep.Nodes[name]
+		healthyAt := ""
+		if st != nil {
+			healthyAt = fmt.Sprintf(" reported %s +%d", st.State, st.UpdatedAt.Sub(dep.CreatedAt).Milliseconds())
+		}
+		fmt.Fprintf(&b, "  %s:%s %s\n", name, healthyAt, strings.Join(marks, " "))
+	}
+	t.Log(b.String())
+}
+
+// benchReleaseFiles is a release with no hooks but the app itself and its health check, so the figure is the
+// mesh's own time plus what any app needs.
+func benchReleaseFiles(version string) map[string]string {
+	manifest := strings.Replace(deployManifest, `  pre_install: [sh "$GATES/gate.sh" PreInstall]
+  post_install: [sh "$SHOAL_INSTALLHOME/gate.sh" PostInstall]
+  pre_start: [sh gate.sh PreStart]
+`, "", 1)
+	manifest = strings.Replace(manifest, "  post_start: [sh gate.sh PostStart]\n", "", 1)
+	manifest = strings.Replace(manifest, "        sh gate.sh Health\n", "", 1)
+	return map[string]string{"shoal.yml": manifest, "version.txt": version + "\n"}
 }
