@@ -1,0 +1,62 @@
+// Small DOM helpers. Text always goes in as text nodes, never as HTML: names, commit messages and logs come
+// from users and repositories.
+
+// h builds an element: h('a', {href: '#/apps'}, 'Apps'). Attributes starting with "on" are listeners; null,
+// undefined and false attributes and children are left out.
+export function h(tag, attrs, ...children) {
+  const el = document.createElement(tag);
+  for (const [k, v] of Object.entries(attrs || {})) {
+    if (v == null || v === false) continue;
+    if (k.startsWith('on')) el.addEventListener(k.slice(2), v);
+    else if (k === 'class') el.className = v;
+    else el.setAttribute(k, v === true ? '' : String(v));
+  }
+  for (const c of children.flat(Infinity)) {
+    if (c == null || c === false) continue;
+    el.append(c instanceof Node ? c : String(c));
+  }
+  return el;
+}
+
+// table builds a table of rows with a header; cols are [title, (row) => cell content]. rowAttrs gives each row
+// its attributes (test ids, states).
+export function table(id, cols, rows, rowAttrs = () => ({}), empty = 'None yet.') {
+  if (!rows.length) return h('p', { id, class: 'muted empty' }, empty);
+  return h('table', { id },
+    h('thead', null, h('tr', null, cols.map(([title]) => h('th', { scope: 'col' }, title)))),
+    h('tbody', null, rows.map((r) => h('tr', rowAttrs(r), cols.map(([, cell]) => h('td', null, cell(r)))))));
+}
+
+// badge shows a state in its colour.
+export const badge = (state, testid) =>
+  state ? h('span', { class: `st st-${state}`, 'data-testid': testid }, state.replaceAll('_', ' ')) : h('span', { class: 'muted' }, '—');
+
+export const link = (href, text, attrs = {}) => h('a', { href, ...attrs }, text);
+
+export const enc = encodeURIComponent;
+
+// when shows a time as a short local date and time, with the full time on hover.
+export function when(t) {
+  if (!t || t.startsWith('0001-')) return '—';
+  const d = new Date(t);
+  return h('time', { datetime: t, title: d.toString() }, d.toLocaleString(undefined, {
+    month: 'short', day: 'numeric', hour: '2-digit', minute: '2-digit', second: '2-digit',
+  }));
+}
+
+export const short = (sha) => (sha ? h('code', { title: sha }, sha.slice(0, 10)) : '—');
+
+export function bytes(n) {
+  if (!n) return '—';
+  const units = ['B', 'KiB', 'MiB', 'GiB'];
+  let i = 0;
+  while (n >= 1024 && i < units.length - 1) { n /= 1024; i++; }
+  return `${n.toFixed(i ? 1 : 0)} ${units[i]}`;
+}
+
+// fillSelect replaces a select's options and keeps the chosen one when it is still offered.
+export function fillSelect(sel, values, label = (v) => v) {
+  const keep = sel.value;
+  sel.replaceChildren(...values.map((v) => h('option', { value: v }, label(v))));
+  if (values.includes(keep)) sel.value = keep;
+}
