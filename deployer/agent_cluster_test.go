@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"math/rand/v2"
 	"net"
 	"net/http"
 	"os"
@@ -78,14 +79,48 @@ func (dc *deployCluster) port(name string) int {
 	if p, ok := dc.ports[name]; ok {
 		return p
 	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		dc.t.Fatal(err)
-	}
-	p := ln.Addr().(*net.TCPAddr).Port
-	ln.Close()
+	p := appPort(dc.t)
 	dc.ports[name] = p
 	return p
+}
+
+// appPorts hands out each port once per test binary.
+var appPorts struct {
+	sync.Mutex
+	used map[int]bool
+}
+
+// appPort returns a port free on 127.0.0.1, below the kernel's ephemeral range: an app may bind it long after
+// it was chosen, and no outgoing connection of another process on this shared machine can take it meanwhile.
+func appPort(t *testing.T) int {
+	lo, hi := 20000, 32768
+	if b, err := os.ReadFile("/proc/sys/net/ipv4/ip_local_port_range"); err == nil {
+		if f := strings.Fields(string(b)); len(f) == 2 {
+			if start, err := strconv.Atoi(f[0]); err == nil && start > lo+1000 {
+				hi = start
+			}
+		}
+	}
+	appPorts.Lock()
+	defer appPorts.Unlock()
+	if appPorts.used == nil {
+		appPorts.used = map[int]bool{}
+	}
+	for range 1000 {
+		p := lo + rand.IntN(hi-lo)
+		if appPorts.used[p] {
+			continue
+		}
+		ln, err := net.Listen("tcp", "127.0.0.1:"+strconv.Itoa(p))
+		if err != nil {
+			continue
+		}
+		ln.Close()
+		appPorts.used[p] = true
+		return p
+	}
+	t.Fatalf("no free port in [%d, %d)", lo, hi)
+	return 0
 }
 
 // attach starts a deployer on n (reg nil: the node's registry).
@@ -385,7 +420,10 @@ func (dc *deployCluster) waitServing(timeout time.Duration, want string, names .
 		for _, name := range names {
 			got := dc.serving(name)
 			seen = append(seen, name+"="+got)
-			ok = ok && version(got) == want
+			if version(got) != want {
+				ok = false
+				seen = append(seen, dc.agentState(name))
+			}
 		}
 		return ok, strings.Join(seen, ", ")
 	})
@@ -430,4 +468,23 @@ func (dc *deployCluster) deploymentsOf(env string) []raftfsm.Deployment {
 	})
 	slices.SortFunc(out, func(a, b raftfsm.Deployment) int { return int(a.CreateIndex) - int(b.CreateIndex) })
 	return out
+}
+
+// agentState describes what node name's agent has done for web/prod, for failure messages.
+func (dc *deployCluster) agentState(name string) string {
+	dir := filepath.Join(dc.c.Dir, name, "apps", "web", "prod")
+	rec, err := loadRecord(dir)
+	var b strings.Builder
+	fmt.Fprintf(&b, "[%s: current %q, record %+v %v", name, currentBase(dir), rec, err)
+	if logs, _ := filepath.Glob(filepath.Join(dir, "logs", "*.log")); len(logs) > 0 {
+		slices.Sort(logs)
+		for _, l := range logs {
+			fmt.Fprintf(&b, "; %s: %s", filepath.Base(l), fileTail(l, 600))
+		}
+	}
+	if tail := fileTail(filepath.Join(dir, "exec.log"), 300); tail != "" {
+		fmt.Fprintf(&b, "; exec.log: %s", tail)
+	}
+	b.WriteString("]")
+	return b.String()
 }

@@ -47,6 +47,27 @@ func TestRollingDeploy(t *testing.T) {
 	if e := dc.env("prod"); e.Desired != "v2" || e.Stable != "v2" || e.Pinned {
 		t.Fatalf("after the rolling deployment the environment is %+v", e)
 	}
+	// The leader counted the deployments and, within a few seconds, the servers on each release.
+	leader := dc.c.Leader()
+	dc.eventually(15*time.Second, "the leader's deployment metrics", func() (bool, string) {
+		mfs, err := leader.Registry().Gather()
+		if err != nil {
+			return false, err.Error()
+		}
+		got := map[string]float64{}
+		for _, mf := range mfs {
+			for _, m := range mf.GetMetric() {
+				key := mf.GetName()
+				for _, l := range m.GetLabel() {
+					key += "," + l.GetName() + "=" + l.GetValue()
+				}
+				got[key] = m.GetCounter().GetValue() + m.GetGauge().GetValue()
+			}
+		}
+		ok := got["shoal_nodes_on_release,app=web,env=prod,release=v2"] == 3 &&
+			got["shoal_deployments_total,app=web,env=prod,result=succeeded"] >= 1
+		return ok, fmt.Sprint(got["shoal_nodes_on_release,app=web,env=prod,release=v2"], got["shoal_deployments_total,app=web,env=prod,result=succeeded"])
+	})
 	// The first release stays on disk (the last five are kept), and current points at the second.
 	for _, name := range dc.names() {
 		dir := dc.deps[name].EnvDir("web", "prod")
