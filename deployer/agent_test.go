@@ -230,3 +230,48 @@ func TestServerNamedLater(t *testing.T) {
 		return rec != nil && rec.Release == "v1", fmt.Sprintf("%+v", rec)
 	})
 }
+
+// TestServerInTwoEnvironments runs two apps' environments on one server: each has its own directory, process
+// and release, and deploying one leaves the other alone.
+func TestServerInTwoEnvironments(t *testing.T) {
+	dc := newDeployCluster(t, 2, nil)
+	all := raftfsm.Strategy{Kind: "all"}
+	dc.createApp("web", "prod", []string{"n1", "n2"}, nil, all, false)
+	dc.createApp("api", "api-prod", []string{"n1"}, nil, all, false)
+	// The api's copy on n1 listens on a port of its own.
+	apiPort := appPort(t)
+	e := dc.env("api-prod")
+	e.Vars["PORT_n1"] = raftfsm.Var{Value: fmt.Sprint(apiPort)}
+	dc.apply(&raftfsm.EnvPut{Env: e})
+
+	dc.release("web", "v1", releaseOpts{})
+	dc.release("api", "a1", releaseOpts{})
+	w := dc.deploy("n1", "prod", CreateRequest{Release: "v1"})
+	a := dc.deploy("n2", "api-prod", CreateRequest{Release: "a1"})
+	dc.waitDeployment(w.Deployment.ID, 60*time.Second, raftfsm.DeploySucceeded)
+	dc.waitDeployment(a.Deployment.ID, 60*time.Second, raftfsm.DeploySucceeded)
+	dc.waitServing(10*time.Second, "v1", "n1", "n2")
+	apiServing := func() string {
+		resp, err := dc.http.Get(fmt.Sprintf("http://127.0.0.1:%d/", apiPort))
+		if err != nil {
+			return ""
+		}
+		defer resp.Body.Close()
+		b := make([]byte, 100)
+		n, _ := resp.Body.Read(b)
+		return string(b[:n])
+	}
+	dc.eventually(10*time.Second, "the api on n1", func() (bool, string) { got := apiServing(); return version(got) == "a1", got })
+	before := apiServing()
+
+	dc.release("web", "v2", releaseOpts{})
+	w2 := dc.deploy("n1", "prod", CreateRequest{Release: "v2"})
+	dc.waitDeployment(w2.Deployment.ID, 60*time.Second, raftfsm.DeploySucceeded)
+	dc.waitServing(10*time.Second, "v2", "n1", "n2")
+	if got := apiServing(); got != before {
+		t.Fatalf("deploying web changed the api on the same server: %q, was %q", got, before)
+	}
+	if _, err := os.Stat(filepath.Join(dc.deps["n1"].EnvDir("api", "api-prod"), "releases", "a1", "version.txt")); err != nil {
+		t.Fatal(err)
+	}
+}
