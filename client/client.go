@@ -9,7 +9,9 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
 )
 
@@ -23,6 +25,10 @@ type Client struct {
 	RetryNoLeader time.Duration
 	// OnRetry, when set, is told about each retry (the CLI prints it).
 	OnRetry func(err *Error)
+
+	// seen is the highest state index any answer reported; sent back as X-Shoal-Min-Index, it makes every read
+	// include this client's own earlier writes, whichever node serves it.
+	seen atomic.Uint64
 }
 
 // New returns a client for addr with token.
@@ -97,6 +103,9 @@ func (c *Client) once(ctx context.Context, method, path string, body []byte, out
 	if c.Token != "" {
 		req.Header.Set("Authorization", "Bearer "+c.Token)
 	}
+	if seen := c.seen.Load(); seen > 0 {
+		req.Header.Set("X-Shoal-Min-Index", strconv.FormatUint(seen, 10))
+	}
 	resp, err := c.HTTP.Do(req)
 	if err != nil {
 		return 0, fmt.Errorf("cannot reach the Shoal API at %s: %w (is a node running there? set --addr or SHOAL_ADDR)", c.Addr, err)
@@ -104,6 +113,12 @@ func (c *Client) once(ctx context.Context, method, path string, body []byte, out
 	defer resp.Body.Close()
 	var idx uint64
 	fmt.Sscan(resp.Header.Get("X-Shoal-Index"), &idx)
+	for {
+		old := c.seen.Load()
+		if idx <= old || c.seen.CompareAndSwap(old, idx) {
+			break
+		}
+	}
 	data, err := io.ReadAll(resp.Body)
 	if err != nil {
 		return idx, err

@@ -163,6 +163,16 @@ func (n *Node) WriteJSON(w http.ResponseWriter, status int, v any) {
 // state moves past N (or ?wait, default 5 minutes at most, runs out). Reads are otherwise served from local state.
 func (n *Node) BeginRead(r *http.Request) error {
 	q := r.URL.Query()
+	// Read-your-writes on any node: a client that wrote at index N (the X-Shoal-Index of the answer) sends
+	// X-Shoal-Min-Index: N, and this node waits until its state includes N (bounded: a node cut off from the
+	// leader serves what it has after 5 s).
+	if v := firstOf(r.Header.Get("X-Shoal-Min-Index"), q.Get("min_index")); v != "" {
+		idx, err := strconv.ParseUint(v, 10, 64)
+		if err != nil {
+			return badRequest("min index %q is not a number", v)
+		}
+		n.WaitApplied(r.Context(), idx)
+	}
 	if q.Has("consistent") {
 		ctx, cancel := context.WithTimeout(r.Context(), 10*time.Second)
 		defer cancel()
@@ -194,7 +204,7 @@ func (n *Node) BeginRead(r *http.Request) error {
 func (n *Node) Write(w http.ResponseWriter, r *http.Request, status int, c raftfsm.Command) error {
 	ctx, cancel := context.WithTimeout(r.Context(), 15*time.Second)
 	defer cancel()
-	res, err := n.Apply(ctx, c)
+	res, err := n.Commit(ctx, c)
 	if err != nil {
 		return err
 	}
@@ -297,4 +307,11 @@ func (n *Node) postLeave(w http.ResponseWriter, r *http.Request) error {
 	}
 	writeJSON(w, http.StatusOK, map[string]any{"left": n.cfg.Name})
 	return nil
+}
+
+func firstOf(a, b string) string {
+	if a != "" {
+		return a
+	}
+	return b
 }

@@ -1,6 +1,8 @@
 package node
 
 import (
+	"encoding/json"
+	"fmt"
 	"net/http"
 	"sort"
 	"strconv"
@@ -113,10 +115,11 @@ func (n *Node) apiApps() {
 		}
 		var a raftfsm.App
 		in.applyTo(&a)
-		if err := n.applyReq(r, &raftfsm.AppPut{App: a, Create: true}); err != nil {
+		res, err := n.commitReq(r, &raftfsm.AppPut{App: a, Create: true})
+		if err != nil {
 			return err
 		}
-		return n.writeApp(w, http.StatusCreated, a.Name)
+		return writeRecord(n, w, http.StatusCreated, res, viewApp)
 	})
 	n.Handle("PUT /v1/apps/{app}", raftfsm.RoleAdmin, func(w http.ResponseWriter, r *http.Request) error {
 		name := r.PathValue("app")
@@ -127,7 +130,7 @@ func (n *Node) apiApps() {
 		if in.Name != nil && *in.Name != name {
 			return badRequest("an app cannot be renamed (body names %q, path %q)", *in.Name, name)
 		}
-		err := n.update(r, func(s *raftfsm.State) (raftfsm.Command, error) {
+		res, err := n.update(r, func(s *raftfsm.State) (raftfsm.Command, error) {
 			cur := s.Apps[name]
 			if cur == nil {
 				return nil, apiErr(http.StatusNotFound, raftfsm.KindNotFound, "app %q does not exist", name)
@@ -139,7 +142,7 @@ func (n *Node) apiApps() {
 		if err != nil {
 			return err
 		}
-		return n.writeApp(w, http.StatusOK, name)
+		return writeRecord(n, w, http.StatusOK, res, viewApp)
 	})
 	n.Handle("DELETE /v1/apps/{app}", raftfsm.RoleAdmin, func(w http.ResponseWriter, r *http.Request) error {
 		if err := n.applyReq(r, &raftfsm.AppDelete{Name: r.PathValue("app")}); err != nil {
@@ -171,19 +174,19 @@ func (n *Node) writeApp(w http.ResponseWriter, status int, name string) error {
 // applied the latest write does not merge into a stale copy), builds the write with a CAS on what it read, and
 // retries when another write slipped in between. With ?cas=N the client states its own precondition instead:
 // then a conflict is the client's to resolve, and there is no retry.
-func (n *Node) update(r *http.Request, build func(s *raftfsm.State) (raftfsm.Command, error)) error {
+func (n *Node) update(r *http.Request, build func(s *raftfsm.State) (raftfsm.Command, error)) (*Applied, error) {
 	var want uint64
 	if v := r.URL.Query().Get("cas"); v != "" {
 		var err error
 		if want, err = strconv.ParseUint(v, 10, 64); err != nil {
-			return badRequest("cas %q is not an index", v)
+			return nil, badRequest("cas %q is not an index", v)
 		}
 	}
 	ctx, cancel := contextWithTimeout(r, 15*time.Second)
 	defer cancel()
 	for attempt := 0; ; attempt++ {
 		if err := n.ConsistentRead(ctx); err != nil {
-			return err
+			return nil, err
 		}
 		var (
 			cmd raftfsm.Command
@@ -191,14 +194,14 @@ func (n *Node) update(r *http.Request, build func(s *raftfsm.State) (raftfsm.Com
 		)
 		n.fsm.Read(func(s *raftfsm.State) { cmd, err = build(s) })
 		if err != nil {
-			return err
+			return nil, err
 		}
 		if want != 0 {
 			setCAS(cmd, want)
 		}
-		_, err = n.Apply(ctx, cmd)
+		res, err := n.Commit(ctx, cmd)
 		if raftfsm.KindOf(err) != raftfsm.KindConflict || want != 0 || attempt >= 5 {
-			return err
+			return res, err
 		}
 	}
 }
@@ -210,6 +213,26 @@ func setCAS(c raftfsm.Command, cas uint64) {
 	case *raftfsm.EnvPut:
 		c.CAS = cas
 	}
+}
+
+// commitReq commits a command for an API request with the request's deadline, without waiting for this node to
+// apply it (see Node.Commit): the handler answers from the returned record.
+func (n *Node) commitReq(r *http.Request, c raftfsm.Command) (*Applied, error) {
+	ctx, cancel := contextWithTimeout(r, 15*time.Second)
+	defer cancel()
+	return n.Commit(ctx, c)
+}
+
+// writeRecord answers with the record a write returned, as view shows it, and the write's index, which a client
+// passes back as X-Shoal-Min-Index to read its own write on any node.
+func writeRecord[T, V any](n *Node, w http.ResponseWriter, status int, res *Applied, view func(*T) V) error {
+	rec := new(T)
+	if err := json.Unmarshal(res.Value, rec); err != nil {
+		return fmt.Errorf("decode written record: %w", err)
+	}
+	w.Header().Set("X-Shoal-Index", strconv.FormatUint(res.Index, 10))
+	writeJSON(w, status, view(rec))
+	return nil
 }
 
 // applyReq applies a command for an API request with the request's deadline.
@@ -280,10 +303,11 @@ func (n *Node) apiEnvs() {
 		}
 		var e raftfsm.Env
 		in.applyTo(&e)
-		if err := n.applyReq(r, &raftfsm.EnvPut{Env: e, Create: true}); err != nil {
+		res, err := n.commitReq(r, &raftfsm.EnvPut{Env: e, Create: true})
+		if err != nil {
 			return err
 		}
-		return n.writeEnv(w, http.StatusCreated, e.Name)
+		return writeRecord(n, w, http.StatusCreated, res, viewEnv)
 	})
 	n.Handle("PUT /v1/envs/{env}", raftfsm.RoleAdmin, func(w http.ResponseWriter, r *http.Request) error {
 		name := r.PathValue("env")
@@ -294,7 +318,7 @@ func (n *Node) apiEnvs() {
 		if in.Name != nil && *in.Name != name {
 			return badRequest("an environment cannot be renamed (body names %q, path %q)", *in.Name, name)
 		}
-		err := n.update(r, func(s *raftfsm.State) (raftfsm.Command, error) {
+		res, err := n.update(r, func(s *raftfsm.State) (raftfsm.Command, error) {
 			cur := s.Envs[name]
 			if cur == nil {
 				return nil, apiErr(http.StatusNotFound, raftfsm.KindNotFound, "environment %q does not exist", name)
@@ -306,7 +330,7 @@ func (n *Node) apiEnvs() {
 		if err != nil {
 			return err
 		}
-		return n.writeEnv(w, http.StatusOK, name)
+		return writeRecord(n, w, http.StatusOK, res, viewEnv)
 	})
 	n.Handle("DELETE /v1/envs/{env}", raftfsm.RoleAdmin, func(w http.ResponseWriter, r *http.Request) error {
 		if err := n.applyReq(r, &raftfsm.EnvDelete{Name: r.PathValue("env")}); err != nil {

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/hashicorp/raft"
+	"github.com/quic-go/quic-go"
 
 	"github.com/shoal-ci/shoal/raftfsm"
 	"github.com/shoal-ci/shoal/transport"
@@ -38,6 +39,19 @@ type applyRequest struct {
 // the node's LeaderWait. A command that Apply rejects comes back as a *raftfsm.Error. Once it returns, this
 // node's own state includes the write (read-your-writes on the node that took it).
 func (n *Node) Apply(ctx context.Context, c raftfsm.Command) (*Applied, error) {
+	res, err := n.Commit(ctx, c)
+	if err != nil {
+		return nil, err
+	}
+	n.WaitApplied(ctx, res.Index)
+	return res, nil
+}
+
+// Commit is Apply without the wait for this node to apply the write: it returns as soon as the leader has
+// committed it, with the record the leader wrote. A follower learns of a commit only with the leader's next
+// append (up to Raft's CommitTimeout later), so callers that answer from the returned record, and let their
+// clients catch up with X-Shoal-Min-Index, save that wait on every forwarded write.
+func (n *Node) Commit(ctx context.Context, c raftfsm.Command) (*Applied, error) {
 	data, err := raftfsm.Encode(c)
 	if err != nil {
 		return nil, err
@@ -45,14 +59,17 @@ func (n *Node) Apply(ctx context.Context, c raftfsm.Command) (*Applied, error) {
 	start := time.Now()
 	res, err := n.applyData(ctx, data)
 	n.metrics.observeApply(c.Type(), err, time.Since(start))
-	if err != nil {
-		return nil, err
+	return res, err
+}
+
+// WaitApplied waits (up to 5 s, or ctx) until this node's state includes the given index.
+func (n *Node) WaitApplied(ctx context.Context, index uint64) {
+	if index == 0 || n.fsm.Index() >= index {
+		return
 	}
-	// Wait until this node has applied the write itself, so a read that follows sees it.
 	waitCtx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
-	n.fsm.Wait(waitCtx, res.Index-1)
-	return res, nil
+	n.fsm.Wait(waitCtx, index-1)
 }
 
 func (n *Node) applyData(ctx context.Context, data []byte) (*Applied, error) {
@@ -107,19 +124,23 @@ func (n *Node) applyOnce(ctx context.Context, data []byte, deadline time.Time) (
 	}
 	dialCtx, cancel := context.WithDeadline(ctx, deadline)
 	defer cancel()
+	// A cached connection to a leader that just died looks alive to QUIC for a while, and a dial to a stopped
+	// one waits for the handshake timeout; Raft notices the loss within a heartbeat timeout: give up then.
+	stop := n.watchLeader(dialCtx, cancel, leader)
+	defer stop()
 	if _, err := n.ep.Dial(dialCtx, addr, transport.ALPNRPC); err != nil {
 		return nil, true, fmt.Errorf("reach leader %s: %w", leader, err)
 	}
-	// A cached connection to a leader that just died looks alive to QUIC for a while, and the call would hang
-	// until its deadline. Raft notices the loss within a heartbeat timeout: give up the call then.
-	stop := n.watchLeader(dialCtx, cancel, leader)
-	defer stop()
 	var out Applied
 	err := n.ep.Call(dialCtx, addr, "apply", applyRequest{Data: data}, &out)
 	var re *transport.RemoteError
+	var reset *quic.StatelessResetError
 	switch {
 	case err == nil:
 		return &out, false, nil
+	case errors.As(err, &reset):
+		// The leader's process has no state for our (cached) connection: it restarted, and never saw the request.
+		return nil, true, err
 	case errors.As(err, &re) && (re.Code == CodeNoLeader || re.Code == "not_leader"):
 		return nil, true, err
 	case errors.As(err, &re):

@@ -144,6 +144,7 @@ func (n *Node) start() error {
 // last, since Raft talks through it until it is shut down.
 func (n *Node) Close() error {
 	n.closeOnce.Do(func() {
+		n.handOff()
 		n.cancel() // ends long-lived streams (events, log follows), so Shutdown need not wait for them
 		if n.httpSrv != nil {
 			ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
@@ -314,6 +315,35 @@ func (n *Node) WaitLeader(ctx context.Context) error {
 			return errors.New("no leader was elected in time")
 		case <-time.After(20 * time.Millisecond):
 		}
+	}
+}
+
+// handOff passes leadership to another voter before a planned stop, so the mesh needs no election (a crash
+// still costs one). It gives up after a few seconds: stopping must not hang on a sick mesh.
+func (n *Node) handOff() {
+	if n.raft == nil || !n.IsLeader() {
+		return
+	}
+	voters := 0
+	if f := n.raft.GetConfiguration(); f.Error() == nil {
+		for _, s := range f.Configuration().Servers {
+			if s.Suffrage == raft.Voter {
+				voters++
+			}
+		}
+	}
+	if voters < 2 {
+		return
+	}
+	done := make(chan error, 1)
+	go func() { done <- n.raft.LeadershipTransfer().Error() }()
+	select {
+	case err := <-done:
+		if err != nil {
+			n.log.Warn("leadership hand-off before stopping failed", "err", err)
+		}
+	case <-time.After(3 * time.Second):
+		n.log.Warn("leadership hand-off before stopping timed out")
 	}
 }
 
