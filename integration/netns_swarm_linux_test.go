@@ -33,7 +33,8 @@ import (
 //	SHOAL_SWARM_BENCH=1 go test ./integration -run NetnsSwarm -v -timeout 90m  # every full case: n4, n16, n32, mixed16
 //	SHOAL_SWARM_BENCH=n16 go test ./integration -run NetnsSwarm -v -timeout 30m # some of them (comma-separated)
 //
-// SHOAL_NODE_BIN=/path/to/node runs that binary instead of building one from the checkout.
+// SHOAL_NODE_BIN=/path/to/node runs that binary instead of building one from the checkout;
+// SHOAL_SWARM_NODE_FLAGS adds flags to every node (for example "--raft-profile wan").
 //
 // It needs root and iproute2 and skips otherwise. The figures are printed, never asserted; the smoke form
 // asserts only that every host ends with the right bytes. A full case whose machine was CPU-saturated is refused
@@ -117,6 +118,7 @@ func (m *netnsMesh) startNode(i int, args ...string) *proc {
 	if lvl := os.Getenv("SHOAL_ITEST_LOG_LEVEL"); lvl != "" {
 		args = append(args, "--log-level", lvl)
 	}
+	args = append(args, strings.Fields(os.Getenv("SHOAL_SWARM_NODE_FLAGS"))...)
 	return netnsStartProc(m.t, h, append([]string{netnsNodeBinary(m.t)}, args...)...)
 }
 
