@@ -290,9 +290,9 @@ func netnsRunCase(t *testing.T, c netnsCase, bench bool) {
 	if err := json.Unmarshal([]byte(rep.Body), &rel); err != nil {
 		t.Fatalf("push answer %q: %v", rep.Body, err)
 	}
-	// A fetch through a node that has not applied the release yet answers 404, even after its consistent read:
-	// node.ConsistentRead waits for raft's AppliedIndex, which hashicorp/raft advances when it hands entries to
-	// the FSM, not when the FSM has applied them. Wait until every host reads the release locally (milliseconds).
+	// Every fetch starts once its node has applied the release: before 0ad08ca, a node could answer a fetch
+	// with 404 right after the push, since its consistent read waited for raft's AppliedIndex, which moves
+	// before the FSM has applied the entries. The wait costs milliseconds.
 	for i := 1; i <= c.n; i++ {
 		eventually(t, 30*time.Second, m.lab.hosts[i].name+" to know the release", func() (bool, string) {
 			_, err := m.helpers[i].api("GET", m.apiURL(i, "/v1/apps/bench/releases/bench"), m.admin, nil, nil)
