@@ -2,6 +2,7 @@ package deployer
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"math/rand/v2"
@@ -24,6 +25,7 @@ import (
 	"github.com/shoal-ci/shoal/manifest"
 	"github.com/shoal-ci/shoal/node"
 	"github.com/shoal-ci/shoal/raftfsm"
+	"github.com/shoal-ci/shoal/transport"
 )
 
 // deployCluster is an in-process mesh with a deployer on every node, releases of a small HTTP app (this
@@ -219,15 +221,26 @@ func (dc *deployCluster) names() []string {
 	return out
 }
 
+// apply writes a command through the first node. A write cut by a leadership change on a loaded machine
+// ("may or may not have been applied") is tried again, and a conflict on that retry means the first try landed.
 func (dc *deployCluster) apply(c raftfsm.Command) *node.Applied {
 	dc.t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
-	defer cancel()
-	res, err := dc.c.Nodes[0].Apply(ctx, c)
-	if err != nil {
+	for attempt := 0; ; attempt++ {
+		ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+		res, err := dc.c.Nodes[0].Apply(ctx, c)
+		cancel()
+		if err == nil {
+			return res
+		}
+		if attempt > 0 && raftfsm.KindOf(err) == raftfsm.KindConflict {
+			return &node.Applied{}
+		}
+		var re *transport.RemoteError
+		if attempt < 3 && errors.As(err, &re) && (re.Code == node.CodeUnavailable || re.Code == node.CodeNoLeader) {
+			continue
+		}
 		dc.t.Fatalf("apply %T: %v", c, err)
 	}
-	return res
 }
 
 func (dc *deployCluster) api(name string) *client.Client {
@@ -290,8 +303,13 @@ func appManifest(o releaseOpts) string {
         echo "health: $status"
         exit 1
     interval: 100ms
-    deadline: 5s
 `)
+	// A release that is broken on purpose fails fast; the others get time for a loaded machine.
+	if o.unhealthy {
+		b.WriteString("    deadline: 1500ms\n")
+	} else {
+		b.WriteString("    deadline: 20s\n")
+	}
 	return b.String()
 }
 
