@@ -10,6 +10,7 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -48,6 +49,7 @@ type attempt struct {
 	red *Redactor // the runner's own lines, with the build's secrets hidden
 
 	m       *manifest.Manifest
+	mfile   string // the manifest's path in the checkout; always packaged, since each server reads it from the release
 	src     string
 	info    BuildInfo
 	vars    []Var
@@ -152,7 +154,7 @@ func (a *attempt) execute() outcome {
 		}
 		return failed("manifest: %s", first)
 	}
-	a.m = m
+	a.m, a.mfile = m, file
 	a.say("manifest %s (%s format)", file, m.Format)
 	for _, w := range m.Warnings {
 		a.say("warning: %s", w)
@@ -317,7 +319,10 @@ func describe(section string, res Result, timeout time.Duration) string {
 func (a *attempt) pack() (*raftfsm.Release, error) {
 	s := a.r.s
 	out := filepath.Join(filepath.Dir(a.src), "release.tar.gz")
-	art, err := Package(a.src, a.m.PkgInclude, a.m.PkgExclude, out, s.opts.PieceSize)
+	// The deploy sections travel with the release: every server reads the manifest from the archive, at the
+	// path the app names, so it is packaged whether or not PkgInclude lists it.
+	inc := append(slices.Clone(a.m.PkgInclude), manifest.Include{Glob: a.mfile})
+	art, err := Package(a.src, inc, a.m.PkgExclude, out, s.opts.PieceSize)
 	if err != nil {
 		return nil, err
 	}

@@ -133,7 +133,8 @@ func TestBuildNodeAppFromForgeWebhooks(t *testing.T) {
 	}
 	names := archiveNames(t, f)
 	f.Close()
-	if want := []string{"app.js", "lib.js", "package.json", "static/", "static/site.css"}; !slices.Equal(names, want) {
+	// PkgInclude's files, and the manifest, which every server reads its deploy sections from.
+	if want := []string{"app.js", "distelli-manifest.yml", "lib.js", "package.json", "static/", "static/site.css"}; !slices.Equal(names, want) {
 		t.Errorf("release archive holds %q, want %q", names, want)
 	}
 

@@ -397,6 +397,7 @@ func (c *cli) envCmd() *cobra.Command {
 		},
 	}
 	cmd.AddCommand(list, show, create, update, del)
+	cmd.AddCommand(c.envPinCmds()...)
 	return cmd
 }
 
