@@ -215,49 +215,6 @@ func (c *cli) agentCmd() *cobra.Command {
 	return cmd
 }
 
-func (c *cli) devCmd() *cobra.Command {
-	var (
-		f    nodeFlags
-		keep bool
-	)
-	cmd := &cobra.Command{
-		Use:   "dev",
-		Short: "Run a single-node mesh in a temporary data dir, for a first look",
-		Args:  cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
-			dir, err := os.MkdirTemp("", "shoal-dev-")
-			if err != nil {
-				return err
-			}
-			if !keep {
-				defer os.RemoveAll(dir)
-			}
-			f.dataDir = dir
-			cfg, err := f.config()
-			if err != nil {
-				return err
-			}
-			cfg.Name, cfg.Voters = "dev", 1
-			n, res, err := node.Init(cfg, "dev", time.Hour)
-			if err != nil {
-				return err
-			}
-			if c.json {
-				_ = c.print(map[string]any{"api": "http://" + res.API, "admin_token": res.AdminToken, "data_dir": dir}, nil)
-			} else {
-				fmt.Fprintf(c.out, "Shoal dev mesh is running (data dir %s%s).\n\n", dir, map[bool]string{true: ", kept", false: ", removed on exit"}[keep])
-				fmt.Fprintf(c.out, "api: http://%s\nadmin token: %s\n\n", res.API, res.AdminToken)
-				fmt.Fprintf(c.out, "Try:\n  export SHOAL_ADDR=%s SHOAL_TOKEN=%s\n  %s status\n  %s members\n\nPress Ctrl-C to stop.\n",
-					res.API, res.AdminToken, selfPath(), selfPath())
-			}
-			return runUntilSignal(n)
-		},
-	}
-	f.register(cmd, false)
-	cmd.Flags().BoolVar(&keep, "keep", false, "keep the temporary data dir on exit")
-	return cmd
-}
-
 // selfPath is how to call this binary again (never from PATH: `node` there is usually Node.js).
 func selfPath() string {
 	p, err := os.Executable()
