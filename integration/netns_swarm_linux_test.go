@@ -34,7 +34,8 @@ import (
 //	SHOAL_SWARM_BENCH=n16 go test ./integration -run NetnsSwarm -v -timeout 30m # some of them (comma-separated)
 //
 // SHOAL_NODE_BIN=/path/to/node runs that binary instead of building one from the checkout;
-// SHOAL_SWARM_NODE_FLAGS adds flags to every node (for example "--raft-profile wan").
+// SHOAL_SWARM_NODE_FLAGS adds flags to every node (for example "--raft-profile wan"); SHOAL_SWARM_SCALE=0.5 halves
+// every rate and the archive (same bound, half the traffic and CPU).
 //
 // It needs root and iproute2 and skips otherwise. The figures are printed, never asserted; the smoke form
 // asserts only that every host ends with the right bytes. A full case whose machine was CPU-saturated is refused
@@ -76,13 +77,13 @@ func netnsSwarmCases(t *testing.T) ([]netnsCase, bool) {
 			return 15 * netnsMbit
 		}},
 	}
+	var out []netnsCase
 	switch v := os.Getenv("SHOAL_SWARM_BENCH"); v {
 	case "":
 		return []netnsCase{{name: "smoke4", n: 4, size: 8 << 20, seedUp: 24 * netnsMbit, hostUp: equal(24 * netnsMbit)}}, false
 	case "1", "full", "all":
-		return all, true
+		out = all
 	default:
-		var out []netnsCase
 		for _, name := range strings.Split(v, ",") {
 			i := slices.IndexFunc(all, func(c netnsCase) bool { return c.name == strings.TrimSpace(name) })
 			if i < 0 {
@@ -90,8 +91,23 @@ func netnsSwarmCases(t *testing.T) ([]netnsCase, bool) {
 			}
 			out = append(out, all[i])
 		}
-		return out, true
 	}
+	// SHOAL_SWARM_SCALE multiplies every rate and the archive size alike: the bound stays, the traffic (and the
+	// CPU it costs) scales, so a machine too small for a case at full scale can still measure its shape.
+	if v := os.Getenv("SHOAL_SWARM_SCALE"); v != "" {
+		k, err := strconv.ParseFloat(v, 64)
+		if err != nil || k <= 0 || k > 1 {
+			t.Fatalf("SHOAL_SWARM_SCALE=%q: use a number in (0, 1], for example 0.5", v)
+		}
+		for i, c := range out {
+			up := c.hostUp
+			out[i].name = fmt.Sprintf("%s@%g", c.name, k)
+			out[i].size = max(1, int64(float64(c.size)*k)/spread.DefaultPieceSize) * spread.DefaultPieceSize
+			out[i].seedUp = int64(float64(c.seedUp) * k)
+			out[i].hostUp = func(i int) int64 { return int64(float64(up(i)) * k) }
+		}
+	}
+	return out, true
 }
 
 // netnsMesh is the nodes and helpers of one case.
