@@ -211,8 +211,7 @@ func failoverTrial(t *testing.T, m failoverMesh, trial int) (toWrite, toLeader t
 	url := "http://" + m.api(via) + "/v1/apps"
 	hc := benchHTTP(10 * time.Second)
 	// Warm the connection to the survivor so the measurement starts from a client already talking to the mesh.
-	// The first write forwarded to a leader that restarted since can fail on a stale QUIC connection
-	// (TestForwardAfterLeaderRestart); createAppVia reads back and retries, as the API asks clients to.
+	// createAppVia reads back and retries after a 503, as the API asks clients to: the mesh has just healed.
 	wc := client.New(m.api(via), m.token())
 	wc.HTTP = hc
 	if err := createAppVia(t, wc, fmt.Sprintf("warm-%d", trial)); err != nil {

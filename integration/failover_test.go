@@ -68,10 +68,9 @@ func TestProcessMeshFailover(t *testing.T) {
 // node. The non-voter forwards a write to the leader, and keeps its QUIC connection for the next one; the leader
 // is killed with SIGKILL, restarted, and leads again. The next write through the non-voter must succeed.
 //
-// It fails today: the non-voter reuses its cached connection to the leader's previous process, the new process
-// answers with a QUIC stateless reset, and the write fails with 503 "lost contact with leader ... may or may not
-// have been applied", though no process ever saw it. (transport.Endpoint.Call redials only a connection already
-// known dead before the stream opens.)
+// A regression test: the non-voter used to reuse its cached connection to the leader's previous process, the new
+// process answered with a QUIC stateless reset, and the write failed with 503 "lost contact with leader ... may
+// or may not have been applied", though no process had seen it.
 func TestForwardAfterLeaderRestart(t *testing.T) {
 	needProcesses(t)
 	m := newPmesh(t, 2)
