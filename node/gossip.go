@@ -86,11 +86,19 @@ func (t *memberTable) snapshot() []Member {
 	return out
 }
 
-func (t *memberTable) forget(name string) {
+// prune forgets members that have been dead or gone for longer than keep and that keep is not true for.
+func (t *memberTable) prune(older time.Duration, keep func(name string) bool) {
 	t.mu.Lock()
-	delete(t.members, name)
-	t.mu.Unlock()
+	defer t.mu.Unlock()
+	for name, m := range t.members {
+		if m.Status != StatusAlive && time.Since(m.Since) > older && !keep(name) {
+			delete(t.members, name)
+		}
+	}
 }
+
+// forgetAfter is how long a member that died or left stays listed once Raft no longer has it.
+const forgetAfter = time.Hour
 
 type gossipEvents struct{ t *memberTable }
 
@@ -216,6 +224,9 @@ func (n *Node) rejoinLoop() {
 				}
 			}
 		}
+		// Members gone from Raft for good drop off the list after a while (a dead one still in Raft stays).
+		inRaft := n.raftServers()
+		n.members.prune(forgetAfter, func(name string) bool { return inRaft[name] })
 		tick.Reset(next)
 	}
 }
@@ -264,5 +275,16 @@ func (n *Node) departed() map[string]bool {
 			out[name] = true
 		}
 	})
+	return out
+}
+
+// raftServers returns the names in the Raft configuration this node knows.
+func (n *Node) raftServers() map[string]bool {
+	out := map[string]bool{}
+	if f := n.raft.GetConfiguration(); f.Error() == nil {
+		for _, s := range f.Configuration().Servers {
+			out[string(s.ID)] = true
+		}
+	}
 	return out
 }
