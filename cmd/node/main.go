@@ -43,18 +43,28 @@ func (c *cli) root() *cobra.Command {
 environments of servers. Every server runs this same binary.
 
 Start a mesh with 'node init', add servers with 'node join', or try it all on one machine with 'node dev'.
-Operator verbs talk to any node's HTTP API: --addr/SHOAL_ADDR and --token/SHOAL_TOKEN.`,
+Operator verbs talk to any node's HTTP API: --addr/SHOAL_ADDR and --token/SHOAL_TOKEN, or save them with
+'node config set'. Shell completion: 'node completion bash|zsh|fish|powershell --help'.`,
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}
 	pf := root.PersistentFlags()
-	pf.StringVar(&c.addr, "addr", envOr("SHOAL_ADDR", "127.0.0.1:7420"), "API address of any node (env SHOAL_ADDR)")
-	pf.StringVar(&c.token, "token", os.Getenv("SHOAL_TOKEN"), "API token (env SHOAL_TOKEN)")
+	pf.StringVar(&c.addr, "addr", defaultAddr, "API address of any node (else env SHOAL_ADDR, else 'node config set addr')")
+	pf.StringVar(&c.token, "token", "", "API token (else env SHOAL_TOKEN, else 'node config set token')")
+	// Flag > environment > config file > default, resolved once the flags are parsed.
+	root.PersistentPreRun = func(cmd *cobra.Command, args []string) {
+		if p := cmd.Parent(); p != nil && p.Name() == "config" {
+			return // the config verbs read the file themselves, and must work when it is broken
+		}
+		addr, token, _ := c.connection(cmd)
+		c.addr, c.token = addr.Value, token.Value
+	}
 	pf.BoolVar(&c.json, "json", false, "print JSON instead of tables")
 	root.AddCommand(c.initCmd(), c.joinCmd(), c.agentCmd(), c.devCmd(), c.leaveCmd(), c.membersCmd(), c.statusCmd(),
 		c.tokenCmd(), c.appCmd(), c.envCmd(), c.releaseCmd(),
 		c.buildCmd(), c.buildsCmd(), c.logCmd(), c.releasesCmd(),
-		c.deployCmd(), c.deploymentsCmd(), c.deploymentCmd(), c.rollbackCmd(), c.promoteCmd(), c.approveCmd(), c.restartCmd(), c.terminateCmd(), c.pinCmd(true), c.pinCmd(false), c.pipelineCmd())
+		c.deployCmd(), c.deploymentsCmd(), c.deploymentCmd(), c.rollbackCmd(), c.promoteCmd(), c.approveCmd(), c.restartCmd(), c.terminateCmd(), c.pinCmd(true), c.pinCmd(false), c.pipelineCmd(),
+		c.configCmd())
 	return root
 }
 
