@@ -6,6 +6,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"strings"
 	"text/tabwriter"
 
 	"github.com/spf13/cobra"
@@ -116,15 +117,16 @@ func (c *cli) connection(cmd *cobra.Command) (addr, token setting, path string) 
 	return addr, token, path
 }
 
-// maskToken shows enough of a token to tell two apart, and not enough to use it.
+// maskToken shows a token's id (the part before the dot, which `node token list` shows too) and hides its
+// secret.
 func maskToken(t string) string {
-	switch {
-	case t == "":
+	if t == "" {
 		return "-"
-	case len(t) <= 12:
-		return "****"
 	}
-	return t[:6] + "…" + t[len(t)-4:]
+	if id, _, ok := strings.Cut(t, "."); ok && id != "" {
+		return id + ".****"
+	}
+	return "****"
 }
 
 func (c *cli) configCmd() *cobra.Command {
