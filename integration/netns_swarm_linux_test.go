@@ -332,6 +332,7 @@ func netnsRunCase(t *testing.T, c netnsCase, bench bool) {
 	})
 	t.Logf("%s: the swarm is done (last host after %.1f s); the baseline takes about %.0f s", c.name, swarm.last().Seconds(),
 		float64(c.n)*bound.Seconds()*1.05)
+	m.logSwarmMetrics(c.n * len(rel.Pieces))
 	// The node said it holds the archive: check the bytes it stored.
 	var wg sync.WaitGroup
 	for i := 1; i <= c.n; i++ {
@@ -410,6 +411,40 @@ func (m *netnsMesh) measure(kinds map[int]string, req func(i int) netnsRequest, 
 		}
 	}
 	return p
+}
+
+// logSwarmMetrics sums the piece-exchange counters of every node: how many requests the swarm's servers
+// refused (busy: the piece is on its way to another peer; full: the upload queue is full) per piece fetched,
+// and the transfers that failed. Refusals cost a QUIC stream and a round trip each, so they show where the
+// swarm's CPU goes.
+func (m *netnsMesh) logSwarmMetrics(fetched int) {
+	sums := map[string]float64{}
+	for i := range m.helpers {
+		rep, err := m.helpers[i].call(netnsRequest{Op: "http", Method: "GET", URL: m.apiURL(i, "/metrics"), Token: m.admin, Timeout: 10 * time.Second})
+		if err != nil || rep.Status != 200 {
+			m.t.Logf("  metrics of %s: %v %d %s", m.lab.hosts[i].name, err, rep.Status, rep.Err)
+			return
+		}
+		for _, line := range strings.Split(rep.Body, "\n") {
+			name, value, ok := strings.Cut(line, " ")
+			if !ok || !strings.HasPrefix(name, "shoal_blob_requests_refused_total") && !strings.HasPrefix(name, "shoal_blob_piece_failures_total") {
+				continue
+			}
+			v, err := strconv.ParseFloat(strings.TrimSpace(value), 64)
+			if err == nil {
+				sums[strings.TrimPrefix(strings.TrimPrefix(name, "shoal_blob_"), "requests_")] += v
+			}
+		}
+	}
+	var parts []string
+	for k, v := range sums {
+		if v == 0 {
+			continue
+		}
+		parts = append(parts, fmt.Sprintf("%s %.0f (%.2f per piece)", k, v, v/float64(fetched)))
+	}
+	slices.Sort(parts)
+	m.t.Logf("  swarm counters over %d pieces fetched (zeros left out): %s", fetched, strings.Join(parts, ", "))
 }
 
 // netnsBound is the bound of Kumar and Ross on the time for N hosts to get F bytes from one seed:
