@@ -44,6 +44,7 @@ type openAPISpec struct {
 }
 
 type specOperation struct {
+	OperationID string `yaml:"operationId"`
 	Role        string `yaml:"x-shoal-role"`
 	GoInput     string `yaml:"x-go-input"`
 	RequestBody *struct {
@@ -148,11 +149,17 @@ func registeredRoutes(t *testing.T) []string {
 func TestOpenAPIMatchesRoutes(t *testing.T) {
 	_, ops := loadSpec(t)
 	documented := map[string]bool{}
+	ids := map[string]string{}
 	for _, op := range ops {
 		documented[op.key()] = true
 		if op.Role == "" {
 			t.Errorf("%s: no x-shoal-role (reader, deployer, admin or none)", op.key())
 		}
+		// Client generators name their functions after operationId.
+		if other, dup := ids[op.OperationID]; op.OperationID == "" || dup {
+			t.Errorf("%s: operationId %q is missing or also used by %s", op.key(), op.OperationID, other)
+		}
+		ids[op.OperationID] = op.key()
 	}
 	registered := map[string]bool{}
 	for _, r := range registeredRoutes(t) {
