@@ -306,9 +306,6 @@ func reflectTag(tag, key string) string {
 // reference says. Requests are refused before their handler runs (no token, or a token one role too low), so
 // no operation has a side effect and the order does not matter.
 func TestOpenAPIServed(t *testing.T) {
-	if testing.Short() {
-		t.Skip("starts a node: not in -short")
-	}
 	_, ops := loadSpec(t)
 	c := node.NewTestCluster(t, 1, nil)
 	n := c.Nodes[0]
