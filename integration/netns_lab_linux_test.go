@@ -170,7 +170,19 @@ type netnsCounters map[string]uint64
 
 func (l *netnsLab) counters() netnsCounters {
 	l.t.Helper()
-	out := l.ip("-n", l.bridge, "-j", "-s", "link", "show")
+	c, err := l.readCounters()
+	if err != nil {
+		l.t.Fatal(err)
+	}
+	return c
+}
+
+// readCounters is counters for goroutines other than the test's, which must not call Fatal.
+func (l *netnsLab) readCounters() (netnsCounters, error) {
+	out, err := exec.Command("ip", "-n", l.bridge, "-j", "-s", "link", "show").Output()
+	if err != nil {
+		return nil, fmt.Errorf("read the bridge's counters: %w", err)
+	}
 	var links []struct {
 		IfName  string `json:"ifname"`
 		Stats64 struct {
@@ -179,8 +191,8 @@ func (l *netnsLab) counters() netnsCounters {
 			} `json:"rx"`
 		} `json:"stats64"`
 	}
-	if err := json.Unmarshal([]byte(out), &links); err != nil {
-		l.t.Fatalf("read the bridge's counters: %v\n%s", err, out)
+	if err := json.Unmarshal(out, &links); err != nil {
+		return nil, fmt.Errorf("read the bridge's counters: %w\n%s", err, out)
 	}
 	c := netnsCounters{}
 	for _, h := range l.hosts {
@@ -190,7 +202,7 @@ func (l *netnsLab) counters() netnsCounters {
 			}
 		}
 	}
-	return c
+	return c, nil
 }
 
 // ip runs the ip command and fails the test with its output if it fails.

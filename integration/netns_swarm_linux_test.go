@@ -265,6 +265,13 @@ type netnsPhase struct {
 	seedTx  uint64 // bytes the seed sent
 	totalTx uint64 // bytes every host and the seed sent
 	cpu     netnsCPU
+	// samples are the counters about every second from the start, for the seed's upload over time.
+	samples []netnsSample
+}
+
+type netnsSample struct {
+	at time.Duration
+	c  netnsCounters
 }
 
 func (p netnsPhase) median() time.Duration { return p.times[(len(p.times)+1)/2-1] }
@@ -375,6 +382,23 @@ func (m *netnsMesh) measure(kinds map[int]string, req func(i int) netnsRequest, 
 	before := m.lab.counters()
 	meter := startNetnsCPU(t, kinds)
 	start := time.Now()
+	samples := []netnsSample{{0, before}}
+	stopSampling := make(chan struct{})
+	var sampler sync.WaitGroup
+	sampler.Go(func() {
+		tick := time.NewTicker(time.Second)
+		defer tick.Stop()
+		for {
+			select {
+			case <-stopSampling:
+				return
+			case <-tick.C:
+			}
+			if c, err := m.lab.readCounters(); err == nil {
+				samples = append(samples, netnsSample{time.Since(start), c})
+			}
+		}
+	})
 	for i := 1; i < len(m.helpers); i++ {
 		if err := m.helpers[i].send(req(i)); err != nil {
 			t.Fatal(err)
@@ -388,8 +412,11 @@ func (m *netnsMesh) measure(kinds map[int]string, req func(i int) netnsRequest, 
 	}
 	wg.Wait()
 	cpu := meter.stop()
+	close(stopSampling)
+	sampler.Wait()
 	after := m.lab.counters()
-	p := netnsPhase{byHost: map[string]time.Duration{}, cpu: cpu}
+	samples = append(samples, netnsSample{time.Since(start), after})
+	p := netnsPhase{byHost: map[string]time.Duration{}, cpu: cpu, samples: samples}
 	for i := 1; i < len(m.helpers); i++ {
 		name := m.lab.hosts[i].name
 		if errs[i] == nil {
@@ -411,6 +438,27 @@ func (m *netnsMesh) measure(kinds map[int]string, req func(i int) netnsRequest, 
 		}
 	}
 	return p
+}
+
+// seedTimeline is the seed's upload in about a dozen windows from the start, each as a share of its shaped rate:
+// where the seed's link idles, the swarm falls behind the bound.
+func (p netnsPhase) seedTimeline(seed string, rate int64) string {
+	if len(p.samples) < 2 {
+		return "no samples"
+	}
+	end := p.samples[len(p.samples)-1].at
+	window := max(time.Second, (end / 12).Round(time.Second))
+	var parts []string
+	from := p.samples[0]
+	for _, s := range p.samples[1:] {
+		if s.at-from.at < window && s.at != end {
+			continue
+		}
+		bits := float64(s.c[seed]-from.c[seed]) * 8
+		parts = append(parts, fmt.Sprintf("%.0f%%", 100*bits/(s.at-from.at).Seconds()/float64(rate)))
+		from = s
+	}
+	return fmt.Sprintf("per %v: %s", window, strings.Join(parts, " "))
 }
 
 // logSwarmMetrics sums the piece-exchange counters of every node: how many requests the swarm's servers
@@ -514,6 +562,7 @@ func netnsReport(t *testing.T, c netnsCase, bound time.Duration, idle netnsCPU, 
 	}
 	slices.SortFunc(hosts, func(a, b string) int { return netnsHostNum(a) - netnsHostNum(b) })
 	t.Logf("  swarm per host (s): %s", strings.Join(hosts, ", "))
+	t.Logf("  swarm: the seed's upload as a share of its rate, %s", swarm.seedTimeline("seed", c.seedUp))
 	if base == nil {
 		t.Logf("  baseline: not run, the swarm phase is refused")
 	} else {
