@@ -9,6 +9,7 @@ import (
 	"io"
 	"os"
 	"strings"
+	"sync"
 	"text/tabwriter"
 
 	"github.com/spf13/cobra"
@@ -78,8 +79,18 @@ func envOr(key, def string) string {
 // api returns a client for the operator verbs. While the mesh has no leader it says so and retries.
 func (c *cli) api() *client.Client {
 	cl := client.New(c.addr, c.token)
+	// Said once per message: the client retries every half second, and one line tells the user all there is.
+	var (
+		mu   sync.Mutex
+		last string
+	)
 	cl.OnRetry = func(e *client.Error) {
-		fmt.Fprintf(c.errOut, "waiting: %s\n", e.Message)
+		mu.Lock()
+		defer mu.Unlock()
+		if e.Message != last {
+			last = e.Message
+			fmt.Fprintf(c.errOut, "waiting: %s (retrying for up to %s)\n", e.Message, cl.RetryNoLeader)
+		}
 	}
 	return cl
 }
