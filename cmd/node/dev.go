@@ -52,6 +52,8 @@ Ctrl-C stops the sample service and the node, and removes the data dir unless --
 		},
 	}
 	f.register(cmd, false)
+	// dev always runs in a fresh temporary dir; a --data-dir given here would be ignored.
+	_ = cmd.Flags().MarkHidden("data-dir")
 	cmd.Flags().BoolVar(&keep, "keep", false, "keep the temporary data dir on exit")
 	cmd.AddCommand(sampleServerCmd())
 	return cmd
