@@ -104,11 +104,12 @@ func (c *cli) runDev(f *nodeFlags, keep bool) error {
 	}
 	s := &devSession{c: c, n: n, svc: svc, api: client.New(res.API, res.AdminToken), dir: dir,
 		repo: filepath.Join(dir, "sample")}
-	s.status = func(format string, a ...any) {
-		if !c.json {
-			fmt.Fprintf(c.out, format+"\n", a...)
-		}
+	// With --json, stdout carries only the final document; the progress goes to stderr.
+	progress := c.out
+	if c.json {
+		progress = c.errOut
 	}
+	s.status = func(format string, a ...any) { fmt.Fprintf(progress, format+"\n", a...) }
 	defer s.stop()
 
 	s.status("Shoal dev mesh is running (data dir %s%s).", dir, map[bool]string{true: ", kept", false: ", removed on exit"}[keep])
@@ -180,7 +181,7 @@ func (s *devSession) setup(ctx context.Context) error {
 	return s.waitDeployment(ctx, release)
 }
 
-// poll calls check every 300 ms until it reports done, an error, or ctx ends (then after 5 minutes).
+// poll calls check every 300 ms until it reports done or an error, ctx ends, or 5 minutes pass.
 func poll(ctx context.Context, what string, check func() (bool, error)) error {
 	ctx, cancel := context.WithTimeout(ctx, 5*time.Minute)
 	defer cancel()
