@@ -64,9 +64,12 @@ type Timing struct {
 // 1 s heartbeat and election timeouts and a 500 ms lease, sized for WANs).
 func LANTiming() Timing {
 	return Timing{
-		HeartbeatTimeout:    400 * time.Millisecond,
-		ElectionTimeout:     400 * time.Millisecond,
-		LeaderLeaseTimeout:  200 * time.Millisecond,
+		HeartbeatTimeout: 400 * time.Millisecond,
+		ElectionTimeout:  400 * time.Millisecond,
+		// The lease decides only how long a leader cut off from the voters keeps acting as one; failover speed
+		// comes from the followers' heartbeat timeout. A lease as long as that timeout keeps a leader on a
+		// briefly starved machine from stepping down needlessly.
+		LeaderLeaseTimeout:  400 * time.Millisecond,
 		ReconcileInterval:   5 * time.Second,
 		GossipProbeInterval: 500 * time.Millisecond,
 		GossipPushPull:      15 * time.Second,
@@ -98,7 +101,7 @@ func TimingProfile(name string) (Timing, error) {
 // heartbeats and would otherwise see spurious elections.
 func TestTiming() Timing {
 	t := LANTiming()
-	t.HeartbeatTimeout, t.ElectionTimeout, t.LeaderLeaseTimeout = 800*time.Millisecond, 800*time.Millisecond, 400*time.Millisecond
+	t.HeartbeatTimeout, t.ElectionTimeout, t.LeaderLeaseTimeout = 800*time.Millisecond, 800*time.Millisecond, 800*time.Millisecond
 	t.ReconcileInterval = 500 * time.Millisecond
 	t.GossipProbeInterval = 200 * time.Millisecond
 	t.GossipPushPull = 2 * time.Second
