@@ -272,6 +272,9 @@ type netnsPhase struct {
 type netnsSample struct {
 	at time.Duration
 	c  netnsCounters
+	// distinct is how many different pieces the hosts hold between them (swarm phase only): every one of them
+	// left the seed at least once, so the seed's egress beyond them is copies.
+	distinct int
 }
 
 func (p netnsPhase) median() time.Duration { return p.times[(len(p.times)+1)/2-1] }
@@ -324,7 +327,7 @@ func netnsRunCase(t *testing.T, c netnsCase, bench bool) {
 	}
 	bound := netnsBound(c)
 	// (a) The swarm: every host asks its own node to fetch the release, all at once.
-	swarm := m.measure(kinds, func(i int) netnsRequest {
+	swarm := m.measure(kinds, func() int { return m.distinctPieces(rel) }, func(i int) netnsRequest {
 		return netnsRequest{Op: "http", Method: "POST", URL: m.apiURL(i, "/v1/apps/bench/releases/bench/fetch"), Token: m.admin,
 			Body: json.RawMessage("{}"), Timeout: max(20*bound, 10*time.Minute)}
 	}, func(i int, r netnsReply) error {
@@ -362,7 +365,7 @@ func netnsRunCase(t *testing.T, c netnsCase, bench bool) {
 	if _, err := seed.call(netnsRequest{Op: "serve", Addr: m.lab.hosts[0].ip + ":8080", File: archive}); err != nil {
 		t.Fatalf("serve the archive from the seed: %v", err)
 	}
-	base := m.measure(kinds, func(i int) netnsRequest {
+	base := m.measure(kinds, nil, func(i int) netnsRequest {
 		return netnsRequest{Op: "get", URL: "http://" + m.lab.hosts[0].ip + ":8080/archive.tar.gz",
 			Timeout: time.Duration(3*c.n)*bound + 10*time.Minute}
 	}, func(i int, r netnsReply) error {
@@ -377,12 +380,12 @@ func netnsRunCase(t *testing.T, c netnsCase, bench bool) {
 
 // measure sends req(i) to every host's helper at once and waits for every answer, checking each with check. The
 // time of host i runs from the moment before the first request left to the moment its answer was read whole.
-func (m *netnsMesh) measure(kinds map[int]string, req func(i int) netnsRequest, check func(i int, r netnsReply) error) netnsPhase {
+func (m *netnsMesh) measure(kinds map[int]string, distinct func() int, req func(i int) netnsRequest, check func(i int, r netnsReply) error) netnsPhase {
 	t := m.t
 	before := m.lab.counters()
 	meter := startNetnsCPU(t, kinds)
 	start := time.Now()
-	samples := []netnsSample{{0, before}}
+	samples := []netnsSample{{at: 0, c: before}}
 	stopSampling := make(chan struct{})
 	var sampler sync.WaitGroup
 	sampler.Go(func() {
@@ -395,7 +398,11 @@ func (m *netnsMesh) measure(kinds map[int]string, req func(i int) netnsRequest, 
 			case <-tick.C:
 			}
 			if c, err := m.lab.readCounters(); err == nil {
-				samples = append(samples, netnsSample{time.Since(start), c})
+				x := netnsSample{at: time.Since(start), c: c}
+				if distinct != nil {
+					x.distinct = distinct()
+				}
+				samples = append(samples, x)
 			}
 		}
 	})
@@ -415,7 +422,11 @@ func (m *netnsMesh) measure(kinds map[int]string, req func(i int) netnsRequest, 
 	close(stopSampling)
 	sampler.Wait()
 	after := m.lab.counters()
-	samples = append(samples, netnsSample{time.Since(start), after})
+	final := netnsSample{at: time.Since(start), c: after}
+	if distinct != nil {
+		final.distinct = distinct()
+	}
+	samples = append(samples, final)
 	p := netnsPhase{byHost: map[string]time.Duration{}, cpu: cpu, samples: samples}
 	for i := 1; i < len(m.helpers); i++ {
 		name := m.lab.hosts[i].name
@@ -438,6 +449,50 @@ func (m *netnsMesh) measure(kinds map[int]string, req func(i int) netnsRequest, 
 		}
 	}
 	return p
+}
+
+// distinctPieces reads the hosts' piece bitmaps from their stores (blobs/<digest>/have, one bit per piece, most
+// significant first; gone once the archive is assembled) and counts the pieces at least one of them holds.
+func (m *netnsMesh) distinctPieces(rel raftfsm.Release) int {
+	n := len(rel.Pieces)
+	union := make([]byte, (n+7)/8)
+	for i := 1; i < len(m.lab.hosts); i++ {
+		dir := filepath.Join(m.dataDir(i), "blobs")
+		if _, err := os.Stat(filepath.Join(dir, rel.Digest+".tar.gz")); err == nil {
+			return n
+		}
+		b, err := os.ReadFile(filepath.Join(dir, rel.Digest, "have"))
+		if err != nil {
+			continue
+		}
+		for j := range min(len(b), len(union)) {
+			union[j] |= b[j]
+		}
+	}
+	k := 0
+	for i := range n {
+		if union[i/8]&(0x80>>(i%8)) != 0 {
+			k++
+		}
+	}
+	return k
+}
+
+// seedCopies shows, at a few moments, what the seed has sent and how much of the archive the hosts hold between
+// them, both in F: the gap is what the seed sent more than once (plus about 5% of packet headers).
+func (p netnsPhase) seedCopies(seed string, size int64, pieces int) string {
+	var parts []string
+	last := len(p.samples) - 1
+	step := max(1, last/8)
+	for k := step; k <= last; k = min(k+step, last+1) {
+		if last-k < step/2 && k != last {
+			k = last // no stub window at the end
+		}
+		s := p.samples[k]
+		sent := float64(s.c[seed]-p.samples[0].c[seed]) / float64(size)
+		parts = append(parts, fmt.Sprintf("%.0fs %.2f/%.2f", s.at.Seconds(), sent, float64(s.distinct)/float64(pieces)))
+	}
+	return strings.Join(parts, ", ")
 }
 
 // seedTimeline is the seed's upload in about a dozen windows from the start, each as a share of its shaped rate:
@@ -563,6 +618,7 @@ func netnsReport(t *testing.T, c netnsCase, bound time.Duration, idle netnsCPU, 
 	slices.SortFunc(hosts, func(a, b string) int { return netnsHostNum(a) - netnsHostNum(b) })
 	t.Logf("  swarm per host (s): %s", strings.Join(hosts, ", "))
 	t.Logf("  swarm: the seed's upload as a share of its rate, %s", swarm.seedTimeline("seed", c.seedUp))
+	t.Logf("  swarm: seed sent / distinct pieces the hosts hold, in F: %s", swarm.seedCopies("seed", c.size, int(c.size/spread.DefaultPieceSize)))
 	if base == nil {
 		t.Logf("  baseline: not run, the swarm phase is refused")
 	} else {
