@@ -73,6 +73,7 @@ function startEvents() {
   events?.abort();
   events = new AbortController();
   const live = $('live');
+  live.hidden = false;
   watchEvents(events.signal, () => refresh(), (on) => {
     live.dataset.state = on ? 'on' : 'off';
     live.textContent = on ? 'live' : 'reconnecting…';
@@ -87,7 +88,7 @@ function showSignIn(reason) {
   $('nav').hidden = true;
   $('signout').hidden = true;
   $('node-info').textContent = '';
-  $('live').dataset.state = 'off';
+  $('live').hidden = true;
   document.title = 'Sign in · Shoal';
   $('main').replaceChildren($('signin-template').content.cloneNode(true));
   const form = $('signin-form');

@@ -56,7 +56,17 @@ export function bytes(n) {
 
 // fillSelect replaces a select's options and keeps the chosen one when it is still offered.
 export function fillSelect(sel, values, label = (v) => v) {
+  if ([...sel.options].map((o) => o.value).join('\n') === values.join('\n')) return;
   const keep = sel.value;
   sel.replaceChildren(...values.map((v) => h('option', { value: v }, label(v))));
   if (values.includes(keep)) sel.value = keep;
+}
+
+// show puts content into a live part of a page unless that part shows the same already. Redrawing only what
+// changed keeps focus, text selection and the element under the pointer in place while updates stream in.
+export function show(container, ...content) {
+  const next = document.createElement('div');
+  next.append(...content.flat().filter((c) => c != null && c !== false));
+  if (next.innerHTML === container.innerHTML) return;
+  container.replaceChildren(...next.childNodes);
 }

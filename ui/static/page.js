@@ -4,13 +4,14 @@ import { h } from './dom.js';
 
 const messageEl = () => document.getElementById('message');
 
-// message shows one line under the header: kind is "ok" or "error". An error stays until the next message;
-// a success fades after a while.
+// message shows a short note in the page's corner: kind is "ok" or "error". An error stays until the next
+// message or until dismissed; a success goes away after a while.
 let messageTimer;
 export function message(content, kind = 'ok') {
   const el = messageEl();
   clearTimeout(messageTimer);
-  el.replaceChildren(...[content].flat());
+  el.replaceChildren(h('span', { id: 'message-text' }, content),
+    h('button', { type: 'button', class: 'dismiss', 'aria-label': 'Dismiss', onclick: clearMessage }, '×'));
   el.className = `message ${kind}`;
   el.dataset.kind = kind;
   el.setAttribute('role', kind === 'error' ? 'alert' : 'status');

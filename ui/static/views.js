@@ -3,7 +3,7 @@
 // what a user typed or chose in a form survives the redraws.
 
 import { get, post, stream, APIError } from './api.js';
-import { h, table, badge, link, enc, when, short, bytes, fillSelect } from './dom.js';
+import { h, table, badge, link, enc, when, short, bytes, fillSelect, show } from './dom.js';
 import { act, confirm, message } from './page.js';
 
 const yes = (b) => (b ? 'yes' : 'no');
@@ -26,14 +26,14 @@ export function appsView() {
   const root = h('section', null, h('h1', null, 'Apps'), apps, h('h2', null, 'Environments'), envs);
   async function update() {
     const [as, es] = await Promise.all([get('/v1/apps'), get('/v1/envs')]);
-    apps.replaceChildren(table('apps', [
+    show(apps, table('apps', [
       ['App', (a) => link(`#/apps/${enc(a.name)}`, a.name, { 'data-testid': `app-link-${a.name}` })],
       ['Repository', (a) => h('code', null, a.repo)],
       ['Branch', (a) => a.branch],
       ['Auto build', (a) => yes(a.auto_build)],
       ['Environments', (a) => es.filter((e) => e.app === a.name).map((e, i) => [i ? ', ' : '', link(`#/envs/${enc(e.name)}`, e.name)])],
     ], as, (a) => ({ 'data-app': a.name }), 'No apps yet: `node app create NAME --repo URL` adds one.'));
-    envs.replaceChildren(envTable('envs', es));
+    show(envs, envTable('envs', es));
   }
   return { title: 'Apps', section: 'apps', root, update };
 }
@@ -69,13 +69,13 @@ export function appView(name) {
     const p = `/v1/apps/${enc(name)}`;
     const [app, bs, rs, es, pipe] = await Promise.all([get(p), get(`${p}/builds?limit=20`), get(`${p}/releases`),
       get(`/v1/envs?app=${enc(name)}`), get(`${p}/pipeline`)]);
-    facts.replaceChildren(dl('app-facts', [
+    show(facts, dl('app-facts', [
       ['Repository', h('code', null, app.repo)], ['Branch', app.branch], ['Manifest', app.manifest || 'shoal.yml'],
       ['Auto build', yes(app.auto_build)], ['Webhook secret', app.webhook_secret_set ? 'set' : 'not set'],
       ['Pipeline', pipe.stages.length ? pipe.stages.map((s, i) => [i ? ' → ' : '', link(`#/envs/${enc(s.env)}`, s.env), s.approval ? ' (approval)' : '']) : 'none'],
     ]));
-    envs.replaceChildren(envTable('app-envs', es));
-    builds.replaceChildren(table('builds', [
+    show(envs, envTable('app-envs', es));
+    show(builds, table('builds', [
       ['Build', (b) => link(`#/builds/${enc(b.id)}`, `#${b.number}`, { 'data-testid': `build-link-${b.number}` })],
       ['State', (b) => badge(b.state)],
       ['Commit', (b) => [short(b.commit), b.message ? h('span', { class: 'muted' }, ` ${b.message.split('\n')[0]}`) : '']],
@@ -84,7 +84,7 @@ export function appView(name) {
       ['Release', (b) => b.release || '—'],
       ['Queued', (b) => when(b.queued_at)],
     ], bs, (b) => ({ 'data-state': b.state }), 'No builds yet.'));
-    releases.replaceChildren(table('releases', [
+    show(releases, table('releases', [
       ['Release', (r) => h('strong', null, r.version)],
       ['Build', (r) => (r.build ? link(`#/builds/${enc(r.build)}`, 'build') : 'uploaded')],
       ['Commit', (r) => short(r.commit)],
@@ -109,7 +109,7 @@ export function buildView(id) {
   async function update() {
     const b = await get(`/v1/builds/${enc(id)}`);
     cancelBtn.hidden = ['succeeded', 'failed', 'cancelled', 'abandoned'].includes(b.state);
-    facts.replaceChildren(dl('build-facts', [
+    show(facts, dl('build-facts', [
       ['App', link(`#/apps/${enc(b.app)}`, b.app)], ['Number', `#${b.number}`], ['State', badge(b.state, 'build-state')],
       ['Commit', [short(b.commit), b.message ? ` ${b.message.split('\n')[0]}` : '']], ['Ref', b.ref || b.branch],
       ['Trigger', b.trigger], ['Node', b.node ? `${b.node} (attempt ${b.attempt})` : '—'],
@@ -213,7 +213,7 @@ export function envView(name) {
     env = await get(`/v1/envs/${enc(name)}`);
     const [ds, ms, rs, pipe] = await Promise.all([get(`/v1/envs/${enc(name)}/deployments?limit=50`), get('/v1/members'),
       releasesOf(env.app), get(`/v1/apps/${enc(env.app)}/pipeline`)]);
-    pinSlot.replaceChildren(env.pinned ? badge('pinned', 'env-pinned') : '');
+    show(pinSlot, env.pinned ? badge('pinned', 'env-pinned') : '');
     pinBtn.textContent = env.pinned ? 'Unpin' : 'Pin';
     fillSelect(release, rs);
     const i = pipe.stages.findIndex((s) => s.env === name);
@@ -221,7 +221,7 @@ export function envView(name) {
     promoteBtn.hidden = !next || !env.desired;
     promoteBtn.textContent = `Promote ${env.desired} to ${next}`;
     const st = env.strategy || {};
-    facts.replaceChildren(dl('env-facts', [
+    show(facts, dl('env-facts', [
       ['App', link(`#/apps/${enc(env.app)}`, env.app)],
       ['Release', h('strong', { id: 'env-desired' }, env.desired || '—')],
       ['Stable', h('span', { id: 'env-stable' }, env.stable || '—')],
@@ -231,7 +231,7 @@ export function envView(name) {
         st.auto_rollback ? ', auto rollback' : '']],
       ['Servers', [(env.servers || []).join(', '), Object.entries(env.tags || {}).map(([k, v]) => ` ${k}=${v}`)]],
     ]));
-    servers.replaceChildren(table('servers', [
+    show(servers, table('servers', [
       ['Server', (s) => h('strong', null, s.name)],
       ['Up', (s) => badge(s.member ? s.member.status : 'unknown')],
       ['Release', (s) => h('span', { class: 'release' }, s.release || '—')],
@@ -242,7 +242,7 @@ export function envView(name) {
       ['Deployment', (s) => (s.dep ? depLink(s.dep.id) : '—')],
     ], serverStates(env, ms, ds), (s) => ({ 'data-testid': `server-${s.name}`, 'data-state': s.st?.state || '', 'data-release': s.release }),
     'No servers in this environment.'));
-    deps.replaceChildren(deploymentsTable('env-deployments', ds));
+    show(deps, deploymentsTable('env-deployments', ds));
   }
   return { title: `Environment ${name}`, section: 'apps', root, update };
 }
@@ -316,7 +316,7 @@ export function deploymentView(id) {
     approveBtn.hidden = dep.state !== 'waiting_approval';
     cancelBtn.hidden = !['pending', 'running', 'waiting_approval'].includes(dep.state);
     const st = dep.strategy || {};
-    facts.replaceChildren(dl('deployment-facts', [
+    show(facts, dl('deployment-facts', [
       ['Environment', link(`#/envs/${enc(dep.env)}`, dep.env)], ['App', link(`#/apps/${enc(dep.app)}`, dep.app)],
       ['Kind', dep.kind], ['Release', [h('strong', null, dep.release), dep.previous ? ` (was ${dep.previous})` : '']],
       ['State', badge(dep.state, 'deployment-state')],
@@ -328,7 +328,7 @@ export function deploymentView(id) {
     ]));
     const rows = [];
     (dep.batches || []).forEach((b, i) => b.forEach((name) => rows.push({ name, batch: i, st: dep.nodes?.[name] })));
-    nodes.replaceChildren(table('deployment-nodes', [
+    show(nodes, table('deployment-nodes', [
       ['Server', (r) => h('strong', null, r.name)],
       ['Batch', (r) => `${r.batch + 1}${r.batch > dep.batch ? ' (not started)' : ''}`],
       ['State', (r) => badge(r.st?.state || (r.batch > dep.batch ? 'waiting' : 'pending'), `node-state-${r.name}`)],
@@ -353,12 +353,12 @@ export function membersView() {
   const root = h('section', null, h('h1', null, 'Mesh'), facts, h('h2', null, 'Members'), members);
   async function update() {
     const [st, ms] = await Promise.all([get('/v1/status'), get('/v1/members')]);
-    facts.replaceChildren(dl('status-facts', [
+    show(facts, dl('status-facts', [
       ['This node', st.node], ['Leader', st.leader || h('span', { class: 'error' }, 'none')], ['Raft state', st.state],
       ['Term', st.term], ['Applied index', st.applied_index], ['Voters', st.voters], ['Non-voters', st.nonvoters],
       ['Members up', st.members], ['Version', st.version],
     ]));
-    members.replaceChildren(table('members', [
+    show(members, table('members', [
       ['Name', (m) => [h('strong', null, m.name), m.leader ? h('span', { class: 'leader', title: 'Raft leader' }, ' leader') : '']],
       ['Status', (m) => badge(m.status)],
       ['Role', (m) => m.role],
