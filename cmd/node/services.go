@@ -5,6 +5,7 @@ import (
 
 	"github.com/shoal-ci/shoal/node"
 	"github.com/shoal-ci/shoal/spread"
+	"github.com/shoal-ci/shoal/ui"
 )
 
 // services are the parts of Shoal that run on top of a node. They start in dependency order (the artifact store
@@ -32,6 +33,7 @@ func startServices(n *node.Node) (*services, error) {
 		return nil, err
 	}
 	s.closers = append(s.closers, closeDeployer)
+	ui.Attach(n)
 	return s, nil
 }
 

@@ -1,0 +1,480 @@
+package integration
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/chromedp/cdproto/runtime"
+	"github.com/chromedp/chromedp"
+
+	"github.com/shoal-ci/shoal/builder"
+	"github.com/shoal-ci/shoal/client"
+	"github.com/shoal-ci/shoal/deployer"
+	"github.com/shoal-ci/shoal/node"
+	"github.com/shoal-ci/shoal/raftfsm"
+	"github.com/shoal-ci/shoal/spread"
+	"github.com/shoal-ci/shoal/ui"
+)
+
+// TestUIChromium drives the web dashboard in a real headless Chromium against a 3-node in-process mesh wired as
+// the binary wires it (spread, builder, deployer and the dashboard on every node), through a follower's
+// address: a wrong token is refused with the API's message; the admin signs in, builds a commit from the app's
+// page and sees its log; deploys the new release from the environment's page and watches, without a reload,
+// the first server install it while the others still run the old one and then every server become healthy on
+// it; opens the deployment and a server's log of it; rolls back and sees the environment pinned; sees the
+// mesh's members; and a reader token's action is refused with the API's 403 message.
+//
+// SHOAL_UI_SCREENSHOTS=DIR keeps a screenshot of each step in DIR; a failing run always keeps one.
+func TestUIChromium(t *testing.T) {
+	browserPath := findChromium(t)
+	if _, err := os.Stat("/bin/bash"); err != nil {
+		t.Skip("the deployer runs hooks with bash, which this machine lacks")
+	}
+	root := t.TempDir()
+	repo := newTestRepo(t, root, "web.git")
+	manifest := "build:\n  build:\n    - echo \"building version $(cat version.txt)\"\n    - test -s version.txt\n" + deployManifest
+	repo.commit("first", map[string]string{"shoal.yml": manifest, "version.txt": "one\n", "gate.sh": gateScript})
+
+	c, app := uiMesh(t, repo.dir)
+	via := c.Nodes[1] // the page talks to one node; it need not be the leader
+	cl := client.New(via.HTTPAddr(), c.AdminToken)
+	cl.RetryNoLeader = 30 * time.Second
+	ctx := context.Background()
+	var reader node.TokenView
+	if _, err := cl.Post(ctx, "/v1/tokens", map[string]string{"name": "viewer", "role": raftfsm.RoleReader}, &reader); err != nil {
+		t.Fatalf("create a reader token: %v", err)
+	}
+
+	// v1: built from the first commit and deployed through the API, so the page starts from a running app.
+	var b raftfsm.Build
+	if _, err := cl.Post(ctx, "/v1/apps/web/builds", map[string]string{}, &b); err != nil {
+		t.Fatalf("build v1: %v", err)
+	}
+	if done := waitBuildVia(t, cl, b.ID, "to end", 120*time.Second, func(b raftfsm.Build) bool { return b.Finished() }); done.Release != "v1" {
+		t.Fatalf("the first build: %+v", done)
+	}
+	first := app.deploy(cl, deployer.CreateRequest{Release: "v1"})
+	waitDeployment(t, func() []*client.Client { return []*client.Client{cl} }, first.ID, 120*time.Second, raftfsm.DeploySucceeded)
+
+	p := newBrowserPage(t, browserPath)
+	p.do("open the dashboard", chromedp.Navigate("http://"+via.HTTPAddr()+"/ui/"))
+	p.eval(traceJS)
+
+	// Sign in: a wrong token first.
+	p.do("sign in with a wrong token", chromedp.SendKeys(chromedp.CSS("#token"), "not-a-token"), chromedp.Click(chromedp.CSS("#signin")))
+	p.waitText("#signin-error", "the API token is not valid")
+	p.eval(`document.getElementById('token').value = ''`)
+	p.do("sign in as admin", chromedp.SendKeys(chromedp.CSS("#token"), c.AdminToken),
+		chromedp.Click(chromedp.CSS("#signin")))
+	p.waitText("#apps", "web")
+	p.shot("apps")
+
+	// The app's page: build the second commit and watch its log.
+	repo.commit("second", map[string]string{"version.txt": "two\n"})
+	p.click("open the app", `[data-testid="app-link-web"]`)
+	p.waitText("#releases", "v1")
+	p.click("build", "#build")
+	p.waitText("#message", "queued")
+	p.click("open the build", "#message a")
+	p.waitText("#build-log", "building version two")
+	p.waitText(`[data-testid="build-state"]`, "succeeded")
+	p.shot("build")
+
+	// The environment's page: deploy v2 and watch it roll, held at the first server's PostInstall hook.
+	p.click("back to the app", "#build-facts a")
+	p.waitText("#releases", "v2")
+	p.click("open the environment", `[data-testid="env-link-prod"]`)
+	p.waitServers("every server healthy on v1", func(s map[string]uiServer) bool { return allOn(s, "v1") })
+	p.eval(`window.shoalNoReload = true`)
+	app.block("PostInstall")
+	p.do("deploy v2", chromedp.SetValue(chromedp.CSS("#deploy-release"), "v2"), chromedp.Click(chromedp.CSS("#deploy")))
+	p.waitText("#message", "deployment")
+	p.waitServers("n1 installing v2 while n2 and n3 still run v1", func(s map[string]uiServer) bool {
+		return s["n1"] == uiServer{"installing", "v2"} && s["n2"] == uiServer{"healthy", "v1"} && s["n3"] == uiServer{"healthy", "v1"}
+	})
+	p.shot("deploying")
+	app.open("PostInstall")
+	p.waitServers("every server healthy on v2", func(s map[string]uiServer) bool { return allOn(s, "v2") })
+	p.waitText(`#env-deployments tbody tr:first-child`, "succeeded")
+	if !p.eval(`window.shoalNoReload === true`) {
+		t.Fatal("the page reloaded while the deployment ran: it must update in place")
+	}
+	p.shot("deployed")
+
+	// The deployment's page and one server's log of it.
+	p.click("open the deployment", `[data-testid="server-n1"] a`)
+	p.waitText(`[data-testid="deployment-state"]`, "succeeded")
+	p.click("open n1's log", `[data-testid="log-n1"]`)
+	p.waitText("#deploy-log-n1", "PostInstall")
+	p.click("back to the environment", `#deployment-facts a`)
+
+	// Roll back, confirm in the dialog, and see the environment pinned and back on v1.
+	p.waitServers("every server healthy on v2", func(s map[string]uiServer) bool { return allOn(s, "v2") })
+	p.click("roll back", "#rollback")
+	p.do("confirm", chromedp.WaitVisible(chromedp.CSS("#confirm")), chromedp.Click(chromedp.CSS("#confirm-ok")))
+	p.waitText(`[data-testid="env-pinned"]`, "pinned")
+	p.waitText("#env-pin-reason", "rolled back to v1")
+	p.waitServers("every server healthy on v1 again", func(s map[string]uiServer) bool { return allOn(s, "v1") })
+	p.shot("rolled-back")
+
+	// The mesh.
+	p.click("open the members", `nav a[data-section="members"]`)
+	p.waitText("#members", "n3")
+	p.waitText("#members", "leader")
+
+	// A reader sees everything but may not act: the API's 403 message is shown and nothing changes.
+	p.click("sign out", "#signout")
+	p.do("sign in as reader", chromedp.SendKeys(chromedp.CSS("#token"), reader.Token), chromedp.Click(chromedp.CSS("#signin")))
+	p.waitText("#members", "n3")
+	p.eval(`location.hash = '#/envs/prod'`)
+	p.waitText(`[data-testid="env-pinned"]`, "pinned")
+	p.click("unpin as reader", "#pin-toggle")
+	p.waitText("#message", `token "viewer" has role reader`)
+	p.shot("reader")
+	var e raftfsm.Env
+	if _, err := cl.Get(ctx, "/v1/envs/prod", &e); err != nil || !e.Pinned || e.Desired != "v1" {
+		t.Fatalf("after the rollback and the reader's attempt, prod must stay pinned on v1: %+v %v", e, err)
+	}
+	p.checkNoErrors()
+}
+
+// findChromium returns Debian's chromium, or skips.
+func findChromium(t *testing.T) string {
+	for _, p := range []string{"/usr/bin/chromium", "chromium", "chromium-browser"} {
+		if path, err := exec.LookPath(p); err == nil {
+			return path
+		}
+	}
+	t.Skip("chromium is not installed (apt-get install chromium; .ci/run installs it): the dashboard test needs a real browser")
+	return ""
+}
+
+// uiMesh starts 3 in-process nodes with the release spread, the builder, the deployer and the dashboard, and
+// the app web (repository repoDir) with environment prod on all three: rolling one server at a time,
+// auto-rollback, no auto deploy.
+func uiMesh(t *testing.T, repoDir string) (*node.TestCluster, *deployApp) {
+	// This test is about the page, not failover: Raft timeouts lenient enough that a machine busy with
+	// Chromium and the race detector does not lose its leader in the middle of a setup write.
+	c := node.NewTestCluster(t, 3, func(cfg *node.Config) {
+		cfg.Timing.HeartbeatTimeout, cfg.Timing.ElectionTimeout, cfg.Timing.LeaderLeaseTimeout = 2*time.Second, 2*time.Second, time.Second
+	})
+	var (
+		mu      sync.Mutex
+		closers []func()
+		app     *deployApp
+	)
+	t.Cleanup(func() {
+		mu.Lock()
+		defer mu.Unlock()
+		for i := len(closers) - 1; i >= 0; i-- {
+			closers[i]()
+		}
+		// Only now that no deployer runs: stop the apps, which outlive their agents by design.
+		if app != nil {
+			var dirs []string
+			for _, n := range c.Nodes {
+				dirs = append(dirs, n.DataDir())
+			}
+			app.stopApps(dirs...)
+		}
+	})
+	var servers []string
+	for _, n := range c.Nodes {
+		servers = append(servers, n.Name())
+		sp, err := spread.Attach(n, spread.Options{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, err := builder.Attach(n, builder.Options{Store: sp.Store(), KillGrace: time.Second})
+		if err != nil {
+			t.Fatal(err)
+		}
+		d, err := deployer.Attach(n, deployer.Options{Fetcher: sp})
+		if err != nil {
+			t.Fatal(err)
+		}
+		ui.Attach(n)
+		mu.Lock()
+		closers = append(closers, sp.Close, func() { b.Close() }, func() { d.Close() })
+		mu.Unlock()
+	}
+	cl := client.New(c.Nodes[0].HTTPAddr(), c.AdminToken)
+	cl.RetryNoLeader = 30 * time.Second
+	a := newDeployApp(t, cl, "web", "prod", servers, servers, raftfsm.Strategy{Kind: "rolling", BatchSize: 1, AutoRollback: true}, false, repoDir)
+	mu.Lock()
+	app = a
+	mu.Unlock()
+	return c, a
+}
+
+// uiServer is one row of the environment page's servers table, as the page shows it.
+type uiServer struct {
+	State   string `json:"state"`
+	Release string `json:"release"`
+}
+
+func allOn(s map[string]uiServer, release string) bool {
+	want := uiServer{"healthy", release}
+	return len(s) == 3 && s["n1"] == want && s["n2"] == want && s["n3"] == want
+}
+
+// browserPage is one tab of a headless Chromium started for a test.
+type browserPage struct {
+	t      *testing.T
+	ctx    context.Context
+	shots  string // directory of the step screenshots ("" when not asked for)
+	mu     sync.Mutex
+	errors []string // uncaught exceptions and console errors of the page
+	output bytes.Buffer
+}
+
+func newBrowserPage(t *testing.T, path string) *browserPage {
+	p := &browserPage{t: t, shots: os.Getenv("SHOAL_UI_SCREENSHOTS")}
+	// Chromium with no network beyond this machine: without these flags it keeps calling home (updates, sync,
+	// QUIC probes) and floods the log with refused connections.
+	opts := append(chromedp.DefaultExecAllocatorOptions[:],
+		chromedp.ExecPath(path),
+		chromedp.UserDataDir(t.TempDir()),
+		chromedp.NoSandbox, // CI runs as root, where Chromium's sandbox cannot start
+		chromedp.DisableGPU,
+		chromedp.Flag("disable-quic", true),
+		chromedp.Flag("disable-component-update", true),
+		chromedp.Flag("disable-background-networking", true),
+		chromedp.Flag("disable-sync", true),
+		chromedp.WindowSize(1280, 1000),
+		chromedp.CombinedOutput(&syncWriter{mu: &p.mu, w: &p.output}),
+	)
+	allocCtx, cancelAlloc := chromedp.NewExecAllocator(context.Background(), opts...)
+	ctx, cancel := chromedp.NewContext(allocCtx)
+	t.Cleanup(func() {
+		cancel()
+		cancelAlloc()
+	})
+	if err := chromedp.Listen(ctx, p.record); err != nil {
+		t.Fatalf("start chromium (%s): %v\n%s", path, err, p.output.String())
+	}
+	p.ctx = ctx
+	t.Cleanup(func() {
+		if !t.Failed() {
+			return
+		}
+		dir, err := os.MkdirTemp("", "shoal-ui-failure-")
+		if err == nil {
+			p.shotTo(dir, "failure")
+			t.Logf("screenshot of the page at the failure in %s", dir)
+		}
+		t.Logf("the page's last clicks and requests:\n%s", p.trace())
+		p.mu.Lock()
+		defer p.mu.Unlock()
+		t.Logf("page errors: %q\nchromium output (end):\n%s", p.errors, tail(p.output.String(), 4000))
+	})
+	return p
+}
+
+func (p *browserPage) record(ev any) {
+	var msg string
+	switch ev := ev.(type) {
+
+	case *runtime.EventExceptionThrown:
+		msg = ev.ExceptionDetails.Text
+		if ex := ev.ExceptionDetails.Exception; ex != nil {
+			msg += " " + ex.Description
+		}
+	case *runtime.EventConsoleAPICalled:
+		if ev.Type != runtime.ConsoleAPICalledTypeError {
+			return
+		}
+		var parts []string
+		for _, a := range ev.Args {
+			parts = append(parts, a.Description+string(a.Value))
+		}
+		msg = "console.error: " + strings.Join(parts, " ")
+	default:
+		return
+	}
+	p.mu.Lock()
+	p.errors = append(p.errors, msg)
+	p.mu.Unlock()
+}
+
+// traceJS records, in the page, the clicks and API requests it makes, for trace. The page's modules call the
+// global fetch at each request, so wrapping it sees them all.
+const traceJS = `(() => {
+	const log = window.shoalTrace = [];
+	const note = (s) => { log.push(new Date().toISOString().slice(11, 23) + ' ' + s); if (log.length > 300) log.splice(0, 100); };
+	const fetch0 = window.fetch;
+	window.fetch = (url, init = {}) => {
+		const what = (init.method || 'GET') + ' ' + url;
+		note(what + ' sent');
+		return fetch0(url, init).then((r) => { note(what + ' answered ' + r.status); return r; },
+			(e) => { note(what + ' failed: ' + e); throw e; });
+	};
+	document.addEventListener('click', (e) => note('click on ' + e.target.outerHTML.slice(0, 80)), true);
+	return true;
+})()`
+
+// trace returns what traceJS recorded last.
+func (p *browserPage) trace() string {
+	ctx, cancel := context.WithTimeout(p.ctx, 10*time.Second)
+	defer cancel()
+	out, err := chromedp.Run(ctx, chromedp.Evaluate[string](`(window.shoalTrace || []).slice(-150).join('\n')`))
+	if err != nil {
+		return err.Error()
+	}
+	return out
+}
+
+// do runs browser actions, failing the test with what was being done.
+func (p *browserPage) do(what string, actions ...chromedp.Action[chromedp.Void]) {
+	p.t.Helper()
+	p.t.Logf("%s: %s", time.Now().Format("15:04:05.000"), what)
+	ctx, cancel := context.WithTimeout(p.ctx, 30*time.Second)
+	defer cancel()
+	if err := chromedp.Do(ctx, actions...); err != nil {
+		p.t.Fatalf("%s: %v", what, err)
+	}
+}
+
+// click clicks the element sel. A live part of the page may be redrawn between finding the element and
+// clicking it; then it finds the element again.
+func (p *browserPage) click(what, sel string) {
+	p.t.Helper()
+	p.t.Logf("%s: %s", time.Now().Format("15:04:05.000"), what)
+	for attempt := 0; ; attempt++ {
+		ctx, cancel := context.WithTimeout(p.ctx, 30*time.Second)
+		err := chromedp.Do(ctx, chromedp.Click(chromedp.CSS(sel)))
+		cancel()
+		if err == nil {
+			return
+		}
+		if !strings.Contains(err.Error(), "Could not find node") || attempt == 4 {
+			p.t.Fatalf("%s (click %s): %v", what, sel, err)
+		}
+	}
+}
+
+// eval evaluates a JavaScript expression that yields a boolean.
+func (p *browserPage) eval(js string) bool {
+	p.t.Helper()
+	ctx, cancel := context.WithTimeout(p.ctx, 10*time.Second)
+	defer cancel()
+	v, err := chromedp.Run(ctx, chromedp.Evaluate[any](js))
+	if err != nil {
+		p.t.Fatalf("evaluate %s: %v", js, err)
+	}
+	ok, _ := v.(bool)
+	return ok
+}
+
+// waitText waits until the element sel exists and its text contains want.
+func (p *browserPage) waitText(sel, want string) {
+	p.t.Helper()
+	js := fmt.Sprintf(`(() => { const e = document.querySelector(%q); return e ? e.innerText : '(no %s)'; })()`, sel, strings.ReplaceAll(sel, "'", ""))
+	p.poll(fmt.Sprintf("%s to show %q", sel, want), func(ctx context.Context) (bool, string, error) {
+		got, err := chromedp.Run(ctx, chromedp.Evaluate[string](js))
+		return strings.Contains(got, want), got, err
+	})
+}
+
+// waitServers waits until the environment page's servers table satisfies cond.
+func (p *browserPage) waitServers(what string, cond func(map[string]uiServer) bool) {
+	p.t.Helper()
+	const js = `Object.fromEntries([...document.querySelectorAll('#servers tbody tr')].map(r =>
+		[r.dataset.testid.replace('server-', ''), {state: r.dataset.state, release: r.dataset.release}]))`
+	p.poll("the servers table: "+what, func(ctx context.Context) (bool, string, error) {
+		s, err := chromedp.Run(ctx, chromedp.Evaluate[map[string]uiServer](js))
+		return err == nil && cond(s), fmt.Sprint(s), err
+	})
+}
+
+// poll checks the page until check holds, for at most two minutes (the machine may be busy).
+func (p *browserPage) poll(what string, check func(ctx context.Context) (bool, string, error)) {
+	p.t.Helper()
+	deadline := time.Now().Add(2 * time.Minute)
+	var last string
+	for {
+		ctx, cancel := context.WithTimeout(p.ctx, 10*time.Second)
+		ok, seen, err := check(ctx)
+		cancel()
+		if ok {
+			return
+		}
+		last = seen
+		if err != nil {
+			last = err.Error()
+		}
+		if time.Now().After(deadline) {
+			p.t.Fatalf("timed out waiting for %s; the page shows: %s", what, last)
+		}
+		if !sleepCtx(p.ctx, 100*time.Millisecond) {
+			p.t.Fatalf("waiting for %s: the browser is gone: %v", what, context.Cause(p.ctx))
+		}
+	}
+}
+
+func sleepCtx(ctx context.Context, d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return true
+	case <-ctx.Done():
+		return false
+	}
+}
+
+// shot keeps a screenshot of the step when SHOAL_UI_SCREENSHOTS names a directory.
+func (p *browserPage) shot(step string) {
+	if p.shots != "" {
+		p.shotTo(p.shots, step)
+	}
+}
+
+func (p *browserPage) shotTo(dir, step string) {
+	ctx, cancel := context.WithTimeout(p.ctx, 15*time.Second)
+	defer cancel()
+	png, err := chromedp.Run(ctx, chromedp.FullScreenshot(100))
+	if err == nil {
+		err = os.WriteFile(filepath.Join(dir, step+".png"), png, 0o644)
+	}
+	if err != nil && !errors.Is(err, context.Canceled) {
+		p.t.Logf("screenshot %s: %v", step, err)
+	}
+}
+
+// checkNoErrors fails the test if the page threw or logged an error.
+func (p *browserPage) checkNoErrors() {
+	p.t.Helper()
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if len(p.errors) > 0 {
+		p.t.Fatalf("the page logged errors: %q", p.errors)
+	}
+}
+
+type syncWriter struct {
+	mu *sync.Mutex
+	w  *bytes.Buffer
+}
+
+func (s *syncWriter) Write(b []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.w.Write(b)
+}
+
+func tail(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	return s[len(s)-n:]
+}
