@@ -44,10 +44,11 @@ func TestUIChromium(t *testing.T) {
 	manifest := "build:\n  build:\n    - echo \"building version $(cat version.txt)\"\n    - test -s version.txt\n" + deployManifest
 	repo.commit("first", map[string]string{"shoal.yml": manifest, "version.txt": "one\n", "gate.sh": gateScript})
 
-	c, app := uiMesh(t, repo.dir)
+	c := newUIMesh(t, 3)
 	via := c.Nodes[1] // the page talks to one node; it need not be the leader
-	cl := client.New(via.HTTPAddr(), c.AdminToken)
-	cl.RetryNoLeader = 30 * time.Second
+	cl := c.client(1)
+	app := c.track(newDeployApp(t, cl, "web", "prod", c.names(), c.names(),
+		raftfsm.Strategy{Kind: "rolling", BatchSize: 1, AutoRollback: true}, false, repo.dir))
 	ctx := context.Background()
 	var reader node.TokenView
 	if _, err := cl.Post(ctx, "/v1/tokens", map[string]string{"name": "viewer", "role": raftfsm.RoleReader}, &reader); err != nil {
@@ -147,6 +148,75 @@ func TestUIChromium(t *testing.T) {
 	p.checkNoErrors()
 }
 
+// TestUIChromiumPipeline drives a pipeline through the dashboard on a 1-node mesh: staging → prod with approval.
+// A release that succeeded in staging waits for approval in prod; the admin approves it on the deployment's page
+// and sees it succeed; pins prod (so the next release is not promoted by itself) and promotes it by hand from
+// staging's page.
+func TestUIChromiumPipeline(t *testing.T) {
+	browserPath := findChromium(t)
+	if _, err := os.Stat("/bin/bash"); err != nil {
+		t.Skip("the deployer runs hooks with bash, which this machine lacks")
+	}
+	c := newUIMesh(t, 1)
+	cl := c.client(0)
+	ctx := context.Background()
+	staging := c.track(newDeployApp(t, cl, "web", "staging", c.names(), c.names(), raftfsm.Strategy{Kind: "all"}, false, ""))
+	// prod runs on the same server: its copy of the app listens on a port of its own.
+	prod := c.track(&deployApp{t: t, name: "web", env: "prod", ports: map[string]int{"n1": freePort(t, "127.0.0.1")}, gates: staging.gates, hc: staging.hc})
+	bin, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	vars := map[string]raftfsm.Var{"APP_SERVER": {Value: bin}, appServerEnv: {Value: "1"}, "GATES": {Value: staging.gates},
+		"PORT_n1": {Value: fmt.Sprint(prod.ports["n1"])}}
+	if _, err := cl.Post(ctx, "/v1/envs", map[string]any{"name": "prod", "app": "web", "servers": c.names(), "vars": vars,
+		"strategy": raftfsm.Strategy{Kind: "all"}}, nil); err != nil {
+		t.Fatalf("create prod: %v", err)
+	}
+	if _, err := cl.Do(ctx, "PUT", "/v1/apps/web/pipeline", map[string]any{"stages": []raftfsm.PipelineStage{{Env: "staging"}, {Env: "prod", Approval: true}}}, nil); err != nil {
+		t.Fatalf("set the pipeline: %v", err)
+	}
+	staging.push(cl, "v1", false)
+	d := staging.deploy(cl, deployer.CreateRequest{Release: "v1"})
+	waitDeployment(t, func() []*client.Client { return []*client.Client{cl} }, d.ID, 120*time.Second, raftfsm.DeploySucceeded)
+
+	p := newBrowserPage(t, browserPath)
+	p.do("open the dashboard", chromedp.Navigate("http://"+c.Nodes[0].HTTPAddr()+"/ui/"))
+	p.eval(traceJS)
+	p.do("sign in", chromedp.SendKeys(chromedp.CSS("#token"), c.AdminToken), chromedp.Click(chromedp.CSS("#signin")))
+	p.waitText("#envs", "prod")
+
+	// Approve the promotion of v1 to prod.
+	p.click("open prod", `[data-testid="env-link-prod"]`)
+	p.waitText("#env-deployments tbody tr:first-child", "waiting approval")
+	p.click("open the waiting deployment", "#env-deployments tbody tr:first-child a")
+	p.waitText(`[data-testid="deployment-state"]`, "waiting approval")
+	p.click("approve", "#approve")
+	p.waitText(`[data-testid="deployment-state"]`, "succeeded")
+	p.waitText("#deployment-facts", "Approved by")
+	p.shot("approved")
+
+	// Pin prod, then promote v2 from staging by hand.
+	p.click("back to prod", "#deployment-facts a")
+	p.waitServers("prod's server healthy on v1", func(s map[string]uiServer) bool { return s["n1"] == uiServer{"healthy", "v1"} })
+	p.click("pin prod", "#pin-toggle")
+	p.waitText(`[data-testid="env-pinned"]`, "pinned")
+	staging.push(cl, "v2", false)
+	d = staging.deploy(cl, deployer.CreateRequest{Release: "v2"})
+	waitDeployment(t, func() []*client.Client { return []*client.Client{cl} }, d.ID, 120*time.Second, raftfsm.DeploySucceeded)
+	p.click("open the app", "#env-facts a")
+	p.click("open staging", `#app-envs [data-testid="env-link-staging"]`)
+	p.waitText("#promote", "Promote v2 to prod")
+	p.click("promote", "#promote")
+	p.waitText("#message", "Promote v2 to prod: deployment")
+	p.click("open the promotion", "#message a")
+	p.waitText(`[data-testid="deployment-state"]`, "succeeded")
+	p.waitText("#deployment-facts", "promotion from staging by admin")
+	prod.waitServing(30*time.Second, "v2", "n1")
+	p.shot("promoted")
+	p.checkNoErrors()
+}
+
 // findChromium returns Debian's chromium, or skips.
 func findChromium(t *testing.T) string {
 	for _, p := range []string{"/usr/bin/chromium", "chromium", "chromium-browser"} {
@@ -158,38 +228,37 @@ func findChromium(t *testing.T) string {
 	return ""
 }
 
-// uiMesh starts 3 in-process nodes with the release spread, the builder, the deployer and the dashboard, and
-// the app web (repository repoDir) with environment prod on all three: rolling one server at a time,
-// auto-rollback, no auto deploy.
-func uiMesh(t *testing.T, repoDir string) (*node.TestCluster, *deployApp) {
-	// This test is about the page, not failover: Raft timeouts lenient enough that a machine busy with
+// uiMesh is an in-process mesh wired as the binary wires it: the release spread, the builder, the deployer and
+// the dashboard on every node.
+type uiMesh struct {
+	*node.TestCluster
+	mu      sync.Mutex
+	closers []func()
+	apps    []*deployApp
+}
+
+func newUIMesh(t *testing.T, size int) *uiMesh {
+	// These tests are about the page, not failover: Raft timeouts lenient enough that a machine busy with
 	// Chromium and the race detector does not lose its leader in the middle of a setup write.
-	c := node.NewTestCluster(t, 3, func(cfg *node.Config) {
+	m := &uiMesh{TestCluster: node.NewTestCluster(t, size, func(cfg *node.Config) {
 		cfg.Timing.HeartbeatTimeout, cfg.Timing.ElectionTimeout, cfg.Timing.LeaderLeaseTimeout = 2*time.Second, 2*time.Second, time.Second
-	})
-	var (
-		mu      sync.Mutex
-		closers []func()
-		app     *deployApp
-	)
+	})}
 	t.Cleanup(func() {
-		mu.Lock()
-		defer mu.Unlock()
-		for i := len(closers) - 1; i >= 0; i-- {
-			closers[i]()
+		m.mu.Lock()
+		defer m.mu.Unlock()
+		for i := len(m.closers) - 1; i >= 0; i-- {
+			m.closers[i]()
 		}
 		// Only now that no deployer runs: stop the apps, which outlive their agents by design.
-		if app != nil {
-			var dirs []string
-			for _, n := range c.Nodes {
-				dirs = append(dirs, n.DataDir())
-			}
-			app.stopApps(dirs...)
+		var dirs []string
+		for _, n := range m.Nodes {
+			dirs = append(dirs, n.DataDir())
+		}
+		for _, a := range m.apps {
+			a.stopApps(dirs...)
 		}
 	})
-	var servers []string
-	for _, n := range c.Nodes {
-		servers = append(servers, n.Name())
+	for _, n := range m.Nodes {
 		sp, err := spread.Attach(n, spread.Options{})
 		if err != nil {
 			t.Fatal(err)
@@ -203,17 +272,34 @@ func uiMesh(t *testing.T, repoDir string) (*node.TestCluster, *deployApp) {
 			t.Fatal(err)
 		}
 		ui.Attach(n)
-		mu.Lock()
-		closers = append(closers, sp.Close, func() { b.Close() }, func() { d.Close() })
-		mu.Unlock()
+		m.mu.Lock()
+		m.closers = append(m.closers, sp.Close, func() { b.Close() }, func() { d.Close() })
+		m.mu.Unlock()
 	}
-	cl := client.New(c.Nodes[0].HTTPAddr(), c.AdminToken)
+	return m
+}
+
+// client talks to node i with the admin token.
+func (m *uiMesh) client(i int) *client.Client {
+	cl := client.New(m.Nodes[i].HTTPAddr(), m.AdminToken)
 	cl.RetryNoLeader = 30 * time.Second
-	a := newDeployApp(t, cl, "web", "prod", servers, servers, raftfsm.Strategy{Kind: "rolling", BatchSize: 1, AutoRollback: true}, false, repoDir)
-	mu.Lock()
-	app = a
-	mu.Unlock()
-	return c, a
+	return cl
+}
+
+// track stops a's processes when the test ends.
+func (m *uiMesh) track(a *deployApp) *deployApp {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.apps = append(m.apps, a)
+	return a
+}
+
+func (m *uiMesh) names() []string {
+	var out []string
+	for _, n := range m.Nodes {
+		out = append(out, n.Name())
+	}
+	return out
 }
 
 // uiServer is one row of the environment page's servers table, as the page shows it.
