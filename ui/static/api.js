@@ -34,7 +34,8 @@ export const whenUnauthorized = (fn) => { onUnauthorized = fn; };
 
 // api calls METHOD path with an optional JSON body and answers the decoded JSON (null for no content).
 export async function api(method, path, body, t) {
-  const init = { method, headers: headers(t) };
+  // A bound on every request: the page redraws one read at a time, and one that never ends would freeze it.
+  const init = { method, headers: headers(t), signal: AbortSignal.timeout(30000) };
   if (body !== undefined) {
     init.headers['Content-Type'] = 'application/json';
     init.body = JSON.stringify(body);
