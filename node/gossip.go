@@ -193,11 +193,13 @@ func (n *Node) rejoinLoop() {
 		}
 		alive := map[string]bool{}
 		var known []string
-		for _, m := range n.gossip.Members() {
-			addr := net.JoinHostPort(m.Addr.String(), strconv.Itoa(int(m.Port)))
-			alive[addr] = true
+		for _, m := range n.members.snapshot() {
+			if m.Status != StatusAlive {
+				continue
+			}
+			alive[m.Gossip] = true
 			if m.Name != n.cfg.Name {
-				known = append(known, addr)
+				known = append(known, m.Gossip)
 			}
 		}
 		var missing []string
@@ -231,12 +233,10 @@ func (n *Node) rejoinLoop() {
 	}
 }
 
-// Members returns every member this node knows, with live gossip status and Raft role.
+// Members returns every member this node knows, with its gossip status and Raft role. (memberlist's own
+// Members hands out pointers into state it changes under its lock, so everything here comes from the table the
+// event callbacks fill; memberlist reports no event for "suspect", so a member is alive until it is dead.)
 func (n *Node) Members() []Member {
-	live := map[string]memberlist.NodeStateType{}
-	for _, m := range n.gossip.Members() {
-		live[m.Name] = m.State
-	}
 	roles := map[string]string{}
 	if f := n.raft.GetConfiguration(); f.Error() == nil {
 		for _, s := range f.Configuration().Servers {
@@ -252,9 +252,6 @@ func (n *Node) Members() []Member {
 	out := n.members.snapshot()
 	for i := range out {
 		m := &out[i]
-		if st, ok := live[m.Name]; ok && st == memberlist.StateSuspect {
-			m.Status = StatusSuspect
-		}
 		if departed[m.Name] {
 			m.Status = StatusLeft
 		}

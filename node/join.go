@@ -219,8 +219,10 @@ func (n *Node) admit(req joinRequest) (*joinResponse, error) {
 		return nil, &JoinRefused{fmt.Sprintf("cannot issue a certificate: %v", err)}
 	}
 	var peers []string
-	for _, m := range n.gossip.Members() {
-		peers = append(peers, net.JoinHostPort(m.Addr.String(), strconv.Itoa(int(m.Port))))
+	for _, m := range n.members.snapshot() {
+		if m.Status == StatusAlive {
+			peers = append(peers, m.Gossip)
+		}
 	}
 	return &joinResponse{Mesh: mesh.Name, CA: []byte(mesh.CACert), Cert: cert, GossipKey: mesh.GossipKey, Peers: peers}, nil
 }
