@@ -187,3 +187,14 @@ func TestSaveTightensMode(t *testing.T) {
 		t.Fatalf("round trip: %+v %v", cfg, err)
 	}
 }
+
+func TestProgressBar(t *testing.T) {
+	for _, c := range []struct {
+		f    float64
+		want string
+	}{{0, "[--------------------]   0%"}, {0.45, "[#########-----------]  45%"}, {1, "[####################] 100%"}, {2, "[####################] 100%"}} {
+		if got := progressBar(c.f); got != c.want {
+			t.Errorf("progressBar(%v) = %q, want %q", c.f, got, c.want)
+		}
+	}
+}

@@ -525,7 +525,7 @@ func (c *cli) waitDeployment(id string) error {
 					line += " (" + st.Phase + ")"
 				}
 				if st.State == raftfsm.NodeDownloading {
-					line += fmt.Sprintf(" %.0f%%", st.Progress*100)
+					line += " " + progressBar(st.Progress)
 				}
 				if st.Error != "" {
 					line += ": " + oneLine(st.Error)
@@ -558,4 +558,11 @@ func (c *cli) waitDeployment(id string) error {
 		return fmt.Errorf("deployment %s %s", d.ID, d.State)
 	}
 	return nil
+}
+
+// progressBar draws a fraction as a 20-cell bar with its percentage, e.g. "[#########-----------]  45%".
+func progressBar(f float64) string {
+	f = min(max(f, 0), 1)
+	n := int(f*20 + 0.5)
+	return fmt.Sprintf("[%s%s] %3.0f%%", strings.Repeat("#", n), strings.Repeat("-", 20-n), f*100)
 }
