@@ -98,13 +98,25 @@ func (n *Node) authenticate(r *http.Request, role string) (*raftfsm.Token, error
 	if text == "" {
 		return nil, apiErr(http.StatusUnauthorized, "unauthorized", "this request needs an API token: pass --token or set SHOAL_TOKEN (header Authorization: Bearer <token>)")
 	}
-	var tok *raftfsm.Token
-	n.fsm.Read(func(s *raftfsm.State) {
-		if t := checkAPIToken(s, text); t != nil {
-			c := *t
-			tok = &c
+	lookup := func() (tok *raftfsm.Token) {
+		n.fsm.Read(func(s *raftfsm.State) {
+			if t := checkAPIToken(s, text); t != nil {
+				c := *t
+				tok = &c
+			}
+		})
+		return tok
+	}
+	tok := lookup()
+	if tok == nil {
+		// This node may not have applied the token's creation yet (it just joined, restarted, or the token is a
+		// few milliseconds old): catch up with the leader before saying the token is wrong.
+		ctx, cancel := context.WithTimeout(r.Context(), 3*time.Second)
+		if n.ConsistentRead(ctx) == nil {
+			tok = lookup()
 		}
-	})
+		cancel()
+	}
 	if tok == nil && !n.Ready() {
 		// The token may be one this node has not replayed yet: say "retry", not "wrong token".
 		return nil, apiErr(http.StatusServiceUnavailable, CodeNoLeader, "this node is still loading the mesh state after a restart; retry in a moment")

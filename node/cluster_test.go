@@ -413,3 +413,16 @@ func TestEventStream(t *testing.T) {
 		t.Fatalf("events %q then %q; state index %d", first, second, n.FSM().Index())
 	}
 }
+
+// TestFreshJoinerKnowsTokens: a node that has just joined, before it has replayed the mesh's state, still accepts
+// a valid token (it catches up with the leader before calling a token wrong).
+func TestFreshJoinerKnowsTokens(t *testing.T) {
+	c := NewTestCluster(t, 1, nil)
+	n := c.Join("fresh", nil)
+	if code := call(t, n, c.AdminToken, "GET", "/v1/status", nil, nil); code != 200 {
+		t.Fatalf("a fresh joiner answered %d to a valid token", code)
+	}
+	if code := call(t, n, "abc.def", "GET", "/v1/status", nil, nil); code != 401 {
+		t.Fatalf("a wrong token got %d", code)
+	}
+}
