@@ -11,6 +11,7 @@ import (
 	"sync/atomic"
 	"syscall"
 	"testing"
+	"time"
 )
 
 // Every namespace the swarm benchmark makes is named shoalb-<pid of the test binary>-…, so that a later run can
@@ -203,6 +204,22 @@ func (l *netnsLab) readCounters() (netnsCounters, error) {
 		}
 	}
 	return c, nil
+}
+
+// rates returns the upload of host seed and the mean upload of the others, in bits per second, from an earlier
+// reading to this one.
+func (c netnsCounters) rates(from netnsCounters, d time.Duration, seed string) (seedBits, hostBits float64) {
+	hosts := 0
+	for name, v := range c {
+		bits := float64(v-from[name]) * 8 / d.Seconds()
+		if name == seed {
+			seedBits = bits
+		} else {
+			hostBits += bits
+			hosts++
+		}
+	}
+	return seedBits, hostBits / float64(max(hosts, 1))
 }
 
 // ip runs the ip command and fails the test with its output if it fails.

@@ -35,7 +35,8 @@ import (
 //
 // SHOAL_NODE_BIN=/path/to/node runs that binary instead of building one from the checkout;
 // SHOAL_SWARM_NODE_FLAGS adds flags to every node (for example "--raft-profile wan"); SHOAL_SWARM_SCALE=0.5 halves
-// every rate and the archive (same bound, half the traffic and CPU).
+// every rate and the archive (same bound, half the traffic); SHOAL_SWARM_NO_BASELINE=1 measures the swarm only,
+// for tuning it.
 //
 // It needs root and iproute2 and skips otherwise. The figures are printed, never asserted; the smoke form
 // asserts only that every host ends with the right bytes. A full case whose machine was CPU-saturated is refused
@@ -300,9 +301,10 @@ func netnsRunCase(t *testing.T, c netnsCase, bench bool) {
 
 	// What the mesh costs when it does nothing, to tell the swarm's own CPU from the nodes' background. The
 	// window is the measurement itself, not a wait for a condition.
-	idleMeter := startNetnsCPU(t, kinds)
+	idleMeter, idleFrom, idleStart := startNetnsCPU(t, kinds), m.lab.counters(), time.Now()
 	time.Sleep(5 * time.Second)
 	idle := idleMeter.stop()
+	idle.seedBits, idle.hostBits = m.lab.counters().rates(idleFrom, time.Since(idleStart), "seed")
 
 	// Only the seed holds the release when it is pushed. The spread service then copies it to one more node at
 	// once (MinHolders 2); that node is one of the hosts about to fetch, and its copy joins the download it starts
@@ -356,7 +358,11 @@ func netnsRunCase(t *testing.T, c netnsCase, bench bool) {
 	wg.Wait()
 
 	if bench && swarm.cpu.machine > netnsSaturated {
-		netnsReport(t, c, bound, idle, swarm, nil, bench) // refused: the baseline would take long for nothing
+		netnsReport(t, c, bound, idle, swarm, nil, bench, "not run, the swarm phase is refused")
+		return
+	}
+	if os.Getenv("SHOAL_SWARM_NO_BASELINE") != "" {
+		netnsReport(t, c, bound, idle, swarm, nil, bench, "not run (SHOAL_SWARM_NO_BASELINE)")
 		return
 	}
 
@@ -375,7 +381,7 @@ func netnsRunCase(t *testing.T, c netnsCase, bench bool) {
 		return nil
 	})
 
-	netnsReport(t, c, bound, idle, swarm, &base, bench)
+	netnsReport(t, c, bound, idle, swarm, &base, bench, "")
 }
 
 // measure sends req(i) to every host's helper at once and waits for every answer, checking each with check. The
@@ -566,9 +572,8 @@ func netnsBound(c netnsCase) time.Duration {
 // than the links.
 const netnsSaturated = 0.85
 
-// netnsReport prints a case's figures; base is nil when the baseline was not run because the swarm phase was
-// already refused.
-func netnsReport(t *testing.T, c netnsCase, bound time.Duration, idle netnsCPU, swarm netnsPhase, base *netnsPhase, bench bool) {
+// netnsReport prints a case's figures; base is nil when the baseline was not run, for the reason noBase.
+func netnsReport(t *testing.T, c netnsCase, bound time.Duration, idle netnsCPU, swarm netnsPhase, base *netnsPhase, bench bool, noBase string) {
 	f := float64(c.size)
 	nf := float64(c.n) * f
 	rates := map[int64]int{}
@@ -583,7 +588,8 @@ func netnsReport(t *testing.T, c netnsCase, bound time.Duration, idle netnsCPU, 
 	t.Logf("case %s: N=%d hosts, F=%.0f MiB in %d KiB pieces, seed upload %s, host uploads %s, downloads unshaped",
 		c.name, c.n, f/(1<<20), spread.DefaultPieceSize>>10, netnsRate(c.seedUp), strings.Join(rs, ", "))
 	t.Logf("  bound (Kumar-Ross): %.2f s", bound.Seconds())
-	t.Logf("  idle mesh: nodes %.2f cores (seed %.2f), machine %.0f%% of %d cores", idle.nodes, idle.seed, 100*idle.machine, runtime.NumCPU())
+	t.Logf("  idle mesh: nodes %.2f cores (seed %.2f), machine %.0f%% of %d cores; upload: seed %.0f kbit/s (%.1f%% of its rate), hosts %.0f kbit/s each",
+		idle.nodes, idle.seed, 100*idle.machine, runtime.NumCPU(), idle.seedBits/1000, 100*idle.seedBits/float64(c.seedUp), idle.hostBits/1000)
 
 	phases := []struct {
 		what string
@@ -620,7 +626,7 @@ func netnsReport(t *testing.T, c netnsCase, bound time.Duration, idle netnsCPU, 
 	t.Logf("  swarm: the seed's upload as a share of its rate, %s", swarm.seedTimeline("seed", c.seedUp))
 	t.Logf("  swarm: seed sent / distinct pieces the hosts hold, in F: %s", swarm.seedCopies("seed", c.size, int(c.size/spread.DefaultPieceSize)))
 	if base == nil {
-		t.Logf("  baseline: not run, the swarm phase is refused")
+		t.Logf("  baseline: %s", noBase)
 	} else {
 		if c.targets {
 			t.Logf("  targets (N=16, equal links): last ≤ 1.3× bound: %s; median ≤ 1.15× bound: %s; baseline last ≈ N× bound: %.1f× = %.2f N",
@@ -700,6 +706,9 @@ func netnsFileDigest(path string) (string, error) {
 // helpers, and the whole machine as a fraction of all its cores (other work on the machine included).
 type netnsCPU struct {
 	nodes, seed, helpers, machine float64
+	// seedBits and hostBits are the idle mesh's upload in bits per second: the seed's, and the hosts' mean
+	// (Raft heartbeats and empty appends, gossip). The seed is the Raft leader, so its share grows with N.
+	seedBits, hostBits float64
 }
 
 type netnsCPUMeter struct {
