@@ -414,14 +414,19 @@ func TestEventStream(t *testing.T) {
 	}
 }
 
-// TestFreshJoinerKnowsTokens: a node that has just joined, before it has replayed the mesh's state, still accepts
-// a valid token (it catches up with the leader before calling a token wrong).
+// TestFreshJoinerKnowsTokens: a node that has just joined, before it has the mesh's state, never calls a valid
+// token wrong: it answers "retry" until it has caught up, then accepts it.
 func TestFreshJoinerKnowsTokens(t *testing.T) {
 	c := NewTestCluster(t, 1, nil)
 	n := c.Join("fresh", nil)
-	if code := call(t, n, c.AdminToken, "GET", "/v1/status", nil, nil); code != 200 {
-		t.Fatalf("a fresh joiner answered %d to a valid token", code)
-	}
+	// Until it has the state it says "retry" (503), never "wrong token" (401).
+	c.Eventually(20*time.Second, "the fresh joiner to accept the admin token", func() bool {
+		code := call(t, n, c.AdminToken, "GET", "/v1/status", nil, nil)
+		if code != 200 && code != 503 {
+			t.Fatalf("a fresh joiner answered %d to a valid token", code)
+		}
+		return code == 200
+	})
 	if code := call(t, n, "abc.def", "GET", "/v1/status", nil, nil); code != 401 {
 		t.Fatalf("a wrong token got %d", code)
 	}

@@ -66,10 +66,14 @@ type Node struct {
 // committed and is replaced by the leader.
 const readyAfter = 30 * time.Second
 
-// Ready reports whether the node has replayed the state it held before it (re)started. Before that, a token or
+// Ready reports whether the node has the mesh's state: it has received it at least once, and replayed what it
+// held before it (re)started. Before that, a token or
 // record it does not find may just not be loaded yet.
 func (n *Node) Ready() bool {
-	return n.applied.through(n.startIndex) || time.Since(n.startedAt) > readyAfter
+	var meshKnown bool
+	n.fsm.Read(func(s *raftfsm.State) { meshKnown = s.Mesh != nil })
+	// A node that just joined has no state at all until the leader adds it to Raft and sends the log.
+	return meshKnown && (n.applied.through(n.startIndex) || time.Since(n.startedAt) > readyAfter)
 }
 
 // Open starts a node from an initialised or joined data dir: endpoint, Raft, gossip, HTTP API, in that order.

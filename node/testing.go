@@ -55,6 +55,14 @@ func NewTestCluster(t testing.TB, size int, tweak func(*Config)) *TestCluster {
 		c.Join(fmt.Sprintf("n%d", i), tweak)
 	}
 	c.WaitRaftMembers(size)
+	c.Eventually(20*time.Second, "every node to have the mesh's state", func() bool {
+		for _, n := range c.Nodes {
+			if !n.Ready() {
+				return false
+			}
+		}
+		return true
+	})
 	return c
 }
 
