@@ -436,8 +436,13 @@ func (p *browserPage) click(what, sel string) {
 	p.t.Helper()
 	p.t.Logf("%s: %s", time.Now().Format("15:04:05.000"), what)
 	for attempt := 0; ; attempt++ {
+		// The element is found when visible and clicked through the DOM, not at screen coordinates: live updates
+		// re-render parts of the page, and a coordinate click taken just before one landed on another element.
 		ctx, cancel := context.WithTimeout(p.ctx, 30*time.Second)
-		err := chromedp.Do(ctx, chromedp.Click(chromedp.CSS(sel)))
+		err := chromedp.Do(ctx, chromedp.WaitVisible(chromedp.CSS(sel)))
+		if err == nil {
+			_, err = chromedp.Run(ctx, chromedp.Evaluate[any](fmt.Sprintf(`document.querySelector(%q).click()`, sel)))
+		}
 		cancel()
 		if err == nil {
 			return
