@@ -44,15 +44,20 @@ func (f *appliedFSM) Restore(rc io.ReadCloser) error {
 
 // through reports whether the state machine has processed the log up to index. Entries that never reach the
 // state machine (a new leader's no-op, barriers) are skipped by looking back in the log for the last entry
-// that does; an entry no longer in the log is inside a snapshot, and so applied.
+// that does; an entry below the log's first index is inside a snapshot, and so applied. An entry beyond the
+// log's last index has not reached this node yet (a follower asked for the leader's commit index): not applied.
 func (f *appliedFSM) through(index uint64) bool {
 	done := f.processed.Load()
 	if done >= index {
 		return true
 	}
+	if last, err := f.logs.LastIndex(); err != nil || index > last {
+		return false
+	}
 	var l raft.Log
 	for i := index; i > done; i-- {
 		if err := f.logs.GetLog(i, &l); err != nil {
+			// Compacted: Raft only snapshots what the state machine has applied, so this node has it.
 			return true
 		}
 		if l.Type == raft.LogCommand || l.Type == raft.LogConfiguration {
