@@ -255,7 +255,7 @@ func (n *Node) ConsistentRead(ctx context.Context) error {
 
 func (n *Node) readIndex() (uint64, error) {
 	index := n.raft.CommitIndex()
-	if err := n.raft.VerifyLeader().Error(); err != nil {
+	if err := n.heartbeats.verify(func() error { return n.raft.VerifyLeader().Error() }); err != nil {
 		return 0, ErrNoLeader
 	}
 	return index, nil

@@ -78,13 +78,14 @@ var (
 	descLastContact = prometheus.NewDesc("shoal_raft_last_contact_seconds", "Seconds since this follower last heard from the leader (0 on the leader).", nil, nil)
 	descServers     = prometheus.NewDesc("shoal_raft_servers", "Raft servers in the configuration, by suffrage.", []string{"suffrage"}, nil)
 	descMembers     = prometheus.NewDesc("shoal_members", "Mesh members this node knows, by gossip status.", []string{"status"}, nil)
+	descSpared      = prometheus.NewDesc("shoal_raft_heartbeats_spared_total", "Raft heartbeats not sent because the peer had just answered an AppendEntries.", nil, nil)
 )
 
 // nodeCollector reads Raft and gossip state at scrape time, so the figures are never stale.
 type nodeCollector struct{ n *Node }
 
 func (c *nodeCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{descState, descLeader, descTerm, descApplied, descCommit, descLastContact, descServers, descMembers} {
+	for _, d := range []*prometheus.Desc{descState, descLeader, descTerm, descApplied, descCommit, descLastContact, descServers, descMembers, descSpared} {
 		ch <- d
 	}
 }
@@ -114,6 +115,7 @@ func (c *nodeCollector) Collect(ch chan<- prometheus.Metric) {
 	ch <- prometheus.MustNewConstMetric(descApplied, prometheus.GaugeValue, float64(n.raft.AppliedIndex()))
 	ch <- prometheus.MustNewConstMetric(descCommit, prometheus.GaugeValue, float64(n.raft.CommitIndex()))
 	ch <- prometheus.MustNewConstMetric(descLastContact, prometheus.GaugeValue, contact)
+	ch <- prometheus.MustNewConstMetric(descSpared, prometheus.CounterValue, float64(n.heartbeats.spared.Load()))
 	voters, nonvoters := 0, 0
 	if f := n.raft.GetConfiguration(); f.Error() == nil {
 		for _, s := range f.Configuration().Servers {

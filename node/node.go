@@ -27,20 +27,22 @@ type Node struct {
 	log    *slog.Logger
 	stored *Stored
 
-	fsm      *raftfsm.FSM
-	raft     *raft.Raft
-	store    *raftboltdb.BoltStore
-	ep       *transport.Endpoint
-	gossip   *memberlist.Memberlist
-	members  *memberTable
-	httpLn   net.Listener
-	httpSrv  *http.Server
-	mux      *http.ServeMux
-	leaderCh chan bool
-	left     chan struct{}
-	leftOnce sync.Once
-	metrics  *metrics
-	raftAddr string
+	fsm  *raftfsm.FSM
+	raft *raft.Raft
+	// heartbeats spares raft heartbeats to peers that have just answered (heartbeat.go).
+	heartbeats *heartbeatGate
+	store      *raftboltdb.BoltStore
+	ep         *transport.Endpoint
+	gossip     *memberlist.Memberlist
+	members    *memberTable
+	httpLn     net.Listener
+	httpSrv    *http.Server
+	mux        *http.ServeMux
+	leaderCh   chan bool
+	left       chan struct{}
+	leftOnce   sync.Once
+	metrics    *metrics
+	raftAddr   string
 
 	ctx    context.Context
 	cancel context.CancelFunc
@@ -262,13 +264,16 @@ func (n *Node) startRaft() error {
 	if err != nil {
 		return fmt.Errorf("open raft snapshots: %w", err)
 	}
-	trans := raft.NewNetworkTransportWithConfig(&raft.NetworkTransportConfig{
+	rc := raft.DefaultConfig()
+	// Heartbeats to a peer that answered an AppendEntries within this window are spared (see heartbeat.go):
+	// AppendEntries go out every CommitTimeout to 2·CommitTimeout, so a live peer always has a recent answer.
+	n.heartbeats = newHeartbeatGate(min(n.cfg.Timing.HeartbeatTimeout/2, 2*rc.CommitTimeout+n.cfg.Timing.HeartbeatTimeout/10))
+	trans := &quietTransport{NetworkTransport: raft.NewNetworkTransportWithConfig(&raft.NetworkTransportConfig{
 		Stream:  n.ep.RaftLayer(),
 		MaxPool: 8,
 		Timeout: 5 * time.Second,
 		Logger:  hclogFor(n.log, "raft-net"),
-	})
-	rc := raft.DefaultConfig()
+	}), gate: n.heartbeats}
 	rc.LocalID = raft.ServerID(n.cfg.Name)
 	rc.Logger = hclogFor(n.log, "raft")
 	t := n.cfg.Timing

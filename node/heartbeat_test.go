@@ -1,0 +1,57 @@
+package node
+
+import (
+	"testing"
+	"time"
+
+	"github.com/hashicorp/raft"
+)
+
+func TestHeartbeatGate(t *testing.T) {
+	g := newHeartbeatGate(time.Hour)
+	hb := &raft.AppendEntriesRequest{Term: 3}
+	real := &raft.AppendEntriesRequest{Term: 3, PrevLogEntry: 10, PrevLogTerm: 3, LeaderCommitIndex: 10}
+	if !isHeartbeat(hb) || isHeartbeat(real) {
+		t.Fatal("isHeartbeat does not tell raft's heartbeat from a replication request")
+	}
+	var resp raft.AppendEntriesResponse
+	if g.spare("a", hb, &resp) {
+		t.Fatal("spared a heartbeat to a peer that never answered")
+	}
+	g.answered("a", time.Now(), real, &raft.AppendEntriesResponse{Term: 3, LastLog: 10, Success: false})
+	if !g.spare("a", hb, &resp) || !resp.Success || resp.Term != 3 || resp.LastLog != 10 {
+		t.Fatalf("not spared after a recent answer, or answered %+v", resp)
+	}
+	if g.spare("b", hb, &resp) {
+		t.Fatal("spared a heartbeat to another peer")
+	}
+	if g.spare("a", &raft.AppendEntriesRequest{Term: 4}, &resp) {
+		t.Fatal("spared a heartbeat of a newer term on an answer of an older one")
+	}
+	// A peer that answered with a newer term is never spared: the leader must hear it.
+	g.answered("c", time.Now(), real, &raft.AppendEntriesResponse{Term: 5})
+	if g.spare("c", hb, &resp) {
+		t.Fatal("spared a heartbeat to a peer that knows a newer term")
+	}
+	// While a leadership check runs, every heartbeat goes out.
+	spared := true
+	_ = g.verify(func() error { spared = g.spare("a", hb, &resp); return nil })
+	if spared {
+		t.Fatal("spared a heartbeat during VerifyLeader")
+	}
+	// An older answer arriving late does not make the record younger.
+	old := time.Now().Add(-2 * time.Hour)
+	g.answered("a", old, real, &raft.AppendEntriesResponse{Term: 3})
+	if !g.spare("a", hb, &resp) {
+		t.Fatal("a late old answer replaced a recent one")
+	}
+	// Past the window, the heartbeat goes out.
+	g2 := newHeartbeatGate(50 * time.Millisecond)
+	g2.answered("a", time.Now().Add(-time.Second), real, &raft.AppendEntriesResponse{Term: 3})
+	if g2.spare("a", hb, &resp) {
+		t.Fatal("spared a heartbeat to a peer whose last answer is older than the window")
+	}
+	if g.spared.Load() != 2 {
+		t.Fatalf("spared counter %d, want 2", g.spared.Load())
+	}
+}
