@@ -11,6 +11,7 @@ import (
 	"math"
 	"math/rand/v2"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -66,6 +67,9 @@ const (
 	// maxTransferFailures in a row make the fetcher reconnect to a peer.
 	maxTransferFailures = 3
 	maxPeerBackoff      = 30 * time.Second
+	// sentGrace is how long a piece that a whole holder announced sent is not asked of it while no other peer
+	// announces the piece (at least twice the usual piece time).
+	sentGrace = 2 * time.Second
 	// maxCopies is how many peers may be asked for the same piece at once, in the endgame.
 	maxCopies = 2
 	// assemblyWait is how long a download that finds every piece held waits for the archive to be assembled.
@@ -170,13 +174,18 @@ type fetcher struct {
 }
 
 type peer struct {
-	addr    string
-	name    string            // verified node name, once connected
-	bits    artifact.Bitfield // what it announced; nil while not connected
-	active  bool
-	running bool
-	dropped bool // sent a bad piece or broke the protocol: not used again by this download
-	cancel  context.CancelFunc
+	addr string
+	name string            // verified node name, once connected
+	bits artifact.Bitfield // what it announced; nil while not connected
+	// sent holds the pieces a peer holding the whole artifact announced it has sent in full to someone; while
+	// it has pieces it has not sent yet, those are the only ones asked of it (see "sent" in DESIGN.md).
+	sent      artifact.Bitfield
+	sentAt    []time.Time // per piece, when p announced it sent
+	sentCount int
+	active    bool
+	running   bool
+	dropped   bool // sent a bad piece or broke the protocol: not used again by this download
+	cancel    context.CancelFunc
 
 	fails         int // connection attempts failed in a row
 	transferFails int // piece transfers failed in a row
@@ -188,6 +197,25 @@ type peer struct {
 	// wake is closed and replaced when this peer's idle workers may find work. Waking per peer rather than all
 	// workers on every event keeps a large swarm from spending its CPU rescanning pieces.
 	wake chan struct{}
+}
+
+// holdsBack reports whether piece i is not to be asked of p for now, and if so for how long at most: p holds the
+// whole artifact, has sent i to someone already and still has pieces it has sent to nobody. Its upload is then the
+// scarcest thing in the swarm (every piece enters through it), so it goes to new pieces, and i is got from whoever
+// received it: from another peer that announces it, or, if none does within sentGrace (its receiver may have
+// failed or left), from p after all.
+func (f *fetcher) holdsBack(p *peer, i int, now time.Time) (bool, time.Duration) {
+	if p.sentCount == 0 || p.sentCount >= f.n || !p.sent.Has(i) {
+		return false, 0
+	}
+	if f.avail[i] > 1 {
+		return true, 0 // another connected peer announces it
+	}
+	grace := max(sentGrace, 2*f.pieceTime)
+	if age := now.Sub(p.sentAt[i]); age < grace {
+		return true, grace - age
+	}
+	return false, 0
 }
 
 func (p *peer) wakeLocked() {
@@ -463,12 +491,27 @@ func (f *fetcher) readWatch(br *bufio.Reader, p *peer) error {
 		if err != nil {
 			return fmt.Errorf("watch: %w", err)
 		}
-		i, err := strconv.Atoi(line)
+		num, sent := strings.CutPrefix(line, sentPrefix)
+		if !sent && line != "" && line[0] >= 'a' && line[0] <= 'z' {
+			continue // an announcement of a later version of the protocol
+		}
+		i, err := strconv.Atoi(num)
 		if err != nil || i < 0 || i >= f.n {
 			return fmt.Errorf("watch: announcement %q: %w", line, errProtocol)
 		}
 		f.mu.Lock()
-		if p.active && !p.bits.Has(i) {
+		if sent {
+			if p.active && !p.sent.Has(i) {
+				p.sent.Set(i)
+				if p.sentAt == nil {
+					p.sentAt = make([]time.Time, f.n)
+				}
+				p.sentAt[i] = time.Now()
+				if p.sentCount++; p.sentCount == f.n {
+					p.wakeLocked() // every piece has left it once: it serves copies now
+				}
+			}
+		} else if p.active && !p.bits.Has(i) {
 			p.bits.Set(i)
 			f.avail[i]++
 			if !f.have.Has(i) {
@@ -483,6 +526,7 @@ func (f *fetcher) activate(p *peer, name string, bits artifact.Bitfield) {
 	f.mu.Lock()
 	p.name = name
 	p.bits = bits
+	p.sent, p.sentCount = artifact.NewBitfield(f.n), 0
 	p.active = true
 	p.fails = 0
 	p.transferFails = 0
@@ -505,6 +549,7 @@ func (f *fetcher) deactivate(p *peer) {
 		}
 	}
 	p.bits = nil
+	p.sent, p.sentAt, p.sentCount = nil, nil, 0
 	p.active = false
 	clear(p.busy)
 	f.mu.Unlock()
@@ -609,6 +654,13 @@ func (f *fetcher) pickLocked(p *peer, now time.Time) (best int, retry time.Durat
 		delete(p.busy, i)
 		return false
 	}
+	heldBack := func(i int) bool {
+		held, wait := f.holdsBack(p, i, now)
+		if wait > 0 {
+			later(wait)
+		}
+		return held
+	}
 	best = -1
 	bestAvail := int32(math.MaxInt32)
 	ties, unrequested, uniqueTaken := 0, 0, 0
@@ -623,7 +675,7 @@ func (f *fetcher) pickLocked(p *peer, now time.Time) (best int, retry time.Durat
 			continue
 		}
 		unrequested++
-		if !p.bits.Has(i) {
+		if !p.bits.Has(i) || heldBack(i) {
 			continue
 		}
 		if busy(i) {
@@ -657,7 +709,7 @@ func (f *fetcher) pickLocked(p *peer, now time.Time) (best int, retry time.Durat
 	late := 2 * f.pieceTime
 	var oldest time.Time
 	for i := range f.n {
-		if f.have.Has(i) || f.inflight[i] >= maxCopies || !p.bits.Has(i) || p.reqs[i] != nil || busy(i) {
+		if f.have.Has(i) || f.inflight[i] >= maxCopies || !p.bits.Has(i) || heldBack(i) || p.reqs[i] != nil || busy(i) {
 			continue
 		}
 		if age := now.Sub(f.started[i]); age < late {

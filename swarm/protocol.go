@@ -37,6 +37,10 @@ const (
 
 const maxLineLen = 256 // request and response header lines
 
+// sentPrefix marks a WATCH announcement that a node holding the whole artifact has sent that piece in full to some
+// peer ("sent 12"); a bare number announces a piece the server holds.
+const sentPrefix = "sent "
+
 type request struct {
 	verb   string
 	digest string

@@ -26,6 +26,8 @@ const (
 	// requests from waiting at a busy peer while another has upload to spare.
 	DefaultUploadSlots = 1
 	DefaultUploadQueue = 3
+	// maxUploadedKept bounds how many artifacts' upload records a server keeps.
+	maxUploadedKept = 64
 )
 
 // Server answers piece-exchange requests from peers out of the node's store: it serves any piece the store
@@ -42,6 +44,10 @@ type Server struct {
 	sending  map[pieceKey]int // pieces admitted, waiting or being sent (see the busy rule in DESIGN.md)
 	admitted int
 	maxAdmit int
+	// uploaded holds, per artifact this node holds whole, the pieces it has sent in full at least once; WATCH
+	// announces them (see "sent" in DESIGN.md). uploadedCh is closed and replaced when it grows.
+	uploaded   map[string]artifact.Bitfield
+	uploadedCh chan struct{}
 
 	// Test hooks: allow refuses a GET as if the piece were missing; tamper changes bytes before they are sent.
 	allow  func(peer string, index int) bool
@@ -78,7 +84,8 @@ func NewServer(store *artifact.Store, logger *slog.Logger, reg prometheus.Regist
 	if err != nil {
 		logger.Error("swarm metrics are not exported", "err", err)
 	}
-	s := &Server{store: store, log: logger, metrics: m, sending: map[pieceKey]int{}}
+	s := &Server{store: store, log: logger, metrics: m, sending: map[pieceKey]int{},
+		uploaded: map[string]artifact.Bitfield{}, uploadedCh: make(chan struct{})}
 	WithUploadSlots(DefaultUploadSlots, DefaultUploadQueue)(s)
 	for _, o := range opts {
 		o(s)
@@ -228,6 +235,39 @@ func (s *Server) serveGet(ctx context.Context, st *quic.Stream, peer string, req
 		return
 	}
 	st.Close()
+	if s.store.Complete(req.digest) {
+		s.markUploaded(req.digest, req.index)
+	}
+}
+
+// markUploaded records that piece i of an artifact this node holds whole has left it once.
+func (s *Server) markUploaded(digest string, i int) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	bf := s.uploaded[digest]
+	if bf == nil {
+		have := s.store.Have(digest) // the same length as the bitfield WATCH sends
+		if i >= len(have)*8 {
+			return
+		}
+		if len(s.uploaded) >= maxUploadedKept {
+			clear(s.uploaded) // a node serves a handful of releases at a time; the record only tunes the swarm
+		}
+		bf = make(artifact.Bitfield, len(have))
+		s.uploaded[digest] = bf
+	}
+	if !bf.Has(i) {
+		bf.Set(i)
+		close(s.uploadedCh)
+		s.uploadedCh = make(chan struct{})
+	}
+}
+
+// uploadedOf returns a copy of the pieces of digest sent at least once, and a channel closed when that grows.
+func (s *Server) uploadedOf(digest string) (artifact.Bitfield, <-chan struct{}) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.uploaded[digest].Clone(), s.uploadedCh
 }
 
 // writePiece sends data in one write when there is no upload limit, as quic-go spends much less CPU per byte on
@@ -262,19 +302,23 @@ func (s *Server) serveWatch(ctx context.Context, st *quic.Stream, req request) {
 		return
 	}
 	var buf []byte
+	var uploaded artifact.Bitfield
 	for {
 		changed := s.store.Changed() // taken before Have, so no change between the two is missed
 		cur := s.store.Have(req.digest)
-		buf = appendNewPieces(buf[:0], sent, cur)
+		buf = appendNewPieces(buf[:0], "", sent, cur)
+		up, upChanged := s.uploadedOf(req.digest)
+		buf = appendNewPieces(buf, sentPrefix, uploaded, up)
 		if len(buf) > 0 {
 			st.SetWriteDeadline(time.Now().Add(writeTimeout))
 			if _, err := st.Write(buf); err != nil {
 				return
 			}
 		}
-		sent = cur
+		sent, uploaded = cur, up
 		select {
 		case <-changed:
+		case <-upChanged:
 		case <-st.Context().Done(): // the peer cancelled the watch
 			return
 		case <-ctx.Done():
@@ -283,9 +327,9 @@ func (s *Server) serveWatch(ctx context.Context, st *quic.Stream, req request) {
 	}
 }
 
-// appendNewPieces appends "<index>\n" for every bit set in cur and not in old, comparing byte by byte so that an
-// unchanged bitfield of a large artifact costs a compare, not a bit-by-bit walk.
-func appendNewPieces(buf []byte, old, cur artifact.Bitfield) []byte {
+// appendNewPieces appends "<prefix><index>\n" for every bit set in cur and not in old, comparing byte by byte so
+// that an unchanged bitfield of a large artifact costs a compare, not a bit-by-bit walk.
+func appendNewPieces(buf []byte, prefix string, old, cur artifact.Bitfield) []byte {
 	for j, b := range cur {
 		var o byte
 		if j < len(old) {
@@ -294,6 +338,7 @@ func appendNewPieces(buf []byte, old, cur artifact.Bitfield) []byte {
 		if added := b &^ o; added != 0 {
 			for k := range 8 {
 				if added&(0x80>>k) != 0 {
+					buf = append(buf, prefix...)
 					buf = appendInt(buf, j*8+k)
 					buf = append(buf, '\n')
 				}

@@ -326,6 +326,62 @@ func TestBusyAndFull(t *testing.T) {
 	}
 }
 
+// TestWatchAnnouncesSentPieces: a node holding the whole artifact announces on WATCH each piece it has sent in full
+// once ("sent <i>"), to watchers already connected and, in the opening burst, to new ones.
+func TestWatchAnnouncesSentPieces(t *testing.T) {
+	ctx := testContext(t)
+	m := newMesh(t)
+	srv, cli := m.node("seed", ""), m.node("client", "")
+	data, meta := randomArchive(t, 3, 1000, 300)
+	seed(t, srv, data, meta)
+	watch := func() (*bufio.Reader, func()) {
+		conn, err := cli.ep.Dial(ctx, srv.addr(), transport.ALPNBlob)
+		if err != nil {
+			t.Fatal(err)
+		}
+		st, err := conn.OpenStreamSync(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := io.WriteString(st, "WATCH "+meta.Digest+"\n"); err != nil {
+			t.Fatal(err)
+		}
+		br := bufio.NewReader(st)
+		if n, err := readHeader(br); err != nil || n != 1 {
+			t.Fatalf("watch header: %d, %v", n, err)
+		}
+		if _, err := br.ReadByte(); err != nil {
+			t.Fatal(err)
+		}
+		return br, func() { st.CancelWrite(streamCancelled); st.CancelRead(streamCancelled) }
+	}
+	first, stop := watch()
+	defer stop()
+	for _, i := range []int{2, 0, 2} {
+		if header, _ := ask(t, ctx, cli, srv, fmt.Sprintf("GET %s %d", meta.Digest, i)); !strings.HasPrefix(header, "OK ") {
+			t.Fatalf("GET piece %d: %q", i, header)
+		}
+	}
+	for _, want := range []string{"sent 2", "sent 0"} { // piece 2 twice, announced once
+		if line, err := readLine(first); err != nil || line != want {
+			t.Fatalf("announcement %q, %v; want %q", line, err, want)
+		}
+	}
+	second, stop2 := watch()
+	defer stop2()
+	got := map[string]bool{}
+	for range 2 {
+		line, err := readLine(second)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got[line] = true
+	}
+	if !got["sent 0"] || !got["sent 2"] {
+		t.Fatalf("a new watcher was told %v; want sent 0 and sent 2", got)
+	}
+}
+
 // TestMaxPeersReachesTheOnlyHolder: with room for two peers and five listed, four of them empty, the download
 // still finds the one that holds the archive.
 func TestMaxPeersReachesTheOnlyHolder(t *testing.T) {

@@ -137,3 +137,50 @@ func TestPickEndgameCopiesOnlyLatePieces(t *testing.T) {
 		t.Fatalf("asked the same peer twice for piece %d", i)
 	}
 }
+
+// TestPickLeavesSentPiecesToTheirReceivers: a peer holding the whole artifact that has sent piece i once is not
+// asked for i again while it still has pieces it has sent to nobody, unless no other peer announces i within the
+// grace (its receiver may have failed); once every piece has left it, it serves copies again.
+func TestPickLeavesSentPiecesToTheirReceivers(t *testing.T) {
+	now := time.Now()
+	f, p := testFetcher([]int32{1, 1, 1, 1})
+	p.sent, p.sentAt = artifact.NewBitfield(4), make([]time.Time, 4)
+	for _, i := range []int{0, 1, 2} {
+		p.sent.Set(i)
+		p.sentAt[i] = now
+		p.sentCount++
+	}
+	for range 50 {
+		if i, _, _ := f.pickLocked(p, now); i != 3 {
+			t.Fatalf("picked %d, want 3: the only piece the whole holder has sent to nobody", i)
+		}
+	}
+	f.have.Set(3)
+	// Only sent pieces are left, announced by nobody else yet: wait for their receivers, at most the grace.
+	i, retry, _ := f.pickLocked(p, now)
+	if i != -1 || retry != 2*f.pieceTime {
+		t.Fatalf("picked %d, retry %v; want to wait %v for the receivers to announce", i, retry, 2*f.pieceTime)
+	}
+	// Another peer announces piece 1: still not asked of p. Past the grace, pieces 0 and 2 are asked of p.
+	f.avail[1] = 2
+	counts := map[int]int{}
+	for range 100 {
+		i, _, _ := f.pickLocked(p, now.Add(3*f.pieceTime))
+		counts[i]++
+	}
+	if counts[1] != 0 || counts[0] == 0 || counts[2] == 0 {
+		t.Fatalf("picks past the grace: %v; want 0 and 2, never 1 (another peer has it)", counts)
+	}
+	// Every piece has left p: it serves copies, piece 1 included.
+	p.sent.Set(3)
+	p.sentCount++
+	f.avail[0], f.avail[2] = 2, 2
+	counts = map[int]int{}
+	for range 100 {
+		i, _, _ := f.pickLocked(p, now)
+		counts[i]++
+	}
+	if counts[0] == 0 || counts[1] == 0 || counts[2] == 0 {
+		t.Fatalf("picks once every piece was sent: %v; want 0, 1 and 2", counts)
+	}
+}
