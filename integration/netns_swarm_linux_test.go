@@ -17,6 +17,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -36,7 +37,7 @@ import (
 // SHOAL_NODE_BIN=/path/to/node runs that binary instead of building one from the checkout;
 // SHOAL_SWARM_NODE_FLAGS adds flags to every node (for example "--raft-profile wan"); SHOAL_SWARM_SCALE=0.5 halves
 // every rate and the archive (same bound, half the traffic); SHOAL_SWARM_NO_BASELINE=1 measures the swarm only,
-// for tuning it.
+// for tuning it; SHOAL_CPUPROFILE_DIR=/some/dir makes every node write a CPU profile there (<pid>.pprof).
 //
 // It needs root and iproute2 and skips otherwise. The figures are printed, never asserted; the smoke form
 // asserts only that every host ends with the right bytes. A full case whose machine was CPU-saturated is refused
@@ -177,6 +178,11 @@ func netnsStartProc(t testing.TB, h *netnsHost, argv ...string) *proc {
 		close(p.done)
 	}()
 	t.Cleanup(func() {
+		if os.Getenv("SHOAL_CPUPROFILE_DIR") != "" {
+			// A node writes its CPU profile as it exits cleanly.
+			p.Signal(syscall.SIGTERM)
+			p.Wait(10 * time.Second)
+		}
 		p.Kill()
 		if t.Failed() {
 			p.dump()
@@ -349,7 +355,7 @@ func netnsRunCase(t *testing.T, c netnsCase, bench bool) {
 	})
 	t.Logf("%s: the swarm is done (last host after %.1f s); the baseline takes about %.0f s (N·F/u_s)", c.name, swarm.last().Seconds(),
 		float64(c.n)*float64(c.size)*8/float64(c.seedUp)*1.05)
-	m.logSwarmMetrics(c.n * len(rel.Pieces))
+	m.logSwarmMetrics(c.n*len(rel.Pieces), c.size)
 	// The node said it holds the archive: check the bytes it stored.
 	var wg sync.WaitGroup
 	for i := 1; i <= c.n; i++ {
@@ -531,8 +537,9 @@ func (p netnsPhase) seedTimeline(seed string, rate int64) string {
 // refused (busy: the piece is on its way to another peer; full: the upload queue is full) per piece fetched,
 // and the transfers that failed. Refusals cost a QUIC stream and a round trip each, so they show where the
 // swarm's CPU goes.
-func (m *netnsMesh) logSwarmMetrics(fetched int) {
+func (m *netnsMesh) logSwarmMetrics(fetched int, size int64) {
 	sums := map[string]float64{}
+	var seedPayload float64
 	for i := range m.helpers {
 		rep, err := m.helpers[i].call(netnsRequest{Op: "http", Method: "GET", URL: m.apiURL(i, "/metrics"), Token: m.admin, Timeout: 10 * time.Second})
 		if err != nil || rep.Status != 200 {
@@ -541,6 +548,9 @@ func (m *netnsMesh) logSwarmMetrics(fetched int) {
 		}
 		for _, line := range strings.Split(rep.Body, "\n") {
 			name, value, ok := strings.Cut(line, " ")
+			if ok && i == 0 && name == "shoal_blob_sent_bytes_total" {
+				seedPayload, _ = strconv.ParseFloat(strings.TrimSpace(value), 64)
+			}
 			if !ok || !strings.HasPrefix(name, "shoal_blob_requests_refused_total") && !strings.HasPrefix(name, "shoal_blob_piece_failures_total") {
 				continue
 			}
@@ -559,6 +569,8 @@ func (m *netnsMesh) logSwarmMetrics(fetched int) {
 	}
 	slices.Sort(parts)
 	m.t.Logf("  swarm counters over %d pieces fetched (zeros left out): %s", fetched, strings.Join(parts, ", "))
+	// The seed's egress on the wire less its piece payload is Raft, gossip and QUIC's own bytes.
+	m.t.Logf("  seed piece payload sent: %.3f F (pieces sent more than once show above 1)", seedPayload/float64(size))
 }
 
 // netnsBound is the bound of Kumar and Ross on the time for N hosts to get F bytes from one seed:

@@ -73,11 +73,11 @@ func startProc(t testing.TB, name string, args ...string) *proc {
 }
 
 // cleanEnv is this process's environment without SHOAL_* variables, so that a developer's SHOAL_ADDR or
-// SHOAL_TOKEN cannot steer the nodes under test.
+// SHOAL_TOKEN cannot steer the nodes under test. SHOAL_CPUPROFILE_DIR passes through: it profiles every node.
 func cleanEnv() []string {
 	var env []string
 	for _, kv := range os.Environ() {
-		if !strings.HasPrefix(kv, "SHOAL_") {
+		if !strings.HasPrefix(kv, "SHOAL_") || strings.HasPrefix(kv, "SHOAL_CPUPROFILE_DIR=") {
 			env = append(env, kv)
 		}
 	}

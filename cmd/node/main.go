@@ -8,6 +8,9 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"path/filepath"
+	"runtime/pprof"
+	"strconv"
 	"strings"
 	"sync"
 	"text/tabwriter"
@@ -30,10 +33,31 @@ type cli struct {
 func main() {
 	c := &cli{out: os.Stdout, errOut: os.Stderr}
 	root := c.root()
-	if err := root.Execute(); err != nil {
+	stop := profileCPU()
+	err := root.Execute()
+	stop()
+	if err != nil {
 		fmt.Fprintln(os.Stderr, "error:", err)
 		os.Exit(1)
 	}
+}
+
+// profileCPU writes a CPU profile of the whole run to $SHOAL_CPUPROFILE_DIR/<pid>.pprof when that variable is set
+// (a development aid: the swarm benchmark profiles every node of a mesh this way).
+func profileCPU() (stop func()) {
+	dir := os.Getenv("SHOAL_CPUPROFILE_DIR")
+	if dir == "" {
+		return func() {}
+	}
+	f, err := os.Create(filepath.Join(dir, strconv.Itoa(os.Getpid())+".pprof"))
+	if err == nil {
+		err = pprof.StartCPUProfile(f)
+	}
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "warning: SHOAL_CPUPROFILE_DIR:", err)
+		return func() {}
+	}
+	return func() { pprof.StopCPUProfile(); f.Close() }
 }
 
 func (c *cli) root() *cobra.Command {
