@@ -265,6 +265,9 @@ func (n *Node) startRaft() error {
 		return fmt.Errorf("open raft snapshots: %w", err)
 	}
 	rc := raft.DefaultConfig()
+	if n.cfg.Timing.CommitTimeout > 0 {
+		rc.CommitTimeout = n.cfg.Timing.CommitTimeout
+	}
 	// Heartbeats to a peer that answered an AppendEntries within this window are spared (see heartbeat.go):
 	// AppendEntries go out every CommitTimeout to 2·CommitTimeout, so a live peer always has a recent answer.
 	n.heartbeats = newHeartbeatGate(min(n.cfg.Timing.HeartbeatTimeout/2, 2*rc.CommitTimeout+n.cfg.Timing.HeartbeatTimeout/10))
