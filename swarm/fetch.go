@@ -64,6 +64,8 @@ const (
 	// requesters must stay away from most peers, and backing off is cheaper than asking.
 	chokeBackoff    = 100 * time.Millisecond
 	maxChokeBackoff = 400 * time.Millisecond
+	// maxFullRetry caps the wait a full answer asks for.
+	maxFullRetry = 5 * time.Second
 	// maxTransferFailures in a row make the fetcher reconnect to a peer.
 	maxTransferFailures = 3
 	maxPeerBackoff      = 30 * time.Second
@@ -830,9 +832,15 @@ func (f *fetcher) finishRequest(ctx context.Context, p *peer, i int, began time.
 		}
 		f.mu.Unlock()
 	case errors.As(err, &perr) && perr.code == codeFull:
-		// The peer is sending all it can; its workers pause so that requests go to peers with spare upload.
+		// The peer is sending all it can; its workers pause so that requests go to peers with spare upload, for
+		// as long as the peer said its queue takes to drain, else for a short backoff doubling with each full.
 		f.mu.Lock()
 		backoff := min(chokeBackoff<<min(p.fulls, 8), maxChokeBackoff)
+		if ms, _, _ := strings.Cut(perr.msg, " "); ms != "" {
+			if v, err := strconv.Atoi(ms); err == nil && v > 0 {
+				backoff = min(time.Duration(v)*time.Millisecond, maxFullRetry)
+			}
+		}
 		p.fulls++
 		p.chokedUntil = time.Now().Add(backoff/2 + time.Duration(f.rng.Int64N(int64(backoff))))
 		f.mu.Unlock()

@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"log/slog"
+	"strconv"
 	"sync"
 	"time"
 
@@ -28,6 +29,9 @@ const (
 	DefaultUploadQueue = 3
 	// maxUploadedKept bounds how many artifacts' upload records a server keeps.
 	maxUploadedKept = 64
+	// A full answer tells the requester to come back in retryAfter, within these bounds.
+	minRetryAfter = 50 * time.Millisecond
+	maxRetryAfter = 2 * time.Second
 )
 
 // Server answers piece-exchange requests from peers out of the node's store: it serves any piece the store
@@ -48,6 +52,7 @@ type Server struct {
 	// announces them (see "sent" in DESIGN.md). uploadedCh is closed and replaced when it grows.
 	uploaded   map[string]artifact.Bitfield
 	uploadedCh chan struct{}
+	sendTime   time.Duration // moving average of one piece's send time
 
 	// Test hooks: allow refuses a GET as if the piece were missing; tamper changes bytes before they are sent.
 	allow  func(peer string, index int) bool
@@ -184,7 +189,7 @@ func (s *Server) serveGet(ctx context.Context, st *quic.Stream, peer string, req
 		return
 	case full:
 		s.metrics.refused.WithLabelValues(codeFull).Inc()
-		s.reply(st, errHeader(codeFull, "upload queue is full"))
+		s.reply(st, errHeader(codeFull, strconv.FormatInt(s.retryAfter().Milliseconds(), 10)+" upload queue is full"))
 		return
 	}
 	defer func() {
@@ -203,6 +208,7 @@ func (s *Server) serveGet(ctx context.Context, st *quic.Stream, peer string, req
 	case <-ctx.Done():
 		return
 	}
+	sendStart := time.Now()
 
 	data, err := s.store.ReadPiece(req.digest, req.index)
 	switch {
@@ -235,9 +241,32 @@ func (s *Server) serveGet(ctx context.Context, st *quic.Stream, peer string, req
 		return
 	}
 	st.Close()
+	s.noteSendTime(time.Since(sendStart))
 	if s.store.Complete(req.digest) {
 		s.markUploaded(req.digest, req.index)
 	}
+}
+
+// noteSendTime keeps a moving average of how long one piece takes to send.
+func (s *Server) noteSendTime(d time.Duration) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.sendTime == 0 {
+		s.sendTime = d
+	} else {
+		s.sendTime = (7*s.sendTime + d) / 8
+	}
+}
+
+// retryAfter is when a refused requester should ask again: about when the queue now admitted has drained
+// (queue length times the usual piece time, per slot), within [minRetryAfter, maxRetryAfter]. Coming back then,
+// rather than at a fixed short interval, keeps a swarm of requesters from spending more packets on refusals than
+// on pieces when every upload is busy; requesters jitter it.
+func (s *Server) retryAfter() time.Duration {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	d := time.Duration(s.admitted) * s.sendTime / time.Duration(cap(s.slots))
+	return min(max(d, minRetryAfter), maxRetryAfter)
 }
 
 // markUploaded records that piece i of an artifact this node holds whole has left it once.

@@ -314,7 +314,8 @@ func TestBusyAndFull(t *testing.T) {
 	if header, _ := ask(t, ctx, cli, srv, "GET "+meta.Digest+" 2"); header != "ERR busy 2" {
 		t.Errorf("second request for the piece being sent: %q", header)
 	}
-	if header, _ := ask(t, ctx, cli, srv, "GET "+meta.Digest+" 1"); !strings.HasPrefix(header, "ERR full") {
+	// The refusal says when to come back: the queue's drain time, at least minRetryAfter (no piece sent yet).
+	if header, _ := ask(t, ctx, cli, srv, "GET "+meta.Digest+" 1"); header != fmt.Sprintf("ERR full %d upload queue is full", minRetryAfter.Milliseconds()) {
 		t.Errorf("request beyond the queue: %q", header)
 	}
 	close(release)
