@@ -24,8 +24,11 @@ const (
 	// DefaultUploadSlots pieces are sent at once; DefaultUploadQueue more wait for a slot, and requests beyond
 	// those are answered full. Sending few pieces at a time at full speed, rather than every request at a
 	// fraction of it, gets each piece to its requester early so that it can pass it on; a short queue keeps
-	// requests from waiting at a busy peer while another has upload to spare.
-	DefaultUploadSlots = 1
+	// requests from waiting at a busy peer while another has upload to spare. Two slots rather than one: each
+	// piece goes to a different peer over its own QUIC connection, whose congestion window has not grown while
+	// it waited, and one connection alone left a 50 Mbit/s link 10–25 % idle (N=4: 1.30× the bound with one
+	// slot, 1.23× with two).
+	DefaultUploadSlots = 2
 	DefaultUploadQueue = 3
 	// maxUploadedKept bounds how many artifacts' upload records a server keeps.
 	maxUploadedKept = 64
