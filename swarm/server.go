@@ -261,14 +261,15 @@ func (s *Server) noteSendTime(d time.Duration) {
 	}
 }
 
-// retryAfter is when a refused requester should ask again: about when the queue now admitted has drained
+// retryAfter is when a refused requester should ask again: half the time the queue now admitted takes to drain
 // (queue length times the usual piece time, per slot), within [minRetryAfter, maxRetryAfter]. Coming back then,
 // rather than at a fixed short interval, keeps a swarm of requesters from spending more packets on refusals than
-// on pieces when every upload is busy; requesters jitter it.
+// on pieces when every upload is busy; half, so that requests (jittered by the requesters) refill the queue
+// before it runs dry (N=4 at 50 Mbit/s: 1.20–1.22× the bound, against 1.23–1.32× with the whole drain time).
 func (s *Server) retryAfter() time.Duration {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	d := time.Duration(s.admitted) * s.sendTime / time.Duration(cap(s.slots))
+	d := time.Duration(s.admitted) * s.sendTime / time.Duration(cap(s.slots)) / 2
 	return min(max(d, minRetryAfter), maxRetryAfter)
 }
 
