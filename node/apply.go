@@ -255,8 +255,23 @@ func (n *Node) ConsistentRead(ctx context.Context) error {
 
 func (n *Node) readIndex() (uint64, error) {
 	index := n.raft.CommitIndex()
+	start := time.Now()
 	if err := n.heartbeats.verify(func() error { return n.raft.VerifyLeader().Error() }); err != nil {
 		return 0, ErrNoLeader
+	}
+	// VerifyLeader counts non-voters' answers (see votersAckedSince); insist on the voters'. Their answers to the
+	// heartbeats VerifyLeader sent are on their way, so this waits at most about a round trip on a healthy mesh.
+	f := n.raft.GetConfiguration()
+	if err := f.Error(); err != nil {
+		return 0, ErrNoLeader
+	}
+	servers := f.Configuration().Servers
+	deadline := time.Now().Add(n.cfg.Timing.HeartbeatTimeout)
+	for !n.heartbeats.votersAckedSince(servers, raft.ServerID(n.cfg.Name), start) {
+		if time.Now().After(deadline) || n.raft.State() != raft.Leader {
+			return 0, ErrNoLeader
+		}
+		time.Sleep(2 * time.Millisecond)
 	}
 	return index, nil
 }

@@ -32,8 +32,11 @@ func (t *quietTransport) AppendEntries(id raft.ServerID, target raft.ServerAddre
 	}
 	start := time.Now()
 	err := t.NetworkTransport.AppendEntries(id, target, args, resp)
-	if err == nil && !isHeartbeat(args) {
-		t.gate.answered(id, start, args, resp)
+	if err == nil {
+		t.gate.acknowledged(id, start, args, resp)
+		if !isHeartbeat(args) {
+			t.gate.answered(id, start, args, resp)
+		}
 	}
 	return err
 }
@@ -64,6 +67,7 @@ func (q *quietPipeline) relay() {
 		select {
 		case f := <-in:
 			if f.Error() == nil {
+				q.gate.acknowledged(q.id, f.Start(), f.Request(), f.Response())
 				q.gate.answered(q.id, f.Start(), f.Request(), f.Response())
 			}
 			select {
@@ -97,6 +101,8 @@ type heartbeatGate struct {
 
 	mu   sync.Mutex
 	last map[raft.ServerID]answer
+	// acked is, per peer, when the latest request it answered as a follower of the request's term was sent.
+	acked map[raft.ServerID]time.Time
 }
 
 type answer struct {
@@ -106,7 +112,39 @@ type answer struct {
 }
 
 func newHeartbeatGate(window time.Duration) *heartbeatGate {
-	return &heartbeatGate{window: window, last: map[raft.ServerID]answer{}}
+	return &heartbeatGate{window: window, last: map[raft.ServerID]answer{}, acked: map[raft.ServerID]time.Time{}}
+}
+
+// acknowledged records that id answered a request sent at start and accepted its term (the leader's).
+func (g *heartbeatGate) acknowledged(id raft.ServerID, start time.Time, args *raft.AppendEntriesRequest, resp *raft.AppendEntriesResponse) {
+	if args == nil || resp == nil || resp.Term != args.Term {
+		return
+	}
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if start.After(g.acked[id]) {
+		g.acked[id] = start
+	}
+}
+
+// votersAckedSince reports whether a majority of the voters in servers, counting self, have acknowledged this
+// leader with a request sent at or after since. hashicorp/raft's VerifyLeader counts the answers of non-voters
+// too, so on a mesh with many non-voters a leader cut off from the other voters could still verify; a read
+// confirms with this as well.
+func (g *heartbeatGate) votersAckedSince(servers []raft.Server, self raft.ServerID, since time.Time) bool {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	voters, acks := 0, 0
+	for _, s := range servers {
+		if s.Suffrage != raft.Voter {
+			continue
+		}
+		voters++
+		if s.ID == self || !g.acked[s.ID].Before(since) {
+			acks++
+		}
+	}
+	return voters > 0 && acks >= voters/2+1
 }
 
 // answered records that id answered a real AppendEntries sent at start.

@@ -55,3 +55,34 @@ func TestHeartbeatGate(t *testing.T) {
 		t.Fatalf("spared counter %d, want 2", g.spared.Load())
 	}
 }
+
+// TestVotersAckedSince: a read confirms leadership only with a majority of the voters answering after it began;
+// non-voters' answers, which hashicorp/raft's VerifyLeader counts, do not make one.
+func TestVotersAckedSince(t *testing.T) {
+	g := newHeartbeatGate(time.Second)
+	servers := []raft.Server{
+		{ID: "leader", Suffrage: raft.Voter}, {ID: "v2", Suffrage: raft.Voter}, {ID: "v3", Suffrage: raft.Voter},
+		{ID: "n1", Suffrage: raft.Nonvoter}, {ID: "n2", Suffrage: raft.Nonvoter},
+	}
+	hb := &raft.AppendEntriesRequest{Term: 7}
+	before := time.Now().Add(-time.Second)
+	start := time.Now()
+	g.acknowledged("v2", before, hb, &raft.AppendEntriesResponse{Term: 7, Success: true})
+	g.acknowledged("n1", start, hb, &raft.AppendEntriesResponse{Term: 7, Success: true})
+	g.acknowledged("n2", start, hb, &raft.AppendEntriesResponse{Term: 7, Success: true})
+	if g.votersAckedSince(servers, "leader", start) {
+		t.Fatal("confirmed with non-voters and a voter's answer from before the read")
+	}
+	g.acknowledged("v3", start, hb, &raft.AppendEntriesResponse{Term: 8})
+	if g.votersAckedSince(servers, "leader", start) {
+		t.Fatal("confirmed with a voter that answered with a newer term")
+	}
+	g.acknowledged("v3", start.Add(time.Millisecond), hb, &raft.AppendEntriesResponse{Term: 7})
+	if !g.votersAckedSince(servers, "leader", start) {
+		t.Fatal("not confirmed with the leader and one of two other voters answering after the read began")
+	}
+	// A single-voter mesh confirms with itself.
+	if !g.votersAckedSince([]raft.Server{{ID: "leader", Suffrage: raft.Voter}}, "leader", time.Now()) {
+		t.Fatal("a lone voter could not confirm its own leadership")
+	}
+}
