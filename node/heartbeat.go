@@ -33,10 +33,7 @@ func (t *quietTransport) AppendEntries(id raft.ServerID, target raft.ServerAddre
 	start := time.Now()
 	err := t.NetworkTransport.AppendEntries(id, target, args, resp)
 	if err == nil {
-		t.gate.acknowledged(id, start, args, resp)
-		if !isHeartbeat(args) {
-			t.gate.answered(id, start, args, resp)
-		}
+		t.gate.answered(id, start, args, resp)
 	}
 	return err
 }
@@ -67,7 +64,6 @@ func (q *quietPipeline) relay() {
 		select {
 		case f := <-in:
 			if f.Error() == nil {
-				q.gate.acknowledged(q.id, f.Start(), f.Request(), f.Response())
 				q.gate.answered(q.id, f.Start(), f.Request(), f.Response())
 			}
 			select {
@@ -93,37 +89,46 @@ func isHeartbeat(args *raft.AppendEntriesRequest) bool {
 	return len(args.Entries) == 0 && args.PrevLogEntry == 0 && args.PrevLogTerm == 0 && args.LeaderCommitIndex == 0
 }
 
-// heartbeatGate decides which heartbeats go out.
+// heartbeatGate decides which heartbeats go out, and knows which peers have acknowledged this leader lately.
 type heartbeatGate struct {
 	window    time.Duration
 	verifying atomic.Int32 // VerifyLeader calls in progress
 	spared    atomic.Uint64
 
-	mu   sync.Mutex
-	last map[raft.ServerID]answer
-	// acked is, per peer, when the latest request it answered as a follower of the request's term was sent.
-	acked map[raft.ServerID]time.Time
+	mu    sync.Mutex
+	peers map[raft.ServerID]*peerAnswers
 }
 
-type answer struct {
-	sent time.Time // when the request that was answered left
-	term uint64
-	resp raft.AppendEntriesResponse
+// peerAnswers is what a peer last answered in the term of the request it answered.
+type peerAnswers struct {
+	acked    time.Time // when the latest request it answered (heartbeats included) was sent
+	replSent time.Time // when the latest real AppendEntries it answered was sent
+	replTerm uint64
+	repl     raft.AppendEntriesResponse
 }
 
 func newHeartbeatGate(window time.Duration) *heartbeatGate {
-	return &heartbeatGate{window: window, last: map[raft.ServerID]answer{}, acked: map[raft.ServerID]time.Time{}}
+	return &heartbeatGate{window: window, peers: map[raft.ServerID]*peerAnswers{}}
 }
 
-// acknowledged records that id answered a request sent at start and accepted its term (the leader's).
-func (g *heartbeatGate) acknowledged(id raft.ServerID, start time.Time, args *raft.AppendEntriesRequest, resp *raft.AppendEntriesResponse) {
+// answered records that id answered a request sent at start. Only answers that accept the request's term (the
+// leader's) count: a peer that knows a newer term must be heard, never spared.
+func (g *heartbeatGate) answered(id raft.ServerID, start time.Time, args *raft.AppendEntriesRequest, resp *raft.AppendEntriesResponse) {
 	if args == nil || resp == nil || resp.Term != args.Term {
 		return
 	}
 	g.mu.Lock()
 	defer g.mu.Unlock()
-	if start.After(g.acked[id]) {
-		g.acked[id] = start
+	a := g.peers[id]
+	if a == nil {
+		a = &peerAnswers{}
+		g.peers[id] = a
+	}
+	if start.After(a.acked) {
+		a.acked = start
+	}
+	if !isHeartbeat(args) && start.After(a.replSent) {
+		a.replSent, a.replTerm, a.repl = start, args.Term, *resp
 	}
 }
 
@@ -140,24 +145,11 @@ func (g *heartbeatGate) votersAckedSince(servers []raft.Server, self raft.Server
 			continue
 		}
 		voters++
-		if s.ID == self || !g.acked[s.ID].Before(since) {
+		if a := g.peers[s.ID]; s.ID == self || a != nil && !a.acked.Before(since) {
 			acks++
 		}
 	}
 	return voters > 0 && acks >= voters/2+1
-}
-
-// answered records that id answered a real AppendEntries sent at start.
-func (g *heartbeatGate) answered(id raft.ServerID, start time.Time, args *raft.AppendEntriesRequest, resp *raft.AppendEntriesResponse) {
-	if args == nil || resp == nil || resp.Term > args.Term {
-		return // a peer that knows a newer term must hear every heartbeat's answer from itself
-	}
-	g.mu.Lock()
-	defer g.mu.Unlock()
-	if a, ok := g.last[id]; ok && a.sent.After(start) {
-		return
-	}
-	g.last[id] = answer{sent: start, term: args.Term, resp: *resp}
 }
 
 // spare answers a heartbeat to id in resp and reports true when id answered a real AppendEntries of the same
@@ -167,15 +159,15 @@ func (g *heartbeatGate) spare(id raft.ServerID, args *raft.AppendEntriesRequest,
 		return false
 	}
 	g.mu.Lock()
-	a, ok := g.last[id]
-	g.mu.Unlock()
-	if !ok || a.term != args.Term || time.Since(a.sent) > g.window {
+	defer g.mu.Unlock()
+	a := g.peers[id]
+	if a == nil || a.replSent.IsZero() || a.replTerm != args.Term || time.Since(a.replSent) > g.window {
 		return false
 	}
 	*resp = raft.AppendEntriesResponse{
-		RPCHeader: a.resp.RPCHeader,
+		RPCHeader: a.repl.RPCHeader,
 		Term:      args.Term,
-		LastLog:   a.resp.LastLog,
+		LastLog:   a.repl.LastLog,
 		Success:   true,
 	}
 	g.spared.Add(1)

@@ -67,17 +67,17 @@ func TestVotersAckedSince(t *testing.T) {
 	hb := &raft.AppendEntriesRequest{Term: 7}
 	before := time.Now().Add(-time.Second)
 	start := time.Now()
-	g.acknowledged("v2", before, hb, &raft.AppendEntriesResponse{Term: 7, Success: true})
-	g.acknowledged("n1", start, hb, &raft.AppendEntriesResponse{Term: 7, Success: true})
-	g.acknowledged("n2", start, hb, &raft.AppendEntriesResponse{Term: 7, Success: true})
+	g.answered("v2", before, hb, &raft.AppendEntriesResponse{Term: 7, Success: true})
+	g.answered("n1", start, hb, &raft.AppendEntriesResponse{Term: 7, Success: true})
+	g.answered("n2", start, hb, &raft.AppendEntriesResponse{Term: 7, Success: true})
 	if g.votersAckedSince(servers, "leader", start) {
 		t.Fatal("confirmed with non-voters and a voter's answer from before the read")
 	}
-	g.acknowledged("v3", start, hb, &raft.AppendEntriesResponse{Term: 8})
+	g.answered("v3", start, hb, &raft.AppendEntriesResponse{Term: 8})
 	if g.votersAckedSince(servers, "leader", start) {
 		t.Fatal("confirmed with a voter that answered with a newer term")
 	}
-	g.acknowledged("v3", start.Add(time.Millisecond), hb, &raft.AppendEntriesResponse{Term: 7})
+	g.answered("v3", start.Add(time.Millisecond), hb, &raft.AppendEntriesResponse{Term: 7})
 	if !g.votersAckedSince(servers, "leader", start) {
 		t.Fatal("not confirmed with the leader and one of two other voters answering after the read began")
 	}
