@@ -179,10 +179,10 @@ type peer struct {
 	addr string
 	name string            // verified node name, once connected
 	bits artifact.Bitfield // what it announced; nil while not connected
-	// sent holds the pieces a peer holding the whole artifact announced it has sent in full to someone; while
-	// it has pieces it has not sent yet, those are the only ones asked of it (see "sent" in DESIGN.md).
-	sent      artifact.Bitfield
-	sentAt    []time.Time // per piece, when p announced it sent
+	// sentAt holds, per piece, when a peer holding the whole artifact announced it has sent it in full to
+	// someone (zero: not yet); while it has pieces it has not sent, those are the only ones asked of it (see
+	// "sent" in DESIGN.md). sentCount counts the non-zero entries.
+	sentAt    []time.Time
 	sentCount int
 	active    bool
 	running   bool
@@ -207,7 +207,7 @@ type peer struct {
 // received it: from another peer that announces it, or, if none does within sentGrace (its receiver may have
 // failed or left), from p after all.
 func (f *fetcher) holdsBack(p *peer, i int, now time.Time) (bool, time.Duration) {
-	if p.sentCount == 0 || p.sentCount >= f.n || !p.sent.Has(i) {
+	if p.sentCount == 0 || p.sentCount >= f.n || p.sentAt[i].IsZero() {
 		return false, 0
 	}
 	if f.avail[i] > 1 {
@@ -503,11 +503,7 @@ func (f *fetcher) readWatch(br *bufio.Reader, p *peer) error {
 		}
 		f.mu.Lock()
 		if sent {
-			if p.active && !p.sent.Has(i) {
-				p.sent.Set(i)
-				if p.sentAt == nil {
-					p.sentAt = make([]time.Time, f.n)
-				}
+			if p.active && p.sentAt[i].IsZero() {
 				p.sentAt[i] = time.Now()
 				if p.sentCount++; p.sentCount == f.n {
 					p.wakeLocked() // every piece has left it once: it serves copies now
@@ -528,7 +524,7 @@ func (f *fetcher) activate(p *peer, name string, bits artifact.Bitfield) {
 	f.mu.Lock()
 	p.name = name
 	p.bits = bits
-	p.sent, p.sentCount = artifact.NewBitfield(f.n), 0
+	p.sentAt, p.sentCount = make([]time.Time, f.n), 0
 	p.active = true
 	p.fails = 0
 	p.transferFails = 0
@@ -551,7 +547,7 @@ func (f *fetcher) deactivate(p *peer) {
 		}
 	}
 	p.bits = nil
-	p.sent, p.sentAt, p.sentCount = nil, nil, 0
+	p.sentAt, p.sentCount = nil, 0
 	p.active = false
 	clear(p.busy)
 	f.mu.Unlock()

@@ -144,9 +144,8 @@ func TestPickEndgameCopiesOnlyLatePieces(t *testing.T) {
 func TestPickLeavesSentPiecesToTheirReceivers(t *testing.T) {
 	now := time.Now()
 	f, p := testFetcher([]int32{1, 1, 1, 1})
-	p.sent, p.sentAt = artifact.NewBitfield(4), make([]time.Time, 4)
+	p.sentAt = make([]time.Time, 4)
 	for _, i := range []int{0, 1, 2} {
-		p.sent.Set(i)
 		p.sentAt[i] = now
 		p.sentCount++
 	}
@@ -172,7 +171,7 @@ func TestPickLeavesSentPiecesToTheirReceivers(t *testing.T) {
 		t.Fatalf("picks past the grace: %v; want 0 and 2, never 1 (another peer has it)", counts)
 	}
 	// Every piece has left p: it serves copies, piece 1 included.
-	p.sent.Set(3)
+	p.sentAt[3] = now
 	p.sentCount++
 	f.avail[0], f.avail[2] = 2, 2
 	counts = map[int]int{}
