@@ -42,6 +42,32 @@ func ask(t *testing.T, ctx context.Context, from, to *node, line string) (string
 	return header, rest
 }
 
+// watchFrom opens a WATCH of digest from one node to another, checks that the opening bitfield has n bytes, reads
+// it, and returns the reader of the announcements that follow; the stream is cancelled when the test ends.
+func watchFrom(t *testing.T, ctx context.Context, from, to *node, digest string, n int64) *bufio.Reader {
+	t.Helper()
+	conn, err := from.ep.Dial(ctx, to.addr(), transport.ALPNBlob)
+	if err != nil {
+		t.Fatal(err)
+	}
+	st, err := conn.OpenStreamSync(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { st.CancelWrite(streamCancelled); st.CancelRead(streamCancelled) })
+	if _, err := io.WriteString(st, "WATCH "+digest+"\n"); err != nil {
+		t.Fatal(err)
+	}
+	br := bufio.NewReader(st)
+	if got, err := readHeader(br); err != nil || got != n {
+		t.Fatalf("watch header: %d, %v; want a bitfield of %d bytes", got, err, n)
+	}
+	if _, err := io.CopyN(io.Discard, br, n); err != nil {
+		t.Fatal(err)
+	}
+	return br
+}
+
 func TestProtocol(t *testing.T) {
 	ctx := testContext(t)
 	m := newMesh(t)
@@ -71,23 +97,7 @@ func TestProtocol(t *testing.T) {
 	}
 
 	// WATCH on an artifact the server does not know yet: an empty bitfield, then each piece as it lands.
-	conn, err := cli.ep.Dial(ctx, srv.addr(), transport.ALPNBlob)
-	if err != nil {
-		t.Fatal(err)
-	}
-	st, err := conn.OpenStreamSync(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer st.CancelWrite(streamCancelled)
-	defer st.CancelRead(streamCancelled)
-	if _, err := io.WriteString(st, "WATCH "+other.Digest+"\n"); err != nil {
-		t.Fatal(err)
-	}
-	br := bufio.NewReader(st)
-	if n, err := readHeader(br); err != nil || n != 0 {
-		t.Fatalf("watch header: %d, %v", n, err)
-	}
+	br := watchFrom(t, ctx, cli, srv, other.Digest, 0)
 	otherData, _ := randomArchive(t, 2, 700, 300)
 	for _, i := range []int{2, 0} {
 		if err := srv.store.WritePiece(other, i, otherData[i*300:min(i*300+300, 700)]); err != nil {
@@ -335,29 +345,7 @@ func TestWatchAnnouncesSentPieces(t *testing.T) {
 	srv, cli := m.node("seed", ""), m.node("client", "")
 	data, meta := randomArchive(t, 3, 1000, 300)
 	seed(t, srv, data, meta)
-	watch := func() (*bufio.Reader, func()) {
-		conn, err := cli.ep.Dial(ctx, srv.addr(), transport.ALPNBlob)
-		if err != nil {
-			t.Fatal(err)
-		}
-		st, err := conn.OpenStreamSync(ctx)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if _, err := io.WriteString(st, "WATCH "+meta.Digest+"\n"); err != nil {
-			t.Fatal(err)
-		}
-		br := bufio.NewReader(st)
-		if n, err := readHeader(br); err != nil || n != 1 {
-			t.Fatalf("watch header: %d, %v", n, err)
-		}
-		if _, err := br.ReadByte(); err != nil {
-			t.Fatal(err)
-		}
-		return br, func() { st.CancelWrite(streamCancelled); st.CancelRead(streamCancelled) }
-	}
-	first, stop := watch()
-	defer stop()
+	first := watchFrom(t, ctx, cli, srv, meta.Digest, 1)
 	for _, i := range []int{2, 0, 2} {
 		if header, _ := ask(t, ctx, cli, srv, fmt.Sprintf("GET %s %d", meta.Digest, i)); !strings.HasPrefix(header, "OK ") {
 			t.Fatalf("GET piece %d: %q", i, header)
@@ -368,8 +356,7 @@ func TestWatchAnnouncesSentPieces(t *testing.T) {
 			t.Fatalf("announcement %q, %v; want %q", line, err, want)
 		}
 	}
-	second, stop2 := watch()
-	defer stop2()
+	second := watchFrom(t, ctx, cli, srv, meta.Digest, 1)
 	got := map[string]bool{}
 	for range 2 {
 		line, err := readLine(second)
