@@ -339,7 +339,8 @@ func (s *Store) entryFor(meta Meta) (*entry, error) {
 	return e, nil
 }
 
-// WritePiece verifies data against piece i of meta and stores it. A piece already held is not written again.
+// WritePiece verifies data against piece i of meta and stores it (keeping no reference to data). A piece already
+// held is not written again.
 // The write that completes the artifact checks the whole archive's digest before it returns.
 func (s *Store) WritePiece(meta Meta, i int, data []byte) error {
 	e, err := s.entryFor(meta)
@@ -452,8 +453,10 @@ func (s *Store) finishArchive(e *entry) error {
 // dropBadPieces rechecks every held piece and drops those that fail.
 func (s *Store) dropBadPieces(e *entry) int {
 	bad := 0
+	var buf []byte
 	for i := range e.meta.NumPieces() {
-		data, err := s.readAt(e, i)
+		data, err := s.readAt(e, i, buf)
+		buf = data
 		if err == nil {
 			err = e.meta.CheckPiece(i, data)
 		}
@@ -498,14 +501,18 @@ func (s *Store) dropPiece(e *entry, i int, why error) {
 	s.notifyLocked()
 }
 
-func (s *Store) readAt(e *entry, i int) ([]byte, error) {
+func (s *Store) readAt(e *entry, i int, buf []byte) ([]byte, error) {
 	s.mu.Lock()
 	f := e.data
 	s.mu.Unlock()
 	if f == nil {
 		return nil, fs.ErrClosed
 	}
-	buf := make([]byte, e.meta.PieceLen(i))
+	if n := int(e.meta.PieceLen(i)); cap(buf) >= n {
+		buf = buf[:n]
+	} else {
+		buf = make([]byte, n)
+	}
 	n, err := f.ReadAt(buf, int64(i)*e.meta.PieceSize)
 	if errors.Is(err, io.EOF) {
 		return buf[:n], nil // a short file: the check that follows reports it
@@ -516,6 +523,12 @@ func (s *Store) readAt(e *entry, i int) ([]byte, error) {
 // ReadPiece returns piece i of the artifact, verified against its sha256. A piece that fails is dropped from the
 // store (the artifact becomes incomplete and must be fetched again) and ErrCorrupt is returned.
 func (s *Store) ReadPiece(digest string, i int) ([]byte, error) {
+	return s.ReadPieceInto(digest, i, nil)
+}
+
+// ReadPieceInto is ReadPiece reading into buf when it has the capacity (a server reuses its buffers instead of
+// allocating one per piece sent). The piece returned shares buf's memory then.
+func (s *Store) ReadPieceInto(digest string, i int, buf []byte) ([]byte, error) {
 	s.mu.Lock()
 	e := s.arts[digest]
 	if e == nil {
@@ -527,7 +540,7 @@ func (s *Store) ReadPiece(digest string, i int) ([]byte, error) {
 		return nil, fmt.Errorf("read piece %d of %s: %w", i, short(digest), ErrMissing)
 	}
 	s.mu.Unlock()
-	data, err := s.readAt(e, i)
+	data, err := s.readAt(e, i, buf)
 	if errors.Is(err, fs.ErrClosed) {
 		// The file was replaced (a Put) or closed (a Remove) under us: ask again.
 		s.mu.Lock()
@@ -536,7 +549,7 @@ func (s *Store) ReadPiece(digest string, i int) ([]byte, error) {
 		if !held {
 			return nil, fmt.Errorf("read piece %d of %s: %w", i, short(digest), ErrMissing)
 		}
-		data, err = s.readAt(e, i)
+		data, err = s.readAt(e, i, buf)
 	}
 	if err == nil {
 		err = e.meta.CheckPiece(i, data)

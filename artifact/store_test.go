@@ -155,6 +155,20 @@ func TestPutAndRead(t *testing.T) {
 			t.Fatalf("piece %d differs", i)
 		}
 	}
+	// ReadPieceInto reads into a buffer large enough (the last, short piece included) and allocates otherwise.
+	buf := make([]byte, 0, meta.PieceSize)
+	for i := range meta.NumPieces() {
+		p, err := s.ReadPieceInto(meta.Digest, i, buf)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !bytes.Equal(p, piece(data, meta, i)) || &p[0] != &buf[:1][0] {
+			t.Fatalf("piece %d: other bytes, or not read into the buffer given", i)
+		}
+	}
+	if p, err := s.ReadPieceInto(meta.Digest, 0, make([]byte, 0, 10)); err != nil || !bytes.Equal(p, piece(data, meta, 0)) {
+		t.Fatalf("a buffer too small: %v", err)
+	}
 	// A second Put of a complete artifact does not read its input.
 	if err := s.Put(meta, iotestErrReader{}); err != nil {
 		t.Fatal(err)

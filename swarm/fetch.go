@@ -747,17 +747,19 @@ func (f *fetcher) get(ctx context.Context, conn *quic.Conn, i int) ([]byte, erro
 		st.CancelRead(streamCancelled)
 		return nil, fmt.Errorf("piece %d: peer announced %d bytes, want %d: %w", i, n, want, errProtocol)
 	}
-	buf := make([]byte, n)
+	buf := getBuf(int(n)) // back to the pool in finishRequest, once stored
 	for off := 0; off < len(buf); {
 		end := min(off+ioChunk, len(buf))
 		if f.cfg.DownloadLimit == nil {
 			end = len(buf)
 		} else if err := f.cfg.DownloadLimit.WaitN(ctx, end-off); err != nil {
+			putBuf(buf)
 			return nil, err
 		}
 		k, err := io.ReadFull(br, buf[off:end])
 		f.m.received.Add(float64(k))
 		if err != nil {
+			putBuf(buf)
 			st.CancelRead(streamCancelled)
 			return nil, fmt.Errorf("read piece %d: %w", i, err)
 		}
@@ -773,6 +775,7 @@ func (f *fetcher) finishRequest(ctx context.Context, p *peer, i int, began time.
 	var werr error
 	if err == nil {
 		werr = f.cfg.Store.WritePiece(f.meta, i, data)
+		putBuf(data) // WritePiece keeps no reference
 	}
 	var perr *peerError
 	f.mu.Lock()

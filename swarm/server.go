@@ -213,7 +213,10 @@ func (s *Server) serveGet(ctx context.Context, st *quic.Stream, peer string, req
 	}
 	sendStart := time.Now()
 
-	data, err := s.store.ReadPiece(req.digest, req.index)
+	data, err := s.store.ReadPieceInto(req.digest, req.index, getBuf(0))
+	if data != nil {
+		defer putBuf(data) // quic-go's Write keeps no reference once it returns
+	}
 	switch {
 	case errors.Is(err, artifact.ErrCorrupt):
 		s.metrics.failures.WithLabelValues(reasonLocalCorr).Inc()
