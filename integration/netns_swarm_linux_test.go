@@ -512,11 +512,16 @@ func (p netnsPhase) seedCopies(seed string, size int64, pieces int) string {
 	return strings.Join(parts, ", ")
 }
 
-// seedTimeline is the seed's upload in about a dozen windows from the start, each as a share of its shaped rate:
-// where the seed's link idles, the swarm falls behind the bound.
-func (p netnsPhase) seedTimeline(seed string, rate int64) string {
+// uploadTimeline is the upload of the named hosts together in about a dozen windows from the start, each as a
+// share of their summed shaped rates: where the seed's link idles, the swarm falls behind the bound; where the
+// hosts' links idle, they fall behind the seed and the swarm ends in a tail.
+func (p netnsPhase) uploadTimeline(rates map[string]int64) string {
 	if len(p.samples) < 2 {
 		return "no samples"
+	}
+	var rate int64
+	for _, r := range rates {
+		rate += r
 	}
 	end := p.samples[len(p.samples)-1].at
 	window := max(time.Second, (end / 12).Round(time.Second))
@@ -526,7 +531,10 @@ func (p netnsPhase) seedTimeline(seed string, rate int64) string {
 		if s.at-from.at < window && s.at != end {
 			continue
 		}
-		bits := float64(s.c[seed]-from.c[seed]) * 8
+		var bits float64
+		for name := range rates {
+			bits += float64(s.c[name]-from.c[name]) * 8
+		}
 		parts = append(parts, fmt.Sprintf("%.0f%%", 100*bits/(s.at-from.at).Seconds()/float64(rate)))
 		from = s
 	}
@@ -640,7 +648,12 @@ func netnsReport(t *testing.T, c netnsCase, bound time.Duration, idle netnsCPU, 
 	}
 	slices.SortFunc(hosts, func(a, b string) int { return netnsHostNum(a) - netnsHostNum(b) })
 	t.Logf("  swarm per host (s): %s", strings.Join(hosts, ", "))
-	t.Logf("  swarm: the seed's upload as a share of its rate, %s", swarm.seedTimeline("seed", c.seedUp))
+	t.Logf("  swarm: the seed's upload as a share of its rate, %s", swarm.uploadTimeline(map[string]int64{"seed": c.seedUp}))
+	hostRates := map[string]int64{}
+	for i := range c.n {
+		hostRates[fmt.Sprintf("h%d", i+1)] = c.hostUp(i)
+	}
+	t.Logf("  swarm: the hosts' uploads together as a share of their rates, %s", swarm.uploadTimeline(hostRates))
 	t.Logf("  swarm: seed sent / distinct pieces the hosts hold, in F: %s", swarm.seedCopies("seed", c.size, int(c.size/spread.DefaultPieceSize)))
 	if base == nil {
 		t.Logf("  baseline: %s", noBase)
