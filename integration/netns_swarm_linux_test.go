@@ -293,6 +293,9 @@ type netnsSample struct {
 	// distinct is how many different pieces the hosts hold between them (swarm phase only): every one of them
 	// left the seed at least once, so the seed's egress beyond them is copies.
 	distinct int
+	// payload is the seed's piece payload sent so far (shoal_blob_sent_bytes_total; swarm phase only, 0 if the
+	// scrape failed): beside distinct, it says whether the seed's copies went out early or in the tail.
+	payload float64
 }
 
 func (p netnsPhase) median() time.Duration { return p.times[(len(p.times)+1)/2-1] }
@@ -340,7 +343,10 @@ func netnsRunCase(t *testing.T, c netnsCase, bench bool) {
 	// here instead: their consistent read waited for raft's AppliedIndex, which moves before the FSM applies).
 	bound := netnsBound(c)
 	// (a) The swarm: every host asks its own node to fetch the release, all at once.
-	swarm := m.measure(kinds, func() int { return m.distinctPieces(rel) }, func(i int) netnsRequest {
+	swarm := m.measure(kinds, func(x *netnsSample) {
+		x.distinct = m.distinctPieces(rel)
+		x.payload = m.seedPayload()
+	}, func(i int) netnsRequest {
 		return netnsRequest{Op: "http", Method: "POST", URL: m.apiURL(i, "/v1/apps/bench/releases/bench/fetch"), Token: m.admin,
 			Body: json.RawMessage("{}"), Timeout: max(20*bound, 10*time.Minute)}
 	}, func(i int, r netnsReply) error {
@@ -397,7 +403,7 @@ func netnsRunCase(t *testing.T, c netnsCase, bench bool) {
 
 // measure sends req(i) to every host's helper at once and waits for every answer, checking each with check. The
 // time of host i runs from the moment before the first request left to the moment its answer was read whole.
-func (m *netnsMesh) measure(kinds map[int]string, distinct func() int, req func(i int) netnsRequest, check func(i int, r netnsReply) error) netnsPhase {
+func (m *netnsMesh) measure(kinds map[int]string, probe func(*netnsSample), req func(i int) netnsRequest, check func(i int, r netnsReply) error) netnsPhase {
 	t := m.t
 	before := m.lab.counters()
 	meter := startNetnsCPU(t, kinds)
@@ -416,8 +422,8 @@ func (m *netnsMesh) measure(kinds map[int]string, distinct func() int, req func(
 			}
 			if c, err := m.lab.readCounters(); err == nil {
 				x := netnsSample{at: time.Since(start), c: c}
-				if distinct != nil {
-					x.distinct = distinct()
+				if probe != nil {
+					probe(&x)
 				}
 				samples = append(samples, x)
 			}
@@ -440,8 +446,8 @@ func (m *netnsMesh) measure(kinds map[int]string, distinct func() int, req func(
 	sampler.Wait()
 	after := m.lab.counters()
 	final := netnsSample{at: time.Since(start), c: after}
-	if distinct != nil {
-		final.distinct = distinct()
+	if probe != nil {
+		probe(&final)
 	}
 	samples = append(samples, final)
 	p := netnsPhase{byHost: map[string]time.Duration{}, cpu: cpu, samples: samples}
@@ -495,8 +501,9 @@ func (m *netnsMesh) distinctPieces(rel raftfsm.Release) int {
 	return k
 }
 
-// seedCopies shows, at a few moments, what the seed has sent and how much of the archive the hosts hold between
-// them, both in F: the gap is what the seed sent more than once (plus about 5% of packet headers).
+// seedCopies shows, at a few moments, what the seed has sent on the wire, its piece payload, and how much of the
+// archive the hosts hold between them, all in F: payload beyond distinct is what the seed sent more than once,
+// the wire beyond payload is Raft, gossip and QUIC's and the protocol's own bytes.
 func (p netnsPhase) seedCopies(seed string, size int64, pieces int) string {
 	var parts []string
 	last := len(p.samples) - 1
@@ -507,7 +514,7 @@ func (p netnsPhase) seedCopies(seed string, size int64, pieces int) string {
 		}
 		s := p.samples[k]
 		sent := float64(s.c[seed]-p.samples[0].c[seed]) / float64(size)
-		parts = append(parts, fmt.Sprintf("%.0fs %.2f/%.2f", s.at.Seconds(), sent, float64(s.distinct)/float64(pieces)))
+		parts = append(parts, fmt.Sprintf("%.0fs %.2f/%.2f/%.2f", s.at.Seconds(), sent, s.payload/float64(size), float64(s.distinct)/float64(pieces)))
 	}
 	return strings.Join(parts, ", ")
 }
@@ -549,21 +556,16 @@ func (m *netnsMesh) logSwarmMetrics(fetched int, size int64) {
 	sums := map[string]float64{}
 	var seedPayload float64
 	for i := range m.helpers {
-		rep, err := m.helpers[i].call(netnsRequest{Op: "http", Method: "GET", URL: m.apiURL(i, "/metrics"), Token: m.admin, Timeout: 10 * time.Second})
-		if err != nil || rep.Status != 200 {
-			m.t.Logf("  metrics of %s: %v %d %s", m.lab.hosts[i].name, err, rep.Status, rep.Err)
+		metrics, err := m.metrics(i)
+		if err != nil {
+			m.t.Logf("  metrics of %s: %v", m.lab.hosts[i].name, err)
 			return
 		}
-		for _, line := range strings.Split(rep.Body, "\n") {
-			name, value, ok := strings.Cut(line, " ")
-			if ok && i == 0 && name == "shoal_blob_sent_bytes_total" {
-				seedPayload, _ = strconv.ParseFloat(strings.TrimSpace(value), 64)
+		for name, v := range metrics {
+			if i == 0 && name == "shoal_blob_sent_bytes_total" {
+				seedPayload = v
 			}
-			if !ok || !strings.HasPrefix(name, "shoal_blob_requests_refused_total") && !strings.HasPrefix(name, "shoal_blob_piece_failures_total") {
-				continue
-			}
-			v, err := strconv.ParseFloat(strings.TrimSpace(value), 64)
-			if err == nil {
+			if strings.HasPrefix(name, "shoal_blob_requests_refused_total") || strings.HasPrefix(name, "shoal_blob_piece_failures_total") {
 				sums[strings.TrimPrefix(strings.TrimPrefix(name, "shoal_blob_"), "requests_")] += v
 			}
 		}
@@ -579,6 +581,37 @@ func (m *netnsMesh) logSwarmMetrics(fetched int, size int64) {
 	m.t.Logf("  swarm counters over %d pieces fetched (zeros left out): %s", fetched, strings.Join(parts, ", "))
 	// The seed's egress on the wire less its piece payload is Raft, gossip and QUIC's own bytes.
 	m.t.Logf("  seed piece payload sent: %.3f F (pieces sent more than once show above 1)", seedPayload/float64(size))
+}
+
+// metrics scrapes node i's /metrics: each sample line's name (labels included) and value.
+func (m *netnsMesh) metrics(i int) (map[string]float64, error) {
+	rep, err := m.helpers[i].call(netnsRequest{Op: "http", Method: "GET", URL: m.apiURL(i, "/metrics"), Token: m.admin, Timeout: 10 * time.Second})
+	if err == nil && rep.Status != 200 {
+		err = fmt.Errorf("%d %s", rep.Status, rep.Err)
+	}
+	if err != nil {
+		return nil, err
+	}
+	out := map[string]float64{}
+	for _, line := range strings.Split(rep.Body, "\n") {
+		name, value, ok := strings.Cut(line, " ")
+		if !ok || strings.HasPrefix(name, "#") {
+			continue
+		}
+		if v, err := strconv.ParseFloat(strings.TrimSpace(value), 64); err == nil {
+			out[name] = v
+		}
+	}
+	return out, nil
+}
+
+// seedPayload is the piece payload the seed has sent so far, or 0 if its metrics cannot be read.
+func (m *netnsMesh) seedPayload() float64 {
+	metrics, err := m.metrics(0)
+	if err != nil {
+		return 0
+	}
+	return metrics["shoal_blob_sent_bytes_total"]
 }
 
 // netnsBound is the bound of Kumar and Ross on the time for N hosts to get F bytes from one seed:
@@ -654,7 +687,7 @@ func netnsReport(t *testing.T, c netnsCase, bound time.Duration, idle netnsCPU, 
 		hostRates[fmt.Sprintf("h%d", i+1)] = c.hostUp(i)
 	}
 	t.Logf("  swarm: the hosts' uploads together as a share of their rates, %s", swarm.uploadTimeline(hostRates))
-	t.Logf("  swarm: seed sent / distinct pieces the hosts hold, in F: %s", swarm.seedCopies("seed", c.size, int(c.size/spread.DefaultPieceSize)))
+	t.Logf("  swarm: seed sent on the wire / its piece payload / distinct pieces the hosts hold, in F: %s", swarm.seedCopies("seed", c.size, int(c.size/spread.DefaultPieceSize)))
 	if base == nil {
 		t.Logf("  baseline: %s", noBase)
 	} else {
