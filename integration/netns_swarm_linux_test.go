@@ -293,6 +293,8 @@ type netnsSample struct {
 	// distinct is how many different pieces the hosts hold between them (swarm phase only): every one of them
 	// left the seed at least once, so the seed's egress beyond them is copies.
 	distinct int
+	// held is how many pieces the hosts hold in all: held/N beside distinct says how far the hosts trail the seed.
+	held int
 	// payload is the seed's piece payload sent so far (shoal_blob_sent_bytes_total; swarm phase only, 0 if the
 	// scrape failed): beside distinct, it says whether the seed's copies went out early or in the tail.
 	payload float64
@@ -344,7 +346,7 @@ func netnsRunCase(t *testing.T, c netnsCase, bench bool) {
 	bound := netnsBound(c)
 	// (a) The swarm: every host asks its own node to fetch the release, all at once.
 	swarm := m.measure(kinds, func(x *netnsSample) {
-		x.distinct = m.distinctPieces(rel)
+		x.distinct, x.held = m.heldPieces(rel)
 		x.payload = m.seedPayload()
 	}, func(i int) netnsRequest {
 		return netnsRequest{Op: "http", Method: "POST", URL: m.apiURL(i, "/v1/apps/bench/releases/bench/fetch"), Token: m.admin,
@@ -474,15 +476,20 @@ func (m *netnsMesh) measure(kinds map[int]string, probe func(*netnsSample), req 
 	return p
 }
 
-// distinctPieces reads the hosts' piece bitmaps from their stores (blobs/<digest>/have, one bit per piece, most
-// significant first; gone once the archive is assembled) and counts the pieces at least one of them holds.
-func (m *netnsMesh) distinctPieces(rel raftfsm.Release) int {
+// heldPieces reads the hosts' piece bitmaps from their stores (blobs/<digest>/have, one bit per piece, most
+// significant first; gone once the archive is assembled) and counts the pieces at least one of them holds
+// (distinct) and the pieces they hold in all (held; N·pieces when every host is done).
+func (m *netnsMesh) heldPieces(rel raftfsm.Release) (distinct, held int) {
 	n := len(rel.Pieces)
 	union := make([]byte, (n+7)/8)
 	for i := 1; i < len(m.lab.hosts); i++ {
 		dir := filepath.Join(m.dataDir(i), "blobs")
 		if _, err := os.Stat(filepath.Join(dir, rel.Digest+".tar.gz")); err == nil {
-			return n
+			held += n
+			for j := range union {
+				union[j] = 0xff
+			}
+			continue
 		}
 		b, err := os.ReadFile(filepath.Join(dir, rel.Digest, "have"))
 		if err != nil {
@@ -491,20 +498,24 @@ func (m *netnsMesh) distinctPieces(rel raftfsm.Release) int {
 		for j := range min(len(b), len(union)) {
 			union[j] |= b[j]
 		}
-	}
-	k := 0
-	for i := range n {
-		if union[i/8]&(0x80>>(i%8)) != 0 {
-			k++
+		for k := range n {
+			if k/8 < len(b) && b[k/8]&(0x80>>(k%8)) != 0 {
+				held++
+			}
 		}
 	}
-	return k
+	for i := range n {
+		if union[i/8]&(0x80>>(i%8)) != 0 {
+			distinct++
+		}
+	}
+	return distinct, held
 }
 
 // seedCopies shows, at a few moments, what the seed has sent on the wire, its piece payload, and how much of the
 // archive the hosts hold between them, all in F: payload beyond distinct is what the seed sent more than once,
 // the wire beyond payload is Raft, gossip and QUIC's and the protocol's own bytes.
-func (p netnsPhase) seedCopies(seed string, size int64, pieces int) string {
+func (p netnsPhase) seedCopies(seed string, size int64, pieces, hosts int) string {
 	var parts []string
 	last := len(p.samples) - 1
 	step := max(1, last/8)
@@ -514,7 +525,8 @@ func (p netnsPhase) seedCopies(seed string, size int64, pieces int) string {
 		}
 		s := p.samples[k]
 		sent := float64(s.c[seed]-p.samples[0].c[seed]) / float64(size)
-		parts = append(parts, fmt.Sprintf("%.0fs %.2f/%.2f/%.2f", s.at.Seconds(), sent, s.payload/float64(size), float64(s.distinct)/float64(pieces)))
+		parts = append(parts, fmt.Sprintf("%.0fs %.2f/%.2f/%.2f/%.2f", s.at.Seconds(), sent, s.payload/float64(size),
+			float64(s.distinct)/float64(pieces), float64(s.held)/float64(pieces*hosts)))
 	}
 	return strings.Join(parts, ", ")
 }
@@ -687,7 +699,8 @@ func netnsReport(t *testing.T, c netnsCase, bound time.Duration, idle netnsCPU, 
 		hostRates[fmt.Sprintf("h%d", i+1)] = c.hostUp(i)
 	}
 	t.Logf("  swarm: the hosts' uploads together as a share of their rates, %s", swarm.uploadTimeline(hostRates))
-	t.Logf("  swarm: seed sent on the wire / its piece payload / distinct pieces the hosts hold, in F: %s", swarm.seedCopies("seed", c.size, int(c.size/spread.DefaultPieceSize)))
+	t.Logf("  swarm: seed sent on the wire / its piece payload / distinct pieces the hosts hold / what a host holds on average, in F: %s",
+		swarm.seedCopies("seed", c.size, int(c.size/spread.DefaultPieceSize), c.n))
 	if base == nil {
 		t.Logf("  baseline: %s", noBase)
 	} else {
