@@ -85,6 +85,10 @@ func (c *cli) runDev(f *nodeFlags, keep bool) error {
 		return err
 	}
 	cfg.Name, cfg.Voters = "dev", 1
+	sp, err := f.spreadOptions()
+	if err != nil {
+		return err
+	}
 
 	// A signal during the setup (a build can take a while) stops it too.
 	sig := make(chan os.Signal, 1)
@@ -97,7 +101,7 @@ func (c *cli) runDev(f *nodeFlags, keep bool) error {
 	if err != nil {
 		return err
 	}
-	svc, err := startServices(n)
+	svc, err := startServices(n, sp)
 	if err != nil {
 		n.Close()
 		return err

@@ -4,9 +4,11 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"math"
 	"os"
 	"os/signal"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -14,6 +16,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/shoal-ci/shoal/node"
+	"github.com/shoal-ci/shoal/spread"
 )
 
 // nodeFlags are the flags of the verbs that run a node.
@@ -31,6 +34,9 @@ type nodeFlags struct {
 	openMetric bool
 	profile    string
 	deadGrace  time.Duration
+	// The release spread's settings (spread.Options).
+	uploadLimit, downloadLimit string
+	minHolders, keepReleases   int
 }
 
 func (f *nodeFlags) register(cmd *cobra.Command, forNew bool) {
@@ -46,6 +52,10 @@ func (f *nodeFlags) register(cmd *cobra.Command, forNew bool) {
 	fl.BoolVar(&f.openMetric, "metrics-open", false, "serve /metrics without a token (for a Prometheus without credentials)")
 	fl.StringVar(&f.profile, "raft-profile", "lan", "Raft timeouts: lan (400 ms heartbeat/election) or wan (hashicorp/raft's 1 s defaults)")
 	fl.DurationVar(&f.deadGrace, "dead-grace", 30*time.Minute, "how long a dead server stays in Raft before the leader removes it")
+	fl.StringVar(&f.uploadLimit, "upload-limit", "0", "cap on the release pieces this server sends, e.g. 50mbit or 6MB (per second; 0: none)")
+	fl.StringVar(&f.downloadLimit, "download-limit", "0", "cap on the release pieces this server receives, e.g. 100mbit or 12MB (per second; 0: none)")
+	fl.IntVar(&f.minHolders, "min-holders", 2, "servers that must hold a new release whole before it counts as available (set it alike on every server)")
+	fl.IntVar(&f.keepReleases, "keep-releases", 5, "newest releases per app kept in the artifact store besides those an environment uses")
 	if forNew {
 		host, _ := os.Hostname()
 		fl.StringVar(&f.name, "name", host, "this server's name in the mesh (unique)")
@@ -78,10 +88,64 @@ func (f *nodeFlags) config() (node.Config, error) {
 	}, nil
 }
 
+// spreadOptions are the release spread's settings from the flags. The verbs check them before they touch the
+// data dir, so a bad value changes nothing.
+func (f *nodeFlags) spreadOptions() (spread.Options, error) {
+	up, err := parseRate("--upload-limit", f.uploadLimit)
+	if err != nil {
+		return spread.Options{}, err
+	}
+	down, err := parseRate("--download-limit", f.downloadLimit)
+	if err != nil {
+		return spread.Options{}, err
+	}
+	if f.minHolders < 1 {
+		return spread.Options{}, fmt.Errorf("--min-holders %d: give at least 1 (2, the default, survives the loss of any one server)", f.minHolders)
+	}
+	if f.keepReleases < 1 {
+		return spread.Options{}, fmt.Errorf("--keep-releases %d: give at least 1 (the default is 5)", f.keepReleases)
+	}
+	return spread.Options{UploadLimit: up, DownloadLimit: down, MinHolders: f.minHolders, Keep: f.keepReleases}, nil
+}
+
+// rateUnits are the units a rate limit is written in, per second: bits as tc writes them, bytes as file sizes.
+var rateUnits = []struct {
+	suffix string
+	bytes  float64
+}{
+	{"gbit", 1e9 / 8}, {"mbit", 1e6 / 8}, {"kbit", 1e3 / 8},
+	{"gib", 1 << 30}, {"mib", 1 << 20}, {"kib", 1 << 10},
+	{"gb", 1e9}, {"mb", 1e6}, {"kb", 1e3},
+}
+
+// parseRate reads a rate limit such as 50mbit (bits per second) or 6MB (bytes per second) and returns bytes per
+// second; 0 means no limit.
+func parseRate(flag, v string) (int64, error) {
+	s := strings.ToLower(strings.TrimSuffix(strings.TrimSpace(v), "/s"))
+	if s == "0" || s == "" {
+		return 0, nil
+	}
+	for _, u := range rateUnits {
+		num, ok := strings.CutSuffix(s, u.suffix)
+		if !ok {
+			continue
+		}
+		x, err := strconv.ParseFloat(strings.TrimSpace(num), 64)
+		if err != nil || x <= 0 || math.IsInf(x, 0) {
+			break
+		}
+		if b := x * u.bytes; b >= 1 && b < math.MaxInt64/2 {
+			return int64(b), nil
+		}
+		break
+	}
+	return 0, fmt.Errorf("%s %q: give a positive rate with a unit, in bits (kbit, mbit, gbit) or bytes (KB, MB, GB, KiB, MiB, GiB) per second, e.g. 50mbit or 6MB; 0 means no limit", flag, v)
+}
+
 // runUntilSignal keeps a started node running until SIGINT/SIGTERM (stop, stay a member) or until it has left
 // the mesh through `node leave`.
-func runUntilSignal(n *node.Node) error {
-	svc, err := startServices(n)
+func runUntilSignal(n *node.Node, sp spread.Options) error {
+	svc, err := startServices(n, sp)
 	if err != nil {
 		n.Close()
 		return err
@@ -118,6 +182,10 @@ running as this server's agent, unless --exit is given (then start it later with
 			if err != nil {
 				return err
 			}
+			sp, err := f.spreadOptions()
+			if err != nil {
+				return err
+			}
 			n, res, err := node.Init(cfg, mesh, joinTTL)
 			if err != nil {
 				return err
@@ -132,7 +200,7 @@ running as this server's agent, unless --exit is given (then start it later with
 			if exit {
 				return n.Close()
 			}
-			return runUntilSignal(n)
+			return runUntilSignal(n, sp)
 		},
 	}
 	f.register(cmd, true)
@@ -161,6 +229,10 @@ Running join again on a joined data dir just starts the node.`,
 			if err != nil {
 				return err
 			}
+			sp, err := f.spreadOptions()
+			if err != nil {
+				return err
+			}
 			if token == "" && !node.Joined(cfg.DataDir) {
 				return fmt.Errorf("join needs --token (or SHOAL_JOIN_TOKEN): the join token printed by `node init` or `node token join`")
 			}
@@ -184,7 +256,7 @@ Running join again on a joined data dir just starts the node.`,
 				fmt.Fprintf(c.errOut, "%s is a member; start it with `node agent --data-dir %s`\n", n.Name(), cfg.DataDir)
 				return n.Close()
 			}
-			return runUntilSignal(n)
+			return runUntilSignal(n, sp)
 		},
 	}
 	f.register(cmd, true)
@@ -204,11 +276,15 @@ func (c *cli) agentCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
+			sp, err := f.spreadOptions()
+			if err != nil {
+				return err
+			}
 			n, err := node.Open(cfg)
 			if err != nil {
 				return err
 			}
-			return runUntilSignal(n)
+			return runUntilSignal(n, sp)
 		},
 	}
 	f.register(cmd, false)

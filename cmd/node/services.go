@@ -14,9 +14,9 @@ type services struct {
 	closers []func()
 }
 
-func startServices(n *node.Node) (*services, error) {
+func startServices(n *node.Node, opts spread.Options) (*services, error) {
 	s := &services{}
-	sp, err := spread.Attach(n, spread.Options{})
+	sp, err := spread.Attach(n, opts)
 	if err != nil {
 		return nil, fmt.Errorf("start the release spread: %w", err)
 	}

@@ -1,0 +1,50 @@
+package main
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+func TestParseRate(t *testing.T) {
+	for in, want := range map[string]int64{
+		"0": 0, "": 0, "50mbit": 6_250_000, "50Mbit/s": 6_250_000, "1.5gbit": 187_500_000, "800kbit": 100_000,
+		"6MB": 6_000_000, "6mb/s": 6_000_000, "2MiB": 2 << 20, "512KiB": 512 << 10, "1GiB": 1 << 30, " 10 kb ": 10_000,
+	} {
+		got, err := parseRate("--upload-limit", in)
+		if err != nil || got != want {
+			t.Errorf("parseRate(%q) = %d, %v; want %d", in, got, err, want)
+		}
+	}
+	for _, in := range []string{"50", "-5mbit", "mbit", "fast", "5 furlongs", "0.000001kbit", "1e300gbit", "NaNmbit"} {
+		if got, err := parseRate("--upload-limit", in); err == nil {
+			t.Errorf("parseRate(%q) = %d, want an error", in, got)
+		} else if !strings.Contains(err.Error(), "--upload-limit") || !strings.Contains(err.Error(), "50mbit") {
+			t.Errorf("parseRate(%q): the error %q should name the flag and show an example", in, err)
+		}
+	}
+}
+
+// A node verb with a bad spread setting fails before it creates anything.
+func TestBadSpreadFlagChangesNothing(t *testing.T) {
+	isolate(t)
+	for _, args := range [][]string{
+		{"--upload-limit", "50"},
+		{"--download-limit", "lots"},
+		{"--min-holders", "0"},
+		{"--keep-releases", "-1"},
+	} {
+		dir := filepath.Join(t.TempDir(), "data")
+		out, err := runCLI(t, append([]string{"init", "--exit", "--name", "a", "--bind", "127.0.0.1", "--data-dir", dir}, args...)...)
+		if err == nil {
+			t.Fatalf("init %v succeeded: %s", args, out)
+		}
+		if !strings.Contains(err.Error(), args[0]) {
+			t.Errorf("init %v: the error %q does not name the flag", args, err)
+		}
+		if _, statErr := os.Stat(dir); !os.IsNotExist(statErr) {
+			t.Errorf("init %v failed (%v) but left a data dir behind", args, err)
+		}
+	}
+}
