@@ -5,6 +5,10 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/spf13/cobra"
+
+	"github.com/shoal-ci/shoal/spread"
 )
 
 func TestParseRate(t *testing.T) {
@@ -45,6 +49,29 @@ func TestBadSpreadFlagChangesNothing(t *testing.T) {
 		}
 		if _, statErr := os.Stat(dir); !os.IsNotExist(statErr) {
 			t.Errorf("init %v failed (%v) but left a data dir behind", args, err)
+		}
+	}
+}
+
+// The flags, as a node verb parses them, become the spread's options; the defaults are the documented ones.
+func TestSpreadFlags(t *testing.T) {
+	for _, c := range []struct {
+		args []string
+		want spread.Options
+	}{
+		{nil, spread.Options{MinHolders: 2, Keep: 5}},
+		{[]string{"--upload-limit", "8mbit", "--download-limit", "2MiB", "--min-holders", "3", "--keep-releases", "9"},
+			spread.Options{UploadLimit: 1_000_000, DownloadLimit: 2 << 20, MinHolders: 3, Keep: 9}},
+	} {
+		var f nodeFlags
+		cmd := &cobra.Command{Use: "agent"}
+		f.register(cmd, false)
+		if err := cmd.ParseFlags(c.args); err != nil {
+			t.Fatal(err)
+		}
+		got, err := f.spreadOptions()
+		if err != nil || got != c.want {
+			t.Errorf("%v: %+v, %v; want %+v", c.args, got, err, c.want)
 		}
 	}
 }
