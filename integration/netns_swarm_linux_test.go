@@ -35,7 +35,8 @@ import (
 //	SHOAL_SWARM_BENCH=n16 go test ./integration -run NetnsSwarm -v -timeout 30m # some of them (comma-separated)
 //
 // SHOAL_NODE_BIN=/path/to/node runs that binary instead of building one from the checkout;
-// SHOAL_SWARM_NODE_FLAGS adds flags to every node (for example "--raft-profile wan"); SHOAL_SWARM_SCALE=0.5 halves
+// SHOAL_SWARM_NODE_FLAGS adds flags to every node (for example "--raft-profile wan"); SHOAL_SWARM_UPLOAD_LIMIT=0.9
+// starts every node with --upload-limit at that share of its shaped upload; SHOAL_SWARM_SCALE=0.5 halves
 // every rate and the archive (same bound, half the traffic); SHOAL_SWARM_NO_BASELINE=1 measures the swarm only,
 // for tuning it; SHOAL_CPUPROFILE_DIR=/some/dir makes every node write a CPU profile there (<pid>.pprof).
 //
@@ -137,6 +138,13 @@ func (m *netnsMesh) startNode(i int, args ...string) *proc {
 		args = append(args, "--log-level", lvl)
 	}
 	args = append(args, strings.Fields(os.Getenv("SHOAL_SWARM_NODE_FLAGS"))...)
+	if v := os.Getenv("SHOAL_SWARM_UPLOAD_LIMIT"); v != "" && h.up > 0 {
+		share, err := strconv.ParseFloat(v, 64)
+		if err != nil || share <= 0 || share > 1 {
+			m.t.Fatalf("SHOAL_SWARM_UPLOAD_LIMIT=%q: give the share of each host's shaped upload, in (0, 1], e.g. 0.9", v)
+		}
+		args = append(args, "--upload-limit", fmt.Sprintf("%.0fkbit", share*float64(h.up)/1000))
+	}
 	return netnsStartProc(m.t, h, append([]string{netnsNodeBinary(m.t)}, args...)...)
 }
 
