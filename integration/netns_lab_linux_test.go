@@ -145,7 +145,39 @@ func newNetnsLab(t testing.TB, names []string) *netnsLab {
 		l.ip("-n", h.ns, "link", "set", netnsDev, "up")
 		l.ip("-n", h.ns, "link", "set", "lo", "up")
 	}
+	l.staticNeighbours()
 	return l
+}
+
+// staticNeighbours gives every host a permanent neighbour entry for every other host. The kernel keeps one ARP
+// table for all namespaces, whose limit (gc_thresh3, 1024 entries by default) only the root namespace sets: 33
+// hosts that all talk to each other need 1,056 entries, and past the limit new entries fail ("neighbor table
+// overflow" in the kernel log), so that some pairs cannot reach each other at all for minutes (N=32 lost its
+// Raft leader that way). Permanent entries do not count toward the limit, and they take ARP out of the
+// measurement. Nothing outside the lab's namespaces changes.
+func (l *netnsLab) staticNeighbours() {
+	l.t.Helper()
+	macs := make(map[*netnsHost]string, len(l.hosts))
+	for _, h := range l.hosts {
+		f := strings.Fields(l.ip("-n", h.ns, "-br", "link", "show", "dev", netnsDev)) // veth0@if4 UP 4a:61:… <…>
+		if len(f) < 3 || strings.Count(f[2], ":") != 5 {
+			l.t.Fatalf("no MAC address for %s in %q", h.name, f)
+		}
+		macs[h] = f[2]
+	}
+	for _, h := range l.hosts {
+		var batch strings.Builder
+		for _, o := range l.hosts {
+			if o != h {
+				fmt.Fprintf(&batch, "neigh replace %s lladdr %s dev %s nud permanent\n", o.ip, macs[o], netnsDev)
+			}
+		}
+		cmd := exec.Command("ip", "-n", h.ns, "-batch", "-")
+		cmd.Stdin = strings.NewReader(batch.String())
+		if out, err := cmd.CombinedOutput(); err != nil {
+			l.t.Fatalf("static neighbours of %s: %v\n%s", h.name, err, out)
+		}
+	}
 }
 
 // shape limits h's upload (and, if down > 0, its download) with tbf. The burst of 64 KiB lets a 15 Mbit/s link
