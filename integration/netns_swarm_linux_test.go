@@ -403,7 +403,10 @@ func netnsRunCase(t *testing.T, c netnsCase, bench bool) {
 			Timeout: time.Duration(3*c.n)*bound + 10*time.Minute}
 	}, func(i int, r netnsReply) error {
 		if r.Err != "" || r.Status != 200 || r.Digest != rel.Digest || r.Bytes != c.size {
-			return fmt.Errorf("plain HTTP download: status %d, %d bytes, digest %s, err %q", r.Status, r.Bytes, r.Digest, r.Err)
+			return fmt.Errorf("plain HTTP download: status %d, %d bytes, digest %s, err %q (resumed %d times)", r.Status, r.Bytes, r.Digest, r.Err, r.Resumed)
+		}
+		if r.Resumed > 0 {
+			t.Logf("  baseline: %s's download was cut and resumed %d times", m.lab.hosts[i].name, r.Resumed)
 		}
 		return nil
 	})
