@@ -192,12 +192,19 @@ func netnsDownload(ctx context.Context, hc *http.Client, url string, resp *http.
 	buf := make([]byte, 256<<10)
 	var n int64
 	resumed := 0
+	var err error
 	for {
-		k, err := io.CopyBuffer(h, resp.Body, buf)
-		resp.Body.Close()
-		n += k
-		if err == nil || resumed == 20 || ctx.Err() != nil {
-			return n, hex.EncodeToString(h.Sum(nil)), resumed, err
+		if resp != nil {
+			var k int64
+			k, err = io.CopyBuffer(h, resp.Body, buf)
+			resp.Body.Close()
+			n += k
+			if err == nil {
+				return n, hex.EncodeToString(h.Sum(nil)), resumed, nil
+			}
+		}
+		if resumed == 20 || ctx.Err() != nil {
+			return n, "", resumed, err
 		}
 		resumed++
 		hr, rerr := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
@@ -206,7 +213,9 @@ func netnsDownload(ctx context.Context, hc *http.Client, url string, resp *http.
 		}
 		hr.Header.Set("Range", fmt.Sprintf("bytes=%d-", n))
 		if resp, rerr = hc.Do(hr); rerr != nil {
-			return n, "", resumed, fmt.Errorf("resume after %v: %w", err, rerr)
+			resp, err = nil, rerr // the resume itself was cut: try again shortly
+			time.Sleep(time.Second)
+			continue
 		}
 		if resp.StatusCode != http.StatusPartialContent {
 			resp.Body.Close()
