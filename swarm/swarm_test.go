@@ -11,12 +11,14 @@ import (
 	"sync/atomic"
 	"testing"
 
+	"github.com/quic-go/quic-go"
+
 	"github.com/shoal-ci/shoal/artifact"
 	"github.com/shoal-ci/shoal/transport"
 )
 
-// ask sends one request line on its own stream and returns the response header line and what follows it.
-func ask(t *testing.T, ctx context.Context, from, to *node, line string) (string, []byte) {
+// sendLine opens a piece-exchange stream from one node to another and writes one request line on it.
+func sendLine(t *testing.T, ctx context.Context, from, to *node, line string) *quic.Stream {
 	t.Helper()
 	conn, err := from.ep.Dial(ctx, to.addr(), transport.ALPNBlob)
 	if err != nil {
@@ -29,6 +31,13 @@ func ask(t *testing.T, ctx context.Context, from, to *node, line string) (string
 	if _, err := io.WriteString(st, line+"\n"); err != nil {
 		t.Fatal(err)
 	}
+	return st
+}
+
+// ask sends one request line on its own stream and returns the response header line and what follows it.
+func ask(t *testing.T, ctx context.Context, from, to *node, line string) (string, []byte) {
+	t.Helper()
+	st := sendLine(t, ctx, from, to, line)
 	st.Close()
 	br := bufio.NewReader(st)
 	header, err := readLine(br)
@@ -46,18 +55,8 @@ func ask(t *testing.T, ctx context.Context, from, to *node, line string) (string
 // it, and returns the reader of the announcements that follow; the stream is cancelled when the test ends.
 func watchFrom(t *testing.T, ctx context.Context, from, to *node, digest string, n int64) *bufio.Reader {
 	t.Helper()
-	conn, err := from.ep.Dial(ctx, to.addr(), transport.ALPNBlob)
-	if err != nil {
-		t.Fatal(err)
-	}
-	st, err := conn.OpenStreamSync(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
+	st := sendLine(t, ctx, from, to, "WATCH "+digest)
 	t.Cleanup(func() { st.CancelWrite(streamCancelled); st.CancelRead(streamCancelled) })
-	if _, err := io.WriteString(st, "WATCH "+digest+"\n"); err != nil {
-		t.Fatal(err)
-	}
 	br := bufio.NewReader(st)
 	if got, err := readHeader(br); err != nil || got != n {
 		t.Fatalf("watch header: %d, %v; want a bitfield of %d bytes", got, err, n)
