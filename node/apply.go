@@ -73,25 +73,40 @@ func (n *Node) WaitApplied(ctx context.Context, index uint64) {
 }
 
 func (n *Node) applyData(ctx context.Context, data []byte) (*Applied, error) {
+	var res *Applied
+	var err error
+	if n.untilLeaderWait(ctx, func(deadline time.Time) bool {
+		var retry bool
+		res, retry, err = n.applyOnce(ctx, data, deadline)
+		return !retry
+	}) {
+		return res, err
+	}
+	if err != nil {
+		n.log.Debug("write gave up waiting for a leader", "err", err)
+	}
+	return nil, ErrNoLeader
+}
+
+// untilLeaderWait calls try until it reports done, backing off from 10 ms to 200 ms between calls, for at most
+// the node's LeaderWait or until ctx ends, whichever comes first; try gets that deadline. It reports whether try
+// finished (false: time ran out first). Writes and consistent reads wait out an election this way.
+func (n *Node) untilLeaderWait(ctx context.Context, try func(deadline time.Time) (done bool)) bool {
 	deadline := time.Now().Add(n.cfg.LeaderWait)
 	if d, ok := ctx.Deadline(); ok && d.Before(deadline) {
 		deadline = d
 	}
 	backoff := 10 * time.Millisecond
 	for {
-		res, retry, err := n.applyOnce(ctx, data, deadline)
-		if !retry {
-			return res, err
+		if try(deadline) {
+			return true
 		}
 		if time.Now().Add(backoff).After(deadline) || ctx.Err() != nil {
-			if err != nil {
-				n.log.Debug("write gave up waiting for a leader", "err", err)
-			}
-			return nil, ErrNoLeader
+			return false
 		}
 		select {
 		case <-ctx.Done():
-			return nil, ErrNoLeader
+			return false
 		case <-time.After(backoff):
 		}
 		backoff = min(backoff*2, 200*time.Millisecond)
@@ -243,29 +258,18 @@ func (n *Node) ConsistentRead(ctx context.Context) error {
 // mesh whose links were full, a follower's fetch answered 503 because one read-index round took longer than a
 // heartbeat timeout to hear from the voters.
 func (n *Node) consistentIndex(ctx context.Context) (uint64, error) {
-	deadline := time.Now().Add(n.cfg.LeaderWait)
-	if d, ok := ctx.Deadline(); ok && d.Before(deadline) {
-		deadline = d
+	var index uint64
+	var err error
+	if !n.untilLeaderWait(ctx, func(deadline time.Time) bool {
+		actx, cancel := context.WithDeadline(ctx, deadline)
+		defer cancel()
+		index, err = n.readIndexOnce(actx)
+		return err == nil
+	}) {
+		n.log.Debug("consistent read gave up", "err", err)
+		return 0, err
 	}
-	actx, cancel := context.WithDeadline(ctx, deadline)
-	defer cancel()
-	backoff := 10 * time.Millisecond
-	for {
-		index, err := n.readIndexOnce(actx)
-		if err == nil {
-			return index, nil
-		}
-		if time.Now().Add(backoff).After(deadline) || ctx.Err() != nil {
-			n.log.Debug("consistent read gave up", "err", err)
-			return 0, err
-		}
-		select {
-		case <-actx.Done():
-			return 0, err
-		case <-time.After(backoff):
-		}
-		backoff = min(backoff*2, 200*time.Millisecond)
-	}
+	return index, nil
 }
 
 // readIndexOnce asks for a read index once: from raft here if this node leads, else from the leader over RPC.
