@@ -21,6 +21,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/shoal-ci/shoal/artifact"
 	"github.com/shoal-ci/shoal/node"
 	"github.com/shoal-ci/shoal/raftfsm"
 	"github.com/shoal-ci/shoal/spread"
@@ -492,13 +493,13 @@ func (m *netnsMesh) measure(kinds map[int]string, probe func(*netnsSample), req 
 // (distinct) and the pieces they hold in all (held; N·pieces when every host is done).
 func (m *netnsMesh) heldPieces(rel raftfsm.Release) (distinct, held int) {
 	n := len(rel.Pieces)
-	union := make([]byte, (n+7)/8)
+	union := artifact.NewBitfield(n)
 	for i := 1; i < len(m.lab.hosts); i++ {
 		dir := filepath.Join(m.dataDir(i), "blobs")
 		if _, err := os.Stat(filepath.Join(dir, rel.Digest+".tar.gz")); err == nil {
 			held += n
-			for j := range union {
-				union[j] = 0xff
+			for k := range n {
+				union.Set(k)
 			}
 			continue
 		}
@@ -506,21 +507,13 @@ func (m *netnsMesh) heldPieces(rel raftfsm.Release) (distinct, held int) {
 		if err != nil {
 			continue
 		}
-		for j := range min(len(b), len(union)) {
+		b = b[:min(len(b), len(union))]
+		for j := range b {
 			union[j] |= b[j]
 		}
-		for k := range n {
-			if k/8 < len(b) && b[k/8]&(0x80>>(k%8)) != 0 {
-				held++
-			}
-		}
+		held += artifact.Bitfield(b).Count()
 	}
-	for i := range n {
-		if union[i/8]&(0x80>>(i%8)) != 0 {
-			distinct++
-		}
-	}
-	return distinct, held
+	return union.Count(), held
 }
 
 // seedCopies shows, at a few moments, what the seed has sent on the wire, its piece payload, and how much of the
