@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -145,6 +146,21 @@ func scrape(m *pmesh, n *pnode) (string, error) {
 	defer resp.Body.Close()
 	data, err := io.ReadAll(resp.Body)
 	return string(data), err
+}
+
+// parseMetrics reads Prometheus text: each sample line's name (labels included) and value.
+func parseMetrics(body string) map[string]float64 {
+	out := map[string]float64{}
+	for _, line := range strings.Split(body, "\n") {
+		name, value, ok := strings.Cut(line, " ")
+		if !ok || strings.HasPrefix(name, "#") {
+			continue
+		}
+		if v, err := strconv.ParseFloat(strings.TrimSpace(value), 64); err == nil {
+			out[name] = v
+		}
+	}
+	return out
 }
 
 // TestBuildLeaderKilled9MidBuild kills the leader of a 3-process mesh with SIGKILL while it builds. The next

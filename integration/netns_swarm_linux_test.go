@@ -608,17 +608,7 @@ func (m *netnsMesh) metrics(i int) (map[string]float64, error) {
 	if err != nil {
 		return nil, err
 	}
-	out := map[string]float64{}
-	for _, line := range strings.Split(rep.Body, "\n") {
-		name, value, ok := strings.Cut(line, " ")
-		if !ok || strings.HasPrefix(name, "#") {
-			continue
-		}
-		if v, err := strconv.ParseFloat(strings.TrimSpace(value), 64); err == nil {
-			out[name] = v
-		}
-	}
-	return out, nil
+	return parseMetrics(rep.Body), nil
 }
 
 // seedPayload is the piece payload the seed has sent so far, or 0 if its metrics cannot be read.

@@ -5,7 +5,6 @@ import (
 	"context"
 	"crypto/rand"
 	"slices"
-	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -42,13 +41,7 @@ func TestSpreadUploadLimit(t *testing.T) {
 		if err != nil {
 			t.Fatalf("scrape %s: %v", seed.name, err)
 		}
-		for _, line := range strings.Split(body, "\n") {
-			if v, ok := strings.CutPrefix(line, "shoal_blob_sent_bytes_total "); ok {
-				x, _ := strconv.ParseFloat(v, 64)
-				return x
-			}
-		}
-		return 0
+		return parseMetrics(body)["shoal_blob_sent_bytes_total"]
 	}
 	var rel raftfsm.Release
 	if err := m.client(seed).Upload(context.Background(), "/v1/apps/big/releases?version=v1", bytes.NewReader(data), &rel); err != nil {
