@@ -10,6 +10,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/shoal-ci/shoal/internal/testtier"
 )
 
 // gitRepo is a real repository made by the test.
@@ -21,7 +23,7 @@ type gitRepo struct {
 func newGitRepo(t *testing.T, dir string) *gitRepo {
 	t.Helper()
 	if _, err := exec.LookPath("git"); err != nil {
-		t.Skip("git is not installed: install git to run the git tests")
+		testtier.Skip(t, "git is not installed: install git to run the git tests")
 	}
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		t.Fatal(err)
@@ -66,11 +68,11 @@ func serveGit(t *testing.T, root string) string {
 	t.Helper()
 	execPath, err := exec.Command("git", "--exec-path").Output()
 	if err != nil {
-		t.Skipf("git --exec-path: %v", err)
+		testtier.Skipf(t, "git --exec-path: %v", err)
 	}
 	backend := filepath.Join(strings.TrimSpace(string(execPath)), "git-http-backend")
 	if _, err := os.Stat(backend); err != nil {
-		t.Skipf("git-http-backend not found at %s: install git's full package", backend)
+		testtier.Skipf(t, "git-http-backend not found at %s: install git's full package", backend)
 	}
 	srv := httptest.NewServer(&cgi.Handler{
 		Path: backend,

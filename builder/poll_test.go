@@ -13,6 +13,8 @@ import (
 	"testing"
 
 	"github.com/shoal-ci/shoal/raftfsm"
+
+	"github.com/shoal-ci/shoal/internal/testtier"
 )
 
 func TestPollBuildsNewCommitsOnce(t *testing.T) {
@@ -69,11 +71,11 @@ func gitBackend(t *testing.T, root string) http.Handler {
 	t.Helper()
 	execPath, err := exec.Command("git", "--exec-path").Output()
 	if err != nil {
-		t.Skipf("git --exec-path: %v", err)
+		testtier.Skipf(t, "git --exec-path: %v", err)
 	}
 	path := filepath.Join(strings.TrimSpace(string(execPath)), "git-http-backend")
 	if _, err := os.Stat(path); err != nil {
-		t.Skipf("git-http-backend not found at %s: install git's full package", path)
+		testtier.Skipf(t, "git-http-backend not found at %s: install git's full package", path)
 	}
 	return &cgi.Handler{Path: path, Env: []string{"GIT_PROJECT_ROOT=" + root, "GIT_HTTP_EXPORT_ALL=1"}}
 }

@@ -26,6 +26,8 @@ import (
 	"github.com/shoal-ci/shoal/node"
 	"github.com/shoal-ci/shoal/raftfsm"
 	"github.com/shoal-ci/shoal/transport"
+
+	"github.com/shoal-ci/shoal/internal/testtier"
 )
 
 // deployCluster is an in-process mesh with a deployer on every node, releases of a small HTTP app (this
@@ -48,7 +50,7 @@ type deployCluster struct {
 func newDeployCluster(t *testing.T, size int, tags func(name string) map[string]string) *deployCluster {
 	t.Helper()
 	if _, err := os.Stat("/bin/bash"); err != nil {
-		t.Skip("the deployer runs hooks with bash, which this machine lacks")
+		testtier.Skip(t, "the deployer runs hooks with bash, which this machine lacks")
 	}
 	dc := &deployCluster{t: t, deps: map[string]*Deployer{}, stores: map[string]*artifact.Store{}, ports: map[string]int{},
 		tags: tags, http: &http.Client{Timeout: 2 * time.Second}}

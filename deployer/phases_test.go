@@ -11,6 +11,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/shoal-ci/shoal/internal/testtier"
 )
 
 type lifecycleFixture struct {
@@ -316,7 +318,7 @@ func TestEnvScriptRefusesBadNames(t *testing.T) {
 func TestAgentDirIsNotOnScriptPath(t *testing.T) {
 	self, err := os.Executable()
 	if err != nil {
-		t.Skip("cannot find the test binary:", err)
+		testtier.Skipf(t, "cannot find the test binary: %v", err)
 	}
 	selfDir := filepath.Dir(self)
 	l := &Lifecycle{BaseEnv: []string{"PATH=/usr/bin:" + selfDir + ":/bin", "HOME=/root"}}

@@ -26,6 +26,8 @@ import (
 	"github.com/shoal-ci/shoal/client"
 	"github.com/shoal-ci/shoal/node"
 	"github.com/shoal-ci/shoal/raftfsm"
+
+	"github.com/shoal-ci/shoal/internal/testtier"
 )
 
 // testRepo is a git repository the test makes, in a directory that git http-backend can also serve.
@@ -37,7 +39,7 @@ type testRepo struct {
 func newTestRepo(t testing.TB, root, name string) *testRepo {
 	t.Helper()
 	if _, err := exec.LookPath("git"); err != nil {
-		t.Skip("git is not installed: install git to run the build tests")
+		testtier.Skip(t, "git is not installed: install git to run the build tests")
 	}
 	r := &testRepo{t: t, dir: filepath.Join(root, name)}
 	if err := os.MkdirAll(r.dir, 0o755); err != nil {
@@ -83,11 +85,11 @@ func serveGitHTTP(t testing.TB, root string) string {
 	t.Helper()
 	execPath, err := exec.Command("git", "--exec-path").Output()
 	if err != nil {
-		t.Skipf("git --exec-path: %v", err)
+		testtier.Skipf(t, "git --exec-path: %v", err)
 	}
 	backend := filepath.Join(strings.TrimSpace(string(execPath)), "git-http-backend")
 	if _, err := os.Stat(backend); err != nil {
-		t.Skipf("git-http-backend not found at %s: install git's full package", backend)
+		testtier.Skipf(t, "git-http-backend not found at %s: install git's full package", backend)
 	}
 	srv := httptest.NewServer(&cgi.Handler{Path: backend, Env: []string{"GIT_PROJECT_ROOT=" + root, "GIT_HTTP_EXPORT_ALL=1"}})
 	t.Cleanup(srv.Close)

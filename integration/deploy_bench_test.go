@@ -17,6 +17,8 @@ import (
 	"github.com/shoal-ci/shoal/node"
 	"github.com/shoal-ci/shoal/raftfsm"
 	"github.com/shoal-ci/shoal/spread"
+
+	"github.com/shoal-ci/shoal/internal/testtier"
 )
 
 // TestBenchDeploy measures, on in-process meshes of 3 and 16 nodes wired as the binary wires them (spread for
@@ -41,7 +43,7 @@ func TestBenchDeploy(t *testing.T) {
 		t.Fatalf("SHOAL_BENCH=%q: use smoke or full", mode)
 	}
 	if _, err := os.Stat("/bin/bash"); err != nil {
-		t.Skip("the deployer runs hooks with bash, which this machine lacks")
+		testtier.Skip(t, "the deployer runs hooks with bash, which this machine lacks")
 	}
 	var report []string
 	for _, size := range sizes {

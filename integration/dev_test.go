@@ -13,6 +13,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/shoal-ci/shoal/internal/testtier"
 )
 
 // TestDevFirstLook runs `node dev` as a newcomer would: it must build and deploy its sample app, print the sample
@@ -20,7 +22,7 @@ import (
 func TestDevFirstLook(t *testing.T) {
 	needProcesses(t)
 	if _, err := exec.LookPath("git"); err != nil {
-		t.Skip("node dev needs git, which is not installed")
+		testtier.Skip(t, "node dev needs git, which is not installed")
 	}
 	bin := nodeBinary(t)
 	cmd := exec.Command(bin, "dev", "--log-level", "warn",

@@ -8,6 +8,8 @@ import (
 	"runtime"
 	"sync"
 	"testing"
+
+	"github.com/shoal-ci/shoal/internal/testtier"
 )
 
 // The node binary is built once per test run, on first use, so that `go test -short` (which runs no process test)
@@ -69,6 +71,6 @@ func needProcesses(t testing.TB) {
 		t.Skip("-short: skipping a test that builds the node binary and runs real node processes (CI runs it without -short)")
 	}
 	if runtime.GOOS != "linux" {
-		t.Skipf("process tests use Linux process groups and loopback aliases; %s is not supported", runtime.GOOS)
+		testtier.Skipf(t, "process tests use Linux process groups and loopback aliases; %s is not supported", runtime.GOOS)
 	}
 }

@@ -12,6 +12,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/shoal-ci/shoal/internal/testtier"
 )
 
 // Every namespace the swarm benchmark makes is named shoalb-<pid of the test binary>-…, so that a later run can
@@ -53,12 +55,12 @@ func netnsRequire(t *testing.T) {
 	t.Helper()
 	needProcesses(t)
 	if os.Geteuid() != 0 {
-		t.Skip("the swarm benchmark builds network namespaces, veth pairs and tc qdiscs, which needs root: " +
+		testtier.Skip(t, "the swarm benchmark builds network namespaces, veth pairs and tc qdiscs, which needs root: "+
 			"run it as root (CI does), for example `sudo -E go test ./integration -run NetnsSwarm -v`")
 	}
 	for _, tool := range []string{"ip", "tc"} {
 		if _, err := exec.LookPath(tool); err != nil {
-			t.Skipf("the swarm benchmark needs %q from iproute2 (apt-get install iproute2): %v", tool, err)
+			testtier.Skipf(t, "the swarm benchmark needs %q from iproute2 (apt-get install iproute2): %v", tool, err)
 		}
 	}
 	netnsRemoveStale(t)
@@ -70,7 +72,7 @@ func netnsRequire(t *testing.T) {
 		{"netns", "exec", probe, "tc", "qdisc", "add", "dev", "pa", "root", "tbf", "rate", "1mbit", "burst", "32kb", "latency", "50ms"},
 	} {
 		if out, err := exec.Command("ip", args...).CombinedOutput(); err != nil {
-			t.Skipf("this machine does not let the benchmark build its network (ip %s: %v: %s); "+
+			testtier.Skipf(t, "this machine does not let the benchmark build its network (ip %s: %v: %s); "+
 				"it needs network namespaces, veth and the tbf qdisc (sch_tbf)", strings.Join(args, " "), err, strings.TrimSpace(string(out)))
 		}
 	}

@@ -14,6 +14,8 @@ import (
 	"time"
 
 	"github.com/shoal-ci/shoal/node"
+
+	"github.com/shoal-ci/shoal/internal/testtier"
 )
 
 // The install script is tested the way the Vagrantfile uses it: three hosts on one network, the first runs
@@ -91,11 +93,11 @@ func opsNetnsRequire(t *testing.T) {
 	t.Helper()
 	needProcesses(t)
 	if os.Geteuid() != 0 {
-		t.Skip("the install test builds network namespaces as its hosts, which needs root: " +
+		testtier.Skip(t, "the install test builds network namespaces as its hosts, which needs root: "+
 			"run it as root (CI does), for example `sudo -E go test ./integration -run OpsInstall -v`")
 	}
 	if _, err := exec.LookPath("ip"); err != nil {
-		t.Skipf("the install test needs `ip` from iproute2 (apt-get install iproute2): %v", err)
+		testtier.Skipf(t, "the install test needs `ip` from iproute2 (apt-get install iproute2): %v", err)
 	}
 	netnsRemoveStale(t)
 	probe := fmt.Sprintf("%s%d-opsprobe", netnsPrefix, os.Getpid())
@@ -106,7 +108,7 @@ func opsNetnsRequire(t *testing.T) {
 		{"-n", probe, "link", "add", "br0", "type", "bridge"},
 	} {
 		if out, err := exec.Command("ip", args...).CombinedOutput(); err != nil {
-			t.Skipf("this machine does not let the test build its network (ip %s: %v: %s); it needs network namespaces, veth and bridges",
+			testtier.Skipf(t, "this machine does not let the test build its network (ip %s: %v: %s); it needs network namespaces, veth and bridges",
 				strings.Join(args, " "), err, strings.TrimSpace(string(out)))
 		}
 	}

@@ -4,6 +4,8 @@ import (
 	"os/exec"
 	"strings"
 	"testing"
+
+	"github.com/shoal-ci/shoal/internal/testtier"
 )
 
 // The install script's static checks and its refusals, which need neither root nor a network. The script at
@@ -15,7 +17,7 @@ func TestOpsInstallScriptLint(t *testing.T) {
 		t.Fatalf("bash -n %s: %v\n%s", script, err, out)
 	}
 	if _, err := exec.LookPath("shellcheck"); err != nil {
-		t.Skip("shellcheck is not installed (apt-get install shellcheck; CI installs it through .ci/run)")
+		testtier.Skip(t, "shellcheck is not installed (apt-get install shellcheck; CI installs it through .ci/run)")
 	}
 	if out, err := exec.Command("shellcheck", script).CombinedOutput(); err != nil {
 		t.Fatalf("shellcheck %s: %v\n%s", script, err, out)

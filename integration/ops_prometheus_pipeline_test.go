@@ -7,6 +7,8 @@ import (
 	"time"
 
 	"github.com/shoal-ci/shoal/raftfsm"
+
+	"github.com/shoal-ci/shoal/internal/testtier"
 )
 
 // TestOpsPrometheusSeesBuildAndDeploy runs a real Prometheus against three real node processes that build an app
@@ -14,7 +16,7 @@ import (
 func TestOpsPrometheusSeesBuildAndDeploy(t *testing.T) {
 	needProcesses(t)
 	if _, err := exec.LookPath("prometheus"); err != nil {
-		t.Skip("the prometheus server is not installed (apt-get install prometheus; CI installs it through .ci/run)")
+		testtier.Skip(t, "the prometheus server is not installed (apt-get install prometheus; CI installs it through .ci/run)")
 	}
 	root := t.TempDir()
 	repo := newTestRepo(t, root, "web.git")

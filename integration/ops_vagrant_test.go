@@ -7,6 +7,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/shoal-ci/shoal/internal/testtier"
 )
 
 // TestOpsVagrantValidate checks the Vagrantfile with `vagrant validate`. No VM provider exists in CI, so the
@@ -15,7 +17,7 @@ import (
 func TestOpsVagrantValidate(t *testing.T) {
 	vagrant, err := exec.LookPath("vagrant")
 	if err != nil {
-		t.Skip("vagrant is not installed (apt-get install vagrant; CI installs it through .ci/run)")
+		testtier.Skip(t, "vagrant is not installed (apt-get install vagrant; CI installs it through .ci/run)")
 	}
 	root, err := filepath.Abs("..")
 	if err != nil {
@@ -42,7 +44,7 @@ func TestOpsVagrantValidate(t *testing.T) {
 func TestOpsVagrantProvisionScripts(t *testing.T) {
 	ruby, err := exec.LookPath("ruby")
 	if err != nil {
-		t.Skip("ruby is not installed (it comes with vagrant; CI installs vagrant through .ci/run)")
+		testtier.Skip(t, "ruby is not installed (it comes with vagrant; CI installs vagrant through .ci/run)")
 	}
 	root, err := filepath.Abs("..")
 	if err != nil {
@@ -63,7 +65,7 @@ File.write(File.join(ARGV[1], "join.sh"), JOIN)`
 		}
 	}
 	if _, err := exec.LookPath("shellcheck"); err != nil {
-		t.Skip("shellcheck is not installed (apt-get install shellcheck; CI installs it through .ci/run)")
+		testtier.Skip(t, "shellcheck is not installed (apt-get install shellcheck; CI installs it through .ci/run)")
 	}
 	if out, err := exec.Command("shellcheck", scripts...).CombinedOutput(); err != nil {
 		t.Errorf("shellcheck on the Vagrantfile's provisioning scripts: %v\n%s", err, out)

@@ -23,6 +23,8 @@ import (
 	"github.com/shoal-ci/shoal/raftfsm"
 	"github.com/shoal-ci/shoal/spread"
 	"github.com/shoal-ci/shoal/ui"
+
+	"github.com/shoal-ci/shoal/internal/testtier"
 )
 
 // TestUIChromium drives the web dashboard in a real headless Chromium against a 3-node in-process mesh wired as
@@ -37,7 +39,7 @@ import (
 func TestUIChromium(t *testing.T) {
 	browserPath := findChromium(t)
 	if _, err := os.Stat("/bin/bash"); err != nil {
-		t.Skip("the deployer runs hooks with bash, which this machine lacks")
+		testtier.Skip(t, "the deployer runs hooks with bash, which this machine lacks")
 	}
 	root := t.TempDir()
 	repo := newTestRepo(t, root, "web.git")
@@ -155,7 +157,7 @@ func TestUIChromium(t *testing.T) {
 func TestUIChromiumPipeline(t *testing.T) {
 	browserPath := findChromium(t)
 	if _, err := os.Stat("/bin/bash"); err != nil {
-		t.Skip("the deployer runs hooks with bash, which this machine lacks")
+		testtier.Skip(t, "the deployer runs hooks with bash, which this machine lacks")
 	}
 	c := newUIMesh(t, 1)
 	cl := c.client(0)
@@ -224,7 +226,7 @@ func findChromium(t *testing.T) string {
 			return path
 		}
 	}
-	t.Skip("chromium is not installed (apt-get install chromium; .ci/run installs it): the dashboard test needs a real browser")
+	testtier.Skip(t, "chromium is not installed (apt-get install chromium; .ci/run installs it): the dashboard test needs a real browser")
 	return ""
 }
 

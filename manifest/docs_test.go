@@ -4,13 +4,15 @@ import (
 	"os"
 	"strings"
 	"testing"
+
+	"github.com/shoal-ci/shoal/internal/testtier"
 )
 
 // TestDocsExamples keeps the complete examples in docs/manifest.md valid: a reader copies them.
 func TestDocsExamples(t *testing.T) {
 	data, err := os.ReadFile("../docs/manifest.md")
 	if err != nil {
-		t.Skipf("docs/manifest.md not found beside the package: %v", err)
+		testtier.Skipf(t, "docs/manifest.md not found beside the package: %v", err)
 	}
 	doc := string(data)
 	for _, ex := range []struct{ heading, file, format string }{
