@@ -115,7 +115,13 @@ func benchDeploy(t *testing.T, size, trials int) string {
 			c.Nodes[0].FSM().Read(func(s *raftfsm.State) {
 				for _, d := range s.Deploys {
 					if d.Release == version && d.Env == "prod" {
+						// A deep copy: the FSM writes the Nodes map of this record after the read lock is gone.
 						cp := *d
+						cp.Nodes = make(map[string]*raftfsm.NodeStatus, len(d.Nodes))
+						for n, st := range d.Nodes {
+							c := *st
+							cp.Nodes[n] = &c
+						}
 						dep = &cp
 					}
 				}
