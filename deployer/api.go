@@ -532,11 +532,18 @@ func (d *Deployer) getLog(w http.ResponseWriter, r *http.Request) error {
 		d.n.WriteJSON(w, http.StatusOK, out)
 		return nil
 	}
-	addr := ""
+	addr, member := "", false
 	for _, m := range d.n.Members() {
-		if m.Name == name && (m.Status == node.StatusAlive || m.Status == node.StatusSuspect) {
+		if m.Name != name {
+			continue
+		}
+		member = true
+		if m.Status == node.StatusAlive || m.Status == node.StatusSuspect {
 			addr = m.Addr
 		}
+	}
+	if !member {
+		return node.Errorf(http.StatusNotFound, "server %q is not a member of this mesh: `node members` lists the servers", name)
 	}
 	if addr == "" {
 		return node.Errorf(http.StatusServiceUnavailable, "server %s is not up, and its log of a deployment lives on it: retry when it is back", name)

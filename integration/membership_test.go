@@ -24,8 +24,23 @@ func TestProcessFiveLeaveAndDeath(t *testing.T) {
 		t.Fatalf("five nodes should make 3 voters and 2 non-voters: %v", roles)
 	}
 
+	// The CLI names its target: another name than the node at --addr's, or no --yes without a terminal to ask on,
+	// is refused and changes nothing.
+	for _, args := range [][]string{{"leave", "no-such-node", "--yes"}, {"leave", leader.name}} {
+		p := startProc(t, "leave-refused", append(args, "--addr", leader.api(), "--token", m.admin)...)
+		if code, ok := p.Wait(60 * time.Second); !ok || code == 0 {
+			t.Fatalf("node %v: exited=%v code=%d, want a refusal\n%s%s", args, ok, code, p.Stdout(), p.Stderr())
+		}
+		if !strings.Contains(p.Stderr(), "nothing was changed") && !strings.Contains(p.Stderr(), "refusing without --yes") {
+			t.Errorf("node %v said %q: want it to say why it refused", args, p.Stderr())
+		}
+	}
+	if got := countRoles(raftRoles(t, m, leader)); got["voter"] != 3 || got["nonvoter"] != 2 {
+		t.Fatalf("a refused leave changed the membership: %v", got)
+	}
+
 	// The leader leaves: the CLI asks it through its API, it hands off leadership, is removed from Raft and exits 0.
-	cli := startProc(t, "leave-cli", "leave", "--addr", leader.api(), "--token", m.admin)
+	cli := startProc(t, "leave-cli", "leave", leader.name, "--yes", "--addr", leader.api(), "--token", m.admin)
 	if code, ok := cli.Wait(60 * time.Second); !ok || code != 0 {
 		t.Fatalf("node leave: exited=%v code=%d\n%s%s", ok, code, cli.Stdout(), cli.Stderr())
 	}

@@ -93,7 +93,7 @@ func Init(cfg Config, meshName string, joinTTL time.Duration) (*Node, *InitResul
 	if err != nil {
 		return fail(err)
 	}
-	return n, &InitResult{Mesh: meshName, Node: cfg.Name, API: n.HTTPAddr(), AdminToken: admin, JoinToken: jt, CAHash: ca.Hash()}, nil
+	return n, &InitResult{Mesh: meshName, Node: cfg.Name, API: n.AdvertisedHTTPAddr(), AdminToken: admin, JoinToken: jt, CAHash: ca.Hash()}, nil
 }
 
 // nodeCertValidity is how long node certificates last; rotation is by re-joining (docs/operations.md).

@@ -196,6 +196,16 @@ func (n *Node) Endpoint() *transport.Endpoint { return n.ep }
 // HTTPAddr returns the address the API listens on.
 func (n *Node) HTTPAddr() string { return n.httpLn.Addr().String() }
 
+// AdvertisedHTTPAddr returns the address other machines reach the API at: the advertised IP with the port the API
+// listens on (HTTPAddr says [::] when the node binds every address).
+func (n *Node) AdvertisedHTTPAddr() string {
+	_, port, err := net.SplitHostPort(n.HTTPAddr())
+	if err != nil || n.cfg.AdvertiseIP == "" {
+		return n.HTTPAddr()
+	}
+	return net.JoinHostPort(n.cfg.AdvertiseIP, port)
+}
+
 // GossipAddr returns the address gossip listens on.
 func (n *Node) GossipAddr() string {
 	m := n.gossip.LocalNode()

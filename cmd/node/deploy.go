@@ -62,9 +62,9 @@ func batchesText(d raftfsm.Deployment) string {
 		n += len(b)
 	}
 	if len(d.Batches) == 1 {
-		return fmt.Sprintf("%d servers at once", n)
+		return plural(n, "server", "servers") + " at once"
 	}
-	return fmt.Sprintf("%d servers in %d batches", n, len(d.Batches))
+	return plural(n, "server", "servers") + " in " + plural(len(d.Batches), "batch", "batches")
 }
 
 func (c *cli) deployCmd() *cobra.Command {
@@ -124,10 +124,18 @@ unless --force (which installs it again and restarts it). --wait follows every s
 
 // opCmd is `node restart ENV` and `node terminate ENV`.
 func (c *cli) opCmd(kind, short, long string) *cobra.Command {
-	var f deployFlags
+	var (
+		f   deployFlags
+		yes bool
+	)
 	cmd := &cobra.Command{
 		Use: kind + " ENV", Short: short, Long: long, Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
+			if kind == raftfsm.DeployKindTerminate {
+				if err := c.confirm(yes, fmt.Sprintf("stop the app of environment %s on all its servers?", args[0])); err != nil {
+					return err
+				}
+			}
 			var res deployer.CreateResult
 			if _, err := c.api().Post(ctx(), "/v1/envs/"+url.PathEscape(args[0])+"/deployments", deployer.CreateRequest{Kind: kind}, &res); err != nil {
 				return explain(err)
@@ -136,6 +144,9 @@ func (c *cli) opCmd(kind, short, long string) *cobra.Command {
 		},
 	}
 	f.register(cmd)
+	if kind == raftfsm.DeployKindTerminate {
+		cmd.Flags().BoolVarP(&yes, "yes", "y", false, "do not ask for confirmation")
+	}
 	return cmd
 }
 
@@ -330,9 +341,9 @@ func (c *cli) pinCmd(pin bool) *cobra.Command {
 			}
 			return c.print(e, func(w *tabwriter.Writer) {
 				if e.Pinned {
-					fmt.Fprintf(w, "%s is pinned (%s)\n", e.Name, e.PinReason)
+					fmt.Fprintf(w, "%s is pinned (%s): auto deploy and promotions leave it alone until `node unpin %s`\n", e.Name, e.PinReason, e.Name)
 				} else {
-					fmt.Fprintf(w, "%s is not pinned\n", e.Name)
+					fmt.Fprintf(w, "%s is unpinned: auto deploy and promotions reach it again\n", e.Name)
 				}
 			})
 		},
@@ -546,7 +557,7 @@ func (c *cli) waitDeployment(id string) error {
 		}
 	} else {
 		healthy, total := counts(d)
-		fmt.Fprintf(c.out, "deployment %s %s: %d of %d servers healthy, took %s\n", d.ID, d.State, healthy, total, deployTook(d))
+		fmt.Fprintf(c.out, "deployment %s %s: %d of %s healthy, took %s\n", d.ID, d.State, healthy, plural(total, "server", "servers"), deployTook(d))
 		if d.Error != "" {
 			fmt.Fprintf(c.out, "  %s\n", d.Error)
 		}

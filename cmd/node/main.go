@@ -25,18 +25,20 @@ type cli struct {
 	addr    string
 	token   string
 	json    bool
+	in      io.Reader
 	out     io.Writer
 	errOut  io.Writer
 	verbose bool
 }
 
 func main() {
-	c := &cli{out: os.Stdout, errOut: os.Stderr}
+	c := &cli{in: os.Stdin, out: os.Stdout, errOut: os.Stderr}
 	root := c.root()
 	stop := profileCPU()
 	err := root.Execute()
 	stop()
 	if err != nil {
+		err = didYouMean(ctx(), client.New(c.addr, c.token), err)
 		fmt.Fprintln(os.Stderr, "error:", err)
 		os.Exit(1)
 	}
@@ -90,6 +92,7 @@ Operator verbs talk to any node's HTTP API: --addr/SHOAL_ADDR and --token/SHOAL_
 		c.buildCmd(), c.buildsCmd(), c.logCmd(), c.releasesCmd(),
 		c.deployCmd(), c.deploymentsCmd(), c.deploymentCmd(), c.rollbackCmd(), c.promoteCmd(), c.approveCmd(), c.restartCmd(), c.terminateCmd(), c.pinCmd(true), c.pinCmd(false), c.pipelineCmd(),
 		c.configCmd())
+	polish(root)
 	return root
 }
 

@@ -15,18 +15,38 @@ import (
 )
 
 func (c *cli) leaveCmd() *cobra.Command {
-	return &cobra.Command{
-		Use:   "leave",
-		Short: "Take the node at --addr out of the mesh for good (it hands off leadership, is removed from Raft, and exits)",
-		Args:  cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
+	var yes bool
+	cmd := &cobra.Command{
+		Use:   "leave NAME",
+		Short: "Take the node NAME, the one at --addr, out of the mesh for good (it hands off leadership, is removed from Raft, and exits)",
+		Long: `Take a server out of the mesh for good: it hands off leadership if it leads, is removed from Raft, and
+exits; its certificate stops being accepted. Point --addr (or SHOAL_ADDR) at that server's API and name it, so that
+a stale SHOAL_ADDR cannot take out another server: the command refuses when the node at --addr has another name.
+It asks before it acts unless --yes is given.`,
+		Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			cl := c.api()
+			var st struct {
+				Node string `json:"node"`
+			}
+			if _, err := cl.Get(ctx(), "/v1/status", &st); err != nil {
+				return explain(err)
+			}
+			if st.Node != args[0] {
+				return fmt.Errorf("the node at %s is %q, not %q: point --addr at %s's API to take it out (nothing was changed)", c.addr, st.Node, args[0], args[0])
+			}
+			if err := c.confirm(yes, fmt.Sprintf("take %s (%s) out of the mesh for good?", st.Node, c.addr)); err != nil {
+				return err
+			}
 			var out map[string]string
-			if _, err := c.api().Post(ctx(), "/v1/leave", struct{}{}, &out); err != nil {
+			if _, err := cl.Post(ctx(), "/v1/leave", struct{}{}, &out); err != nil {
 				return explain(err)
 			}
 			return c.print(out, func(w *tabwriter.Writer) { fmt.Fprintf(w, "%s left the mesh\n", out["left"]) })
 		},
 	}
+	cmd.Flags().BoolVarP(&yes, "yes", "y", false, "do not ask for confirmation")
+	return cmd
 }
 
 func (c *cli) membersCmd() *cobra.Command {
@@ -219,9 +239,13 @@ func (c *cli) appCmd() *cobra.Command {
 		},
 	}
 	uf.register(update)
+	var yesApp bool
 	del := &cobra.Command{
-		Use: "delete NAME", Short: "Delete an app (its environments first)", Args: cobra.ExactArgs(1),
+		Use: "delete NAME", Short: "Delete an app (its environments first); asks unless --yes", Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
+			if err := c.confirm(yesApp, fmt.Sprintf("delete app %s with its builds and releases?", args[0])); err != nil {
+				return err
+			}
 			if _, err := c.api().Do(ctx(), "DELETE", "/v1/apps/"+url.PathEscape(args[0]), nil, nil); err != nil {
 				return explain(err)
 			}
@@ -229,6 +253,7 @@ func (c *cli) appCmd() *cobra.Command {
 			return nil
 		},
 	}
+	del.Flags().BoolVarP(&yesApp, "yes", "y", false, "do not ask for confirmation")
 	cmd.AddCommand(list, show, create, update, del)
 	return cmd
 }
@@ -386,9 +411,13 @@ func (c *cli) envCmd() *cobra.Command {
 		},
 	}
 	uf.register(update)
+	var yesEnv bool
 	del := &cobra.Command{
-		Use: "delete NAME", Short: "Delete an environment", Args: cobra.ExactArgs(1),
+		Use: "delete NAME", Short: "Delete an environment; asks unless --yes", Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
+			if err := c.confirm(yesEnv, fmt.Sprintf("delete environment %s?", args[0])); err != nil {
+				return err
+			}
 			if _, err := c.api().Do(ctx(), "DELETE", "/v1/envs/"+url.PathEscape(args[0]), nil, nil); err != nil {
 				return explain(err)
 			}
@@ -396,6 +425,7 @@ func (c *cli) envCmd() *cobra.Command {
 			return nil
 		},
 	}
+	del.Flags().BoolVarP(&yesEnv, "yes", "y", false, "do not ask for confirmation")
 	cmd.AddCommand(list, show, create, update, del)
 	cmd.AddCommand(c.envPinCmds()...)
 	return cmd
@@ -417,7 +447,7 @@ func envTable(w *tabwriter.Writer, e raftfsm.Env) {
 	}
 	fmt.Fprintf(w, "strategy:\t%s\nauto deploy:\t%v\ndesired:\t%s\nstable:\t%s\n", strategy, e.AutoDeploy, dash(e.Desired), dash(e.Stable))
 	if e.Pinned {
-		fmt.Fprintf(w, "pinned:\tyes (%s): auto deploy is suspended until `node env unpin %s`\n", e.PinReason, e.Name)
+		fmt.Fprintf(w, "pinned:\tyes (%s): auto deploy is suspended until `node unpin %s`\n", e.PinReason, e.Name)
 	}
 	for _, k := range sortedKeys(e.Vars) {
 		v := e.Vars[k]

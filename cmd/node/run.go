@@ -194,7 +194,7 @@ running as this server's agent, unless --exit is given (then start it later with
 				_ = c.print(res, nil)
 			} else {
 				fmt.Fprintf(c.out, "mesh: %s\nnode: %s\napi: http://%s\nadmin token: %s\njoin token: %s\n\n", res.Mesh, res.Node, res.API, res.AdminToken, res.JoinToken)
-				fmt.Fprintf(c.out, "Add servers with:\n  node join %s --token %s --name NAME --bind IP\n", n.RaftAddr(), res.JoinToken)
+				fmt.Fprintf(c.out, "Add servers with:\n  %s join %s --token %s --name NAME --bind IP\n", selfPath(), n.RaftAddr(), res.JoinToken)
 				fmt.Fprintf(c.out, "Talk to the mesh with:\n  export SHOAL_ADDR=%s SHOAL_TOKEN=%s\n", res.API, res.AdminToken)
 			}
 			if exit {
@@ -253,7 +253,7 @@ Running join again on a joined data dir just starts the node.`,
 					}
 					time.Sleep(100 * time.Millisecond)
 				}
-				fmt.Fprintf(c.errOut, "%s is a member; start it with `node agent --data-dir %s`\n", n.Name(), cfg.DataDir)
+				fmt.Fprintf(c.errOut, "%s is a member; start it with `%s agent --data-dir %s`\n", n.Name(), selfPath(), cfg.DataDir)
 				return n.Close()
 			}
 			return runUntilSignal(n, sp)
@@ -299,3 +299,4 @@ func selfPath() string {
 	}
 	return p
 }
+
