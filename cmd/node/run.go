@@ -299,4 +299,3 @@ func selfPath() string {
 	}
 	return p
 }
-
