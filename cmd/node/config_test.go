@@ -17,7 +17,7 @@ import (
 func runCLI(t *testing.T, args ...string) (string, error) {
 	t.Helper()
 	var out, errOut bytes.Buffer
-	c := &cli{out: &out, errOut: &errOut}
+	c := &cli{in: strings.NewReader(""), out: &out, errOut: &errOut}
 	root := c.root()
 	root.SetArgs(args)
 	root.SetOut(&out)
