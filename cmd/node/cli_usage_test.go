@@ -76,3 +76,17 @@ func TestClosestName(t *testing.T) {
 		}
 	}
 }
+
+func TestParseBatch(t *testing.T) {
+	for in, want := range map[string][2]int{"3": {3, 0}, "25%": {0, 25}, "100%": {0, 100}, " 2 ": {2, 0}} {
+		size, pct, err := parseBatch(in)
+		if err != nil || size != want[0] || pct != want[1] {
+			t.Errorf("parseBatch(%q) = %d, %d, %v; want %v", in, size, pct, err, want)
+		}
+	}
+	for _, in := range []string{"0", "-1", "0%", "101%", "25 %", "x", "3.5", "25%%"} {
+		if _, _, err := parseBatch(in); err == nil || !strings.Contains(err.Error(), "25%") {
+			t.Errorf("parseBatch(%q): %v, want an error with an example", in, err)
+		}
+	}
+}

@@ -73,6 +73,7 @@ func (c *cli) deployCmd() *cobra.Command {
 		env          string
 		force        bool
 		strategy     string
+		batch        string
 		batchSize    int
 		batchPercent int
 	)
@@ -96,6 +97,12 @@ unless --force (which installs it again and restarts it). --wait follows every s
 				return fmt.Errorf("environment %s belongs to app %s, not %s", env, e.App, args[0])
 			}
 			req := deployer.CreateRequest{Release: args[1], Force: force}
+			if batch != "" {
+				var err error
+				if batchSize, batchPercent, err = parseBatch(batch); err != nil {
+					return err
+				}
+			}
 			if strategy != "" || batchSize > 0 || batchPercent > 0 {
 				st := e.Strategy
 				if strategy != "" {
@@ -117,8 +124,12 @@ unless --force (which installs it again and restarts it). --wait follows every s
 	cmd.Flags().StringVar(&env, "env", "", "the environment to deploy to (required)")
 	cmd.Flags().BoolVar(&force, "force", false, "deploy even if VERSION is already the environment's release")
 	cmd.Flags().StringVar(&strategy, "strategy", "", "all or rolling, for this deployment only")
-	cmd.Flags().IntVar(&batchSize, "batch-size", 0, "servers per rolling batch, for this deployment only")
-	cmd.Flags().IntVar(&batchPercent, "batch-percent", 0, "percent of the servers per rolling batch, for this deployment only")
+	cmd.Flags().StringVar(&batch, "batch", "", "rolling batch for this deployment only: a number of servers, or a percent like 25% (as env create's --batch)")
+	// The spellings of earlier versions, kept working so scripts do not break.
+	cmd.Flags().IntVar(&batchSize, "batch-size", 0, "servers per rolling batch")
+	cmd.Flags().IntVar(&batchPercent, "batch-percent", 0, "percent of the servers per rolling batch")
+	_ = cmd.Flags().MarkDeprecated("batch-size", "use --batch N")
+	_ = cmd.Flags().MarkDeprecated("batch-percent", "use --batch P%")
 	return cmd
 }
 

@@ -513,16 +513,9 @@ func (f *envFlags) body(cmd *cobra.Command) (map[string]any, error) {
 	if ch("strategy") || ch("batch") || ch("min-healthy") || ch("abort-after") || ch("auto-rollback") {
 		st := raftfsm.Strategy{Kind: f.strategy, MinHealthy: f.minHealthy, AbortAfter: f.abort, AutoRollback: f.rollback}
 		if f.batch != "" {
-			var n int
-			if strings.HasSuffix(f.batch, "%") {
-				if _, err := fmt.Sscanf(f.batch, "%d%%", &n); err != nil {
-					return nil, fmt.Errorf("--batch %q: use a number or a percent like 25%%", f.batch)
-				}
-				st.BatchPercent = n
-			} else if _, err := fmt.Sscanf(f.batch, "%d", &n); err != nil {
-				return nil, fmt.Errorf("--batch %q: use a number or a percent like 25%%", f.batch)
-			} else {
-				st.BatchSize = n
+			var err error
+			if st.BatchSize, st.BatchPercent, err = parseBatch(f.batch); err != nil {
+				return nil, err
 			}
 			if st.Kind == "" {
 				st.Kind = "rolling"
@@ -551,4 +544,20 @@ func sortedKeys[V any](m map[string]V) []string {
 	}
 	sort.Strings(keys)
 	return keys
+}
+
+// parseBatch reads --batch: a number of servers ("3") or a percent of them ("25%").
+func parseBatch(v string) (size, percent int, err error) {
+	bad := fmt.Errorf("--batch %q: use a number of servers like 3, or a percent like 25%%", v)
+	var n int
+	if p, ok := strings.CutSuffix(strings.TrimSpace(v), "%"); ok {
+		if _, err := fmt.Sscanf(p, "%d", &n); err != nil || n <= 0 || n > 100 || fmt.Sprint(n) != p {
+			return 0, 0, bad
+		}
+		return 0, n, nil
+	}
+	if _, err := fmt.Sscanf(v, "%d", &n); err != nil || n <= 0 || fmt.Sprint(n) != strings.TrimSpace(v) {
+		return 0, 0, bad
+	}
+	return n, 0, nil
 }
