@@ -68,4 +68,32 @@ func TestBuildCLI(t *testing.T) {
 	if _, errOut, code := cli("build", "web", "--ref", "no-such-branch"); code == 0 || !strings.Contains(errOut, "no branch or tag") {
 		t.Errorf("build of a missing ref: exit %d %s", code, errOut)
 	}
+
+	// Names are completed from the mesh, and a mistyped one gets "did you mean".
+	if _, errOut, code := cli("env", "create", "prod", "--app", "web", "--server", n.name); code != 0 {
+		t.Fatalf("env create: exit %d %s", code, errOut)
+	}
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"__complete", "deploy", ""}, "web\t"},
+		{[]string{"__complete", "deploy", "web", ""}, "v1\t"},
+		{[]string{"__complete", "deploy", "web", "v1", "--env", ""}, "prod\tapp web"},
+		{[]string{"__complete", "restart", ""}, "prod\t"},
+		{[]string{"__complete", "leave", ""}, n.name + "\talive"},
+	} {
+		if out, errOut, code := cli(tc.args...); code != 0 || !strings.Contains(out, tc.want) {
+			t.Errorf("node %q: exit %d, want %q among\n%s%s", tc.args, code, tc.want, out, errOut)
+		}
+	}
+	if _, errOut, code := cli("app", "show", "wbe"); code == 0 || !strings.Contains(errOut, `did you mean "web"?`) {
+		t.Errorf("app show wbe: exit %d %s; want a suggestion of web", code, errOut)
+	}
+	if _, errOut, code := cli("deployments", "prdo"); code == 0 || !strings.Contains(errOut, `did you mean "prod"?`) {
+		t.Errorf("deployments prdo: exit %d %s; want a suggestion of prod", code, errOut)
+	}
+	if out, errOut, code := cli("completion", "bash"); code != 0 || !strings.Contains(out, "complete -o default -F __start_shoal shoal") {
+		t.Errorf("completion bash: exit %d %s; want a script registered for shoal", code, errOut)
+	}
 }

@@ -71,7 +71,7 @@ environments of servers. Every server runs this same binary.
 
 Start a mesh with 'node init', add servers with 'node join', or try it all on one machine with 'node dev'.
 Operator verbs talk to any node's HTTP API: --addr/SHOAL_ADDR and --token/SHOAL_TOKEN, or save them with
-'node config set'. Shell completion: 'node completion bash|zsh|fish|powershell --help'.`,
+'node config set'. Shell completion: 'completion --help' (it registers for the name you call Shoal by, never 'node').`,
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}
@@ -91,8 +91,10 @@ Operator verbs talk to any node's HTTP API: --addr/SHOAL_ADDR and --token/SHOAL_
 		c.tokenCmd(), c.appCmd(), c.envCmd(), c.releaseCmd(),
 		c.buildCmd(), c.buildsCmd(), c.logCmd(), c.releasesCmd(),
 		c.deployCmd(), c.deploymentsCmd(), c.deploymentCmd(), c.rollbackCmd(), c.promoteCmd(), c.approveCmd(), c.restartCmd(), c.terminateCmd(), c.pinCmd(true), c.pinCmd(false), c.pipelineCmd(),
-		c.configCmd())
+		c.configCmd(), c.completionCmd(root))
+	root.CompletionOptions.DisableDefaultCmd = true // ours registers for another name than node (Node.js's)
 	polish(root)
+	c.addCompletion(root)
 	return root
 }
 
