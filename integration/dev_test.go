@@ -81,10 +81,6 @@ func TestDevFirstLook(t *testing.T) {
 			t.Fatalf("no sample URL from node dev within 90 s; stdout:\n%s\nstderr:\n%s", strings.Join(seen, "\n"), devReadFile(stderr.Name()))
 		}
 	}
-	go func() {
-		for range lines {
-		}
-	}()
 	if sampleURL == "" {
 		t.Fatalf("node dev printed no sample service URL:\n%s", strings.Join(seen, "\n"))
 	}
@@ -98,6 +94,56 @@ func TestDevFirstLook(t *testing.T) {
 	if !strings.Contains(body, "Hello from Shoal") || !strings.Contains(body, "release v1") {
 		t.Fatalf("sample service answered %q, want its message and release v1", body)
 	}
+	// The summary is not buried in the node's log: that goes to the file it names.
+	out := strings.Join(seen, "\n")
+	if strings.Contains(out, "level=") || !strings.Contains(out, "node log: ") {
+		t.Errorf("node dev's summary should name its log file and hold no log lines:\n%s", out)
+	}
+
+	// A commit rolls out, and node dev says so: one line for the build, one for the deployment.
+	var repo string
+	for _, l := range seen {
+		if v, ok := strings.CutPrefix(l, "sample app: git repository "); ok {
+			repo, _, _ = strings.Cut(v, " (")
+		}
+	}
+	git := func(args ...string) {
+		t.Helper()
+		c := exec.Command("git", append([]string{"-C", repo}, args...)...)
+		if b, err := c.CombinedOutput(); err != nil {
+			t.Fatalf("git %v: %v\n%s", args, err, b)
+		}
+	}
+	if err := os.WriteFile(filepath.Join(repo, "message.txt"), []byte("Hello again\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	git("-c", "user.name=t", "-c", "user.email=t@example.invalid", "commit", "-qam", "new message")
+	var buildLine, deployLine string
+	deadline = time.After(90 * time.Second)
+	for buildLine == "" || deployLine == "" {
+		select {
+		case l, ok := <-lines:
+			if !ok {
+				t.Fatalf("node dev exited while a commit rolled out; stderr:\n%s", devReadFile(stderr.Name()))
+			}
+			seen = append(seen, l)
+			if strings.HasPrefix(l, "build sample-2 succeeded") {
+				buildLine = l
+			}
+			if strings.HasPrefix(l, "deployment ") && strings.Contains(l, "deploy v2 to dev succeeded") {
+				deployLine = l
+			}
+		case <-deadline:
+			t.Fatalf("node dev did not announce the new build and deployment within 90 s:\n%s", strings.Join(seen, "\n"))
+		}
+	}
+	if !strings.Contains(buildLine, "release v2 from ") {
+		t.Errorf("build announcement %q: want the release and the commit", buildLine)
+	}
+	go func() {
+		for range lines {
+		}
+	}()
 	port := strings.TrimSuffix(sampleURL[strings.LastIndex(sampleURL, ":")+1:], "/")
 	if len(samplePIDs(port)) == 0 {
 		t.Fatalf("no sample-server process for port %s found while it answers", port)

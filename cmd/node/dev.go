@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"net/http"
 	"net/url"
@@ -36,8 +37,9 @@ const (
 
 func (c *cli) devCmd() *cobra.Command {
 	var (
-		f    nodeFlags
-		keep bool
+		f       nodeFlags
+		keep    bool
+		verbose bool
 	)
 	cmd := &cobra.Command{
 		Use:   "dev",
@@ -48,13 +50,14 @@ sample service's URL. Commit to the sample repository and a new release rolls ou
 Ctrl-C stops the sample service and the node, and removes the data dir unless --keep.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			return c.runDev(&f, keep)
+			return c.runDev(&f, keep, verbose)
 		},
 	}
 	f.register(cmd, false)
 	// dev always runs in a fresh temporary dir; a --data-dir given here would be ignored.
 	_ = cmd.Flags().MarkHidden("data-dir")
 	cmd.Flags().BoolVar(&keep, "keep", false, "keep the temporary data dir on exit")
+	cmd.Flags().BoolVar(&verbose, "verbose", false, "print the node's log here instead of to the log file it names")
 	cmd.AddCommand(sampleServerCmd())
 	return cmd
 }
@@ -71,7 +74,7 @@ type devSession struct {
 	status func(format string, a ...any)
 }
 
-func (c *cli) runDev(f *nodeFlags, keep bool) error {
+func (c *cli) runDev(f *nodeFlags, keep, verbose bool) error {
 	dir, err := os.MkdirTemp("", "shoal-dev-")
 	if err != nil {
 		return fmt.Errorf("create the dev data dir: %w", err)
@@ -85,6 +88,18 @@ func (c *cli) runDev(f *nodeFlags, keep bool) error {
 		return err
 	}
 	cfg.Name, cfg.Voters = "dev", 1
+	// The node's log would bury the summary (an election, every build and deploy step): it goes to a file that
+	// outlives the data dir, and the summary names it. --verbose prints it here as before.
+	logPath := ""
+	if !verbose {
+		lf, err := os.CreateTemp("", "shoal-dev-*.log")
+		if err != nil {
+			return fmt.Errorf("create the dev log file: %w", err)
+		}
+		defer lf.Close()
+		logPath = lf.Name()
+		cfg.Logger = slog.New(slog.NewTextHandler(lf, &slog.HandlerOptions{Level: f.level()}))
+	}
 	sp, err := f.spreadOptions()
 	if err != nil {
 		return err
@@ -117,6 +132,9 @@ func (c *cli) runDev(f *nodeFlags, keep bool) error {
 	defer s.stop()
 
 	s.status("Shoal dev mesh is running (data dir %s%s).", dir, map[bool]string{true: ", kept", false: ", removed on exit"}[keep])
+	if logPath != "" {
+		s.status("node log: %s (--verbose prints it here)", logPath)
+	}
 	setupDone := make(chan error, 1)
 	go func() { setupDone <- s.setup(setupCtx) }()
 	select {
@@ -144,13 +162,18 @@ func (c *cli) runDev(f *nodeFlags, keep bool) error {
 			res.API, res.AdminToken, self, devApp, self, devEnv, self, devEnv)
 		fmt.Fprintf(c.out, "\nCommit to %s and watch a new release roll out:\n  cd %s && echo 'Hello again' > message.txt && git commit -qam 'new message'\n  curl %s\n",
 			s.repo, s.repo, sampleURL)
-		fmt.Fprintf(c.out, "\nPress Ctrl-C to stop (the sample service stops with the mesh).\n")
+		fmt.Fprintf(c.out, "\nPress Ctrl-C to stop (the sample service stops with the mesh).\n\n")
 	}
+	watchCtx, stopWatch := context.WithCancel(context.Background())
+	watched := make(chan struct{})
+	go func() { defer close(watched); s.announce(watchCtx) }()
 	select {
 	case sg := <-sig:
 		n.Logger().Info("stopping", "signal", sg.String())
 	case <-n.Left():
 	}
+	stopWatch()
+	<-watched
 	return nil
 }
 

@@ -63,13 +63,20 @@ func (f *nodeFlags) register(cmd *cobra.Command, forNew bool) {
 	}
 }
 
+// level is --log-level's level (info when it does not parse: config says so).
+func (f *nodeFlags) level() slog.Level {
+	level := slog.LevelInfo
+	_ = level.UnmarshalText([]byte(f.logLevel))
+	return level
+}
+
 func (f *nodeFlags) config() (node.Config, error) {
 	tags, err := parseKV(f.tags, "tag")
 	if err != nil {
 		return node.Config{}, err
 	}
-	level := slog.LevelInfo
-	if err := level.UnmarshalText([]byte(f.logLevel)); err != nil {
+	level := f.level()
+	if err := new(slog.Level).UnmarshalText([]byte(f.logLevel)); err != nil {
 		return node.Config{}, fmt.Errorf("--log-level %q: use debug, info, warn or error", f.logLevel)
 	}
 	dir, err := filepath.Abs(f.dataDir)
