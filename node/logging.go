@@ -46,7 +46,29 @@ func (w *slogWriter) Write(p []byte) (int, error) {
 				msg = strings.TrimSpace(msg[i+1:])
 			}
 		}
+		if level > slog.LevelInfo && routine(msg) {
+			level = slog.LevelInfo
+		}
 		w.l.Log(context.Background(), level, msg)
 	}
 	return len(p), nil
+}
+
+// routineMessages are warnings hashicorp/raft gives for what every join does: a new member has no log yet, so
+// the leader's first AppendEntries is refused and older entries (or a snapshot) are sent; and a new mesh elects
+// its first leader. They are logged at info: an operator who adds a server should not see a warning for it.
+var routineMessages = []string{
+	"raft: failed to get previous log",
+	"raft: appendEntries rejected, sending older logs",
+	// A node that has never had a leader (a new mesh's first node, or every node of a mesh starting together).
+	"raft: heartbeat timeout reached, starting election: last-leader-addr= last-leader-id=",
+}
+
+func routine(msg string) bool {
+	for _, m := range routineMessages {
+		if strings.HasPrefix(msg, m) {
+			return true
+		}
+	}
+	return false
 }

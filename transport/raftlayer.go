@@ -3,6 +3,7 @@ package transport
 import (
 	"context"
 	"errors"
+	"io"
 	"net"
 	"sync"
 	"time"
@@ -133,8 +134,28 @@ func newStreamConn(st *quic.Stream, conn *quic.Conn) *streamConn {
 	return &streamConn{st: st, local: conn.LocalAddr(), remote: conn.RemoteAddr()}
 }
 
-func (c *streamConn) Read(b []byte) (int, error)  { return c.st.Read(b) }
+// Read ends with io.EOF when either side closed the connection on purpose: Raft's transport logs any other read
+// error as a broken command ("failed to decode incoming command"), which a clean shutdown is not.
+func (c *streamConn) Read(b []byte) (int, error) {
+	n, err := c.st.Read(b)
+	if err != nil && closedOnPurpose(err) {
+		err = io.EOF
+	}
+	return n, err
+}
+
 func (c *streamConn) Write(b []byte) (int, error) { return c.st.Write(b) }
+
+// closedOnPurpose reports whether err ends a stream because its connection was closed, or the stream cancelled,
+// with code 0: how Endpoint.Close and streamConn.Close end them.
+func closedOnPurpose(err error) bool {
+	var ae *quic.ApplicationError
+	if errors.As(err, &ae) {
+		return ae.ErrorCode == 0
+	}
+	var se *quic.StreamError
+	return errors.As(err, &se) && se.ErrorCode == 0
+}
 
 // Close is a full close, as net.Conn promises: Stream.Close alone would only end the sending side and leave the
 // peer's writes to a reader that no longer exists.
