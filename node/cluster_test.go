@@ -431,3 +431,31 @@ func TestFreshJoinerKnowsTokens(t *testing.T) {
 		t.Fatalf("a wrong token got %d", code)
 	}
 }
+
+// The number of voters is the mesh's, chosen at init: a joined node that comes to lead keeps it, whatever its
+// own setting (before, a joined node leading aimed for its own default of 3 after `init --voters 5`).
+func TestVotersAreTheMeshs(t *testing.T) {
+	c := NewTestCluster(t, 4, func(cfg *Config) {
+		if cfg.Name == "n1" {
+			cfg.Voters = 5
+		} else {
+			cfg.Voters = 3
+		}
+	})
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if err := c.Nodes[0].Leave(ctx); err != nil {
+		t.Fatalf("n1 leave: %v", err)
+	}
+	c.Nodes[0].Close()
+	c.Nodes[0] = nil
+	c.Eventually(30*time.Second, "a joined node to lead without n1", func() bool {
+		l := c.Leader()
+		_, in := c.RaftServers()["n1"]
+		return l.Name() != "n1" && !in
+	})
+	c.Join("n5", nil)
+	c.Eventually(30*time.Second, "n5 to become the fourth voter (the mesh keeps 5)", func() bool {
+		return c.RaftServers()["n5"] == "voter"
+	})
+}

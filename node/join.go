@@ -81,6 +81,7 @@ func Init(cfg Config, meshName string, joinTTL time.Duration) (*Node, *InitResul
 	now := time.Now().UTC()
 	if _, err := n.Apply(ctx, &raftfsm.MeshInit{Mesh: raftfsm.Mesh{
 		Name: meshName, CACert: string(ca.CertPEM), CAKey: string(ca.KeyPEM), GossipKey: gossipKey, CreatedAt: now,
+		Voters: cfg.Voters,
 	}}); err != nil {
 		return fail(fmt.Errorf("record the mesh: %w", err))
 	}

@@ -113,6 +113,7 @@ func (n *Node) reconcile(log interface {
 			voters++
 		}
 	}
+	want := n.votersWanted()
 	members := n.members.snapshot()
 	departed := n.departed()
 	byName := map[string]Member{}
@@ -150,13 +151,13 @@ func (n *Node) reconcile(log interface {
 		}
 		s, in := inRaft[m.Name]
 		switch {
-		case !in && voters < n.cfg.Voters:
+		case !in && voters < want:
 			if change("add-voter", n.raft.AddVoter(raft.ServerID(m.Name), raft.ServerAddress(m.Addr), 0, timeout), m.Name) {
 				voters++
 			}
 		case !in:
 			change("add-nonvoter", n.raft.AddNonvoter(raft.ServerID(m.Name), raft.ServerAddress(m.Addr), 0, timeout), m.Name)
-		case s.Suffrage != raft.Voter && voters < n.cfg.Voters:
+		case s.Suffrage != raft.Voter && voters < want:
 			if change("promote", n.raft.AddVoter(s.ID, raft.ServerAddress(m.Addr), 0, timeout), m.Name) {
 				voters++
 			}
@@ -169,4 +170,19 @@ func (n *Node) reconcile(log interface {
 			}
 		}
 	}
+}
+
+// votersWanted is how many voters the mesh keeps: the number chosen at init, recorded in the replicated state, so
+// a joined node that comes to lead keeps the same number; this node's own setting for meshes made before that.
+func (n *Node) votersWanted() int {
+	want := 0
+	n.fsm.Read(func(s *raftfsm.State) {
+		if s.Mesh != nil {
+			want = s.Mesh.Voters
+		}
+	})
+	if want == 0 {
+		want = n.cfg.Voters
+	}
+	return want
 }

@@ -17,6 +17,9 @@ type Mesh struct {
 	CAKey     string    `json:"ca_key"`
 	GossipKey []byte    `json:"gossip_key"`
 	CreatedAt time.Time `json:"created_at"`
+	// Voters is how many Raft voters the mesh keeps (1, 3 or 5), chosen at init: whichever node leads keeps it.
+	// 0 in meshes made before it was recorded: the leader then keeps its own --voters.
+	Voters int `json:"voters,omitempty"`
 }
 
 // Roles an API token can have, from most to least powerful.

@@ -59,7 +59,6 @@ func (f *nodeFlags) register(cmd *cobra.Command, forNew bool) {
 	if forNew {
 		host, _ := os.Hostname()
 		fl.StringVar(&f.name, "name", host, "this server's name in the mesh (unique)")
-		fl.IntVar(&f.voters, "voters", 3, "Raft voters the mesh keeps: 1, 3 or 5 (the rest are non-voters)")
 	}
 }
 
@@ -211,6 +210,7 @@ running as this server's agent, unless --exit is given (then start it later with
 		},
 	}
 	f.register(cmd, true)
+	cmd.Flags().IntVar(&f.voters, "voters", 3, "Raft voters the mesh keeps, 1, 3 or 5 (the rest are non-voters): recorded in the mesh, so whichever node leads keeps it")
 	cmd.Flags().StringVar(&mesh, "mesh", "shoal", "the mesh's name")
 	cmd.Flags().DurationVar(&joinTTL, "join-ttl", node.DefaultJoinTTL, "how long the printed join token stays valid")
 	cmd.Flags().BoolVar(&exit, "exit", false, "initialise and exit instead of running the node")
@@ -267,6 +267,10 @@ Running join again on a joined data dir just starts the node.`,
 		},
 	}
 	f.register(cmd, true)
+	// --voters is the mesh's, set at init: a joining node takes it from the state. Accepted and ignored, so
+	// scripts that passed it keep working.
+	cmd.Flags().IntVar(&f.voters, "voters", 0, "")
+	_ = cmd.Flags().MarkDeprecated("voters", "the mesh's number of voters is set at 'init' and kept by whichever node leads")
 	cmd.Flags().StringVar(&token, "token", os.Getenv("SHOAL_JOIN_TOKEN"), "join token (env SHOAL_JOIN_TOKEN)")
 	cmd.Flags().BoolVar(&exit, "exit", false, "exit once this server is a member, instead of running it (then start it with `node agent`)")
 	return cmd
