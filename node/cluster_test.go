@@ -459,3 +459,34 @@ func TestVotersAreTheMeshs(t *testing.T) {
 		return c.RaftServers()["n5"] == "voter"
 	})
 }
+
+// A client that reconnects with Last-Event-ID (as the browser's EventSource does) is not sent the index it has
+// already seen: its first event is the next change.
+func TestEventStreamResumes(t *testing.T) {
+	c := NewTestCluster(t, 1, nil)
+	n := c.Nodes[0]
+	seen := n.FSM().Index()
+	req, _ := http.NewRequest("GET", "http://"+n.HTTPAddr()+"/v1/events", nil)
+	req.Header.Set("Authorization", "Bearer "+c.AdminToken)
+	req.Header.Set("Last-Event-ID", fmt.Sprint(seen))
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	if code := call(t, n, c.AdminToken, "POST", "/v1/apps", map[string]any{"name": "web"}, nil); code != 201 {
+		t.Fatal(code)
+	}
+	sc := bufio.NewScanner(resp.Body)
+	for sc.Scan() {
+		if l, ok := strings.CutPrefix(sc.Text(), "id: "); ok {
+			var id uint64
+			fmt.Sscan(l, &id)
+			if id <= seen {
+				t.Fatalf("first event after Last-Event-ID %d has id %d: the client had seen it", seen, id)
+			}
+			return
+		}
+	}
+	t.Fatal("the stream ended without an event")
+}

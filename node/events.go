@@ -38,11 +38,14 @@ func (n *Node) getEvents(w http.ResponseWriter, r *http.Request) error {
 		flusher.Flush()
 		return nil
 	}
-	cur := n.fsm.Index()
-	if err := send(cur); err != nil {
-		return nil
+	// A client that reconnects with Last-Event-ID (as EventSource does) gets the current index at once only if it
+	// has not seen it; anyone else gets it at once, to know where the state stands.
+	if cur := n.fsm.Index(); last == 0 || cur > last {
+		if err := send(cur); err != nil {
+			return nil
+		}
+		last = cur
 	}
-	last = cur
 	// End with the request or with the node, whichever comes first.
 	ctx, stop := context.WithCancel(r.Context())
 	defer stop()

@@ -78,7 +78,8 @@ func (n *Node) Ready() bool {
 	return meshKnown && (n.applied.through(n.startIndex) || time.Since(n.startedAt) > readyAfter)
 }
 
-// Open starts a node from an initialised or joined data dir: endpoint, Raft, gossip, HTTP API, in that order.
+// Open starts a node from an initialised or joined data dir: the QUIC endpoint, Raft, the HTTP API, then gossip
+// (the order of start; Close stops them the other way round, HTTP first).
 func Open(cfg Config) (*Node, error) {
 	st, err := LoadStored(cfg.DataDir)
 	if err != nil {
