@@ -187,7 +187,7 @@ func (a *attempt) setEnv() error {
 // scripts runs the build sections, then packages the release.
 func (a *attempt) scripts() outcome {
 	failure := ""
-	for _, sec := range []string{"PreBuild", "Build"} {
+	for _, sec := range []string{"PreBuild", "Build", "PreRelease"} {
 		res, ran, err := a.section(sec, nil)
 		if err != nil {
 			failure = fmt.Sprintf("%s could not run: %v", sec, err)

@@ -267,3 +267,45 @@ func queueDepth(t *testing.T, m *mesh, i int) float64 {
 	}
 	return v
 }
+
+// PreRelease runs after Build and before AfterBuildSuccess and the packaging, in Distelli's order, so it can
+// change the artifacts; when it fails, the build fails and AfterBuildFailure runs.
+func TestPreReleaseRunsBeforePackaging(t *testing.T) {
+	repo, _ := newAppRepo(t, `
+build:
+  build:
+    - mkdir -p out && echo built > out/info.txt
+  pre_release:
+    - echo "pre-released $SHOAL_COMMIT" >> out/info.txt
+  after_build_success:
+    - cat out/info.txt
+package:
+  include: ['out/*']
+`, nil)
+	m := newMesh(t, 1, Options{})
+	m.createApp("web", map[string]any{"repo": repo.dir})
+	b := m.waitFinished(m.startBuild(0, "web", "main").ID)
+	if b.State != raftfsm.BuildSucceeded {
+		t.Fatalf("build %+v\n%s", b, m.buildLog(b.ID))
+	}
+	log := m.buildLog(b.ID)
+	if !strings.Contains(log, "built\npre-released "+b.Commit) {
+		t.Errorf("AfterBuildSuccess should see Build's and then PreRelease's output:\n%s", log)
+	}
+
+	repo.commit("pre-release fails", map[string]string{"shoal.yml": `
+build:
+  build: [echo built]
+  pre_release: ["false"]
+  after_build_failure: [echo failure hook ran]
+package:
+  include: ['*']
+`})
+	b = m.waitFinished(m.startBuild(0, "web", "main").ID)
+	if b.State != raftfsm.BuildFailed || b.Error != "PreRelease failed with exit code 1" {
+		t.Fatalf("build %+v", b)
+	}
+	if log := m.buildLog(b.ID); !strings.Contains(log, "failure hook ran") {
+		t.Errorf("AfterBuildFailure did not run after a failed PreRelease:\n%s", log)
+	}
+}

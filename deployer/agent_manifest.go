@@ -66,7 +66,8 @@ func ReadManifest(archive io.Reader, want string) (string, []byte, error) {
 
 // HooksOf turns a manifest's deploy half into what a Lifecycle runs.
 func HooksOf(m *manifest.Manifest) Hooks {
-	h := Hooks{Sections: map[string][]string{}, Timeouts: map[string]time.Duration{}, ProcessCount: m.ProcessCount}
+	h := Hooks{Sections: map[string][]string{}, Timeouts: map[string]time.Duration{}, ProcessCount: m.ProcessCount,
+		Templates: m.InstallTemplates}
 	for _, e := range m.Env {
 		h.Env = append(h.Env, EnvVar{Key: e.Key, Value: e.Value})
 	}

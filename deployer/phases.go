@@ -14,6 +14,8 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/shoal-ci/shoal/manifest"
 )
 
 // Phase names, as OnPhase reports them and as the sections of Hooks are keyed (Distelli's names).
@@ -23,6 +25,7 @@ const (
 	PhasePreInstall    = "PreInstall"
 	PhaseInstall       = "Install"
 	PhaseExtract       = "Extract"
+	PhaseTemplates     = "InstallTemplates"
 	PhasePostInstall   = "PostInstall"
 	PhaseStop          = "Stop"
 	PhaseFlip          = "Flip"
@@ -58,6 +61,8 @@ type Hooks struct {
 	Sections     map[string][]string      // by phase name: PreInstall, Install, Exec, ...; one shell line per item
 	ProcessCount int                      // copies of Exec; 0 means 1
 	Timeouts     map[string]time.Duration // by phase name; missing means DefaultPhaseTimeout
+	// Templates are rendered after the release is unpacked (or Install ran) and before PostInstall.
+	Templates []manifest.Template
 }
 
 func (h Hooks) has(section string) bool { return len(h.Sections[section]) > 0 }
@@ -160,7 +165,7 @@ func (l *Lifecycle) begin(phase string) {
 }
 
 // Deploy installs the release into InstallDir and makes it current: Env, PreInstall, Install or
-// extraction, PostInstall, stop the old Exec, flip, PreStart, Exec or Start, PostStart. A failure
+// extraction, InstallTemplates, PostInstall, stop the old Exec, flip, PreStart, Exec or Start, PostStart. A failure
 // before the flip leaves the old release current and (unless the stop itself failed) running.
 func (l *Lifecycle) Deploy(ctx context.Context) error {
 	if l.EnvDir == "" || l.InstallDir == "" {
@@ -193,6 +198,9 @@ func (l *Lifecycle) Deploy(ctx context.Context) error {
 		}
 	} else if err := l.extract(); err != nil {
 		return phaseErr(PhaseExtract, err)
+	}
+	if err := l.renderTemplates(ctx); err != nil {
+		return err
 	}
 	if err := l.runSection(ctx, PhasePostInstall, l.InstallDir); err != nil {
 		return err

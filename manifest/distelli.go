@@ -10,10 +10,8 @@ import (
 // does not run; each earns a warning saying so.
 var distelliIgnored = map[string]string{
 	"BuildWith":        "Shoal does not run other vendors' build files: move the steps into PreBuild and Build",
-	"PreRelease":       "Shoal does not run PreRelease: move its lines to the end of Build",
 	"CommitData":       "Shoal records the commit itself and always sets DISTELLI_RELREPOTYPE=Git",
 	"DockerInspect":    "Shoal does not track Docker images",
-	"InstallTemplates": "Shoal does not render Mustache templates: render them in PostInstall",
 	"RestartDelay":     "Distelli never defined RestartDelay; Shoal's Exec supervision backs off by itself",
 }
 
@@ -50,7 +48,7 @@ func distelliKnown() []string {
 			known = append(known, s.name+"Timeout")
 		}
 	}
-	known = append(known, "PkgInclude", "PkgExclude", "Env", "ProcessCount", "HealthCheck")
+	known = append(known, "PkgInclude", "PkgExclude", "Env", "ProcessCount", "HealthCheck", "InstallTemplates")
 	for k := range distelliIgnored {
 		known = append(known, k)
 	}
@@ -93,6 +91,8 @@ func (p *parser) distelliSections(m *Manifest, n *yaml.Node, app string) {
 			}
 		case "HealthCheck":
 			m.HealthCheck = p.healthCheck(kv.val, name, distelliHealthKeys)
+		case "InstallTemplates":
+			m.InstallTemplates = p.templates(kv.val, name)
 		default:
 			if why, ok := distelliIgnored[name]; ok {
 				p.warnf(kv.key, "%s is ignored: %s", name, why)

@@ -20,8 +20,8 @@ type Manifest struct {
 	// Owner is the user part of Distelli's root key "user/App"; empty for shoal.yml.
 	Owner string
 
-	// Build sections: each a script, one shell line (or block) per item.
-	PreBuild, Build, AfterBuildSuccess, AfterBuildFailure, CustomVersionCmd, ReleaseNotesCmd []string
+	// Build sections: each a script, one shell line (or block) per item, run in this order (Distelli's).
+	PreBuild, Build, PreRelease, AfterBuildSuccess, AfterBuildFailure, CustomVersionCmd, ReleaseNotesCmd []string
 
 	PkgInclude []Include
 	PkgExclude []string
@@ -32,6 +32,10 @@ type Manifest struct {
 	// Deploy, restart and terminate sections.
 	PreInstall, Install, PostInstall, PreStart, Exec, Start, PostStart, PreRestart, PostRestart,
 	PreTerminate, Terminate, PostTerminate []string
+
+	// InstallTemplates are Mustache templates rendered on each server after the release is unpacked (or Install
+	// ran) and before PostInstall, as Distelli's InstallTemplates.
+	InstallTemplates []Template
 
 	// ProcessCount is how many Exec processes to run; 1 unless the manifest says otherwise.
 	ProcessCount int
@@ -47,7 +51,7 @@ type Manifest struct {
 	Format string
 
 	// Warnings name things the manifest holds that Shoal reads but does not act on (Distelli sections such
-	// as BuildWith or InstallTemplates), each placed file:line:column.
+	// as BuildWith or DockerInspect), each placed file:line:column.
 	Warnings []string
 }
 
@@ -56,6 +60,13 @@ type Manifest struct {
 type Include struct {
 	Glob string
 	Dest string
+}
+
+// Template is one InstallTemplates item: the template at Path (relative to the install home) is rendered to a
+// file of the same base name in Dir (relative to the install home), or in place when Dir is empty.
+type Template struct {
+	Path string
+	Dir  string
 }
 
 // EnvVar is one Env entry. Value is shell text: the deployer expands it when exporting, as Distelli did.
@@ -110,6 +121,7 @@ type section struct {
 var sections = []section{
 	{"PreBuild", "pre_build", kindBuild, true},
 	{"Build", "build", kindBuild, true},
+	{"PreRelease", "pre_release", kindBuild, true},
 	{"AfterBuildSuccess", "after_build_success", kindBuild, true},
 	{"AfterBuildFailure", "after_build_failure", kindBuild, true},
 	{"CustomVersionCmd", "custom_version_cmd", kindBuild, true},
@@ -145,6 +157,8 @@ func (m *Manifest) script(name string) *[]string {
 		return &m.PreBuild
 	case "Build":
 		return &m.Build
+	case "PreRelease":
+		return &m.PreRelease
 	case "AfterBuildSuccess":
 		return &m.AfterBuildSuccess
 	case "AfterBuildFailure":

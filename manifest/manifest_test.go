@@ -122,7 +122,13 @@ func TestDistelliShapes(t *testing.T) {
 		t.Errorf("HealthCheck = %+v", m.HealthCheck)
 	}
 	warnings := strings.Join(m.Warnings, "\n")
-	for _, w := range []string{"distelli-manifest.yml:25:3: Start is ignored", "distelli-manifest.yml:29:3: InstallTemplates is ignored", "distelli-manifest.yml:31:3: CommitData is ignored"} {
+	if want := []Template{{Path: "templates/Hello.template", Dir: "."}}; !reflect.DeepEqual(m.InstallTemplates, want) {
+		t.Errorf("InstallTemplates = %+v, want %+v", m.InstallTemplates, want)
+	}
+	if strings.Contains(strings.Join(m.Warnings, "\n"), "InstallTemplates") {
+		t.Errorf("InstallTemplates is rendered now, yet warned about: %q", m.Warnings)
+	}
+	for _, w := range []string{"distelli-manifest.yml:25:3: Start is ignored", "distelli-manifest.yml:31:3: CommitData is ignored"} {
 		if !strings.Contains(warnings, w) {
 			t.Errorf("warnings lack %q:\n%s", w, warnings)
 		}
@@ -405,5 +411,51 @@ func TestLoad(t *testing.T) {
 	write("big.yml", strings.Repeat("#", MaxSize+1))
 	if _, _, err = Load(dir, "big.yml"); err == nil || !strings.Contains(err.Error(), "limit") {
 		t.Errorf("oversized manifest: %v", err)
+	}
+}
+
+// PreRelease runs between Build and AfterBuildSuccess, as in Distelli; InstallTemplates takes a path or a pair,
+// in both formats, and refuses paths that leave the install home.
+func TestPreReleaseAndTemplates(t *testing.T) {
+	d := mustParse(t, "distelli-manifest.yml", `user/App:
+  Build:
+    - make
+  PreRelease:
+    - rm -rf test-output
+  PreReleaseTimeout: 30
+  InstallTemplates:
+    - config/app.conf
+    - [ "templates/nginx.conf", "etc/" ]
+`)
+	if !reflect.DeepEqual(d.PreRelease, []string{"rm -rf test-output"}) || d.Timeout("PreRelease") != 30*time.Second {
+		t.Errorf("PreRelease = %q, timeout %v", d.PreRelease, d.Timeout("PreRelease"))
+	}
+	want := []Template{{Path: "config/app.conf"}, {Path: "templates/nginx.conf", Dir: "etc/"}}
+	if !reflect.DeepEqual(d.InstallTemplates, want) {
+		t.Errorf("InstallTemplates = %+v, want %+v", d.InstallTemplates, want)
+	}
+	s := mustParse(t, "shoal.yml", `build:
+  build: [make]
+  pre_release: [strip bin/app]
+deploy:
+  install_templates:
+    - config/app.conf
+    - [templates/nginx.conf, etc/]
+`)
+	if !reflect.DeepEqual(s.Script("pre_release"), []string{"strip bin/app"}) || !reflect.DeepEqual(s.InstallTemplates, want) {
+		t.Errorf("shoal.yml: pre_release %q, templates %+v", s.Script("pre_release"), s.InstallTemplates)
+	}
+	for src, wantErr := range map[string]string{
+		"deploy:\n  install_templates: [/etc/passwd]\n":      "is an absolute path",
+		"deploy:\n  install_templates: [../x.tmpl]\n":        "climbs out of the install home",
+		"deploy:\n  install_templates: [[a.tmpl, ../etc]]\n": "climbs out of the release",
+		"deploy:\n  install_templates: [[a.tmpl, b, c]]\n":   "got a list of 3",
+		"deploy:\n  install_tempaltes: [a.tmpl]\n":           "install_templates",
+		"build:\n  pre_relase: [x]\n":                        "pre_release",
+	} {
+		_, err := Parse("shoal.yml", []byte(src))
+		if err == nil || !strings.Contains(err.Error(), wantErr) {
+			t.Errorf("%q: error %v, want one with %q", src, err, wantErr)
+		}
 	}
 }

@@ -254,6 +254,64 @@ func (p *parser) includes(n *yaml.Node, what string) []Include {
 	return inc
 }
 
+// templates reads InstallTemplates: each item a template path, rendered in place, or a pair [template, dir]
+// that renders it into dir; both relative to the install home.
+func (p *parser) templates(n *yaml.Node, what string) []Template {
+	var out []Template
+	for _, item := range p.list(n, what, "templates") {
+		item = resolve(item)
+		switch item.Kind {
+		case yaml.ScalarNode:
+			if isNull(item) && item.Value == "" {
+				continue
+			}
+			if msg := checkTemplatePath(item.Value); msg != "" {
+				p.errorf(item, "%s item %q %s", what, item.Value, msg)
+				continue
+			}
+			out = append(out, Template{Path: item.Value})
+		case yaml.SequenceNode:
+			if len(item.Content) != 2 {
+				p.errorf(item, "%s item must be a template path or a pair [template, output_dir], got a list of %d", what, len(item.Content))
+				continue
+			}
+			t, d := resolve(item.Content[0]), resolve(item.Content[1])
+			if t.Kind != yaml.ScalarNode || d.Kind != yaml.ScalarNode {
+				p.errorf(item, "%s item [template, output_dir] must hold two strings", what)
+				continue
+			}
+			if msg := checkTemplatePath(t.Value); msg != "" {
+				p.errorf(t, "%s item %q %s", what, t.Value, msg)
+				continue
+			}
+			if msg := checkDest(d.Value); msg != "" {
+				p.errorf(d, "%s output directory %q %s", what, d.Value, msg)
+				continue
+			}
+			out = append(out, Template{Path: t.Value, Dir: d.Value})
+		default:
+			p.errorf(item, "%s item must be a template path or a pair [template, output_dir], got %s", what, kindName(item))
+		}
+	}
+	return out
+}
+
+// checkTemplatePath rejects template paths that are not a file inside the install home.
+func checkTemplatePath(t string) string {
+	switch {
+	case t == "" || strings.HasSuffix(t, "/"):
+		return "is not a file path"
+	case strings.HasPrefix(t, "/"):
+		return "is an absolute path: templates are relative to the install home"
+	}
+	for _, seg := range strings.Split(t, "/") {
+		if seg == ".." {
+			return "climbs out of the install home with \"..\""
+		}
+	}
+	return ""
+}
+
 func checkDest(d string) string {
 	switch {
 	case d == "":

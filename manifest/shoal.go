@@ -81,7 +81,7 @@ func (p *parser) shoalPackage(m *Manifest, n *yaml.Node) {
 
 func (p *parser) shoalDeploy(m *Manifest, n *yaml.Node) {
 	pairs, _ := p.mapping(n, "deploy")
-	known := append(sectionKeys(kindDeploy), "env", "process_count", "timeouts", "health_check")
+	known := append(sectionKeys(kindDeploy), "env", "process_count", "timeouts", "health_check", "install_templates")
 	var start *yaml.Node
 	for _, kv := range pairs {
 		k := kv.key.Value
@@ -99,6 +99,9 @@ func (p *parser) shoalDeploy(m *Manifest, n *yaml.Node) {
 			continue
 		case "health_check":
 			m.HealthCheck = p.healthCheck(kv.val, "deploy.health_check", shoalHealthKeys)
+			continue
+		case "install_templates":
+			m.InstallTemplates = p.templates(kv.val, "deploy.install_templates")
 			continue
 		}
 		if s, ok := lookupSection(k); ok && s.key == k && s.kind == kindDeploy {
