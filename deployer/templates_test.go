@@ -75,8 +75,8 @@ func TestInstallTemplatesFailures(t *testing.T) {
 		tmpl    manifest.Template
 		want    string
 	}{
-		"unclosed tag":  {[]tarEntry{file("a.tmpl", "{{#open}} never closed")}, manifest.Template{Path: "a.tmpl"}, "a.tmpl"},
-		"missing":       {[]tarEntry{file("a.tmpl", "x")}, manifest.Template{Path: "b.tmpl"}, "is it in PkgInclude?"},
+		"unclosed tag": {[]tarEntry{file("a.tmpl", "{{#open}} never closed")}, manifest.Template{Path: "a.tmpl"}, "a.tmpl"},
+		"missing":      {[]tarEntry{file("a.tmpl", "x")}, manifest.Template{Path: "b.tmpl"}, "is it in PkgInclude?"},
 		// Extraction refuses links that leave the release; a PreInstall script can still make one.
 		"link out":      {[]tarEntry{file("a.tmpl", "x")}, manifest.Template{Path: "a.tmpl", Dir: "etc"}, "leaves the install home"},
 		"link template": {[]tarEntry{file("a.tmpl", "x")}, manifest.Template{Path: "etc/passwd"}, "leaves the install home"},

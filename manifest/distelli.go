@@ -9,10 +9,10 @@ import (
 // distelliIgnored are Distelli sections that Shoal accepts so that existing manifests load unchanged, but
 // does not run; each earns a warning saying so.
 var distelliIgnored = map[string]string{
-	"BuildWith":        "Shoal does not run other vendors' build files: move the steps into PreBuild and Build",
-	"CommitData":       "Shoal records the commit itself and always sets DISTELLI_RELREPOTYPE=Git",
-	"DockerInspect":    "Shoal does not track Docker images",
-	"RestartDelay":     "Distelli never defined RestartDelay; Shoal's Exec supervision backs off by itself",
+	"BuildWith":     "Shoal does not run other vendors' build files: move the steps into PreBuild and Build",
+	"CommitData":    "Shoal records the commit itself and always sets DISTELLI_RELREPOTYPE=Git",
+	"DockerInspect": "Shoal does not track Docker images",
+	"RestartDelay":  "Distelli never defined RestartDelay; Shoal's Exec supervision backs off by itself",
 }
 
 // parseDistelli reads a distelli-manifest.yml: one root key "user/App" holding Distelli's sections.
