@@ -350,7 +350,8 @@ func (r *runner) publish(a *attempt, o outcome) string {
 		return resultInterrupted
 	}
 	me := r.s.n.Name()
-	cmd := &raftfsm.BuildFinish{ID: a.b.ID, Term: r.term, State: o.state, Error: o.err, Release: o.release, At: time.Now().UTC()}
+	cmd := &raftfsm.BuildFinish{ID: a.b.ID, Term: r.term, State: o.state, Error: o.err, Release: o.release, At: time.Now().UTC(),
+		Message: a.info.CommitMessage}
 	// Not the leadership's context: a deposed leader still tries, and the FSM refuses it.
 	ctx, cancel := context.WithTimeout(r.s.ctx, publishTimeout)
 	defer cancel()

@@ -305,6 +305,9 @@ package:
 	if b.State != raftfsm.BuildFailed || b.Error != "PreRelease failed with exit code 1" {
 		t.Fatalf("build %+v", b)
 	}
+	if b.Message != "pre-release fails" {
+		t.Errorf("a manual build records its commit's subject: message %q", b.Message)
+	}
 	if log := m.buildLog(b.ID); !strings.Contains(log, "failure hook ran") {
 		t.Errorf("AfterBuildFailure did not run after a failed PreRelease:\n%s", log)
 	}

@@ -137,8 +137,8 @@ func TestDevFirstLook(t *testing.T) {
 			t.Fatalf("node dev did not announce the new build and deployment within 90 s:\n%s", strings.Join(seen, "\n"))
 		}
 	}
-	if !strings.Contains(buildLine, "release v2 from ") {
-		t.Errorf("build announcement %q: want the release and the commit", buildLine)
+	if !strings.Contains(buildLine, "release v2 from ") || !strings.Contains(buildLine, `"new message"`) {
+		t.Errorf("build announcement %q: want the release, the commit and its message", buildLine)
 	}
 	go func() {
 		for range lines {

@@ -422,6 +422,9 @@ func applyBuildFinish(s *State, index uint64, c *BuildFinish) (any, *Error) {
 		b.Release = rel.Version
 	}
 	b.State, b.Error, b.EndedAt = c.State, c.Error, c.At
+	if b.Message == "" {
+		b.Message = c.Message
+	}
 	b.ModifyIndex, a.ModifyIndex = index, index
 	if rel != nil {
 		return rel, nil

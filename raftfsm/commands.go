@@ -204,6 +204,9 @@ type BuildFinish struct {
 	Error   string
 	Release *Release
 	At      time.Time
+	// Message is the commit's subject line as the builder read it; it fills in a build that has none (a poll or
+	// a manual build; a push's webhook gives its own). Older nodes ignore it.
+	Message string `json:",omitempty"`
 }
 
 // BuildCancel cancels a queued build, or asks the builder to stop a running one.
