@@ -8,7 +8,6 @@ import (
 	"io"
 	"net/http"
 	"slices"
-	"strings"
 	"time"
 
 	"github.com/shoal-ci/shoal/node"
@@ -55,8 +54,23 @@ func (dl *deliverer) run(ctx context.Context) {
 			if st.Notify == nil {
 				return
 			}
-			for id, d := range st.Notify.Deliveries {
-				if d.State != raftfsm.DeliveryPending || dl.inflight[id] {
+			pending := make([]*raftfsm.Delivery, 0, 16)
+			for _, d := range st.Notify.Deliveries {
+				if d.State == raftfsm.DeliveryPending {
+					pending = append(pending, d)
+				}
+			}
+			slices.SortFunc(pending, func(a, b *raftfsm.Delivery) int { return cmp.Compare(a.Seq, b.Seq) })
+			// A target gets the events of one build or deployment in order: a later one waits while an earlier
+			// one is pending (a forge must not see "success" overtaken by "pending").
+			blocked := map[string]bool{}
+			for _, d := range pending {
+				key := d.Target + "|" + recordOf(d.Event.Key)
+				if blocked[key] {
+					continue
+				}
+				blocked[key] = true
+				if dl.inflight[d.ID] {
 					continue
 				}
 				if d.NextAt.After(now) {
@@ -66,15 +80,13 @@ func (dl *deliverer) run(ctx context.Context) {
 					continue
 				}
 				j := job{d: *d, sub: clone(st.Notify.Subs[d.Target]), frg: clone(st.Notify.Forges[d.App])}
-				j.d.Attempts = append([]raftfsm.Attempt(nil), d.Attempts...)
+				j.d.Attempts = slices.Clone(d.Attempts)
 				if st.Mesh != nil {
 					j.mesh = st.Mesh.Name
 				}
 				due = append(due, j)
 			}
 		})
-		// Oldest first, so a backlog drains in the order it happened.
-		sortJobs(due)
 		for _, j := range due {
 			if running >= maxInFlight {
 				break
@@ -112,13 +124,6 @@ func clone[T any](p *T) *T {
 	}
 	c := *p
 	return &c
-}
-
-func sortJobs(js []job) {
-	slices.SortFunc(js, func(a, b job) int {
-		return cmp.Or(cmp.Compare(a.d.Event.Index, b.d.Event.Index), cmp.Compare(a.d.CreateIndex, b.d.CreateIndex),
-			strings.Compare(a.d.ID, b.d.ID))
-	})
 }
 
 // attempt sends one try of j and records it. If the record fails (leadership lost), the next leader sends the

@@ -133,7 +133,9 @@ type EventDeployment struct {
 // Delivery is one event on its way to one target (a subscription, or the app's forge). Its ID is the idempotency
 // key the receiver sees; Attempts is the delivery log.
 type Delivery struct {
-	ID       string    `json:"id"`
+	ID string `json:"id"`
+	// Seq orders deliveries as their events happened; a target gets a record's events in this order.
+	Seq      uint64    `json:"seq"`
 	Target   string    `json:"target"`
 	Kind     string    `json:"kind"`
 	App      string    `json:"app"`
@@ -163,6 +165,8 @@ type NotifyState struct {
 	Recent []string `json:"recent"`
 	// Scanned is the state index through which the leader has derived events.
 	Scanned uint64 `json:"scanned"`
+	// Seq is the Seq of the last delivery created.
+	Seq uint64 `json:"seq"`
 }
 
 // NotifySubscription creates, replaces (same ID) or deletes a subscription. An empty Secret on replace keeps
@@ -432,11 +436,14 @@ func applyNotifyEvents(s *State, index uint64, c *NotifyEvents) (any, *Error) {
 		}
 		n.Recent = append(n.Recent, ev.Key)
 		for _, target := range s.NotifyTargets(&ev) {
-			kind := "forge:" + n.Forges[ev.App].Kind
-			if target != ForgeTarget {
+			var kind string
+			if target == ForgeTarget {
+				kind = "forge:" + n.Forges[ev.App].Kind
+			} else {
 				kind = n.Subs[target].Kind
 			}
-			d := &Delivery{ID: ev.Key + ":" + target, Target: target, Kind: kind, App: ev.App, Event: ev,
+			n.Seq++
+			d := &Delivery{ID: ev.Key + ":" + target, Seq: n.Seq, Target: target, Kind: kind, App: ev.App, Event: ev,
 				State: DeliveryPending, Attempts: []Attempt{}, NextAt: c.At, Meta: Meta{CreateIndex: index, ModifyIndex: index}}
 			n.Deliveries[d.ID] = d
 			created = append(created, d.ID)
@@ -450,8 +457,8 @@ func applyNotifyEvents(s *State, index uint64, c *NotifyEvents) (any, *Error) {
 	return created, nil
 }
 
-// pruneDeliveries keeps the newest finished deliveries (by creation index, then id, so every node drops the
-// same ones); pending ones are always kept.
+// pruneDeliveries keeps the newest finished deliveries (by Seq, so every node drops the same ones); pending
+// ones are always kept.
 func pruneDeliveries(n *NotifyState) {
 	if len(n.Deliveries) <= maxFinishedDeliveries+deliveryPruneSlack {
 		return
@@ -463,7 +470,7 @@ func pruneDeliveries(n *NotifyState) {
 		}
 	}
 	slices.SortFunc(done, func(a, b *Delivery) int {
-		return cmp.Or(cmp.Compare(a.CreateIndex, b.CreateIndex), strings.Compare(a.ID, b.ID))
+		return cmp.Compare(a.Seq, b.Seq)
 	})
 	for _, d := range done[:max(0, len(done)-maxFinishedDeliveries)] {
 		delete(n.Deliveries, d.ID)
