@@ -65,7 +65,7 @@ func (dl *deliverer) run(ctx context.Context) {
 			// one is pending (a forge must not see "success" overtaken by "pending").
 			blocked := map[string]bool{}
 			for _, d := range pending {
-				key := d.Target + "|" + recordOf(d.Event.Key)
+				key := d.Target + "|" + raftfsm.EventRecord(d.Event.Key)
 				if blocked[key] {
 					continue
 				}

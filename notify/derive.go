@@ -28,17 +28,9 @@ func derive(s *raftfsm.State, since uint64, dashboard string, now time.Time) []r
 		}
 	}
 	slices.SortStableFunc(out, func(a, b raftfsm.Event) int {
-		return cmp.Or(cmp.Compare(a.Index, b.Index), cmp.Compare(recordOf(a.Key), recordOf(b.Key)))
+		return cmp.Or(cmp.Compare(a.Index, b.Index), cmp.Compare(raftfsm.EventRecord(a.Key), raftfsm.EventRecord(b.Key)))
 	})
 	return out
-}
-
-// recordOf is the part of an event key that names its record (build:web-3), so that a record's events keep their
-// own order when sorted.
-func recordOf(key string) string {
-	kind, rest, _ := strings.Cut(key, ":")
-	id, _, _ := strings.Cut(rest, ":")
-	return kind + ":" + id
 }
 
 func at(t, now time.Time) time.Time {
@@ -85,7 +77,9 @@ func deployEvents(d *raftfsm.Deployment, dashboard string, now time.Time) []raft
 	var out []raftfsm.Event
 	// A deployment approved since it was created waited for its approval, whether or not a leader saw it wait.
 	if d.State == raftfsm.DeployWaiting || d.ApprovedBy != "" {
-		out = append(out, ev("approval", raftfsm.EventApprovalWaiting, d.CreatedAt))
+		e := ev("approval", raftfsm.EventApprovalWaiting, d.CreatedAt)
+		e.Index = d.CreateIndex // it waited from its creation
+		out = append(out, e)
 	}
 	switch d.State {
 	case raftfsm.DeployPending, raftfsm.DeployRunning, raftfsm.DeploySucceeded, raftfsm.DeployFailed, raftfsm.DeployRolledBack:

@@ -16,9 +16,9 @@ func TestDerive(t *testing.T) {
 	s.Builds["web-1"] = &raftfsm.Build{ID: "web-1", App: "web", State: raftfsm.BuildFailed, Attempt: 2, Meta: raftfsm.Meta{ModifyIndex: 10}}
 	s.Builds["web-2"] = &raftfsm.Build{ID: "web-2", App: "web", State: raftfsm.BuildQueued, Meta: raftfsm.Meta{ModifyIndex: 11}}
 	s.Builds["web-3"] = &raftfsm.Build{ID: "web-3", App: "web", State: raftfsm.BuildSucceeded, Attempt: 1, Meta: raftfsm.Meta{ModifyIndex: 4}}
-	s.Deploys["d1"] = &raftfsm.Deployment{ID: "d1", App: "web", Env: "prod", State: raftfsm.DeployRolledBack, ApprovedBy: "alice", Meta: raftfsm.Meta{ModifyIndex: 12}}
-	s.Deploys["d2"] = &raftfsm.Deployment{ID: "d2", App: "web", Env: "prod", State: raftfsm.DeployCancelled, Meta: raftfsm.Meta{ModifyIndex: 13}}
-	s.Deploys["d3"] = &raftfsm.Deployment{ID: "d3", App: "web", Env: "prod", State: raftfsm.DeployWaiting, Meta: raftfsm.Meta{ModifyIndex: 14}}
+	s.Deploys["d1"] = &raftfsm.Deployment{ID: "d1", App: "web", Env: "prod", State: raftfsm.DeployRolledBack, ApprovedBy: "alice", Meta: raftfsm.Meta{CreateIndex: 12, ModifyIndex: 12}}
+	s.Deploys["d2"] = &raftfsm.Deployment{ID: "d2", App: "web", Env: "prod", State: raftfsm.DeployCancelled, Meta: raftfsm.Meta{CreateIndex: 13, ModifyIndex: 13}}
+	s.Deploys["d3"] = &raftfsm.Deployment{ID: "d3", App: "web", Env: "prod", State: raftfsm.DeployWaiting, Meta: raftfsm.Meta{CreateIndex: 14, ModifyIndex: 14}}
 	var got []string
 	for _, ev := range derive(s, 5, "http://d/ui/", now) {
 		got = append(got, ev.Key+" "+ev.Name)

@@ -103,7 +103,9 @@ func TestEventsDuringLeaderChange(t *testing.T) {
 	rc := newReceiver(t, nil)
 	m.subscribe(map[string]any{"app": "web", "url": rc.URL, "events": []string{"build.started"}})
 	m.startBuild("web", "a1")
-	eventually(t, 20*time.Second, "the first event", func() bool { return len(rc.ok()) == 1 })
+	eventually(t, 20*time.Second, "the first event delivered and recorded", func() bool {
+		return len(rc.ok()) == 1 && len(m.deliveries("state=delivered")) == 1
+	})
 	// Stop the leader's notifier first: the next events are applied while no one derives them.
 	var li int
 	for i, n := range m.Nodes {

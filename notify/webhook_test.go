@@ -85,7 +85,10 @@ func TestWebhookSignedRetriedAndLogged(t *testing.T) {
 		}
 	}
 
-	// The delivery log has every attempt, through the API.
+	// The delivery log has every attempt, through the API (the last is recorded just after it was answered).
+	eventually(t, 10*time.Second, "the log to record both deliveries", func() bool {
+		return len(m.deliveries("state=delivered&subscription="+sub.ID)) == 2
+	})
 	log := m.deliveries("subscription=" + sub.ID)
 	if len(log) != 2 {
 		t.Fatalf("want 2 deliveries in the log, got %d", len(log))

@@ -44,7 +44,7 @@ const (
 	DeliveryCancelled        = "cancelled"
 	ForgeTarget              = "forge"
 	maxNotifyAttempts        = 32
-	maxRecentEvents          = 4096
+	minSeenLimit             = 1024
 	maxFinishedDeliveries    = 2000
 	deliveryPruneSlack       = 200
 	maxSubscriptionsPerApp   = 64
@@ -161,8 +161,11 @@ type NotifyState struct {
 	Subs       map[string]*Subscription `json:"subscriptions"`
 	Forges     map[string]*Forge        `json:"forges"`
 	Deliveries map[string]*Delivery     `json:"deliveries"`
-	// Recent holds the keys of recorded events (oldest first, bounded), so an event is recorded once.
-	Recent []string `json:"recent"`
+	// Seen holds the keys of the recorded events of each build and deployment (by EventRecord of the key), so
+	// an event is recorded once however often it is derived. Entries of records no longer in the state are
+	// dropped when Seen grows past SeenLimit.
+	Seen      map[string][]string `json:"seen"`
+	SeenLimit int                 `json:"seen_limit"`
 	// Scanned is the state index through which the leader has derived events.
 	Scanned uint64 `json:"scanned"`
 	// Seq is the Seq of the last delivery created.
@@ -219,7 +222,29 @@ func (s *State) notify() *NotifyState {
 	if n.Deliveries == nil {
 		n.Deliveries = map[string]*Delivery{}
 	}
+	if n.Seen == nil {
+		n.Seen = map[string][]string{}
+	}
 	return n
+}
+
+// EventRecord is the record part of an event key: "build:web-3" of "build:web-3:started:1".
+func EventRecord(key string) string {
+	kind, rest, _ := strings.Cut(key, ":")
+	id, _, _ := strings.Cut(rest, ":")
+	return kind + ":" + id
+}
+
+// recordExists reports whether the build or deployment an event record names is still in the state.
+func (s *State) recordExists(record string) bool {
+	kind, id, _ := strings.Cut(record, ":")
+	switch kind {
+	case "build":
+		return s.Builds[id] != nil
+	case "deploy":
+		return s.Deploys[id] != nil
+	}
+	return false
 }
 
 // applyNotify applies the notification commands; ok is false for any other command.
@@ -415,7 +440,7 @@ func (s *State) NotifyTargets(ev *Event) []string {
 
 // EventRecorded reports whether an event of that key has been recorded.
 func (s *State) EventRecorded(key string) bool {
-	return s.Notify != nil && slices.Contains(s.Notify.Recent, key)
+	return s.Notify != nil && slices.Contains(s.Notify.Seen[EventRecord(key)], key)
 }
 
 func applyNotifyEvents(s *State, index uint64, c *NotifyEvents) (any, *Error) {
@@ -431,10 +456,11 @@ func applyNotifyEvents(s *State, index uint64, c *NotifyEvents) (any, *Error) {
 	n := s.notify()
 	var created []string
 	for _, ev := range c.Events {
-		if slices.Contains(n.Recent, ev.Key) {
+		if s.EventRecorded(ev.Key) {
 			continue
 		}
-		n.Recent = append(n.Recent, ev.Key)
+		rec := EventRecord(ev.Key)
+		n.Seen[rec] = append(n.Seen[rec], ev.Key)
 		for _, target := range s.NotifyTargets(&ev) {
 			var kind string
 			if target == ForgeTarget {
@@ -449,8 +475,13 @@ func applyNotifyEvents(s *State, index uint64, c *NotifyEvents) (any, *Error) {
 			created = append(created, d.ID)
 		}
 	}
-	if len(n.Recent) > maxRecentEvents {
-		n.Recent = slices.Clone(n.Recent[len(n.Recent)-maxRecentEvents:])
+	if len(n.Seen) > max(n.SeenLimit, minSeenLimit) {
+		for rec := range n.Seen {
+			if !s.recordExists(rec) {
+				delete(n.Seen, rec)
+			}
+		}
+		n.SeenLimit = 2 * len(n.Seen)
 	}
 	n.Scanned = max(n.Scanned, c.Scanned)
 	pruneDeliveries(n)
