@@ -66,7 +66,10 @@ func Attach(n *node.Node, opts Options) (*Service, error) {
 		opts.Timeout = DefaultTimeout
 	}
 	if opts.Client == nil {
-		opts.Client = &http.Client{Timeout: opts.Timeout}
+		// A redirect is an answer like any other non-2xx: following it would re-send the body, and its signature,
+		// to an address the subscription does not name.
+		opts.Client = &http.Client{Timeout: opts.Timeout,
+			CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
 	}
 	if opts.Logger == nil {
 		opts.Logger = n.Logger()
