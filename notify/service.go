@@ -149,6 +149,10 @@ func (s *Service) record(ctx context.Context) {
 		dash := s.dashboard()
 		s.n.FSM().Read(func(st *raftfsm.State) {
 			idx = st.Index
+			// Nothing to derive for while no one subscribes: an event matches only targets older than it.
+			if st.Notify == nil || len(st.Notify.Subs) == 0 && len(st.Notify.Forges) == 0 {
+				return
+			}
 			for _, ev := range derive(st, cursor, dash, now) {
 				if !st.EventRecorded(ev.Key) && len(st.NotifyTargets(&ev)) > 0 {
 					evs = append(evs, ev)
