@@ -200,6 +200,10 @@ func (s *Service) putSub(w http.ResponseWriter, r *http.Request) error {
 	if !ok {
 		return node.Errorf(http.StatusNotFound, "subscription %q does not exist: see `node notify list`", r.PathValue("id"))
 	}
+	// A Slack URL read back is shown without its path: writing that back means "keep the URL".
+	if in.URL != nil && *in.URL == viewSub(&sub).URL && *in.URL != sub.URL {
+		in.URL = nil
+	}
 	in.applyTo(&sub)
 	var out raftfsm.Subscription
 	if err := s.commit(w, r, &raftfsm.NotifySubscription{Sub: sub}, &out); err != nil {

@@ -27,6 +27,10 @@ func TestWebhookSignedRetriedAndLogged(t *testing.T) {
 	sub := m.subscribe(map[string]any{"app": "web", "url": hook.URL + "/hook", "secret": "s3cret",
 		"events": []string{"build.started", "build.failed"}})
 	slackSub := m.subscribe(map[string]any{"app": "web", "kind": "slack", "url": slack.URL + "/services/T000/B000/XXXX"})
+	// Writing back the URL as it reads (without its secret path) keeps the URL.
+	if status, body := m.api("PUT", "/v1/subscriptions/"+slackSub.ID, map[string]any{"url": slackSub.URL}); status != http.StatusOK {
+		t.Fatalf("write back a Slack subscription: %d %s", status, body)
+	}
 
 	// Secrets are never shown back.
 	_, body := m.api("GET", "/v1/subscriptions/"+sub.ID, nil)

@@ -178,7 +178,8 @@ func (c *cli) forgeCmd() *cobra.Command {
 		Long: `Each build of APP then reports pending (GitLab: running) when it starts and success or failure when it ends,
 as a commit status linking to the build in the dashboard. --repo is owner/name on GitHub and Gitea, and the
 project id or path (group/project) on GitLab. The token needs the right to set commit statuses (GitHub:
-"Commit statuses: write"; Gitea: write:repository; GitLab: api).`,
+"Commit statuses: write"; Gitea: write:repository; GitLab: api). Setting a forge again replaces its settings and
+keeps the stored token unless a new one is given.`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			tok, err := readSecret(token, stdin, "token")
@@ -198,7 +199,7 @@ project id or path (group/project) on GitLab. The token needs the right to set c
 	fl.StringVar(&base, "url", "", "the forge's base URL (default https://api.github.com, https://gitlab.com; Gitea needs it)")
 	fl.StringVar(&repo, "repo", "", "owner/name (GitHub, Gitea) or project id or path (GitLab)")
 	// Not --token: that is the Shoal API token every verb takes.
-	fl.StringVar(&token, "forge-token", "", "the forge's API token (or --forge-token-stdin)")
+	fl.StringVar(&token, "forge-token", "", "the forge's API token (or --forge-token-stdin); kept when not given")
 	fl.BoolVar(&stdin, "forge-token-stdin", false, "read the forge's token from the first line of standard input")
 	fl.StringVar(&context, "context", "", "the status's name on the commit (default shoal)")
 	fl.StringVar(&dashboard, "dashboard-url", "", "the dashboard's URL the status links to (default http://<leader>/ui/)")
