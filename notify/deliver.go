@@ -132,7 +132,7 @@ func (dl *deliverer) attempt(ctx context.Context, j job) {
 	s := dl.s
 	n := len(j.d.Attempts) + 1
 	start := time.Now()
-	status, err := dl.send(ctx, j, n)
+	status, permanent, err := dl.send(ctx, j, n)
 	if ctx.Err() != nil {
 		return // not recorded: the next leader tries again
 	}
@@ -143,7 +143,7 @@ func (dl *deliverer) attempt(ctx context.Context, j job) {
 	}
 	rec := &raftfsm.NotifyAttempt{ID: j.d.ID, Attempt: a, Done: ok}
 	if !ok {
-		if n >= s.opts.MaxAttempts {
+		if n >= s.opts.MaxAttempts || permanent {
 			rec.GiveUp = true
 		} else {
 			rec.NextAt = time.Now().Add(backoff(s.opts.RetryBase, s.opts.RetryMax, n)).UTC()
@@ -181,22 +181,24 @@ func backoff(base, maxWait time.Duration, n int) time.Duration {
 	return min(d, maxWait)
 }
 
-// send makes one HTTP request for j and says how the receiver answered: a 2xx status is a delivery.
-func (dl *deliverer) send(ctx context.Context, j job, n int) (int, error) {
+// send makes one HTTP request for j and says how the receiver answered: a 2xx status is a delivery. A request
+// that cannot be made (no target left, an event with nothing to report) is a permanent failure: retrying would
+// not change it.
+func (dl *deliverer) send(ctx context.Context, j job, n int) (status int, permanent bool, err error) {
 	req, err := dl.request(ctx, j, n)
 	if err != nil {
-		return 0, err
+		return 0, true, err
 	}
 	resp, err := dl.s.opts.Client.Do(req)
 	if err != nil {
-		return 0, err
+		return 0, false, err
 	}
 	defer resp.Body.Close()
 	msg, _ := io.ReadAll(io.LimitReader(resp.Body, 512))
 	if resp.StatusCode < 200 || resp.StatusCode > 299 {
-		return resp.StatusCode, fmt.Errorf("the receiver answered %s: %s", resp.Status, bytes.TrimSpace(msg))
+		return resp.StatusCode, false, fmt.Errorf("the receiver answered %s: %s", resp.Status, bytes.TrimSpace(msg))
 	}
-	return resp.StatusCode, nil
+	return resp.StatusCode, false, nil
 }
 
 func (dl *deliverer) request(ctx context.Context, j job, n int) (*http.Request, error) {
