@@ -218,3 +218,27 @@ func TestEnvironmentSubscription(t *testing.T) {
 		t.Fatalf("got %v, want %v", got, want)
 	}
 }
+
+// A receiver that never recovers gets MaxAttempts tries, spaced by a growing back-off, and the delivery ends
+// failed in the log.
+func TestDeliveryGivesUp(t *testing.T) {
+	opts := testOptions()
+	m := newMesh(t, 1, opts)
+	m.app("web")
+	rc := newReceiver(t, func(*http.Request, int) int { return http.StatusInternalServerError })
+	sub := m.subscribe(map[string]any{"app": "web", "url": rc.URL})
+	m.startBuild("web", "abc")
+	eventually(t, 30*time.Second, "the delivery to fail for good", func() bool {
+		return len(m.deliveries("state=failed&subscription="+sub.ID)) == 1
+	})
+	d := m.deliveries("subscription=" + sub.ID)[0]
+	if len(d.Attempts) != opts.MaxAttempts || len(rc.requests()) != opts.MaxAttempts {
+		t.Fatalf("%d attempts recorded, %d requests, want %d", len(d.Attempts), len(rc.requests()), opts.MaxAttempts)
+	}
+	for i := 1; i < len(d.Attempts); i++ {
+		gap := d.Attempts[i].At.Sub(d.Attempts[i-1].At)
+		if want := backoff(opts.RetryBase, opts.RetryMax, i); gap < want {
+			t.Fatalf("attempt %d came %v after the one before, sooner than the back-off of %v", i+1, gap, want)
+		}
+	}
+}
