@@ -23,6 +23,7 @@ import (
 	"github.com/shoal-ci/shoal/builder"
 	"github.com/shoal-ci/shoal/deployer"
 	"github.com/shoal-ci/shoal/node"
+	"github.com/shoal-ci/shoal/notify"
 	"github.com/shoal-ci/shoal/spread"
 	"github.com/shoal-ci/shoal/ui"
 )
@@ -31,7 +32,7 @@ import (
 const specPath = "../docs/openapi.yaml"
 
 // routeSources are the packages that register HTTP routes on a node.
-var routeSources = []string{"../node", "../builder", "../deployer", "../spread", "../ui"}
+var routeSources = []string{"../node", "../builder", "../deployer", "../spread", "../ui", "../notify"}
 
 // routePattern is a net/http pattern with a method, as every API route is registered.
 var routePattern = regexp.MustCompile(`^(GET|POST|PUT|PATCH|DELETE|HEAD) (/\S*)$`)
@@ -325,6 +326,11 @@ func TestOpenAPIServed(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { d.Close() })
+	nt, err := notify.Attach(n, notify.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(nt.Close)
 	ui.Attach(n)
 
 	base := "http://" + n.HTTPAddr()

@@ -110,6 +110,9 @@ func apply(s *State, index uint64, c Command) (any, *Error) {
 		d.ModifyIndex = index
 		return d, nil
 	}
+	if v, err, ok := applyNotify(s, index, c); ok {
+		return v, err
+	}
 	return nil, badRequest("command %T has no apply rule", c)
 }
 

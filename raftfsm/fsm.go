@@ -32,6 +32,8 @@ type State struct {
 	Departed map[string]time.Time `json:"departed"`
 	// Pipelines by app.
 	Pipelines map[string]*Pipeline `json:"pipelines"`
+	// Notify holds notification subscriptions, forges and deliveries (raftfsm/notify.go); nil until first used.
+	Notify *NotifyState `json:"notify,omitempty"`
 }
 
 // maxDeliveries bounds the remembered webhook delivery ids per app.

@@ -27,7 +27,9 @@ var argKinds = map[string][]string{
 	"node env show": {"env"}, "node env update": {"env"}, "node env delete": {"env"},
 	"node env pin": {"env"}, "node env unpin": {"env"}, "node pin": {"env"}, "node unpin": {"env"},
 	"node restart": {"env"}, "node terminate": {"env"}, "node release push": {"app"}, "node release fetch": {"app", "release"},
-	"node logs": {"env"},
+	"node logs":       {"env"},
+	"node notify add": {"app"}, "node notify list": {"app"}, "node forge set": {"app"}, "node forge show": {"app"},
+	"node forge rm": {"app"},
 }
 
 // flagKinds says what a flag names, for every command that has it.

@@ -4,6 +4,7 @@ import (
 	"fmt"
 
 	"github.com/shoal-ci/shoal/node"
+	"github.com/shoal-ci/shoal/notify"
 	"github.com/shoal-ci/shoal/spread"
 	"github.com/shoal-ci/shoal/ui"
 )
@@ -33,6 +34,12 @@ func startServices(n *node.Node, opts spread.Options) (*services, error) {
 		return nil, err
 	}
 	s.closers = append(s.closers, closeDeployer)
+	nt, err := notify.Attach(n, notify.Options{})
+	if err != nil {
+		s.close()
+		return nil, fmt.Errorf("start notifications: %w", err)
+	}
+	s.closers = append(s.closers, nt.Close)
 	ui.Attach(n)
 	return s, nil
 }
