@@ -110,6 +110,9 @@ func Attach(n *node.Node, opts Options) (*Deployer, error) {
 	if err != nil {
 		return nil, err
 	}
+	if err := opts.Registerer.Register(newStateCollector(n.FSM().Read)); err != nil {
+		return nil, fmt.Errorf("deployer metrics: %w", err)
+	}
 	d := &Deployer{n: n, opts: opts, log: opts.Logger, m: m, workers: map[string]*envWorker{}, sups: map[string]*Supervisor{}}
 	d.ctx, d.cancel = context.WithCancel(context.Background())
 	d.resumeAll()
