@@ -363,6 +363,32 @@ func TestDeployFailureAndCancelKeepStable(t *testing.T) {
 		t.Fatal("--timeout without --wait must be refused")
 	}
 
+	// A server that makes no progress for the environment's progress deadline is failed with a reason in
+	// words, its hook is interrupted, and the deployment rolls back as its strategy says.
+	if _, err := cl.Do(context.Background(), "PUT", "/v1/envs/prod", map[string]any{"progress_deadline": "4s"}, nil); err != nil {
+		t.Fatal(err)
+	}
+	app.push(cl, "G", false)
+	app.block("PreInstall")
+	gd := app.deploy(cl, deployer.CreateRequest{Release: "G"})
+	gd = waitDeployment(t, liveClients(m), gd.ID, 60*time.Second, raftfsm.DeployFailed, raftfsm.DeployRolledBack)
+	var reasons []string
+	for _, st := range gd.Nodes {
+		reasons = append(reasons, st.Error)
+	}
+	if all := strings.Join(reasons, "\n"); !strings.Contains(all, "web release G on n") || !strings.Contains(all, "no progress for") {
+		t.Fatalf("a stalled server's reason: %s", describeDeployment(gd))
+	}
+	t.Logf("progress deadline: %s", describeDeployment(gd))
+	app.open("PreInstall")
+	if _, err := cl.Do(context.Background(), "PUT", "/v1/envs/prod", map[string]any{"progress_deadline": ""}, nil); err != nil {
+		t.Fatal(err)
+	}
+	app.waitServing(30*time.Second, "B", servers...)
+	if now := servingAll(app, m); fmt.Sprint(now) != fmt.Sprint(after) {
+		t.Fatalf("after G stalled in PreInstall the servers serve %v, before %v (the same processes)", now, after)
+	}
+
 	// The next deployment works, and nothing that had finished changed.
 	g := app.deploy(cl, deployer.CreateRequest{Release: "F"})
 	waitDeployment(t, liveClients(m), g.ID, 90*time.Second, raftfsm.DeploySucceeded)
