@@ -365,8 +365,14 @@ func TestDeployFailureAndCancelKeepStable(t *testing.T) {
 
 	// A server that makes no progress for the environment's progress deadline is failed with a reason in
 	// words, its hook is interrupted, and the deployment rolls back as its strategy says.
-	if _, err := cl.Do(context.Background(), "PUT", "/v1/envs/prod", map[string]any{"progress_deadline": "4s"}, nil); err != nil {
-		t.Fatal(err)
+	if out, errOut, code := nodeCLI(t, m, n1, "env", "update", "prod", "--progress-deadline", "4s"); code != 0 {
+		t.Fatalf("env update --progress-deadline: exit %d\n%s%s", code, out, errOut)
+	}
+	if out, _, _ := nodeCLI(t, m, n1, "env", "show", "prod"); !strings.Contains(out, "progress deadline:") || !strings.Contains(out, "4s") {
+		t.Fatalf("env show does not give the progress deadline:\n%s", out)
+	}
+	if _, errOut, code := nodeCLI(t, m, n1, "env", "update", "prod", "--progress-deadline", "10ms"); code == 0 || !strings.Contains(errOut, "at least 1s") {
+		t.Fatalf("a progress deadline under 1s must be refused: exit %d %s", code, errOut)
 	}
 	app.push(cl, "G", false)
 	app.block("PreInstall")
