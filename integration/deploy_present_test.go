@@ -272,6 +272,7 @@ func TestDeployFailureAndCancelKeepStable(t *testing.T) {
 	m.restart(n1)
 	waitAgentReady(t, n1)
 	stayOnB("after C failed and n1's agent was killed and restarted")
+	m.waitHealthy(m.nodes...)
 	seesUp(t, m, n1, servers...) // a deployment's batches are the servers its API node sees up
 	var e raftfsm.Env
 	if _, err := cl.Get(context.Background(), "/v1/envs/prod", &e); err != nil || e.Desired != "B" || e.Stable != "B" {
