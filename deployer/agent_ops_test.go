@@ -230,3 +230,27 @@ func TestDeployAPIAfterJoinAnswersAtOnce(t *testing.T) {
 		t.Fatalf("rollback after a join took %s", took)
 	}
 }
+
+// TestTerminateReachesServerOutsideIt: a server that was in no batch of a terminate (it was away) stops the app
+// too, without the deployment: the environment's present state is "stopped". A restart brings both back.
+func TestTerminateReachesServerOutsideIt(t *testing.T) {
+	dc := newDeployCluster(t, 2, webTags)
+	dc.createApp("web", "prod", nil, map[string]string{"role": "web"}, raftfsm.Strategy{Kind: "all"}, false)
+	dc.release("web", "v1", releaseOpts{})
+	res := dc.deploy("n1", "prod", CreateRequest{Release: "v1"})
+	dc.waitDeployment(res.Deployment.ID, 60*time.Second, raftfsm.DeploySucceeded)
+	dc.waitServing(10*time.Second, "v1", "n1", "n2")
+
+	e := dc.env("prod")
+	term := NewDeployment(&e, nil, raftfsm.DeployKindTerminate, "", "test", false, nil, time.Now())
+	term.Batches = [][]string{{"n1"}} // n2 was away when it was created
+	dc.apply(&raftfsm.DeployCreate{Deployment: term})
+	done := dc.waitDeployment(term.ID, 60*time.Second, raftfsm.DeploySucceeded)
+	dc.waitServing(30*time.Second, "", "n1", "n2")
+	if after := dc.deployment(term.ID); after.ModifyIndex != done.ModifyIndex || after.Nodes["n2"] != nil {
+		t.Fatalf("n2's convergence changed the finished terminate: %s", describe(after))
+	}
+	rs := dc.deploy("n2", "prod", CreateRequest{Kind: raftfsm.DeployKindRestart})
+	dc.waitDeployment(rs.Deployment.ID, 60*time.Second, raftfsm.DeploySucceeded)
+	dc.waitServing(30*time.Second, "v1", "n1", "n2")
+}
