@@ -469,7 +469,8 @@ func (p *planner) promotions(s *raftfsm.State, busy map[string]bool) []action {
 }
 
 // nodesOnRelease counts, per environment, the servers by the release of the latest deployment each
-// reported healthy in.
+// reported healthy in, among the deployments that succeeded or still run: after a failed, cancelled or rolled
+// back one its servers went back to the stable release.
 func nodesOnRelease(s *raftfsm.State) map[[3]string]int {
 	type best struct {
 		idx uint64
@@ -478,7 +479,7 @@ func nodesOnRelease(s *raftfsm.State) map[[3]string]int {
 	per := map[[2]string]best{} // env, node
 	app := map[string]string{}
 	for _, d := range s.Deploys {
-		if d.Kind != raftfsm.DeployKindDeploy {
+		if d.Kind != raftfsm.DeployKindDeploy || (d.State != raftfsm.DeploySucceeded && d.State != raftfsm.DeployRunning) {
 			continue
 		}
 		app[d.Env] = d.App
