@@ -151,10 +151,10 @@ func readHooks(t *testing.T, dc *deployCluster, name string) []string {
 	return strings.Split(strings.TrimSpace(string(b)), "\n")
 }
 
-// TestFailureWithoutRollbackStays: a failed deployment without auto-rollback stops where it failed and
-// leaves the servers it reached on the new release; the rest keep the old one. `node rollback` then takes
-// the environment back and pins it.
-func TestFailureWithoutRollbackStays(t *testing.T) {
+// TestFailureWithoutRollbackReturnsToStable: a failed deployment without auto-rollback stops where it failed,
+// and every server returns to (or stays on) the environment's stable release: the servers it reached leave the
+// broken one. `node rollback` then has nothing to undo but still pins the environment.
+func TestFailureWithoutRollbackReturnsToStable(t *testing.T) {
 	dc := newDeployCluster(t, 3, webTags)
 	dc.createApp("web", "prod", nil, map[string]string{"role": "web"}, raftfsm.Strategy{Kind: "rolling", BatchSize: 2}, false)
 	dc.release("web", "v1", releaseOpts{})
@@ -166,13 +166,13 @@ func TestFailureWithoutRollbackStays(t *testing.T) {
 	if d.Batch != 0 || !strings.Contains(d.Error, "servers failed") {
 		t.Fatalf("failed deployment: %s", describe(d))
 	}
-	first := d.Batches[0]
-	last := d.Batches[1][0]
-	// The servers of the first batch run the broken release (it started; only its health failed).
-	dc.waitServing(10*time.Second, "v2", first...)
-	dc.waitServing(10*time.Second, "v1", last)
-	if e := dc.env("prod"); e.Desired != "v1" || e.Pinned {
+	dc.waitServing(30*time.Second, "v1", "n1", "n2", "n3")
+	if e := dc.env("prod"); e.Desired != "v1" || e.Stable != "v1" || e.Pinned {
 		t.Fatalf("environment after a failure without rollback: %+v", e)
+	}
+	// The failed deployment's record is what it was when it ended.
+	if after := dc.deployment(bad.Deployment.ID); describe(after) != describe(d) || after.ModifyIndex != d.ModifyIndex {
+		t.Fatalf("a finished deployment changed:\n%s\n%s", describe(d), describe(after))
 	}
 
 	var rb CreateResult
@@ -182,8 +182,6 @@ func TestFailureWithoutRollbackStays(t *testing.T) {
 	if rb.Deployment == nil || rb.Deployment.Release != "v1" {
 		t.Fatalf("rollback: %+v", rb)
 	}
-	// v1 is still the desired release, so a plain rollback to it is a no-op at the desired level, but the
-	// deployment takes the servers of the failed batch back.
 	dc.waitDeployment(rb.Deployment.ID, 60*time.Second, raftfsm.DeploySucceeded)
 	dc.waitServing(10*time.Second, "v1", "n1", "n2", "n3")
 	if e := dc.env("prod"); !e.Pinned || !strings.Contains(e.PinReason, "rolled back to v1") {
@@ -198,4 +196,61 @@ func counterValue(t *testing.T, c prometheus.Counter) float64 {
 		t.Fatal(err)
 	}
 	return m.GetCounter().GetValue()
+}
+
+// TestDeployAPIAfterJoinAnswersAtOnce: a membership change is the latest Raft entry right after a join, and it
+// never moves the state's index. Deploy, cancel and rollback read the latest state first; they must not wait
+// for the state's index to reach Raft's applied index (they stalled 10 s after every join or leave).
+func TestDeployAPIAfterJoinAnswersAtOnce(t *testing.T) {
+	dc := newDeployCluster(t, 2, nil)
+	dc.createApp("web", "prod", []string{"nowhere"}, nil, raftfsm.Strategy{Kind: "all"}, false)
+	dc.release("web", "v1", releaseOpts{})
+	dc.release("web", "v2", releaseOpts{})
+	dc.join("n3")
+	n1 := dc.node("n1")
+	// Wait for the moment the bug needed: a membership entry (n3 made a voter) is the latest one applied.
+	dc.eventually(20*time.Second, "a membership entry to be the latest", func() (bool, string) {
+		st := n1.Status()
+		return st.AppliedIndex > n1.FSM().Index(), fmt.Sprintf("raft applied %d, state %d", st.AppliedIndex, n1.FSM().Index())
+	})
+	for _, v := range []string{"v1", "v2"} {
+		start := time.Now()
+		res := dc.deploy("n1", "prod", CreateRequest{Release: v})
+		if took := time.Since(start); took > 3*time.Second {
+			t.Fatalf("deploy %s after a join took %s", v, took)
+		}
+		dc.waitDeployment(res.Deployment.ID, 30*time.Second, raftfsm.DeploySucceeded)
+	}
+	start := time.Now()
+	var rb CreateResult
+	if _, err := dc.api("n2").Post(t.Context(), "/v1/envs/prod/rollback", RollbackRequest{}, &rb); err != nil {
+		t.Fatal(err)
+	}
+	if took := time.Since(start); took > 3*time.Second {
+		t.Fatalf("rollback after a join took %s", took)
+	}
+}
+
+// TestTerminateReachesServerOutsideIt: a server that was in no batch of a terminate (it was away) stops the app
+// too, without the deployment: the environment's present state is "stopped". A restart brings both back.
+func TestTerminateReachesServerOutsideIt(t *testing.T) {
+	dc := newDeployCluster(t, 2, webTags)
+	dc.createApp("web", "prod", nil, map[string]string{"role": "web"}, raftfsm.Strategy{Kind: "all"}, false)
+	dc.release("web", "v1", releaseOpts{})
+	res := dc.deploy("n1", "prod", CreateRequest{Release: "v1"})
+	dc.waitDeployment(res.Deployment.ID, 60*time.Second, raftfsm.DeploySucceeded)
+	dc.waitServing(10*time.Second, "v1", "n1", "n2")
+
+	e := dc.env("prod")
+	term := NewDeployment(&e, nil, raftfsm.DeployKindTerminate, "", "test", false, nil, time.Now())
+	term.Batches = [][]string{{"n1"}} // n2 was away when it was created
+	dc.apply(&raftfsm.DeployCreate{Deployment: term})
+	done := dc.waitDeployment(term.ID, 60*time.Second, raftfsm.DeploySucceeded)
+	dc.waitServing(30*time.Second, "", "n1", "n2")
+	if after := dc.deployment(term.ID); after.ModifyIndex != done.ModifyIndex || after.Nodes["n2"] != nil {
+		t.Fatalf("n2's convergence changed the finished terminate: %s", describe(after))
+	}
+	rs := dc.deploy("n2", "prod", CreateRequest{Kind: raftfsm.DeployKindRestart})
+	dc.waitDeployment(rs.Deployment.ID, 60*time.Second, raftfsm.DeploySucceeded)
+	dc.waitServing(30*time.Second, "v1", "n1", "n2")
 }

@@ -162,6 +162,7 @@ func (p *planner) advance(s *raftfsm.State, e *raftfsm.Env, d *raftfsm.Deploymen
 	var out []action
 	var failed []string
 	var total int
+	reasons := map[string]string{} // failures decided in this plan, not yet in d.Nodes
 	for i := 0; i <= d.Batch; i++ {
 		for _, name := range d.Batches[i] {
 			total++
@@ -181,14 +182,24 @@ func (p *planner) advance(s *raftfsm.State, e *raftfsm.Env, d *raftfsm.Deploymen
 			}
 			if (!known || !mv.up) && p.now.Sub(since) >= p.deadAfter {
 				failed = append(failed, name)
+				reasons[name] = fmt.Sprintf("the server has been down for %s (gossip)", p.now.Sub(since).Round(time.Second))
 				out = append(out, action{cmd: &raftfsm.NodeStatusSet{ID: d.ID, Node: name, Status: raftfsm.NodeStatus{
-					State: raftfsm.NodeFailed, Error: fmt.Sprintf("the server has been down for %s (gossip)", p.now.Sub(since).Round(time.Second)),
-					UpdatedAt: p.now}}, why: "server down"})
+					State: raftfsm.NodeFailed, Error: reasons[name], UpdatedAt: p.now}}, why: "server down"})
+				continue
+			}
+			if why := p.noProgress(s, e, d, name); why != "" {
+				failed = append(failed, name)
+				reasons[name] = why
+				fail := raftfsm.NodeStatus{State: raftfsm.NodeFailed, Error: why, UpdatedAt: p.now}
+				if st != nil {
+					fail.Phase, fail.Release, fail.Progress = st.Phase, st.Release, st.Progress
+				}
+				out = append(out, action{cmd: &raftfsm.NodeStatusSet{ID: d.ID, Node: name, Status: fail}, why: "no progress: " + why})
 			}
 		}
 	}
 	if len(failed) > d.Strategy.AbortAfter {
-		return append(out, p.abort(s, e, d, failed, total)...)
+		return append(out, p.abort(s, e, d, failed, reasons, total)...)
 	}
 	for _, name := range d.Batches[d.Batch] {
 		st := d.Nodes[name]
@@ -230,12 +241,14 @@ func (p *planner) advance(s *raftfsm.State, e *raftfsm.Env, d *raftfsm.Deploymen
 }
 
 // abort ends a deployment that had too many failures, rolling back when the strategy says so.
-func (p *planner) abort(s *raftfsm.State, e *raftfsm.Env, d *raftfsm.Deployment, failed []string, total int) []action {
+func (p *planner) abort(s *raftfsm.State, e *raftfsm.Env, d *raftfsm.Deployment, failed []string, reasons map[string]string, total int) []action {
 	var why []string
 	for _, name := range failed {
 		msg := "failed"
 		if st := d.Nodes[name]; st != nil && st.Error != "" {
 			msg = st.Error
+		} else if r := reasons[name]; r != "" {
+			msg = r
 		}
 		why = append(why, name+": "+firstLine(msg))
 	}
@@ -251,16 +264,87 @@ func (p *planner) abort(s *raftfsm.State, e *raftfsm.Env, d *raftfsm.Deployment,
 	}
 	reason := fmt.Sprintf("automatic rollback to %s after deployment %s of %s failed", e.Stable, d.ID, d.Release)
 	out := []action{{cmd: &raftfsm.EnvPin{Name: e.Name, Pinned: true, Reason: reason}, why: "pin after a failed deployment"}}
-	out = append(out, p.finish(e, d, raftfsm.DeployRolledBack, errText+"; rolled back to "+e.Stable, "")...)
+	// The rollback deployment is created in the entry that ends this one: no leader can end a deployment
+	// rolled_back and die before its rollback exists, and the record names it (`--wait` follows it).
 	rb := NewDeployment(e, p.all, raftfsm.DeployKindDeploy, e.Stable, "auto-rollback of "+d.ID, false,
 		&raftfsm.Strategy{Kind: "all", AbortAfter: 1 << 20}, p.now)
-	app, env := e.App, e.Name
-	out = append(out, action{cmd: &raftfsm.DeployCreate{Deployment: rb}, why: reason, done: func() {
+	end := p.finish(e, d, raftfsm.DeployRolledBack, errText+"; rolling back to "+e.Stable+" in deployment "+rb.ID, "")
+	end[0].cmd.(*raftfsm.DeployUpdate).Rollback = &rb
+	end[0].why = reason
+	app, env, counted := e.App, e.Name, end[0].done
+	end[0].done = func() {
+		counted()
 		if p.m != nil {
 			p.m.rollbacks.WithLabelValues(app, env).Inc()
 		}
-	}})
-	return out
+	}
+	return append(out, end...)
+}
+
+// DefaultProgressDeadline is how long a server of a started batch may go without progress when its
+// environment does not say (raftfsm.Env.ProgressDeadline), as Nomad's progress_deadline.
+const DefaultProgressDeadline = 10 * time.Minute
+
+// ProgressDeadline is environment e's progress deadline.
+func ProgressDeadline(e *raftfsm.Env) time.Duration {
+	if e.ProgressDeadline > 0 {
+		return time.Duration(e.ProgressDeadline)
+	}
+	return DefaultProgressDeadline
+}
+
+// noProgress says, in words, why server name has made no progress in deployment d for longer than its
+// environment's progress deadline: app, release, phase and cause. It returns "" while the server is in time.
+func (p *planner) noProgress(s *raftfsm.State, e *raftfsm.Env, d *raftfsm.Deployment, name string) string {
+	limit := ProgressDeadline(e)
+	since := d.BatchStartedAt
+	if since.IsZero() {
+		since = d.CreatedAt
+	}
+	st := d.Nodes[name]
+	if st != nil && st.UpdatedAt.After(since) {
+		since = st.UpdatedAt
+	}
+	if p.now.Sub(since) < limit {
+		return ""
+	}
+	what := d.Kind + " of " + d.App
+	if d.Release != "" {
+		what = d.App + " release " + d.Release
+	}
+	head := fmt.Sprintf("%s on %s: no progress for %s (progress deadline %s)", what, name, p.now.Sub(since).Round(time.Second), limit)
+	if st == nil {
+		return head + ": the server's agent reported nothing since its batch started (is it running and caught up with the leader?)"
+	}
+	phase := st.Phase
+	if phase == "" {
+		phase = st.State
+	}
+	var cause string
+	switch phase {
+	case "Fetch":
+		cause = fmt.Sprintf("the download stalled at %.0f%%", st.Progress*100)
+		if r := s.Releases[raftfsm.ReleaseKey(d.App, d.Release)]; r != nil {
+			var up []string
+			for _, h := range r.Holders {
+				if mv, ok := p.members[h]; ok && mv.up && h != name {
+					up = append(up, h)
+				}
+			}
+			if len(up) == 0 {
+				cause += fmt.Sprintf(": no server that is up holds the archive (holders: %s); push the release again or deploy another", strings.Join(r.Holders, ", "))
+			}
+		}
+	case PhaseHealth:
+		cause = "the health check has not passed"
+	case PhaseExtract, PhaseStop, PhaseFlip:
+		cause = "the " + phase + " step has not finished"
+	case PhaseExec:
+		cause = "the Exec process has not started"
+	default:
+		cause = fmt.Sprintf("the %s hook has not finished (`node deployment log %s %s` shows its output)", phase, d.ID, name)
+	}
+	return fmt.Sprintf("%s in phase %s (%s): %s", head, phase, st.State, cause)
 }
 
 // finish ends a deployment; a deploy that succeeded makes its release the environment's desired and stable.
@@ -385,7 +469,8 @@ func (p *planner) promotions(s *raftfsm.State, busy map[string]bool) []action {
 }
 
 // nodesOnRelease counts, per environment, the servers by the release of the latest deployment each
-// reported healthy in.
+// reported healthy in, among the deployments that succeeded or still run: after a failed, cancelled or rolled
+// back one its servers went back to the stable release.
 func nodesOnRelease(s *raftfsm.State) map[[3]string]int {
 	type best struct {
 		idx uint64
@@ -394,7 +479,7 @@ func nodesOnRelease(s *raftfsm.State) map[[3]string]int {
 	per := map[[2]string]best{} // env, node
 	app := map[string]string{}
 	for _, d := range s.Deploys {
-		if d.Kind != raftfsm.DeployKindDeploy {
+		if d.Kind != raftfsm.DeployKindDeploy || (d.State != raftfsm.DeploySucceeded && d.State != raftfsm.DeployRunning) {
 			continue
 		}
 		app[d.Env] = d.App

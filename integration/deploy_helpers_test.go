@@ -153,7 +153,8 @@ func releaseFiles(version string, unhealthy bool) map[string]string {
 	return files
 }
 
-// tarGzFiles makes a release archive of files (at the root, sorted).
+// tarGzFiles makes a release archive of files (at the root, sorted). A name ending in .fifo becomes a named
+// pipe, which the deployer's extraction refuses: a release that fails at Extract.
 func tarGzFiles(t testing.TB, files map[string]string) []byte {
 	t.Helper()
 	var buf bytes.Buffer
@@ -168,6 +169,12 @@ func tarGzFiles(t testing.TB, files map[string]string) []byte {
 		mode := int64(0o644)
 		if strings.HasSuffix(n, ".sh") {
 			mode = 0o755
+		}
+		if strings.HasSuffix(n, ".fifo") {
+			if err := tw.WriteHeader(&tar.Header{Name: n, Mode: mode, Typeflag: tar.TypeFifo}); err != nil {
+				t.Fatal(err)
+			}
+			continue
 		}
 		if err := tw.WriteHeader(&tar.Header{Name: n, Mode: mode, Size: int64(len(files[n])), Typeflag: tar.TypeReg}); err != nil {
 			t.Fatal(err)
@@ -188,7 +195,13 @@ func tarGzFiles(t testing.TB, files map[string]string) []byte {
 // push uploads a release of the app through cl (`node release push`).
 func (a *deployApp) push(cl *client.Client, version string, unhealthy bool) {
 	a.t.Helper()
-	data := tarGzFiles(a.t, releaseFiles(version, unhealthy))
+	a.pushFiles(cl, version, releaseFiles(version, unhealthy))
+}
+
+// pushFiles uploads a release of the app made of files.
+func (a *deployApp) pushFiles(cl *client.Client, version string, files map[string]string) {
+	a.t.Helper()
+	data := tarGzFiles(a.t, files)
 	var rel raftfsm.Release
 	if err := cl.Upload(context.Background(), "/v1/apps/"+a.name+"/releases?version="+url.QueryEscape(version), bytes.NewReader(data), &rel); err != nil {
 		a.t.Fatalf("push release %s: %v", version, err)
