@@ -591,18 +591,6 @@ func (d *Deployer) readLog(id string) (*LogResponse, error) {
 	return out, nil
 }
 
-// previousRelease is the release an environment ran before its current one: the previous release of the
-// latest successful deployment of the current one.
-func previousRelease(s *raftfsm.State, e *raftfsm.Env) string {
-	var last *raftfsm.Deployment
-	for _, d := range s.Deploys {
-		if d.Env == e.Name && d.Kind == raftfsm.DeployKindDeploy && d.State == raftfsm.DeploySucceeded && d.Release == e.Desired &&
-			d.Previous != "" && d.Previous != e.Desired && (last == nil || d.CreateIndex > last.CreateIndex) {
-			last = d
-		}
-	}
-	if last == nil {
-		return ""
-	}
-	return last.Previous
-}
+// previousRelease is the release an environment ran before its current one (raftfsm decides, so the cleanup
+// keeps exactly what a rollback needs).
+func previousRelease(s *raftfsm.State, e *raftfsm.Env) string { return s.PreviousRelease(e) }
