@@ -242,7 +242,7 @@ func (w *envWorker) install(t target, v view, cur string) (err error) {
 			rep.Set(raftfsm.NodeStatus{State: raftfsm.NodeDownloading, Phase: "Fetch", Progress: p})
 		}
 	}
-	if err := w.d.opts.Fetcher.Fetch(w.ctx, v.rel, progress); err != nil {
+	if err := w.fetch(t, v.rel, rep, dlog, progress); err != nil {
 		return fmt.Errorf("fetch release %s: %w", rel.Version, err)
 	}
 	dlog.Notef("fetched in %s", time.Since(start).Round(time.Millisecond))

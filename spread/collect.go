@@ -223,14 +223,27 @@ func (s *Service) noLiveHolder(app, version string) error {
 	return NoLiveHolderError(r)
 }
 
+// Fetchable returns an error wrapping raftfsm.ErrNoLiveHolder when the release is not whole here and no live
+// server holds it (the deploy API refuses such a deploy before it writes anything).
+func (s *Service) Fetchable(r *raftfsm.Release) error {
+	if s.store.Complete(r.Digest) || len(s.liveHolders(r.Holders, r.Digest)) > 0 {
+		return nil
+	}
+	return NoLiveHolderError(r)
+}
+
 // NoLiveHolderError says, in words, that no live server holds a release and what to do.
 func NoLiveHolderError(r *raftfsm.Release) error {
-	held := "no server records it (its archive was collected everywhere)"
+	held := "no server holds it any more (its archive was collected)"
 	if len(r.Holders) > 0 {
-		held = "its holders (" + strings.Join(r.Holders, ", ") + ") are down"
+		held = "the servers holding it (" + strings.Join(r.Holders, ", ") + ") are down"
 	}
-	return fmt.Errorf("release %s of app %s cannot be fetched: %w: %s; bring a holder back, or rebuild it (`node build %s`) or push its archive again (`node release push`)",
-		r.Version, r.App, raftfsm.ErrNoLiveHolder, held, r.App)
+	rebuild := "`node build " + r.App + "`"
+	if r.Commit != "" {
+		rebuild = "`node build " + r.App + " --ref " + r.Commit + "`"
+	}
+	return fmt.Errorf("release %s of app %s cannot be fetched: %w: %s; bring a holder back, push the same archive again (`node release push %s FILE --version %s`), rebuild it as a new release (%s), or deploy a release that `node releases %s` shows held",
+		r.Version, r.App, raftfsm.ErrNoLiveHolder, held, r.App, r.Version, rebuild, r.App)
 }
 
 // watchHolders cancels ctx with a NoLiveHolderError when the last live holder of the release goes (it dies, or
