@@ -48,7 +48,7 @@ type Options struct {
 	ProgressInterval time.Duration
 	// ExecLogMax is the size past which an environment's exec.log is rotated (copy and truncate), and
 	// ExecLogKeep how many rotated copies stay (exec.log.1 …); ExecLogCheck is how often sizes are looked at
-	// (0: 10 MiB, 3, 2 s).
+	// (0: 10 MiB, 3, 1 s).
 	ExecLogMax   int64
 	ExecLogKeep  int
 	ExecLogCheck time.Duration

@@ -16,7 +16,7 @@ import (
 const (
 	DefaultExecLogMax   = 10 << 20
 	DefaultExecLogKeep  = 3
-	DefaultExecLogCheck = 2 * time.Second
+	DefaultExecLogCheck = time.Second
 )
 
 // execLogName is the file, in an environment directory, that the Exec processes append their output to.

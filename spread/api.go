@@ -67,6 +67,7 @@ func (s *Service) postRelease(w http.ResponseWriter, r *http.Request) error {
 			if err != nil {
 				return err
 			}
+			s.markRecent(same.Digest)
 			w.Header().Set("Content-Type", "application/json")
 			w.Header().Set("X-Shoal-Index", strconv.FormatUint(res.Index, 10))
 			w.WriteHeader(http.StatusOK)

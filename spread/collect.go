@@ -89,6 +89,13 @@ func (s *Service) collectOnce() {
 	}
 }
 
+// markRecent notes that this node just recorded itself a holder of digest (see keeper).
+func (s *Service) markRecent(digest string) {
+	s.mu.Lock()
+	s.recent[digest] = time.Now()
+	s.mu.Unlock()
+}
+
 // dropHolder writes a ReleaseDrop, with a bounded wait for the leader.
 func (s *Service) dropHolder(app, version, name string, ifUnused bool) error {
 	ctx, cancel := context.WithTimeout(s.ctx, 10*time.Second)
@@ -159,7 +166,9 @@ func (s *Service) syncHolders() {
 // keeper decides, from the replicated state, which archives stay: those of the newest Keep releases of each
 // app and those of every release in use (raftfsm.State.ReleaseUse: desired, stable, rollback target, target
 // of an unfinished deployment). An archive that no release names is kept: it may be a build's, packaged a
-// moment before its release is committed. So are downloads in progress.
+// moment before its release is committed. So are downloads in progress, and for two collection intervals an
+// archive this node just recorded holding (a release pushed again, to be deployed next, is not taken back
+// before the deploy that needs it is created).
 func (s *Service) keeper() func(digest string) bool {
 	keep, known := map[string]bool{}, map[string]bool{}
 	s.n.FSM().Read(func(st *raftfsm.State) {
@@ -180,6 +189,13 @@ func (s *Service) keeper() func(digest string) bool {
 	s.mu.Lock()
 	for d := range s.fetching {
 		keep[d] = true
+	}
+	for d, at := range s.recent {
+		if time.Since(at) < 2*s.opts.GCInterval {
+			keep[d] = true
+		} else {
+			delete(s.recent, d)
+		}
 	}
 	s.mu.Unlock()
 	return func(digest string) bool { return keep[digest] || !known[digest] }

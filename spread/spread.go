@@ -52,6 +52,7 @@ type Service struct {
 
 	mu       sync.Mutex
 	fetching map[string]chan struct{} // digest → closed when the download ends
+	recent   map[string]time.Time     // digest → when this node last recorded itself a holder (see keeper)
 	ownStore bool                     // the store was opened here, so Close closes it
 
 	ctx    context.Context
@@ -83,7 +84,7 @@ func Attach(n *node.Node, opts Options) (*Service, error) {
 		sopts = append(sopts, swarm.WithUploadLimit(swarm.NewLimiter(opts.UploadLimit)))
 	}
 	s := &Service{
-		n: n, opts: opts, store: store, log: log, fetching: map[string]chan struct{}{}, ownStore: opts.Store == nil,
+		n: n, opts: opts, store: store, log: log, fetching: map[string]chan struct{}{}, recent: map[string]time.Time{}, ownStore: opts.Store == nil,
 		server: swarm.NewServer(store, log, n.Registry(), sopts...),
 	}
 	if opts.DownloadLimit > 0 {
@@ -256,6 +257,7 @@ func (s *Service) recordHolder(ctx context.Context, r *raftfsm.Release) error {
 		_, err := s.n.Apply(ctx, &raftfsm.ReleaseHolders{App: r.App, Version: r.Version, Node: s.n.Name()})
 		switch {
 		case err == nil:
+			s.markRecent(r.Digest)
 			return nil
 		case raftfsm.KindOf(err) == raftfsm.KindNotFound:
 			return nil // the release was deleted meanwhile
