@@ -45,11 +45,12 @@ func (w *envWorker) fetch(t target, rel *raftfsm.Release, rep *statusSender, dlo
 			return err
 		}
 		if msg := trimErr(err); msg != said {
+			// Said once per cause: a status written on every pass would wake this loop with its own write.
 			said = msg
 			dlog.Notef("waiting: %s", msg)
 			w.log.Warn("cannot fetch the release: no live server holds it; waiting for a holder", "release", t.Release, "err", err)
+			rep.Set(raftfsm.NodeStatus{State: raftfsm.NodeDownloading, Phase: "Fetch", Error: said})
 		}
-		rep.Set(raftfsm.NodeStatus{State: raftfsm.NodeDownloading, Phase: "Fetch", Error: said})
 		tm := time.NewTimer(resyncInterval)
 		select {
 		case <-w.ctx.Done():
