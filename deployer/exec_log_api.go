@@ -150,6 +150,9 @@ func (d *Deployer) getExecLogs(w http.ResponseWriter, r *http.Request) error {
 				}
 				c.Data = []byte(fmt.Sprintf("--- %v\n", err))
 			}
+			if c.Missing && len(servers) == 1 {
+				return node.Errorf(http.StatusNotFound, "server %s has no output of environment %s: its app never ran there (`node env show %s` lists the servers)", s, e.Name, e.Name)
+			}
 			writeLines(&out, prefixOf(s, servers), c.Data)
 		}
 		w.WriteHeader(http.StatusOK)

@@ -107,6 +107,9 @@ func TestExecLogsThroughAnyNode(t *testing.T) {
 	if _, err := get("?server=n9"); err == nil || !strings.Contains(err.Error(), "n9") {
 		t.Fatalf("an unknown server: %v", err)
 	}
+	if _, err := get("?server=n2"); err == nil || !strings.Contains(err.Error(), "404") || !strings.Contains(err.Error(), "never ran there") {
+		t.Fatalf("a server the app never ran on: %v", err)
+	}
 
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
