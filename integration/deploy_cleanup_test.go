@@ -239,7 +239,6 @@ func TestAppLogsThroughAnyNode(t *testing.T) {
 	follow.Wait()
 
 	// Rotation: a release that writes all the time; the log files stay bounded while it writes far more.
-	app.stopApps(n1.dir)
 	if err := cl.Upload(context.Background(), "/v1/apps/web/releases?version=v2",
 		bytes.NewReader(tarGzFiles(t, withFile(releaseFiles("v2", false), "chatter", "on\n"))), nil); err != nil {
 		t.Fatal(err)
