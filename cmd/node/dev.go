@@ -100,7 +100,7 @@ func (c *cli) runDev(f *nodeFlags, keep, verbose bool) error {
 		logPath = lf.Name()
 		cfg.Logger = slog.New(slog.NewTextHandler(lf, &slog.HandlerOptions{Level: f.level()}))
 	}
-	sp, err := f.spreadOptions()
+	sp, err := f.serviceOptions()
 	if err != nil {
 		return err
 	}
