@@ -46,6 +46,9 @@ type Options struct {
 	DeadAfter time.Duration
 	// ProgressInterval is the least time between two download progress reports written to Raft (0: 1 s).
 	ProgressInterval time.Duration
+	// MinHealthyTime is how long Exec processes must stay up to count as healthy, for releases without a health
+	// check in environments that set none (0: DefaultMinHealthyTime).
+	MinHealthyTime time.Duration
 	// Logger defaults to the node's, with component=deployer.
 	Logger *slog.Logger
 	// Registerer defaults to the node's registry.
@@ -114,8 +117,9 @@ func Attach(n *node.Node, opts Options) (*Deployer, error) {
 	d.ctx, d.cancel = context.WithCancel(context.Background())
 	d.resumeAll()
 	d.registerAPI()
-	d.wg.Add(1)
+	d.wg.Add(2)
 	go d.agentLoop()
+	go d.runtimeLoop()
 	n.OnLeader(d.lead)
 	return d, nil
 }

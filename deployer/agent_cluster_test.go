@@ -141,8 +141,10 @@ func (dc *deployCluster) attach(n *node.Node, reg prometheus.Registerer) *Deploy
 		Fetcher:      &StoreFetcher{Store: store, Sources: []*artifact.Store{dc.origin}},
 		Exec:         ExecSpec{MinStable: time.Second, InitialBackoff: 50 * time.Millisecond, MaxBackoff: time.Second, StopGrace: 2 * time.Second},
 		RetryBackoff: 100 * time.Millisecond, MaxRetryBackoff: time.Second,
-		DeadAfter:  3 * time.Second,
-		Registerer: reg,
+		DeadAfter: 3 * time.Second,
+		// Releases without a health check prove healthy by staying up this long (tests of it set their own).
+		MinHealthyTime: 200 * time.Millisecond,
+		Registerer:     reg,
 	}
 	if dc.opts != nil {
 		dc.opts(&opts)

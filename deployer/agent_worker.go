@@ -283,10 +283,10 @@ func (w *envWorker) install(t target, v view, cur string) (err error) {
 func (w *envWorker) waitHealthy(e *raftfsm.Env, l *Lifecycle, m *manifest.Manifest, dlog *deployLog) error {
 	spec := HealthOf(m)
 	if spec == nil {
-		return nil
+		return w.waitExecStable(e, l, dlog)
 	}
 	dlog.Notef("=== Health: %s", firstLine(strings.TrimSpace(spec.URL+spec.Command)))
-	err := WaitHealthy(w.ctx, l.HealthSpec(*spec))
+	err := w.watchCrashLoop(e, l, func(ctx context.Context) error { return WaitHealthy(ctx, l.HealthSpec(*spec)) })
 	var he *HealthError
 	if errors.As(err, &he) && spec.Command != "" {
 		he.Check = "`" + firstLine(spec.Command) + "`" // not the environment preamble HealthSpec added
@@ -296,10 +296,10 @@ func (w *envWorker) waitHealthy(e *raftfsm.Env, l *Lifecycle, m *manifest.Manife
 		result = "failed"
 	}
 	w.d.m.healthChecks.WithLabelValues(w.app, w.env, result).Inc()
-	if err != nil {
+	if err != nil && !isCrashLoop(err) {
 		return fmt.Errorf("release %s started but is not healthy: %w", l.Release, err)
 	}
-	return nil
+	return err
 }
 
 // check proves an installed release healthy for a running deployment, without installing it again.

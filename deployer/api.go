@@ -113,6 +113,12 @@ func (d *Deployer) registerAPI() {
 	n.Handle("GET /v1/apps/{app}/pipeline", raftfsm.RoleReader, h((*Deployer).getPipeline))
 	n.Handle("PUT /v1/apps/{app}/pipeline", raftfsm.RoleAdmin, h((*Deployer).putPipeline))
 	n.Handle("POST /v1/apps/{app}/promote", raftfsm.RoleDeployer, h((*Deployer).promote))
+	n.SetEnvRuntime(func(s *raftfsm.State, e *raftfsm.Env) any {
+		if cur.Load() == nil {
+			return nil
+		}
+		return envRuntime(s, e, n.Members())
+	})
 	n.Endpoint().HandleRPC(logRPC, func(ctx context.Context, peer string, body json.RawMessage) (any, error) {
 		dep := cur.Load()
 		if dep == nil {

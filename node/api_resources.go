@@ -257,6 +257,8 @@ type envInput struct {
 	Vars       *map[string]raftfsm.Var `json:"vars"`
 	AutoDeploy *bool                   `json:"auto_deploy"`
 	Strategy   *raftfsm.Strategy       `json:"strategy"`
+	// MinHealthy is min_healthy_time ("10s"): how long Exec processes must stay up without a health check.
+	MinHealthy *raftfsm.Duration `json:"min_healthy_time"`
 }
 
 func (in *envInput) applyTo(e *raftfsm.Env) {
@@ -266,6 +268,7 @@ func (in *envInput) applyTo(e *raftfsm.Env) {
 	set(&e.Tags, in.Tags)
 	set(&e.AutoDeploy, in.AutoDeploy)
 	set(&e.Strategy, in.Strategy)
+	set(&e.MinHealthyTime, in.MinHealthy)
 	if in.Vars != nil {
 		keepSecrets(*in.Vars, e.Vars)
 		e.Vars = *in.Vars
@@ -343,12 +346,12 @@ func (n *Node) apiEnvs() {
 
 func (n *Node) writeEnv(w http.ResponseWriter, status int, name string) error {
 	var (
-		v     raftfsm.Env
+		v     EnvView
 		found bool
 	)
 	n.fsm.Read(func(s *raftfsm.State) {
 		if e := s.Envs[name]; e != nil {
-			v, found = viewEnv(e), true
+			v, found = n.envView(s, e), true
 		}
 	})
 	if !found {
