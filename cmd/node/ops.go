@@ -346,11 +346,14 @@ func (c *cli) envCmd() *cobra.Command {
 	show := &cobra.Command{
 		Use: "show NAME", Short: "Show an environment", Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			var e raftfsm.Env
+			var e envView
 			if _, err := c.api().Get(ctx(), "/v1/envs/"+url.PathEscape(args[0]), &e); err != nil {
 				return explain(err)
 			}
-			return c.print(e, func(w *tabwriter.Writer) { envTable(w, e) })
+			return c.print(e, func(w *tabwriter.Writer) {
+				envTable(w, e.Env)
+				runtimeTable(w, e.Runtime)
+			})
 		},
 	}
 	var ef envFlags
@@ -416,6 +419,9 @@ func envTable(w *tabwriter.Writer, e raftfsm.Env) {
 		strategy += ", auto rollback"
 	}
 	fmt.Fprintf(w, "strategy:\t%s\nauto deploy:\t%v\ndesired:\t%s\nstable:\t%s\n", strategy, e.AutoDeploy, dash(e.Desired), dash(e.Stable))
+	if e.MinHealthyTime > 0 {
+		fmt.Fprintf(w, "min healthy time:\t%s\n", time.Duration(e.MinHealthyTime))
+	}
 	if e.Pinned {
 		fmt.Fprintf(w, "pinned:\tyes (%s): auto deploy is suspended until `node env unpin %s`\n", e.PinReason, e.Name)
 	}
@@ -437,6 +443,7 @@ type envFlags struct {
 	strategy             string
 	batch                string
 	minHealthy, abort    int
+	minHealthyTime       time.Duration
 }
 
 func (f *envFlags) register(cmd *cobra.Command) {
@@ -452,6 +459,8 @@ func (f *envFlags) register(cmd *cobra.Command) {
 	fl.IntVar(&f.minHealthy, "min-healthy", 0, "servers that must stay healthy during a rolling deploy")
 	fl.IntVar(&f.abort, "abort-after", 0, "failed servers that abort a deployment (0: the first)")
 	fl.BoolVar(&f.rollback, "auto-rollback", false, "on a failed deployment, go back to the last stable release and pin")
+	fl.DurationVar(&f.minHealthyTime, "min-healthy-time", 0,
+		"without a health check, how long Exec processes must stay up to count as healthy (0: the default, 10s)")
 }
 
 func (f *envFlags) body(cmd *cobra.Command) (map[string]any, error) {
@@ -479,6 +488,9 @@ func (f *envFlags) body(cmd *cobra.Command) (map[string]any, error) {
 	}
 	if ch("auto-deploy") {
 		b["auto_deploy"] = f.autoDeploy
+	}
+	if ch("min-healthy-time") {
+		b["min_healthy_time"] = f.minHealthyTime.String()
 	}
 	if ch("strategy") || ch("batch") || ch("min-healthy") || ch("abort-after") || ch("auto-rollback") {
 		st := raftfsm.Strategy{Kind: f.strategy, MinHealthy: f.minHealthy, AbortAfter: f.abort, AutoRollback: f.rollback}
