@@ -278,6 +278,7 @@ func (dc *deployCluster) createEnv(app, env string, servers []string, tags map[s
 type releaseOpts struct {
 	unhealthy bool              // the health check never passes
 	deploy    map[string]string // extra deploy sections (shoal.yml keys) as YAML lines
+	manifest  string            // the whole shoal.yml instead of appManifest's
 }
 
 // appManifest is the test app's shoal.yml: the app server as the Exec process, and a health check that
@@ -320,6 +321,9 @@ func (dc *deployCluster) release(app, version string, o releaseOpts) *raftfsm.Re
 	dc.t.Helper()
 	src := dc.t.TempDir()
 	files := map[string]string{"shoal.yml": appManifest(o), "version.txt": version + "\n"}
+	if o.manifest != "" {
+		files["shoal.yml"] = o.manifest
+	}
 	if o.unhealthy {
 		files["unhealthy"] = "yes\n"
 	}

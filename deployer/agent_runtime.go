@@ -2,11 +2,14 @@ package deployer
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
 	"slices"
 	"sort"
 	"strings"
 	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/shoal-ci/shoal/node"
 	"github.com/shoal-ci/shoal/raftfsm"
@@ -23,9 +26,10 @@ func (d *Deployer) runtimeLoop() {
 	defer d.wg.Done()
 	t := time.NewTicker(runtimeInterval)
 	defer t.Stop()
+	rm := newRuntimeMetrics(d.opts.Registerer)
 	hasExec := map[string]bool{} // by release digest: does the release's manifest have an Exec section
 	for {
-		d.reportRuntimes(hasExec)
+		d.reportRuntimes(rm, hasExec)
 		select {
 		case <-d.ctx.Done():
 			return
@@ -42,7 +46,44 @@ type envRuntimeView struct {
 	old     *raftfsm.Runtime
 }
 
-func (d *Deployer) reportRuntimes(hasExec map[string]bool) {
+// runtimeMetrics are the report loop's collectors.
+type runtimeMetrics struct {
+	reports *prometheus.CounterVec // app, env
+	drift   *prometheus.GaugeVec   // app, env
+}
+
+// newRuntimeMetrics registers the report loop's collectors on reg, or takes the ones a deployer attached to the
+// same node before registered.
+func newRuntimeMetrics(reg prometheus.Registerer) runtimeMetrics {
+	m := runtimeMetrics{
+		reports: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "shoal_runtime_reports_total",
+			Help: "Runtime reports (what this node runs for an environment) this node wrote to Raft, by app and environment.",
+		}, []string{"app", "env"}),
+		drift: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "shoal_runtime_drift",
+			Help: "1 while this node differs from what it should run for an environment (outside a deployment), else 0.",
+		}, []string{"app", "env"}),
+	}
+	if reg == nil {
+		return m
+	}
+	if err := reg.Register(m.reports); err != nil {
+		var are prometheus.AlreadyRegisteredError
+		if errors.As(err, &are) {
+			m.reports = are.ExistingCollector.(*prometheus.CounterVec)
+		}
+	}
+	if err := reg.Register(m.drift); err != nil {
+		var are prometheus.AlreadyRegisteredError
+		if errors.As(err, &are) {
+			m.drift = are.ExistingCollector.(*prometheus.GaugeVec)
+		}
+	}
+	return m
+}
+
+func (d *Deployer) reportRuntimes(rm runtimeMetrics, hasExec map[string]bool) {
 	me, tags := d.n.Name(), d.n.Tags()
 	var mine []envRuntimeView
 	var gone []raftfsm.Runtime
@@ -69,14 +110,24 @@ func (d *Deployer) reportRuntimes(hasExec map[string]bool) {
 	})
 	for _, v := range mine {
 		rt := d.runtimeOf(v, hasExec)
+		drift := 0.0
+		if driftOf(v.want, v.running, &rt) != "" {
+			drift = 1
+		}
+		rm.drift.WithLabelValues(v.env.App, v.env.Name).Set(drift)
 		if v.old != nil && sameRuntime(*v.old, rt) {
 			continue
 		}
-		if _, err := d.apply(d.ctx, &raftfsm.RuntimeSet{Runtime: rt}); err != nil && d.ctx.Err() == nil {
-			d.log.Debug("report runtime; trying again in a second", "env", v.env.Name, "err", err)
+		if _, err := d.apply(d.ctx, &raftfsm.RuntimeSet{Runtime: rt}); err != nil {
+			if d.ctx.Err() == nil {
+				d.log.Debug("report runtime; trying again in a second", "env", v.env.Name, "err", err)
+			}
+			continue
 		}
+		rm.reports.WithLabelValues(v.env.App, v.env.Name).Inc()
 	}
 	for _, rt := range gone {
+		rm.drift.DeleteLabelValues(rt.App, rt.Env)
 		if _, err := d.apply(d.ctx, &raftfsm.RuntimeSet{Runtime: rt, Delete: true}); err != nil && d.ctx.Err() == nil {
 			d.log.Debug("remove runtime report of an environment this node left", "env", rt.Env, "err", err)
 		}
