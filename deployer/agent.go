@@ -73,6 +73,8 @@ type Deployer struct {
 
 	supMu sync.Mutex // guards sups; taken after mu when both are held
 	sups  map[string]*Supervisor
+
+	repairs sync.Map // environment name → driftNote: the last drift a worker set out to repair (agent_runtime.go)
 }
 
 // Attach starts the deployer on n: it resumes supervising the Exec processes an earlier agent left running,

@@ -210,11 +210,38 @@ func (d *Deployer) runtimeOf(v envRuntimeView, hasExec map[string]bool) raftfsm.
 	if v.old != nil {
 		rt.LastDrift, rt.LastDriftAt = v.old.LastDrift, v.old.LastDriftAt
 	}
+	if n, ok := d.repairs.Load(e.Name); ok && n.(driftNote).at.After(rt.LastDriftAt) {
+		rt.LastDrift, rt.LastDriftAt = n.(driftNote).reason, n.(driftNote).at
+	}
 	if drift := driftOf(v.want, v.running, &rt); drift != "" && drift != rt.LastDrift {
 		rt.LastDrift, rt.LastDriftAt = drift, time.Now().UTC()
 		d.log.Warn("drift: this server differs from its environment's desired state", "app", e.App, "env", e.Name, "drift", drift)
 	}
 	return rt
+}
+
+// driftNote is a drift a worker set out to repair, and when.
+type driftNote struct {
+	reason string
+	at     time.Time
+}
+
+// noteRepair records that a worker outside any deployment installs release because this server differs from
+// it: the next report carries it as its last drift, even when the repair ends before the report loop looks.
+func (d *Deployer) noteRepair(env string, rec *installRecord, cur, release string) {
+	var reason string
+	switch {
+	case cur == "":
+		reason = fmt.Sprintf("runs nothing; should run %s", release)
+	case rec != nil && rec.Release == release && rec.Dir != cur:
+		reason = fmt.Sprintf("current points to %s but the agent installed %s", releaseOfDir(cur), rec.Release)
+	case rec != nil && rec.Dir == cur:
+		reason = fmt.Sprintf("runs %s; should run %s", rec.Release, release)
+	default:
+		reason = fmt.Sprintf("runs %s; should run %s", releaseOfDir(cur), release)
+	}
+	d.repairs.Store(env, driftNote{reason: reason, at: time.Now().UTC()})
+	d.log.Warn("repairing drift: installing the release this server should run", "env", env, "drift", reason)
 }
 
 // releaseOfDir is the release a directory under releases/ holds: its name, without the "~1" of a second copy.

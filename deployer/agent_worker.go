@@ -164,6 +164,7 @@ func (w *envWorker) step() time.Duration {
 	if now := time.Now(); key == w.failKey && now.Before(w.nextTry) {
 		return w.nextTry.Sub(now)
 	}
+	w.d.noteRepair(w.env, rec, cur, t.Release) // so the report shows the drift even if the repair is quick
 	if err := w.install(t, v, cur); err != nil {
 		if key != w.failKey {
 			w.failKey, w.failures = key, 0
