@@ -280,7 +280,7 @@ func driftOf(want target, running string, rt *raftfsm.Runtime) string {
 	case rt.Health == raftfsm.RuntimeStopped:
 		return fmt.Sprintf("stopped; should run %s", want.Release)
 	case rt.Health == raftfsm.RuntimeCrashLoop:
-		return "Exec is crash-looping: " + strings.TrimPrefix(rt.Detail, "crash loop: ")
+		return "Exec is crash-looping: " + rt.Detail
 	case rt.Health == raftfsm.RuntimeDown:
 		return "Exec processes are down: " + rt.Detail
 	}

@@ -62,7 +62,7 @@ func judgeExec(st ExecStatus, minHealthy time.Duration, now time.Time) execJudge
 	case len(st.Procs) == st.Count && !now.Before(j.HealthyAt):
 		j.Health = raftfsm.RuntimeHealthy
 	case j.ShortExits >= crashLoopExits:
-		j.Health, j.Detail = raftfsm.RuntimeCrashLoop, "crash loop: "+exitText(st.Exits[len(st.Exits)-1], st.Restarts)
+		j.Health, j.Detail = raftfsm.RuntimeCrashLoop, exitText(st.Exits[len(st.Exits)-1], st.Restarts)
 	case len(st.Procs) < st.Count:
 		j.Health = raftfsm.RuntimeDown
 		j.Detail = fmt.Sprintf("%d of %d Exec processes up", len(st.Procs), st.Count)

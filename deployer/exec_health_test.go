@@ -30,9 +30,9 @@ func TestJudgeExec(t *testing.T) {
 		{"one of two down", ExecStatus{Running: true, Count: 2, Procs: up(time.Minute), Restarts: 1, Exits: []ExecExit{short(time.Second)}},
 			raftfsm.RuntimeDown, "1 of 2 Exec processes up; last exit: exit status 1 after 2ms, 1 restart"},
 		{"crash loop while down", ExecStatus{Running: true, Count: 1, Restarts: 5, Exits: []ExecExit{short(5), short(4), short(3)}},
-			raftfsm.RuntimeCrashLoop, "crash loop: exit status 1 after 2ms, 5 restarts"},
+			raftfsm.RuntimeCrashLoop, "exit status 1 after 2ms, 5 restarts"},
 		{"crash loop while briefly up", ExecStatus{Running: true, Count: 1, Procs: up(time.Second), Restarts: 3, Exits: []ExecExit{short(5), short(4), short(3)}},
-			raftfsm.RuntimeCrashLoop, "crash loop"},
+			raftfsm.RuntimeCrashLoop, "3 restarts"},
 		{"a crash loop that healed", ExecStatus{Running: true, Count: 1, Procs: up(time.Minute), Restarts: 3, Exits: []ExecExit{short(5), short(4), short(3)}},
 			raftfsm.RuntimeHealthy, ""},
 		{"a long run breaks the series", ExecStatus{Running: true, Count: 1, Procs: up(time.Second), Restarts: 3,
@@ -50,7 +50,7 @@ func TestJudgeExec(t *testing.T) {
 func TestDriftOf(t *testing.T) {
 	want := target{Kind: raftfsm.DeployKindDeploy, Release: "v2"}
 	rt := func(rel, installed, health string) *raftfsm.Runtime {
-		return &raftfsm.Runtime{Release: rel, Installed: installed, Health: health, Detail: "crash loop: exit status 1 after 2ms, 4 restarts"}
+		return &raftfsm.Runtime{Release: rel, Installed: installed, Health: health, Detail: "exit status 1 after 2ms, 4 restarts"}
 	}
 	for _, tc := range []struct {
 		name    string

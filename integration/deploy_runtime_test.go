@@ -164,9 +164,10 @@ func TestDeployRuntimeReportedAndRepaired(t *testing.T) {
 	}
 	app.waitServing(30*time.Second, "v2", n1.name)
 	out = nodeCLI(t, m, n2, "env", "show", "prod")
-	if !strings.Contains(out, "repaired drift") {
+	if !strings.Contains(out, "n1: repaired drift: current points to v1") {
 		t.Fatalf("node env show prod does not show the repaired drift:\n%s", out)
 	}
+	t.Logf("node env show prod:\n%s", out)
 }
 
 // crashManifest is a release whose Exec runs script, without a health check.
@@ -199,9 +200,11 @@ func TestDeployCrashLoopNamed(t *testing.T) {
 	if got.Report.Restarts < 2 || got.Report.LastExit == nil || got.Report.LastExit.Status != "exit status 1" {
 		t.Fatalf("report %s", describeRuntime(got))
 	}
-	if out := nodeCLI(t, m, n, "env", "show", "prod"); !strings.Contains(out, "crash_loop") || !strings.Contains(out, "exit status 1 after") {
+	out := nodeCLI(t, m, n, "env", "show", "prod")
+	if !strings.Contains(out, "crash_loop") || !strings.Contains(out, "exit status 1 after") {
 		t.Fatalf("node env show prod does not name the crash loop:\n%s", out)
 	}
+	t.Logf("node env show prod:\n%s", out)
 
 	// Up for 3 s, minimum healthy time 5 s: not healthy.
 	nodeCLI(t, m, n, "env", "update", "prod", "--min-healthy-time", "5s")

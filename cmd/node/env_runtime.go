@@ -28,7 +28,7 @@ func runtimeTable(w *tabwriter.Writer, servers []deployer.ServerRuntime) {
 		if r := s.Report; r != nil {
 			rel, health, restarts = dash(r.Release), r.Health, strconv.FormatUint(r.Restarts, 10)
 			if r.Detail != "" && r.Health != raftfsm.RuntimeStarting {
-				health += " (" + r.Detail + ")"
+				health += ": " + r.Detail
 			}
 			var ps []string
 			var oldest time.Time
@@ -55,9 +55,10 @@ func runtimeTable(w *tabwriter.Writer, servers []deployer.ServerRuntime) {
 		}
 		fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", s.Node, s.Up, rel, health, pids, since, restarts, exit, drift)
 	}
+	// Lines without a tab end the table's column block, so these do not widen its columns.
 	for _, s := range servers {
 		if r := s.Report; r != nil && r.LastDrift != "" && s.Drift == "" {
-			fmt.Fprintf(w, "%s repaired drift:\t%s (seen %s)\n", s.Node, r.LastDrift, r.LastDriftAt.Local().Format(time.DateTime))
+			fmt.Fprintf(w, "%s: repaired drift: %s (seen %s)\n", s.Node, r.LastDrift, r.LastDriftAt.Local().Format(time.DateTime))
 		}
 	}
 }
