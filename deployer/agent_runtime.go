@@ -333,6 +333,8 @@ func envRuntime(s *raftfsm.State, e *raftfsm.Env, members []node.Member) []Serve
 		}
 		want := desiredFor(s, e, name)
 		switch {
+		case sr.Up == "unknown" && want.Kind == raftfsm.DeployKindDeploy && dep == nil:
+			sr.Drift = fmt.Sprintf("gossip does not see this server; it should run %s", want.Release)
 		case sr.Up != node.StatusAlive && sr.Up != node.StatusSuspect && want.Kind == raftfsm.DeployKindDeploy && dep == nil:
 			sr.Drift = fmt.Sprintf("server is %s; it should run %s", sr.Up, want.Release)
 		default:
