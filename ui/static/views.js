@@ -258,6 +258,7 @@ export function envView(name) {
       ['Strategy', [st.kind || 'all', st.batch_size ? `, ${st.batch_size} at a time` : '', st.batch_percent ? `, ${st.batch_percent}% at a time` : '',
         st.auto_rollback ? ', auto rollback' : '']],
       ['Servers', [(env.servers || []).join(', '), Object.entries(env.tags || {}).map(([k, v]) => ` ${k}=${v}`)]],
+      ['Min healthy time', h('span', { id: 'env-min-healthy' }, env.min_healthy_time || '10s (the default)')],
     ]));
     show(servers, table('servers', [
       ['Server', (s) => h('strong', null, s.name)],
