@@ -1,11 +1,9 @@
 package integration
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
-	"os/exec"
 	"slices"
 	"strings"
 	"testing"
@@ -181,20 +179,6 @@ func TestDeployRestartActsOnlyOnThePresent(t *testing.T) {
 	}
 	checkHistory(t, liveClients(m), "prod", history, "after the fourth deployment")
 	checkDeployLogs(t, cl, m, finished(t, liveClients(m), "prod"))
-}
-
-// nodeCLI runs the node binary's CLI against n and returns its output and exit code.
-func nodeCLI(t testing.TB, m *pmesh, n *pnode, args ...string) (stdout, stderr string, code int) {
-	t.Helper()
-	cmd := exec.Command(nodeBinary(t), append([]string{"--addr", n.api(), "--token", m.admin}, args...)...)
-	cmd.Env = cleanEnv()
-	var o, e bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &o, &e
-	err := cmd.Run()
-	if _, ok := err.(*exec.ExitError); err != nil && !ok {
-		t.Fatalf("node %v: %v", args, err)
-	}
-	return o.String(), e.String(), cmd.ProcessState.ExitCode()
 }
 
 // seesUp waits until node from's gossip shows every named server alive.

@@ -34,6 +34,9 @@ type State struct {
 	Pipelines map[string]*Pipeline `json:"pipelines"`
 	// Notify holds notification subscriptions, forges and deliveries (raftfsm/notify.go); nil until first used.
 	Notify *NotifyState `json:"notify,omitempty"`
+
+	// Runtimes holds what each server reports it runs, by RuntimeKey(env, node).
+	Runtimes map[string]*Runtime `json:"runtimes"`
 }
 
 // maxDeliveries bounds the remembered webhook delivery ids per app.
@@ -52,6 +55,7 @@ func NewState() *State {
 		Deliveries: map[string][]string{},
 		Departed:   map[string]time.Time{},
 		Pipelines:  map[string]*Pipeline{},
+		Runtimes:   map[string]*Runtime{},
 	}
 }
 
@@ -211,6 +215,9 @@ func (s *State) fillMaps() {
 	}
 	if s.Pipelines == nil {
 		s.Pipelines = map[string]*Pipeline{}
+	}
+	if s.Runtimes == nil {
+		s.Runtimes = map[string]*Runtime{}
 	}
 }
 

@@ -157,11 +157,39 @@ function serverStates(env, members, deps) {
     for (const m of members) if (tags.every(([k, v]) => (m.tags || {})[k] === v)) names.add(m.name);
   }
   for (const b of deps[0]?.batches || []) b.forEach((n) => names.add(n));
+  const runtime = new Map((env.runtime || []).map((r) => [r.node, r]));
+  for (const n of runtime.keys()) names.add(n);
   return [...names].sort().map((name) => {
     const dep = deps.find((d) => d.nodes && d.nodes[name]);
     const st = dep ? dep.nodes[name] : null;
-    return { name, member: byName.get(name), dep, st, release: st ? st.release || dep.release : '' };
+    const rt = runtime.get(name);
+    return { name, member: byName.get(name), dep, st, rt, release: st ? st.release || dep.release : '', runs: rt?.report?.release || '' };
   });
+}
+
+// runtimeHealth is what a server's processes do now, from its own report: "healthy", "crash loop" and why.
+function runtimeHealth(s) {
+  const r = s.rt?.report;
+  if (!r) return h('span', { class: 'muted', 'data-testid': `runtime-health-${s.name}` }, 'no report');
+  return [badge(r.health, `runtime-health-${s.name}`), r.detail && r.health !== 'starting' ? h('div', { class: 'muted small' }, r.detail) : ''];
+}
+
+// restarts counts the restarts of the release's Exec processes, with the last exit below.
+function restarts(s) {
+  const r = s.rt?.report;
+  if (!r) return '—';
+  const x = r.last_exit;
+  return [h('span', { 'data-testid': `runtime-restarts-${s.name}` }, String(r.restarts)),
+    x ? h('div', { class: 'muted small', title: `pid ${x.pid}` }, `last: ${x.status} after ${x.ran}, `, when(x.at)) : ''];
+}
+
+// drift says how a server differs from what it should run, or that it was repaired.
+function driftCell(s) {
+  const id = `runtime-drift-${s.name}`;
+  if (s.rt?.drift) return h('span', { class: 'error', 'data-testid': id }, s.rt.drift);
+  if (s.rt?.deploying) return h('span', { class: 'muted', 'data-testid': id }, 'deploying');
+  const last = s.rt?.report?.last_drift;
+  return h('span', { class: 'muted', 'data-testid': id, title: last ? `repaired: ${last}` : null }, last ? 'repaired' : 'none');
 }
 
 export function envView(name) {
@@ -232,17 +260,24 @@ export function envView(name) {
       ['Strategy', [st.kind || 'all', st.batch_size ? `, ${st.batch_size} at a time` : '', st.batch_percent ? `, ${st.batch_percent}% at a time` : '',
         st.auto_rollback ? ', auto rollback' : '']],
       ['Servers', [(env.servers || []).join(', '), Object.entries(env.tags || {}).map(([k, v]) => ` ${k}=${v}`)]],
+      ['Min healthy time', h('span', { id: 'env-min-healthy' }, env.min_healthy_time || '10s (the default)')],
     ]));
     show(servers, table('servers', [
       ['Server', (s) => h('strong', null, s.name)],
       ['Up', (s) => badge(s.member ? s.member.status : 'unknown')],
-      ['Release', (s) => h('span', { class: 'release' }, s.release || '—')],
+      ['Runs', (s) => h('span', { class: 'release', 'data-testid': `runtime-release-${s.name}` }, s.runs || '—')],
+      ['Health', runtimeHealth],
+      ['PIDs', (s) => h('span', { 'data-testid': `runtime-pids-${s.name}` }, (s.rt?.report?.procs || []).map((p) => p.pid).join(', ') || '—')],
+      ['Restarts', restarts],
+      ['Drift', driftCell],
+      ['Deployed', (s) => h('span', { class: 'release' }, s.release || '—')],
       ['State', (s) => badge(s.st?.state, `server-state-${s.name}`)],
       ['Phase', (s) => s.st?.phase || ''],
       ['Progress', (s) => (s.st && s.st.state === 'downloading' ? `${Math.round(s.st.progress * 100)}%` : '')],
       ['Error', (s) => (s.st?.error ? h('span', { class: 'error' }, s.st.error) : '')],
       ['Deployment', (s) => (s.dep ? depLink(s.dep.id) : '—')],
-    ], serverStates(env, ms, ds), (s) => ({ 'data-testid': `server-${s.name}`, 'data-state': s.st?.state || '', 'data-release': s.release }),
+    ], serverStates(env, ms, ds), (s) => ({ 'data-testid': `server-${s.name}`, 'data-state': s.st?.state || '', 'data-release': s.release,
+      'data-runs': s.runs, 'data-health': s.rt?.report?.health || '', 'data-drift': s.rt?.drift ? 'yes' : 'no' }),
     'No servers in this environment.'));
     show(deps, deploymentsTable('env-deployments', ds));
   }
