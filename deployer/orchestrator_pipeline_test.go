@@ -3,6 +3,7 @@ package deployer
 import (
 	"fmt"
 	"net/http"
+	"strings"
 	"testing"
 	"time"
 
@@ -79,5 +80,38 @@ func TestPipeline(t *testing.T) {
 	// Only a release that runs in the source environment can be promoted.
 	if _, err := dc.api("n1").Post(ctx, "/v1/apps/web/promote", PromoteRequest{Release: "v1", From: "staging"}, nil); !client.IsStatus(err, http.StatusConflict) {
 		t.Fatalf("promoting a release the source does not run: %v", err)
+	}
+
+	// v3 waits for approval in prod; v4 passes dev and staging meanwhile: it supersedes v3, which is cancelled
+	// with the reason and can no longer be approved, and v4 waits in its place. Approving v4 deploys v4.
+	dc.release("web", "v3", releaseOpts{})
+	var v3 raftfsm.Deployment
+	dc.eventually(60*time.Second, "prod waiting for v3", func() (bool, string) {
+		all := dc.deploymentsOf("prod")
+		v3 = all[len(all)-1]
+		return v3.Release == "v3" && v3.State == raftfsm.DeployWaiting, describe(v3)
+	})
+	dc.release("web", "v4", releaseOpts{})
+	dc.waitServing(60*time.Second, "v4", "n1", "n2")
+	var v4 raftfsm.Deployment
+	dc.eventually(30*time.Second, "v4 waiting in prod in v3's place", func() (bool, string) {
+		all := dc.deploymentsOf("prod")
+		v4 = all[len(all)-1]
+		return v4.Release == "v4" && v4.State == raftfsm.DeployWaiting, describe(v4)
+	})
+	old := dc.waitDeployment(v3.ID, 10*time.Second, raftfsm.DeployCancelled)
+	if old.CancelledBy != "superseded by v4" || !strings.Contains(old.Error, "superseded: release v4 succeeded in staging") {
+		t.Errorf("the superseded deployment says by %q: %q", old.CancelledBy, old.Error)
+	}
+	if _, err := dc.api("n2").Post(ctx, "/v1/deployments/"+v3.ID+"/approve", nil, nil); !client.IsStatus(err, http.StatusConflict) {
+		t.Fatalf("approving the superseded deployment: %v, want a conflict", err)
+	}
+	if _, err := dc.api("n2").Post(ctx, "/v1/deployments/"+v4.ID+"/approve", nil, nil); err != nil {
+		t.Fatal(err)
+	}
+	dc.waitDeployment(v4.ID, 60*time.Second, raftfsm.DeploySucceeded)
+	dc.waitServing(10*time.Second, "v4", "n3")
+	if dc.serving("n3") == "" {
+		t.Fatal("prod serves nothing after v4's approval")
 	}
 }

@@ -433,13 +433,30 @@ func deployedTo(s *raftfsm.State, env, version string) bool {
 
 // promotions moves releases along pipelines: the latest release that succeeded in a stage goes to the next
 // stage, at once or as a deployment waiting for approval.
+//
+// A promotion still waiting for approval when a newer release succeeds in the stage before is superseded: it is
+// cancelled with a reason naming the newer release, and the newer release waits for approval in its place, so an
+// approval never deploys a release older than the one the stage before runs.
 func (p *planner) promotions(s *raftfsm.State, busy map[string]bool) []action {
 	var out []action
+	open := map[string][]*raftfsm.Deployment{} // unfinished deployments by environment
+	for _, d := range s.Deploys {
+		if !d.Finished() {
+			open[d.Env] = append(open[d.Env], d)
+		}
+	}
 	for _, app := range sortedKeys(s.Apps) {
 		stages := pipelineStages(s, app)
 		for i := 1; i < len(stages); i++ {
 			prev, next := s.Envs[stages[i-1].Env], s.Envs[stages[i].Env]
-			if prev == nil || next == nil || next.Pinned || busy[next.Name] {
+			if prev == nil || next == nil || next.Pinned {
+				continue
+			}
+			var waiting *raftfsm.Deployment
+			if o := open[next.Name]; len(o) == 1 && o[0].State == raftfsm.DeployWaiting {
+				waiting = o[0]
+			}
+			if busy[next.Name] && waiting == nil {
 				continue
 			}
 			var last *raftfsm.Deployment
@@ -451,6 +468,17 @@ func (p *planner) promotions(s *raftfsm.State, busy map[string]bool) []action {
 			}
 			if last == nil || last.Release != prev.Desired || last.Release == next.Desired || deployedTo(s, next.Name, last.Release) {
 				continue
+			}
+			if waiting != nil {
+				if waiting.Kind != raftfsm.DeployKindDeploy || s.Releases[raftfsm.ReleaseKey(app, waiting.Release)] == nil ||
+					!newerRelease(s, app, last.Release, waiting.Release) {
+					continue
+				}
+				out = append(out, action{cmd: &raftfsm.DeployUpdate{ID: waiting.ID, State: raftfsm.DeployCancelled, At: p.now,
+					From: []string{raftfsm.DeployWaiting}, By: "superseded by " + last.Release,
+					Error: fmt.Sprintf("superseded: release %s succeeded in %s after this deployment of %s began to wait for approval; %s waits in its place",
+						last.Release, prev.Name, waiting.Release, last.Release)},
+					why: "supersede " + waiting.Release + " waiting for " + next.Name + " with " + last.Release})
 			}
 			d := NewDeployment(next, p.all, raftfsm.DeployKindDeploy, last.Release, "promotion from "+prev.Name+" ("+last.ID+")", false, nil, p.now)
 			if stages[i].Approval {
@@ -466,6 +494,12 @@ func (p *planner) promotions(s *raftfsm.State, busy map[string]bool) []action {
 		}
 	}
 	return out
+}
+
+// newerRelease reports whether release a of app was created after release b.
+func newerRelease(s *raftfsm.State, app, a, b string) bool {
+	ra, rb := s.Releases[raftfsm.ReleaseKey(app, a)], s.Releases[raftfsm.ReleaseKey(app, b)]
+	return ra != nil && rb != nil && ra.CreateIndex > rb.CreateIndex
 }
 
 // nodesOnRelease counts, per environment, the servers by the release of the latest deployment each
