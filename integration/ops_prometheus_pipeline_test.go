@@ -52,5 +52,23 @@ func TestOpsPrometheusSeesBuildAndDeploy(t *testing.T) {
 		{`sum(shoal_nodes_on_release{job="shoal", app="web", env="prod", release="v1"})`, atLeast(3), "three servers on v1"},
 		{`sum(shoal_release_installs_total{job="shoal", app="web", result="ok"})`, atLeast(3), "an install on every server"},
 		{`sum(shoal_blob_sent_bytes_total{job="shoal"})`, atLeast(1), "release pieces sent between nodes"},
+		{`max(shoal_state_deployments{job="shoal", app="web", env="prod", kind="deploy", state="succeeded"})`, atLeast(1), "the succeeded deployment in the state gauge"},
+		{`max(shoal_state_servers{job="shoal", app="web", env="prod", health="healthy"})`, atLeast(3), "three servers reporting healthy"},
+	})
+
+	// The state gauges survive a change of leader, where the leader's counters start again from zero: after a
+	// kill -9 of the leader every surviving node still exports the same figures.
+	leader := m.waitLeader(m.nodes...)
+	leader.proc.Kill()
+	var rest []*pnode
+	for _, n := range m.nodes {
+		if n != leader {
+			rest = append(rest, n)
+		}
+	}
+	m.waitLeader(rest...)
+	p.waitAll(90*time.Second, []promExpect{
+		{`count(shoal_state_deployments{job="shoal", app="web", env="prod", kind="deploy", state="succeeded"} == 1)`, atLeast(2), "every surviving node exporting the one succeeded deployment"},
+		{`min(shoal_state_servers{job="shoal", app="web", env="prod", health="healthy"})`, atLeast(3), "every surviving node counting three healthy servers"},
 	})
 }
