@@ -13,6 +13,7 @@ const (
 	reasonMissing   = "missing"       // a peer no longer had a piece it had announced
 	reasonTransfer  = "transfer"      // the stream or connection failed mid-piece
 	reasonLocalCorr = "local_corrupt" // this node's stored copy failed verification when it was about to serve it
+	reasonStalled   = "stalled"       // a transfer made no progress for its stall limit and was given up (either side)
 )
 
 // Metrics are the swarm's Prometheus collectors, shared by a node's Server and its downloads.
@@ -51,7 +52,7 @@ func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
 			Help: "Piece requests this node's server turned away: busy (the piece is being sent to another peer) or full (upload queue full).",
 		}, []string{"reason"}),
 	}
-	for _, r := range []string{reasonBadHash, reasonProtocol, reasonMissing, reasonTransfer, reasonLocalCorr} {
+	for _, r := range []string{reasonBadHash, reasonProtocol, reasonMissing, reasonTransfer, reasonLocalCorr, reasonStalled} {
 		m.failures.WithLabelValues(r) // export zeroes, so rates work from the start
 	}
 	m.refused.WithLabelValues(codeBusy)

@@ -115,4 +115,3 @@ func (f *fetcher) pickLocked(p *peer, now time.Time) (best int, retry time.Durat
 	}
 	return best, retry, false
 }
-

@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"log/slog"
+	"os"
 	"strconv"
 	"sync"
 	"time"
@@ -32,6 +33,11 @@ const (
 	DefaultUploadQueue = 3
 	// maxUploadedKept bounds how many artifacts' upload records a server keeps.
 	maxUploadedKept = 64
+	// sendStall bounds how long one chunk of a piece may take to leave: a requester that is dead or cut off
+	// takes no more bytes, and without this its upload slot (and, on a seed, the piece under the busy rule)
+	// would stay taken until the connection's idle timeout, which quic-go holds at 5 s or more on the
+	// accepting end. A chunk is 64 KiB: 2 s is below 0.27 Mbit/s for one slot.
+	sendStall = 2 * time.Second
 	// A full answer tells the requester to come back in retryAfter, within these bounds.
 	minRetryAfter = 50 * time.Millisecond
 	maxRetryAfter = 2 * time.Second
@@ -242,6 +248,10 @@ func (s *Server) serveGet(ctx context.Context, st *quic.Stream, peer string, req
 		return
 	}
 	if err := s.writePiece(ctx, st, data); err != nil {
+		if errors.Is(err, os.ErrDeadlineExceeded) {
+			s.metrics.failures.WithLabelValues(reasonStalled).Inc()
+			s.log.Info("peer took no piece bytes for a while; gave up sending to it", "peer", peer, "piece", req.index, "after", sendStall)
+		}
 		s.log.Debug("piece not sent", "peer", peer, "piece", req.index, "err", err)
 		st.CancelWrite(streamCancelled)
 		return
@@ -306,18 +316,15 @@ func (s *Server) uploadedOf(digest string) (artifact.Bitfield, <-chan struct{}) 
 	return s.uploaded[digest].Clone(), s.uploadedCh
 }
 
-// writePiece sends data in one write when there is no upload limit, as quic-go spends much less CPU per byte on
-// large writes, and in limiter-sized chunks otherwise.
+// writePiece sends data in chunks of ioChunk, each within sendStall (a requester that takes nothing for that
+// long is given up), and within the upload limit if there is one.
 func (s *Server) writePiece(ctx context.Context, st *quic.Stream, data []byte) error {
-	chunk := len(data)
-	if s.upload != nil {
-		chunk = ioChunk
-	}
 	for off := 0; off < len(data); {
-		end := min(off+chunk, len(data))
+		end := min(off+ioChunk, len(data))
 		if err := s.upload.WaitN(ctx, end-off); err != nil {
 			return err
 		}
+		st.SetWriteDeadline(time.Now().Add(sendStall))
 		n, err := st.Write(data[off:end])
 		s.metrics.sent.Add(float64(n))
 		if err != nil {

@@ -79,7 +79,7 @@ func testFetcher(avail []int32) (*fetcher, *peer) {
 		rng:       rand.New(rand.NewPCG(1, 2)),
 		pieceTime: time.Second,
 	}
-	p := &peer{bits: artifact.NewBitfield(n), busy: map[int]time.Time{}, reqs: map[int]context.CancelFunc{}, wake: make(chan struct{})}
+	p := &peer{bits: artifact.NewBitfield(n), busy: map[int]time.Time{}, reqs: map[int]*pieceReq{}, wake: make(chan struct{})}
 	for i := range n {
 		p.bits.Set(i)
 	}
@@ -132,7 +132,7 @@ func TestPickEndgameCopiesOnlyLatePieces(t *testing.T) {
 	if i != -1 || retry != 1500*time.Millisecond {
 		t.Fatalf("picked %d, retry %v; want to wait until piece 2 is late (1.5s)", i, retry)
 	}
-	p.reqs[2] = func() {}
+	p.reqs[2] = &pieceReq{cancel: func() {}}
 	if i, _, _ := f.pickLocked(p, now.Add(time.Hour)); i != -1 {
 		t.Fatalf("asked the same peer twice for piece %d", i)
 	}
