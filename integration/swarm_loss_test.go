@@ -297,5 +297,6 @@ func loadAvg() string {
 	if err != nil {
 		return "unknown"
 	}
-	return strings.Join(strings.Fields(string(b))[:3], " ")
+	f := strings.Fields(string(b))
+	return strings.Join(f[:min(3, len(f))], " ")
 }
