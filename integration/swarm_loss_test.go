@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"math/rand/v2"
+	"net/http"
 	"os"
 	"path/filepath"
 	"slices"
@@ -196,8 +197,8 @@ func (l *lossMesh) run(version string, mode lossMode) lossResult {
 		if mode == lossKillSeedEarly {
 			if a.err == nil {
 				t.Errorf("%s: the fetch succeeded although the only whole holder died with pieces nobody else had", n.name)
-			} else if !strings.Contains(a.err.Error(), "no holder among the live peers") {
-				t.Errorf("%s: the fetch failed, but not saying that no live peer holds the pieces: %v", n.name, a.err)
+			} else if !client.IsStatus(a.err, http.StatusServiceUnavailable) || !strings.Contains(a.err.Error(), "no holder among the live peers") {
+				t.Errorf("%s: the fetch failed, but not with a 503 saying that no live peer holds the pieces: %v", n.name, a.err)
 			} else {
 				res.failure = a.err.Error()
 			}

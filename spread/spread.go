@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net/http"
 	"path/filepath"
 	"slices"
 	"sort"
@@ -145,6 +146,12 @@ func (s *Service) liveCount() int {
 // from every live peer at once, and records this node as a holder. Concurrent calls for one release share one
 // download. progress, if set, is told the bytes held as pieces arrive.
 func (s *Service) Fetch(ctx context.Context, r *raftfsm.Release, progress func(done, total int64)) error {
+	return s.fetchRelease(ctx, r, progress, 0)
+}
+
+// fetchRelease is Fetch; with recordWait > 0, recording this node as a holder may take that long, after which
+// the record is left to the background (see recordLater) and the error says so.
+func (s *Service) fetchRelease(ctx context.Context, r *raftfsm.Release, progress func(done, total int64), recordWait time.Duration) error {
 	meta := MetaOf(r)
 	for {
 		s.mu.Lock()
@@ -161,7 +168,7 @@ func (s *Service) Fetch(ctx context.Context, r *raftfsm.Release, progress func(d
 			if err != nil {
 				return err
 			}
-			return s.recordHolder(ctx, r)
+			return s.record(ctx, r, recordWait)
 		}
 		s.mu.Unlock()
 		select {
@@ -170,9 +177,32 @@ func (s *Service) Fetch(ctx context.Context, r *raftfsm.Release, progress func(d
 		case <-wait:
 		}
 		if s.store.Complete(meta.Digest) {
-			return s.recordHolder(ctx, r)
+			return s.record(ctx, r, recordWait)
 		}
 	}
+}
+
+// record records this node as a holder of r, within wait if it is positive: a mesh without a Raft majority
+// cannot commit the record, and an API fetch should answer rather than wait for one. The archive is safe on disk
+// by then, so the record goes on in the background.
+func (s *Service) record(ctx context.Context, r *raftfsm.Release, wait time.Duration) error {
+	if wait <= 0 {
+		return s.recordHolder(ctx, r)
+	}
+	rctx, cancel := context.WithTimeout(ctx, wait)
+	defer cancel()
+	err := s.recordHolder(rctx, r)
+	if err == nil || rctx.Err() == nil {
+		return err
+	}
+	s.wg.Go(func() {
+		if err := s.recordHolder(s.ctx, r); err != nil && s.ctx.Err() == nil {
+			s.log.Warn("could not record this node as a holder", "app", r.App, "version", r.Version, "err", err)
+		}
+	})
+	return node.Errorf(http.StatusServiceUnavailable, "release %s %s is held whole on this node, but recording it as a holder "+
+		"did not succeed within %s (%v); it goes on in the background: check that the mesh has a leader (GET /v1/status)",
+		r.App, r.Version, wait, err)
 }
 
 func (s *Service) fetch(ctx context.Context, meta artifact.Meta, progress func(done, total int64)) error {
