@@ -62,7 +62,7 @@ func netnsRunLossCase(t *testing.T, c netnsCase) {
 		if x.cpu.machine > netnsSaturated {
 			valid = "CPU-saturated: not a figure of record"
 		}
-		t.Logf("%s: %s; survivors whole after %s; last %.2f× the bound %.1f s (goal ≤ 1.5×: %s); seed egress %.2f F; CPU nodes %.2f cores, machine %.0f %% (%s)",
+		t.Logf("%s: %s; survivors whole after %s; last %.2f× the bound %.1f s (goal ≤ 1.5×: %s); seed egress %.2f F; CPU surviving nodes %.2f cores, machine %.0f %% (%s)",
 			c.name, what, x.times, ratio, bound.Seconds(), netnsVerdict(ratio <= 1.5), x.seedTx, x.cpu.nodes, 100*x.cpu.machine, valid)
 		if !seedLoss {
 			m.restartHosts(x.victims)
@@ -94,9 +94,15 @@ func (m *netnsMesh) lossRound(c netnsCase, version string, seedLoss bool) netnsL
 		t.Fatalf("push answer %q: %v", rep.Body, err)
 	}
 	x := netnsLossRound{victims: m.nonVoterHosts(2)}
-	kinds := map[int]string{m.nodes[0].Pid(): "seed"}
+	// The CPU meter reads every process it follows at the end, so it follows only the nodes that survive.
+	kinds := map[int]string{}
+	if !seedLoss {
+		kinds[m.nodes[0].Pid()] = "seed"
+	}
 	for i := 1; i < len(m.nodes); i++ {
-		kinds[m.nodes[i].Pid()] = "host"
+		if !slices.Contains(x.victims, i) {
+			kinds[m.nodes[i].Pid()] = "host"
+		}
 	}
 	before := m.lab.counters()
 	meter := startNetnsCPU(t, kinds)
