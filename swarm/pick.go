@@ -10,9 +10,12 @@ import (
 // scarcest thing in the swarm (every piece enters through it), so it goes to new pieces, and i is got from whoever
 // received it: from another peer that announces it, or, if none does within sentGrace (its receiver may have
 // failed or left), from p after all.
-func (f *fetcher) holdsBack(p *peer, i int, now time.Time) (bool, time.Duration) {
-	if p.sentCount == 0 || p.sentCount >= f.n || p.sentAt[i].IsZero() {
+func (f *fetcher) holdsBack(p *peer, i int, now time.Time, endgame bool) (bool, time.Duration) {
+	if p.sentCount == 0 || p.sentAt[i].IsZero() {
 		return false, 0
+	}
+	if p.sentCount >= f.n {
+		return !endgame && f.otherServesLocked(p, i, now), 0
 	}
 	if f.avail[i] > 1 {
 		return true, 0 // another connected peer announces it
@@ -22,6 +25,19 @@ func (f *fetcher) holdsBack(p *peer, i int, now time.Time) (bool, time.Duration)
 		return true, grace - age
 	}
 	return false, 0
+}
+
+// otherServesLocked reports whether a connected peer other than p announces piece i and has not refused it lately.
+func (f *fetcher) otherServesLocked(p *peer, i int, now time.Time) bool {
+	if f.avail[i] < 2 {
+		return false
+	}
+	for _, q := range f.peers {
+		if q != p && q.active && q.bits.Has(i) && !now.Before(q.busy[i]) {
+			return true
+		}
+	}
+	return false
 }
 
 // pickLocked chooses the piece to request from p: among the pieces we lack, nobody is fetching and p has, one of
@@ -47,8 +63,8 @@ func (f *fetcher) pickLocked(p *peer, now time.Time) (best int, retry time.Durat
 		delete(p.busy, i)
 		return false
 	}
-	heldBack := func(i int) bool {
-		held, wait := f.holdsBack(p, i, now)
+	heldBack := func(i int, endgame bool) bool {
+		held, wait := f.holdsBack(p, i, now, endgame)
 		if wait > 0 {
 			later(wait)
 		}
@@ -68,7 +84,7 @@ func (f *fetcher) pickLocked(p *peer, now time.Time) (best int, retry time.Durat
 			continue
 		}
 		unrequested++
-		if !p.bits.Has(i) || heldBack(i) {
+		if !p.bits.Has(i) || heldBack(i, false) {
 			continue
 		}
 		if busy(i) {
@@ -102,7 +118,7 @@ func (f *fetcher) pickLocked(p *peer, now time.Time) (best int, retry time.Durat
 	late := 2 * f.pieceTime
 	var oldest time.Time
 	for i := range f.n {
-		if f.have.Has(i) || f.inflight[i] >= maxCopies || !p.bits.Has(i) || heldBack(i) || p.reqs[i] != nil || busy(i) {
+		if f.have.Has(i) || f.inflight[i] >= maxCopies || !p.bits.Has(i) || heldBack(i, true) || p.reqs[i] != nil || busy(i) {
 			continue
 		}
 		if age := now.Sub(f.started[i]); age < late {

@@ -140,7 +140,8 @@ func TestPickEndgameCopiesOnlyLatePieces(t *testing.T) {
 
 // TestPickLeavesSentPiecesToTheirReceivers: a peer holding the whole artifact that has sent piece i once is not
 // asked for i again while it still has pieces it has sent to nobody, unless no other peer announces i within the
-// grace (its receiver may have failed); once every piece has left it, it serves copies again.
+// grace (its receiver may have failed); once every piece has left it, it serves copies only of pieces no other
+// connected peer can serve, and late pieces in the endgame.
 func TestPickLeavesSentPiecesToTheirReceivers(t *testing.T) {
 	now := time.Now()
 	f, p := testFetcher([]int32{1, 1, 1, 1})
@@ -170,16 +171,35 @@ func TestPickLeavesSentPiecesToTheirReceivers(t *testing.T) {
 	if counts[1] != 0 || counts[0] == 0 || counts[2] == 0 {
 		t.Fatalf("picks past the grace: %v; want 0 and 2, never 1 (another peer has it)", counts)
 	}
-	// Every piece has left p: it serves copies, piece 1 included.
+	// Every piece has left p: it serves copies of the pieces nobody else can serve (super-seeding). A connected
+	// peer q announces 0 and 2, so p is asked only for 1; once q has refused 0 as busy, p is asked for 0 too.
 	p.sentAt[3] = now
 	p.sentCount++
-	f.avail[0], f.avail[2] = 2, 2
-	counts = map[int]int{}
-	for range 100 {
-		i, _, _ := f.pickLocked(p, now)
-		counts[i]++
+	q := &peer{bits: artifact.NewBitfield(4), active: true, busy: map[int]time.Time{}, reqs: map[int]*pieceReq{}, wake: make(chan struct{})}
+	q.bits.Set(0)
+	q.bits.Set(2)
+	f.peers["q"] = q
+	f.avail[0], f.avail[1], f.avail[2] = 2, 1, 2
+	pick := func(at time.Time) map[int]int {
+		counts := map[int]int{}
+		for range 100 {
+			i, _, _ := f.pickLocked(p, at)
+			counts[i]++
+		}
+		return counts
 	}
-	if counts[0] == 0 || counts[1] == 0 || counts[2] == 0 {
-		t.Fatalf("picks once every piece was sent: %v; want 0, 1 and 2", counts)
+	if counts := pick(now); counts[1] != 100 {
+		t.Fatalf("picks once every piece was sent: %v; want only 1, the piece no other peer announces", counts)
+	}
+	f.have.Set(1)
+	q.busy[0] = now.Add(time.Second)
+	if counts := pick(now); counts[0] != 100 {
+		t.Fatalf("picks once q refused piece 0: %v; want only 0, never 2", counts)
+	}
+	// The endgame: every missing piece is in flight; a late request for 2 (at q) may be copied from p.
+	f.have.Set(0)
+	f.inflight[2], f.started[2] = 1, now.Add(-time.Minute)
+	if i, _, _ := f.pickLocked(p, now); i != 2 {
+		t.Fatalf("endgame picked %d from the seed, want a copy of the late piece 2", i)
 	}
 }
