@@ -86,7 +86,9 @@ func netnsSwarmCases(t *testing.T) ([]netnsCase, bool) {
 			return 15 * netnsMbit
 		}},
 	}
-	named := append(slices.Clone(all), netnsLossCase)
+	// n8 (seed egress at N=8, issue 17) and the peer-loss case run only when named.
+	n8 := netnsCase{name: "n8", n: 8, size: 64 << 20, seedUp: 25 * netnsMbit, hostUp: equal(25 * netnsMbit)}
+	named := append(slices.Clone(all), n8, netnsLossCase)
 	var out []netnsCase
 	switch v := os.Getenv("SHOAL_SWARM_BENCH"); v {
 	case "":
@@ -97,7 +99,7 @@ func netnsSwarmCases(t *testing.T) ([]netnsCase, bool) {
 		for _, name := range strings.Split(v, ",") {
 			i := slices.IndexFunc(named, func(c netnsCase) bool { return c.name == strings.TrimSpace(name) })
 			if i < 0 {
-				t.Fatalf("SHOAL_SWARM_BENCH=%q: %q is not a case; use 1 (all) or some of n4, n16, n32, mixed16, loss8", v, name)
+				t.Fatalf("SHOAL_SWARM_BENCH=%q: %q is not a case; use 1 (all) or some of n4, n8, n16, n32, mixed16, loss8", v, name)
 			}
 			out = append(out, named[i])
 		}

@@ -52,12 +52,18 @@ type Service struct {
 	log    *slog.Logger
 
 	mu       sync.Mutex
-	fetching map[string]chan struct{} // digest → closed when the download ends
-	ownStore bool                     // the store was opened here, so Close closes it
+	fetching map[string]*download // digest → the download in progress
+	ownStore bool                 // the store was opened here, so Close closes it
 
 	ctx    context.Context
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
+}
+
+// download is one download in progress, shared by every Fetch of its release.
+type download struct {
+	done chan struct{} // closed when it ends
+	err  error         // how it ended, set before done is closed
 }
 
 // Attach starts the spread service on n: the piece server on the blob ALPN, the replicator and the collector.
@@ -84,7 +90,7 @@ func Attach(n *node.Node, opts Options) (*Service, error) {
 		sopts = append(sopts, swarm.WithUploadLimit(swarm.NewLimiter(opts.UploadLimit)))
 	}
 	s := &Service{
-		n: n, opts: opts, store: store, log: log, fetching: map[string]chan struct{}{}, ownStore: opts.Store == nil,
+		n: n, opts: opts, store: store, log: log, fetching: map[string]*download{}, ownStore: opts.Store == nil,
 		server: swarm.NewServer(store, log, n.Registry(), sopts...),
 	}
 	if opts.DownloadLimit > 0 {
@@ -155,18 +161,18 @@ func (s *Service) fetchRelease(ctx context.Context, r *raftfsm.Release, progress
 	meta := MetaOf(r)
 	for {
 		s.mu.Lock()
-		wait, busy := s.fetching[meta.Digest]
+		d, busy := s.fetching[meta.Digest]
 		if !busy {
-			done := make(chan struct{})
-			s.fetching[meta.Digest] = done
+			d = &download{done: make(chan struct{})}
+			s.fetching[meta.Digest] = d
 			s.mu.Unlock()
-			err := s.fetch(ctx, meta, progress)
+			d.err = s.fetch(ctx, meta, progress)
 			s.mu.Lock()
 			delete(s.fetching, meta.Digest)
 			s.mu.Unlock()
-			close(done)
-			if err != nil {
-				return err
+			close(d.done)
+			if d.err != nil {
+				return d.err
 			}
 			return s.record(ctx, r, recordWait)
 		}
@@ -174,10 +180,13 @@ func (s *Service) fetchRelease(ctx context.Context, r *raftfsm.Release, progress
 		select {
 		case <-ctx.Done():
 			return ctx.Err()
-		case <-wait:
+		case <-d.done:
 		}
 		if s.store.Complete(meta.Digest) {
 			return s.record(ctx, r, recordWait)
+		}
+		if errors.Is(d.err, swarm.ErrNoHolder) {
+			return d.err // the shared download found no holder a moment ago: another try would only wait as long again
 		}
 	}
 }
