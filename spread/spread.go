@@ -36,6 +36,9 @@ type Options struct {
 	Keep int
 	// UploadLimit and DownloadLimit cap this node's piece traffic in bytes per second (0: none).
 	UploadLimit, DownloadLimit int64
+	// UploadPacing paces the upload by the queueing delay it causes instead (swarm.WithDelayPacing); it
+	// overrides UploadLimit.
+	UploadPacing bool
 	// InFlight is the number of piece requests in flight per peer (default 4).
 	InFlight int
 	// GCInterval is how often old releases are collected (default 1 minute).
@@ -86,7 +89,10 @@ func Attach(n *node.Node, opts Options) (*Service, error) {
 		}
 	}
 	var sopts []swarm.ServerOption
-	if opts.UploadLimit > 0 {
+	switch {
+	case opts.UploadPacing:
+		sopts = append(sopts, swarm.WithDelayPacing())
+	case opts.UploadLimit > 0:
 		sopts = append(sopts, swarm.WithUploadLimit(swarm.NewLimiter(opts.UploadLimit)))
 	}
 	s := &Service{

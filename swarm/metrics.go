@@ -24,6 +24,7 @@ type Metrics struct {
 	fetchDuration prometheus.Histogram
 	peersInUse    prometheus.Gauge
 	refused       *prometheus.CounterVec
+	paceRate      prometheus.Gauge
 }
 
 // NewMetrics creates the collectors and registers them on reg (nil: not exported). Registering on a registry
@@ -51,6 +52,10 @@ func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
 			Name: "shoal_blob_requests_refused_total",
 			Help: "Piece requests this node's server turned away: busy (the piece is being sent to another peer) or full (upload queue full).",
 		}, []string{"reason"}),
+		paceRate: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "shoal_blob_upload_pacing_rate_bytes",
+			Help: "With --upload-limit auto: the upload rate, in bytes per second, that delay-based pacing allows now (0: pacing off).",
+		}),
 	}
 	for _, r := range []string{reasonBadHash, reasonProtocol, reasonMissing, reasonTransfer, reasonLocalCorr, reasonStalled} {
 		m.failures.WithLabelValues(r) // export zeroes, so rates work from the start
@@ -67,6 +72,7 @@ func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
 	m.fetchDuration = register(reg, m.fetchDuration, &err)
 	m.peersInUse = register(reg, m.peersInUse, &err)
 	m.refused = register(reg, m.refused, &err)
+	m.paceRate = register(reg, m.paceRate, &err)
 	return m, err
 }
 

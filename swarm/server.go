@@ -50,6 +50,7 @@ type Server struct {
 	log     *slog.Logger
 	metrics *Metrics
 	upload  *Limiter
+	pacer   *pacer // delay-based pacing of upload, if on (then upload is its limiter)
 
 	slots chan struct{} // one token per piece being sent
 
@@ -78,6 +79,15 @@ type ServerOption func(*Server)
 
 // WithUploadLimit caps the bytes per second this node sends to all peers together.
 func WithUploadLimit(l *Limiter) ServerOption { return func(s *Server) { s.upload = l } }
+
+// WithDelayPacing paces the node's upload by the queueing delay it causes instead of a fixed rate (see pacer.go):
+// `node agent --upload-limit auto`. It replaces WithUploadLimit.
+func WithDelayPacing() ServerOption {
+	return func(s *Server) {
+		s.pacer = newPacer()
+		s.upload = s.pacer.lim
+	}
+}
 
 // WithUploadSlots sets how many pieces are sent at once and how many more requests may wait for a slot
 // (defaults DefaultUploadSlots and DefaultUploadQueue).
@@ -121,11 +131,11 @@ func (s *Server) HandleConn(conn *quic.Conn, peer string) {
 		if err != nil {
 			return
 		}
-		wg.Go(func() { s.serveStream(ctx, st, peer) })
+		wg.Go(func() { s.serveStream(ctx, conn, st, peer) })
 	}
 }
 
-func (s *Server) serveStream(ctx context.Context, st *quic.Stream, peer string) {
+func (s *Server) serveStream(ctx context.Context, conn *quic.Conn, st *quic.Stream, peer string) {
 	// Whatever the peer still sends after its request is not read.
 	defer st.CancelRead(streamDone)
 	br := bufio.NewReaderSize(st, maxLineLen+16)
@@ -147,7 +157,7 @@ func (s *Server) serveStream(ctx context.Context, st *quic.Stream, peer string) 
 		bf := s.store.Have(req.digest)
 		s.reply(st, append(okHeader(len(bf)), bf...))
 	case verbGet:
-		s.serveGet(ctx, st, peer, req)
+		s.serveGet(ctx, conn, st, peer, req)
 	case verbWatch:
 		s.serveWatch(ctx, st, req)
 	}
@@ -162,7 +172,7 @@ func (s *Server) reply(st *quic.Stream, b []byte) {
 	st.Close()
 }
 
-func (s *Server) serveGet(ctx context.Context, st *quic.Stream, peer string, req request) {
+func (s *Server) serveGet(ctx context.Context, conn *quic.Conn, st *quic.Stream, peer string, req request) {
 	if s.allow != nil && !s.allow(peer, req.index) {
 		s.reply(st, errHeader(codeMissing, "refused by test hook"))
 		return
@@ -247,6 +257,10 @@ func (s *Server) serveGet(ctx context.Context, st *quic.Stream, peer string, req
 		st.CancelWrite(streamCancelled)
 		return
 	}
+	if s.pacer != nil {
+		s.pacer.begin(conn)
+		defer s.pacer.end(conn)
+	}
 	if err := s.writePiece(ctx, st, data); err != nil {
 		if errors.Is(err, os.ErrDeadlineExceeded) {
 			s.metrics.failures.WithLabelValues(reasonStalled).Inc()
@@ -327,6 +341,10 @@ func (s *Server) writePiece(ctx context.Context, st *quic.Stream, data []byte) e
 		st.SetWriteDeadline(time.Now().Add(sendStall))
 		n, err := st.Write(data[off:end])
 		s.metrics.sent.Add(float64(n))
+		if s.pacer != nil {
+			s.pacer.wrote(n, time.Now())
+			s.metrics.paceRate.Set(s.pacer.currentRate())
+		}
 		if err != nil {
 			return err
 		}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"math/rand/v2"
+	"slices"
 	"testing"
 	"time"
 
@@ -201,5 +202,57 @@ func TestPickLeavesSentPiecesToTheirReceivers(t *testing.T) {
 	f.inflight[2], f.started[2] = 1, now.Add(-time.Minute)
 	if i, _, _ := f.pickLocked(p, now); i != 2 {
 		t.Fatalf("endgame picked %d from the seed, want a copy of the late piece 2", i)
+	}
+}
+
+// TestPacingControlLaw: the delay-based pacer grows its rate while its uploads add little queueing delay (fast
+// while there is almost none), never far past what the node actually sends, and shrinks it once the delay passes
+// the target or packets are lost, settling where the delay sits at the target.
+func TestPacingControlLaw(t *testing.T) {
+	const mbit = 1e6 / 8
+	step := func(rate float64, delay time.Duration, lost bool, used float64, slow bool) float64 {
+		r, _ := nextRate(rate, delay, lost, used, slow)
+		return r / mbit
+	}
+	if r := step(20*mbit, 0, false, 20*mbit, true); r != 25 {
+		t.Errorf("slow start, no queue: %.2f Mbit/s, want 25", r)
+	}
+	if _, slow := nextRate(20*mbit, pacingTarget/2, false, 20*mbit, true); slow {
+		t.Error("the slow start goes on at half the target delay")
+	}
+	if r := step(20*mbit, 0, false, 20*mbit, false); r != 21 {
+		t.Errorf("no queue: %.2f Mbit/s, want 5 %% more", r)
+	}
+	if r := step(20*mbit, pacingTarget/2, false, 20*mbit, false); r != 20.5 {
+		t.Errorf("half the target: %.2f Mbit/s, want 2.5 %% more", r)
+	}
+	if r := step(100*mbit, 0, false, 10*mbit, false); r != 20 {
+		t.Errorf("sending 10 Mbit/s of a 100 Mbit/s allowance: %.2f Mbit/s, want twice what is sent (floor 20)", r)
+	}
+	if r := step(20*mbit, pacingTarget, false, 20*mbit, false); r != 20 {
+		t.Errorf("at the target: %.2f Mbit/s, want it unchanged", r)
+	}
+	if r := step(20*mbit, 2*pacingTarget, false, 20*mbit, false); r != 18 {
+		t.Errorf("twice the target: %.2f Mbit/s, want 10 %% less", r)
+	}
+	if r := step(20*mbit, 0, true, 20*mbit, true); r != 16 {
+		t.Errorf("a loss: %.2f Mbit/s, want 20 %% less", r)
+	}
+	if r := step(pacingMinRate, 10*pacingTarget, true, 0, false); r != pacingMinRate/mbit {
+		t.Errorf("floor: %.3f Mbit/s", r)
+	}
+	// A link of 30 Mbit/s whose queue holds 10 ms per Mbit/s sent past it: the rate settles where the delay is
+	// the target (32.5 Mbit/s in this model) and stays there.
+	rate, slow := float64(pacingStart), true
+	var seen []float64
+	for k := range 100 {
+		delay := time.Duration(max(0, (rate-30*mbit)/mbit*10)) * time.Millisecond
+		rate, slow = nextRate(rate, delay, false, rate, slow)
+		if k >= 50 {
+			seen = append(seen, rate/mbit)
+		}
+	}
+	if lo, hi := slices.Min(seen), slices.Max(seen); lo < 31.5 || hi > 33.5 {
+		t.Errorf("on a modelled 30 Mbit/s link the rate moved between %.1f and %.1f Mbit/s, want it settled near 32.5", lo, hi)
 	}
 }
