@@ -36,7 +36,8 @@ const (
 	// sendStall bounds how long one chunk of a piece may take to leave: a requester that is dead or cut off
 	// takes no more bytes, and without this its upload slot (and, on a seed, the piece under the busy rule)
 	// would stay taken until the connection's idle timeout, which quic-go holds at 5 s or more on the
-	// accepting end. A chunk is 64 KiB: 2 s is below 0.27 Mbit/s for one slot.
+	// accepting end. A chunk is 64 KiB: 2 s is below 0.27 Mbit/s for one slot; on a slower uplink the bound is
+	// four times the usual time of a chunk (stallWindow).
 	sendStall = 2 * time.Second
 	// A full answer tells the requester to come back in retryAfter, within these bounds.
 	minRetryAfter = 50 * time.Millisecond
@@ -264,7 +265,7 @@ func (s *Server) serveGet(ctx context.Context, conn *quic.Conn, st *quic.Stream,
 	if err := s.writePiece(ctx, st, data); err != nil {
 		if errors.Is(err, os.ErrDeadlineExceeded) {
 			s.metrics.failures.WithLabelValues(reasonStalled).Inc()
-			s.log.Info("peer took no piece bytes for a while; gave up sending to it", "peer", peer, "piece", req.index, "after", sendStall)
+			s.log.Info("peer took no piece bytes for a while; gave up sending to it", "peer", peer, "piece", req.index, "after", s.stallWindow(len(data)))
 		}
 		s.log.Debug("piece not sent", "peer", peer, "piece", req.index, "err", err)
 		st.CancelWrite(streamCancelled)
@@ -286,6 +287,17 @@ func (s *Server) noteSendTime(d time.Duration) {
 	} else {
 		s.sendTime = (7*s.sendTime + d) / 8
 	}
+}
+
+// stallWindow is how long one chunk of a piece of n bytes may take to leave: sendStall, or four times a chunk's
+// share of the usual piece send time on an uplink too slow for that.
+func (s *Server) stallWindow(n int) time.Duration {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if n <= 0 {
+		return sendStall
+	}
+	return max(sendStall, 4*s.sendTime*time.Duration(min(ioChunk, n))/time.Duration(n))
 }
 
 // retryAfter is when a refused requester should ask again: half the time the queue now admitted takes to drain
@@ -330,7 +342,7 @@ func (s *Server) uploadedOf(digest string) (artifact.Bitfield, <-chan struct{}) 
 	return s.uploaded[digest].Clone(), s.uploadedCh
 }
 
-// writePiece sends data in chunks of ioChunk, each within sendStall (a requester that takes nothing for that
+// writePiece sends data in chunks of ioChunk, each within stallWindow (a requester that takes nothing for that
 // long is given up), and within the upload limit if there is one.
 func (s *Server) writePiece(ctx context.Context, st *quic.Stream, data []byte) error {
 	for off := 0; off < len(data); {
@@ -338,7 +350,7 @@ func (s *Server) writePiece(ctx context.Context, st *quic.Stream, data []byte) e
 		if err := s.upload.WaitN(ctx, end-off); err != nil {
 			return err
 		}
-		st.SetWriteDeadline(time.Now().Add(sendStall))
+		st.SetWriteDeadline(time.Now().Add(s.stallWindow(len(data))))
 		n, err := st.Write(data[off:end])
 		s.metrics.sent.Add(float64(n))
 		if s.pacer != nil {

@@ -256,3 +256,20 @@ func TestPacingControlLaw(t *testing.T) {
 		t.Errorf("on a modelled 30 Mbit/s link the rate moved between %.1f and %.1f Mbit/s, want it settled near 32.5", lo, hi)
 	}
 }
+
+// TestStallWindow: a server gives up on a chunk after sendStall, or, on an uplink so slow that a chunk usually
+// takes longer, after four chunk times.
+func TestStallWindow(t *testing.T) {
+	s := &Server{}
+	if got := s.stallWindow(256 << 10); got != sendStall {
+		t.Errorf("no send time yet: %v, want %v", got, sendStall)
+	}
+	s.sendTime = 400 * time.Millisecond // 256 KiB: a fast link
+	if got := s.stallWindow(256 << 10); got != sendStall {
+		t.Errorf("fast link: %v, want %v", got, sendStall)
+	}
+	s.sendTime = 8 * time.Second // 256 KiB in 8 s: a 64 KiB chunk takes 2 s
+	if got := s.stallWindow(256 << 10); got != 8*time.Second {
+		t.Errorf("slow link: %v, want four chunk times, 8s", got)
+	}
+}
