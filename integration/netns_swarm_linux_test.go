@@ -3,7 +3,6 @@ package integration
 import (
 	"bufio"
 	"crypto/sha256"
-	"encoding/hex"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -47,8 +46,12 @@ import (
 func TestNetnsSwarm(t *testing.T) {
 	netnsRequire(t)
 	cases, bench := netnsSwarmCases(t)
-	t.Logf("machine: %d CPUs (%s/%s), %s; load average %s", runtime.NumCPU(), runtime.GOOS, runtime.GOARCH, runtime.Version(), netnsLoadAvg())
+	t.Logf("machine: %d CPUs (%s/%s), %s; load average %s", runtime.NumCPU(), runtime.GOOS, runtime.GOARCH, runtime.Version(), loadAvg())
 	for _, c := range cases {
+		if c.loss {
+			t.Run(c.name, func(t *testing.T) { netnsRunLossCase(t, c) })
+			continue
+		}
 		t.Run(c.name, func(t *testing.T) { netnsRunCase(t, c, bench) })
 	}
 }
@@ -62,6 +65,8 @@ type netnsCase struct {
 	hostUp func(i int) int64 // host i (from 0)
 	// targets marks the case the issue sets targets for (N=16, equal links).
 	targets bool
+	// loss marks a peer-loss case (netns_swarm_loss_linux_test.go), run only when named.
+	loss bool
 }
 
 const netnsMbit = 1_000_000
@@ -81,6 +86,9 @@ func netnsSwarmCases(t *testing.T) ([]netnsCase, bool) {
 			return 15 * netnsMbit
 		}},
 	}
+	// n8 (seed egress at N=8, issue 17) and the peer-loss case run only when named.
+	n8 := netnsCase{name: "n8", n: 8, size: 64 << 20, seedUp: 25 * netnsMbit, hostUp: equal(25 * netnsMbit)}
+	named := append(slices.Clone(all), n8, netnsLossCase)
 	var out []netnsCase
 	switch v := os.Getenv("SHOAL_SWARM_BENCH"); v {
 	case "":
@@ -89,11 +97,11 @@ func netnsSwarmCases(t *testing.T) ([]netnsCase, bool) {
 		out = all
 	default:
 		for _, name := range strings.Split(v, ",") {
-			i := slices.IndexFunc(all, func(c netnsCase) bool { return c.name == strings.TrimSpace(name) })
+			i := slices.IndexFunc(named, func(c netnsCase) bool { return c.name == strings.TrimSpace(name) })
 			if i < 0 {
-				t.Fatalf("SHOAL_SWARM_BENCH=%q: %q is not a case; use 1 (all) or some of n4, n16, n32, mixed16", v, name)
+				t.Fatalf("SHOAL_SWARM_BENCH=%q: %q is not a case; use 1 (all) or some of n4, n8, n16, n32, mixed16, loss8", v, name)
 			}
-			out = append(out, all[i])
+			out = append(out, named[i])
 		}
 	}
 	// SHOAL_SWARM_SCALE multiplies every rate and the archive size alike: the bound stays, the traffic (and the
@@ -378,7 +386,7 @@ func netnsRunCase(t *testing.T, c netnsCase, bench bool) {
 	for i := 1; i <= c.n; i++ {
 		wg.Go(func() {
 			path := filepath.Join(m.dataDir(i), "blobs", rel.Digest+".tar.gz")
-			if got, err := netnsFileDigest(path); err != nil || got != rel.Digest {
+			if got, err := fileDigest(path); err != nil || got != rel.Digest {
 				t.Errorf("%s stored %s with digest %s (%v), want %s", m.lab.hosts[i].name, path, got, err, rel.Digest)
 			}
 		})
@@ -492,26 +500,13 @@ func (m *netnsMesh) measure(kinds map[int]string, probe func(*netnsSample), req 
 // significant first; gone once the archive is assembled) and counts the pieces at least one of them holds
 // (distinct) and the pieces they hold in all (held; N·pieces when every host is done).
 func (m *netnsMesh) heldPieces(rel raftfsm.Release) (distinct, held int) {
-	n := len(rel.Pieces)
-	union := artifact.NewBitfield(n)
+	union := artifact.NewBitfield(len(rel.Pieces))
 	for i := 1; i < len(m.lab.hosts); i++ {
-		dir := filepath.Join(m.dataDir(i), "blobs")
-		if _, err := os.Stat(filepath.Join(dir, rel.Digest+".tar.gz")); err == nil {
-			held += n
-			for k := range n {
-				union.Set(k)
-			}
-			continue
+		bf := storeHeld(filepath.Join(m.dataDir(i), "blobs"), rel)
+		for j := range bf {
+			union[j] |= bf[j]
 		}
-		b, err := os.ReadFile(filepath.Join(dir, rel.Digest, "have"))
-		if err != nil {
-			continue
-		}
-		b = b[:min(len(b), len(union))]
-		for j := range b {
-			union[j] |= b[j]
-		}
-		held += artifact.Bitfield(b).Count()
+		held += bf.Count()
 	}
 	return union.Count(), held
 }
@@ -711,7 +706,7 @@ func netnsReport(t *testing.T, c netnsCase, bound time.Duration, idle netnsCPU, 
 	}
 	if saturated != "" {
 		msg := "refusing to report this run: " + saturated + "its times measure the CPU, not the links. " +
-			"Rerun when the machine is quieter (load average now " + netnsLoadAvg() + ")"
+			"Rerun when the machine is quieter (load average now " + loadAvg() + ")"
 		if bench {
 			t.Error(msg)
 		} else {
@@ -756,19 +751,6 @@ func netnsArchive(t *testing.T, size int64) string {
 		t.Fatal(err)
 	}
 	return path
-}
-
-func netnsFileDigest(path string) (string, error) {
-	f, err := os.Open(path)
-	if err != nil {
-		return "", err
-	}
-	defer f.Close()
-	h := sha256.New()
-	if _, err := io.Copy(h, f); err != nil {
-		return "", err
-	}
-	return hex.EncodeToString(h.Sum(nil)), nil
 }
 
 // netnsCPU is the CPU a phase used, in cores (CPU seconds per second): the nodes (seed and hosts; a node's
@@ -863,12 +845,3 @@ var netnsClockTicks = sync.OnceValue(func() int64 {
 	}
 	return 100
 })
-
-func netnsLoadAvg() string {
-	b, err := os.ReadFile("/proc/loadavg")
-	if err != nil {
-		return "unknown"
-	}
-	f := strings.Fields(string(b))
-	return strings.Join(f[:min(3, len(f))], " ")
-}

@@ -9,6 +9,7 @@ import (
 
 	"github.com/shoal-ci/shoal/node"
 	"github.com/shoal-ci/shoal/raftfsm"
+	"github.com/shoal-ci/shoal/swarm"
 )
 
 // MaxUpload bounds an uploaded release archive.
@@ -91,6 +92,10 @@ func (s *Service) postRelease(w http.ResponseWriter, r *http.Request) error {
 	return err
 }
 
+// holderRecordWait bounds how long POST .../fetch waits, once the archive is whole, to record this node as a
+// holder: without a Raft majority that never happens, and the request should say so rather than hang.
+var holderRecordWait = 30 * time.Second // a variable for tests
+
 // FetchResult answers POST .../fetch.
 type FetchResult struct {
 	Node    string  `json:"node"`
@@ -125,7 +130,10 @@ func (s *Service) postFetch(w http.ResponseWriter, r *http.Request) error {
 	ctx, cancel := context.WithTimeout(r.Context(), time.Hour)
 	defer cancel()
 	start := time.Now()
-	if err := s.Fetch(ctx, rel, nil); err != nil {
+	if err := s.fetchRelease(ctx, rel, nil, holderRecordWait); err != nil {
+		if errors.Is(err, swarm.ErrNoHolder) {
+			return node.Errorf(http.StatusServiceUnavailable, "%v", err)
+		}
 		return err
 	}
 	s.n.WriteJSON(w, http.StatusOK, FetchResult{Node: s.n.Name(), Digest: rel.Digest, Bytes: rel.Size, Seconds: time.Since(start).Seconds()})

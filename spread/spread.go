@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net/http"
 	"path/filepath"
 	"slices"
 	"sort"
@@ -35,6 +36,9 @@ type Options struct {
 	Keep int
 	// UploadLimit and DownloadLimit cap this node's piece traffic in bytes per second (0: none).
 	UploadLimit, DownloadLimit int64
+	// UploadPacing paces the upload by the queueing delay it causes instead (swarm.WithDelayPacing); it
+	// overrides UploadLimit.
+	UploadPacing bool
 	// InFlight is the number of piece requests in flight per peer (default 4).
 	InFlight int
 	// GCInterval is how often old releases are collected (default 1 minute).
@@ -51,13 +55,19 @@ type Service struct {
 	log    *slog.Logger
 
 	mu       sync.Mutex
-	fetching map[string]chan struct{} // digest → closed when the download ends
-	recent   map[string]time.Time     // digest → when this node last recorded itself a holder (see keeper)
-	ownStore bool                     // the store was opened here, so Close closes it
+	fetching map[string]*download // digest → the download in progress
+	recent   map[string]time.Time // digest → when this node last recorded itself a holder (see keeper)
+	ownStore bool                 // the store was opened here, so Close closes it
 
 	ctx    context.Context
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
+}
+
+// download is one download in progress, shared by every Fetch of its release.
+type download struct {
+	done chan struct{} // closed when it ends
+	err  error         // how it ended, set before done is closed
 }
 
 // Attach starts the spread service on n: the piece server on the blob ALPN, the replicator and the collector.
@@ -80,11 +90,14 @@ func Attach(n *node.Node, opts Options) (*Service, error) {
 		}
 	}
 	var sopts []swarm.ServerOption
-	if opts.UploadLimit > 0 {
+	switch {
+	case opts.UploadPacing:
+		sopts = append(sopts, swarm.WithDelayPacing())
+	case opts.UploadLimit > 0:
 		sopts = append(sopts, swarm.WithUploadLimit(swarm.NewLimiter(opts.UploadLimit)))
 	}
 	s := &Service{
-		n: n, opts: opts, store: store, log: log, fetching: map[string]chan struct{}{}, recent: map[string]time.Time{}, ownStore: opts.Store == nil,
+		n: n, opts: opts, store: store, log: log, fetching: map[string]*download{}, recent: map[string]time.Time{}, ownStore: opts.Store == nil,
 		server: swarm.NewServer(store, log, n.Registry(), sopts...),
 	}
 	if opts.DownloadLimit > 0 {
@@ -148,7 +161,13 @@ func (s *Service) liveCount() int {
 //
 // A release that no live server holds cannot be fetched: Fetch returns at once (or as soon as the last live
 // holder goes) with an error that wraps raftfsm.ErrNoLiveHolder and names the app, the release and its holders.
-func (s *Service) Fetch(ctx context.Context, r *raftfsm.Release, progress func(done, total int64)) (err error) {
+func (s *Service) Fetch(ctx context.Context, r *raftfsm.Release, progress func(done, total int64)) error {
+	return s.fetchRelease(ctx, r, progress, 0)
+}
+
+// fetchRelease is Fetch; with recordWait > 0, recording this node as a holder may take that long, after which
+// the record is left to the background (see record) and the error says so.
+func (s *Service) fetchRelease(ctx context.Context, r *raftfsm.Release, progress func(done, total int64), recordWait time.Duration) (err error) {
 	meta := MetaOf(r)
 	if !s.store.Complete(meta.Digest) {
 		if err := s.noLiveHolder(r.App, r.Version); err != nil {
@@ -167,31 +186,57 @@ func (s *Service) Fetch(ctx context.Context, r *raftfsm.Release, progress func(d
 	}
 	for {
 		s.mu.Lock()
-		wait, busy := s.fetching[meta.Digest]
+		d, busy := s.fetching[meta.Digest]
 		if !busy {
-			done := make(chan struct{})
-			s.fetching[meta.Digest] = done
+			d = &download{done: make(chan struct{})}
+			s.fetching[meta.Digest] = d
 			s.mu.Unlock()
-			err = s.fetch(ctx, meta, progress)
+			d.err = s.fetch(ctx, meta, progress)
 			s.mu.Lock()
 			delete(s.fetching, meta.Digest)
 			s.mu.Unlock()
-			close(done)
-			if err != nil {
-				return err
+			close(d.done)
+			if d.err != nil {
+				return d.err
 			}
-			return s.recordHolder(ctx, r)
+			return s.record(ctx, r, recordWait)
 		}
 		s.mu.Unlock()
 		select {
 		case <-ctx.Done():
 			return ctx.Err()
-		case <-wait:
+		case <-d.done:
 		}
 		if s.store.Complete(meta.Digest) {
-			return s.recordHolder(ctx, r)
+			return s.record(ctx, r, recordWait)
+		}
+		if errors.Is(d.err, swarm.ErrNoHolder) {
+			return d.err // the shared download found no holder a moment ago: another try would only wait as long again
 		}
 	}
+}
+
+// record records this node as a holder of r, within wait if it is positive: a mesh without a Raft majority
+// cannot commit the record, and an API fetch should answer rather than wait for one. The archive is safe on disk
+// by then, so the record goes on in the background.
+func (s *Service) record(ctx context.Context, r *raftfsm.Release, wait time.Duration) error {
+	if wait <= 0 {
+		return s.recordHolder(ctx, r)
+	}
+	rctx, cancel := context.WithTimeout(ctx, wait)
+	defer cancel()
+	err := s.recordHolder(rctx, r)
+	if err == nil || rctx.Err() == nil {
+		return err
+	}
+	s.wg.Go(func() {
+		if err := s.recordHolder(s.ctx, r); err != nil && s.ctx.Err() == nil {
+			s.log.Warn("could not record this node as a holder", "app", r.App, "version", r.Version, "err", err)
+		}
+	})
+	return node.Errorf(http.StatusServiceUnavailable, "release %s %s is held whole on this node, but recording it as a holder "+
+		"did not succeed within %s (%v); it goes on in the background: check that the mesh has a leader (GET /v1/status)",
+		r.App, r.Version, wait, err)
 }
 
 func (s *Service) fetch(ctx context.Context, meta artifact.Meta, progress func(done, total int64)) error {

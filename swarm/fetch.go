@@ -8,7 +8,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"math"
 	"math/rand/v2"
 	"strconv"
 	"strings"
@@ -46,12 +45,19 @@ type FetchConfig struct {
 	PeersChanged <-chan struct{}
 	// RequestTimeout bounds one piece request (default 2 min); it only catches peers that hang.
 	RequestTimeout time.Duration
+	// NoHolderTimeout is how long some missing piece may be held by no connected peer, with no listed peer left
+	// to try, before the download fails with ErrNoHolder (default 10 s).
+	NoHolderTimeout time.Duration
 }
+
+// ErrNoHolder is returned (wrapped, with the details) by a download that needs pieces no live peer holds.
+var ErrNoHolder = errors.New("no live peer holds the missing pieces")
 
 const (
 	defaultInFlight       = 4
 	defaultPeerRefresh    = time.Second
 	defaultRequestTimeout = 2 * time.Minute
+	defaultNoHolder       = 10 * time.Second
 	dialTimeout           = 10 * time.Second
 	// maxDials is how many peers one download connects to at a time. Handshakes are the costliest thing a
 	// swarm does per peer (mutual TLS, ~2 ms of CPU each); dozens at once on a busy machine run into the
@@ -102,6 +108,9 @@ func Fetch(ctx context.Context, cfg FetchConfig, meta artifact.Meta, peers func(
 	}
 	if cfg.RequestTimeout <= 0 {
 		cfg.RequestTimeout = defaultRequestTimeout
+	}
+	if cfg.NoHolderTimeout <= 0 {
+		cfg.NoHolderTimeout = defaultNoHolder
 	}
 	have, err := cfg.Store.Register(meta)
 	if err != nil {
@@ -173,6 +182,7 @@ type fetcher struct {
 	result       error
 	done         chan struct{}
 	lastProgress time.Time
+	orphanSince  time.Time // since when some missing piece has had no connected holder (zero: none)
 }
 
 type peer struct {
@@ -186,38 +196,20 @@ type peer struct {
 	sentCount int
 	active    bool
 	running   bool
+	listed    bool // in the latest peer list
 	dropped   bool // sent a bad piece or broke the protocol: not used again by this download
 	cancel    context.CancelFunc
 
 	fails         int // connection attempts failed in a row
 	transferFails int // piece transfers failed in a row
 	retryAt       time.Time
-	chokedUntil   time.Time                  // after a full answer, the peer is not asked before this
-	fulls         int                        // full answers in a row
-	busy          map[int]time.Time          // piece -> not before, after a busy answer
-	reqs          map[int]context.CancelFunc // pieces in flight from this peer
+	chokedUntil   time.Time         // after a full answer, the peer is not asked before this
+	fulls         int               // full answers in a row
+	busy          map[int]time.Time // piece -> not before, after a busy answer
+	reqs          map[int]*pieceReq // pieces in flight from this peer
 	// wake is closed and replaced when this peer's idle workers may find work. Waking per peer rather than all
 	// workers on every event keeps a large swarm from spending its CPU rescanning pieces.
 	wake chan struct{}
-}
-
-// holdsBack reports whether piece i is not to be asked of p for now, and if so for how long at most: p holds the
-// whole artifact, has sent i to someone already and still has pieces it has sent to nobody. Its upload is then the
-// scarcest thing in the swarm (every piece enters through it), so it goes to new pieces, and i is got from whoever
-// received it: from another peer that announces it, or, if none does within sentGrace (its receiver may have
-// failed or left), from p after all.
-func (f *fetcher) holdsBack(p *peer, i int, now time.Time) (bool, time.Duration) {
-	if p.sentCount == 0 || p.sentCount >= f.n || p.sentAt[i].IsZero() {
-		return false, 0
-	}
-	if f.avail[i] > 1 {
-		return true, 0 // another connected peer announces it
-	}
-	grace := max(sentGrace, 2*f.pieceTime)
-	if age := now.Sub(p.sentAt[i]); age < grace {
-		return true, grace - age
-	}
-	return false, 0
 }
 
 func (p *peer) wakeLocked() {
@@ -265,16 +257,24 @@ func (f *fetcher) run(ctx context.Context, peers func() []string) error {
 	}()
 	tick := time.NewTicker(f.cfg.PeerRefresh)
 	defer tick.Stop()
+	stalls := time.NewTicker(stallCheck)
+	defer stalls.Stop()
 	for {
 		f.syncPeers(ctx, &wg, peers())
-		select {
-		case <-f.done:
-			return f.result
-		case <-ctx.Done():
-			return fmt.Errorf("fetch artifact %s: %w", shortDigest(f.meta.Digest), ctx.Err())
-		case <-tick.C:
-			f.resync()
-		case <-f.cfg.PeersChanged:
+		for again := true; again; {
+			again = false
+			select {
+			case <-f.done:
+				return f.result
+			case <-ctx.Done():
+				return fmt.Errorf("fetch artifact %s: %w", shortDigest(f.meta.Digest), ctx.Err())
+			case <-tick.C:
+				f.resync()
+			case <-f.cfg.PeersChanged:
+			case now := <-stalls.C:
+				f.checkStalls(now)
+				again = true // no need to read the peer list again
+			}
 		}
 	}
 }
@@ -301,6 +301,7 @@ func (f *fetcher) resync() {
 		f.wakeAllLocked()
 	}
 	f.rotateLocked()
+	f.checkHoldersLocked(time.Now())
 	if time.Since(f.lastProgress) > stallWarning {
 		active := 0
 		for _, p := range f.peers {
@@ -359,13 +360,14 @@ func (f *fetcher) syncPeers(ctx context.Context, wg *sync.WaitGroup, addrs []str
 	for _, a := range addrs {
 		listed[a] = true
 		if f.peers[a] == nil {
-			f.peers[a] = &peer{addr: a, busy: map[int]time.Time{}, reqs: map[int]context.CancelFunc{}, wake: make(chan struct{})}
+			f.peers[a] = &peer{addr: a, busy: map[int]time.Time{}, reqs: map[int]*pieceReq{}, wake: make(chan struct{})}
 		}
 	}
 	running := 0
 	var candidates []*peer
 	now := time.Now()
 	for a, p := range f.peers {
+		p.listed = listed[a]
 		if p.running && !listed[a] {
 			p.cancel() // no longer a source for this release
 		}
@@ -571,20 +573,20 @@ func (f *fetcher) dropPeer(p *peer, reason string, err error) {
 
 func (f *fetcher) worker(ctx context.Context, conn *quic.Conn, p *peer) {
 	for {
-		i, rctx, rcancel, ok := f.next(ctx, p)
+		i, rctx, req, ok := f.next(ctx, p)
 		if !ok {
 			return
 		}
 		began := time.Now()
-		data, err := f.get(rctx, conn, i)
+		data, err := f.get(rctx, conn, i, req)
 		abandoned := rctx.Err() != nil
-		rcancel()
-		f.finishRequest(ctx, p, i, began, data, err, abandoned)
+		req.cancel()
+		f.finishRequest(ctx, p, i, req, began, data, err, abandoned)
 	}
 }
 
 // next waits until there is a piece to request from p, and marks it in flight.
-func (f *fetcher) next(ctx context.Context, p *peer) (int, context.Context, context.CancelFunc, bool) {
+func (f *fetcher) next(ctx context.Context, p *peer) (int, context.Context, *pieceReq, bool) {
 	for {
 		f.mu.Lock()
 		// dropped is checked under the lock, so no request leaves for a peer once dropPeer has marked it.
@@ -603,12 +605,14 @@ func (f *fetcher) next(ctx context.Context, p *peer) (int, context.Context, cont
 				f.started[i] = now
 			}
 			rctx, rcancel := context.WithCancel(ctx)
-			p.reqs[i] = rcancel
+			req := &pieceReq{cancel: rcancel}
+			req.progress(now)
+			p.reqs[i] = req
 			if last {
 				f.wakeAllLocked() // the endgame begins: idle workers may soon ask for copies
 			}
 			f.mu.Unlock()
-			return i, rctx, rcancel, true
+			return i, rctx, req, true
 		}
 		wake := p.wake
 		f.mu.Unlock()
@@ -629,100 +633,8 @@ func (f *fetcher) next(ctx context.Context, p *peer) (int, context.Context, cont
 	}
 }
 
-// pickLocked chooses the piece to request from p: among the pieces we lack, nobody is fetching and p has, one of
-// the rarest (fewest connected peers announce it), at random among equals, so that downloaders spread over
-// different pieces and rare pieces multiply before their holders leave. retry, when set, is the time until a
-// piece passed over now may be picked (p answered busy for it, or it is not yet late enough to be copied); last
-// is set when best is the last piece that nobody was fetching.
-func (f *fetcher) pickLocked(p *peer, now time.Time) (best int, retry time.Duration, last bool) {
-	later := func(d time.Duration) {
-		if retry == 0 || d < retry {
-			retry = d
-		}
-	}
-	busy := func(i int) bool {
-		until, ok := p.busy[i]
-		if !ok {
-			return false
-		}
-		if d := until.Sub(now); d > 0 {
-			later(d)
-			return true
-		}
-		delete(p.busy, i)
-		return false
-	}
-	heldBack := func(i int) bool {
-		held, wait := f.holdsBack(p, i, now)
-		if wait > 0 {
-			later(wait)
-		}
-		return held
-	}
-	best = -1
-	bestAvail := int32(math.MaxInt32)
-	ties, unrequested, uniqueTaken := 0, 0, 0
-	for i := range f.n {
-		if f.have.Has(i) {
-			continue
-		}
-		if f.inflight[i] > 0 {
-			if f.avail[i] == 1 && p.bits.Has(i) {
-				uniqueTaken++
-			}
-			continue
-		}
-		unrequested++
-		if !p.bits.Has(i) || heldBack(i) {
-			continue
-		}
-		if busy(i) {
-			if f.avail[i] == 1 {
-				uniqueTaken++
-			}
-			continue
-		}
-		switch a := f.avail[i]; {
-		case a < bestAvail:
-			best, bestAvail, ties = i, a, 1
-		case a == bestAvail:
-			ties++
-			if f.rng.IntN(ties) == 0 {
-				best = i
-			}
-		}
-	}
-	if best >= 0 && bestAvail > 1 && uniqueTaken > 0 {
-		// p holds pieces nobody else has, and they are all on their way to us or to others. Asking p for a
-		// piece other peers also hold would spend p's upload (the seed's, early on) on a copy; wait instead.
-		return -1, retry, false
-	}
-	if best >= 0 || unrequested > 0 || uniqueTaken > 0 || f.pieceTime == 0 {
-		return best, retry, best >= 0 && unrequested == 1
-	}
-	// Endgame: every missing piece is requested somewhere. Rather than idle, this slot asks p for a copy of a
-	// piece whose request is late (outstanding for twice the usual piece time); the first copy to land cancels
-	// the other, so one slow or stuck peer cannot hold back the end of the download. Copying only late pieces
-	// keeps the endgame from doubling traffic when, with few pieces, every piece is in flight early.
-	late := 2 * f.pieceTime
-	var oldest time.Time
-	for i := range f.n {
-		if f.have.Has(i) || f.inflight[i] >= maxCopies || !p.bits.Has(i) || heldBack(i) || p.reqs[i] != nil || busy(i) {
-			continue
-		}
-		if age := now.Sub(f.started[i]); age < late {
-			later(late - age)
-			continue
-		}
-		if best < 0 || f.started[i].Before(oldest) {
-			best, oldest = i, f.started[i]
-		}
-	}
-	return best, retry, false
-}
-
 // get requests piece i on its own stream and reads it whole.
-func (f *fetcher) get(ctx context.Context, conn *quic.Conn, i int) ([]byte, error) {
+func (f *fetcher) get(ctx context.Context, conn *quic.Conn, i int, req *pieceReq) ([]byte, error) {
 	st, err := conn.OpenStreamSync(ctx)
 	if err != nil {
 		return nil, fmt.Errorf("open stream: %w", err)
@@ -747,16 +659,20 @@ func (f *fetcher) get(ctx context.Context, conn *quic.Conn, i int) ([]byte, erro
 		st.CancelRead(streamCancelled)
 		return nil, fmt.Errorf("piece %d: peer announced %d bytes, want %d: %w", i, n, want, errProtocol)
 	}
+	req.progress(time.Now())
 	buf := getBuf(int(n)) // back to the pool in finishRequest, once stored
 	for off := 0; off < len(buf); {
+		// In chunks, so that the stall check sees bytes arriving.
 		end := min(off+ioChunk, len(buf))
-		if f.cfg.DownloadLimit == nil {
-			end = len(buf)
-		} else if err := f.cfg.DownloadLimit.WaitN(ctx, end-off); err != nil {
-			putBuf(buf)
-			return nil, err
+		if f.cfg.DownloadLimit != nil {
+			if err := f.cfg.DownloadLimit.WaitN(ctx, end-off); err != nil {
+				putBuf(buf)
+				return nil, err
+			}
+			req.progress(time.Now()) // waiting for our own limit is not the peer's stall
 		}
 		k, err := io.ReadFull(br, buf[off:end])
+		req.progress(time.Now())
 		f.m.received.Add(float64(k))
 		if err != nil {
 			putBuf(buf)
@@ -769,7 +685,7 @@ func (f *fetcher) get(ctx context.Context, conn *quic.Conn, i int) ([]byte, erro
 	return buf, nil
 }
 
-func (f *fetcher) finishRequest(ctx context.Context, p *peer, i int, began time.Time, data []byte, err error, abandoned bool) {
+func (f *fetcher) finishRequest(ctx context.Context, p *peer, i int, req *pieceReq, began time.Time, data []byte, err error, abandoned bool) {
 	// A piece that arrived stays in flight until it is stored and marked held, so no other worker asks for it
 	// in between.
 	var werr error
@@ -812,14 +728,16 @@ func (f *fetcher) finishRequest(ctx context.Context, p *peer, i int, began time.
 		p.transferFails = 0
 		p.wakeLocked() // its idle workers may have waited for this piece (see pickLocked)
 		for _, q := range f.peers {
-			if cancel := q.reqs[i]; cancel != nil {
-				cancel() // an endgame copy still on its way
+			if r := q.reqs[i]; r != nil {
+				r.cancel() // an endgame copy still on its way
 			}
 		}
 		f.mu.Unlock()
 		if f.cfg.Store.Complete(f.meta.Digest) {
 			f.stop(nil)
 		}
+	case req.stalled.Load() && ctx.Err() == nil:
+		f.noteStalled(p, i)
 	case abandoned || ctx.Err() != nil:
 		// A copy landed first, or this peer or the whole download is done: nobody's fault.
 	case errors.As(err, &perr) && perr.code == codeBusy:

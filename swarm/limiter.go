@@ -31,6 +31,19 @@ func NewLimiter(bytesPerSecond int64) *Limiter {
 	return &Limiter{rate: float64(bytesPerSecond), burst: burst, tokens: burst, now: time.Now}
 }
 
+// SetRate changes the rate (and the burst with it, a tenth of a second's worth, at least one chunk); tokens already
+// taken stay taken.
+func (l *Limiter) SetRate(bytesPerSecond int64) {
+	if l == nil || bytesPerSecond <= 0 {
+		return
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.rate = float64(bytesPerSecond)
+	l.burst = max(l.rate/10, ioChunk)
+	l.tokens = min(l.tokens, l.burst)
+}
+
 // reserve takes n tokens, going into debt if need be, and returns how long the caller must wait before using them.
 func (l *Limiter) reserve(n int) time.Duration {
 	l.mu.Lock()

@@ -13,6 +13,7 @@ const (
 	reasonMissing   = "missing"       // a peer no longer had a piece it had announced
 	reasonTransfer  = "transfer"      // the stream or connection failed mid-piece
 	reasonLocalCorr = "local_corrupt" // this node's stored copy failed verification when it was about to serve it
+	reasonStalled   = "stalled"       // a transfer made no progress for its stall limit and was given up (either side)
 )
 
 // Metrics are the swarm's Prometheus collectors, shared by a node's Server and its downloads.
@@ -23,6 +24,7 @@ type Metrics struct {
 	fetchDuration prometheus.Histogram
 	peersInUse    prometheus.Gauge
 	refused       *prometheus.CounterVec
+	paceRate      prometheus.Gauge
 }
 
 // NewMetrics creates the collectors and registers them on reg (nil: not exported). Registering on a registry
@@ -50,8 +52,12 @@ func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
 			Name: "shoal_blob_requests_refused_total",
 			Help: "Piece requests this node's server turned away: busy (the piece is being sent to another peer) or full (upload queue full).",
 		}, []string{"reason"}),
+		paceRate: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "shoal_blob_upload_pacing_rate_bytes",
+			Help: "With --upload-limit auto: the upload rate, in bytes per second, that delay-based pacing allows now (0: pacing off).",
+		}),
 	}
-	for _, r := range []string{reasonBadHash, reasonProtocol, reasonMissing, reasonTransfer, reasonLocalCorr} {
+	for _, r := range []string{reasonBadHash, reasonProtocol, reasonMissing, reasonTransfer, reasonLocalCorr, reasonStalled} {
 		m.failures.WithLabelValues(r) // export zeroes, so rates work from the start
 	}
 	m.refused.WithLabelValues(codeBusy)
@@ -66,6 +72,7 @@ func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
 	m.fetchDuration = register(reg, m.fetchDuration, &err)
 	m.peersInUse = register(reg, m.peersInUse, &err)
 	m.refused = register(reg, m.refused, &err)
+	m.paceRate = register(reg, m.paceRate, &err)
 	return m, err
 }
 

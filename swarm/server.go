@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"log/slog"
+	"os"
 	"strconv"
 	"sync"
 	"time"
@@ -32,6 +33,12 @@ const (
 	DefaultUploadQueue = 3
 	// maxUploadedKept bounds how many artifacts' upload records a server keeps.
 	maxUploadedKept = 64
+	// sendStall bounds how long one chunk of a piece may take to leave: a requester that is dead or cut off
+	// takes no more bytes, and without this its upload slot (and, on a seed, the piece under the busy rule)
+	// would stay taken until the connection's idle timeout, which quic-go holds at 5 s or more on the
+	// accepting end. A chunk is 64 KiB: 2 s is below 0.27 Mbit/s for one slot; on a slower uplink the bound is
+	// four times the usual time of a chunk (stallWindow).
+	sendStall = 2 * time.Second
 	// A full answer tells the requester to come back in retryAfter, within these bounds.
 	minRetryAfter = 50 * time.Millisecond
 	maxRetryAfter = 2 * time.Second
@@ -44,6 +51,7 @@ type Server struct {
 	log     *slog.Logger
 	metrics *Metrics
 	upload  *Limiter
+	pacer   *pacer // delay-based pacing of upload, if on (then upload is its limiter)
 
 	slots chan struct{} // one token per piece being sent
 
@@ -72,6 +80,15 @@ type ServerOption func(*Server)
 
 // WithUploadLimit caps the bytes per second this node sends to all peers together.
 func WithUploadLimit(l *Limiter) ServerOption { return func(s *Server) { s.upload = l } }
+
+// WithDelayPacing paces the node's upload by the queueing delay it causes instead of a fixed rate (see pacer.go):
+// `node agent --upload-limit auto`. It replaces WithUploadLimit.
+func WithDelayPacing() ServerOption {
+	return func(s *Server) {
+		s.pacer = newPacer()
+		s.upload = s.pacer.lim
+	}
+}
 
 // WithUploadSlots sets how many pieces are sent at once and how many more requests may wait for a slot
 // (defaults DefaultUploadSlots and DefaultUploadQueue).
@@ -115,11 +132,11 @@ func (s *Server) HandleConn(conn *quic.Conn, peer string) {
 		if err != nil {
 			return
 		}
-		wg.Go(func() { s.serveStream(ctx, st, peer) })
+		wg.Go(func() { s.serveStream(ctx, conn, st, peer) })
 	}
 }
 
-func (s *Server) serveStream(ctx context.Context, st *quic.Stream, peer string) {
+func (s *Server) serveStream(ctx context.Context, conn *quic.Conn, st *quic.Stream, peer string) {
 	// Whatever the peer still sends after its request is not read.
 	defer st.CancelRead(streamDone)
 	br := bufio.NewReaderSize(st, maxLineLen+16)
@@ -141,7 +158,7 @@ func (s *Server) serveStream(ctx context.Context, st *quic.Stream, peer string) 
 		bf := s.store.Have(req.digest)
 		s.reply(st, append(okHeader(len(bf)), bf...))
 	case verbGet:
-		s.serveGet(ctx, st, peer, req)
+		s.serveGet(ctx, conn, st, peer, req)
 	case verbWatch:
 		s.serveWatch(ctx, st, req)
 	}
@@ -156,7 +173,7 @@ func (s *Server) reply(st *quic.Stream, b []byte) {
 	st.Close()
 }
 
-func (s *Server) serveGet(ctx context.Context, st *quic.Stream, peer string, req request) {
+func (s *Server) serveGet(ctx context.Context, conn *quic.Conn, st *quic.Stream, peer string, req request) {
 	if s.allow != nil && !s.allow(peer, req.index) {
 		s.reply(st, errHeader(codeMissing, "refused by test hook"))
 		return
@@ -241,7 +258,15 @@ func (s *Server) serveGet(ctx context.Context, st *quic.Stream, peer string, req
 		st.CancelWrite(streamCancelled)
 		return
 	}
+	if s.pacer != nil {
+		s.pacer.begin(conn)
+		defer s.pacer.end(conn)
+	}
 	if err := s.writePiece(ctx, st, data); err != nil {
+		if errors.Is(err, os.ErrDeadlineExceeded) {
+			s.metrics.failures.WithLabelValues(reasonStalled).Inc()
+			s.log.Info("peer took no piece bytes for a while; gave up sending to it", "peer", peer, "piece", req.index, "after", s.stallWindow(len(data)))
+		}
 		s.log.Debug("piece not sent", "peer", peer, "piece", req.index, "err", err)
 		st.CancelWrite(streamCancelled)
 		return
@@ -262,6 +287,17 @@ func (s *Server) noteSendTime(d time.Duration) {
 	} else {
 		s.sendTime = (7*s.sendTime + d) / 8
 	}
+}
+
+// stallWindow is how long one chunk of a piece of n bytes may take to leave: sendStall, or four times a chunk's
+// share of the usual piece send time on an uplink too slow for that.
+func (s *Server) stallWindow(n int) time.Duration {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if n <= 0 {
+		return sendStall
+	}
+	return max(sendStall, 4*s.sendTime*time.Duration(min(ioChunk, n))/time.Duration(n))
 }
 
 // retryAfter is when a refused requester should ask again: half the time the queue now admitted takes to drain
@@ -306,20 +342,21 @@ func (s *Server) uploadedOf(digest string) (artifact.Bitfield, <-chan struct{}) 
 	return s.uploaded[digest].Clone(), s.uploadedCh
 }
 
-// writePiece sends data in one write when there is no upload limit, as quic-go spends much less CPU per byte on
-// large writes, and in limiter-sized chunks otherwise.
+// writePiece sends data in chunks of ioChunk, each within stallWindow (a requester that takes nothing for that
+// long is given up), and within the upload limit if there is one.
 func (s *Server) writePiece(ctx context.Context, st *quic.Stream, data []byte) error {
-	chunk := len(data)
-	if s.upload != nil {
-		chunk = ioChunk
-	}
 	for off := 0; off < len(data); {
-		end := min(off+chunk, len(data))
+		end := min(off+ioChunk, len(data))
 		if err := s.upload.WaitN(ctx, end-off); err != nil {
 			return err
 		}
+		st.SetWriteDeadline(time.Now().Add(s.stallWindow(len(data))))
 		n, err := st.Write(data[off:end])
 		s.metrics.sent.Add(float64(n))
+		if s.pacer != nil {
+			s.pacer.wrote(n, time.Now())
+			s.metrics.paceRate.Set(s.pacer.currentRate())
+		}
 		if err != nil {
 			return err
 		}

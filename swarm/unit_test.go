@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"math/rand/v2"
+	"slices"
 	"testing"
 	"time"
 
@@ -79,7 +80,7 @@ func testFetcher(avail []int32) (*fetcher, *peer) {
 		rng:       rand.New(rand.NewPCG(1, 2)),
 		pieceTime: time.Second,
 	}
-	p := &peer{bits: artifact.NewBitfield(n), busy: map[int]time.Time{}, reqs: map[int]context.CancelFunc{}, wake: make(chan struct{})}
+	p := &peer{bits: artifact.NewBitfield(n), busy: map[int]time.Time{}, reqs: map[int]*pieceReq{}, wake: make(chan struct{})}
 	for i := range n {
 		p.bits.Set(i)
 	}
@@ -132,7 +133,7 @@ func TestPickEndgameCopiesOnlyLatePieces(t *testing.T) {
 	if i != -1 || retry != 1500*time.Millisecond {
 		t.Fatalf("picked %d, retry %v; want to wait until piece 2 is late (1.5s)", i, retry)
 	}
-	p.reqs[2] = func() {}
+	p.reqs[2] = &pieceReq{cancel: func() {}}
 	if i, _, _ := f.pickLocked(p, now.Add(time.Hour)); i != -1 {
 		t.Fatalf("asked the same peer twice for piece %d", i)
 	}
@@ -140,7 +141,8 @@ func TestPickEndgameCopiesOnlyLatePieces(t *testing.T) {
 
 // TestPickLeavesSentPiecesToTheirReceivers: a peer holding the whole artifact that has sent piece i once is not
 // asked for i again while it still has pieces it has sent to nobody, unless no other peer announces i within the
-// grace (its receiver may have failed); once every piece has left it, it serves copies again.
+// grace (its receiver may have failed); once every piece has left it, it serves copies only of pieces no other
+// connected peer can serve, and late pieces in the endgame.
 func TestPickLeavesSentPiecesToTheirReceivers(t *testing.T) {
 	now := time.Now()
 	f, p := testFetcher([]int32{1, 1, 1, 1})
@@ -170,16 +172,104 @@ func TestPickLeavesSentPiecesToTheirReceivers(t *testing.T) {
 	if counts[1] != 0 || counts[0] == 0 || counts[2] == 0 {
 		t.Fatalf("picks past the grace: %v; want 0 and 2, never 1 (another peer has it)", counts)
 	}
-	// Every piece has left p: it serves copies, piece 1 included.
+	// Every piece has left p: it serves copies of the pieces nobody else can serve (super-seeding). A connected
+	// peer q announces 0 and 2, so p is asked only for 1; once q has refused 0 as busy, p is asked for 0 too.
 	p.sentAt[3] = now
 	p.sentCount++
-	f.avail[0], f.avail[2] = 2, 2
-	counts = map[int]int{}
-	for range 100 {
-		i, _, _ := f.pickLocked(p, now)
-		counts[i]++
+	q := &peer{bits: artifact.NewBitfield(4), active: true, busy: map[int]time.Time{}, reqs: map[int]*pieceReq{}, wake: make(chan struct{})}
+	q.bits.Set(0)
+	q.bits.Set(2)
+	f.peers["q"] = q
+	f.avail[0], f.avail[1], f.avail[2] = 2, 1, 2
+	pick := func(at time.Time) map[int]int {
+		counts := map[int]int{}
+		for range 100 {
+			i, _, _ := f.pickLocked(p, at)
+			counts[i]++
+		}
+		return counts
 	}
-	if counts[0] == 0 || counts[1] == 0 || counts[2] == 0 {
-		t.Fatalf("picks once every piece was sent: %v; want 0, 1 and 2", counts)
+	if counts := pick(now); counts[1] != 100 {
+		t.Fatalf("picks once every piece was sent: %v; want only 1, the piece no other peer announces", counts)
+	}
+	f.have.Set(1)
+	q.busy[0] = now.Add(time.Second)
+	if counts := pick(now); counts[0] != 100 {
+		t.Fatalf("picks once q refused piece 0: %v; want only 0, never 2", counts)
+	}
+	// The endgame: every missing piece is in flight; a late request for 2 (at q) may be copied from p.
+	f.have.Set(0)
+	f.inflight[2], f.started[2] = 1, now.Add(-time.Minute)
+	if i, _, _ := f.pickLocked(p, now); i != 2 {
+		t.Fatalf("endgame picked %d from the seed, want a copy of the late piece 2", i)
+	}
+}
+
+// TestPacingControlLaw: the delay-based pacer grows its rate while its uploads add little queueing delay (fast
+// while there is almost none), never far past what the node actually sends, and shrinks it once the delay passes
+// the target or packets are lost, settling where the delay sits at the target.
+func TestPacingControlLaw(t *testing.T) {
+	const mbit = 1e6 / 8
+	step := func(rate float64, delay time.Duration, lost bool, used float64, slow bool) float64 {
+		r, _ := nextRate(rate, delay, lost, used, slow)
+		return r / mbit
+	}
+	if r := step(20*mbit, 0, false, 20*mbit, true); r != 25 {
+		t.Errorf("slow start, no queue: %.2f Mbit/s, want 25", r)
+	}
+	if _, slow := nextRate(20*mbit, pacingTarget/2, false, 20*mbit, true); slow {
+		t.Error("the slow start goes on at half the target delay")
+	}
+	if r := step(20*mbit, 0, false, 20*mbit, false); r != 21 {
+		t.Errorf("no queue: %.2f Mbit/s, want 5 %% more", r)
+	}
+	if r := step(20*mbit, pacingTarget/2, false, 20*mbit, false); r != 20.5 {
+		t.Errorf("half the target: %.2f Mbit/s, want 2.5 %% more", r)
+	}
+	if r := step(100*mbit, 0, false, 10*mbit, false); r != 20 {
+		t.Errorf("sending 10 Mbit/s of a 100 Mbit/s allowance: %.2f Mbit/s, want twice what is sent (floor 20)", r)
+	}
+	if r := step(20*mbit, pacingTarget, false, 20*mbit, false); r != 20 {
+		t.Errorf("at the target: %.2f Mbit/s, want it unchanged", r)
+	}
+	if r := step(20*mbit, 2*pacingTarget, false, 20*mbit, false); r != 18 {
+		t.Errorf("twice the target: %.2f Mbit/s, want 10 %% less", r)
+	}
+	if r := step(20*mbit, 0, true, 20*mbit, true); r != 16 {
+		t.Errorf("a loss: %.2f Mbit/s, want 20 %% less", r)
+	}
+	if r := step(pacingMinRate, 10*pacingTarget, true, 0, false); r != pacingMinRate/mbit {
+		t.Errorf("floor: %.3f Mbit/s", r)
+	}
+	// A link of 30 Mbit/s whose queue holds 10 ms per Mbit/s sent past it: the rate settles where the delay is
+	// the target (32.5 Mbit/s in this model) and stays there.
+	rate, slow := float64(pacingStart), true
+	var seen []float64
+	for k := range 100 {
+		delay := time.Duration(max(0, (rate-30*mbit)/mbit*10)) * time.Millisecond
+		rate, slow = nextRate(rate, delay, false, rate, slow)
+		if k >= 50 {
+			seen = append(seen, rate/mbit)
+		}
+	}
+	if lo, hi := slices.Min(seen), slices.Max(seen); lo < 31.5 || hi > 33.5 {
+		t.Errorf("on a modelled 30 Mbit/s link the rate moved between %.1f and %.1f Mbit/s, want it settled near 32.5", lo, hi)
+	}
+}
+
+// TestStallWindow: a server gives up on a chunk after sendStall, or, on an uplink so slow that a chunk usually
+// takes longer, after four chunk times.
+func TestStallWindow(t *testing.T) {
+	s := &Server{}
+	if got := s.stallWindow(256 << 10); got != sendStall {
+		t.Errorf("no send time yet: %v, want %v", got, sendStall)
+	}
+	s.sendTime = 400 * time.Millisecond // 256 KiB: a fast link
+	if got := s.stallWindow(256 << 10); got != sendStall {
+		t.Errorf("fast link: %v, want %v", got, sendStall)
+	}
+	s.sendTime = 8 * time.Second // 256 KiB in 8 s: a 64 KiB chunk takes 2 s
+	if got := s.stallWindow(256 << 10); got != 8*time.Second {
+		t.Errorf("slow link: %v, want four chunk times, 8s", got)
 	}
 }

@@ -32,6 +32,12 @@ const (
 	maxIncomingStreams = 10000
 	// dialTimeout bounds a whole dial; the handshake idle timeout usually ends it much sooner.
 	dialTimeout = 10 * time.Second
+	// Piece-exchange connections must notice a silent peer (killed, cut off) within about two seconds: a request
+	// in flight to it, or a seed's upload slot busy sending to it, otherwise waits for the 30 s idle timeout while
+	// live peers could serve or take the piece. The dialer's idle timeout binds both ends (QUIC takes the
+	// smaller of the two advertised), and keep-alives four times as often keep a quiet but live connection open.
+	BlobIdleTimeout     = 2 * time.Second
+	blobKeepAlivePeriod = 500 * time.Millisecond
 )
 
 // Application error codes sent when this side closes a connection.
@@ -101,6 +107,18 @@ func quicConfig() *quic.Config {
 		MaxIncomingStreams:    maxIncomingStreams,
 		MaxIncomingUniStreams: -1,
 	}
+}
+
+// dialConfig is the QUIC configuration of a connection dialed for alpn: the endpoint's, with a short idle
+// timeout and keep-alive for the piece exchange (see BlobIdleTimeout).
+func (e *Endpoint) dialConfig(alpn string) *quic.Config {
+	if alpn != ALPNBlob {
+		return e.qconf
+	}
+	c := e.qconf.Clone()
+	c.MaxIdleTimeout = BlobIdleTimeout
+	c.KeepAlivePeriod = blobKeepAlivePeriod
+	return c
 }
 
 // Listen binds the UDP socket and starts accepting connections. Connections for an ALPN without a handler are
@@ -306,7 +324,7 @@ func (e *Endpoint) connect(addr, alpn string) (*quic.Conn, error) {
 	}
 	ctx, cancel := context.WithTimeout(e.ctx, dialTimeout)
 	defer cancel()
-	conn, err := e.tr.Dial(ctx, udpAddr, e.clientTLS(alpn), e.qconf)
+	conn, err := e.tr.Dial(ctx, udpAddr, e.clientTLS(alpn), e.dialConfig(alpn))
 	if err != nil {
 		if e.ctx.Err() != nil {
 			return nil, ErrClosed

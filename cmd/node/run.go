@@ -56,7 +56,7 @@ func (f *nodeFlags) register(cmd *cobra.Command, forNew bool) {
 	fl.BoolVar(&f.openMetric, "metrics-open", false, "serve /metrics without a token (for a Prometheus without credentials)")
 	fl.StringVar(&f.profile, "raft-profile", "lan", "Raft timeouts: lan (400 ms heartbeat/election) or wan (hashicorp/raft's 1 s defaults)")
 	fl.DurationVar(&f.deadGrace, "dead-grace", 30*time.Minute, "how long a dead server stays in Raft before the leader removes it")
-	fl.StringVar(&f.uploadLimit, "upload-limit", "0", "cap on the release pieces this server sends, e.g. 50mbit or 6MB (per second; 0: none)")
+	fl.StringVar(&f.uploadLimit, "upload-limit", "0", "cap on the release pieces this server sends, e.g. 50mbit or 6MB (per second; 0: none; auto: paced by the queueing delay it causes)")
 	fl.StringVar(&f.downloadLimit, "download-limit", "0", "cap on the release pieces this server receives, e.g. 100mbit or 12MB (per second; 0: none)")
 	fl.IntVar(&f.minHolders, "min-holders", 2, "servers that must hold a new release whole before it counts as available (set it alike on every server)")
 	fl.IntVar(&f.keepReleases, "keep-releases", 5, "newest releases per app kept in the artifact store besides those in use")
@@ -147,7 +147,11 @@ func parseSize(flag, v string) (int64, error) {
 // spreadOptions are the release spread's settings from the flags. The verbs check them before they touch the
 // data dir, so a bad value changes nothing.
 func (f *nodeFlags) spreadOptions() (spread.Options, error) {
-	up, err := parseRate("--upload-limit", f.uploadLimit)
+	pacing := strings.EqualFold(strings.TrimSpace(f.uploadLimit), "auto")
+	up, err := int64(0), error(nil)
+	if !pacing {
+		up, err = parseRate("--upload-limit", f.uploadLimit)
+	}
 	if err != nil {
 		return spread.Options{}, err
 	}
@@ -161,7 +165,7 @@ func (f *nodeFlags) spreadOptions() (spread.Options, error) {
 	if f.keepReleases < 1 {
 		return spread.Options{}, fmt.Errorf("--keep-releases %d: give at least 1 (the default is 5)", f.keepReleases)
 	}
-	return spread.Options{UploadLimit: up, DownloadLimit: down, MinHolders: f.minHolders, Keep: f.keepReleases}, nil
+	return spread.Options{UploadLimit: up, UploadPacing: pacing, DownloadLimit: down, MinHolders: f.minHolders, Keep: f.keepReleases}, nil
 }
 
 // rateUnits are the units a rate limit is written in, per second: bits as tc writes them, bytes as file sizes.

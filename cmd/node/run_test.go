@@ -31,6 +31,17 @@ func TestParseRate(t *testing.T) {
 	}
 }
 
+// --upload-limit auto turns on delay-based pacing instead of a fixed cap.
+func TestUploadLimitAuto(t *testing.T) {
+	for in, pacing := range map[string]bool{"auto": true, " AUTO ": true, "50mbit": false, "0": false} {
+		f := nodeFlags{uploadLimit: in, downloadLimit: "0", minHolders: 2, keepReleases: 5}
+		o, err := f.spreadOptions()
+		if err != nil || o.UploadPacing != pacing || (pacing && o.UploadLimit != 0) {
+			t.Errorf("--upload-limit %q: %+v, %v; want pacing %v", in, o, err, pacing)
+		}
+	}
+}
+
 // A node verb with a bad spread setting fails before it creates anything.
 func TestBadSpreadFlagChangesNothing(t *testing.T) {
 	isolate(t)
