@@ -42,14 +42,17 @@ func (n *Node) startHTTP() error {
 		return fmt.Errorf("listen HTTP on %s: %w", hostPort(n.cfg.BindIP, n.cfg.HTTPPort), err)
 	}
 	n.httpLn = ln
+	n.httpConns = newConnLimiter(ln, httpMaxConns(), httpMaxConnsPerSource, n.log.With("component", "api"))
 	n.mux = http.NewServeMux()
 	n.routes()
-	n.httpSrv = &http.Server{Handler: n.mux, ReadHeaderTimeout: 10 * time.Second,
+	// Every limit bounds what a client, even one without a token, can make the node hold (httplimits.go).
+	n.httpSrv = &http.Server{Handler: n.mux, ReadHeaderTimeout: 10 * time.Second, IdleTimeout: httpIdleTimeout,
+		MaxHeaderBytes: httpMaxHeaderBytes, ConnState: n.httpConns.connState,
 		ErrorLog: memberlistLogger(n.log.With("component", "api"))}
 	n.wg.Add(1)
 	go func() {
 		defer n.wg.Done()
-		if err := n.httpSrv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+		if err := n.httpSrv.Serve(n.httpConns); err != nil && !errors.Is(err, http.ErrServerClosed) {
 			n.log.Error("HTTP API stopped", "err", err)
 		}
 	}()
@@ -162,6 +165,14 @@ func decode(r *http.Request, v any) error {
 	return nil
 }
 
+// tokenID is the id of the token that authorised r, "" when none did.
+func tokenID(r *http.Request) string {
+	if t := TokenOf(r); t != nil {
+		return t.ID
+	}
+	return ""
+}
+
 // Decode is decode for handlers registered by other packages.
 func Decode(r *http.Request, v any) error { return decode(r, v) }
 
@@ -204,6 +215,14 @@ func (n *Node) BeginRead(r *http.Request) error {
 				return badRequest("wait %q is not a duration like 30s", ws)
 			}
 			wait = min(d, 10*time.Minute)
+		}
+		if idx >= n.fsm.Index() {
+			// This read will wait: it takes one of the token's watcher slots until its request ends.
+			release, err := n.watchers.acquire(tokenID(r), n.cfg.Name)
+			if err != nil {
+				return err
+			}
+			context.AfterFunc(r.Context(), release)
 		}
 		ctx, cancel := context.WithTimeout(r.Context(), wait)
 		defer cancel()

@@ -67,7 +67,7 @@ func statusOf(err error) *APIError {
 
 func writeError(w http.ResponseWriter, err error) int {
 	ae := statusOf(err)
-	if ae.Status == http.StatusServiceUnavailable {
+	if ae.Status == http.StatusServiceUnavailable || ae.Status == http.StatusTooManyRequests {
 		w.Header().Set("Retry-After", "1")
 	}
 	writeJSON(w, ae.Status, ae)

@@ -37,6 +37,8 @@ type Node struct {
 	members    *memberTable
 	httpLn     net.Listener
 	httpSrv    *http.Server
+	httpConns  *connLimiter
+	watchers   watchers
 	mux        *http.ServeMux
 	leaderCh   chan bool
 	left       chan struct{}
