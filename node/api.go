@@ -2,10 +2,8 @@ package node
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"net"
 	"net/http"
 	"strconv"
@@ -151,19 +149,6 @@ func (s *statusRecorder) Flush() {
 
 // Unwrap lets http.ResponseController reach the underlying writer (for SSE deadlines).
 func (s *statusRecorder) Unwrap() http.ResponseWriter { return s.ResponseWriter }
-
-// decode reads a JSON body strictly: unknown fields are errors, so typos do not pass silently.
-func decode(r *http.Request, v any) error {
-	dec := json.NewDecoder(r.Body)
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(v); err != nil {
-		if errors.Is(err, io.EOF) {
-			return badRequest("the request needs a JSON body")
-		}
-		return badRequest("request body: %v", err)
-	}
-	return nil
-}
 
 // tokenID is the id of the token that authorised r, "" when none did.
 func tokenID(r *http.Request) string {

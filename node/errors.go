@@ -27,7 +27,7 @@ func apiErr(status int, code, format string, a ...any) *APIError {
 // packages use it for their own 4xx answers.
 func Errorf(status int, format string, a ...any) *APIError {
 	code := map[int]string{400: raftfsm.KindBadRequest, 401: "unauthorized", 403: "forbidden", 404: raftfsm.KindNotFound,
-		409: raftfsm.KindConflict, 413: "too_large", 503: CodeUnavailable}[status]
+		409: raftfsm.KindConflict, 413: "too_large", 429: "too_many_requests", 503: CodeUnavailable, 507: "disk_full"}[status]
 	if code == "" {
 		code = http.StatusText(status)
 	}

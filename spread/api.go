@@ -5,6 +5,7 @@ import (
 	"errors"
 	"net/http"
 	"strconv"
+	"syscall"
 	"time"
 
 	"github.com/shoal-ci/shoal/node"
@@ -42,15 +43,24 @@ func (s *Service) postRelease(w http.ResponseWriter, r *http.Request) error {
 	if !exists() {
 		return node.Errorf(http.StatusNotFound, "app %q does not exist: create it first", app)
 	}
+	q := r.URL.Query()
+	if v := q.Get("version"); v != "" {
+		if err := raftfsm.ValidName("release", v); err != nil {
+			return err // before a byte of the archive is stored
+		}
+	}
 	meta, err := s.store.Import(r.Body, DefaultPieceSize)
 	if err != nil {
 		var tooLarge *http.MaxBytesError
-		if errors.As(err, &tooLarge) {
+		switch {
+		case errors.As(err, &tooLarge):
 			return node.Errorf(http.StatusRequestEntityTooLarge, "the archive is larger than %d bytes", MaxUpload)
+		case errors.Is(err, syscall.ENOSPC) || errors.Is(err, syscall.EDQUOT):
+			s.n.Logger().Error("release upload refused: the disk is full", "component", "spread", "app", app, "err", err)
+			return node.Errorf(http.StatusInsufficientStorage, "node %s has no disk space left for the archive: free space in its data dir, or push through another node", s.n.Name())
 		}
 		return node.Errorf(http.StatusBadRequest, "store the uploaded archive: %v", err)
 	}
-	q := r.URL.Query()
 	rel := raftfsm.Release{App: app, Version: q.Get("version"), Notes: q.Get("notes"), Digest: meta.Digest, Size: meta.Size,
 		PieceSize: meta.PieceSize, Pieces: meta.Pieces, Holders: []string{s.n.Name()}, CreatedAt: time.Now().UTC()}
 	if tok := node.TokenOf(r); tok != nil {
