@@ -80,13 +80,13 @@ func (n *Node) serve(w http.ResponseWriter, r *http.Request, role string, limit 
 	if role != "" {
 		tok, err := n.authenticate(r, role)
 		if err != nil {
-			return writeError(w, err)
+			return n.writeErrorFor(w, r, err)
 		}
 		r = r.WithContext(context.WithValue(r.Context(), tokenKey, tok))
 	}
 	r.Body = http.MaxBytesReader(w, r.Body, limit)
 	if err := h(w, r); err != nil {
-		return writeError(w, err)
+		return n.writeErrorFor(w, r, err)
 	}
 	return 0
 }

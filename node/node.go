@@ -257,6 +257,9 @@ func (n *Node) startRaft() error {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return err
 	}
+	if err := checkRaftLog(filepath.Join(dir, "raft.db")); err != nil {
+		return err
+	}
 	store, err := raftboltdb.NewBoltStore(filepath.Join(dir, "raft.db"))
 	if err != nil {
 		return fmt.Errorf("open raft log %s: %w (is another node running on this data dir?)", dir, err)
