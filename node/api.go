@@ -236,9 +236,7 @@ func (n *Node) Write(w http.ResponseWriter, r *http.Request, status int, c raftf
 }
 
 func (n *Node) routes() {
-	n.mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
-		writeJSON(w, http.StatusOK, map[string]any{"ok": true, "node": n.cfg.Name})
-	})
+	n.mux.HandleFunc("GET /healthz", n.getHealthz)
 	metricsRole := raftfsm.RoleReader
 	if n.cfg.MetricsOpen {
 		metricsRole = ""

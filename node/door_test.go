@@ -1,13 +1,18 @@
 package node
 
 import (
+	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
+	"log/slog"
 	"net/http"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
+	"github.com/shoal-ci/shoal/raftfsm"
 	"github.com/shoal-ci/shoal/transport"
 )
 
@@ -99,5 +104,60 @@ func TestJoinRefusesBadNodeNames(t *testing.T) {
 	cfg := TestConfig(t, t.TempDir(), "../evil")
 	if _, err := Join(ctx, cfg, n.RaftAddr(), c.JoinToken); err == nil || !strings.Contains(err.Error(), "--name") {
 		t.Fatalf("Join with name ../evil: %v", err)
+	}
+}
+
+// lockedBuffer is a log sink that tests read while the node writes.
+type lockedBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *lockedBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *lockedBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
+}
+
+// A 5xx answer carries a request id that the node's log has, with the error; an internal error's own message
+// (which may name files and addresses) stays in the log.
+func TestInternalErrorsCarryARequestID(t *testing.T) {
+	logs := &lockedBuffer{}
+	c := NewTestCluster(t, 1, func(cfg *Config) { cfg.Logger = slog.New(slog.NewTextHandler(logs, nil)) })
+	n := c.Nodes[0]
+	n.Handle("GET /v1/test-broken", raftfsm.RoleReader, func(w http.ResponseWriter, r *http.Request) error {
+		return errors.New("open /var/lib/shoal/secret.key: input/output error")
+	})
+	req, _ := http.NewRequest("GET", "http://"+n.HTTPAddr()+"/v1/test-broken", nil)
+	req.Header.Set("Authorization", "Bearer "+c.AdminToken)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var ae APIError
+	if err := json.NewDecoder(resp.Body).Decode(&ae); err != nil {
+		t.Fatal(err)
+	}
+	if resp.StatusCode != 500 || ae.RequestID == "" || resp.Header.Get("X-Request-Id") != ae.RequestID {
+		t.Fatalf("answer %d %+v (X-Request-Id %q), want a 500 with a request id", resp.StatusCode, ae, resp.Header.Get("X-Request-Id"))
+	}
+	if strings.Contains(ae.Message, "secret.key") || !strings.Contains(ae.Message, ae.RequestID) {
+		t.Fatalf("message %q: want the request id and not the internal error", ae.Message)
+	}
+	var logged string
+	for _, line := range strings.Split(logs.String(), "\n") {
+		if strings.Contains(line, "request_id="+ae.RequestID) {
+			logged = line
+		}
+	}
+	if !strings.Contains(logged, "secret.key") || !strings.Contains(logged, "/v1/test-broken") {
+		t.Fatalf("no log line with request id %s, the error and the path; log:\n%s", ae.RequestID, logs.String())
 	}
 }

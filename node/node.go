@@ -38,6 +38,7 @@ type Node struct {
 	httpLn     net.Listener
 	httpSrv    *http.Server
 	httpConns  *connLimiter
+	disk       *diskHealth
 	watchers   watchers
 	mux        *http.ServeMux
 	leaderCh   chan bool
@@ -296,7 +297,8 @@ func (n *Node) startRaft() error {
 		return fmt.Errorf("read raft log: %w", err)
 	}
 	n.startedAt = time.Now()
-	n.raft, err = raft.NewRaft(rc, n.applied, store, store, snaps, trans)
+	n.disk = &diskHealth{dir: dir}
+	n.raft, err = raft.NewRaft(rc, n.applied, &watchedLogStore{LogStore: store, health: n.disk}, store, snaps, trans)
 	if err != nil {
 		return fmt.Errorf("start raft: %w", err)
 	}
