@@ -1,6 +1,7 @@
 package transport
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -50,6 +51,10 @@ type Config struct {
 	Bind     string // "127.0.0.1:7422"; port 0 picks a free port
 	Identity *Identity
 	Logger   *slog.Logger
+	// HandshakeBurst and HandshakeRate (per second) bound the handshakes from one source IP (limits.go);
+	// 0 takes the defaults.
+	HandshakeBurst int
+	HandshakeRate  float64
 }
 
 // ConnHandler serves one accepted connection; the connection is closed when it returns.
@@ -143,8 +148,8 @@ func Listen(cfg Config) (*Endpoint, error) {
 		handlers:   map[string]ConnHandler{},
 		accepted:   map[*quic.Conn]struct{}{},
 		dials:      map[dialKey]*dialEntry{},
-		unverified: newSourceLimiter(handshakeBurst, handshakeRate),
-		verified:   newSourceLimiter(handshakeBurst, handshakeRate),
+		unverified: newSourceLimiter(cmp.Or(float64(cfg.HandshakeBurst), handshakeBurst), cmp.Or(cfg.HandshakeRate, handshakeRate)),
+		verified:   newSourceLimiter(cmp.Or(float64(cfg.HandshakeBurst), handshakeBurst), cmp.Or(cfg.HandshakeRate, handshakeRate)),
 	}
 	// A source over its handshake rate must first prove its address with a Retry (a spoofer cannot), and a proven
 	// source over its rate is refused: a flood of handshakes costs this node little, and a spoofed one cannot make
