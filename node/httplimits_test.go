@@ -88,6 +88,29 @@ func TestHTTPConnectionsPerSourceCapped(t *testing.T) {
 	if status, err := healthzFrom("127.0.0.2", addr); err != nil || status != http.StatusOK {
 		t.Fatalf("healthz from another address while one holds its cap: %d %v", status, err)
 	}
+	if got := gauge(t, n, "shoal_http_connections_refused_total"); got < float64(refused) {
+		t.Fatalf("shoal_http_connections_refused_total = %v, want at least %d", got, refused)
+	}
+}
+
+// gauge reads the value of an unlabelled metric from the node's registry.
+func gauge(t *testing.T, n *Node, name string) float64 {
+	t.Helper()
+	mfs, err := n.Registry().Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mf := range mfs {
+		if mf.GetName() == name && len(mf.GetMetric()) == 1 {
+			m := mf.GetMetric()[0]
+			if m.GetCounter() != nil {
+				return m.GetCounter().GetValue()
+			}
+			return m.GetGauge().GetValue()
+		}
+	}
+	t.Fatalf("no metric %s", name)
+	return 0
 }
 
 // At the total cap, the node makes room by closing the connection idle the longest: idle keep-alive connections
