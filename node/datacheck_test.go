@@ -61,3 +61,36 @@ func TestCorruptRaftLogStopsWithOneMessage(t *testing.T) {
 		})
 	}
 }
+
+// A node whose every Raft snapshot is damaged stops with the same kind of message, naming the snapshot directory.
+func TestCorruptSnapshotsStopWithOneMessage(t *testing.T) {
+	c := NewTestCluster(t, 1, nil)
+	n := c.Nodes[0]
+	if _, err := n.CreateJoinToken(t.Context(), DefaultJoinTTL); err != nil {
+		t.Fatal(err)
+	}
+	if err := n.raft.Snapshot().Error(); err != nil {
+		t.Fatal(err)
+	}
+	c.Kill(0)
+	dir := filepath.Join(c.Dir, "n1", raftDir, "snapshots")
+	states, err := filepath.Glob(filepath.Join(dir, "*", "state.bin"))
+	if err != nil || len(states) == 0 {
+		t.Fatalf("no snapshot written: %v", err)
+	}
+	for _, p := range states {
+		if err := os.WriteFile(p, []byte("not a snapshot"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	n, err = Open(TestConfig(t, c.Dir, "n1"))
+	if err == nil {
+		n.Close()
+		t.Fatal("the node started from corrupt snapshots")
+	}
+	var ce *CorruptDataError
+	if !errors.As(err, &ce) || ce.File != dir || !strings.Contains(err.Error(), "node join") {
+		t.Fatalf("error %v (%T), want a CorruptDataError for %s", err, err, dir)
+	}
+	t.Log(err)
+}

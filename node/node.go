@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"time"
 
@@ -299,6 +300,10 @@ func (n *Node) startRaft() error {
 	n.startedAt = time.Now()
 	n.disk = &diskHealth{dir: dir}
 	n.raft, err = raft.NewRaft(rc, n.applied, &watchedLogStore{LogStore: store, health: n.disk}, store, snaps, trans)
+	if err != nil && strings.Contains(err.Error(), "snapshot") {
+		// Every snapshot in the directory failed to restore (raft logs why for each).
+		return &CorruptDataError{File: filepath.Join(dir, "snapshots"), Reason: err.Error()}
+	}
 	if err != nil {
 		return fmt.Errorf("start raft: %w", err)
 	}
