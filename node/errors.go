@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net/http"
 
 	"github.com/shoal-ci/shoal/raftfsm"
@@ -76,7 +77,12 @@ func (n *Node) writeErrorFor(w http.ResponseWriter, r *http.Request, err error) 
 		c := *ae
 		c.RequestID = randomHex(8)
 		w.Header().Set("X-Request-Id", c.RequestID)
-		n.log.Error("API request failed", "component", "api", "request_id", c.RequestID, "method", r.Method,
+		// 502 and 503 are the mesh's ordinary weather (an election, a peer away): a warning, not an error.
+		level := slog.LevelError
+		if c.Status == http.StatusBadGateway || c.Status == http.StatusServiceUnavailable {
+			level = slog.LevelWarn
+		}
+		n.log.Log(r.Context(), level, "API request failed", "component", "api", "request_id", c.RequestID, "method", r.Method,
 			"path", r.URL.Path, "status", c.Status, "code", c.Code, "err", err)
 		if c.Code == "internal" {
 			c.Message = fmt.Sprintf("internal error on node %s: an operator finds it in the node's log under request id %s", n.cfg.Name, c.RequestID)
