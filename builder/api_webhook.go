@@ -1,6 +1,8 @@
 package builder
 
 import (
+	"crypto/rand"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -14,6 +16,15 @@ import (
 
 // maxHookBody bounds a webhook body. Forges send the whole push (up to thousands of commits) in one request.
 const maxHookBody = 5 << 20
+
+// unknownAppSecret is the secret a webhook for an unknown app is checked against: random, never shown.
+var unknownAppSecret = func() string {
+	b := make([]byte, 32)
+	if _, err := rand.Read(b); err != nil {
+		panic(err) // crypto/rand does not fail on Linux
+	}
+	return hex.EncodeToString(b)
+}()
 
 // HookResponse is the answer to a webhook: what became of the push.
 type HookResponse struct {
@@ -30,10 +41,12 @@ func (s *Service) postHook(w http.ResponseWriter, r *http.Request) error {
 	name := r.PathValue("app")
 	provider := providerOf(r.Header)
 	count := func(result string) { s.m.webhooks.WithLabelValues(provider, result).Inc() }
-	app, ok := s.appFresh(r.Context(), name)
-	if !ok {
-		count(hookUnknownApp)
-		return notFound("app %q does not exist: check the webhook's URL", name)
+	app, known := s.appFresh(r.Context(), name)
+	if !known {
+		// Answer exactly as a known app answers a request without its secret, so the webhook URL does not tell
+		// a stranger which apps exist: check the request against a secret nobody has. Only the log and the
+		// metric say the app is unknown.
+		app = raftfsm.App{Name: name, WebhookSecret: unknownAppSecret}
 	}
 	body, err := io.ReadAll(io.LimitReader(r.Body, maxHookBody+1))
 	var tooBig *http.MaxBytesError
@@ -46,6 +59,14 @@ func (s *Service) postHook(w http.ResponseWriter, r *http.Request) error {
 		return badRequest("read the webhook body: %v", err)
 	}
 	push, err := ParseWebhook(r.Header, body, app.WebhookSecret)
+	if !known && !errors.Is(err, ErrUnknownProvider) {
+		count(hookUnknownApp)
+		s.log.Warn("webhook for an unknown app refused", "app", name, "provider", provider, "remote", r.RemoteAddr)
+		if err == nil || !errors.Is(err, ErrBadSignature) {
+			err = fmt.Errorf("%w: check that the forge and the app use the same secret", ErrBadSignature)
+		}
+		return &node.APIError{Status: http.StatusUnauthorized, Code: "bad_signature", Message: err.Error()}
+	}
 	switch {
 	case errors.Is(err, ErrUnknownProvider):
 		count(hookUnknownProvider)

@@ -154,7 +154,7 @@ func TestWebhooksFromEachForge(t *testing.T) {
 		}, http.StatusBadRequest, ""},
 		{"unknown app", "nope", func() (http.Header, []byte) {
 			return forgePush(ProviderGitHub, "d-nope", "main", head, head, "x", secret)
-		}, http.StatusNotFound, ""},
+		}, http.StatusUnauthorized, ""},
 		{"too large", "web", func() (http.Header, []byte) {
 			return forgePush(ProviderGitHub, "d-big", "main", head, head, strings.Repeat("x", 6<<20), secret)
 		}, http.StatusRequestEntityTooLarge, ""},
@@ -163,6 +163,25 @@ func TestWebhooksFromEachForge(t *testing.T) {
 		status, ans := m.hook(0, tc.app, h, body)
 		if status != tc.status || (tc.result != "" && ans.Status != tc.result) {
 			t.Errorf("%s: %d %+v; want %d %s", tc.name, status, ans, tc.status, tc.result)
+		}
+	}
+	// A webhook for an app that does not exist answers exactly as one without the right secret for an app that
+	// does: the URL does not tell a stranger which apps exist.
+	for _, p := range []string{ProviderGitHub, ProviderGitLab, ProviderGitea} {
+		for _, key := range []string{"", "guess"} {
+			h, body := forgePush(p, "d-probe", "main", head, head, "x", secret)
+			if key == "" {
+				for _, k := range []string{"X-Hub-Signature-256", "X-Gitlab-Token", "X-Gitea-Signature"} {
+					h.Del(k)
+				}
+			} else {
+				h, body = forgePush(p, "d-probe", "main", head, head, "x", key)
+			}
+			s1, a1 := m.hook(0, "web", h.Clone(), body)
+			s2, a2 := m.hook(0, "no-such-app", h.Clone(), body)
+			if s1 != s2 || a1 != a2 || s1 != http.StatusUnauthorized {
+				t.Errorf("%s, secret %q: known app %d %q, unknown app %d %q; want the same 401", p, key, s1, a1.Message, s2, a2.Message)
+			}
 		}
 	}
 	var builds []raftfsm.Build
@@ -175,9 +194,9 @@ func TestWebhooksFromEachForge(t *testing.T) {
 		want             float64
 	}{
 		{ProviderGitHub, hookQueued, 1}, {ProviderGitLab, hookQueued, 1}, {ProviderGitea, hookQueued, 1},
-		{ProviderGitHub, hookDuplicate, 2}, {ProviderGitHub, hookBadSignature, 1}, {ProviderGitLab, hookBadSignature, 1},
+		{ProviderGitHub, hookDuplicate, 2}, {ProviderGitHub, hookBadSignature, 3}, {ProviderGitLab, hookBadSignature, 3},
 		{ProviderGitea, hookIgnored, 1}, {ProviderGitHub, hookIgnored, 2}, {"unknown", hookUnknownProvider, 1},
-		{ProviderGitHub, hookUnknownApp, 1}, {ProviderGitHub, hookBadRequest, 1},
+		{ProviderGitHub, hookUnknownApp, 3}, {ProviderGitHub, hookBadRequest, 1},
 	} {
 		if got := metricValue(hooks.WithLabelValues(c.provider, c.result)); got != c.want {
 			t.Errorf("shoal_webhook_requests_total{provider=%s,result=%s} = %v, want %v", c.provider, c.result, got, c.want)

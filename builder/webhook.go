@@ -189,6 +189,13 @@ func checkPush(ref, commit, message string) (*Push, error) {
 	if !strings.HasPrefix(ref, "refs/") {
 		return nil, fmt.Errorf("%w: ref %q is not a full ref", ErrBadPayload, ref)
 	}
+	// Git refuses such names itself; a payload that carries one is not from a forge, and a name that starts
+	// with '-' reads as an option to any command it reaches.
+	for _, part := range strings.Split(ref, "/")[1:] {
+		if part == "" || strings.HasPrefix(part, "-") || strings.ContainsFunc(part, func(r rune) bool { return r < 0x20 || r == 0x7f }) {
+			return nil, fmt.Errorf("%w: ref %q is not a valid git ref", ErrBadPayload, ref)
+		}
+	}
 	if !isSHA(commit) {
 		return nil, fmt.Errorf("%w: commit %q is not a full sha", ErrBadPayload, commit)
 	}

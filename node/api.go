@@ -2,10 +2,8 @@ package node
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"net"
 	"net/http"
 	"strconv"
@@ -42,14 +40,17 @@ func (n *Node) startHTTP() error {
 		return fmt.Errorf("listen HTTP on %s: %w", hostPort(n.cfg.BindIP, n.cfg.HTTPPort), err)
 	}
 	n.httpLn = ln
+	n.httpConns = newConnLimiter(ln, httpMaxConns(), httpMaxConnsPerSource, n.log.With("component", "api"))
 	n.mux = http.NewServeMux()
 	n.routes()
-	n.httpSrv = &http.Server{Handler: n.mux, ReadHeaderTimeout: 10 * time.Second,
+	// Every limit bounds what a client, even one without a token, can make the node hold (httplimits.go).
+	n.httpSrv = &http.Server{Handler: n.mux, ReadHeaderTimeout: 10 * time.Second, IdleTimeout: httpIdleTimeout,
+		MaxHeaderBytes: httpMaxHeaderBytes, ConnState: n.httpConns.connState,
 		ErrorLog: memberlistLogger(n.log.With("component", "api"))}
 	n.wg.Add(1)
 	go func() {
 		defer n.wg.Done()
-		if err := n.httpSrv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+		if err := n.httpSrv.Serve(n.httpConns); err != nil && !errors.Is(err, http.ErrServerClosed) {
 			n.log.Error("HTTP API stopped", "err", err)
 		}
 	}()
@@ -79,13 +80,13 @@ func (n *Node) serve(w http.ResponseWriter, r *http.Request, role string, limit 
 	if role != "" {
 		tok, err := n.authenticate(r, role)
 		if err != nil {
-			return writeError(w, err)
+			return n.writeErrorFor(w, r, err)
 		}
 		r = r.WithContext(context.WithValue(r.Context(), tokenKey, tok))
 	}
 	r.Body = http.MaxBytesReader(w, r.Body, limit)
 	if err := h(w, r); err != nil {
-		return writeError(w, err)
+		return n.writeErrorFor(w, r, err)
 	}
 	return 0
 }
@@ -149,17 +150,12 @@ func (s *statusRecorder) Flush() {
 // Unwrap lets http.ResponseController reach the underlying writer (for SSE deadlines).
 func (s *statusRecorder) Unwrap() http.ResponseWriter { return s.ResponseWriter }
 
-// decode reads a JSON body strictly: unknown fields are errors, so typos do not pass silently.
-func decode(r *http.Request, v any) error {
-	dec := json.NewDecoder(r.Body)
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(v); err != nil {
-		if errors.Is(err, io.EOF) {
-			return badRequest("the request needs a JSON body")
-		}
-		return badRequest("request body: %v", err)
+// tokenID is the id of the token that authorised r, "" when none did.
+func tokenID(r *http.Request) string {
+	if t := TokenOf(r); t != nil {
+		return t.ID
 	}
-	return nil
+	return ""
 }
 
 // Decode is decode for handlers registered by other packages.
@@ -205,6 +201,14 @@ func (n *Node) BeginRead(r *http.Request) error {
 			}
 			wait = min(d, 10*time.Minute)
 		}
+		if idx >= n.fsm.Index() {
+			// This read will wait: it takes one of the token's watcher slots until its request ends.
+			release, err := n.watchers.acquire(tokenID(r), n.cfg.Name)
+			if err != nil {
+				return err
+			}
+			context.AfterFunc(r.Context(), release)
+		}
 		ctx, cancel := context.WithTimeout(r.Context(), wait)
 		defer cancel()
 		n.fsm.Wait(ctx, idx)
@@ -232,9 +236,7 @@ func (n *Node) Write(w http.ResponseWriter, r *http.Request, status int, c raftf
 }
 
 func (n *Node) routes() {
-	n.mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
-		writeJSON(w, http.StatusOK, map[string]any{"ok": true, "node": n.cfg.Name})
-	})
+	n.mux.HandleFunc("GET /healthz", n.getHealthz)
 	metricsRole := raftfsm.RoleReader
 	if n.cfg.MetricsOpen {
 		metricsRole = ""

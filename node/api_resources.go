@@ -115,6 +115,9 @@ func (n *Node) apiApps() {
 		}
 		var a raftfsm.App
 		in.applyTo(&a)
+		if err := raftfsm.ValidApp(&a); err != nil {
+			return err
+		}
 		res, err := n.commitReq(r, &raftfsm.AppPut{App: a, Create: true})
 		if err != nil {
 			return err
@@ -137,6 +140,9 @@ func (n *Node) apiApps() {
 			}
 			a := *cur
 			in.applyTo(&a)
+			if err := raftfsm.ValidApp(&a); err != nil {
+				return nil, err
+			}
 			return &raftfsm.AppPut{App: a, CAS: cur.ModifyIndex}, nil
 		})
 		if err != nil {
@@ -309,6 +315,9 @@ func (n *Node) apiEnvs() {
 		}
 		var e raftfsm.Env
 		in.applyTo(&e)
+		if err := raftfsm.ValidEnv(&e); err != nil {
+			return err
+		}
 		res, err := n.commitReq(r, &raftfsm.EnvPut{Env: e, Create: true})
 		if err != nil {
 			return err
@@ -331,6 +340,9 @@ func (n *Node) apiEnvs() {
 			}
 			e := *cur
 			in.applyTo(&e)
+			if err := raftfsm.ValidEnv(&e); err != nil {
+				return nil, err
+			}
 			return &raftfsm.EnvPut{Env: e, CAS: cur.ModifyIndex}, nil
 		})
 		if err != nil {
@@ -411,6 +423,9 @@ func (n *Node) apiTokens() {
 		if in.Name == "" {
 			return badRequest("a token needs a name (who or what uses it)")
 		}
+		if err := raftfsm.ValidName("token", in.Name); err != nil {
+			return err
+		}
 		text, rec := newAPIToken(in.Name, in.Role)
 		rec.CreatedAt = time.Now().UTC()
 		if err := n.applyReq(r, &raftfsm.TokenCreate{Token: rec}); err != nil {
@@ -445,16 +460,19 @@ func (n *Node) apiTokens() {
 	})
 	n.Handle("POST /v1/tokens/join", raftfsm.RoleAdmin, func(w http.ResponseWriter, r *http.Request) error {
 		var in struct {
-			TTL raftfsm.Duration `json:"ttl"`
+			TTL *raftfsm.Duration `json:"ttl"`
 		}
 		if r.ContentLength != 0 {
 			if err := decode(r, &in); err != nil {
 				return err
 			}
 		}
-		ttl := time.Duration(in.TTL)
-		if ttl <= 0 {
-			ttl = DefaultJoinTTL
+		ttl := DefaultJoinTTL
+		if in.TTL != nil {
+			ttl = time.Duration(*in.TTL)
+			if err := raftfsm.ValidTTL("join token ttl", ttl, MaxJoinTTL); err != nil {
+				return err
+			}
 		}
 		ctx, cancel := contextWithTimeout(r, 15*time.Second)
 		defer cancel()

@@ -327,7 +327,7 @@ func (n *Node) handleReadIndex(ctx context.Context, _ string, _ json.RawMessage)
 }
 
 func (n *Node) registerRPCs() {
-	n.ep.HandleRPC("apply", n.handleApply)
+	n.ep.HandleRPCLimit("apply", transport.MaxFrame, n.handleApply)
 	n.ep.HandleRPC("read_index", n.handleReadIndex)
 	n.ep.HandleJoinRPC("join", n.handleJoin)
 }

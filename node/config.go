@@ -8,6 +8,8 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/shoal-ci/shoal/raftfsm"
 )
 
 // Default ports: HTTP API (TCP), gossip (TCP and UDP), QUIC (UDP).
@@ -119,6 +121,9 @@ func TestTiming() Timing {
 func (c *Config) setDefaults() error {
 	if c.Name == "" {
 		return fmt.Errorf("a node needs a name (--name)")
+	}
+	if err := raftfsm.ValidName("node", c.Name); err != nil {
+		return fmt.Errorf("--name: %w", err)
 	}
 	if c.DataDir == "" {
 		return fmt.Errorf("a node needs a data dir (--data-dir)")

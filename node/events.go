@@ -20,6 +20,11 @@ func (n *Node) getEvents(w http.ResponseWriter, r *http.Request) error {
 	if !ok {
 		return fmt.Errorf("this connection cannot stream events")
 	}
+	release, err := n.watchers.acquire(tokenID(r), n.cfg.Name)
+	if err != nil {
+		return err
+	}
+	defer release()
 	w.Header().Set("Content-Type", "text/event-stream")
 	w.Header().Set("Cache-Control", "no-store")
 	w.Header().Set("X-Accel-Buffering", "no")
@@ -54,8 +59,8 @@ func (n *Node) getEvents(w http.ResponseWriter, r *http.Request) error {
 		waitCtx, cancel := context.WithTimeout(ctx, eventsKeepAlive)
 		idx := n.fsm.Wait(waitCtx, last)
 		cancel()
-		if ctx.Err() != nil {
-			return nil
+		if ctx.Err() != nil || !n.tokenValid(r) {
+			return nil // the client left, the node is closing, or the stream's token was revoked
 		}
 		if idx > last {
 			last = idx
@@ -69,6 +74,17 @@ func (n *Node) getEvents(w http.ResponseWriter, r *http.Request) error {
 		}
 		flusher.Flush()
 	}
+}
+
+// tokenValid reports whether the token that authorised r still exists (a revoked token ends its streams).
+func (n *Node) tokenValid(r *http.Request) bool {
+	tok := TokenOf(r)
+	if tok == nil {
+		return true
+	}
+	ok := false
+	n.fsm.Read(func(s *raftfsm.State) { ok = s.Tokens[tok.ID] != nil })
+	return ok
 }
 
 func (n *Node) apiEvents() {

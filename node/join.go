@@ -20,6 +20,9 @@ import (
 // DefaultJoinTTL is how long a join token printed by `node init` stays valid.
 const DefaultJoinTTL = 24 * time.Hour
 
+// MaxJoinTTL is the longest a join token may stay valid: it admits anyone who holds it.
+const MaxJoinTTL = 30 * 24 * time.Hour
+
 // InitResult is what `node init` prints once: the admin API token and a join token.
 type InitResult struct {
 	Mesh       string `json:"mesh"`
@@ -42,8 +45,8 @@ func Init(cfg Config, meshName string, joinTTL time.Duration) (*Node, *InitResul
 	if meshName == "" {
 		meshName = "shoal"
 	}
-	if joinTTL <= 0 {
-		joinTTL = DefaultJoinTTL
+	if err := raftfsm.ValidTTL("join token ttl (--join-ttl)", joinTTL, MaxJoinTTL); err != nil {
+		return nil, nil, err
 	}
 	ca, err := transport.NewCA(meshName)
 	if err != nil {
@@ -171,6 +174,9 @@ func (n *Node) handleJoin(_ context.Context, _ string, body json.RawMessage) (an
 }
 
 func (n *Node) admit(req joinRequest) (*joinResponse, error) {
+	if err := raftfsm.ValidName("node", req.Name); err != nil {
+		return nil, &JoinRefused{err.Error() + ": give this server another --name"}
+	}
 	var (
 		mesh raftfsm.Mesh
 		jt   raftfsm.JoinToken

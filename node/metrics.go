@@ -55,6 +55,7 @@ func newMetrics(reg prometheus.Registerer, n *Node) *metrics {
 	reg.MustRegister(m.writes, m.commit, m.fsmApply, m.apiRequests, m.apiDuration, m.membershipChanges,
 		&nodeCollector{n: n},
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	reg.MustRegister(limitCollectors(n)...)
 	return m
 }
 

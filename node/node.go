@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -38,6 +39,9 @@ type Node struct {
 	members    *memberTable
 	httpLn     net.Listener
 	httpSrv    *http.Server
+	httpConns  *connLimiter
+	disk       *diskHealth
+	watchers   watchers
 	mux        *http.ServeMux
 	leaderCh   chan bool
 	left       chan struct{}
@@ -270,6 +274,9 @@ func (n *Node) startRaft() error {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return err
 	}
+	if err := checkRaftLog(filepath.Join(dir, "raft.db")); err != nil {
+		return err
+	}
 	store, err := raftboltdb.NewBoltStore(filepath.Join(dir, "raft.db"))
 	if err != nil {
 		return fmt.Errorf("open raft log %s: %w (is another node running on this data dir?)", dir, err)
@@ -306,7 +313,12 @@ func (n *Node) startRaft() error {
 		return fmt.Errorf("read raft log: %w", err)
 	}
 	n.startedAt = time.Now()
-	n.raft, err = raft.NewRaft(rc, n.applied, store, store, snaps, trans)
+	n.disk = &diskHealth{dir: dir}
+	n.raft, err = raft.NewRaft(rc, n.applied, &watchedLogStore{LogStore: store, health: n.disk}, store, snaps, trans)
+	if err != nil && strings.Contains(err.Error(), "snapshot") {
+		// Every snapshot in the directory failed to restore (raft logs why for each).
+		return &CorruptDataError{File: filepath.Join(dir, "snapshots"), Reason: err.Error()}
+	}
 	if err != nil {
 		return fmt.Errorf("start raft: %w", err)
 	}

@@ -177,20 +177,14 @@ func applyJoinTokenCreate(s *State, index uint64, c *JoinTokenCreate) (any, *Err
 
 func applyAppPut(s *State, index uint64, c *AppPut) (any, *Error) {
 	a := c.App
-	if err := checkName("app", a.Name); err != nil {
-		return nil, err
-	}
-	if strings.HasPrefix(a.Repo, "-") {
-		return nil, badRequest("repository URL %q may not start with '-'", a.Repo)
+	if err := ValidApp(&a); err != nil {
+		return nil, err.(*Error)
 	}
 	if a.Branch == "" {
 		a.Branch = "main"
 	}
 	if !branchRE.MatchString(a.Branch) || strings.HasPrefix(a.Branch, "-") {
 		return nil, badRequest("branch %q is not a valid git branch name", a.Branch)
-	}
-	if a.PollInterval < 0 {
-		return nil, badRequest("poll interval must not be negative")
 	}
 	for k := range a.BuildVars {
 		if !keyRE.MatchString(k) {
@@ -272,8 +266,8 @@ func validStrategy(st *Strategy) *Error {
 
 func applyEnvPut(s *State, index uint64, c *EnvPut) (any, *Error) {
 	e := c.Env
-	if err := checkName("environment", e.Name); err != nil {
-		return nil, err
+	if err := ValidEnv(&e); err != nil {
+		return nil, err.(*Error)
 	}
 	if _, ok := s.Apps[e.App]; !ok {
 		return nil, notFound("app %q does not exist: create it first", e.App)
@@ -283,11 +277,6 @@ func applyEnvPut(s *State, index uint64, c *EnvPut) (any, *Error) {
 	}
 	if err := validMinHealthy(e.MinHealthyTime); err != nil {
 		return nil, err
-	}
-	for _, srv := range e.Servers {
-		if srv == "" {
-			return nil, badRequest("a server name in an environment may not be empty")
-		}
 	}
 	for k := range e.Vars {
 		if !keyRE.MatchString(k) {

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"net/http"
 	"strconv"
+	"syscall"
 	"time"
 
 	"github.com/shoal-ci/shoal/node"
@@ -44,15 +45,24 @@ func (s *Service) postRelease(w http.ResponseWriter, r *http.Request) error {
 	if !exists() {
 		return node.Errorf(http.StatusNotFound, "app %q does not exist: create it first", app)
 	}
+	q := r.URL.Query()
+	if v := q.Get("version"); v != "" {
+		if err := raftfsm.ValidName("release", v); err != nil {
+			return err // before a byte of the archive is stored
+		}
+	}
 	meta, err := s.store.Import(r.Body, DefaultPieceSize)
 	if err != nil {
 		var tooLarge *http.MaxBytesError
-		if errors.As(err, &tooLarge) {
+		switch {
+		case errors.As(err, &tooLarge):
 			return node.Errorf(http.StatusRequestEntityTooLarge, "the archive is larger than %d bytes", MaxUpload)
+		case errors.Is(err, syscall.ENOSPC) || errors.Is(err, syscall.EDQUOT):
+			s.n.Logger().Error("release upload refused: the disk is full", "component", "spread", "app", app, "err", err)
+			return node.Errorf(http.StatusInsufficientStorage, "node %s has no disk space left for the archive: free space in its data dir, or push through another node", s.n.Name())
 		}
 		return node.Errorf(http.StatusBadRequest, "store the uploaded archive: %v", err)
 	}
-	q := r.URL.Query()
 	if v := q.Get("version"); v != "" {
 		// The same archive pushed again for an existing release (whose archive was collected everywhere)
 		// restores it: this node becomes a holder again.

@@ -1,6 +1,7 @@
 package transport
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -45,6 +46,7 @@ const (
 	codeClosing   quic.ApplicationErrorCode = 0
 	codeNoHandler quic.ApplicationErrorCode = 1
 	codeNoPeer    quic.ApplicationErrorCode = 2
+	codeBusy      quic.ApplicationErrorCode = 3
 )
 
 // ErrClosed is returned by an Endpoint's methods after Close.
@@ -55,6 +57,10 @@ type Config struct {
 	Bind     string // "127.0.0.1:7422"; port 0 picks a free port
 	Identity *Identity
 	Logger   *slog.Logger
+	// HandshakeBurst and HandshakeRate (per second) bound the handshakes from one source IP (limits.go);
+	// 0 takes the defaults.
+	HandshakeBurst int
+	HandshakeRate  float64
 }
 
 // ConnHandler serves one accepted connection; the connection is closed when it returns.
@@ -78,6 +84,12 @@ type Endpoint struct {
 	closeErr  error
 
 	acceptedTotal atomic.Int64 // connections that passed the handshake and reached a handler
+
+	// Limits on strangers (limits.go): handshakes per source IP, before and after address validation, and the
+	// join connections served at once.
+	unverified, verified *sourceLimiter
+	joinConns            atomic.Int64
+	refusedHandshakes    atomic.Int64
 
 	mu        sync.Mutex
 	closed    bool
@@ -145,18 +157,35 @@ func Listen(cfg Config) (*Endpoint, error) {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	e := &Endpoint{
-		id:       cfg.Identity,
-		log:      log,
-		udp:      udp,
-		tr:       &quic.Transport{Conn: udp, StatelessResetKey: resetKey},
-		qconf:    quicConfig(),
-		ctx:      ctx,
-		cancel:   cancel,
-		handlers: map[string]ConnHandler{},
-		accepted: map[*quic.Conn]struct{}{},
-		dials:    map[dialKey]*dialEntry{},
+		id:         cfg.Identity,
+		log:        log,
+		udp:        udp,
+		qconf:      quicConfig(),
+		ctx:        ctx,
+		cancel:     cancel,
+		handlers:   map[string]ConnHandler{},
+		accepted:   map[*quic.Conn]struct{}{},
+		dials:      map[dialKey]*dialEntry{},
+		unverified: newSourceLimiter(cmp.Or(float64(cfg.HandshakeBurst), handshakeBurst), cmp.Or(cfg.HandshakeRate, handshakeRate)),
+		verified:   newSourceLimiter(cmp.Or(float64(cfg.HandshakeBurst), handshakeBurst), cmp.Or(cfg.HandshakeRate, handshakeRate)),
 	}
-	e.ln, err = e.tr.Listen(e.serverTLS(), e.qconf)
+	// A source over its handshake rate must first prove its address with a Retry (a spoofer cannot), and a proven
+	// source over its rate is refused: a flood of handshakes costs this node little, and a spoofed one cannot make
+	// it refuse a real peer.
+	e.tr = &quic.Transport{Conn: udp, StatelessResetKey: resetKey,
+		VerifySourceAddress: func(a net.Addr) bool { return !e.unverified.allow(a) }}
+	lconf := e.qconf.Clone()
+	lconf.GetConfigForClient = func(info *quic.ClientInfo) (*quic.Config, error) {
+		if info.AddrVerified && !e.verified.allow(info.RemoteAddr) {
+			if e.refusedHandshakes.Add(1)%100 == 1 {
+				e.log.Warn("refusing handshakes from a source over its rate", "remote", info.RemoteAddr.String(),
+					"refused_total", e.refusedHandshakes.Load())
+			}
+			return nil, errors.New("too many handshakes from this address")
+		}
+		return e.qconf, nil
+	}
+	e.ln, err = e.tr.Listen(e.serverTLS(), lconf)
 	if err != nil {
 		cancel()
 		e.tr.Close()
@@ -168,6 +197,9 @@ func Listen(cfg Config) (*Endpoint, error) {
 	log.Info("QUIC endpoint listening", "addr", udp.LocalAddr().String(), "node", cfg.Identity.Name)
 	return e, nil
 }
+
+// RefusedHandshakes counts the handshakes refused because their source exceeded its rate.
+func (e *Endpoint) RefusedHandshakes() int64 { return e.refusedHandshakes.Load() }
 
 // Addr is the bound UDP address (with the real port when Bind asked for port 0).
 func (e *Endpoint) Addr() net.Addr { return e.udp.LocalAddr() }
@@ -225,10 +257,21 @@ func (e *Endpoint) serveConn(conn *quic.Conn) {
 		conn.CloseWithError(codeNoPeer, "a mesh node certificate is required")
 		return
 	}
+	if alpn == ALPNJoin {
+		if e.joinConns.Add(1) > joinConnsMax {
+			e.joinConns.Add(-1)
+			e.log.Warn("refused a join connection: too many at once", "remote", conn.RemoteAddr().String(), "max", joinConnsMax)
+			conn.CloseWithError(codeBusy, "too many join connections; retry later")
+			return
+		}
+	}
 	e.mu.Lock()
 	h := e.handlers[alpn]
 	if e.closed || h == nil {
 		e.mu.Unlock()
+		if alpn == ALPNJoin {
+			e.joinConns.Add(-1)
+		}
 		conn.CloseWithError(codeNoHandler, "protocol not served: "+alpn)
 		return
 	}
@@ -243,6 +286,9 @@ func (e *Endpoint) serveConn(conn *quic.Conn) {
 			e.mu.Lock()
 			delete(e.accepted, conn)
 			e.mu.Unlock()
+			if alpn == ALPNJoin {
+				e.joinConns.Add(-1)
+			}
 			conn.CloseWithError(codeClosing, "")
 		}()
 		h(conn, peer)

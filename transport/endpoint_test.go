@@ -154,7 +154,7 @@ func TestRPC(t *testing.T) {
 	srv.HandleRPC("panic", func(context.Context, string, json.RawMessage) (any, error) {
 		panic("handler bug")
 	})
-	srv.HandleRPC("big", func(_ context.Context, _ string, body json.RawMessage) (any, error) {
+	srv.HandleRPCLimit("big", 2<<20, func(_ context.Context, _ string, body json.RawMessage) (any, error) {
 		return json.RawMessage(body), nil
 	})
 
@@ -234,13 +234,13 @@ func TestFrameLimits(t *testing.T) {
 	}
 	buf.Reset()
 	buf.Write([]byte{0x01, 0x00, 0x00, 0x01}) // 16 MiB + 1
-	if _, err := readFrame(&buf); err == nil {
+	if _, err := readFrame(&buf, MaxFrame); err == nil {
 		t.Fatal("readFrame accepted an oversized length")
 	}
 	buf.Reset()
 	writeFrame(&buf, []byte(`{}`))
 	buf.WriteString("more")
-	if _, err := readFrame(&buf); err == nil {
+	if _, err := readFrame(&buf, MaxFrame); err == nil {
 		t.Fatal("readFrame accepted trailing data")
 	}
 }

@@ -57,33 +57,56 @@ type rpcResponse struct {
 	Error *RemoteError    `json:"error,omitempty"`
 }
 
-// rpcMux is the method table of one RPC ALPN.
+// rpcMux is the method table of one RPC ALPN, with each method's request frame limit.
 type rpcMux struct {
 	mu      sync.RWMutex
-	methods map[string]Handler
+	methods map[string]method
+	// maxFrame is the largest limit of any method: a frame above it is refused before its body is read.
+	maxFrame int
+	// streamsPerConn bounds the requests in flight on one connection (0: only the QUIC stream limit).
+	streamsPerConn int
 }
 
-func (m *rpcMux) lookup(method string) Handler {
+type method struct {
+	h        Handler
+	maxFrame int
+}
+
+func (m *rpcMux) lookup(name string) (method, bool) {
 	m.mu.RLock()
 	defer m.mu.RUnlock()
-	return m.methods[method]
+	h, ok := m.methods[name]
+	return h, ok
 }
 
-// HandleRPC serves method on ALPNRPC, which only peers with a mesh certificate can reach.
+func (m *rpcMux) frameLimit() int {
+	m.mu.RLock()
+	defer m.mu.RUnlock()
+	return m.maxFrame
+}
+
+// HandleRPC serves method on ALPNRPC, which only peers with a mesh certificate can reach. Its request frames are
+// limited to DefaultRPCMaxFrame bytes.
 func (e *Endpoint) HandleRPC(method string, h Handler) {
-	e.handleRPC(ALPNRPC, &e.rpc, method, h)
+	e.HandleRPCLimit(method, DefaultRPCMaxFrame, h)
+}
+
+// HandleRPCLimit is HandleRPC for a method whose requests may be up to maxFrame bytes (at most MaxFrame).
+func (e *Endpoint) HandleRPCLimit(method string, maxFrame int, h Handler) {
+	e.handleRPC(ALPNRPC, &e.rpc, method, min(maxFrame, MaxFrame), 0, h)
 }
 
 // HandleJoinRPC serves method on ALPNJoin, which needs no client certificate: the joiner has none yet. The
-// handler's peer is always "", and it must authenticate the request itself (the join token's secret).
+// handler's peer is always "", and it must authenticate the request itself (the join token's secret). Requests
+// are limited to JoinMaxFrame bytes, and a connection to joinStreamsPerConn requests at a time.
 func (e *Endpoint) HandleJoinRPC(method string, h Handler) {
-	e.handleRPC(ALPNJoin, &e.join, method, h)
+	e.handleRPC(ALPNJoin, &e.join, method, JoinMaxFrame, joinStreamsPerConn, h)
 }
 
-func (e *Endpoint) handleRPC(alpn string, mux **rpcMux, method string, h Handler) {
+func (e *Endpoint) handleRPC(alpn string, mux **rpcMux, name string, maxFrame, streams int, h Handler) {
 	e.mu.Lock()
 	if *mux == nil {
-		m := &rpcMux{methods: map[string]Handler{}}
+		m := &rpcMux{methods: map[string]method{}, streamsPerConn: streams}
 		*mux = m
 		e.handlers[alpn] = func(conn *quic.Conn, peer string) { e.serveRPCConn(conn, peer, m) }
 	}
@@ -91,18 +114,36 @@ func (e *Endpoint) handleRPC(alpn string, mux **rpcMux, method string, h Handler
 	e.mu.Unlock()
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	m.methods[method] = h
+	m.methods[name] = method{h: h, maxFrame: maxFrame}
+	m.maxFrame = max(m.maxFrame, maxFrame)
 }
 
 func (e *Endpoint) serveRPCConn(conn *quic.Conn, peer string, mux *rpcMux) {
+	var slots chan struct{}
+	if mux.streamsPerConn > 0 {
+		slots = make(chan struct{}, mux.streamsPerConn)
+	}
 	for {
 		st, err := conn.AcceptStream(conn.Context())
 		if err != nil {
 			return
 		}
+		if slots != nil {
+			select {
+			case slots <- struct{}{}:
+			default:
+				// Over the limit: reset the stream at once, so its data is neither read nor buffered.
+				st.CancelRead(codeCancelled)
+				st.CancelWrite(codeCancelled)
+				continue
+			}
+		}
 		e.wg.Add(1) // the counter is positive (this handler holds it), so adding here cannot race Close's Wait
 		go func() {
 			defer e.wg.Done()
+			if slots != nil {
+				defer func() { <-slots }()
+			}
 			e.serveRPCStream(st, peer, mux)
 		}()
 	}
@@ -125,7 +166,7 @@ func (e *Endpoint) serveRPCStream(st *quic.Stream, peer string, mux *rpcMux) {
 
 func (e *Endpoint) dispatch(st *quic.Stream, peer string, mux *rpcMux) (resp rpcResponse) {
 	st.SetReadDeadline(time.Now().Add(requestReadTimeout))
-	raw, err := readFrame(st)
+	raw, err := readFrame(st, mux.frameLimit())
 	if err != nil {
 		st.CancelRead(codeCancelled)
 		return errorResponse(CodeBadRequest, "read request: "+err.Error())
@@ -134,10 +175,14 @@ func (e *Endpoint) dispatch(st *quic.Stream, peer string, mux *rpcMux) (resp rpc
 	if err := json.Unmarshal(raw, &req); err != nil {
 		return errorResponse(CodeBadRequest, "decode request: "+err.Error())
 	}
-	h := mux.lookup(req.Method)
-	if h == nil {
+	m, ok := mux.lookup(req.Method)
+	if !ok {
 		return errorResponse(CodeUnknownMethod, fmt.Sprintf("unknown method %q (is the other node running the same version?)", req.Method))
 	}
+	if len(raw) > m.maxFrame {
+		return errorResponse(CodeBadRequest, fmt.Sprintf("request of %d bytes exceeds the %d byte limit of %q", len(raw), m.maxFrame, req.Method))
+	}
+	h := m.h
 	defer func() {
 		// A handler bug answers this request with an error instead of taking the whole node down.
 		if r := recover(); r != nil {
@@ -166,20 +211,23 @@ func errorResponse(code, msg string) rpcResponse {
 	return rpcResponse{Error: &RemoteError{Code: code, Message: msg}}
 }
 
-// readFrame reads one request or response frame, then expects the end of the stream: one request per stream.
-func readFrame(r io.Reader) ([]byte, error) {
+// readFrame reads one request or response frame of at most limit bytes, then expects the end of the stream: one
+// request per stream. Memory grows with the bytes that really arrive, not with the length the header declares.
+func readFrame(r io.Reader, limit int) ([]byte, error) {
 	var hdr [4]byte
 	if _, err := io.ReadFull(r, hdr[:]); err != nil {
 		return nil, fmt.Errorf("frame header: %w", err)
 	}
 	n := binary.BigEndian.Uint32(hdr[:])
-	if n > MaxFrame {
-		return nil, fmt.Errorf("frame of %d bytes exceeds the %d byte limit", n, MaxFrame)
+	if int64(n) > int64(limit) {
+		return nil, fmt.Errorf("frame of %d bytes exceeds the %d byte limit", n, limit)
 	}
-	buf := make([]byte, n)
-	if _, err := io.ReadFull(r, buf); err != nil {
-		return nil, fmt.Errorf("frame body: %w", err)
+	var body bytes.Buffer
+	body.Grow(int(min(n, 64<<10)))
+	if got, err := io.CopyN(&body, r, int64(n)); err != nil {
+		return nil, fmt.Errorf("frame body: %w (%d of %d bytes)", err, got, n)
 	}
+	buf := body.Bytes()
 	var extra [1]byte
 	if m, err := io.ReadFull(r, extra[:]); m > 0 {
 		return nil, errors.New("data after the frame; one frame per stream direction")
@@ -260,7 +308,7 @@ func roundTrip(ctx context.Context, st *quic.Stream, method string, req, resp an
 		return ctxErr(ctx, fmt.Errorf("send request: %w", err))
 	}
 	st.Close()
-	raw, err := readFrame(st)
+	raw, err := readFrame(st, MaxFrame)
 	if err != nil {
 		st.CancelRead(codeCancelled)
 		return ctxErr(ctx, fmt.Errorf("read response: %w", err))
