@@ -379,6 +379,10 @@ func TestDeployFailureAndCancelKeepStable(t *testing.T) {
 	if now := servingAll(app, m); fmt.Sprint(now) != fmt.Sprint(after) {
 		t.Fatalf("after G stalled in PreInstall the servers serve %v, before %v (the same processes)", now, after)
 	}
+	if gd.Rollback != "" {
+		// The servers serve B before the rollback deployment has heard from all of them: let it end.
+		waitDeployment(t, liveClients(m), gd.Rollback, 60*time.Second, raftfsm.DeploySucceeded)
+	}
 
 	// The next deployment works, and nothing that had finished changed.
 	g := app.deploy(cl, deployer.CreateRequest{Release: "F"})

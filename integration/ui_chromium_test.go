@@ -228,15 +228,16 @@ func TestUIChromiumPipeline(t *testing.T) {
 	prod.waitServing(30*time.Second, "v2", "n1")
 	p.shot("promoted")
 
-	// A crash-looping release in staging: the deployment's server row and the environment's servers name it.
+	// A crash-looping release in staging: the deployment's server row names it, and the environment's servers,
+	// back on the stable release v2 after the failure, say what the failed deployment met.
 	staging.pushFiles(cl, "v3", crashManifest("exit 1"))
 	d = staging.deploy(cl, deployer.CreateRequest{Release: "v3"})
 	waitDeployment(t, func() []*client.Client { return []*client.Client{cl} }, d.ID, 120*time.Second, raftfsm.DeployFailed)
 	p.eval(fmt.Sprintf("location.hash = '#/deployments/%s'", d.ID))
 	p.waitText(`[data-testid="node-n1"]`, "Exec is crash-looping: exit status 1 after")
 	p.eval(`location.hash = '#/envs/staging'`)
-	p.waitText(`[data-testid="runtime-release-n1"]`, "v3")
-	p.waitText(`[data-testid="server-n1"]`, "crash loop")
+	p.waitText(`[data-testid="runtime-release-n1"]`, "v2")
+	p.waitText(`[data-testid="server-n1"]`, "Exec is crash-looping")
 	p.waitText(`[data-testid="server-n1"]`, "exit status 1 after")
 	p.shot("crash-loop")
 	p.checkNoErrors()
