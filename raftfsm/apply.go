@@ -113,6 +113,9 @@ func apply(s *State, index uint64, c Command) (any, *Error) {
 	if v, err, ok := applyNotify(s, index, c); ok {
 		return v, err
 	}
+	if v, err, ok := applyBuildServer(s, index, c); ok {
+		return v, err
+	}
 	return nil, badRequest("command %T has no apply rule", c)
 }
 
@@ -197,6 +200,11 @@ func applyAppPut(s *State, index uint64, c *AppPut) (any, *Error) {
 			return nil, badRequest("build variable name %q is not valid: use letters, digits and '_'", k)
 		}
 	}
+	caps, cerr := checkCapabilities(a.BuildCapabilities)
+	if cerr != nil {
+		return nil, cerr
+	}
+	a.BuildCapabilities = caps
 	old, exists := s.Apps[a.Name]
 	switch {
 	case c.Create && exists:
@@ -328,7 +336,7 @@ func applyLeaderEpoch(s *State, index uint64, c *LeaderEpoch) (any, *Error) {
 	var requeued []string
 	for id, b := range s.Builds {
 		if b.State == BuildRunning {
-			b.State, b.Term, b.Node = BuildQueued, 0, ""
+			b.State, b.Term, b.Node, b.Remote, b.Renewals = BuildQueued, 0, "", false, 0
 			b.ModifyIndex = index
 			requeued = append(requeued, id)
 		}
@@ -404,6 +412,12 @@ func applyBuildFinish(s *State, index uint64, c *BuildFinish) (any, *Error) {
 	if c.Term != s.Term || b.Term != c.Term || b.State != BuildRunning {
 		return nil, conflict("build %q was started under leader term %d and is %s; term %d may not finish it (current term %d)",
 			c.ID, b.Term, b.State, c.Term, s.Term)
+	}
+	// A build server's result counts only while it holds the build's lease (the same node and attempt).
+	if b.Remote || c.Node != "" {
+		if err := leaseHolder(b, c.Node, c.Attempt); err != nil {
+			return nil, err
+		}
 	}
 	switch c.State {
 	case BuildSucceeded, BuildFailed, BuildCancelled:

@@ -59,9 +59,11 @@ type App struct {
 	// PollInterval makes the leader poll the repository with `git ls-remote` (0: webhooks or manual only).
 	PollInterval Duration `json:"poll_interval"`
 	// BuildVars are the app's build variables; the secret ones are redacted from logs.
-	BuildVars   map[string]Var `json:"build_vars,omitempty"`
-	NextBuild   uint64         `json:"next_build"`
-	NextRelease uint64         `json:"next_release"`
+	BuildVars map[string]Var `json:"build_vars,omitempty"`
+	// BuildCapabilities are what a build server must offer (values of its `build` tag) to build this app.
+	BuildCapabilities []string `json:"build_capabilities,omitempty"`
+	NextBuild         uint64   `json:"next_build"`
+	NextRelease       uint64   `json:"next_release"`
 	Meta
 }
 
@@ -136,6 +138,12 @@ type Build struct {
 	Release   string    `json:"release,omitempty"`
 	// CancelRequested asks the leader's builder to stop the build.
 	CancelRequested bool `json:"cancel_requested,omitempty"`
+	// Remote: the build runs on build server Node under a lease it renews (Renewals counts the renewals of this
+	// attempt); the leader requeues it when the renewals stop.
+	Remote   bool   `json:"remote,omitempty"`
+	Renewals uint64 `json:"renewals,omitempty"`
+	// Requeued says why the build was last taken back from a build server.
+	Requeued string `json:"requeued,omitempty"`
 	Meta
 }
 

@@ -1,0 +1,62 @@
+package raftfsm
+
+import "testing"
+
+// A build assigned to a build server is fenced twice: by the leader term (assign and requeue carry it) and by
+// the lease (the node and attempt must be the record's for a renewal or a result to count).
+func TestBuildServerLeaseFencing(t *testing.T) {
+	a := newApplier(t)
+	a.rejected(&AppPut{App: App{Name: "web", Repo: "/r", BuildCapabilities: []string{"linux", "bad cap"}}, Create: true}, KindBadRequest)
+	app := as[App](t, a.ok(&AppPut{App: App{Name: "web", Repo: "/r", BuildCapabilities: []string{"linux", "docker", "linux"}}, Create: true}))
+	if len(app.BuildCapabilities) != 2 || app.BuildCapabilities[0] != "docker" {
+		t.Fatalf("capabilities not normalized: %v", app.BuildCapabilities)
+	}
+	a.ok(&LeaderEpoch{Term: 2, Node: "v1"})
+	b := as[Build](t, a.ok(&BuildQueue{App: "web", Commit: "c1", Branch: "main", Trigger: "push", At: t0}))
+
+	a.rejected(&BuildAssign{ID: b.ID, Term: 1, Node: "b1", At: t0}, KindConflict) // an old term
+	a.rejected(&BuildAssign{ID: b.ID, Term: 2, At: t0}, KindBadRequest)           // no server
+	a.rejected(&BuildLease{ID: b.ID, Node: "b1", Attempt: 1}, KindConflict)       // not assigned yet
+	got := as[Build](t, a.ok(&BuildAssign{ID: b.ID, Term: 2, Node: "b1", At: t0}))
+	if got.State != BuildRunning || got.Node != "b1" || !got.Remote || got.Attempt != 1 {
+		t.Fatalf("assigned build %+v", got)
+	}
+	a.rejected(&BuildAssign{ID: b.ID, Term: 2, Node: "b2", At: t0}, KindConflict) // already running
+	a.rejected(&BuildLease{ID: b.ID, Node: "b2", Attempt: 1}, KindConflict)       // another node
+	if r := as[Build](t, a.ok(&BuildLease{ID: b.ID, Node: "b1", Attempt: 1})); r.Renewals != 1 {
+		t.Fatalf("renewals %d after one renewal", r.Renewals)
+	}
+	// The leader saw no renewal since 0: the renewal committed meanwhile wins and the requeue is refused.
+	a.rejected(&BuildRequeue{ID: b.ID, Term: 2, Attempt: 1, Renewals: 0, Reason: "lease expired", At: t0}, KindConflict)
+	a.rejected(&BuildRequeue{ID: b.ID, Term: 1, Attempt: 1, Renewals: 1, Reason: "lease expired", At: t0}, KindConflict)
+	req := as[Build](t, a.ok(&BuildRequeue{ID: b.ID, Term: 2, Attempt: 1, Renewals: 1, Reason: "lease of b1 expired", At: t0}))
+	if req.State != BuildQueued || req.Node != "" || req.Remote || req.Requeued != "lease of b1 expired" {
+		t.Fatalf("requeued build %+v", req)
+	}
+
+	rel := &Release{Digest: "abc", Size: 10, PieceSize: 4, Holders: []string{"b1"}}
+	// b1 comes back with its result after losing the lease: refused, as a result, state unchanged.
+	a.rejected(&BuildFinish{ID: b.ID, Term: 2, Node: "b1", Attempt: 1, State: BuildSucceeded, Release: rel, At: t0}, KindConflict)
+	a.rejected(&BuildLease{ID: b.ID, Node: "b1", Attempt: 1}, KindConflict)
+
+	a.ok(&BuildAssign{ID: b.ID, Term: 2, Node: "b2", At: t0})
+	// The old holder's result is still refused though the build runs again (other node, other attempt), and a
+	// result without a lease (as the leader's own runner sends) cannot finish a build server's build either.
+	a.rejected(&BuildFinish{ID: b.ID, Term: 2, Node: "b1", Attempt: 1, State: BuildSucceeded, Release: rel, At: t0}, KindConflict)
+	a.rejected(&BuildFinish{ID: b.ID, Term: 2, Node: "b2", Attempt: 1, State: BuildSucceeded, Release: rel, At: t0}, KindConflict)
+	a.rejected(&BuildFinish{ID: b.ID, Term: 2, State: BuildSucceeded, Release: rel, At: t0}, KindConflict)
+	rel.Holders = []string{"b2"}
+	r := as[Release](t, a.ok(&BuildFinish{ID: b.ID, Term: 2, Node: "b2", Attempt: 2, State: BuildSucceeded, Release: rel, At: t0}))
+	if r.Version != "v1" || len(r.Holders) != 1 || r.Holders[0] != "b2" {
+		t.Fatalf("release %+v", r)
+	}
+
+	// A new leader term takes back a build server's running build too (the assignment was the old term's).
+	b2 := as[Build](t, a.ok(&BuildQueue{App: "web", Commit: "c2", Branch: "main", Trigger: "push", At: t0}))
+	a.ok(&BuildAssign{ID: b2.ID, Term: 2, Node: "b1", At: t0})
+	a.ok(&LeaderEpoch{Term: 3, Node: "v2"})
+	a.rejected(&BuildLease{ID: b2.ID, Node: "b1", Attempt: 1}, KindConflict)
+	a.rejected(&BuildFinish{ID: b2.ID, Term: 2, Node: "b1", Attempt: 1, State: BuildFailed, At: t0}, KindConflict)
+	a.ok(&BuildAssign{ID: b2.ID, Term: 3, Node: "b1", At: t0})
+	a.ok(&BuildFinish{ID: b2.ID, Term: 3, Node: "b1", Attempt: 2, State: BuildFailed, Error: "x", At: t0})
+}
