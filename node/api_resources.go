@@ -65,6 +65,8 @@ type appInput struct {
 	AutoBuild     *bool                   `json:"auto_build"`
 	PollInterval  *raftfsm.Duration       `json:"poll_interval"`
 	BuildVars     *map[string]raftfsm.Var `json:"build_vars"`
+	// BuildCapabilities: what a build server must offer to build the app (builder/assign.go).
+	BuildCapabilities *[]string `json:"build_capabilities"`
 }
 
 func (in *appInput) applyTo(a *raftfsm.App) {
@@ -75,6 +77,7 @@ func (in *appInput) applyTo(a *raftfsm.App) {
 	set(&a.WebhookSecret, in.WebhookSecret)
 	set(&a.AutoBuild, in.AutoBuild)
 	set(&a.PollInterval, in.PollInterval)
+	set(&a.BuildCapabilities, in.BuildCapabilities)
 	if in.BuildVars != nil {
 		keepSecrets(*in.BuildVars, a.BuildVars)
 		a.BuildVars = *in.BuildVars

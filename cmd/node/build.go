@@ -8,6 +8,7 @@ import (
 	"io"
 	"net/http"
 	"net/url"
+	"os"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -22,7 +23,16 @@ import (
 
 // attachBuilder starts the builder on a started node, sharing the node's artifact store, and returns its stop.
 func attachBuilder(n *node.Node, store *artifact.Store) (func(), error) {
-	b, err := builder.Attach(n, builder.Options{Store: store})
+	opts := builder.Options{Store: store}
+	// SHOAL_BUILD_LEASE tunes how long a silent build server keeps its builds (docs/builds.md).
+	if v := os.Getenv("SHOAL_BUILD_LEASE"); v != "" {
+		d, err := time.ParseDuration(v)
+		if err != nil || d < 300*time.Millisecond {
+			return nil, fmt.Errorf("SHOAL_BUILD_LEASE=%q is not a duration of at least 300ms (for example 10s)", v)
+		}
+		opts.LeaseTTL = d
+	}
+	b, err := builder.Attach(n, opts)
 	if err != nil {
 		return nil, fmt.Errorf("start the builder: %w", err)
 	}
@@ -175,15 +185,21 @@ func (c *cli) buildsCmd() *cobra.Command {
 			if state != "" {
 				q.Set("state", state)
 			}
-			var bs []raftfsm.Build
+			var bs []builder.BuildView
 			if _, err := c.api().Get(ctx(), "/v1/apps/"+url.PathEscape(args[0])+"/builds?"+q.Encode(), &bs); err != nil {
 				return explain(err)
 			}
 			return c.print(bs, func(w *tabwriter.Writer) {
 				fmt.Fprintln(w, "ID\tSTATE\tTRIGGER\tBRANCH\tCOMMIT\tRELEASE\tNODE\tQUEUED\tTOOK")
 				for _, b := range bs {
-					fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", b.ID, buildState(b), b.Trigger, dash(b.Branch),
-						short(b.Commit), dash(b.Release), dash(b.Node), ago(b.QueuedAt), took(b))
+					fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", b.ID, buildState(b.Build), b.Trigger, dash(b.Branch),
+						short(b.Commit), dash(b.Release), dash(b.Node), ago(b.QueuedAt), took(b.Build))
+				}
+				w.Flush()
+				for _, b := range bs {
+					if b.Waiting != "" {
+						fmt.Fprintf(w, "%s waits: %s\n", b.ID, b.Waiting)
+					}
 				}
 			})
 		},

@@ -264,6 +264,9 @@ func (c *cli) appTable(w *tabwriter.Writer, a node.AppView) {
 	if a.PollInterval > 0 {
 		fmt.Fprintf(w, "poll every:\t%s\n", time.Duration(a.PollInterval))
 	}
+	if len(a.BuildCapabilities) > 0 {
+		fmt.Fprintf(w, "build capabilities:\t%s\n", strings.Join(a.BuildCapabilities, ", "))
+	}
 	for _, k := range sortedKeys(a.BuildVars) {
 		v := a.BuildVars[k]
 		val := v.Value
@@ -280,6 +283,7 @@ type appFlags struct {
 	autoBuild                      bool
 	poll                           time.Duration
 	vars, secretVars               []string
+	caps                           []string
 }
 
 func (f *appFlags) register(cmd *cobra.Command) {
@@ -292,6 +296,8 @@ func (f *appFlags) register(cmd *cobra.Command) {
 	fl.DurationVar(&f.poll, "poll", 0, "poll the repository with git ls-remote at this interval (0: off)")
 	fl.StringArrayVar(&f.vars, "var", nil, "build variable KEY=VALUE (repeatable)")
 	fl.StringArrayVar(&f.secretVars, "secret-var", nil, "secret build variable KEY=VALUE, redacted from logs (repeatable)")
+	fl.StringSliceVar(&f.caps, "build-capability", nil,
+		"capability a build server must offer (its --tag build=...) to build this app (repeatable or comma-separated; \"\" clears)")
 }
 
 func (f *appFlags) body(cmd *cobra.Command) (map[string]any, error) {
@@ -314,6 +320,15 @@ func (f *appFlags) body(cmd *cobra.Command) (map[string]any, error) {
 	}
 	if ch("poll") {
 		b["poll_interval"] = f.poll.String()
+	}
+	if ch("build-capability") {
+		caps := []string{}
+		for _, c := range f.caps {
+			if c = strings.TrimSpace(c); c != "" {
+				caps = append(caps, c)
+			}
+		}
+		b["build_capabilities"] = caps
 	}
 	if ch("var") || ch("secret-var") {
 		vars, err := varsOf(f.vars, f.secretVars)
