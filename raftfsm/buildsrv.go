@@ -101,7 +101,7 @@ func applyBuildAssign(s *State, index uint64, c *BuildAssign) (any, *Error) {
 		return nil, conflict("build %q is %s, not queued", c.ID, b.State)
 	}
 	b.State, b.Term, b.Node, b.StartedAt = BuildRunning, c.Term, c.Node, c.At
-	b.Remote, b.Renewals, b.Requeued = true, 0, ""
+	b.Remote, b.Renewals = true, 0
 	b.Attempt++
 	b.ModifyIndex = index
 	return b, nil
