@@ -67,6 +67,7 @@ type appInput struct {
 	BuildVars     *map[string]raftfsm.Var `json:"build_vars"`
 	// BuildCapabilities: what a build server must offer to build the app (builder/assign.go).
 	BuildCapabilities *[]string `json:"build_capabilities"`
+	PullRequests      *bool     `json:"pull_requests"`
 }
 
 func (in *appInput) applyTo(a *raftfsm.App) {
@@ -78,6 +79,7 @@ func (in *appInput) applyTo(a *raftfsm.App) {
 	set(&a.AutoBuild, in.AutoBuild)
 	set(&a.PollInterval, in.PollInterval)
 	set(&a.BuildCapabilities, in.BuildCapabilities)
+	set(&a.PullRequests, in.PullRequests)
 	if in.BuildVars != nil {
 		keepSecrets(*in.BuildVars, a.BuildVars)
 		a.BuildVars = *in.BuildVars
@@ -260,6 +262,8 @@ type envInput struct {
 	Vars       *map[string]raftfsm.Var `json:"vars"`
 	AutoDeploy *bool                   `json:"auto_deploy"`
 	Strategy   *raftfsm.Strategy       `json:"strategy"`
+	// AllowPullRequests: releases built from pull requests may be deployed here by hand.
+	AllowPullRequests *bool `json:"allow_pull_requests"`
 }
 
 func (in *envInput) applyTo(e *raftfsm.Env) {
@@ -269,6 +273,7 @@ func (in *envInput) applyTo(e *raftfsm.Env) {
 	set(&e.Tags, in.Tags)
 	set(&e.AutoDeploy, in.AutoDeploy)
 	set(&e.Strategy, in.Strategy)
+	set(&e.AllowPullRequests, in.AllowPullRequests)
 	if in.Vars != nil {
 		keepSecrets(*in.Vars, e.Vars)
 		e.Vars = *in.Vars

@@ -352,8 +352,18 @@ func applyBuildQueue(s *State, index uint64, c *BuildQueue) (any, *Error) {
 	}
 	switch c.Trigger {
 	case "push", "poll", "manual":
+		if c.PullRequest != 0 {
+			return nil, badRequest("only a pull_request build names a pull request")
+		}
+	case TriggerPullRequest:
+		if c.PullRequest <= 0 {
+			return nil, badRequest("a pull_request build needs the request's number")
+		}
+		if !a.PullRequests {
+			return nil, conflict("app %q does not build pull requests: turn them on with `node app update %s --pull-requests`", c.App, c.App)
+		}
 	default:
-		return nil, badRequest("build trigger %q is not one of push, poll, manual", c.Trigger)
+		return nil, badRequest("build trigger %q is not one of push, poll, manual, pull_request", c.Trigger)
 	}
 	if c.Delivery != "" {
 		if slices.Contains(s.Deliveries[c.App], c.Delivery) {
@@ -369,7 +379,7 @@ func applyBuildQueue(s *State, index uint64, c *BuildQueue) (any, *Error) {
 	// released for this branch is the same build.
 	if c.Commit != "" && c.Trigger != "manual" {
 		for _, b := range s.Builds {
-			if b.App == c.App && b.Commit == c.Commit && b.Branch == c.Branch &&
+			if b.App == c.App && b.Commit == c.Commit && b.Branch == c.Branch && b.PullRequest == c.PullRequest &&
 				(b.State == BuildQueued || b.State == BuildRunning || b.State == BuildSucceeded) {
 				return b, nil
 			}
@@ -381,7 +391,7 @@ func applyBuildQueue(s *State, index uint64, c *BuildQueue) (any, *Error) {
 	b := &Build{
 		ID: fmt.Sprintf("%s-%d", c.App, n), App: c.App, Number: n, Commit: c.Commit, Ref: c.Ref,
 		Branch: c.Branch, Message: c.Message, Trigger: c.Trigger, State: BuildQueued, QueuedAt: c.At,
-		Meta: Meta{CreateIndex: index, ModifyIndex: index},
+		PullRequest: c.PullRequest, Meta: Meta{CreateIndex: index, ModifyIndex: index},
 	}
 	s.Builds[b.ID] = b
 	return b, nil
@@ -432,6 +442,10 @@ func applyBuildFinish(s *State, index uint64, c *BuildFinish) (any, *Error) {
 	if c.State == BuildSucceeded && c.Release != nil {
 		r := *c.Release
 		r.Build, r.Commit, r.Branch = b.ID, b.Commit, b.Branch
+		if r.PullRequest = b.PullRequest; r.PullRequest > 0 {
+			// Apart from the app's own versions, whatever CustomVersionCmd said.
+			r.Version = fmt.Sprintf("pr%d-%d", b.PullRequest, b.Number)
+		}
 		var err *Error
 		if rel, err = addRelease(s, index, a, r); err != nil {
 			return nil, err
@@ -515,8 +529,12 @@ func applyDeployCreate(s *State, index uint64, c *DeployCreate) (any, *Error) {
 		return nil, badRequest("deployment kind %q is not one of deploy, restart, terminate", d.Kind)
 	}
 	if d.Kind == DeployKindDeploy {
-		if _, ok := s.Releases[ReleaseKey(e.App, d.Release)]; !ok {
+		r, ok := s.Releases[ReleaseKey(e.App, d.Release)]
+		if !ok {
 			return nil, notFound("app %q has no release %q", e.App, d.Release)
+		}
+		if err := pullRequestDeploy(e, r, d.By); err != nil {
+			return nil, err
 		}
 	}
 	for _, other := range s.Deploys {

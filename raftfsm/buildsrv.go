@@ -3,8 +3,28 @@ package raftfsm
 import (
 	"regexp"
 	"slices"
+	"strings"
 	"time"
 )
+
+// TriggerPullRequest is the trigger of a build of a pull or merge request's head.
+const TriggerPullRequest = "pull_request"
+
+// pullRequestDeploy refuses a deployment of a release built from a pull request unless a person asks for it
+// (not auto deploy, not a promotion) and the environment allows pull request releases.
+func pullRequestDeploy(e *Env, r *Release, by string) *Error {
+	if r.PullRequest == 0 {
+		return nil
+	}
+	if by == "auto-deploy" || strings.HasPrefix(by, "promotion") {
+		return conflict("release %s is from pull request #%d: auto deploy and promotion never deploy it", r.Version, r.PullRequest)
+	}
+	if !e.AllowPullRequests {
+		return conflict("release %s is from pull request #%d and environment %q does not allow pull request releases: `node env update %s --allow-pull-requests`",
+			r.Version, r.PullRequest, e.Name, e.Name)
+	}
+	return nil
+}
 
 // Build server commands: the leader assigns a queued build to a build server under its term, the build server
 // renews a lease on it, and the leader takes back a build whose lease it saw expire.

@@ -60,3 +60,38 @@ func TestBuildServerLeaseFencing(t *testing.T) {
 	a.ok(&BuildAssign{ID: b2.ID, Term: 3, Node: "b1", At: t0})
 	a.ok(&BuildFinish{ID: b2.ID, Term: 3, Node: "b1", Attempt: 2, State: BuildFailed, Error: "x", At: t0})
 }
+
+// A pull request build makes a release marked with the request, named apart from the app's versions; it
+// deploys by hand only to an environment that allows pull requests, and never by auto deploy or promotion.
+func TestPullRequestReleases(t *testing.T) {
+	a := newApplier(t)
+	a.ok(&AppPut{App: App{Name: "web", Repo: "/r"}, Create: true})
+	a.ok(&LeaderEpoch{Term: 2, Node: "v1"})
+	// Opt-in: an app that does not build pull requests refuses them; the trigger and the number go together.
+	a.rejected(&BuildQueue{App: "web", Commit: "c1", Branch: "feature", Trigger: TriggerPullRequest, PullRequest: 7, At: t0}, KindConflict)
+	a.ok(&AppPut{App: App{Name: "web", Repo: "/r", PullRequests: true}})
+	a.rejected(&BuildQueue{App: "web", Commit: "c1", Branch: "feature", Trigger: TriggerPullRequest, At: t0}, KindBadRequest)
+	a.rejected(&BuildQueue{App: "web", Commit: "c1", Branch: "feature", Trigger: "push", PullRequest: 7, At: t0}, KindBadRequest)
+
+	push := as[Build](t, a.ok(&BuildQueue{App: "web", Commit: "c1", Branch: "feature", Trigger: "push", At: t0}))
+	pr := as[Build](t, a.ok(&BuildQueue{App: "web", Commit: "c1", Branch: "feature", Trigger: TriggerPullRequest, PullRequest: 7, At: t0}))
+	if pr.ID == push.ID || pr.PullRequest != 7 {
+		t.Fatalf("the pull request's build of a pushed commit is its own build: %+v vs %+v", pr, push)
+	}
+	a.ok(&BuildStart{ID: pr.ID, Term: 2, Node: "v1", At: t0})
+	rel := as[Release](t, a.ok(&BuildFinish{ID: pr.ID, Term: 2, State: BuildSucceeded, At: t0,
+		Release: &Release{Version: "1.0.0", Digest: "d", Size: 1, PieceSize: 1}}))
+	if rel.PullRequest != 7 || rel.Version != "pr7-2" {
+		t.Fatalf("pull request release %+v", rel)
+	}
+	if app := as[App](t, a.ok(&AppPut{App: App{Name: "web", Repo: "/r", PullRequests: true}})); app.NextRelease != 1 {
+		t.Fatalf("a pull request release took the app's version v%d", app.NextRelease-1)
+	}
+
+	a.ok(&EnvPut{Env: Env{Name: "prod", App: "web"}, Create: true})
+	a.ok(&EnvPut{Env: Env{Name: "review", App: "web", AllowPullRequests: true}, Create: true})
+	a.rejected(&DeployCreate{Deployment: Deployment{ID: "d1", Env: "prod", Release: rel.Version, By: "ada"}}, KindConflict)
+	a.rejected(&DeployCreate{Deployment: Deployment{ID: "d2", Env: "review", Release: rel.Version, By: "auto-deploy"}}, KindConflict)
+	a.rejected(&DeployCreate{Deployment: Deployment{ID: "d3", Env: "review", Release: rel.Version, By: "promotion from prod by ada"}}, KindConflict)
+	a.ok(&DeployCreate{Deployment: Deployment{ID: "d4", Env: "review", Release: rel.Version, By: "ada"}})
+}

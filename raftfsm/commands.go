@@ -185,6 +185,8 @@ type BuildQueue struct {
 	Trigger  string
 	Delivery string
 	At       time.Time
+	// PullRequest is the request's number for trigger pull_request (and only for it).
+	PullRequest int `json:",omitempty"`
 }
 
 // BuildStart marks a queued build running under the given leader term.

@@ -62,8 +62,10 @@ type App struct {
 	BuildVars map[string]Var `json:"build_vars,omitempty"`
 	// BuildCapabilities are what a build server must offer (values of its `build` tag) to build this app.
 	BuildCapabilities []string `json:"build_capabilities,omitempty"`
-	NextBuild         uint64   `json:"next_build"`
-	NextRelease       uint64   `json:"next_release"`
+	// PullRequests builds the head commit of each pull or merge request a webhook announces (opt-in).
+	PullRequests bool   `json:"pull_requests,omitempty"`
+	NextBuild    uint64 `json:"next_build"`
+	NextRelease  uint64 `json:"next_release"`
 	Meta
 }
 
@@ -96,6 +98,8 @@ type Env struct {
 	Vars       map[string]Var    `json:"vars"`
 	AutoDeploy bool              `json:"auto_deploy"`
 	Strategy   Strategy          `json:"strategy"`
+	// AllowPullRequests lets a release built from a pull request be deployed here, by hand only.
+	AllowPullRequests bool `json:"allow_pull_requests,omitempty"`
 	// Desired is the release version the environment should run; Stable the last one that deployed successfully.
 	Desired string `json:"desired"`
 	Stable  string `json:"stable"`
@@ -144,6 +148,8 @@ type Build struct {
 	Renewals uint64 `json:"renewals,omitempty"`
 	// Requeued says why the build was last taken back from a build server.
 	Requeued string `json:"requeued,omitempty"`
+	// PullRequest is the number of the pull or merge request whose head this build is (trigger pull_request).
+	PullRequest int `json:"pull_request,omitempty"`
 	Meta
 }
 
@@ -170,6 +176,9 @@ type Release struct {
 	Pieces    []string  `json:"pieces"`
 	Holders   []string  `json:"holders"`
 	CreatedAt time.Time `json:"created_at"`
+	// PullRequest marks a release built from a pull or merge request: auto deploy and promotion never pick it,
+	// and it deploys by hand only to environments that allow pull requests.
+	PullRequest int `json:"pull_request,omitempty"`
 	Meta
 }
 

@@ -280,7 +280,7 @@ func (c *cli) appTable(w *tabwriter.Writer, a node.AppView) {
 // appFlags are the settable fields of an app; only flags the user gave are sent.
 type appFlags struct {
 	repo, branch, manifest, secret string
-	autoBuild                      bool
+	autoBuild, pullRequests        bool
 	poll                           time.Duration
 	vars, secretVars               []string
 	caps                           []string
@@ -293,6 +293,7 @@ func (f *appFlags) register(cmd *cobra.Command) {
 	fl.StringVar(&f.manifest, "manifest", "", "manifest path in the repository (default shoal.yml, then distelli-manifest.yml)")
 	fl.StringVar(&f.secret, "webhook-secret", "", "secret that push webhooks are signed with")
 	fl.BoolVar(&f.autoBuild, "auto-build", false, "build every push to the branch")
+	fl.BoolVar(&f.pullRequests, "pull-requests", false, "build the head of each pull/merge request a webhook announces (releases marked as from a pull request)")
 	fl.DurationVar(&f.poll, "poll", 0, "poll the repository with git ls-remote at this interval (0: off)")
 	fl.StringArrayVar(&f.vars, "var", nil, "build variable KEY=VALUE (repeatable)")
 	fl.StringArrayVar(&f.secretVars, "secret-var", nil, "secret build variable KEY=VALUE, redacted from logs (repeatable)")
@@ -317,6 +318,9 @@ func (f *appFlags) body(cmd *cobra.Command) (map[string]any, error) {
 	}
 	if ch("auto-build") {
 		b["auto_build"] = f.autoBuild
+	}
+	if ch("pull-requests") {
+		b["pull_requests"] = f.pullRequests
 	}
 	if ch("poll") {
 		b["poll_interval"] = f.poll.String()
@@ -479,6 +483,7 @@ type envFlags struct {
 	servers, tags        []string
 	vars, secretVars     []string
 	autoDeploy, rollback bool
+	allowPRs             bool
 	strategy             string
 	batch                string
 	minHealthy, abort    int
@@ -497,6 +502,7 @@ func (f *envFlags) register(cmd *cobra.Command) {
 	fl.IntVar(&f.minHealthy, "min-healthy", 0, "servers that must stay healthy during a rolling deploy")
 	fl.IntVar(&f.abort, "abort-after", 0, "failed servers that abort a deployment (0: the first)")
 	fl.BoolVar(&f.rollback, "auto-rollback", false, "on a failed deployment, go back to the last stable release and pin")
+	fl.BoolVar(&f.allowPRs, "allow-pull-requests", false, "let releases built from pull requests be deployed here (by hand only)")
 }
 
 func (f *envFlags) body(cmd *cobra.Command) (map[string]any, error) {
@@ -507,6 +513,9 @@ func (f *envFlags) body(cmd *cobra.Command) (map[string]any, error) {
 	}
 	if ch("server") {
 		b["servers"] = f.servers
+	}
+	if ch("allow-pull-requests") {
+		b["allow_pull_requests"] = f.allowPRs
 	}
 	if ch("tag") {
 		tags, err := parseKV(f.tags, "--tag")
