@@ -157,6 +157,14 @@ package:
 			t.Errorf("releases on %s: %+v; want one, held by %s", n.name, rels, other.name)
 		}
 	}
+	// From the build server, the release spreads peer to peer to other nodes.
+	eventually(t, 60*time.Second, "the release to spread from the build server", func() (bool, string) {
+		var rel raftfsm.Release
+		if _, err := api.Get(ctx, "/v1/apps/web/releases/v1", &rel); err != nil {
+			return false, err.Error()
+		}
+		return len(rel.Holders) >= 2 && slices.Contains(rel.Holders, other.name), fmt.Sprint(rel.Holders)
+	})
 	if lg := readLog(m.client(voters[2]), hc, b.ID); !strings.Contains(lg, "build succeeded: release v1") {
 		t.Errorf("log through %s:\n%s", voters[2].name, lg)
 	}
