@@ -240,6 +240,7 @@ func TestWebhookRefusals(t *testing.T) {
 	deleted := []byte(`{"ref":"refs/heads/gone","before":"` + sha2nd + `","after":"0000000000000000000000000000000000000000","deleted":true,"head_commit":null}`)
 	glDeleted := gitlabPushBody("push", "refs/heads/gone", "")
 	badJSON := []byte(`{"ref": "refs/heads/main", "after": 12}`)
+	mrClosed := []byte(`{"object_kind":"merge_request","object_attributes":{"iid":3,"action":"close","source_branch":"f","target_branch":"main","last_commit":{"id":"` + sha2nd + `"}}}`)
 
 	tests := []struct {
 		name   string
@@ -260,7 +261,9 @@ func TestWebhookRefusals(t *testing.T) {
 		{"gitlab missing token", gitlabHeaders("Push Hook", ""), glBody, hookSecret, ErrBadSignature},
 		{"github ping", githubHeaders("ping", pingBody), pingBody, hookSecret, ErrNotPush},
 		{"gitea issue", giteaHeaders("issues", gtBody), gtBody, hookSecret, ErrNotPush},
-		{"gitlab merge request", gitlabHeaders("Merge Request Hook", hookSecret), glBody, hookSecret, ErrNotPush},
+		// A merge request closed puts no new commit on it; one without its attributes is malformed.
+		{"gitlab merge request closed", gitlabHeaders("Merge Request Hook", hookSecret), mrClosed, hookSecret, ErrNotPush},
+		{"gitlab merge request without attributes", gitlabHeaders("Merge Request Hook", hookSecret), glBody, hookSecret, ErrBadPayload},
 		{"github branch deleted", githubHeaders("push", deleted), deleted, hookSecret, ErrNotPush},
 		{"gitlab branch deleted", gitlabHeaders("Push Hook", hookSecret), glDeleted, hookSecret, ErrNotPush},
 		{"bad payload", githubHeaders("push", badJSON), badJSON, hookSecret, ErrBadPayload},
