@@ -5,6 +5,7 @@ import (
 	"context"
 	"fmt"
 	"net/http"
+	"os"
 	"os/exec"
 	"path/filepath"
 	"slices"
@@ -172,5 +173,62 @@ package:
 		if matches, _ := filepath.Glob(filepath.Join(v.dir, "builds", "*.log")); len(matches) > 0 {
 			t.Errorf("voter %s wrote build logs %v: a build ran on it", v.name, matches)
 		}
+	}
+
+	// The leader is killed -9 while a build server builds: the new leader's term takes the build back (the
+	// assignment was the old term's), the build server stops it, and it runs again under the new term to one
+	// release.
+	sha2 := repo.commit("web 2", map[string]string{"shoal.yml": `
+build:
+  build:
+    - mktemp "$GATE.started.XXXXXX"
+    - i=0; while [ ! -e "$GATE.2" ] && [ $i -lt 2400 ]; do sleep 0.05; i=$((i+1)); done
+package:
+  include: [shoal.yml]
+`})
+	var nb raftfsm.Build
+	if _, err := api.Post(ctx, "/v1/apps/web/builds", builder.BuildRequest{}, &nb); err != nil {
+		t.Fatal(err)
+	}
+	run1 := waitBuildVia(t, api, nb.ID, "running on the build server", 30*time.Second, func(b raftfsm.Build) bool {
+		return b.State == raftfsm.BuildRunning && b.Node == other.name
+	})
+	eventually(t, 30*time.Second, "the build's script to start", func() (bool, string) {
+		started, _ := filepath.Glob(g.path + ".started.*")
+		return len(started) == 3, fmt.Sprintf("%d started", len(started))
+	})
+	leader = m.waitLeader(voters...)
+	leader.proc.Kill()
+	var survivors []*pnode
+	for _, v := range voters {
+		if v != leader {
+			survivors = append(survivors, v)
+		}
+	}
+	sapi := m.client(m.waitLeader(survivors...))
+	sapi.RetryNoLeader = 30 * time.Second
+	run2 := waitBuildVia(t, sapi, nb.ID, "running again under the new term", 60*time.Second, func(b raftfsm.Build) bool {
+		return b.State == raftfsm.BuildRunning && b.Term > run1.Term
+	})
+	if run2.Node != other.name || run2.Attempt != run1.Attempt+1 {
+		t.Fatalf("after the leader's kill: %+v (before: %+v)", run2, run1)
+	}
+	eventually(t, 30*time.Second, "the second attempt's script to start", func() (bool, string) {
+		started, _ := filepath.Glob(g.path + ".started.*")
+		return len(started) == 4, fmt.Sprintf("%d started", len(started))
+	})
+	if err := os.WriteFile(g.path+".2", nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	end := waitBuildVia(t, sapi, nb.ID, "succeeded", 60*time.Second, func(b raftfsm.Build) bool { return b.Finished() })
+	if end.State != raftfsm.BuildSucceeded || end.Release != "v2" || end.Term != run2.Term {
+		t.Fatalf("build %+v", end)
+	}
+	var rels []raftfsm.Release
+	if _, err := sapi.Get(ctx, "/v1/apps/web/releases?consistent", &rels); err != nil {
+		t.Fatal(err)
+	}
+	if len(rels) != 2 || rels[0].Version != "v2" || rels[0].Commit != sha2 {
+		t.Fatalf("releases after the leader's kill: %+v", rels)
 	}
 }
