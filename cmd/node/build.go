@@ -244,6 +244,9 @@ func (c *cli) releasesCmd() *cobra.Command {
 						dash(r.Build), dash(r.Commit), dash(r.Branch), r.CreatedAt.Format(time.RFC3339))
 					fmt.Fprintf(w, "archive:\tsha256 %s, %s in %d pieces of %s\nheld by:\t%s\n", r.Digest, bytesText(r.Size),
 						len(r.Pieces), bytesText(r.PieceSize), dash(strings.Join(r.Holders, ", ")))
+					if r.PullRequest > 0 {
+						fmt.Fprintf(w, "pull request:\t#%d (never auto deployed; by hand only where allowed)\n", r.PullRequest)
+					}
 					if r.Notes != "" {
 						fmt.Fprintf(w, "notes:\t%s\n", strings.ReplaceAll(r.Notes, "\n", "\n\t"))
 					}
@@ -256,7 +259,11 @@ func (c *cli) releasesCmd() *cobra.Command {
 			return c.print(rs, func(w *tabwriter.Writer) {
 				fmt.Fprintln(w, "VERSION\tBUILD\tBRANCH\tCOMMIT\tSIZE\tHOLDERS\tCREATED")
 				for _, r := range rs {
-					fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", r.Version, dash(r.Build), dash(r.Branch), short(r.Commit),
+					branch := dash(r.Branch)
+					if r.PullRequest > 0 {
+						branch = fmt.Sprintf("%s (PR #%d)", branch, r.PullRequest)
+					}
+					fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", r.Version, dash(r.Build), branch, short(r.Commit),
 						bytesText(r.Size), dash(strings.Join(r.Holders, ",")), ago(r.CreatedAt))
 				}
 			})
