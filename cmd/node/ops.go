@@ -264,6 +264,9 @@ func (c *cli) appTable(w *tabwriter.Writer, a node.AppView) {
 	if a.PollInterval > 0 {
 		fmt.Fprintf(w, "poll every:\t%s\n", time.Duration(a.PollInterval))
 	}
+	if a.PullRequests {
+		fmt.Fprintf(w, "pull requests:\tbuilt\n")
+	}
 	if len(a.BuildCapabilities) > 0 {
 		fmt.Fprintf(w, "build capabilities:\t%s\n", strings.Join(a.BuildCapabilities, ", "))
 	}
@@ -465,6 +468,9 @@ func envTable(w *tabwriter.Writer, e raftfsm.Env) {
 		strategy += ", auto rollback"
 	}
 	fmt.Fprintf(w, "strategy:\t%s\nauto deploy:\t%v\ndesired:\t%s\nstable:\t%s\n", strategy, e.AutoDeploy, dash(e.Desired), dash(e.Stable))
+	if e.AllowPullRequests {
+		fmt.Fprintf(w, "pull requests:\tallowed (by hand)\n")
+	}
 	if e.Pinned {
 		fmt.Fprintf(w, "pinned:\tyes (%s): auto deploy is suspended until `node unpin %s`\n", e.PinReason, e.Name)
 	}
