@@ -76,8 +76,14 @@ package:
 		"build_vars": map[string]any{"GATE": map[string]any{"value": g.path}}}, nil); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := api.Post(ctx, "/v1/apps", map[string]any{"name": "gpu", "repo": repo.dir, "build_capabilities": []string{"cuda"}}, nil); err != nil {
+	if _, err := api.Post(ctx, "/v1/apps", map[string]any{"name": "gpu", "repo": repo.dir}, nil); err != nil {
 		t.Fatal(err)
+	}
+	// The capability is set with the CLI, as an operator would.
+	cli := exec.Command(nodeBinary(t), "--addr", voters[0].api(), "--token", m.admin, "app", "update", "gpu", "--build-capability", "cuda")
+	cli.Env = cleanEnv()
+	if out, err := cli.CombinedOutput(); err != nil || !strings.Contains(string(out), "build capabilities:") {
+		t.Fatalf("node app update gpu --build-capability cuda: %v\n%s", err, out)
 	}
 	var b raftfsm.Build
 	if _, err := api.Post(ctx, "/v1/apps/web/builds", builder.BuildRequest{}, &b); err != nil {
