@@ -336,6 +336,9 @@ func applyLeaderEpoch(s *State, index uint64, c *LeaderEpoch) (any, *Error) {
 	var requeued []string
 	for id, b := range s.Builds {
 		if b.State == BuildRunning {
+			if b.Remote {
+				b.Requeued = fmt.Sprintf("leader term %d began: the assignment to build server %s was term %d's", c.Term, b.Node, b.Term)
+			}
 			b.State, b.Term, b.Node, b.Remote, b.Renewals = BuildQueued, 0, "", false, 0
 			b.ModifyIndex = index
 			requeued = append(requeued, id)

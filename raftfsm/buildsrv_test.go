@@ -1,6 +1,9 @@
 package raftfsm
 
-import "testing"
+import (
+	"strings"
+	"testing"
+)
 
 // A build assigned to a build server is fenced twice: by the leader term (assign and requeue carry it) and by
 // the lease (the node and attempt must be the record's for a renewal or a result to count).
@@ -55,6 +58,11 @@ func TestBuildServerLeaseFencing(t *testing.T) {
 	b2 := as[Build](t, a.ok(&BuildQueue{App: "web", Commit: "c2", Branch: "main", Trigger: "push", At: t0}))
 	a.ok(&BuildAssign{ID: b2.ID, Term: 2, Node: "b1", At: t0})
 	a.ok(&LeaderEpoch{Term: 3, Node: "v2"})
+	var back Build
+	a.f.Read(func(s *State) { back = *s.Builds[b2.ID] })
+	if back.State != BuildQueued || back.Remote || !strings.Contains(back.Requeued, "leader term 3 began") {
+		t.Fatalf("after a new term: %+v", back)
+	}
 	a.rejected(&BuildLease{ID: b2.ID, Node: "b1", Attempt: 1}, KindConflict)
 	a.rejected(&BuildFinish{ID: b2.ID, Term: 2, Node: "b1", Attempt: 1, State: BuildFailed, At: t0}, KindConflict)
 	a.ok(&BuildAssign{ID: b2.ID, Term: 3, Node: "b1", At: t0})
