@@ -128,7 +128,7 @@ type Build struct {
 	Ref     string `json:"ref"`
 	Branch  string `json:"branch"`
 	Message string `json:"message,omitempty"`
-	// Trigger is push, poll or manual.
+	// Trigger is push, poll, manual or pull_request.
 	Trigger string `json:"trigger"`
 	State   string `json:"state"`
 	// Term is the leader term the build runs under (0 while queued); Node is the leader running it.
