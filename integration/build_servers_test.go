@@ -153,6 +153,23 @@ package:
 			fmt.Sprintf("%v\n%s", err, out.String())
 	})
 	t.Logf("node builds gpu:\n%s", out.String())
+	// node build --wait says why its build waits instead of showing an empty log.
+	errPath := filepath.Join(t.TempDir(), "stderr")
+	errFile, err := os.Create(errPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer errFile.Close()
+	waiter := exec.Command(nodeBinary(t), "--addr", voters[2].api(), "--token", m.admin, "build", "gpu", "--wait")
+	waiter.Env, waiter.Stderr = cleanEnv(), errFile
+	if err := waiter.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { waiter.Process.Kill(); waiter.Wait() })
+	eventually(t, 30*time.Second, "node build gpu --wait to say why it waits", func() (bool, string) {
+		data, _ := os.ReadFile(errPath)
+		return strings.Contains(string(data), "waits: needs a build server with capability cuda"), string(data)
+	})
 
 	// Exactly one release, built and first held by the surviving build server; no build ever ran on a voter.
 	for _, n := range m.live() {

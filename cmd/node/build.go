@@ -76,7 +76,7 @@ With --wait the log is followed here and the command exits non-zero unless the b
 			}
 			return c.print(b, func(w *tabwriter.Writer) {
 				if b.State == raftfsm.BuildRunning {
-					fmt.Fprintf(w, "build %s: stop requested; the leader is stopping it\n", b.ID)
+					fmt.Fprintf(w, "build %s: stop requested; %s is stopping it\n", b.ID, b.Node)
 				} else {
 					fmt.Fprintf(w, "build %s: %s\n", b.ID, b.State)
 				}
@@ -93,6 +93,8 @@ func (c *cli) waitBuild(id string) error {
 	if c.json {
 		logOut = c.errOut
 	}
+	// While the build is queued its log is empty: say why it waits, if it does (no build server, all busy).
+	go c.sayWaiting(id)
 	if err := c.streamLog(id, 0, true, logOut); err != nil {
 		fmt.Fprintf(c.errOut, "log stream broke (%v); waiting for the build to end\n", err)
 	}
@@ -125,6 +127,31 @@ func (c *cli) waitBuild(id string) error {
 		fmt.Fprintf(c.errOut, "build %s succeeded: release %s\n", b.ID, b.Release)
 	}
 	return nil
+}
+
+// sayWaiting prints each reason the queued build id gives for waiting, until it leaves the queue. It runs beside
+// the log stream and ends with the command.
+func (c *cli) sayWaiting(id string) {
+	var (
+		index uint64
+		last  string
+	)
+	for {
+		// The first read catches up with the leader: the build was queued through it a moment ago.
+		path := "/v1/builds/" + url.PathEscape(id) + "?consistent"
+		if index > 0 {
+			path = "/v1/builds/" + url.PathEscape(id) + fmt.Sprintf("?index=%d&wait=30s", index)
+		}
+		var b builder.BuildView
+		idx, err := c.api().Get(ctx(), path, &b)
+		if err != nil || b.State != raftfsm.BuildQueued {
+			return
+		}
+		if b.Waiting != "" && b.Waiting != last {
+			fmt.Fprintf(c.errOut, "build %s waits: %s\n", id, b.Waiting)
+		}
+		last, index = b.Waiting, idx
+	}
 }
 
 // streamLog copies GET /v1/builds/{id}/log to w; with follow it lasts until the build ends.
