@@ -255,6 +255,8 @@ func (n *Node) ApplyCtx(r *http.Request, c raftfsm.Command) (*Applied, error) {
 
 // envInput is the body of POST /v1/envs and PUT /v1/envs/{env}.
 type envInput struct {
+	AllowPullRequests *bool `json:"allow_pull_requests"` // releases built from pull requests may be deployed here by hand
+
 	Name       *string                 `json:"name"`
 	App        *string                 `json:"app"`
 	Servers    *[]string               `json:"servers"`
@@ -262,18 +264,16 @@ type envInput struct {
 	Vars       *map[string]raftfsm.Var `json:"vars"`
 	AutoDeploy *bool                   `json:"auto_deploy"`
 	Strategy   *raftfsm.Strategy       `json:"strategy"`
-	// AllowPullRequests: releases built from pull requests may be deployed here by hand.
-	AllowPullRequests *bool `json:"allow_pull_requests"`
 }
 
 func (in *envInput) applyTo(e *raftfsm.Env) {
+	set(&e.AllowPullRequests, in.AllowPullRequests)
 	set(&e.Name, in.Name)
 	set(&e.App, in.App)
 	set(&e.Servers, in.Servers)
 	set(&e.Tags, in.Tags)
 	set(&e.AutoDeploy, in.AutoDeploy)
 	set(&e.Strategy, in.Strategy)
-	set(&e.AllowPullRequests, in.AllowPullRequests)
 	if in.Vars != nil {
 		keepSecrets(*in.Vars, e.Vars)
 		e.Vars = *in.Vars

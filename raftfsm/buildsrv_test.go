@@ -1,8 +1,13 @@
 package raftfsm
 
 import (
+	"bytes"
+	"fmt"
+	"io"
+	"math/rand/v2"
 	"strings"
 	"testing"
+	"time"
 )
 
 // A build assigned to a build server is fenced twice: by the leader term (assign and requeue carry it) and by
@@ -102,4 +107,70 @@ func TestPullRequestReleases(t *testing.T) {
 	a.rejected(&DeployCreate{Deployment: Deployment{ID: "d2", Env: "review", Release: rel.Version, By: "auto-deploy"}}, KindConflict)
 	a.rejected(&DeployCreate{Deployment: Deployment{ID: "d3", Env: "review", Release: rel.Version, By: "promotion from prod by ada"}}, KindConflict)
 	a.ok(&DeployCreate{Deployment: Deployment{ID: "d4", Env: "review", Release: rel.Version, By: "ada"}})
+}
+
+// Random build server commands mixed with the other commands replay to the same state, from the log and from a
+// snapshot plus the rest of the log.
+func TestBuildServerReplayDeterminism(t *testing.T) {
+	apps := []string{"web", "api", "worker"}
+	nodes := []string{"n1", "n2", "n3"}
+	for seed := uint64(0); seed < 30; seed++ {
+		a := newApplier(t)
+		r := rand.New(rand.NewPCG(seed, seed*5+3))
+		pick := func(s []string) string { return s[r.IntN(len(s))] }
+		id := func() string { return fmt.Sprintf("%s-%d", pick(apps), 1+r.IntN(4)) }
+		step := func(i int) {
+			at := t0.Add(time.Duration(i) * time.Second)
+			switch r.IntN(7) {
+			case 0:
+				a.apply(&BuildAssign{ID: id(), Term: uint64(r.IntN(6)), Node: pick(nodes), At: at})
+			case 1:
+				a.apply(&BuildLease{ID: id(), Node: pick(nodes), Attempt: r.IntN(3)})
+			case 2:
+				a.apply(&BuildRequeue{ID: id(), Term: uint64(r.IntN(6)), Attempt: r.IntN(3), Renewals: uint64(r.IntN(2)), Reason: "expired", At: at})
+			case 3:
+				a.apply(&BuildFinish{ID: id(), Term: uint64(r.IntN(6)), Node: pick(nodes), Attempt: r.IntN(3),
+					State: []string{BuildSucceeded, BuildFailed}[r.IntN(2)], Release: &Release{Digest: "d", Size: 1, PieceSize: 1}, At: at})
+			case 4:
+				a.apply(&AppPut{App: App{Name: pick(apps), Repo: "/r", PullRequests: r.IntN(2) == 0,
+					BuildCapabilities: []string{"linux", "gpu"}[:r.IntN(3)]}, Create: r.IntN(2) == 0})
+			case 5:
+				a.apply(&BuildQueue{App: pick(apps), Commit: fmt.Sprintf("c%d", r.IntN(4)), Branch: "main", At: at,
+					Trigger: []string{"push", TriggerPullRequest}[r.IntN(2)], PullRequest: r.IntN(3)})
+			default:
+				runRandom(a, r, 1)
+			}
+		}
+		n := 100 + r.IntN(200)
+		mid := r.IntN(n)
+		for i := range mid {
+			step(i)
+		}
+		snap, _ := a.f.Snapshot()
+		sink := &memSink{}
+		if err := snap.Persist(sink); err != nil {
+			t.Fatal(err)
+		}
+		for i := mid; i < n; i++ {
+			step(i)
+		}
+		want, _ := a.f.MarshalState()
+		replay := New()
+		for _, l := range a.log {
+			replay.Apply(l)
+		}
+		if got, _ := replay.MarshalState(); !bytes.Equal(want, got) {
+			t.Fatalf("seed %d: replay differs", seed)
+		}
+		restored := New()
+		if err := restored.Restore(io.NopCloser(&sink.buf)); err != nil {
+			t.Fatal(err)
+		}
+		for _, l := range a.log[mid:] {
+			restored.Apply(l)
+		}
+		if got, _ := restored.MarshalState(); !bytes.Equal(want, got) {
+			t.Fatalf("seed %d: snapshot+replay differs", seed)
+		}
+	}
 }

@@ -214,7 +214,7 @@ func runRandom(a *applier, r *rand.Rand, n int) {
 	for i := 0; i < n; i++ {
 		at := t0.Add(time.Duration(i) * time.Second)
 		var c Command
-		switch r.IntN(21) {
+		switch r.IntN(18) {
 		case 0:
 			c = &AppPut{App: App{Name: pick(apps), Repo: "/srv/" + pick(apps), AutoBuild: r.IntN(2) == 0}, Create: r.IntN(2) == 0}
 		case 1:
@@ -250,13 +250,6 @@ func runRandom(a *applier, r *rand.Rand, n int) {
 			c = &MemberLeave{Name: pick(nodes), At: at}
 		case 15:
 			c = &MemberRejoin{Name: pick(nodes)}
-		case 18:
-			c = &BuildAssign{ID: fmt.Sprintf("%s-%d", pick(apps), 1+r.IntN(4)), Term: uint64(r.IntN(6)), Node: pick(nodes), At: at}
-		case 19:
-			c = &BuildLease{ID: fmt.Sprintf("%s-%d", pick(apps), 1+r.IntN(4)), Node: pick(nodes), Attempt: r.IntN(3)}
-		case 20:
-			c = &BuildRequeue{ID: fmt.Sprintf("%s-%d", pick(apps), 1+r.IntN(4)), Term: uint64(r.IntN(6)), Attempt: r.IntN(3),
-				Renewals: uint64(r.IntN(2)), Reason: "expired", At: at}
 		case 13:
 			c = &TokenCreate{Token: Token{ID: fmt.Sprintf("t%d", r.IntN(4)), Role: []string{RoleAdmin, RoleReader, "x"}[r.IntN(3)], SecretHash: "h", CreatedAt: at}}
 		}

@@ -98,11 +98,11 @@ type Env struct {
 	Vars       map[string]Var    `json:"vars"`
 	AutoDeploy bool              `json:"auto_deploy"`
 	Strategy   Strategy          `json:"strategy"`
-	// AllowPullRequests lets a release built from a pull request be deployed here, by hand only.
-	AllowPullRequests bool `json:"allow_pull_requests,omitempty"`
 	// Desired is the release version the environment should run; Stable the last one that deployed successfully.
 	Desired string `json:"desired"`
 	Stable  string `json:"stable"`
+	// AllowPullRequests lets a release built from a pull request be deployed here, by hand only.
+	AllowPullRequests bool `json:"allow_pull_requests,omitempty"`
 	// Pinned suspends auto deploy (set by an automatic rollback) until `node env unpin`.
 	Pinned    bool   `json:"pinned"`
 	PinReason string `json:"pin_reason,omitempty"`

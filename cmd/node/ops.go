@@ -468,11 +468,11 @@ func envTable(w *tabwriter.Writer, e raftfsm.Env) {
 		strategy += ", auto rollback"
 	}
 	fmt.Fprintf(w, "strategy:\t%s\nauto deploy:\t%v\ndesired:\t%s\nstable:\t%s\n", strategy, e.AutoDeploy, dash(e.Desired), dash(e.Stable))
-	if e.AllowPullRequests {
-		fmt.Fprintf(w, "pull requests:\tallowed (by hand)\n")
-	}
 	if e.Pinned {
 		fmt.Fprintf(w, "pinned:\tyes (%s): auto deploy is suspended until `node unpin %s`\n", e.PinReason, e.Name)
+	}
+	if e.AllowPullRequests {
+		fmt.Fprintf(w, "pull requests:\tallowed (by hand)\n")
 	}
 	for _, k := range sortedKeys(e.Vars) {
 		v := e.Vars[k]
@@ -503,12 +503,12 @@ func (f *envFlags) register(cmd *cobra.Command) {
 	fl.StringArrayVar(&f.vars, "var", nil, "variable KEY=VALUE for hooks (repeatable)")
 	fl.StringArrayVar(&f.secretVars, "secret-var", nil, "secret variable KEY=VALUE, redacted from logs (repeatable)")
 	fl.BoolVar(&f.autoDeploy, "auto-deploy", false, "deploy new releases of the app's branch automatically")
+	fl.BoolVar(&f.allowPRs, "allow-pull-requests", false, "let releases built from pull requests be deployed here (by hand only)")
 	fl.StringVar(&f.strategy, "strategy", "", "all (at once) or rolling")
 	fl.StringVar(&f.batch, "batch", "", "rolling batch: a number of servers, or a percent like 25%")
 	fl.IntVar(&f.minHealthy, "min-healthy", 0, "servers that must stay healthy during a rolling deploy")
 	fl.IntVar(&f.abort, "abort-after", 0, "failed servers that abort a deployment (0: the first)")
 	fl.BoolVar(&f.rollback, "auto-rollback", false, "on a failed deployment, go back to the last stable release and pin")
-	fl.BoolVar(&f.allowPRs, "allow-pull-requests", false, "let releases built from pull requests be deployed here (by hand only)")
 }
 
 func (f *envFlags) body(cmd *cobra.Command) (map[string]any, error) {
