@@ -87,14 +87,19 @@ func (s *Service) listBuilds(w http.ResponseWriter, r *http.Request) error {
 		limit = n
 	}
 	var (
-		out    = []raftfsm.Build{}
-		exists bool
+		out     = []BuildView{}
+		exists  bool
+		servers = BuildServers(s.n.Members())
 	)
 	s.n.FSM().Read(func(st *raftfsm.State) {
 		_, exists = st.Apps[name]
+		var waiting map[string]string
 		for _, b := range st.Builds {
 			if b.App == name && (state == "" || b.State == state) {
-				out = append(out, *b)
+				if b.State == raftfsm.BuildQueued && waiting == nil {
+					waiting = PlanBuilds(st, servers).Waiting
+				}
+				out = append(out, BuildView{Build: *b, Waiting: waiting[b.ID]})
 			}
 		}
 	})
@@ -114,12 +119,31 @@ func (s *Service) getBuild(w http.ResponseWriter, r *http.Request) error {
 		return err
 	}
 	id := r.PathValue("id")
-	b, ok := s.build(id)
+	var (
+		v       BuildView
+		ok      bool
+		servers = BuildServers(s.n.Members())
+	)
+	s.n.FSM().Read(func(st *raftfsm.State) {
+		if b := st.Builds[id]; b != nil {
+			v, ok = BuildView{Build: *b}, true
+			if b.State == raftfsm.BuildQueued {
+				v.Waiting = PlanBuilds(st, servers).Waiting[id]
+			}
+		}
+	})
 	if !ok {
 		return notFound("build %q does not exist", id)
 	}
-	s.n.WriteJSON(w, http.StatusOK, b)
+	s.n.WriteJSON(w, http.StatusOK, v)
 	return nil
+}
+
+// BuildView is a build as the API shows it: with, for a queued build that cannot be placed now, the reason in
+// words (as this node sees the build servers).
+type BuildView struct {
+	raftfsm.Build
+	Waiting string `json:"waiting,omitempty"`
 }
 
 // cancelBuild cancels a queued build at once, or asks the leader's runner to stop a running one (its record

@@ -82,6 +82,9 @@ func (s *Service) postHook(w http.ResponseWriter, r *http.Request) error {
 		count(hookBadRequest)
 		return badRequest("%v", err)
 	}
+	if push.PullRequest != nil {
+		return s.queuePullRequest(w, r, app, push, count)
+	}
 	if !app.AutoBuild {
 		count(hookIgnored)
 		return s.hookAnswer(w, http.StatusAccepted, HookResponse{Status: hookIgnored,

@@ -4,8 +4,8 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"log/slog"
-	"sort"
 	"sync"
 	"time"
 
@@ -17,6 +17,8 @@ var (
 	errCancelRequested = errors.New("cancelled by request")
 	errBuildGone       = errors.New("the build's record changed under it (deleted, or taken by another leader term)")
 	errLeadershipLost  = errors.New("this node stopped leading")
+	errLeaseLost       = errors.New("this build server lost its lease on the build (the leader took it back, or a new leader term began)")
+	errServerStopping  = errors.New("this build server is stopping")
 )
 
 // runner runs queued builds for one leader term. It is level-triggered: on every change of the replicated
@@ -33,6 +35,20 @@ type runner struct {
 	keys map[string]string // app and branch → the build id running for them
 	done chan struct{}     // a job ended: its slot is free
 	wg   sync.WaitGroup
+
+	// remote: this runner is a build server's, running the builds the leader assigned to this node under a
+	// lease (term is then 0: each build carries its own). Otherwise it is the leader's.
+	remote bool
+	// leases is what the leader last saw of each build server's lease, and when (by its own clock).
+	leases map[string]leaseSeen
+}
+
+// leaseSeen is one observation of a build server's lease: it is renewed when Renewals moves.
+type leaseSeen struct {
+	attempt  int
+	renewals uint64
+	node     string
+	at       time.Time
 }
 
 // job is one build attempt on this node.
@@ -41,6 +57,8 @@ type job struct {
 	key    string
 	ctx    context.Context
 	cancel context.CancelCauseFunc
+	// attempt is the build's attempt number this job runs (build servers: the lease is for it).
+	attempt int
 	// started is set once BuildStart is committed: from then on the FSM record must show the build running
 	// under this term, or the job is cancelled.
 	started bool
@@ -62,9 +80,12 @@ func (s *Service) lead(leaderCtx context.Context, term uint64) {
 	}
 
 	r := &runner{s: s, term: term, ctx: ctx, log: s.log.With("term", term),
-		jobs: map[string]*job{}, keys: map[string]string{}, done: make(chan struct{}, 1)}
+		jobs: map[string]*job{}, keys: map[string]string{}, done: make(chan struct{}, 1), leases: map[string]leaseSeen{}}
 	r.log.Info("running builds as leader", "max_concurrent", s.opts.MaxConcurrent)
 	defer r.wg.Wait()
+	// Build servers come and go by gossip, and leases expire by the clock: neither changes the FSM.
+	tick := time.NewTicker(s.tick())
+	defer tick.Stop()
 	for {
 		changed := s.n.FSM().Changed()
 		r.schedule()
@@ -73,20 +94,30 @@ func (s *Service) lead(leaderCtx context.Context, term uint64) {
 			return
 		case <-changed:
 		case <-r.done:
+		case <-tick.C:
 		}
 	}
 }
 
-// schedule starts queued builds that fit and cancels running ones whose record asks for it.
+// tick is how often the leader looks at build servers and leases without a change of the state.
+func (s *Service) tick() time.Duration { return min(s.opts.LeaseTTL/4, 500*time.Millisecond) }
+
+// schedule starts queued builds that fit and cancels running ones whose record asks for it. With build servers
+// in the mesh it assigns builds to them instead and takes back those whose lease expired.
 func (r *runner) schedule() {
-	var queued []*raftfsm.Build
+	servers := BuildServers(r.s.n.Members())
+	var plan Plan
+	queued := map[string]raftfsm.Build{}
 	records := map[string]raftfsm.Build{}
+	var leased []raftfsm.Build
 	r.s.n.FSM().Read(func(st *raftfsm.State) {
+		plan = PlanBuilds(st, servers)
+		for _, id := range plan.Local {
+			queued[id] = *st.Builds[id]
+		}
 		for _, b := range st.Builds {
-			switch b.State {
-			case raftfsm.BuildQueued:
-				c := *b
-				queued = append(queued, &c)
+			if b.State == raftfsm.BuildRunning && b.Remote {
+				leased = append(leased, *b)
 			}
 		}
 		r.mu.Lock()
@@ -97,11 +128,8 @@ func (r *runner) schedule() {
 		}
 		r.mu.Unlock()
 	})
-	// The log order is the queue order; a build requeued by a new leader keeps its place at the front.
-	sort.Slice(queued, func(i, j int) bool { return queued[i].CreateIndex < queued[j].CreateIndex })
 
 	r.mu.Lock()
-	defer r.mu.Unlock()
 	for id, j := range r.jobs {
 		b, ok := records[id]
 		switch {
@@ -111,9 +139,11 @@ func (r *runner) schedule() {
 			j.cancel(errBuildGone)
 		}
 	}
-	for _, b := range queued {
+	// Local holds builds in queue order; a build requeued by a new leader keeps its place at the front.
+	for _, id := range plan.Local {
+		b := queued[id]
 		if len(r.jobs) >= r.s.opts.MaxConcurrent || r.ctx.Err() != nil {
-			return
+			break
 		}
 		key := b.App + "\x00" + b.Branch
 		if r.jobs[b.ID] != nil || r.keys[key] != "" {
@@ -126,8 +156,67 @@ func (r *runner) schedule() {
 		go func() {
 			defer r.wg.Done()
 			defer r.release(j)
-			r.run(j, *b)
+			r.run(j, b)
 		}()
+	}
+	r.mu.Unlock()
+
+	for _, as := range plan.Assign {
+		if r.ctx.Err() != nil {
+			return
+		}
+		r.assign(as)
+	}
+	r.expireLeases(leased)
+}
+
+// assign gives a queued build to a build server under this term.
+func (r *runner) assign(as Assignment) {
+	ctx, cancel := context.WithTimeout(r.ctx, 5*time.Second)
+	defer cancel()
+	_, err := r.s.n.Apply(ctx, &raftfsm.BuildAssign{ID: as.Build, Term: r.term, Node: as.Node, At: time.Now().UTC()})
+	switch {
+	case err == nil:
+		r.log.Info("build assigned to a build server", "build", as.Build, "server", as.Node)
+	case raftfsm.KindOf(err) != "":
+		r.log.Debug("not assigning build", "build", as.Build, "reason", err)
+	default:
+		r.log.Warn("could not assign build; will try again", "build", as.Build, "server", as.Node, "err", err)
+	}
+}
+
+// expireLeases requeues the builds whose build server has not renewed its lease for LeaseTTL, as this leader's
+// clock measures it from when it first saw the lease as it is now. The requeue names the renewals it saw, so a
+// renewal that lands meanwhile keeps the build where it is.
+func (r *runner) expireLeases(leased []raftfsm.Build) {
+	now := time.Now()
+	live := map[string]bool{}
+	for _, b := range leased {
+		live[b.ID] = true
+		seen, ok := r.leases[b.ID]
+		if !ok || seen.attempt != b.Attempt || seen.renewals != b.Renewals || seen.node != b.Node {
+			r.leases[b.ID] = leaseSeen{attempt: b.Attempt, renewals: b.Renewals, node: b.Node, at: now}
+			continue
+		}
+		if now.Sub(seen.at) < r.s.opts.LeaseTTL || r.ctx.Err() != nil {
+			continue
+		}
+		reason := fmt.Sprintf("build server %s did not renew its lease on attempt %d for %s", b.Node, b.Attempt, r.s.opts.LeaseTTL)
+		ctx, cancel := context.WithTimeout(r.ctx, 5*time.Second)
+		_, err := r.s.n.Apply(ctx, &raftfsm.BuildRequeue{ID: b.ID, Term: r.term, Attempt: b.Attempt, Renewals: b.Renewals,
+			Reason: reason, At: time.Now().UTC()})
+		cancel()
+		if err != nil {
+			r.log.Debug("lease expiry not applied", "build", b.ID, "err", err)
+			continue
+		}
+		r.log.Warn("build taken back from its build server and queued again", "build", b.ID, "server", b.Node, "reason", reason)
+		delete(r.leases, b.ID)
+	}
+	for id := range r.leases {
+		if !live[id] {
+			delete(r.leases, id)
+		}
 	}
 }
 

@@ -65,12 +65,15 @@ func (r *runner) run(j *job, b raftfsm.Build) {
 		return
 	}
 	defer lg.Close()
-	if !r.begin(j, &b) {
-		return
+	// A build server's build was started by the leader's assignment; the leader's own builds start here.
+	if !r.remote {
+		if !r.begin(j, &b) {
+			return
+		}
+		r.mu.Lock()
+		j.started = true
+		r.mu.Unlock()
 	}
-	r.mu.Lock()
-	j.started = true
-	r.mu.Unlock()
 
 	start := time.Now()
 	a := &attempt{r: r, j: j, b: b, log: lg, red: NewRedactor(lg, nil)}
@@ -95,7 +98,7 @@ func (a *attempt) stopped() outcome {
 		a.say("cancelled by request: the build's processes were stopped")
 		return outcome{state: raftfsm.BuildCancelled, err: "cancelled by request"}
 	}
-	a.say("stopped: %v; the build's processes were stopped and the next leader runs it again", cause)
+	a.say("stopped: %v; the build's processes were stopped and the build is queued again", cause)
 	return outcome{}
 }
 
@@ -107,7 +110,7 @@ func (a *attempt) execute() outcome {
 		return failed("app %q no longer exists", b.App)
 	}
 	ref := firstNonEmpty(b.Commit, b.Ref, app.Branch)
-	a.say("build %s (attempt %d) on node %s, leader term %d, started %s", b.ID, b.Attempt, s.n.Name(), a.r.term,
+	a.say("build %s (attempt %d) on node %s, leader term %d, started %s", b.ID, b.Attempt, s.n.Name(), b.Term,
 		time.Now().UTC().Format(time.RFC3339))
 	a.say("trigger %s; branch %s; ref %s; commit %s", b.Trigger, dashIfEmpty(b.Branch), dashIfEmpty(b.Ref), dashIfEmpty(b.Commit))
 
@@ -349,9 +352,12 @@ func (r *runner) publish(a *attempt, o outcome) string {
 	if o.state == "" {
 		return resultInterrupted
 	}
-	me := r.s.n.Name()
-	cmd := &raftfsm.BuildFinish{ID: a.b.ID, Term: r.term, State: o.state, Error: o.err, Release: o.release, At: time.Now().UTC(),
+	me, term := r.s.n.Name(), a.b.Term
+	cmd := &raftfsm.BuildFinish{ID: a.b.ID, Term: term, State: o.state, Error: o.err, Release: o.release, At: time.Now().UTC(),
 		Message: a.info.CommitMessage}
+	if r.remote {
+		cmd.Node, cmd.Attempt = me, a.b.Attempt
+	}
 	// Not the leadership's context: a deposed leader still tries, and the FSM refuses it.
 	ctx, cancel := context.WithTimeout(r.s.ctx, publishTimeout)
 	defer cancel()
@@ -370,20 +376,26 @@ func (r *runner) publish(a *attempt, o outcome) string {
 		}
 		if raftfsm.KindOf(err) != "" {
 			cur, ok := r.current(ctx, a.b.ID)
+			mine := ok && cur.Term == term && cur.Node == me && cur.Attempt == a.b.Attempt
 			switch {
-			case ok && cur.Term == r.term && cur.Node == me && cur.Finished():
+			case mine && cur.Finished():
 				// An earlier try was applied though its answer was lost.
 				a.say("build %s (recorded)", cur.State)
 				return cur.State
-			case ok && cur.Term == r.term && cur.State == raftfsm.BuildRunning && cmd.Release != nil:
+			case mine && cur.State == raftfsm.BuildRunning && cmd.Release != nil:
 				a.say("the release was refused: %v", err)
 				cmd.State, cmd.Error, cmd.Release = raftfsm.BuildFailed, "release refused: "+err.Error(), nil
 				continue
 			default:
 				a.say("this node's result (%s) was refused: %v", o.state, err)
-				a.say("leader term %d is over and a newer leader owns build %s: this attempt's result is discarded", r.term, a.b.ID)
+				if r.remote {
+					a.say("this build server no longer holds the lease on build %s (attempt %d): this attempt's result is discarded", a.b.ID, a.b.Attempt)
+					r.log.Warn("build result refused: this build server lost its lease", "build", a.b.ID, "attempt", a.b.Attempt, "err", err)
+					return resultFenced
+				}
+				a.say("leader term %d is over and a newer leader owns build %s: this attempt's result is discarded", term, a.b.ID)
 				r.log.Warn("build result refused: this node no longer leads the term the build ran under",
-					"build", a.b.ID, "term", r.term, "err", err)
+					"build", a.b.ID, "term", term, "err", err)
 				return resultFenced
 			}
 		}

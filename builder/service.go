@@ -32,6 +32,9 @@ type Options struct {
 	// KillGrace is the time a build script's process group has between SIGTERM and SIGKILL (default
 	// DefaultKillGrace).
 	KillGrace time.Duration
+	// LeaseTTL is how long a build server's lease on a build lasts without renewal before the leader queues the
+	// build again (default DefaultLeaseTTL); build servers renew it every third of it.
+	LeaseTTL time.Duration
 	// Logger defaults to the node's logger.
 	Logger *slog.Logger
 }
@@ -63,6 +66,9 @@ type Service struct {
 	wg     sync.WaitGroup // leader hooks running on this Service's behalf
 }
 
+// DefaultLeaseTTL is how long a build server's silence lasts before its builds are queued again.
+const DefaultLeaseTTL = 10 * time.Second
+
 const (
 	logDirName  = "builds"
 	workDirName = "work"
@@ -74,6 +80,9 @@ const (
 func Attach(n *node.Node, opts Options) (*Service, error) {
 	if opts.MaxConcurrent <= 0 {
 		opts.MaxConcurrent = 2
+	}
+	if opts.LeaseTTL <= 0 {
+		opts.LeaseTTL = DefaultLeaseTTL
 	}
 	if opts.KillGrace <= 0 {
 		opts.KillGrace = DefaultKillGrace
@@ -117,6 +126,10 @@ func Attach(n *node.Node, opts Options) (*Service, error) {
 	n.Endpoint().HandleRPC(rpcBuildLog, s.handleLogRPC)
 	n.OnLeader(s.lead)
 	n.OnLeader(s.poll)
+	if _, ok := n.Tags()[TagBuild]; ok {
+		s.wg.Add(1)
+		go s.work()
+	}
 	return s, nil
 }
 

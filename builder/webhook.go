@@ -40,6 +40,8 @@ type Push struct {
 	Branch   string // "main" for refs/heads/main; "" for a tag
 	Commit   string // full sha of the pushed commit
 	Message  string // its commit message, when the forge sent it
+	// PullRequest is set for a pull or merge request event: Commit is the request's head.
+	PullRequest *PullRequest
 }
 
 // ParseWebhook verifies a push webhook against the app's secret and extracts the push. body must be the
@@ -77,8 +79,15 @@ func ParseWebhook(h http.Header, body []byte, secret string) (*Push, error) {
 
 	var p *Push
 	var err error
-	switch provider {
-	case ProviderGitLab:
+	switch {
+	case isPullRequestEvent(provider, event):
+		p, err = parsePullRequest(provider, h, body)
+		if err != nil {
+			return nil, err
+		}
+		p.Provider, p.Delivery, p.Branch = provider, delivery, p.PullRequest.Head
+		return p, nil
+	case provider == ProviderGitLab:
 		if event != "Push Hook" && event != "Tag Push Hook" {
 			return nil, fmt.Errorf("%w: GitLab sent a %q event", ErrNotPush, event)
 		}

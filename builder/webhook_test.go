@@ -185,19 +185,19 @@ func TestWebhookPushes(t *testing.T) {
 		want Push
 	}{
 		{"github", githubHeaders("push", ghBody), ghBody, Push{ProviderGitHub, "72d3162e-cc78-11e3-81ab-4c9367dc0958",
-			"refs/heads/main", "main", sha2nd, "Fix the build\n\nLonger body $(rm -rf /)"}},
+			"refs/heads/main", "main", sha2nd, "Fix the build\n\nLonger body $(rm -rf /)", nil}},
 		{"github form", formHeaders, form, Push{ProviderGitHub, "72d3162e-cc78-11e3-81ab-4c9367dc0958",
-			"refs/heads/main", "main", sha2nd, "Fix the build\n\nLonger body $(rm -rf /)"}},
+			"refs/heads/main", "main", sha2nd, "Fix the build\n\nLonger body $(rm -rf /)", nil}},
 		{"github tag", githubHeaders("push", tagBody), tagBody, Push{ProviderGitHub, "72d3162e-cc78-11e3-81ab-4c9367dc0958",
-			"refs/tags/v1.2.0", "", sha2nd, "Fix the build\n\nLonger body $(rm -rf /)"}},
+			"refs/tags/v1.2.0", "", sha2nd, "Fix the build\n\nLonger body $(rm -rf /)", nil}},
 		{"github without head_commit", githubHeaders("push", noHead), noHead, Push{ProviderGitHub, "72d3162e-cc78-11e3-81ab-4c9367dc0958",
-			"refs/heads/main", "main", sha2nd, "Fix the build\n\nLonger body $(rm -rf /)"}},
+			"refs/heads/main", "main", sha2nd, "Fix the build\n\nLonger body $(rm -rf /)", nil}},
 		{"gitea", giteaHeaders("push", gtBody), gtBody, Push{ProviderGitea, "f6266f16-1bf3-46a5-9ea4-602e06ead473",
-			"refs/heads/develop", "develop", sha2nd, "Webhooks Yay!"}},
+			"refs/heads/develop", "develop", sha2nd, "Webhooks Yay!", nil}},
 		{"gitlab", gitlabHeaders("Push Hook", hookSecret), glBody, Push{ProviderGitLab, "908a6d9e-45fd-46c8-97e6-c4f350f219dd",
-			"refs/heads/master", "master", "da1560886d4f094c3e6c9ef40349f7d38b5d27d7", "fixed readme\n"}},
+			"refs/heads/master", "master", "da1560886d4f094c3e6c9ef40349f7d38b5d27d7", "fixed readme\n", nil}},
 		{"gitlab tag", gitlabHeaders("Tag Push Hook", hookSecret), glTag, Push{ProviderGitLab, "908a6d9e-45fd-46c8-97e6-c4f350f219dd",
-			"refs/tags/v1.0.0", "", "da1560886d4f094c3e6c9ef40349f7d38b5d27d7", "fixed readme\n"}},
+			"refs/tags/v1.0.0", "", "da1560886d4f094c3e6c9ef40349f7d38b5d27d7", "fixed readme\n", nil}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -240,6 +240,7 @@ func TestWebhookRefusals(t *testing.T) {
 	deleted := []byte(`{"ref":"refs/heads/gone","before":"` + sha2nd + `","after":"0000000000000000000000000000000000000000","deleted":true,"head_commit":null}`)
 	glDeleted := gitlabPushBody("push", "refs/heads/gone", "")
 	badJSON := []byte(`{"ref": "refs/heads/main", "after": 12}`)
+	mrClosed := []byte(`{"object_kind":"merge_request","object_attributes":{"iid":3,"action":"close","source_branch":"f","target_branch":"main","last_commit":{"id":"` + sha2nd + `"}}}`)
 
 	tests := []struct {
 		name   string
@@ -260,7 +261,9 @@ func TestWebhookRefusals(t *testing.T) {
 		{"gitlab missing token", gitlabHeaders("Push Hook", ""), glBody, hookSecret, ErrBadSignature},
 		{"github ping", githubHeaders("ping", pingBody), pingBody, hookSecret, ErrNotPush},
 		{"gitea issue", giteaHeaders("issues", gtBody), gtBody, hookSecret, ErrNotPush},
-		{"gitlab merge request", gitlabHeaders("Merge Request Hook", hookSecret), glBody, hookSecret, ErrNotPush},
+		// A merge request closed puts no new commit on it; one without its attributes is malformed.
+		{"gitlab merge request closed", gitlabHeaders("Merge Request Hook", hookSecret), mrClosed, hookSecret, ErrNotPush},
+		{"gitlab merge request without attributes", gitlabHeaders("Merge Request Hook", hookSecret), glBody, hookSecret, ErrBadPayload},
 		{"github branch deleted", githubHeaders("push", deleted), deleted, hookSecret, ErrNotPush},
 		{"gitlab branch deleted", gitlabHeaders("Push Hook", hookSecret), glDeleted, hookSecret, ErrNotPush},
 		{"bad payload", githubHeaders("push", badJSON), badJSON, hookSecret, ErrBadPayload},

@@ -411,7 +411,8 @@ func latestRelease(s *raftfsm.State, app string) *raftfsm.Release {
 	}
 	var best *raftfsm.Release
 	for _, r := range s.Releases {
-		if r.App != app || (r.Branch != "" && a.Branch != "" && r.Branch != a.Branch) {
+		// A pull request's release is never picked automatically.
+		if r.App != app || r.PullRequest > 0 || (r.Branch != "" && a.Branch != "" && r.Branch != a.Branch) {
 			continue
 		}
 		if best == nil || r.CreateIndex > best.CreateIndex {

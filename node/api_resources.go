@@ -65,6 +65,9 @@ type appInput struct {
 	AutoBuild     *bool                   `json:"auto_build"`
 	PollInterval  *raftfsm.Duration       `json:"poll_interval"`
 	BuildVars     *map[string]raftfsm.Var `json:"build_vars"`
+	// BuildCapabilities: what a build server must offer to build the app (builder/assign.go).
+	BuildCapabilities *[]string `json:"build_capabilities"`
+	PullRequests      *bool     `json:"pull_requests"`
 }
 
 func (in *appInput) applyTo(a *raftfsm.App) {
@@ -75,6 +78,8 @@ func (in *appInput) applyTo(a *raftfsm.App) {
 	set(&a.WebhookSecret, in.WebhookSecret)
 	set(&a.AutoBuild, in.AutoBuild)
 	set(&a.PollInterval, in.PollInterval)
+	set(&a.BuildCapabilities, in.BuildCapabilities)
+	set(&a.PullRequests, in.PullRequests)
 	if in.BuildVars != nil {
 		keepSecrets(*in.BuildVars, a.BuildVars)
 		a.BuildVars = *in.BuildVars
@@ -256,6 +261,8 @@ func (n *Node) ApplyCtx(r *http.Request, c raftfsm.Command) (*Applied, error) {
 
 // envInput is the body of POST /v1/envs and PUT /v1/envs/{env}.
 type envInput struct {
+	AllowPullRequests *bool `json:"allow_pull_requests"` // releases built from pull requests may be deployed here by hand
+
 	Name       *string                 `json:"name"`
 	App        *string                 `json:"app"`
 	Servers    *[]string               `json:"servers"`
@@ -270,6 +277,7 @@ type envInput struct {
 }
 
 func (in *envInput) applyTo(e *raftfsm.Env) {
+	set(&e.AllowPullRequests, in.AllowPullRequests)
 	set(&e.Name, in.Name)
 	set(&e.App, in.App)
 	set(&e.Servers, in.Servers)

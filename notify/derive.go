@@ -42,7 +42,8 @@ func at(t, now time.Time) time.Time {
 
 func buildEvents(b *raftfsm.Build, dashboard string, now time.Time) []raftfsm.Event {
 	eb := &raftfsm.EventBuild{ID: b.ID, Number: b.Number, Commit: b.Commit, Ref: b.Ref, Branch: b.Branch,
-		Message: b.Message, Trigger: b.Trigger, State: b.State, Attempt: b.Attempt, Error: b.Error, Release: b.Release}
+		Message: b.Message, Trigger: b.Trigger, State: b.State, Attempt: b.Attempt, Error: b.Error, Release: b.Release,
+		PullRequest: b.PullRequest}
 	ev := func(key, name string, t time.Time) raftfsm.Event {
 		return raftfsm.Event{Key: key, Name: name, App: b.App, Index: b.ModifyIndex, At: at(t, now),
 			URL: link(dashboard, "builds", b.ID), Build: eb}

@@ -113,6 +113,9 @@ func apply(s *State, index uint64, c Command) (any, *Error) {
 	if v, err, ok := applyNotify(s, index, c); ok {
 		return v, err
 	}
+	if v, err, ok := applyBuildServer(s, index, c); ok {
+		return v, err
+	}
 	return nil, badRequest("command %T has no apply rule", c)
 }
 
@@ -191,6 +194,11 @@ func applyAppPut(s *State, index uint64, c *AppPut) (any, *Error) {
 			return nil, badRequest("build variable name %q is not valid: use letters, digits and '_'", k)
 		}
 	}
+	caps, cerr := checkCapabilities(a.BuildCapabilities)
+	if cerr != nil {
+		return nil, cerr
+	}
+	a.BuildCapabilities = caps
 	old, exists := s.Apps[a.Name]
 	switch {
 	case c.Create && exists:
@@ -323,7 +331,10 @@ func applyLeaderEpoch(s *State, index uint64, c *LeaderEpoch) (any, *Error) {
 	var requeued []string
 	for id, b := range s.Builds {
 		if b.State == BuildRunning {
-			b.State, b.Term, b.Node = BuildQueued, 0, ""
+			if b.Remote {
+				b.Requeued = fmt.Sprintf("leader term %d began: the assignment to build server %s was term %d's", c.Term, b.Node, b.Term)
+			}
+			b.State, b.Term, b.Node, b.Remote, b.Renewals = BuildQueued, 0, "", false, 0
 			b.ModifyIndex = index
 			requeued = append(requeued, id)
 		}
@@ -339,8 +350,18 @@ func applyBuildQueue(s *State, index uint64, c *BuildQueue) (any, *Error) {
 	}
 	switch c.Trigger {
 	case "push", "poll", "manual":
+		if c.PullRequest != 0 {
+			return nil, badRequest("only a pull_request build names a pull request")
+		}
+	case TriggerPullRequest:
+		if c.PullRequest <= 0 {
+			return nil, badRequest("a pull_request build needs the request's number")
+		}
+		if !a.PullRequests {
+			return nil, conflict("app %q does not build pull requests: turn them on with `node app update %s --pull-requests`", c.App, c.App)
+		}
 	default:
-		return nil, badRequest("build trigger %q is not one of push, poll, manual", c.Trigger)
+		return nil, badRequest("build trigger %q is not one of push, poll, manual, pull_request", c.Trigger)
 	}
 	if c.Delivery != "" {
 		if slices.Contains(s.Deliveries[c.App], c.Delivery) {
@@ -356,7 +377,7 @@ func applyBuildQueue(s *State, index uint64, c *BuildQueue) (any, *Error) {
 	// released for this branch is the same build.
 	if c.Commit != "" && c.Trigger != "manual" {
 		for _, b := range s.Builds {
-			if b.App == c.App && b.Commit == c.Commit && b.Branch == c.Branch &&
+			if b.App == c.App && b.Commit == c.Commit && b.Branch == c.Branch && b.PullRequest == c.PullRequest &&
 				(b.State == BuildQueued || b.State == BuildRunning || b.State == BuildSucceeded) {
 				return b, nil
 			}
@@ -368,7 +389,7 @@ func applyBuildQueue(s *State, index uint64, c *BuildQueue) (any, *Error) {
 	b := &Build{
 		ID: fmt.Sprintf("%s-%d", c.App, n), App: c.App, Number: n, Commit: c.Commit, Ref: c.Ref,
 		Branch: c.Branch, Message: c.Message, Trigger: c.Trigger, State: BuildQueued, QueuedAt: c.At,
-		Meta: Meta{CreateIndex: index, ModifyIndex: index},
+		PullRequest: c.PullRequest, Meta: Meta{CreateIndex: index, ModifyIndex: index},
 	}
 	s.Builds[b.ID] = b
 	return b, nil
@@ -400,6 +421,12 @@ func applyBuildFinish(s *State, index uint64, c *BuildFinish) (any, *Error) {
 		return nil, conflict("build %q was started under leader term %d and is %s; term %d may not finish it (current term %d)",
 			c.ID, b.Term, b.State, c.Term, s.Term)
 	}
+	// A build server's result counts only while it holds the build's lease (the same node and attempt).
+	if b.Remote || c.Node != "" {
+		if err := leaseHolder(b, c.Node, c.Attempt); err != nil {
+			return nil, err
+		}
+	}
 	switch c.State {
 	case BuildSucceeded, BuildFailed, BuildCancelled:
 	default:
@@ -413,6 +440,10 @@ func applyBuildFinish(s *State, index uint64, c *BuildFinish) (any, *Error) {
 	if c.State == BuildSucceeded && c.Release != nil {
 		r := *c.Release
 		r.Build, r.Commit, r.Branch = b.ID, b.Commit, b.Branch
+		if r.PullRequest = b.PullRequest; r.PullRequest > 0 {
+			// Apart from the app's own versions, whatever CustomVersionCmd said.
+			r.Version = fmt.Sprintf("pr%d-%d", b.PullRequest, b.Number)
+		}
 		var err *Error
 		if rel, err = addRelease(s, index, a, r); err != nil {
 			return nil, err
@@ -541,8 +572,12 @@ func checkDeployCreate(s *State, c *DeployCreate) (*Deployment, *Error) {
 		return nil, badRequest("deployment kind %q is not one of deploy, restart, terminate", d.Kind)
 	}
 	if d.Kind == DeployKindDeploy {
-		if _, ok := s.Releases[ReleaseKey(e.App, d.Release)]; !ok {
+		r, ok := s.Releases[ReleaseKey(e.App, d.Release)]
+		if !ok {
 			return nil, notFound("app %q has no release %q", e.App, d.Release)
+		}
+		if err := pullRequestDeploy(e, r, d.By); err != nil {
+			return nil, err
 		}
 	}
 	for _, other := range s.Deploys {

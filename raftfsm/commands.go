@@ -187,6 +187,8 @@ type BuildQueue struct {
 	Trigger  string
 	Delivery string
 	At       time.Time
+	// PullRequest is the request's number for trigger pull_request (and only for it).
+	PullRequest int `json:",omitempty"`
 }
 
 // BuildStart marks a queued build running under the given leader term.
@@ -209,6 +211,10 @@ type BuildFinish struct {
 	// Message is the commit's subject line as the builder read it; it fills in a build that has none (a poll or
 	// a manual build; a push's webhook gives its own). Older nodes ignore it.
 	Message string `json:",omitempty"`
+	// Node and Attempt name the build server and attempt of a build run under a lease (BuildAssign): the
+	// result is refused unless that lease is still held.
+	Node    string `json:",omitempty"`
+	Attempt int    `json:",omitempty"`
 }
 
 // BuildCancel cancels a queued build, or asks the builder to stop a running one.

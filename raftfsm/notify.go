@@ -115,6 +115,8 @@ type EventBuild struct {
 	Attempt int    `json:"attempt"`
 	Error   string `json:"error,omitempty"`
 	Release string `json:"release,omitempty"`
+	// PullRequest is the pull/merge request a build of trigger pull_request is for.
+	PullRequest int `json:"pull_request,omitempty"`
 }
 
 // EventDeployment is the deployment an event is about.

@@ -59,9 +59,13 @@ type App struct {
 	// PollInterval makes the leader poll the repository with `git ls-remote` (0: webhooks or manual only).
 	PollInterval Duration `json:"poll_interval"`
 	// BuildVars are the app's build variables; the secret ones are redacted from logs.
-	BuildVars   map[string]Var `json:"build_vars,omitempty"`
-	NextBuild   uint64         `json:"next_build"`
-	NextRelease uint64         `json:"next_release"`
+	BuildVars map[string]Var `json:"build_vars,omitempty"`
+	// BuildCapabilities are what a build server must offer (values of its `build` tag) to build this app.
+	BuildCapabilities []string `json:"build_capabilities,omitempty"`
+	// PullRequests builds the head commit of each pull or merge request a webhook announces (opt-in).
+	PullRequests bool   `json:"pull_requests,omitempty"`
+	NextBuild    uint64 `json:"next_build"`
+	NextRelease  uint64 `json:"next_release"`
 	Meta
 }
 
@@ -100,6 +104,8 @@ type Env struct {
 	// Desired is the release version the environment should run; Stable the last one that deployed successfully.
 	Desired string `json:"desired"`
 	Stable  string `json:"stable"`
+	// AllowPullRequests lets a release built from a pull request be deployed here, by hand only.
+	AllowPullRequests bool `json:"allow_pull_requests,omitempty"`
 	// Pinned suspends auto deploy (set by an automatic rollback) until `node env unpin`.
 	Pinned    bool   `json:"pinned"`
 	PinReason string `json:"pin_reason,omitempty"`
@@ -128,7 +134,7 @@ type Build struct {
 	Ref     string `json:"ref"`
 	Branch  string `json:"branch"`
 	Message string `json:"message,omitempty"`
-	// Trigger is push, poll or manual.
+	// Trigger is push, poll, manual or pull_request.
 	Trigger string `json:"trigger"`
 	State   string `json:"state"`
 	// Term is the leader term the build runs under (0 while queued); Node is the leader running it.
@@ -142,6 +148,14 @@ type Build struct {
 	Release   string    `json:"release,omitempty"`
 	// CancelRequested asks the leader's builder to stop the build.
 	CancelRequested bool `json:"cancel_requested,omitempty"`
+	// Remote: the build runs on build server Node under a lease it renews (Renewals counts the renewals of this
+	// attempt); the leader requeues it when the renewals stop.
+	Remote   bool   `json:"remote,omitempty"`
+	Renewals uint64 `json:"renewals,omitempty"`
+	// Requeued says why the build was last taken back from a build server.
+	Requeued string `json:"requeued,omitempty"`
+	// PullRequest is the number of the pull or merge request whose head this build is (trigger pull_request).
+	PullRequest int `json:"pull_request,omitempty"`
 	Meta
 }
 
@@ -168,6 +182,9 @@ type Release struct {
 	Pieces    []string  `json:"pieces"`
 	Holders   []string  `json:"holders"`
 	CreatedAt time.Time `json:"created_at"`
+	// PullRequest marks a release built from a pull or merge request: auto deploy and promotion never pick it,
+	// and it deploys by hand only to environments that allow pull requests.
+	PullRequest int `json:"pull_request,omitempty"`
 	Meta
 }
 

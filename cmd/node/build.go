@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"net/url"
+	"os"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -19,7 +20,16 @@ import (
 
 // attachBuilder starts the builder on a started node, sharing the node's artifact store, and returns its stop.
 func attachBuilder(n *node.Node, store *artifact.Store) (func(), error) {
-	b, err := builder.Attach(n, builder.Options{Store: store})
+	opts := builder.Options{Store: store}
+	// SHOAL_BUILD_LEASE tunes how long a silent build server keeps its builds (docs/builds.md).
+	if v := os.Getenv("SHOAL_BUILD_LEASE"); v != "" {
+		d, err := time.ParseDuration(v)
+		if err != nil || d < 300*time.Millisecond {
+			return nil, fmt.Errorf("SHOAL_BUILD_LEASE=%q is not a duration of at least 300ms (for example 10s)", v)
+		}
+		opts.LeaseTTL = d
+	}
+	b, err := builder.Attach(n, opts)
 	if err != nil {
 		return nil, fmt.Errorf("start the builder: %w", err)
 	}
@@ -63,7 +73,7 @@ With --wait the log is followed here and the command exits non-zero unless the b
 			}
 			return c.print(b, func(w *tabwriter.Writer) {
 				if b.State == raftfsm.BuildRunning {
-					fmt.Fprintf(w, "build %s: stop requested; the leader is stopping it\n", b.ID)
+					fmt.Fprintf(w, "build %s: stop requested; %s is stopping it\n", b.ID, b.Node)
 				} else {
 					fmt.Fprintf(w, "build %s: %s\n", b.ID, b.State)
 				}
@@ -80,6 +90,8 @@ func (c *cli) waitBuild(id string) error {
 	if c.json {
 		logOut = c.errOut
 	}
+	// While the build is queued its log is empty: say why it waits, if it does (no build server, all busy).
+	go c.sayWaiting(id)
 	if err := c.streamLog(id, 0, true, logOut); err != nil {
 		fmt.Fprintf(c.errOut, "log stream broke (%v); waiting for the build to end\n", err)
 	}
@@ -114,6 +126,31 @@ func (c *cli) waitBuild(id string) error {
 	return nil
 }
 
+// sayWaiting prints each reason the queued build id gives for waiting, until it leaves the queue. It runs beside
+// the log stream and ends with the command.
+func (c *cli) sayWaiting(id string) {
+	var (
+		index uint64
+		last  string
+	)
+	for {
+		// The first read catches up with the leader: the build was queued through it a moment ago.
+		path := "/v1/builds/" + url.PathEscape(id) + "?consistent"
+		if index > 0 {
+			path = "/v1/builds/" + url.PathEscape(id) + fmt.Sprintf("?index=%d&wait=30s", index)
+		}
+		var b builder.BuildView
+		idx, err := c.api().Get(ctx(), path, &b)
+		if err != nil || b.State != raftfsm.BuildQueued {
+			return
+		}
+		if b.Waiting != "" && b.Waiting != last {
+			fmt.Fprintf(c.errOut, "build %s waits: %s\n", id, b.Waiting)
+		}
+		last, index = b.Waiting, idx
+	}
+}
+
 // streamLog copies GET /v1/builds/{id}/log to w; with follow it lasts until the build ends.
 func (c *cli) streamLog(id string, offset int64, follow bool, w io.Writer) error {
 	q := url.Values{}
@@ -140,15 +177,21 @@ func (c *cli) buildsCmd() *cobra.Command {
 			if state != "" {
 				q.Set("state", state)
 			}
-			var bs []raftfsm.Build
+			var bs []builder.BuildView
 			if _, err := c.api().Get(ctx(), "/v1/apps/"+url.PathEscape(args[0])+"/builds?"+q.Encode(), &bs); err != nil {
 				return explain(err)
 			}
 			return c.print(bs, func(w *tabwriter.Writer) {
 				fmt.Fprintln(w, "ID\tSTATE\tTRIGGER\tBRANCH\tCOMMIT\tRELEASE\tNODE\tQUEUED\tTOOK")
 				for _, b := range bs {
-					fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", b.ID, buildState(b), b.Trigger, dash(b.Branch),
-						short(b.Commit), dash(b.Release), dash(b.Node), ago(b.QueuedAt), took(b))
+					fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", b.ID, buildState(b.Build), b.Trigger, dash(b.Branch),
+						short(b.Commit), dash(b.Release), dash(b.Node), ago(b.QueuedAt), took(b.Build))
+				}
+				w.Flush()
+				for _, b := range bs {
+					if b.Waiting != "" {
+						fmt.Fprintf(w, "%s waits: %s\n", b.ID, b.Waiting)
+					}
 				}
 			})
 		},
@@ -193,6 +236,9 @@ func (c *cli) releasesCmd() *cobra.Command {
 						dash(r.Build), dash(r.Commit), dash(r.Branch), r.CreatedAt.Format(time.RFC3339))
 					fmt.Fprintf(w, "archive:\tsha256 %s, %s in %d pieces of %s\nheld by:\t%s\n", r.Digest, bytesText(r.Size),
 						len(r.Pieces), bytesText(r.PieceSize), dash(strings.Join(r.Holders, ", ")))
+					if r.PullRequest > 0 {
+						fmt.Fprintf(w, "pull request:\t#%d (never auto deployed; by hand only where allowed)\n", r.PullRequest)
+					}
 					if r.Notes != "" {
 						fmt.Fprintf(w, "notes:\t%s\n", strings.ReplaceAll(r.Notes, "\n", "\n\t"))
 					}
@@ -205,7 +251,11 @@ func (c *cli) releasesCmd() *cobra.Command {
 			return c.print(rs, func(w *tabwriter.Writer) {
 				fmt.Fprintln(w, "VERSION\tBUILD\tBRANCH\tCOMMIT\tSIZE\tHOLDERS\tCREATED")
 				for _, r := range rs {
-					fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", r.Version, dash(r.Build), dash(r.Branch), short(r.Commit),
+					branch := dash(r.Branch)
+					if r.PullRequest > 0 {
+						branch = fmt.Sprintf("%s (PR #%d)", branch, r.PullRequest)
+					}
+					fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", r.Version, dash(r.Build), branch, short(r.Commit),
 						bytesText(r.Size), dash(strings.Join(r.Holders, ",")), ago(r.CreatedAt))
 				}
 			})

@@ -264,6 +264,12 @@ func (c *cli) appTable(w *tabwriter.Writer, a node.AppView) {
 	if a.PollInterval > 0 {
 		fmt.Fprintf(w, "poll every:\t%s\n", time.Duration(a.PollInterval))
 	}
+	if a.PullRequests {
+		fmt.Fprintf(w, "pull requests:\tbuilt\n")
+	}
+	if len(a.BuildCapabilities) > 0 {
+		fmt.Fprintf(w, "build capabilities:\t%s\n", strings.Join(a.BuildCapabilities, ", "))
+	}
 	for _, k := range sortedKeys(a.BuildVars) {
 		v := a.BuildVars[k]
 		val := v.Value
@@ -277,9 +283,10 @@ func (c *cli) appTable(w *tabwriter.Writer, a node.AppView) {
 // appFlags are the settable fields of an app; only flags the user gave are sent.
 type appFlags struct {
 	repo, branch, manifest, secret string
-	autoBuild                      bool
+	autoBuild, pullRequests        bool
 	poll                           time.Duration
 	vars, secretVars               []string
+	caps                           []string
 }
 
 func (f *appFlags) register(cmd *cobra.Command) {
@@ -289,9 +296,12 @@ func (f *appFlags) register(cmd *cobra.Command) {
 	fl.StringVar(&f.manifest, "manifest", "", "manifest path in the repository (default shoal.yml, then distelli-manifest.yml)")
 	fl.StringVar(&f.secret, "webhook-secret", "", "secret that push webhooks are signed with")
 	fl.BoolVar(&f.autoBuild, "auto-build", false, "build every push to the branch")
+	fl.BoolVar(&f.pullRequests, "pull-requests", false, "build the head of each pull/merge request a webhook announces (releases marked as from a pull request)")
 	fl.DurationVar(&f.poll, "poll", 0, "poll the repository with git ls-remote at this interval (0: off)")
 	fl.StringArrayVar(&f.vars, "var", nil, "build variable KEY=VALUE (repeatable)")
 	fl.StringArrayVar(&f.secretVars, "secret-var", nil, "secret build variable KEY=VALUE, redacted from logs (repeatable)")
+	fl.StringSliceVar(&f.caps, "build-capability", nil,
+		"capability a build server must offer (its --tag build=...) to build this app (repeatable or comma-separated; \"\" clears)")
 }
 
 func (f *appFlags) body(cmd *cobra.Command) (map[string]any, error) {
@@ -312,8 +322,20 @@ func (f *appFlags) body(cmd *cobra.Command) (map[string]any, error) {
 	if ch("auto-build") {
 		b["auto_build"] = f.autoBuild
 	}
+	if ch("pull-requests") {
+		b["pull_requests"] = f.pullRequests
+	}
 	if ch("poll") {
 		b["poll_interval"] = f.poll.String()
+	}
+	if ch("build-capability") {
+		caps := []string{}
+		for _, c := range f.caps {
+			if c = strings.TrimSpace(c); c != "" {
+				caps = append(caps, c)
+			}
+		}
+		b["build_capabilities"] = caps
 	}
 	if ch("var") || ch("secret-var") {
 		vars, err := varsOf(f.vars, f.secretVars)
@@ -460,6 +482,9 @@ func envTable(w *tabwriter.Writer, e raftfsm.Env) {
 	if e.Pinned {
 		fmt.Fprintf(w, "pinned:\tyes (%s): auto deploy is suspended until `node unpin %s`\n", e.PinReason, e.Name)
 	}
+	if e.AllowPullRequests {
+		fmt.Fprintf(w, "pull requests:\tallowed (by hand)\n")
+	}
 	for _, k := range sortedKeys(e.Vars) {
 		v := e.Vars[k]
 		val := v.Value
@@ -475,6 +500,7 @@ type envFlags struct {
 	servers, tags        []string
 	vars, secretVars     []string
 	autoDeploy, rollback bool
+	allowPRs             bool
 	strategy             string
 	batch                string
 	minHealthy, abort    int
@@ -490,6 +516,7 @@ func (f *envFlags) register(cmd *cobra.Command) {
 	fl.StringArrayVar(&f.vars, "var", nil, "variable KEY=VALUE for hooks (repeatable)")
 	fl.StringArrayVar(&f.secretVars, "secret-var", nil, "secret variable KEY=VALUE, redacted from logs (repeatable)")
 	fl.BoolVar(&f.autoDeploy, "auto-deploy", false, "deploy new releases of the app's branch automatically")
+	fl.BoolVar(&f.allowPRs, "allow-pull-requests", false, "let releases built from pull requests be deployed here (by hand only)")
 	fl.StringVar(&f.strategy, "strategy", "", "all (at once) or rolling")
 	fl.StringVar(&f.batch, "batch", "", "rolling batch: a number of servers, or a percent like 25%")
 	fl.IntVar(&f.minHealthy, "min-healthy", 0, "servers that must stay healthy during a rolling deploy")
@@ -508,6 +535,9 @@ func (f *envFlags) body(cmd *cobra.Command) (map[string]any, error) {
 	}
 	if ch("server") {
 		b["servers"] = f.servers
+	}
+	if ch("allow-pull-requests") {
+		b["allow_pull_requests"] = f.allowPRs
 	}
 	if ch("tag") {
 		tags, err := parseKV(f.tags, "--tag")
