@@ -197,7 +197,7 @@ func (l *lossMesh) run(version string, mode lossMode) lossResult {
 		if mode == lossKillSeedEarly {
 			if a.err == nil {
 				t.Errorf("%s: the fetch succeeded although the only whole holder died with pieces nobody else had", n.name)
-			} else if !client.IsStatus(a.err, http.StatusServiceUnavailable) || !strings.Contains(a.err.Error(), "no holder among the live peers") {
+			} else if !client.IsStatus(a.err, http.StatusServiceUnavailable) || !(strings.Contains(a.err.Error(), "no holder among the live peers") || strings.Contains(a.err.Error(), "no live server holds")) {
 				t.Errorf("%s: the fetch failed, but not with a 503 saying that no live peer holds the pieces: %v", n.name, a.err)
 			} else {
 				res.failure = a.err.Error()

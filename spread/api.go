@@ -141,7 +141,7 @@ func (s *Service) postFetch(w http.ResponseWriter, r *http.Request) error {
 	defer cancel()
 	start := time.Now()
 	if err := s.fetchRelease(ctx, rel, nil, holderRecordWait); err != nil {
-		if errors.Is(err, swarm.ErrNoHolder) {
+		if errors.Is(err, swarm.ErrNoHolder) || errors.Is(err, raftfsm.ErrNoLiveHolder) {
 			return node.Errorf(http.StatusServiceUnavailable, "%v", err)
 		}
 		return err
