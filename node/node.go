@@ -100,7 +100,8 @@ func Open(cfg Config) (*Node, error) {
 	n.members = newMemberTable()
 	n.fsm.OnApply = func(t raftfsm.CommandType, _ *raftfsm.Result) {
 		if t == raftfsm.CmdMemberLeave || t == raftfsm.CmdMemberRejoin {
-			n.members.signal() // the leader reconciles Raft membership at once
+			n.members.signal()    // the leader reconciles Raft membership at once
+			n.membershipChanged() // and every node closes the removed node's connections
 		}
 	}
 	n.metrics = newMetrics(cfg.Registry, n)
@@ -116,6 +117,9 @@ func (n *Node) start() error {
 	if err != nil {
 		return fmt.Errorf("load node identity: %w", err)
 	}
+	if err := checkOwnCert(id, n.cfg.DataDir); err != nil {
+		return err
+	}
 	n.ep, err = transport.Listen(transport.Config{
 		Bind: hostPort(n.cfg.BindIP, n.cfg.QUICPort), Identity: id, Logger: n.log.With("component", "transport"),
 	})
@@ -129,6 +133,7 @@ func (n *Node) start() error {
 		return err
 	}
 	n.ep.SetAdvertise(adv)
+	n.ep.SetPeerCheck(n.checkPeerCert)
 	n.registerRPCs()
 
 	if err := n.startRaft(); err != nil {
@@ -140,9 +145,10 @@ func (n *Node) start() error {
 	if err := n.startGossip(); err != nil {
 		return err
 	}
-	n.wg.Add(2)
+	n.wg.Add(3)
 	go n.leaderLoop()
 	go n.rejoinLoop()
+	go n.renewLoop()
 	return nil
 }
 
@@ -286,7 +292,7 @@ func (n *Node) startRaft() error {
 	rc.BatchApplyCh = true
 	rc.NotifyCh = n.leaderCh
 
-	n.applied = &appliedFSM{FSM: n.fsm, m: n.metrics, logs: store}
+	n.applied = &appliedFSM{FSM: n.fsm, m: n.metrics, logs: store, restored: n.membershipChanged}
 	if n.startIndex, err = store.LastIndex(); err != nil {
 		return fmt.Errorf("read raft log: %w", err)
 	}
@@ -375,12 +381,19 @@ func (n *Node) Leave(ctx context.Context) error {
 	if _, err := n.Apply(ctx, &raftfsm.MemberLeave{Name: n.cfg.Name, At: time.Now().UTC()}); err != nil {
 		return fmt.Errorf("record the departure: %w", err)
 	}
+	// Once the departure is committed the leader removes this node from Raft, and every member refuses its
+	// certificate: it may never hear of its own removal, so it waits only briefly to see it.
+	seen := time.After(2 * time.Second)
 	for n.InRaft() {
 		select {
 		case <-ctx.Done():
 			return fmt.Errorf("the departure is recorded, but the leader has not removed this node from Raft yet: check `node members`")
+		case <-seen:
+			log.Info("departure committed; the mesh no longer accepts this node, so it cannot see its removal from Raft")
 		case <-time.After(50 * time.Millisecond):
+			continue
 		}
+		break
 	}
 	n.stored.Left = true
 	if err := saveStored(n.cfg.DataDir, n.stored); err != nil {

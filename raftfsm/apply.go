@@ -94,7 +94,7 @@ func apply(s *State, index uint64, c Command) (any, *Error) {
 		s.Departed[c.Name] = c.At
 		return nil, nil
 	case *MemberRejoin:
-		delete(s.Departed, c.Name)
+		applyMemberRejoin(s, c)
 		return nil, nil
 	case *DeployCreate:
 		return applyDeployCreate(s, index, c)

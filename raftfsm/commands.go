@@ -164,8 +164,12 @@ type MemberLeave struct {
 	At   time.Time
 }
 
-// MemberRejoin clears a departure record when a server of that name is admitted again.
-type MemberRejoin struct{ Name string }
+// MemberRejoin clears a departure record when a server of that name is admitted again. The certificates the
+// name held before (issued before At) stay refused: only the one issued at this admission counts.
+type MemberRejoin struct {
+	Name string
+	At   time.Time `json:",omitzero"`
+}
 
 // LeaderEpoch is the first write of every new leader. Apply records the term and hands the builds that an older
 // leader left running back to the queue, so a new leader runs them and a deposed one can no longer finish them.

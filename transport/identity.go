@@ -54,8 +54,14 @@ func NewIdentity(name string, caPEM, certPEM, keyPEM []byte) (*Identity, error) 
 	}
 	pool := x509.NewCertPool()
 	pool.AddCert(ca)
+	// The chain is checked at a moment both certificates were valid: an identity whose certificate has since
+	// expired still loads, so that the node can say what to do about it (handshakes refuse it either way).
+	at := leaf.NotBefore
+	if ca.NotBefore.After(at) {
+		at = ca.NotBefore
+	}
 	for _, usage := range []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth} {
-		if _, err := leaf.Verify(x509.VerifyOptions{Roots: pool, KeyUsages: []x509.ExtKeyUsage{usage}}); err != nil {
+		if _, err := leaf.Verify(x509.VerifyOptions{Roots: pool, KeyUsages: []x509.ExtKeyUsage{usage}, CurrentTime: at}); err != nil {
 			return nil, fmt.Errorf("node identity %q: the certificate does not verify against the mesh CA %s: %w",
 				name, CertHash(ca.Raw), err)
 		}

@@ -126,3 +126,8 @@ func (e *Endpoint) SetIdentity(id *Identity) error {
 // IssuedAt is when the mesh CA signed a node certificate: SignNode back-dates NotBefore by the clock skew
 // allowance, so this undoes that.
 func IssuedAt(leaf *x509.Certificate) time.Time { return leaf.NotBefore.Add(clockSkew) }
+
+// WithCert is the identity with a renewed certificate for the same key, signed by the CA in caPEM.
+func (id *Identity) WithCert(caPEM, certPEM []byte) (*Identity, error) {
+	return NewIdentity(id.Name, caPEM, certPEM, id.keyPEM)
+}
