@@ -247,6 +247,7 @@ func (n *Node) routes() {
 	n.Handle("GET /v1/status", raftfsm.RoleReader, n.getStatus)
 	n.Handle("GET /v1/members", raftfsm.RoleReader, n.getMembers)
 	n.Handle("POST /v1/leave", raftfsm.RoleAdmin, n.postLeave)
+	n.Handle("POST /v1/members/{name}/remove", raftfsm.RoleAdmin, n.postRemoveMember)
 	n.apiApps()
 	n.apiEnvs()
 	n.apiTokens()

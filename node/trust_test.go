@@ -358,3 +358,48 @@ func TestCertificatesRenewAcrossLeaderChange(t *testing.T) {
 		t.Fatalf("the refusal does not say what to do: %v", err)
 	}
 }
+
+// An admin removes a member that is still running (lost, or no longer trusted): the mesh refuses its certificate
+// and closes its connections at once, and the leader takes it out of Raft.
+func TestAdminRemovesAMember(t *testing.T) {
+	c := NewTestCluster(t, 4, nil)
+	leader, f := c.Leader(), c.follower()
+	spy := identityEndpoint(t, f.DataDir())
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	open, err := spy.Dial(ctx, leader.RaftAddr(), transport.ALPNRPC)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var e APIError
+	if code := call(t, leader, c.AdminToken, "POST", "/v1/members/nobody/remove", nil, &e); code != 404 {
+		t.Errorf("removing an unknown member: %d %+v", code, e)
+	}
+	if code := call(t, f, c.AdminToken, "POST", "/v1/members/"+leader.Name()+"/remove", nil, &e); code != 409 {
+		t.Errorf("removing the leader: %d %+v", code, e)
+	}
+	if code := call(t, c.Nodes[0], c.AdminToken, "POST", "/v1/members/"+f.Name()+"/remove", nil, &e); code != 200 {
+		t.Fatalf("remove %s: %d %+v", f.Name(), code, e)
+	}
+	removed := time.Now()
+	select {
+	case <-open.Context().Done():
+	case <-time.After(time.Second):
+		t.Fatal("the removed member's connection stayed open a second after its removal")
+	}
+	for _, n := range c.Nodes {
+		if n != f {
+			if err := dialAs(t, f.DataDir(), n.RaftAddr(), transport.ALPNRaft); err == nil {
+				t.Errorf("%s accepted the removed member on raft", n.Name())
+			}
+		}
+	}
+	t.Logf("refused everywhere %v after the removal", time.Since(removed).Round(time.Millisecond))
+	c.Eventually(10*time.Second, "the leader to take the removed member out of Raft", func() bool {
+		_, in := c.RaftServers()[f.Name()]
+		return !in
+	})
+	if code := call(t, leader, c.AdminToken, "POST", "/v1/tokens", map[string]any{"name": "after", "role": "reader"}, nil); code != 201 {
+		t.Fatalf("write after the removal: %d", code)
+	}
+}
