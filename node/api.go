@@ -248,6 +248,7 @@ func (n *Node) routes() {
 	n.Handle("GET /v1/members", raftfsm.RoleReader, n.getMembers)
 	n.Handle("POST /v1/leave", raftfsm.RoleAdmin, n.postLeave)
 	n.Handle("POST /v1/members/{name}/remove", raftfsm.RoleAdmin, n.postRemoveMember)
+	n.Handle("POST /v1/mesh/gossip-key/rotate", raftfsm.RoleAdmin, n.postRotateGossipKey)
 	n.apiApps()
 	n.apiEnvs()
 	n.apiTokens()

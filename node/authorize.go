@@ -53,7 +53,8 @@ var authorities = map[raftfsm.CommandType]authority{
 	raftfsm.CmdMemberLeave: {role: raftfsm.RoleAdmin, node: true, self: func(c raftfsm.Command) string {
 		return c.(*raftfsm.MemberLeave).Name
 	}},
-	raftfsm.CmdMemberRejoin: {}, // the leader writes it when it admits a joiner
+	raftfsm.CmdMemberRejoin:    {}, // the leader writes it when it admits a joiner
+	raftfsm.CmdGossipKeyRotate: {role: raftfsm.RoleAdmin},
 }
 
 // Codes of forwarded writes the leader refuses for who asked.

@@ -62,6 +62,8 @@ type Node struct {
 	applied    *appliedFSM
 	startIndex uint64
 	startedAt  time.Time
+
+	gossipKeys gossipKeys
 }
 
 // readyAfter bounds how long a restarted node reports itself as loading, in case the tail of its log was never
@@ -102,6 +104,9 @@ func Open(cfg Config) (*Node, error) {
 		if t == raftfsm.CmdMemberLeave || t == raftfsm.CmdMemberRejoin {
 			n.members.signal()    // the leader reconciles Raft membership at once
 			n.membershipChanged() // and every node closes the removed node's connections
+		}
+		if t == raftfsm.CmdGossipKeyRotate {
+			n.installGossipKeys()
 		}
 	}
 	n.metrics = newMetrics(cfg.Registry, n)
@@ -166,6 +171,7 @@ func (n *Node) Close() error {
 			cancel()
 		}
 		n.wg.Wait()
+		n.stopGossipKeys()
 		if n.gossip != nil {
 			_ = n.gossip.Shutdown()
 		}
@@ -292,7 +298,10 @@ func (n *Node) startRaft() error {
 	rc.BatchApplyCh = true
 	rc.NotifyCh = n.leaderCh
 
-	n.applied = &appliedFSM{FSM: n.fsm, m: n.metrics, logs: store, restored: n.membershipChanged}
+	n.applied = &appliedFSM{FSM: n.fsm, m: n.metrics, logs: store, restored: func() {
+		n.membershipChanged()
+		n.installGossipKeys()
+	}}
 	if n.startIndex, err = store.LastIndex(); err != nil {
 		return fmt.Errorf("read raft log: %w", err)
 	}

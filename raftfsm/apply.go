@@ -96,6 +96,8 @@ func apply(s *State, index uint64, c Command) (any, *Error) {
 	case *MemberRejoin:
 		applyMemberRejoin(s, c)
 		return nil, nil
+	case *GossipKeyRotate:
+		return nil, applyGossipKeyRotate(s, c)
 	case *DeployCreate:
 		return applyDeployCreate(s, index, c)
 	case *DeployUpdate:

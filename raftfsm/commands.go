@@ -40,6 +40,8 @@ const (
 	CmdMemberRejoin    CommandType = 21
 	CmdReleaseCreate   CommandType = 22
 	CmdPipelinePut     CommandType = 23
+	// 24-35 are other commands'; 36-39 belong to mesh trust (see mesh_keys.go).
+	CmdGossipKeyRotate CommandType = 37
 )
 
 // Command is implemented by every command body.
@@ -70,6 +72,7 @@ var registry = map[CommandType]func() Command{
 	CmdMemberRejoin:    func() Command { return new(MemberRejoin) },
 	CmdReleaseCreate:   func() Command { return new(ReleaseCreate) },
 	CmdPipelinePut:     func() Command { return new(PipelinePut) },
+	CmdGossipKeyRotate: func() Command { return new(GossipKeyRotate) },
 }
 
 // Encode wraps a command in the versioned envelope: version byte, type byte, JSON body.

@@ -17,6 +17,17 @@ type Mesh struct {
 	CAKey     string    `json:"ca_key"`
 	GossipKey []byte    `json:"gossip_key"`
 	CreatedAt time.Time `json:"created_at"`
+	// RetiredGossipKeys are former gossip keys still accepted (never used to send) until their time, so that the
+	// mesh does not split while a rotation spreads (GossipKeyRotate).
+	RetiredGossipKeys []RetiredKey `json:"retired_gossip_keys,omitempty"`
+	// GossipKeySince is when GossipKey became current (zero: since CreatedAt).
+	GossipKeySince time.Time `json:"gossip_key_since,omitzero"`
+}
+
+// RetiredKey is a former key, still accepted until Until.
+type RetiredKey struct {
+	Key   []byte    `json:"key"`
+	Until time.Time `json:"until"`
 }
 
 // Roles an API token can have, from most to least powerful.
