@@ -249,6 +249,8 @@ func (n *Node) routes() {
 	n.Handle("POST /v1/leave", raftfsm.RoleAdmin, n.postLeave)
 	n.Handle("POST /v1/members/{name}/remove", raftfsm.RoleAdmin, n.postRemoveMember)
 	n.Handle("POST /v1/mesh/gossip-key/rotate", raftfsm.RoleAdmin, n.postRotateGossipKey)
+	n.Handle("GET /v1/mesh/ca", raftfsm.RoleAdmin, n.getCA)
+	n.Handle("POST /v1/mesh/ca/rotate", raftfsm.RoleAdmin, n.postRotateCA)
 	n.apiApps()
 	n.apiEnvs()
 	n.apiTokens()

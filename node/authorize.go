@@ -55,6 +55,7 @@ var authorities = map[raftfsm.CommandType]authority{
 	}},
 	raftfsm.CmdMemberRejoin:    {}, // the leader writes it when it admits a joiner
 	raftfsm.CmdGossipKeyRotate: {role: raftfsm.RoleAdmin},
+	raftfsm.CmdCARotate:        {role: raftfsm.RoleAdmin}, // its "issued" stage is the leader's own write
 }
 
 // Codes of forwarded writes the leader refuses for who asked.

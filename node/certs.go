@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"net"
 	"path/filepath"
+	"strings"
 	"time"
 
 	"github.com/hashicorp/raft"
@@ -65,34 +66,66 @@ func renewalDue(leaf *x509.Certificate) time.Time {
 
 // renewLoop renews this node's certificate from the leader at half-life, and retries until it succeeds: across
 // leader changes (each try asks whoever leads then) and restarts (the loop starts with the node and renews at once
-// if the certificate is past half-life).
+// if the certificate is past half-life). During a CA rotation it also fetches the certificate from the next CA.
 func (n *Node) renewLoop() {
 	defer n.wg.Done()
 	for {
-		leaf := n.ep.Identity().Cert.Leaf
-		life := leaf.NotAfter.Sub(transport.IssuedAt(leaf))
-		retry := min(max(life/20, 100*time.Millisecond), time.Minute)
-		wait := min(time.Until(renewalDue(leaf)), time.Hour)
-		if wait <= 0 {
-			ctx, cancel := context.WithTimeout(n.ctx, n.cfg.LeaderWait+5*time.Second)
-			err := n.renewCert(ctx)
-			cancel()
-			if err != nil && n.ctx.Err() == nil {
-				n.log.Warn("certificate renewal failed; retrying", "component", "certs", "err", err,
-					"expires", leaf.NotAfter.UTC().Format(time.RFC3339), "retry_in", retry)
-			}
-			wait = retry
-		}
+		wait := n.renewStep()
 		select {
 		case <-n.ctx.Done():
 			return
+		case <-n.renewWake:
 		case <-time.After(wait):
 		}
 	}
 }
 
+// renewStep does what is due and returns how long to wait before the next look.
+func (n *Node) renewStep() time.Duration {
+	if !n.keysSynced {
+		if n.keysSynced = n.syncKeys(); !n.keysSynced {
+			return 100 * time.Millisecond
+		}
+	}
+	leaf := n.ep.Identity().Cert.Leaf
+	life := leaf.NotAfter.Sub(transport.IssuedAt(leaf))
+	retry := min(max(life/20, 100*time.Millisecond), time.Minute)
+	needNext, needNow := n.caWork()
+	for _, next := range []bool{true, false} {
+		due := needNext
+		if !next {
+			due = needNow || time.Until(renewalDue(leaf)) <= 0
+		}
+		if !due {
+			continue
+		}
+		ctx, cancel := context.WithTimeout(n.ctx, n.cfg.LeaderWait+5*time.Second)
+		err := n.renewCert(ctx, next)
+		cancel()
+		if err != nil {
+			if n.ctx.Err() == nil {
+				n.log.Warn("certificate renewal failed; retrying", "component", "certs", "err", err, "next_ca", next,
+					"expires", leaf.NotAfter.UTC().Format(time.RFC3339), "retry_in", retry)
+			}
+			return retry
+		}
+		leaf = n.ep.Identity().Cert.Leaf
+	}
+	return max(min(time.Until(renewalDue(leaf)), time.Hour), 10*time.Millisecond)
+}
+
+// wakeRenewal makes the renewal loop look again now (a CA rotation moved).
+func (n *Node) wakeRenewal() {
+	select {
+	case n.renewWake <- struct{}{}:
+	default:
+	}
+}
+
 type renewRequest struct {
 	PublicKey []byte `json:"public_key"`
+	// Next asks for a certificate from the next CA of a rotation under way.
+	Next bool `json:"next,omitempty"`
 }
 
 type renewResponse struct {
@@ -101,14 +134,14 @@ type renewResponse struct {
 }
 
 // renewCert has the leader sign a new certificate for this node's key, stores it, and serves it from the next
-// handshake on.
-func (n *Node) renewCert(ctx context.Context) error {
+// handshake on. With next, the certificate comes from the next CA of a rotation and is kept aside until it ends.
+func (n *Node) renewCert(ctx context.Context, next bool) error {
 	id := n.ep.Identity()
 	pub, err := transport.PublicKeyPEM(id.Cert.PrivateKey.(crypto.Signer))
 	if err != nil {
 		return err
 	}
-	req := renewRequest{PublicKey: pub}
+	req := renewRequest{PublicKey: pub, Next: next}
 	var resp *renewResponse
 	if !n.untilLeaderWait(ctx, func(deadline time.Time) bool {
 		cctx, cancel := context.WithDeadline(ctx, deadline)
@@ -125,6 +158,14 @@ func (n *Node) renewCert(ctx context.Context) error {
 	renewed, err := id.WithCert(resp.CA, resp.Cert)
 	if err != nil {
 		return fmt.Errorf("the renewed certificate is not usable: %w", err)
+	}
+	if next {
+		if err := writeAtomic(filepath.Join(n.cfg.DataDir, tlsDir, nextCertFile), resp.Cert, 0o644); err != nil {
+			return err
+		}
+		n.log.Info("holding a certificate from the next mesh CA", "component", "certs", "next_ca", renewed.CAHash)
+		n.refreshTrust() // the rotation may have finished while this was on its way
+		return nil
 	}
 	if err := renewed.Save(filepath.Join(n.cfg.DataDir, tlsDir)); err != nil {
 		return err
@@ -187,6 +228,9 @@ func (n *Node) signRenewal(name string, req renewRequest) (*renewResponse, error
 	if mesh.CACert == "" {
 		return nil, &transport.RemoteError{Code: CodeNoLeader, Message: "the leader has not loaded the mesh state yet"}
 	}
+	if req.Next {
+		return n.signNext(name, req, mesh)
+	}
 	ca, err := transport.LoadCA([]byte(mesh.CACert), []byte(mesh.CAKey))
 	if err != nil {
 		return nil, fmt.Errorf("load mesh CA: %w", err)
@@ -196,7 +240,7 @@ func (n *Node) signRenewal(name string, req renewRequest) (*renewResponse, error
 		return nil, &raftfsm.Error{Kind: raftfsm.KindBadRequest, Message: err.Error()}
 	}
 	n.log.Info("signed a renewed certificate", "component", "certs", "node", name)
-	return &renewResponse{CA: []byte(mesh.CACert), Cert: cert}, nil
+	return &renewResponse{CA: []byte(strings.Join(mesh.TrustedCAs(time.Now()), "")), Cert: cert}, nil
 }
 
 // memberIPs is the IP a member's QUIC address advertises, as gossip knows it (certificates carry it; peers are

@@ -41,14 +41,29 @@ func (n *Node) initialGossipKeys() ([][]byte, error) {
 			keys = s.Mesh.GossipKeys(time.Now())
 		}
 	})
-	if len(keys) > 0 {
-		return keys, nil
-	}
 	key, err := os.ReadFile(filepath.Join(n.cfg.DataDir, tlsDir, gossipKeyFile))
 	if err != nil {
+		if len(keys) > 0 {
+			return keys, nil
+		}
 		return nil, fmt.Errorf("read gossip key: %w", err)
 	}
-	return [][]byte{key}, nil
+	// The stored key is the newest this node saw; the state may be an older snapshot until the node catches up.
+	if !slices.ContainsFunc(keys, func(k []byte) bool { return bytes.Equal(k, key) }) {
+		keys = append([][]byte{key}, keys...)
+	}
+	return keys, nil
+}
+
+// syncKeys brings the gossip keyring and the trusted CAs to the state once the node has caught up after a start
+// (until then the state may be older than the keys and CAs it stored before it stopped).
+func (n *Node) syncKeys() bool {
+	if !n.Ready() {
+		return false
+	}
+	n.installGossipKeys()
+	n.refreshTrust()
+	return true
 }
 
 // installGossipKeys brings the keyring to the state's keys: it adds new ones, sends with the current one, drops
@@ -58,8 +73,8 @@ func (n *Node) installGossipKeys() {
 	g := &n.gossipKeys
 	g.mu.Lock()
 	defer g.mu.Unlock()
-	if g.ring == nil {
-		return // gossip has not started; it will start with the state's keys
+	if g.ring == nil || !n.Ready() {
+		return // not started, or replaying a state older than the key it last stored (syncKeys catches up)
 	}
 	now := time.Now()
 	var (

@@ -11,6 +11,7 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/shoal-ci/shoal/raftfsm"
@@ -224,7 +225,8 @@ func (n *Node) admit(req joinRequest) (*joinResponse, error) {
 			peers = append(peers, m.Gossip)
 		}
 	}
-	return &joinResponse{Mesh: mesh.Name, CA: []byte(mesh.CACert), Cert: cert, GossipKey: mesh.GossipKey, Peers: peers}, nil
+	// The joiner trusts every CA the mesh trusts now (two during a CA rotation).
+	return &joinResponse{Mesh: mesh.Name, CA: []byte(strings.Join(mesh.TrustedCAs(time.Now()), "")), Cert: cert, GossipKey: mesh.GossipKey, Peers: peers}, nil
 }
 
 // Join makes this data dir a member of the mesh that the server at addr belongs to, then runs the node. A data dir

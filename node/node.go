@@ -64,6 +64,9 @@ type Node struct {
 	startedAt  time.Time
 
 	gossipKeys gossipKeys
+	caTrust    caTrust
+	renewWake  chan struct{}
+	keysSynced bool // owned by renewLoop
 }
 
 // readyAfter bounds how long a restarted node reports itself as loading, in case the tail of its log was never
@@ -94,7 +97,7 @@ func Open(cfg Config) (*Node, error) {
 		return nil, fmt.Errorf("data dir %s belongs to node %q, not %q", cfg.DataDir, st.Name, cfg.Name)
 	}
 	n := &Node{cfg: cfg, log: cfg.Logger.With("node", cfg.Name), stored: st, fsm: raftfsm.New(),
-		leaderCh: make(chan bool, 16), left: make(chan struct{})}
+		leaderCh: make(chan bool, 16), left: make(chan struct{}), renewWake: make(chan struct{}, 1)}
 	if st.Left {
 		return nil, fmt.Errorf("the node in data dir %s left the mesh (`node leave`): to bring this server back, remove the data dir and `node join` again with a join token", cfg.DataDir)
 	}
@@ -107,6 +110,10 @@ func Open(cfg Config) (*Node, error) {
 		}
 		if t == raftfsm.CmdGossipKeyRotate {
 			n.installGossipKeys()
+		}
+		if t == raftfsm.CmdCARotate {
+			n.refreshTrust()
+			n.wakeRenewal()
 		}
 	}
 	n.metrics = newMetrics(cfg.Registry, n)
@@ -172,6 +179,7 @@ func (n *Node) Close() error {
 		}
 		n.wg.Wait()
 		n.stopGossipKeys()
+		n.stopTrustTimer()
 		if n.gossip != nil {
 			_ = n.gossip.Shutdown()
 		}
@@ -301,6 +309,7 @@ func (n *Node) startRaft() error {
 	n.applied = &appliedFSM{FSM: n.fsm, m: n.metrics, logs: store, restored: func() {
 		n.membershipChanged()
 		n.installGossipKeys()
+		n.refreshTrust()
 	}}
 	if n.startIndex, err = store.LastIndex(); err != nil {
 		return fmt.Errorf("read raft log: %w", err)

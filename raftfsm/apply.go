@@ -98,6 +98,8 @@ func apply(s *State, index uint64, c Command) (any, *Error) {
 		return nil, nil
 	case *GossipKeyRotate:
 		return nil, applyGossipKeyRotate(s, c)
+	case *CARotate:
+		return nil, applyCARotate(s, c)
 	case *DeployCreate:
 		return applyDeployCreate(s, index, c)
 	case *DeployUpdate:

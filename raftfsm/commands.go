@@ -41,6 +41,7 @@ const (
 	CmdReleaseCreate   CommandType = 22
 	CmdPipelinePut     CommandType = 23
 	// 24-35 are other commands'; 36-39 belong to mesh trust (see mesh_keys.go).
+	CmdCARotate        CommandType = 36
 	CmdGossipKeyRotate CommandType = 37
 )
 
@@ -72,6 +73,7 @@ var registry = map[CommandType]func() Command{
 	CmdMemberRejoin:    func() Command { return new(MemberRejoin) },
 	CmdReleaseCreate:   func() Command { return new(ReleaseCreate) },
 	CmdPipelinePut:     func() Command { return new(PipelinePut) },
+	CmdCARotate:        func() Command { return new(CARotate) },
 	CmdGossipKeyRotate: func() Command { return new(GossipKeyRotate) },
 }
 

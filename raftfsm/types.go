@@ -22,6 +22,13 @@ type Mesh struct {
 	RetiredGossipKeys []RetiredKey `json:"retired_gossip_keys,omitempty"`
 	// GossipKeySince is when GossipKey became current (zero: since CreatedAt).
 	GossipKeySince time.Time `json:"gossip_key_since,omitzero"`
+	// A CA rotation in progress: the next CA, trusted already, and the members it has issued a certificate to.
+	NextCACert string   `json:"next_ca_cert,omitempty"`
+	NextCAKey  string   `json:"next_ca_key,omitempty"`
+	NextIssued []string `json:"next_issued,omitempty"`
+	// The CA a finished rotation replaced, still trusted until OldCAUntil.
+	OldCACert  string    `json:"old_ca_cert,omitempty"`
+	OldCAUntil time.Time `json:"old_ca_until,omitzero"`
 }
 
 // RetiredKey is a former key, still accepted until Until.

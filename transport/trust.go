@@ -71,7 +71,23 @@ func (e *Endpoint) connAllowed(conn *quic.Conn) error {
 
 // refuseStream closes conn if its peer no longer passes the check, and reports whether it did.
 func (e *Endpoint) refuseStream(conn *quic.Conn) bool {
-	err := e.connAllowed(conn)
+	return e.refuse(conn, e.connAllowed(conn))
+}
+
+// chainTrusted checks a connection's peer chain against the CAs trusted now (they change when the mesh rotates
+// its CA). Join connections carry no certificate: they pass.
+func (e *Endpoint) chainTrusted(conn *quic.Conn) error {
+	cs := conn.ConnectionState().TLS
+	if cs.NegotiatedProtocol == ALPNJoin || len(cs.PeerCertificates) == 0 {
+		return nil
+	}
+	if err := verifyChain(cs.PeerCertificates, e.id.Load().CAPool, x509.ExtKeyUsageAny); err != nil {
+		return &RevokedError{Node: cs.PeerCertificates[0].Subject.CommonName, Reason: fmt.Errorf("its CA is no longer trusted: %w", err)}
+	}
+	return nil
+}
+
+func (e *Endpoint) refuse(conn *quic.Conn, err error) bool {
 	if err == nil {
 		return false
 	}
@@ -81,8 +97,8 @@ func (e *Endpoint) refuseStream(conn *quic.Conn) bool {
 	return true
 }
 
-// Revalidate applies the peer check again to every open connection, accepted or dialed, and closes those whose
-// peer no longer passes it. The node calls it when the mesh's membership changes, so a removed node loses its
+// Revalidate applies the peer check and the CA trust again to every open connection, accepted or dialed, and
+// closes those whose peer no longer passes them. The node calls it when the mesh's membership changes, so a removed node loses its
 // existing connections at once, not only its next handshake. It returns how many connections it closed.
 func (e *Endpoint) Revalidate() int {
 	e.mu.Lock()
@@ -102,7 +118,14 @@ func (e *Endpoint) Revalidate() int {
 	e.mu.Unlock()
 	closed := 0
 	for _, c := range conns {
-		if c.Context().Err() == nil && e.refuseStream(c) {
+		if c.Context().Err() != nil {
+			continue
+		}
+		err := e.connAllowed(c)
+		if err == nil {
+			err = e.chainTrusted(c)
+		}
+		if e.refuse(c, err) {
 			closed++
 		}
 	}

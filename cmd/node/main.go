@@ -89,7 +89,7 @@ Operator verbs talk to any node's HTTP API: --addr/SHOAL_ADDR and --token/SHOAL_
 		c.tokenCmd(), c.appCmd(), c.envCmd(), c.releaseCmd(),
 		c.buildCmd(), c.buildsCmd(), c.logCmd(), c.releasesCmd(),
 		c.deployCmd(), c.deploymentsCmd(), c.deploymentCmd(), c.rollbackCmd(), c.promoteCmd(), c.approveCmd(), c.restartCmd(), c.terminateCmd(), c.pinCmd(true), c.pinCmd(false), c.pipelineCmd(),
-		c.configCmd(), c.gossipKeyCmd())
+		c.configCmd(), c.gossipKeyCmd(), c.caCmd())
 	return root
 }
 
