@@ -123,3 +123,81 @@ func firstLine(err error) string {
 	s, _, _ := strings.Cut(fmt.Sprint(err), "\n")
 	return s
 }
+
+// TestProcessCARotationAndRestart rotates the CA of a three-process mesh with the CLI, with writes through every
+// node at each stage, then stops a node with TERM and starts it again on the identity it stored (the new CA's
+// certificate), and kills another with SIGKILL and restarts it: both rejoin and take writes.
+func TestProcessCARotationAndRestart(t *testing.T) {
+	needProcesses(t)
+	m := startPmesh(t, 3)
+	leader := m.waitHealthy(m.nodes...)
+	writes := 0
+	writeAll := func(stage string) {
+		t.Helper()
+		for _, n := range m.live() {
+			writes++
+			if err := m.createApp(n, fmt.Sprintf("app%d", writes)); err != nil {
+				t.Fatalf("write through %s %s: %v", n.name, stage, err)
+			}
+		}
+	}
+	cli := func(args ...string) string {
+		t.Helper()
+		p := startProc(t, "cli", append(args, "--addr", leader.api(), "--token", m.admin)...)
+		if code, ok := p.Wait(60 * time.Second); !ok || code != 0 {
+			t.Fatalf("node %v: exited=%v code=%d\n%s%s", args, ok, code, p.Stdout(), p.Stderr())
+		}
+		return p.Stdout()
+	}
+	before, err := transport.LoadIdentity(filepath.Join(m.nodes[1].dir, "tls"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := before.Save(filepath.Join(m.dir, "old-tls")); err != nil { // a copy of a member's old identity
+		t.Fatal(err)
+	}
+	cli("ca", "rotate")
+	writeAll("after the rotation started")
+	m.eventually(30*time.Second, "every member to hold a certificate from the next CA", func() (bool, string) {
+		out := cli("ca", "status", "--json")
+		return strings.Contains(out, `"next_ca_hash"`) && !strings.Contains(out, `"missing"`), out
+	})
+	out := cli("ca", "rotate", "--finish", "--grace", "2s")
+	if !strings.Contains(out, "rotation finished") {
+		t.Errorf("node ca rotate --finish printed %q", out)
+	}
+	writeAll("after the finish")
+	m.eventually(30*time.Second, "every member to store its certificate from the new CA", func() (bool, string) {
+		for _, n := range m.nodes {
+			id, err := transport.LoadIdentity(filepath.Join(n.dir, "tls"))
+			if err != nil {
+				return false, err.Error()
+			}
+			if id.CAHash == before.CAHash || strings.Contains(string(id.CAPEM), strings.TrimSpace(string(before.CAPEM))) {
+				return false, n.name + " still trusts or presents the old CA"
+			}
+		}
+		return true, ""
+	})
+	// A certificate from the old CA is now refused.
+	if err := attempt(t, filepath.Join(m.dir, "old-tls"), leader.quic(), transport.ALPNRPC); err == nil {
+		t.Error("a certificate from the replaced CA was accepted")
+	}
+
+	var stopped, killed *pnode
+	for _, n := range m.nodes {
+		switch {
+		case n == leader:
+		case stopped == nil:
+			stopped = n
+		default:
+			killed = n
+		}
+	}
+	stopped.proc.Stop()
+	m.restart(stopped)
+	killed.proc.Kill()
+	m.restart(killed)
+	m.waitHealthy(m.nodes...)
+	writeAll("after the restarts")
+}
