@@ -169,12 +169,10 @@ func (n *Node) rotateAfterDeparture(log interface{ Warn(string, ...any) }) {
 	if _, err := rand.Read(key); err != nil {
 		return
 	}
-	// At is after the departure even on a clock behind the departed node's, so the rule is met once.
-	at := time.Now().UTC()
-	if !at.After(last) {
-		at = last.Add(time.Millisecond)
-	}
-	if _, err := n.Apply(ctx, &raftfsm.GossipKeyRotate{Key: key, At: at, Overlap: raftfsm.Duration(departureKeyOverlap)}); err != nil {
+	// Covers marks the departure answered even if the departed node's clock ran ahead of this one; the overlap
+	// runs on this clock.
+	rot := &raftfsm.GossipKeyRotate{Key: key, At: time.Now().UTC(), Overlap: raftfsm.Duration(departureKeyOverlap), Covers: last}
+	if _, err := n.Apply(ctx, rot); err != nil {
 		log.Warn("could not rotate the gossip key after a departure; retrying", "err", err)
 	}
 }

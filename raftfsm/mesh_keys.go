@@ -13,6 +13,9 @@ type GossipKeyRotate struct {
 	Key     []byte
 	At      time.Time
 	Overlap Duration
+	// Covers is the latest departure this rotation answers (the leader's rotation after a departure): the key
+	// counts as newer than it even if the departed node's clock ran ahead of the leader's.
+	Covers time.Time `json:",omitzero"`
 }
 
 func (*GossipKeyRotate) Type() CommandType { return CmdGossipKeyRotate }
@@ -40,6 +43,9 @@ func applyGossipKeyRotate(s *State, c *GossipKeyRotate) *Error {
 	m.RetiredGossipKeys = append(kept, RetiredKey{Key: m.GossipKey, Until: c.At.Add(time.Duration(c.Overlap))})
 	m.GossipKey = c.Key
 	m.GossipKeySince = c.At
+	if c.Covers.After(c.At) {
+		m.GossipKeySince = c.Covers
+	}
 	s.Mesh = &m
 	return nil
 }

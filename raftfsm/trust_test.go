@@ -64,6 +64,14 @@ func TestGossipKeyRotate(t *testing.T) {
 	if len(m.RetiredGossipKeys) != 1 || !bytes.Equal(m.RetiredGossipKeys[0].Key, k2) || !m.GossipKeySince.Equal(t0.Add(time.Hour)) {
 		t.Fatalf("retired keys %+v since %v", m.RetiredGossipKeys, m.GossipKeySince)
 	}
+	// A rotation answering a departure stamped by a clock that ran ahead: the key counts as newer than the
+	// departure, while the old key's overlap still runs from At.
+	ahead := t0.Add(48 * time.Hour)
+	a.ok(&GossipKeyRotate{Key: k1, At: t0.Add(2 * time.Hour), Overlap: Duration(time.Second), Covers: ahead})
+	a.f.Read(func(s *State) { m = *s.Mesh })
+	if !m.GossipKeySince.Equal(ahead) || !m.RetiredGossipKeys[len(m.RetiredGossipKeys)-1].Until.Equal(t0.Add(2*time.Hour+time.Second)) {
+		t.Fatalf("since %v, retired %+v", m.GossipKeySince, m.RetiredGossipKeys)
+	}
 }
 
 func TestCARotate(t *testing.T) {
