@@ -40,7 +40,7 @@ const (
 	CmdMemberRejoin    CommandType = 21
 	CmdReleaseCreate   CommandType = 22
 	CmdPipelinePut     CommandType = 23
-	// 24-35 are other commands'; 36-39 belong to mesh trust (see mesh_keys.go).
+	// 24-35 are other commands'; 36-39 belong to mesh trust (mesh_ca.go, mesh_keys.go).
 	CmdCARotate        CommandType = 36
 	CmdGossipKeyRotate CommandType = 37
 )

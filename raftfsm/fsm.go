@@ -32,9 +32,9 @@ type State struct {
 	Departed map[string]time.Time `json:"departed"`
 	// Pipelines by app.
 	Pipelines map[string]*Pipeline `json:"pipelines"`
-	// CertsBefore refuses, per node name that left and was admitted again, the certificates issued before the
-	// new admission (see MemberCertError).
-	CertsBefore map[string]time.Time `json:"certs_before,omitempty"`
+	// CertFloor refuses, per node name that left and was admitted again, the certificates issued before the new
+	// admission (see MemberCertError).
+	CertFloor map[string]time.Time `json:"cert_floor,omitempty"`
 }
 
 // maxDeliveries bounds the remembered webhook delivery ids per app.
@@ -43,17 +43,17 @@ const maxDeliveries = 256
 // NewState returns an empty state.
 func NewState() *State {
 	return &State{
-		Tokens:      map[string]*Token{},
-		JoinTokens:  map[string]*JoinToken{},
-		Apps:        map[string]*App{},
-		Envs:        map[string]*Env{},
-		Builds:      map[string]*Build{},
-		Releases:    map[string]*Release{},
-		Deploys:     map[string]*Deployment{},
-		Deliveries:  map[string][]string{},
-		Departed:    map[string]time.Time{},
-		Pipelines:   map[string]*Pipeline{},
-		CertsBefore: map[string]time.Time{},
+		Tokens:     map[string]*Token{},
+		JoinTokens: map[string]*JoinToken{},
+		Apps:       map[string]*App{},
+		Envs:       map[string]*Env{},
+		Builds:     map[string]*Build{},
+		Releases:   map[string]*Release{},
+		Deploys:    map[string]*Deployment{},
+		Deliveries: map[string][]string{},
+		Departed:   map[string]time.Time{},
+		Pipelines:  map[string]*Pipeline{},
+		CertFloor:  map[string]time.Time{},
 	}
 }
 
@@ -214,8 +214,8 @@ func (s *State) fillMaps() {
 	if s.Pipelines == nil {
 		s.Pipelines = map[string]*Pipeline{}
 	}
-	if s.CertsBefore == nil {
-		s.CertsBefore = map[string]time.Time{}
+	if s.CertFloor == nil {
+		s.CertFloor = map[string]time.Time{}
 	}
 }
 

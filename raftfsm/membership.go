@@ -13,7 +13,7 @@ func applyMemberRejoin(s *State, c *MemberRejoin) {
 		floor = left // entries written before At existed: the departure time is the best bound there is
 	}
 	if !floor.IsZero() {
-		s.CertsBefore[c.Name] = floor
+		s.CertFloor[c.Name] = floor
 	}
 	delete(s.Departed, c.Name)
 }
@@ -25,7 +25,7 @@ func (s *State) MemberCertError(name string, issued time.Time) error {
 	if at, ok := s.Departed[name]; ok {
 		return fmt.Errorf("it left or was removed at %s", at.UTC().Format(time.RFC3339))
 	}
-	if floor, ok := s.CertsBefore[name]; ok && issued.Before(floor) {
+	if floor, ok := s.CertFloor[name]; ok && issued.Before(floor) {
 		return fmt.Errorf("its certificate (issued %s) predates its admission of %s", issued.UTC().Format(time.RFC3339), floor.UTC().Format(time.RFC3339))
 	}
 	return nil
