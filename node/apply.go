@@ -227,7 +227,7 @@ func (n *Node) handleApply(ctx context.Context, peer string, body json.RawMessag
 	if err := json.Unmarshal(body, &req); err != nil {
 		return nil, &raftfsm.Error{Kind: raftfsm.KindBadRequest, Message: "malformed forwarded write: " + err.Error()}
 	}
-	if n.raft.State() != raft.Leader {
+	if !n.raftUp.Load() || n.raft.State() != raft.Leader {
 		return nil, &transport.RemoteError{Code: "not_leader", Message: "this node is not the leader"}
 	}
 	cmd, err := raftfsm.DecodeStrict(req.Data)

@@ -200,7 +200,7 @@ func (n *Node) renewOnce(ctx context.Context, req renewRequest) (*renewResponse,
 // handleRenew signs a renewed certificate for the calling member. The transport has already checked that the
 // caller's current certificate is from the mesh CA, unexpired, and that its node is still a member.
 func (n *Node) handleRenew(_ context.Context, peer string, body json.RawMessage) (any, error) {
-	if n.raft.State() != raft.Leader {
+	if !n.raftUp.Load() || n.raft.State() != raft.Leader {
 		return nil, &transport.RemoteError{Code: "not_leader", Message: "this node is not the leader"}
 	}
 	var req renewRequest
@@ -266,6 +266,9 @@ func (n *Node) memberIPs(name string) []net.IP {
 // admitViaLeader runs admit on the leader: here if this node leads, else over the mesh RPC, waiting out an
 // election up to LeaderWait.
 func (n *Node) admitViaLeader(ctx context.Context, req joinRequest) (*joinResponse, error) {
+	if !n.raftUp.Load() {
+		return nil, &JoinRefused{"this node is still starting: retry in a moment, or join through another server"}
+	}
 	var (
 		resp *joinResponse
 		err  error
@@ -297,7 +300,7 @@ func (n *Node) admitViaLeader(ctx context.Context, req joinRequest) (*joinRespon
 
 // handleJoinAdmit is the leader's side of admitViaLeader: a member forwards the join request it received.
 func (n *Node) handleJoinAdmit(_ context.Context, peer string, body json.RawMessage) (any, error) {
-	if n.raft.State() != raft.Leader {
+	if !n.raftUp.Load() || n.raft.State() != raft.Leader {
 		return nil, &transport.RemoteError{Code: "not_leader", Message: "this node is not the leader"}
 	}
 	var req joinRequest

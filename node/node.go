@@ -10,6 +10,7 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/hashicorp/memberlist"
@@ -63,6 +64,8 @@ type Node struct {
 	startIndex uint64
 	startedAt  time.Time
 
+	// raftUp is set once n.raft exists: RPC handlers, registered before Raft starts, check it first.
+	raftUp     atomic.Bool
 	gossipKeys gossipKeys
 	caTrust    caTrust
 	renewWake  chan struct{}
@@ -319,6 +322,7 @@ func (n *Node) startRaft() error {
 	if err != nil {
 		return fmt.Errorf("start raft: %w", err)
 	}
+	n.raftUp.Store(true)
 	if n.stored.Bootstrap {
 		has, err := raft.HasExistingState(store, store, snaps)
 		if err != nil {

@@ -9,7 +9,7 @@ import (
 // issued to the departed node (still in its old data dir, and valid until it expires) stays refused.
 func applyMemberRejoin(s *State, c *MemberRejoin) {
 	floor := c.At
-	if left, ok := s.Departed[c.Name]; ok && (floor.IsZero() || left.After(floor)) {
+	if left, ok := s.Departed[c.Name]; ok && floor.IsZero() {
 		floor = left // entries written before At existed: the departure time is the best bound there is
 	}
 	if !floor.IsZero() {
