@@ -232,6 +232,8 @@ func (n *Node) rejoinLoop() {
 				}
 			}
 		}
+		// Connections whose peer certificate expired since (blob streams are not checked one by one) close here.
+		n.ep.Revalidate()
 		// Members gone from Raft for good drop off the list after a while (a dead one still in Raft stays).
 		inRaft := n.raftServers()
 		n.members.prune(forgetAfter, func(name string) bool { return inRaft[name] })
