@@ -201,11 +201,14 @@ func (n *Node) admit(req joinRequest) (*joinResponse, error) {
 	if n.departed()[req.Name] {
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		defer cancel()
-		// Certificates carry whole seconds: the new one, signed below, is issued no earlier than this second.
-		at := time.Now().UTC().Truncate(time.Second)
+		// Certificates carry whole seconds. The name's old certificates were issued before the next second
+		// starts; the new one, signed below, after it: the floor tells them apart even when the name left and
+		// joined again within one second.
+		at := time.Now().UTC().Truncate(time.Second).Add(time.Second)
 		if _, err := n.Apply(ctx, &raftfsm.MemberRejoin{Name: req.Name, At: at}); err != nil {
 			return nil, fmt.Errorf("clear the departure record of %q: %w", req.Name, err)
 		}
+		time.Sleep(time.Until(at)) // at most a second, once per rejoin
 	}
 	ip := net.ParseIP(req.AdvertiseIP)
 	if ip == nil {
