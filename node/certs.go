@@ -94,7 +94,9 @@ func (n *Node) renewStep() time.Duration {
 	for _, next := range []bool{true, false} {
 		due := needNext
 		if !next {
-			due = needNow || time.Until(renewalDue(leaf)) <= 0
+			// A certificate that outlives the lifetime now in force (one from before short-lived certificates,
+			// a 5-year one) is renewed at once, so an upgraded mesh converges to short-lived certificates.
+			due = needNow || time.Until(renewalDue(leaf)) <= 0 || time.Until(leaf.NotAfter) > n.cfg.CertLifetime+time.Minute
 		}
 		if !due {
 			continue

@@ -86,11 +86,7 @@ func (n *Node) installGossipKeys() {
 			return
 		}
 		keys = s.Mesh.GossipKeys(now)
-		for _, r := range s.Mesh.RetiredGossipKeys {
-			if r.Until.After(now) && (next.IsZero() || r.Until.Before(next)) {
-				next = r.Until
-			}
-		}
+		next = s.Mesh.GossipKeysChangeAt(now)
 	})
 	if len(keys) == 0 {
 		return

@@ -42,6 +42,7 @@ func applyGossipKeyRotate(s *State, c *GossipKeyRotate) *Error {
 	}
 	m.RetiredGossipKeys = append(kept, RetiredKey{Key: m.GossipKey, Until: c.At.Add(time.Duration(c.Overlap))})
 	m.GossipKey = c.Key
+	m.GossipSendAt = c.At.Add(time.Duration(c.Overlap) / 2)
 	m.GossipKeySince = c.At
 	if c.Covers.After(c.At) {
 		m.GossipKeySince = c.Covers
@@ -50,8 +51,8 @@ func applyGossipKeyRotate(s *State, c *GossipKeyRotate) *Error {
 	return nil
 }
 
-// GossipKeys are the keys a node should accept at now: the current one first (the one to send with), then the
-// retired ones whose overlap has not ended.
+// GossipKeys are the keys a node should accept at now, the one to send with first: the current key (or, during
+// the first half of a rotation's overlap, the previous one), then the others whose overlap has not ended.
 func (m *Mesh) GossipKeys(now time.Time) [][]byte {
 	keys := [][]byte{m.GossipKey}
 	for _, r := range m.RetiredGossipKeys {
@@ -59,5 +60,29 @@ func (m *Mesh) GossipKeys(now time.Time) [][]byte {
 			keys = append(keys, r.Key)
 		}
 	}
+	if n := len(m.RetiredGossipKeys); n > 0 && now.Before(m.GossipSendAt) {
+		prev := m.RetiredGossipKeys[n-1].Key // the key this rotation replaced
+		for i, k := range keys {
+			if bytes.Equal(k, prev) {
+				keys[0], keys[i] = keys[i], keys[0]
+				break
+			}
+		}
+	}
 	return keys
+}
+
+// GossipKeysChangeAt is the next moment GossipKeys(now) changes after now (zero: not before another rotation).
+func (m *Mesh) GossipKeysChangeAt(now time.Time) time.Time {
+	var next time.Time
+	consider := func(t time.Time) {
+		if t.After(now) && (next.IsZero() || t.Before(next)) {
+			next = t
+		}
+	}
+	consider(m.GossipSendAt)
+	for _, r := range m.RetiredGossipKeys {
+		consider(r.Until)
+	}
+	return next
 }

@@ -52,6 +52,13 @@ func TestGossipKeyRotate(t *testing.T) {
 	a.ok(&GossipKeyRotate{Key: k2, At: t0, Overlap: Duration(time.Minute)})
 	var m Mesh
 	a.f.Read(func(s *State) { m = *s.Mesh })
+	// First half of the overlap: members still send with the old key and already accept the new one.
+	if keys := m.GossipKeys(t0.Add(10 * time.Second)); len(keys) != 2 || !bytes.Equal(keys[0], k1) || !bytes.Equal(keys[1], k2) {
+		t.Fatalf("early in the overlap: %x", keys)
+	}
+	if at := m.GossipKeysChangeAt(t0.Add(10 * time.Second)); !at.Equal(t0.Add(30 * time.Second)) {
+		t.Fatalf("next change at %v", at)
+	}
 	if keys := m.GossipKeys(t0.Add(30 * time.Second)); len(keys) != 2 || !bytes.Equal(keys[0], k2) || !bytes.Equal(keys[1], k1) {
 		t.Fatalf("during the overlap: %x", keys)
 	}

@@ -22,6 +22,9 @@ type Mesh struct {
 	RetiredGossipKeys []RetiredKey `json:"retired_gossip_keys,omitempty"`
 	// GossipKeySince is when GossipKey became current (zero: since CreatedAt).
 	GossipKeySince time.Time `json:"gossip_key_since,omitzero"`
+	// GossipSendAt is when members start sending with GossipKey: until then they send with the previous key and
+	// only accept the new one, so that a member applying the rotation a moment late still understands everyone.
+	GossipSendAt time.Time `json:"gossip_send_at,omitzero"`
 	// A CA rotation in progress: the next CA, trusted already, and the members it has issued a certificate to.
 	NextCACert string   `json:"next_ca_cert,omitempty"`
 	NextCAKey  string   `json:"next_ca_key,omitempty"`
