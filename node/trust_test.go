@@ -420,3 +420,26 @@ func TestAdminRemovesAMember(t *testing.T) {
 		t.Fatalf("write after the removal: %d", code)
 	}
 }
+
+// A certificate that outlives the lifetime in force, as the 5-year ones issued before short-lived certificates do,
+// is renewed as soon as the node runs with the new lifetime.
+func TestLongLivedCertificateRenewedAfterUpgrade(t *testing.T) {
+	c := NewTestCluster(t, 1, func(cfg *Config) { cfg.CertLifetime = 5 * 365 * 24 * time.Hour })
+	n := c.Nodes[0]
+	cfg := n.cfg
+	c.Kill(0)
+	cfg.Registry, cfg.CertLifetime = nil, time.Hour
+	back, err := Open(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.Nodes[0] = back
+	c.Eventually(20*time.Second, "the 5-year certificate to be replaced by a 1-hour one", func() bool {
+		leaf := back.ep.Identity().Cert.Leaf
+		return time.Until(leaf.NotAfter) <= time.Hour
+	})
+	id, err := transport.LoadIdentity(filepath.Join(back.DataDir(), tlsDir))
+	if err != nil || time.Until(id.Cert.Leaf.NotAfter) > time.Hour {
+		t.Fatalf("the stored certificate was not renewed: %v", err)
+	}
+}
