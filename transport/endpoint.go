@@ -47,6 +47,7 @@ const (
 	codeNoHandler quic.ApplicationErrorCode = 1
 	codeNoPeer    quic.ApplicationErrorCode = 2
 	codeBusy      quic.ApplicationErrorCode = 3
+	codeRevoked   quic.ApplicationErrorCode = 4
 )
 
 // ErrClosed is returned by an Endpoint's methods after Close.
@@ -69,7 +70,8 @@ type ConnHandler func(conn *quic.Conn, peer string)
 // Endpoint is a node's single QUIC endpoint: one UDP socket that accepts connections for the ALPNs that have a
 // handler and dials peers from the same socket, so a peer sees our bound address as our remote address.
 type Endpoint struct {
-	id    *Identity
+	id    atomic.Pointer[Identity] // swapped by SetIdentity when the certificate is renewed
+	check atomic.Pointer[PeerCheck]
 	log   *slog.Logger
 	udp   *net.UDPConn
 	tr    *quic.Transport
@@ -157,7 +159,6 @@ func Listen(cfg Config) (*Endpoint, error) {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	e := &Endpoint{
-		id:         cfg.Identity,
 		log:        log,
 		udp:        udp,
 		qconf:      quicConfig(),
@@ -172,6 +173,7 @@ func Listen(cfg Config) (*Endpoint, error) {
 	// A source over its handshake rate must first prove its address with a Retry (a spoofer cannot), and a proven
 	// source over its rate is refused: a flood of handshakes costs this node little, and a spoofed one cannot make
 	// it refuse a real peer.
+	e.id.Store(cfg.Identity)
 	e.tr = &quic.Transport{Conn: udp, StatelessResetKey: resetKey,
 		VerifySourceAddress: func(a net.Addr) bool { return !e.unverified.allow(a) }}
 	lconf := e.qconf.Clone()
@@ -205,7 +207,7 @@ func (e *Endpoint) RefusedHandshakes() int64 { return e.refusedHandshakes.Load()
 func (e *Endpoint) Addr() net.Addr { return e.udp.LocalAddr() }
 
 // Identity is the node identity the endpoint authenticates with.
-func (e *Endpoint) Identity() *Identity { return e.id }
+func (e *Endpoint) Identity() *Identity { return e.id.Load() }
 
 // Handle routes accepted connections of alpn, once mutual TLS has succeeded, to h, each in its own goroutine.
 // peer is the verified node name (certificate CommonName); it is "" on ALPNJoin. The connection is closed when h

@@ -128,6 +128,9 @@ func (e *Endpoint) serveRPCConn(conn *quic.Conn, peer string, mux *rpcMux) {
 		if err != nil {
 			return
 		}
+		if e.refuseStream(conn) { // membership is checked on every stream, not only at the handshake
+			return
+		}
 		if slots != nil {
 			select {
 			case slots <- struct{}{}:
