@@ -231,7 +231,9 @@ func (dc *deployCluster) apply(c raftfsm.Command) *node.Applied {
 	dc.t.Helper()
 	for attempt := 0; ; attempt++ {
 		ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
-		res, err := dc.c.Nodes[0].Apply(ctx, c)
+		// As the admin: if the first node no longer leads, the leader refuses admin commands from a node alone.
+		adminID, _, _ := strings.Cut(dc.c.AdminToken, ".")
+		res, err := dc.c.Nodes[0].Apply(node.WithTokenID(ctx, adminID), c)
 		cancel()
 		if err == nil {
 			return res

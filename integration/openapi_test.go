@@ -350,7 +350,7 @@ func TestOpenAPIServed(t *testing.T) {
 
 	for _, op := range ops {
 		path := strings.NewReplacer("{app}", "no-such-app", "{env}", "no-such-env", "{id}", "no-such-id",
-			"{version}", "no-such-version", "{node}", "no-such-node").Replace(op.path)
+			"{version}", "no-such-version", "{node}", "no-such-node", "{name}", "no-such-name").Replace(op.path)
 		if strings.Contains(path, "{") {
 			t.Errorf("%s: a path parameter this test does not know: add it to the replacer", op.key())
 			continue

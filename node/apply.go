@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"net/http"
 	"time"
 
 	"github.com/hashicorp/raft"
@@ -30,8 +31,12 @@ type Applied struct {
 	Value json.RawMessage `json:"value,omitempty"`
 }
 
+// applyRequest is a write forwarded to the leader: the encoded command and the id of the API token of the request
+// it serves ("" when the node writes on its own). The leader decodes, validates and authorizes it before Raft
+// sees it (handleApply).
 type applyRequest struct {
-	Data []byte `json:"data"`
+	Data  []byte `json:"data"`
+	Token string `json:"token,omitempty"`
 }
 
 // Apply is the one path for every write. On the leader it goes through Raft; on any other node it is forwarded
@@ -147,7 +152,7 @@ func (n *Node) applyOnce(ctx context.Context, data []byte, deadline time.Time) (
 		return nil, true, fmt.Errorf("reach leader %s: %w", leader, err)
 	}
 	var out Applied
-	err := n.ep.Call(dialCtx, addr, "apply", applyRequest{Data: data}, &out)
+	err := n.ep.Call(dialCtx, addr, "apply", applyRequest{Data: data, Token: tokenIDFrom(ctx)}, &out)
 	var re *transport.RemoteError
 	var reset *quic.StatelessResetError
 	switch {
@@ -205,23 +210,38 @@ func remoteToFSM(re *transport.RemoteError) error {
 	switch re.Code {
 	case raftfsm.KindBadRequest, raftfsm.KindConflict, raftfsm.KindNotFound:
 		return &raftfsm.Error{Kind: re.Code, Message: re.Message}
+	case CodeUnauthorized:
+		return apiErr(http.StatusUnauthorized, re.Code, "%s", re.Message)
+	case CodeForbidden:
+		return apiErr(http.StatusForbidden, re.Code, "%s", re.Message)
 	}
 	return re
 }
 
 // handleApply serves a write forwarded by another node. Only the leader applies; a node that is no longer leader
-// says so, and the caller retries against the new one.
-func (n *Node) handleApply(ctx context.Context, _ string, body json.RawMessage) (any, error) {
+// says so, and the caller retries against the new one. The leader decides what is committed: the command must
+// decode strictly (a malformed or unknown one is refused), and the caller's token, or the forwarding node itself,
+// must be allowed to write it by the leader's own state (authorizeForwarded). A refusal commits nothing.
+func (n *Node) handleApply(ctx context.Context, peer string, body json.RawMessage) (any, error) {
 	var req applyRequest
 	if err := json.Unmarshal(body, &req); err != nil {
+		return nil, &raftfsm.Error{Kind: raftfsm.KindBadRequest, Message: "malformed forwarded write: " + err.Error()}
+	}
+	if !n.raftUp.Load() || n.raft.State() != raft.Leader {
+		return nil, &transport.RemoteError{Code: "not_leader", Message: "this node is not the leader"}
+	}
+	cmd, err := raftfsm.DecodeStrict(req.Data)
+	if err != nil {
+		n.log.Warn("refused a forwarded write that does not decode", "component", "apply", "peer", peer, "err", err)
 		return nil, err
 	}
-	if n.raft.State() != raft.Leader {
-		return nil, &transport.RemoteError{Code: "not_leader", Message: "this node is not the leader"}
+	if ae := n.authorizeForwarded(peer, req.Token, cmd); ae != nil {
+		n.log.Warn("refused a forwarded write", "component", "apply", "peer", peer, "command", fmt.Sprintf("%T", cmd), "reason", ae.Message)
+		return nil, ae
 	}
 	start := time.Now()
 	f := n.raft.Apply(req.Data, n.cfg.LeaderWait)
-	err := f.Error()
+	err = f.Error()
 	n.metrics.commit.Observe(time.Since(start).Seconds())
 	if err != nil {
 		if errors.Is(err, raft.ErrNotLeader) {
@@ -329,5 +349,7 @@ func (n *Node) handleReadIndex(ctx context.Context, _ string, _ json.RawMessage)
 func (n *Node) registerRPCs() {
 	n.ep.HandleRPC("apply", n.handleApply)
 	n.ep.HandleRPC("read_index", n.handleReadIndex)
+	n.ep.HandleRPC("join_admit", n.handleJoinAdmit)
+	n.ep.HandleRPC("renew_cert", n.handleRenew)
 	n.ep.HandleJoinRPC("join", n.handleJoin)
 }

@@ -41,6 +41,9 @@ type Config struct {
 	LeaderWait time.Duration
 	// MetricsOpen serves /metrics without a token.
 	MetricsOpen bool
+	// CertLifetime is how long the node certificates this node signs (as leader, or for a joiner) are valid;
+	// members renew theirs at half-life (certs.go).
+	CertLifetime time.Duration
 
 	Logger   *slog.Logger
 	Registry *prometheus.Registry
@@ -159,6 +162,12 @@ func (c *Config) setDefaults() error {
 	}
 	if c.LeaderWait == 0 {
 		c.LeaderWait = 7 * time.Second
+	}
+	if c.CertLifetime == 0 {
+		c.CertLifetime = DefaultCertLifetime
+	}
+	if c.CertLifetime < 0 {
+		return fmt.Errorf("certificate lifetime must be positive, not %s", c.CertLifetime)
 	}
 	if c.Logger == nil {
 		c.Logger = slog.Default()

@@ -19,6 +19,8 @@ type appliedFSM struct {
 	m         *metrics
 	logs      raft.LogStore
 	processed atomic.Uint64
+	// restored runs after a snapshot replaced the state (membership may have changed with it).
+	restored func()
 }
 
 var _ raft.ConfigurationStore = (*appliedFSM)(nil)
@@ -39,6 +41,9 @@ func (f *appliedFSM) Restore(rc io.ReadCloser) error {
 		return err
 	}
 	f.processed.Store(f.FSM.Index())
+	if f.restored != nil {
+		f.restored()
+	}
 	return nil
 }
 

@@ -4,8 +4,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"net"
-	"os"
-	"path/filepath"
 	"slices"
 	"sort"
 	"strconv"
@@ -131,9 +129,13 @@ func (gossipDelegate) LocalState(bool) []byte          { return nil }
 func (gossipDelegate) MergeRemoteState([]byte, bool)   {}
 
 func (n *Node) startGossip() error {
-	key, err := os.ReadFile(filepath.Join(n.cfg.DataDir, tlsDir, gossipKeyFile))
+	keys, err := n.initialGossipKeys()
 	if err != nil {
-		return fmt.Errorf("read gossip key: %w", err)
+		return err
+	}
+	ring, err := memberlist.NewKeyring(keys, keys[0])
+	if err != nil {
+		return fmt.Errorf("gossip keyring: %w", err)
 	}
 	meta, err := json.Marshal(gossipMeta{QUIC: n.raftAddr, HTTP: n.advertisedHTTP(), Tags: n.cfg.Tags})
 	if err != nil {
@@ -148,7 +150,7 @@ func (n *Node) startGossip() error {
 	mc.BindPort = port(n.cfg.GossipPort)
 	mc.AdvertiseAddr = n.cfg.AdvertiseIP
 	mc.AdvertisePort = mc.BindPort
-	mc.SecretKey = key
+	mc.Keyring = ring // rotated in place by installGossipKeys
 	mc.Delegate = gossipDelegate{meta: meta}
 	mc.Events = gossipEvents{t: n.members}
 	mc.Logger = memberlistLogger(n.log)
@@ -159,6 +161,10 @@ func (n *Node) startGossip() error {
 	if err != nil {
 		return fmt.Errorf("start gossip on %s: %w", hostPort(n.cfg.BindIP, n.cfg.GossipPort), err)
 	}
+	n.gossipKeys.mu.Lock()
+	n.gossipKeys.ring = ring
+	n.gossipKeys.mu.Unlock()
+	n.installGossipKeys() // a rotation applied between reading the keys and now, and the retired keys' timer
 	return nil
 }
 

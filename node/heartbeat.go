@@ -1,6 +1,7 @@
 package node
 
 import (
+	"bytes"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -129,7 +130,17 @@ func (g *heartbeatGate) answered(id raft.ServerID, start time.Time, args *raft.A
 	}
 	if !isHeartbeat(args) && start.After(a.replSent) {
 		a.replSent, a.replTerm, a.repl = start, args.Term, *resp
+		a.repl.RPCHeader = cloneHeader(resp.RPCHeader)
 	}
+}
+
+// cloneHeader copies a header's byte slices. raft decodes each answer into a response it reuses, and msgpack
+// decodes into the capacity of the slices already there: a header shared between the replication and heartbeat
+// goroutines' responses was written by both at once (the race detector caught it during a CA rotation's
+// reconnects).
+func cloneHeader(h raft.RPCHeader) raft.RPCHeader {
+	h.ID, h.Addr = bytes.Clone(h.ID), bytes.Clone(h.Addr)
+	return h
 }
 
 // votersAckedSince reports whether a majority of the voters in servers, counting self, have acknowledged this
@@ -165,7 +176,7 @@ func (g *heartbeatGate) spare(id raft.ServerID, args *raft.AppendEntriesRequest,
 		return false
 	}
 	*resp = raft.AppendEntriesResponse{
-		RPCHeader: a.repl.RPCHeader,
+		RPCHeader: cloneHeader(a.repl.RPCHeader),
 		Term:      args.Term,
 		LastLog:   a.repl.LastLog,
 		Success:   true,

@@ -11,6 +11,7 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/shoal-ci/shoal/raftfsm"
@@ -50,7 +51,7 @@ func Init(cfg Config, meshName string, joinTTL time.Duration) (*Node, *InitResul
 		return nil, nil, err
 	}
 	if err := writeIdentity(cfg, func(pub []byte) ([]byte, []byte, error) {
-		cert, err := ca.SignNode(cfg.Name, pub, []net.IP{net.ParseIP(cfg.AdvertiseIP)}, nodeCertValidity)
+		cert, err := ca.SignNode(cfg.Name, pub, []net.IP{net.ParseIP(cfg.AdvertiseIP)}, cfg.CertLifetime)
 		return cert, ca.CertPEM, err
 	}); err != nil {
 		return nil, nil, err
@@ -96,9 +97,6 @@ func Init(cfg Config, meshName string, joinTTL time.Duration) (*Node, *InitResul
 	}
 	return n, &InitResult{Mesh: meshName, Node: cfg.Name, API: n.AdvertisedHTTPAddr(), AdminToken: admin, JoinToken: jt, CAHash: ca.Hash()}, nil
 }
-
-// nodeCertValidity is how long node certificates last; rotation is by re-joining (docs/operations.md).
-const nodeCertValidity = 5 * 365 * 24 * time.Hour
 
 // writeIdentity creates this node's key, has sign turn its public key into a certificate (and name the CA), and
 // stores the identity.
@@ -155,13 +153,14 @@ func (e *JoinRefused) Error() string     { return e.Message }
 func (e *JoinRefused) ErrorCode() string { return "join_refused" }
 
 // handleJoin admits a new server: the token must exist, match and be unexpired; the name must not belong to a live
-// member. It runs on the join ALPN, reachable without a mesh certificate, after the joiner checked our CA.
-func (n *Node) handleJoin(_ context.Context, _ string, body json.RawMessage) (any, error) {
+// member. It runs on the join ALPN, reachable without a mesh certificate, after the joiner checked our CA. The
+// leader decides (admitViaLeader), so a join token revoked there is refused at once wherever the joiner knocks.
+func (n *Node) handleJoin(ctx context.Context, _ string, body json.RawMessage) (any, error) {
 	var req joinRequest
 	if err := json.Unmarshal(body, &req); err != nil {
 		return nil, &JoinRefused{"malformed join request"}
 	}
-	resp, err := n.admit(req)
+	resp, err := n.admitViaLeader(ctx, req)
 	if err != nil {
 		n.log.Warn("join refused", "component", "join", "name", req.Name, "reason", err)
 		return nil, err
@@ -203,7 +202,9 @@ func (n *Node) admit(req joinRequest) (*joinResponse, error) {
 	if n.departed()[req.Name] {
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		defer cancel()
-		if _, err := n.Apply(ctx, &raftfsm.MemberRejoin{Name: req.Name}); err != nil {
+		// Certificates carry whole seconds: the new one, signed below, is issued no earlier than this second.
+		at := time.Now().UTC().Truncate(time.Second)
+		if _, err := n.Apply(ctx, &raftfsm.MemberRejoin{Name: req.Name, At: at}); err != nil {
 			return nil, fmt.Errorf("clear the departure record of %q: %w", req.Name, err)
 		}
 	}
@@ -215,7 +216,7 @@ func (n *Node) admit(req joinRequest) (*joinResponse, error) {
 	if err != nil {
 		return nil, fmt.Errorf("load mesh CA: %w", err)
 	}
-	cert, err := ca.SignNode(req.Name, req.PublicKey, []net.IP{ip}, nodeCertValidity)
+	cert, err := ca.SignNode(req.Name, req.PublicKey, []net.IP{ip}, n.cfg.CertLifetime)
 	if err != nil {
 		return nil, &JoinRefused{fmt.Sprintf("cannot issue a certificate: %v", err)}
 	}
@@ -225,7 +226,8 @@ func (n *Node) admit(req joinRequest) (*joinResponse, error) {
 			peers = append(peers, m.Gossip)
 		}
 	}
-	return &joinResponse{Mesh: mesh.Name, CA: []byte(mesh.CACert), Cert: cert, GossipKey: mesh.GossipKey, Peers: peers}, nil
+	// The joiner trusts every CA the mesh trusts now (two during a CA rotation).
+	return &joinResponse{Mesh: mesh.Name, CA: []byte(strings.Join(mesh.TrustedCAs(time.Now()), "")), Cert: cert, GossipKey: mesh.GossipKey, Peers: peers}, nil
 }
 
 // Join makes this data dir a member of the mesh that the server at addr belongs to, then runs the node. A data dir

@@ -66,6 +66,12 @@ type Node struct {
 
 	// envRuntime adds the deployer's per-server report to environment reads (env_view.go).
 	envRuntime atomic.Pointer[EnvRuntimeFunc]
+	// raftUp is set once n.raft exists: RPC handlers, registered before Raft starts, check it first.
+	raftUp     atomic.Bool
+	gossipKeys gossipKeys
+	caTrust    caTrust
+	renewWake  chan struct{}
+	keysSynced bool // owned by renewLoop
 }
 
 // readyAfter bounds how long a restarted node reports itself as loading, in case the tail of its log was never
@@ -97,7 +103,7 @@ func Open(cfg Config) (*Node, error) {
 		return nil, fmt.Errorf("data dir %s belongs to node %q, not %q", cfg.DataDir, st.Name, cfg.Name)
 	}
 	n := &Node{cfg: cfg, log: cfg.Logger.With("node", cfg.Name), stored: st, fsm: raftfsm.New(),
-		leaderCh: make(chan bool, 16), left: make(chan struct{})}
+		leaderCh: make(chan bool, 16), left: make(chan struct{}), renewWake: make(chan struct{}, 1)}
 	if st.Left {
 		return nil, fmt.Errorf("the node in data dir %s left the mesh (`node leave`): to bring this server back, remove the data dir and `node join` again with a join token", cfg.DataDir)
 	}
@@ -105,7 +111,15 @@ func Open(cfg Config) (*Node, error) {
 	n.members = newMemberTable()
 	n.fsm.OnApply = func(t raftfsm.CommandType, _ *raftfsm.Result) {
 		if t == raftfsm.CmdMemberLeave || t == raftfsm.CmdMemberRejoin {
-			n.members.signal() // the leader reconciles Raft membership at once
+			n.members.signal()    // the leader reconciles Raft membership at once
+			n.membershipChanged() // and every node closes the removed node's connections
+		}
+		if t == raftfsm.CmdGossipKeyRotate {
+			n.installGossipKeys()
+		}
+		if t == raftfsm.CmdCARotate {
+			n.refreshTrust()
+			n.wakeRenewal()
 		}
 	}
 	n.metrics = newMetrics(cfg.Registry, n)
@@ -121,6 +135,9 @@ func (n *Node) start() error {
 	if err != nil {
 		return fmt.Errorf("load node identity: %w", err)
 	}
+	if err := checkOwnCert(id, n.cfg.DataDir); err != nil {
+		return err
+	}
 	n.ep, err = transport.Listen(transport.Config{
 		Bind: hostPort(n.cfg.BindIP, n.cfg.QUICPort), Identity: id, Logger: n.log.With("component", "transport"),
 	})
@@ -134,6 +151,7 @@ func (n *Node) start() error {
 		return err
 	}
 	n.ep.SetAdvertise(adv)
+	n.ep.SetPeerCheck(n.checkPeerCert)
 	n.registerRPCs()
 
 	if err := n.startRaft(); err != nil {
@@ -145,9 +163,10 @@ func (n *Node) start() error {
 	if err := n.startGossip(); err != nil {
 		return err
 	}
-	n.wg.Add(2)
+	n.wg.Add(3)
 	go n.leaderLoop()
 	go n.rejoinLoop()
+	go n.renewLoop()
 	return nil
 }
 
@@ -165,6 +184,8 @@ func (n *Node) Close() error {
 			cancel()
 		}
 		n.wg.Wait()
+		n.stopGossipKeys()
+		n.stopTrustTimer()
 		if n.gossip != nil {
 			_ = n.gossip.Shutdown()
 		}
@@ -301,7 +322,11 @@ func (n *Node) startRaft() error {
 	rc.BatchApplyCh = true
 	rc.NotifyCh = n.leaderCh
 
-	n.applied = &appliedFSM{FSM: n.fsm, m: n.metrics, logs: store}
+	n.applied = &appliedFSM{FSM: n.fsm, m: n.metrics, logs: store, restored: func() {
+		n.membershipChanged()
+		n.installGossipKeys()
+		n.refreshTrust()
+	}}
 	if n.startIndex, err = store.LastIndex(); err != nil {
 		return fmt.Errorf("read raft log: %w", err)
 	}
@@ -310,6 +335,7 @@ func (n *Node) startRaft() error {
 	if err != nil {
 		return fmt.Errorf("start raft: %w", err)
 	}
+	n.raftUp.Store(true)
 	if n.stored.Bootstrap {
 		has, err := raft.HasExistingState(store, store, snaps)
 		if err != nil {
@@ -390,12 +416,19 @@ func (n *Node) Leave(ctx context.Context) error {
 	if _, err := n.Apply(ctx, &raftfsm.MemberLeave{Name: n.cfg.Name, At: time.Now().UTC()}); err != nil {
 		return fmt.Errorf("record the departure: %w", err)
 	}
+	// Once the departure is committed the leader removes this node from Raft, and every member refuses its
+	// certificate: it may never hear of its own removal, so it waits only briefly to see it.
+	seen := time.After(2 * time.Second)
 	for n.InRaft() {
 		select {
 		case <-ctx.Done():
 			return fmt.Errorf("the departure is recorded, but the leader has not removed this node from Raft yet: check `node members`")
+		case <-seen:
+			log.Info("departure committed; the mesh no longer accepts this node, so it cannot see its removal from Raft")
 		case <-time.After(50 * time.Millisecond):
+			continue
 		}
+		break
 	}
 	n.stored.Left = true
 	if err := saveStored(n.cfg.DataDir, n.stored); err != nil {

@@ -81,6 +81,7 @@ func (n *Node) lead() {
 	defer tick.Stop()
 	for {
 		n.reconcile(log)
+		n.rotateAfterDeparture(log)
 		select {
 		case <-ctx.Done():
 			return

@@ -99,8 +99,12 @@ func apply(s *State, index uint64, c Command) (any, *Error) {
 		dropRuntimes(s, "", c.Name)
 		return nil, nil
 	case *MemberRejoin:
-		delete(s.Departed, c.Name)
+		applyMemberRejoin(s, c)
 		return nil, nil
+	case *GossipKeyRotate:
+		return nil, applyGossipKeyRotate(s, c)
+	case *CARotate:
+		return nil, applyCARotate(s, c)
 	case *DeployCreate:
 		return applyDeployCreate(s, index, c)
 	case *DeployUpdate:

@@ -41,6 +41,9 @@ const (
 	CmdReleaseCreate   CommandType = 22
 	CmdPipelinePut     CommandType = 23
 	CmdReleaseDrop     CommandType = 28
+	// 24-35 are other commands'; 36-39 belong to mesh trust (mesh_ca.go, mesh_keys.go).
+	CmdCARotate        CommandType = 36
+	CmdGossipKeyRotate CommandType = 37
 )
 
 // Command is implemented by every command body.
@@ -72,6 +75,8 @@ var registry = map[CommandType]func() Command{
 	CmdReleaseCreate:   func() Command { return new(ReleaseCreate) },
 	CmdPipelinePut:     func() Command { return new(PipelinePut) },
 	CmdReleaseDrop:     func() Command { return new(ReleaseDrop) },
+	CmdCARotate:        func() Command { return new(CARotate) },
+	CmdGossipKeyRotate: func() Command { return new(GossipKeyRotate) },
 }
 
 // Encode wraps a command in the versioned envelope: version byte, type byte, JSON body.
@@ -166,8 +171,12 @@ type MemberLeave struct {
 	At   time.Time
 }
 
-// MemberRejoin clears a departure record when a server of that name is admitted again.
-type MemberRejoin struct{ Name string }
+// MemberRejoin clears a departure record when a server of that name is admitted again. The certificates the
+// name held before (issued before At) stay refused: only the one issued at this admission counts.
+type MemberRejoin struct {
+	Name string
+	At   time.Time `json:",omitzero"`
+}
 
 // LeaderEpoch is the first write of every new leader. Apply records the term and hands the builds that an older
 // leader left running back to the queue, so a new leader runs them and a deposed one can no longer finish them.

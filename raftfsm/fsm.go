@@ -37,6 +37,9 @@ type State struct {
 
 	// Runtimes holds what each server reports it runs, by RuntimeKey(env, node).
 	Runtimes map[string]*Runtime `json:"runtimes"`
+	// CertFloor refuses, per node name that left and was admitted again, the certificates issued before the new
+	// admission (see MemberCertError).
+	CertFloor map[string]time.Time `json:"cert_floor,omitempty"`
 }
 
 // maxDeliveries bounds the remembered webhook delivery ids per app.
@@ -56,6 +59,7 @@ func NewState() *State {
 		Departed:   map[string]time.Time{},
 		Pipelines:  map[string]*Pipeline{},
 		Runtimes:   map[string]*Runtime{},
+		CertFloor:  map[string]time.Time{},
 	}
 }
 
@@ -218,6 +222,9 @@ func (s *State) fillMaps() {
 	}
 	if s.Runtimes == nil {
 		s.Runtimes = map[string]*Runtime{}
+	}
+	if s.CertFloor == nil {
+		s.CertFloor = map[string]time.Time{}
 	}
 }
 

@@ -20,6 +20,24 @@ type Mesh struct {
 	// Voters is how many Raft voters the mesh keeps (1, 3 or 5), chosen at init: whichever node leads keeps it.
 	// 0 in meshes made before it was recorded: the leader then keeps its own --voters.
 	Voters int `json:"voters,omitempty"`
+	// RetiredGossipKeys are former gossip keys still accepted (never used to send) until their time, so that the
+	// mesh does not split while a rotation spreads (GossipKeyRotate).
+	RetiredGossipKeys []RetiredKey `json:"retired_gossip_keys,omitempty"`
+	// GossipKeySince is when GossipKey became current (zero: since CreatedAt).
+	GossipKeySince time.Time `json:"gossip_key_since,omitzero"`
+	// A CA rotation in progress: the next CA, trusted already, and the members it has issued a certificate to.
+	NextCACert string   `json:"next_ca_cert,omitempty"`
+	NextCAKey  string   `json:"next_ca_key,omitempty"`
+	NextIssued []string `json:"next_issued,omitempty"`
+	// The CA a finished rotation replaced, still trusted until OldCAUntil.
+	OldCACert  string    `json:"old_ca_cert,omitempty"`
+	OldCAUntil time.Time `json:"old_ca_until,omitzero"`
+}
+
+// RetiredKey is a former key, still accepted until Until.
+type RetiredKey struct {
+	Key   []byte    `json:"key"`
+	Until time.Time `json:"until"`
 }
 
 // Roles an API token can have, from most to least powerful.

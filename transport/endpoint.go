@@ -45,6 +45,7 @@ const (
 	codeClosing   quic.ApplicationErrorCode = 0
 	codeNoHandler quic.ApplicationErrorCode = 1
 	codeNoPeer    quic.ApplicationErrorCode = 2
+	codeRevoked   quic.ApplicationErrorCode = 3
 )
 
 // ErrClosed is returned by an Endpoint's methods after Close.
@@ -63,7 +64,8 @@ type ConnHandler func(conn *quic.Conn, peer string)
 // Endpoint is a node's single QUIC endpoint: one UDP socket that accepts connections for the ALPNs that have a
 // handler and dials peers from the same socket, so a peer sees our bound address as our remote address.
 type Endpoint struct {
-	id    *Identity
+	id    atomic.Pointer[Identity] // swapped by SetIdentity when the certificate is renewed
+	check atomic.Pointer[PeerCheck]
 	log   *slog.Logger
 	udp   *net.UDPConn
 	tr    *quic.Transport
@@ -145,7 +147,6 @@ func Listen(cfg Config) (*Endpoint, error) {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	e := &Endpoint{
-		id:       cfg.Identity,
 		log:      log,
 		udp:      udp,
 		tr:       &quic.Transport{Conn: udp, StatelessResetKey: resetKey},
@@ -156,6 +157,7 @@ func Listen(cfg Config) (*Endpoint, error) {
 		accepted: map[*quic.Conn]struct{}{},
 		dials:    map[dialKey]*dialEntry{},
 	}
+	e.id.Store(cfg.Identity)
 	e.ln, err = e.tr.Listen(e.serverTLS(), e.qconf)
 	if err != nil {
 		cancel()
@@ -173,7 +175,7 @@ func Listen(cfg Config) (*Endpoint, error) {
 func (e *Endpoint) Addr() net.Addr { return e.udp.LocalAddr() }
 
 // Identity is the node identity the endpoint authenticates with.
-func (e *Endpoint) Identity() *Identity { return e.id }
+func (e *Endpoint) Identity() *Identity { return e.id.Load() }
 
 // Handle routes accepted connections of alpn, once mutual TLS has succeeded, to h, each in its own goroutine.
 // peer is the verified node name (certificate CommonName); it is "" on ALPNJoin. The connection is closed when h

@@ -30,8 +30,9 @@ type Identity struct {
 	keyPEM  []byte
 }
 
-// NewIdentity checks that certPEM is a node certificate named name, signed by the CA in caPEM for both server and
-// client use, and that keyPEM is its private key.
+// NewIdentity checks that certPEM is a node certificate named name, signed by one of the CAs in caPEM for both
+// server and client use, and that keyPEM is its private key. caPEM holds every CA the node trusts: one, or two
+// while the mesh rotates its CA; the one that signed the certificate is sent after it in handshakes.
 func NewIdentity(name string, caPEM, certPEM, keyPEM []byte) (*Identity, error) {
 	if err := checkNodeName(name); err != nil {
 		return nil, fmt.Errorf("node identity: %w", err)
@@ -40,9 +41,12 @@ func NewIdentity(name string, caPEM, certPEM, keyPEM []byte) (*Identity, error) 
 	if err != nil {
 		return nil, fmt.Errorf("node identity %q: CA certificate: %w", name, err)
 	}
-	ca := cas[0]
-	if !ca.IsCA {
-		return nil, fmt.Errorf("node identity %q: the CA certificate is not a CA", name)
+	pool := x509.NewCertPool()
+	for _, ca := range cas {
+		if !ca.IsCA {
+			return nil, fmt.Errorf("node identity %q: the CA certificate %q is not a CA", name, ca.Subject.CommonName)
+		}
+		pool.AddCert(ca)
 	}
 	certs, err := parseCertsPEM(certPEM)
 	if err != nil {
@@ -52,13 +56,17 @@ func NewIdentity(name string, caPEM, certPEM, keyPEM []byte) (*Identity, error) 
 	if leaf.Subject.CommonName != name {
 		return nil, fmt.Errorf("node identity: the certificate is for node %q, not %q", leaf.Subject.CommonName, name)
 	}
-	pool := x509.NewCertPool()
-	pool.AddCert(ca)
+	// The chain is checked as of the certificate's issue: an identity whose certificate has since expired still
+	// loads, so that the node can say what to do about it (handshakes refuse it either way).
+	at := leaf.NotBefore.Add(min(clockSkew, leaf.NotAfter.Sub(leaf.NotBefore)/2))
+	var ca *x509.Certificate
 	for _, usage := range []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth} {
-		if _, err := leaf.Verify(x509.VerifyOptions{Roots: pool, KeyUsages: []x509.ExtKeyUsage{usage}}); err != nil {
+		chains, err := leaf.Verify(x509.VerifyOptions{Roots: pool, KeyUsages: []x509.ExtKeyUsage{usage}, CurrentTime: at})
+		if err != nil {
 			return nil, fmt.Errorf("node identity %q: the certificate does not verify against the mesh CA %s: %w",
-				name, CertHash(ca.Raw), err)
+				name, CertHash(cas[0].Raw), err)
 		}
+		ca = chains[0][len(chains[0])-1]
 	}
 	key, err := parseKeyPEM(keyPEM)
 	if err != nil {
@@ -75,7 +83,7 @@ func NewIdentity(name string, caPEM, certPEM, keyPEM []byte) (*Identity, error) 
 			PrivateKey:  key,
 			Leaf:        leaf,
 		},
-		CAPEM:   encodePEM("CERTIFICATE", ca.Raw),
+		CAPEM:   caPEMOf(cas),
 		CAPool:  pool,
 		CAHash:  CertHash(ca.Raw),
 		certPEM: leafPEM,
@@ -178,4 +186,12 @@ func writeFileAtomic(dir, name string, data []byte, mode os.FileMode) (err error
 		return fmt.Errorf("sync directory %s: %w", dir, err)
 	}
 	return nil
+}
+
+func caPEMOf(cas []*x509.Certificate) []byte {
+	var out []byte
+	for _, c := range cas {
+		out = append(out, encodePEM("CERTIFICATE", c.Raw)...)
+	}
+	return out
 }

@@ -61,6 +61,9 @@ func (l *raftLayer) serveConn(conn *quic.Conn, _ string) {
 		if err != nil {
 			return
 		}
+		if l.e.refuseStream(conn) { // a removed node's open connection carries no more Raft streams
+			return
+		}
 		select {
 		case l.incoming <- newStreamConn(st, conn):
 		case <-ctx.Done():

@@ -100,6 +100,9 @@ func (e *Endpoint) serveRPCConn(conn *quic.Conn, peer string, mux *rpcMux) {
 		if err != nil {
 			return
 		}
+		if e.refuseStream(conn) { // membership is checked on every stream, not only at the handshake
+			return
+		}
 		e.wg.Add(1) // the counter is positive (this handler holds it), so adding here cannot race Close's Wait
 		go func() {
 			defer e.wg.Done()

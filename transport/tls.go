@@ -16,8 +16,9 @@ import (
 // Only ALPNs that have a handler are offered, so an unserved ALPN fails the handshake too.
 func (e *Endpoint) serverTLS() *tls.Config {
 	base := &tls.Config{
-		MinVersion:   tls.VersionTLS13,
-		Certificates: []tls.Certificate{e.id.Cert},
+		MinVersion: tls.VersionTLS13,
+		// Read per handshake: a renewed certificate (SetIdentity) is served from the next handshake on.
+		GetCertificate: func(*tls.ClientHelloInfo) (*tls.Certificate, error) { return &e.id.Load().Cert, nil },
 		// Resumption would let a session bound to one client-auth mode be resumed under another ALPN; full
 		// handshakes between long-lived peers cost nothing worth that doubt.
 		SessionTicketsDisabled: true,
@@ -37,13 +38,14 @@ func (e *Endpoint) serverTLS() *tls.Config {
 				return cfg, nil
 			}
 			cfg.ClientAuth = tls.RequireAndVerifyClientCert
-			cfg.ClientCAs = e.id.CAPool
+			cfg.ClientCAs = e.id.Load().CAPool
 			cfg.VerifyConnection = func(cs tls.ConnectionState) error {
 				// crypto/tls has verified the chain; a node certificate without a name is still not a peer.
 				if len(cs.PeerCertificates) == 0 || cs.PeerCertificates[0].Subject.CommonName == "" {
 					return errors.New("client certificate names no node")
 				}
-				return nil
+				// A certificate is worth what its node's membership is: a removed node is refused here.
+				return e.checkPeer(cs.PeerCertificates[0])
 			}
 			return cfg, nil
 		},
@@ -54,17 +56,18 @@ func (e *Endpoint) serverTLS() *tls.Config {
 // Peers are addressed by IP, and which node answers at an address is not known in advance, so the host name is
 // not checked: membership in the mesh is what the certificate proves.
 func (e *Endpoint) clientTLS(alpn string) *tls.Config {
+	id := e.id.Load()
 	return &tls.Config{
 		MinVersion:         tls.VersionTLS13,
-		Certificates:       []tls.Certificate{e.id.Cert},
+		Certificates:       []tls.Certificate{id.Cert},
 		NextProtos:         []string{alpn},
 		ServerName:         "shoal",
 		InsecureSkipVerify: true, // replaced by VerifyConnection below: chain to the CA, no host name
 		VerifyConnection: func(cs tls.ConnectionState) error {
-			if err := verifyChain(cs.PeerCertificates, e.id.CAPool, x509.ExtKeyUsageServerAuth); err != nil {
+			if err := verifyChain(cs.PeerCertificates, id.CAPool, x509.ExtKeyUsageServerAuth); err != nil {
 				return fmt.Errorf("peer is not a member of this mesh: %w", err)
 			}
-			return nil
+			return e.checkPeer(cs.PeerCertificates[0])
 		},
 	}
 }

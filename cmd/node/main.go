@@ -91,7 +91,7 @@ Operator verbs talk to any node's HTTP API: --addr/SHOAL_ADDR and --token/SHOAL_
 		c.tokenCmd(), c.appCmd(), c.envCmd(), c.releaseCmd(),
 		c.buildCmd(), c.buildsCmd(), c.logCmd(), c.logsCmd(), c.releasesCmd(),
 		c.deployCmd(), c.deploymentsCmd(), c.deploymentCmd(), c.rollbackCmd(), c.promoteCmd(), c.approveCmd(), c.restartCmd(), c.terminateCmd(), c.pinCmd(true), c.pinCmd(false), c.pipelineCmd(),
-		c.notifyCmd(), c.forgeCmd(), c.configCmd(), c.completionCmd(root))
+		c.notifyCmd(), c.forgeCmd(), c.configCmd(), c.gossipKeyCmd(), c.caCmd(), c.completionCmd(root))
 	root.CompletionOptions.DisableDefaultCmd = true // ours registers for another name than node (Node.js's)
 	polish(root)
 	c.addCompletion(root)

@@ -50,6 +50,25 @@ It asks before it acts unless --yes is given.`,
 }
 
 func (c *cli) membersCmd() *cobra.Command {
+	cmd := c.membersListCmd()
+	cmd.AddCommand(&cobra.Command{
+		Use:   "remove NAME",
+		Short: "Remove a member that cannot leave by itself (lost or no longer trusted): the mesh refuses its certificate at once (admin)",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			var out map[string]string
+			if _, err := c.api().Post(ctx(), "/v1/members/"+url.PathEscape(args[0])+"/remove", struct{}{}, &out); err != nil {
+				return explain(err)
+			}
+			return c.print(out, func(w *tabwriter.Writer) {
+				fmt.Fprintf(w, "%s removed: the mesh refuses its certificate; it may join again with a new join token\n", out["removed"])
+			})
+		},
+	})
+	return cmd
+}
+
+func (c *cli) membersListCmd() *cobra.Command {
 	return &cobra.Command{
 		Use:   "members",
 		Short: "List the mesh's servers: gossip status, Raft role, addresses, tags",

@@ -34,6 +34,7 @@ type nodeFlags struct {
 	openMetric bool
 	profile    string
 	deadGrace  time.Duration
+	certLife   time.Duration
 	// The release spread's settings (spread.Options).
 	uploadLimit, downloadLimit string
 	minHolders, keepReleases   int
@@ -56,6 +57,7 @@ func (f *nodeFlags) register(cmd *cobra.Command, forNew bool) {
 	fl.BoolVar(&f.openMetric, "metrics-open", false, "serve /metrics without a token (for a Prometheus without credentials)")
 	fl.StringVar(&f.profile, "raft-profile", "lan", "Raft timeouts: lan (400 ms heartbeat/election) or wan (hashicorp/raft's 1 s defaults)")
 	fl.DurationVar(&f.deadGrace, "dead-grace", 30*time.Minute, "how long a dead server stays in Raft before the leader removes it")
+	fl.DurationVar(&f.certLife, "cert-lifetime", node.DefaultCertLifetime, "how long the node certificates this server signs are valid (members renew at half-life)")
 	fl.StringVar(&f.uploadLimit, "upload-limit", "0", "cap on the release pieces this server sends, e.g. 50mbit or 6MB (per second; 0: none; auto: paced by the queueing delay it causes)")
 	fl.StringVar(&f.downloadLimit, "download-limit", "0", "cap on the release pieces this server receives, e.g. 100mbit or 12MB (per second; 0: none)")
 	fl.IntVar(&f.minHolders, "min-holders", 2, "servers that must hold a new release whole before it counts as available (set it alike on every server)")
@@ -96,7 +98,7 @@ func (f *nodeFlags) config() (node.Config, error) {
 	return node.Config{
 		Name: f.name, DataDir: dir, BindIP: f.bind, AdvertiseIP: f.advertise,
 		HTTPPort: f.httpPort, GossipPort: f.gossipPort, QUICPort: f.quicPort, Tags: tags, Voters: f.voters,
-		MetricsOpen: f.openMetric, Timing: timing, DeadGrace: f.deadGrace,
+		MetricsOpen: f.openMetric, Timing: timing, DeadGrace: f.deadGrace, CertLifetime: f.certLife,
 		Logger: slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level})),
 	}, nil
 }

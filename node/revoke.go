@@ -1,0 +1,39 @@
+package node
+
+import (
+	"net/http"
+	"time"
+
+	"github.com/shoal-ci/shoal/raftfsm"
+)
+
+// postRemoveMember removes a member that cannot leave by itself (lost, or no longer trusted): it records the
+// departure in Raft as `node leave` does, so the leader takes it out of the Raft configuration and every member
+// refuses its certificate and closes its connections. Its name can join again with a new join token; the
+// certificates it held stay refused.
+func (n *Node) postRemoveMember(w http.ResponseWriter, r *http.Request) error {
+	name := r.PathValue("name")
+	if err := n.ConsistentRead(r.Context()); err != nil {
+		return err
+	}
+	leader, _ := n.Leader()
+	known := n.raftServers()[name]
+	for _, m := range n.members.snapshot() {
+		known = known || m.Name == name
+	}
+	switch {
+	case n.departed()[name]:
+		writeJSON(w, http.StatusOK, map[string]any{"removed": name})
+		return nil
+	case !known:
+		return apiErr(http.StatusNotFound, raftfsm.KindNotFound, "no member is named %q: see `node members`", name)
+	case name == leader:
+		return apiErr(http.StatusConflict, raftfsm.KindConflict, "%q leads the mesh: run `node leave` against it (it hands leadership off first), or stop it and remove it once another node leads", name)
+	}
+	if _, err := n.ApplyCtx(r, &raftfsm.MemberLeave{Name: name, At: time.Now().UTC()}); err != nil {
+		return err
+	}
+	n.log.Warn("member removed by an admin", "component", "reconcile", "member", name, "by", TokenOf(r).Name)
+	writeJSON(w, http.StatusOK, map[string]any{"removed": name})
+	return nil
+}

@@ -1,0 +1,156 @@
+package transport
+
+import (
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/quic-go/quic-go"
+)
+
+// PeerCheck decides whether a certificate that chains to the mesh CA still belongs to a member: the CA proves
+// that the mesh once issued it, the check says whether the mesh still stands behind it (the node has not left or
+// been removed). It must be fast and must not block: it runs inside handshakes and before every stream.
+type PeerCheck func(leaf *x509.Certificate) error
+
+// RevokedError is why a peer's certificate was refused although it chains to the mesh CA.
+type RevokedError struct {
+	Node   string
+	Reason error
+}
+
+func (e *RevokedError) Error() string {
+	return fmt.Sprintf("node %q is no longer a member of this mesh: %v", e.Node, e.Reason)
+}
+
+func (e *RevokedError) Unwrap() error { return e.Reason }
+
+// SetPeerCheck installs the membership check applied, on every ALPN but join, to the peer's certificate during
+// the handshake (both as server and as client) and again before each stream an RPC or Raft connection serves.
+// Call Revalidate after the answer may have changed for a connected peer.
+func (e *Endpoint) SetPeerCheck(check PeerCheck) {
+	if check == nil {
+		e.check.Store(nil)
+		return
+	}
+	e.check.Store(&check)
+}
+
+// checkPeer applies expiry and the membership check to a verified leaf. Expiry is checked here as well as by
+// crypto/tls, because a connection outlives its handshake: a certificate that expires on a live connection
+// stops being accepted at the next stream.
+func (e *Endpoint) checkPeer(leaf *x509.Certificate) error {
+	if now := time.Now(); now.After(leaf.NotAfter) {
+		return &RevokedError{Node: leaf.Subject.CommonName,
+			Reason: fmt.Errorf("its certificate expired at %s", leaf.NotAfter.UTC().Format(time.RFC3339))}
+	}
+	check := e.check.Load()
+	if check == nil {
+		return nil
+	}
+	if err := (*check)(leaf); err != nil {
+		var re *RevokedError
+		if errors.As(err, &re) {
+			return err
+		}
+		return &RevokedError{Node: leaf.Subject.CommonName, Reason: err}
+	}
+	return nil
+}
+
+// connAllowed applies checkPeer to the certificate a connection was authenticated with. Join connections carry
+// no certificate and are not mesh connections: they pass.
+func (e *Endpoint) connAllowed(conn *quic.Conn) error {
+	cs := conn.ConnectionState().TLS
+	if cs.NegotiatedProtocol == ALPNJoin || len(cs.PeerCertificates) == 0 {
+		return nil
+	}
+	return e.checkPeer(cs.PeerCertificates[0])
+}
+
+// refuseStream closes conn if its peer no longer passes the check, and reports whether it did.
+func (e *Endpoint) refuseStream(conn *quic.Conn) bool {
+	return e.refuse(conn, e.connAllowed(conn))
+}
+
+// chainTrusted checks a connection's peer chain against the CAs trusted now (they change when the mesh rotates
+// its CA). Join connections carry no certificate: they pass.
+func (e *Endpoint) chainTrusted(conn *quic.Conn) error {
+	cs := conn.ConnectionState().TLS
+	if cs.NegotiatedProtocol == ALPNJoin || len(cs.PeerCertificates) == 0 {
+		return nil
+	}
+	if err := verifyChain(cs.PeerCertificates, e.id.Load().CAPool, x509.ExtKeyUsageAny); err != nil {
+		return &RevokedError{Node: cs.PeerCertificates[0].Subject.CommonName, Reason: fmt.Errorf("its CA is no longer trusted: %w", err)}
+	}
+	return nil
+}
+
+func (e *Endpoint) refuse(conn *quic.Conn, err error) bool {
+	if err == nil {
+		return false
+	}
+	e.log.Warn("closed the connection of a peer that is no longer a member", "remote", conn.RemoteAddr().String(),
+		"alpn", conn.ConnectionState().TLS.NegotiatedProtocol, "reason", err)
+	conn.CloseWithError(codeRevoked, "certificate revoked: "+err.Error())
+	return true
+}
+
+// Revalidate applies the peer check and the CA trust again to every open connection, accepted or dialed, and
+// closes those whose peer no longer passes them. The node calls it when the mesh's membership changes, so a removed node loses its
+// existing connections at once, not only its next handshake. It returns how many connections it closed.
+func (e *Endpoint) Revalidate() int {
+	e.mu.Lock()
+	var conns []*quic.Conn
+	for c := range e.accepted {
+		conns = append(conns, c)
+	}
+	for _, ent := range e.dials {
+		select {
+		case <-ent.done:
+			if ent.conn != nil {
+				conns = append(conns, ent.conn)
+			}
+		default:
+		}
+	}
+	e.mu.Unlock()
+	closed := 0
+	for _, c := range conns {
+		if c.Context().Err() != nil {
+			continue
+		}
+		err := e.connAllowed(c)
+		if err == nil {
+			err = e.chainTrusted(c)
+		}
+		if e.refuse(c, err) {
+			closed++
+		}
+	}
+	return closed
+}
+
+// SetIdentity replaces the endpoint's certificate, as after a renewal: new handshakes, as server and as client,
+// present it; connections already open keep the one they were authenticated with until they close. The name
+// must stay the same (the stateless-reset key stays derived from the key the endpoint started with).
+func (e *Endpoint) SetIdentity(id *Identity) error {
+	if id == nil {
+		return errors.New("set identity: nil identity")
+	}
+	if cur := e.id.Load(); cur.Name != id.Name {
+		return fmt.Errorf("set identity: the endpoint belongs to node %q, the certificate names %q", cur.Name, id.Name)
+	}
+	e.id.Store(id)
+	return nil
+}
+
+// IssuedAt is when the mesh CA signed a node certificate: SignNode back-dates NotBefore by the clock skew
+// allowance, so this undoes that.
+func IssuedAt(leaf *x509.Certificate) time.Time { return leaf.NotBefore.Add(clockSkew) }
+
+// WithCert is the identity with a renewed certificate for the same key, signed by the CA in caPEM.
+func (id *Identity) WithCert(caPEM, certPEM []byte) (*Identity, error) {
+	return NewIdentity(id.Name, caPEM, certPEM, id.keyPEM)
+}
