@@ -112,10 +112,14 @@ func (n *Node) authenticate(r *http.Request, role string) (*raftfsm.Token, error
 		// This node may not have applied the token's creation yet (it just joined, restarted, or the token is a
 		// few milliseconds old): catch up with the leader before saying the token is wrong.
 		ctx, cancel := context.WithTimeout(r.Context(), 3*time.Second)
-		if n.ConsistentRead(ctx) == nil {
-			tok = lookup()
-		}
+		err := n.ConsistentRead(ctx)
 		cancel()
+		if err != nil {
+			// Not caught up, and no leader to catch up with: the token may be one this node has not applied
+			// yet, so say "retry", not "wrong token".
+			return nil, apiErr(http.StatusServiceUnavailable, CodeNoLeader, "this node could not catch up with the leader to check the API token (%v); retry in a moment", err)
+		}
+		tok = lookup()
 	}
 	if tok == nil && !n.Ready() {
 		// The token may be one this node has not replayed yet: say "retry", not "wrong token".
@@ -185,6 +189,11 @@ func (n *Node) BeginRead(r *http.Request) error {
 		}
 		n.WaitApplied(r.Context(), idx)
 	}
+	// Read-your-writes on this node for clients that do not carry the index (a new CLI process for each
+	// command): every write this node answered is in the state a plain read sees. A forwarded write is answered
+	// when the leader commits it, and a follower applies it up to Raft's CommitTimeout later; a read that comes
+	// in between waits for it (bounded like min_index).
+	n.WaitApplied(r.Context(), n.answered.Load())
 	if q.Has("consistent") {
 		ctx, cancel := context.WithTimeout(r.Context(), 10*time.Second)
 		defer cancel()
