@@ -178,7 +178,17 @@ func (n *Node) WriteJSON(w http.ResponseWriter, status int, v any) {
 // BeginRead prepares a read: with ?consistent it first makes it linearizable; with ?index=N it blocks until the
 // state moves past N (or ?wait, default 5 minutes at most, runs out). Reads are otherwise served from local state.
 func (n *Node) BeginRead(r *http.Request) error {
+	return n.beginRead(r, true)
+}
+
+// beginRead is BeginRead; needState false serves a node that has not loaded the mesh's state yet (status).
+func (n *Node) beginRead(r *http.Request, needState bool) error {
 	q := r.URL.Query()
+	// A node that restarted serves its snapshot until it has replayed its log with the leader: a plain read
+	// there would show records long gone or miss ones long there (a 404 for an app that exists). Say "retry".
+	if needState && !q.Has("consistent") && !n.Ready() {
+		return apiErr(http.StatusServiceUnavailable, CodeNoLeader, "this node is still loading the mesh state after a restart; retry in a moment, or ask another node")
+	}
 	// Read-your-writes on any node: a client that wrote at index N (the X-Shoal-Index of the answer) sends
 	// X-Shoal-Min-Index: N, and this node waits until its state includes N (bounded: a node cut off from the
 	// leader serves what it has after 5 s).
@@ -289,7 +299,7 @@ type Status struct {
 var Version = "dev"
 
 func (n *Node) getStatus(w http.ResponseWriter, r *http.Request) error {
-	if err := n.BeginRead(r); err != nil {
+	if err := n.beginRead(r, false); err != nil {
 		return err
 	}
 	st := n.Status()
