@@ -193,7 +193,8 @@ func runFailover(t *testing.T, m failoverMesh, p failoverProfile, trials int) {
 	t.Logf("failover, %s, %d trials, %d survivor writes:", p.desc, trials, len(toWrite))
 	t.Logf("  %s → each survivor's first successful write: p50 %s  p99 %s  max %s", kill, secs(percentile(toWrite, 0.5)), secs(p99), secs(toWrite[len(toWrite)-1]))
 	t.Logf("  %s → a survivor names a new leader:          p50 %s  p90 %s  max %s", kill, secs(percentile(toLeader, 0.5)), secs(percentile(toLeader, 0.9)), secs(toLeader[len(toLeader)-1]))
-	t.Logf("  goal (issue 13) p99 ≤ 1.5 s: %s", verdict(p99 <= 1500*time.Millisecond))
+	t.Logf("  bound p99 2.6 s (hashicorp/raft's default timeouts): %s; goal (issue 13, default LAN timing) p99 ≤ 1.5 s: %s",
+		verdict(p99 < 2600*time.Millisecond), verdict(p99 <= 1500*time.Millisecond))
 }
 
 // failoverTrial waits for a healthy mesh, kills its leader, and returns, for each survivor, the time until a write
