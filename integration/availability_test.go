@@ -41,10 +41,12 @@ func TestLeaderKillsNoWrongAnswers(t *testing.T) {
 		unavailable []string
 		seq         atomic.Int64
 	)
-	note := func(n *pnode, op string, code int, msg string) {
+	slowest := map[string]time.Duration{}
+	note := func(n *pnode, op string, code int, msg string, took time.Duration) {
 		mu.Lock()
 		defer mu.Unlock()
 		counts[fmt.Sprintf("%s %d", op, code)]++
+		slowest[op] = max(slowest[op], took)
 		if code == http.StatusServiceUnavailable && len(unavailable) < 20 {
 			unavailable = append(unavailable, fmt.Sprintf("%s through %s: %s", op, n.name, msg))
 		}
@@ -76,6 +78,7 @@ func TestLeaderKillsNoWrongAnswers(t *testing.T) {
 						if op.body != nil {
 							body = op.body()
 						}
+						sent := time.Now()
 						code, msg, err := doJSON(ctx, hc, op.method, "http://"+n.api()+op.path, m.admin, body)
 						if err != nil {
 							// The node is down (killed, restarting): nothing answered.
@@ -85,7 +88,7 @@ func TestLeaderKillsNoWrongAnswers(t *testing.T) {
 							}
 							continue
 						}
-						note(n, op.name, code, msg)
+						note(n, op.name, code, msg, time.Since(sent))
 					}
 				}()
 			}
@@ -107,6 +110,7 @@ func TestLeaderKillsNoWrongAnswers(t *testing.T) {
 	mu.Lock()
 	defer mu.Unlock()
 	t.Logf("answers: %v", counts)
+	t.Logf("slowest answer of each operation (a leader change should cost about one election): %v", slowest)
 	t.Logf("503 answers, for example:\n%s", strings.Join(unavailable, "\n"))
 	for _, op := range ops {
 		ok := counts[op.name+" 200"] + counts[op.name+" 201"]
