@@ -102,6 +102,20 @@ func TestLeaderKillsNoWrongAnswers(t *testing.T) {
 		newLeader := m.waitLeader(m.live()...)
 		t.Logf("round %d: killed leader %s; %s leads after %s", round, leader.name, newLeader.name, secs(time.Since(start)))
 		m.restart(leader)
+		restarted := time.Now()
+		// Figures, not bounds: how soon the restarted node hears from the new leader, and serves plain reads
+		// (it answers 503 until it has replayed its log with the leader). Both include the process's start.
+		m.eventually(30*time.Second, leader.name+" to name the new leader", func() (bool, string) {
+			st, err := m.status(leader)
+			return err == nil && st.Leader != "" && st.Leader != leader.name, fmt.Sprint(st, err)
+		})
+		named := time.Since(restarted)
+		m.eventually(30*time.Second, leader.name+" to serve plain reads", func() (bool, string) {
+			var app node.AppView
+			_, err := m.client(leader).Get(context.Background(), "/v1/apps/reg", &app)
+			return err == nil && app.Name == "reg", fmt.Sprint(err)
+		})
+		t.Logf("round %d: restarted %s names the leader %s after its start, serves plain reads after %s", round, leader.name, secs(named), secs(time.Since(restarted)))
 	}
 	m.waitHealthy(m.nodes...)
 	cancel()
