@@ -185,20 +185,23 @@ func runFailover(t *testing.T, m failoverMesh, p failoverProfile, trials int) {
 	var toWrite, toLeader []time.Duration
 	for i := range trials {
 		w, l := failoverTrial(t, m, i)
-		toWrite, toLeader = append(toWrite, w), append(toLeader, l)
+		toWrite, toLeader = append(toWrite, w...), append(toLeader, l)
 	}
 	slices.Sort(toWrite)
 	slices.Sort(toLeader)
-	p90 := percentile(toWrite, 0.9)
-	t.Logf("failover, %s, %d trials:", p.desc, len(toWrite))
-	t.Logf("  %s → write through a survivor succeeds: p50 %s  p90 %s  max %s", kill, secs(percentile(toWrite, 0.5)), secs(p90), secs(toWrite[len(toWrite)-1]))
-	t.Logf("  %s → the survivor names a new leader:    p50 %s  p90 %s  max %s", kill, secs(percentile(toLeader, 0.5)), secs(percentile(toLeader, 0.9)), secs(toLeader[len(toLeader)-1]))
-	t.Logf("  bound p90 2.6 s (hashicorp/raft defaults): %s; goal p90 ≤ 1.5 s: %s", verdict(p90 < 2600*time.Millisecond), verdict(p90 <= 1500*time.Millisecond))
+	p99 := percentile(toWrite, 0.99)
+	t.Logf("failover, %s, %d trials, %d survivor writes:", p.desc, trials, len(toWrite))
+	t.Logf("  %s → each survivor's first successful write: p50 %s  p99 %s  max %s", kill, secs(percentile(toWrite, 0.5)), secs(p99), secs(toWrite[len(toWrite)-1]))
+	t.Logf("  %s → a survivor names a new leader:          p50 %s  p90 %s  max %s", kill, secs(percentile(toLeader, 0.5)), secs(percentile(toLeader, 0.9)), secs(toLeader[len(toLeader)-1]))
+	t.Logf("  bound p99 2.6 s (hashicorp/raft's default timeouts): %s; goal (issue 13, default LAN timing) p99 ≤ 1.5 s: %s",
+		verdict(p99 < 2600*time.Millisecond), verdict(p99 <= 1500*time.Millisecond))
 }
 
-// failoverTrial waits for a healthy mesh, kills its leader, and returns the time until a write through a survivor
-// succeeded and until that survivor named a new leader. It restarts the killed node before returning.
-func failoverTrial(t *testing.T, m failoverMesh, trial int) (toWrite, toLeader time.Duration) {
+// failoverTrial waits for a healthy mesh, kills its leader, and returns, for each survivor, the time until a write
+// through it succeeded, and the time until a survivor named a new leader. Writes go through every survivor at
+// once, each retrying until its first success; an answer a leader change must never cause (4xx, 500) fails the
+// test. It restarts the killed node before returning.
+func failoverTrial(t *testing.T, m failoverMesh, trial int) (toWrite []time.Duration, toLeader time.Duration) {
 	t.Helper()
 	leader := m.healthyLeader(t)
 	var survivors []int
@@ -207,15 +210,15 @@ func failoverTrial(t *testing.T, m failoverMesh, trial int) (toWrite, toLeader t
 			survivors = append(survivors, i)
 		}
 	}
-	via := survivors[trial%len(survivors)]
-	url := "http://" + m.api(via) + "/v1/apps"
 	hc := benchHTTP(10 * time.Second)
-	// Warm the connection to the survivor so the measurement starts from a client already talking to the mesh.
+	// Warm the connections to the survivors so the measurement starts from clients already talking to the mesh.
 	// createAppVia reads back and retries after a 503, as the API asks clients to: the mesh has just healed.
-	wc := client.New(m.api(via), m.token())
-	wc.HTTP = hc
-	if err := createAppVia(t, wc, fmt.Sprintf("warm-%d", trial)); err != nil {
-		t.Fatalf("warm-up write through %s: %v", m.name(via), err)
+	for _, via := range survivors {
+		wc := client.New(m.api(via), m.token())
+		wc.HTTP = hc
+		if err := createAppVia(t, wc, fmt.Sprintf("warm-%d-%d", trial, via)); err != nil {
+			t.Fatalf("warm-up write through %s: %v", m.name(via), err)
+		}
 	}
 
 	ctx, cancel := context.WithCancel(context.Background())
@@ -225,30 +228,51 @@ func failoverTrial(t *testing.T, m failoverMesh, trial int) (toWrite, toLeader t
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
-		watchNewLeader(ctx, m.api(via), m.token(), m.name(leader), start, &leaderAt)
+		watchNewLeader(ctx, m.api(survivors[0]), m.token(), m.name(leader), start, &leaderAt)
 	}()
 	m.kill(leader)
-	for attempt := 0; ; attempt++ {
-		code, msg, err := post(hc, "POST", url, m.token(), map[string]string{"name": fmt.Sprintf("fo-%d-%d", trial, attempt)})
-		if code == http.StatusCreated {
-			toWrite = time.Since(start)
-			break
+	times := make([]time.Duration, len(survivors))
+	errs := make([]error, len(survivors))
+	var writers sync.WaitGroup
+	for k, via := range survivors {
+		writers.Add(1)
+		go func() {
+			defer writers.Done()
+			url := "http://" + m.api(via) + "/v1/apps"
+			for attempt := 0; ; attempt++ {
+				code, msg, err := post(hc, "POST", url, m.token(), map[string]string{"name": fmt.Sprintf("fo-%d-%d-%d", trial, via, attempt)})
+				if code == http.StatusCreated {
+					times[k] = time.Since(start)
+					return
+				}
+				if code >= 400 && code != http.StatusServiceUnavailable {
+					errs[k] = fmt.Errorf("write through %s answered %d after %s: %s", m.name(via), code, secs(time.Since(start)), msg)
+					return
+				}
+				if time.Since(start) > 60*time.Second {
+					errs[k] = fmt.Errorf("no write through %s succeeded within 60 s of stopping %s (last: %d %s %v)", m.name(via), m.name(leader), code, msg, err)
+					return
+				}
+				time.Sleep(10 * time.Millisecond) // pace retries; the loop ends on the write's success, not on this pause
+			}
+		}()
+	}
+	writers.Wait()
+	for _, err := range errs {
+		if err != nil {
+			t.Fatalf("trial %d: %v", trial, err)
 		}
-		if code >= 400 && code < 500 {
-			t.Fatalf("trial %d: write through %s answered %d: %s", trial, m.name(via), code, msg)
-		}
-		if time.Since(start) > 60*time.Second {
-			t.Fatalf("trial %d: no write succeeded within 60 s of stopping %s (last: %d %s %v)", trial, m.name(leader), code, msg, err)
-		}
-		time.Sleep(10 * time.Millisecond) // pace retries; the loop ends on the write's success, not on this pause
 	}
 	eventually(t, 10*time.Second, "the survivor to name the new leader", func() (bool, string) { return leaderAt.Load() != 0, "" })
 	cancel()
 	wg.Wait()
 	toLeader = time.Duration(leaderAt.Load())
-	t.Logf("trial %2d: stopped %s; write through %s after %s (%s to a new leader)", trial, m.name(leader), m.name(via), secs(toWrite), secs(toLeader))
+	for k, via := range survivors {
+		t.Logf("trial %2d: stopped %s; write through %s after %s", trial, m.name(leader), m.name(via), secs(times[k]))
+	}
+	t.Logf("trial %2d: %s to a new leader", trial, secs(toLeader))
 	m.restart(t, leader)
-	return toWrite, toLeader
+	return times, toLeader
 }
 
 // watchNewLeader polls the status at api until it names a leader other than old, and stores the time since start.

@@ -113,10 +113,14 @@ func (n *Node) authenticate(r *http.Request, role string) (*raftfsm.Token, error
 		// This node may not have applied the token's creation yet (it just joined, restarted, or the token is a
 		// few milliseconds old): catch up with the leader before saying the token is wrong.
 		ctx, cancel := context.WithTimeout(r.Context(), 3*time.Second)
-		if n.ConsistentRead(ctx) == nil {
-			tok = lookup()
-		}
+		err := n.ConsistentRead(ctx)
 		cancel()
+		if err != nil {
+			// Not caught up, and no leader to catch up with: the token may be one this node has not applied
+			// yet, so say "retry", not "wrong token".
+			return nil, apiErr(http.StatusServiceUnavailable, CodeNoLeader, "this node could not catch up with the leader to check the API token (%v); retry in a moment", err)
+		}
+		tok = lookup()
 	}
 	if tok == nil && !n.Ready() {
 		// The token may be one this node has not replayed yet: say "retry", not "wrong token".
@@ -170,7 +174,17 @@ func (n *Node) WriteJSON(w http.ResponseWriter, status int, v any) {
 // BeginRead prepares a read: with ?consistent it first makes it linearizable; with ?index=N it blocks until the
 // state moves past N (or ?wait, default 5 minutes at most, runs out). Reads are otherwise served from local state.
 func (n *Node) BeginRead(r *http.Request) error {
+	return n.beginRead(r, true)
+}
+
+// beginRead is BeginRead; needState false serves a node that has not loaded the mesh's state yet (status).
+func (n *Node) beginRead(r *http.Request, needState bool) error {
 	q := r.URL.Query()
+	// A node that restarted serves its snapshot until it has replayed its log with the leader: a plain read
+	// there would show records long gone or miss ones long there (a 404 for an app that exists). Say "retry".
+	if needState && !q.Has("consistent") && !n.Ready() {
+		return apiErr(http.StatusServiceUnavailable, CodeNoLeader, "this node is still loading the mesh state after a restart; retry in a moment, or ask another node")
+	}
 	// Read-your-writes on any node: a client that wrote at index N (the X-Shoal-Index of the answer) sends
 	// X-Shoal-Min-Index: N, and this node waits until its state includes N (bounded: a node cut off from the
 	// leader serves what it has after 5 s).
@@ -181,6 +195,11 @@ func (n *Node) BeginRead(r *http.Request) error {
 		}
 		n.WaitApplied(r.Context(), idx)
 	}
+	// Read-your-writes on this node for clients that do not carry the index (a new CLI process for each
+	// command): every write this node answered is in the state a plain read sees. A forwarded write is answered
+	// when the leader commits it, and a follower applies it up to Raft's CommitTimeout later; a read that comes
+	// in between waits for it (bounded like min_index).
+	n.WaitApplied(r.Context(), n.answered.Load())
 	if q.Has("consistent") {
 		ctx, cancel := context.WithTimeout(r.Context(), 10*time.Second)
 		defer cancel()
@@ -282,7 +301,7 @@ type Status struct {
 var Version = "dev"
 
 func (n *Node) getStatus(w http.ResponseWriter, r *http.Request) error {
-	if err := n.BeginRead(r); err != nil {
+	if err := n.beginRead(r, false); err != nil {
 		return err
 	}
 	st := n.Status()

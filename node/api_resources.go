@@ -2,13 +2,17 @@ package node
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
+	"math/rand/v2"
 	"net/http"
 	"sort"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/shoal-ci/shoal/raftfsm"
+	"github.com/shoal-ci/shoal/transport"
 )
 
 // AppView is an app as the API shows it: the webhook secret is never shown, only whether one is set, and
@@ -211,10 +215,37 @@ func (n *Node) update(r *http.Request, build func(s *raftfsm.State) (raftfsm.Com
 			setCAS(cmd, want)
 		}
 		res, err := n.Commit(ctx, cmd)
-		if raftfsm.KindOf(err) != raftfsm.KindConflict || want != 0 || attempt >= 5 {
+		if want != 0 || !casConflict(err) && !uncertain(err) {
 			return res, err
 		}
+		// The conflict is this node's own precondition, not the client's: the client asked for no CAS, so it
+		// must never see it (nor the uncertainty of a write its leader lost: see uncertain). Read again and
+		// retry until the request's deadline; a short random pause spreads concurrent writers of one record so
+		// that one of them wins each round (16 writers: 5 rounds were not always enough, and a plain PUT
+		// answered 409).
+		pause := time.Duration(rand.Int64N(int64(min(attempt+1, 10)) * int64(5*time.Millisecond)))
+		select {
+		case <-ctx.Done():
+			if uncertain(err) {
+				return nil, err
+			}
+			return nil, apiErr(http.StatusServiceUnavailable, CodeUnavailable, "the record kept changing under concurrent writes until the request's deadline; retry")
+		case <-time.After(pause):
+		}
 	}
+}
+
+// uncertain reports whether err says a write may or may not have been applied (its leader was lost mid-commit).
+// A PUT without ?cas sets the fields it names, so applying it twice leaves the record as once: update retries it.
+func uncertain(err error) bool {
+	var re *transport.RemoteError
+	return errors.As(err, &re) && re.Code == CodeUnavailable
+}
+
+// casConflict reports whether err is the refusal of a compare-and-set (raftfsm words those "changed ... since you
+// read it"), as opposed to a conflict that a retry would meet again (an environment that is a pipeline stage).
+func casConflict(err error) bool {
+	return raftfsm.KindOf(err) == raftfsm.KindConflict && strings.Contains(err.Error(), "since you read it")
 }
 
 func setCAS(c raftfsm.Command, cas uint64) {

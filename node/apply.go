@@ -64,6 +64,10 @@ func (n *Node) Commit(ctx context.Context, c raftfsm.Command) (*Applied, error) 
 	start := time.Now()
 	res, err := n.applyData(ctx, data)
 	n.metrics.observeApply(c.Type(), err, time.Since(start))
+	if err == nil {
+		for old := n.answered.Load(); res.Index > old && !n.answered.CompareAndSwap(old, res.Index); old = n.answered.Load() {
+		}
+	}
 	return res, err
 }
 
@@ -103,18 +107,41 @@ func (n *Node) untilLeaderWait(ctx context.Context, try func(deadline time.Time)
 	}
 	backoff := 10 * time.Millisecond
 	for {
+		leader, _ := n.Leader()
+		term := n.raft.CurrentTerm()
 		if try(deadline) {
 			return true
 		}
 		if time.Now().Add(backoff).After(deadline) || ctx.Err() != nil {
 			return false
 		}
+		if !n.waitLeaderChange(ctx, leader, term, backoff) {
+			return false
+		}
+		backoff = min(backoff*2, 200*time.Millisecond)
+	}
+}
+
+// waitLeaderChange pauses up to d between two tries, but returns at once when Raft names a leader other than the
+// one the last try used, or enters a new term with a leader known: the next try goes to the new leader then,
+// not after the rest of the back-off (an election ends with one heartbeat from the winner). It reports false
+// when ctx ended.
+func (n *Node) waitLeaderChange(ctx context.Context, leader string, term uint64, d time.Duration) bool {
+	timer := time.NewTimer(d)
+	defer timer.Stop()
+	tick := time.NewTicker(5 * time.Millisecond)
+	defer tick.Stop()
+	for {
 		select {
 		case <-ctx.Done():
 			return false
-		case <-time.After(backoff):
+		case <-timer.C:
+			return true
+		case <-tick.C:
+			if now, _ := n.Leader(); now != "" && (now != leader || n.raft.CurrentTerm() != term) {
+				return true
+			}
 		}
-		backoff = min(backoff*2, 200*time.Millisecond)
 	}
 }
 
@@ -171,11 +198,13 @@ func (n *Node) applyOnce(ctx context.Context, data []byte, deadline time.Time) (
 	}
 }
 
-// watchLeader cancels the call's context when Raft stops naming leader as the leader.
+// watchLeader cancels the call's context when Raft stops naming leader as the leader, or enters a new term: a
+// call to a leader that died or was deposed is abandoned as soon as Raft knows, not when the call times out.
 func (n *Node) watchLeader(ctx context.Context, cancel context.CancelFunc, leader string) (stop func()) {
 	done := make(chan struct{})
+	term := n.raft.CurrentTerm()
 	go func() {
-		t := time.NewTicker(25 * time.Millisecond)
+		t := time.NewTicker(10 * time.Millisecond)
 		defer t.Stop()
 		for {
 			select {
@@ -184,7 +213,7 @@ func (n *Node) watchLeader(ctx context.Context, cancel context.CancelFunc, leade
 			case <-ctx.Done():
 				return
 			case <-t.C:
-				if now, _ := n.Leader(); now != leader {
+				if now, _ := n.Leader(); now != leader || n.raft.CurrentTerm() != term {
 					cancel()
 					return
 				}
@@ -235,7 +264,15 @@ func (n *Node) handleApply(ctx context.Context, peer string, body json.RawMessag
 		n.log.Warn("refused a forwarded write that does not decode", "component", "apply", "peer", peer, "err", err)
 		return nil, err
 	}
-	if ae := n.authorizeForwarded(peer, req.Token, cmd); ae != nil {
+	ae := n.authorizeForwarded(peer, req.Token, cmd)
+	if ae != nil && ae.Status == http.StatusUnauthorized {
+		// A leader fresh from an election may not have applied every committed entry yet, the token's creation
+		// among them: apply them all (a barrier), then decide. Only a refusal pays for this.
+		if n.raft.Barrier(n.cfg.LeaderWait).Error() == nil {
+			ae = n.authorizeForwarded(peer, req.Token, cmd)
+		}
+	}
+	if ae != nil {
 		n.log.Warn("refused a forwarded write", "component", "apply", "peer", peer, "command", fmt.Sprintf("%T", cmd), "reason", ae.Message)
 		return nil, ae
 	}
@@ -287,7 +324,12 @@ func (n *Node) consistentIndex(ctx context.Context) (uint64, error) {
 		return err == nil
 	}) {
 		n.log.Debug("consistent read gave up", "err", err)
-		return 0, err
+		var re *transport.RemoteError
+		if errors.As(err, &re) && (re.Code == CodeNoLeader || re.Code == CodeUnavailable) {
+			return 0, err
+		}
+		// Whatever the last try met (a leader that stepped down, a cancelled call), no leader answered in time.
+		return 0, ErrNoLeader
 	}
 	return index, nil
 }
@@ -297,14 +339,20 @@ func (n *Node) readIndexOnce(ctx context.Context) (uint64, error) {
 	if n.raft.State() == raft.Leader {
 		return n.readIndex()
 	}
-	_, addr := n.Leader()
+	leader, addr := n.Leader()
 	if addr == "" {
 		return 0, ErrNoLeader
 	}
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	// As for a forwarded write: a call to a leader that just died would wait for the call's whole deadline;
+	// Raft notices the loss within a heartbeat timeout, and then this try ends and the next goes to the new one.
+	stop := n.watchLeader(ctx, cancel, leader)
+	defer stop()
 	var out struct{ Index uint64 }
 	if err := n.ep.Call(ctx, addr, "read_index", struct{}{}, &out); err != nil {
 		var re *transport.RemoteError
-		if errors.As(err, &re) {
+		if errors.As(err, &re) && re.Code != "not_leader" {
 			return 0, re
 		}
 		return 0, &transport.RemoteError{Code: CodeNoLeader, Message: fmt.Sprintf("could not reach the leader for a consistent read: %v", err)}

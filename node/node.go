@@ -71,7 +71,10 @@ type Node struct {
 	// envRuntime adds the deployer's per-server report to environment reads (env_view.go).
 	envRuntime atomic.Pointer[EnvRuntimeFunc]
 	// raftUp is set once n.raft exists: RPC handlers, registered before Raft starts, check it first.
-	raftUp     atomic.Bool
+	raftUp atomic.Bool
+	// answered is the highest index of a write this node committed (and answered): plain reads wait until the
+	// state includes it, so a client sees its own write on the node that took it (see BeginRead).
+	answered   atomic.Uint64
 	gossipKeys gossipKeys
 	caTrust    caTrust
 	renewWake  chan struct{}

@@ -111,6 +111,8 @@ type dialEntry struct {
 	done chan struct{}
 	conn *quic.Conn
 	err  error
+	// redial, set while the handshake runs, abandons it for a fresh one (see peerIsBack).
+	redial context.CancelFunc
 }
 
 func quicConfig() *quic.Config {
@@ -277,6 +279,7 @@ func (e *Endpoint) serveConn(conn *quic.Conn) {
 		conn.CloseWithError(codeNoHandler, "protocol not served: "+alpn)
 		return
 	}
+	e.peerIsBack(conn.RemoteAddr().String())
 	e.accepted[conn] = struct{}{}
 	e.acceptedTotal.Add(1)
 	e.wg.Add(1)
@@ -337,11 +340,44 @@ func (e *Endpoint) Dial(ctx context.Context, addr, alpn string) (*quic.Conn, err
 	}
 }
 
+// peerIsBack restarts the handshakes in flight to addr, which just reached this endpoint: a peer that was down
+// when they began has been sent Initial packets it never saw, and QUIC retransmits them only after growing
+// back-offs (or gives up after handshakeIdleTimeout), so the restarted peer would wait seconds to be reached
+// (Raft's leader would not contact a restarted follower for 3-5 s). A fresh handshake takes one round trip.
+// The caller holds e.mu.
+func (e *Endpoint) peerIsBack(addr string) {
+	for key, ent := range e.dials {
+		if key.addr != addr || ent.redial == nil {
+			continue
+		}
+		select {
+		case <-ent.done:
+		default:
+			ent.redial()
+		}
+	}
+}
+
 // dial runs one handshake for ent and then stays with the connection until it dies, to drop it from the cache.
 func (e *Endpoint) dial(key dialKey, ent *dialEntry) {
 	defer e.wg.Done()
-	conn, err := e.connect(key.addr, key.alpn)
+	var conn *quic.Conn
+	var err error
+	for {
+		ctx, redial := context.WithCancel(e.ctx)
+		e.mu.Lock()
+		ent.redial = redial
+		e.mu.Unlock()
+		conn, err = e.connect(ctx, key.addr, key.alpn)
+		again := err != nil && ctx.Err() != nil && e.ctx.Err() == nil
+		redial()
+		if !again {
+			break
+		}
+		e.log.Debug("the peer reached us while a dial to it was pending: dialing afresh", "addr", key.addr, "alpn", key.alpn)
+	}
 	e.mu.Lock()
+	ent.redial = nil
 	if err == nil && e.closed {
 		conn.CloseWithError(codeClosing, "endpoint closing")
 		err = ErrClosed
@@ -365,12 +401,12 @@ func (e *Endpoint) dial(key dialKey, ent *dialEntry) {
 	e.mu.Unlock()
 }
 
-func (e *Endpoint) connect(addr, alpn string) (*quic.Conn, error) {
+func (e *Endpoint) connect(ctx context.Context, addr, alpn string) (*quic.Conn, error) {
 	udpAddr, err := net.ResolveUDPAddr("udp", addr)
 	if err != nil {
 		return nil, fmt.Errorf("dial %s: resolve: %w", addr, err)
 	}
-	ctx, cancel := context.WithTimeout(e.ctx, dialTimeout)
+	ctx, cancel := context.WithTimeout(ctx, dialTimeout)
 	defer cancel()
 	conn, err := e.tr.Dial(ctx, udpAddr, e.clientTLS(alpn), e.dialConfig(alpn))
 	if err != nil {

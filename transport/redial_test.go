@@ -96,3 +96,48 @@ func TestRedialAfterCrash(t *testing.T) {
 		t.Fatalf("the stale connection ended with %v, want a stateless reset from the restarted node", cause)
 	}
 }
+
+// TestPendingDialRestartsWhenPeerCallsBack: a dial to a peer that is down waits in QUIC's handshake, whose
+// Initial packets are resent after growing back-offs: a peer restarted in between would be reached only at the
+// next resend, or not at all before the handshake's idle timeout (3 s) ends the dial. When the restarted peer reaches
+// this endpoint first (Raft's restarted follower asking for votes, gossip), the pending dial starts afresh and
+// completes in a round trip (issue 13: a restarted node is contacted by the leader within a heartbeat).
+func TestPendingDialRestartsWhenPeerCallsBack(t *testing.T) {
+	ca := newTestCA(t, "test")
+	srvID := newTestIdentity(t, ca, "server")
+	srv := listenTest(t, srvID, "")
+	cli := listenTest(t, newTestIdentity(t, ca, "client"), "")
+	cli.HandleRPC("ping", func(context.Context, string, json.RawMessage) (any, error) { return "pong", nil })
+	addr := srv.Addr().String()
+	if err := srv.Close(); err != nil {
+		t.Fatal(err)
+	}
+
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	dialed := make(chan error, 1)
+	go func() {
+		_, err := cli.Dial(ctx, addr, ALPNRPC)
+		dialed <- err
+	}()
+	// Set up the case: let the pending handshake pass its last resend before the idle timeout (3 s), so that
+	// without a fresh handshake the dial would fail at 3 s, however soon the peer is back. This pause waits for
+	// no condition.
+	time.Sleep(2200 * time.Millisecond)
+
+	srv2 := listenTest(t, srvID, addr)
+	srv2.HandleRPC("ping", func(context.Context, string, json.RawMessage) (any, error) { return "pong", nil })
+	if err := srv2.Call(ctx, cli.Addr().String(), "ping", nil, nil); err != nil {
+		t.Fatalf("the restarted peer calls the client: %v", err)
+	}
+	back := time.Now()
+	select {
+	case err := <-dialed:
+		if err != nil {
+			t.Fatalf("the pending dial failed: %v", err)
+		}
+		t.Logf("the pending dial completed %s after the peer called back", time.Since(back))
+	case <-time.After(600 * time.Millisecond):
+		t.Fatal("the pending dial did not complete within 600 ms of the restarted peer calling back: it waited for a resend")
+	}
+}
