@@ -75,7 +75,7 @@ func TestEmbeddedFilesReferToEachOther(t *testing.T) {
 			}
 		}
 	}
-	for _, want := range []string{"index.html", "app.js", "api.js", "views.js", "page.js", "dom.js", "style.css"} {
+	for _, want := range []string{"index.html", "app.js", "api.js", "views.js", "overview.js", "list.js", "admin.js", "applog.js", "page.js", "dom.js", "style.css"} {
 		if _, ok := files[want]; !ok {
 			t.Errorf("%s is not embedded", want)
 		}
