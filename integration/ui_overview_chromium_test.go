@@ -161,6 +161,9 @@ func TestUIChromiumOverview(t *testing.T) {
 	p.waitText("#env-deployments tbody tr:first-child", "terminate")
 	p.waitText("#env-deployments tbody tr:first-child", "succeeded")
 	p.waitText(`[data-testid="runtime-health-n1"]`, "stopped")
+	p.open("#/overview")
+	p.waitText(`[data-testid="env-status-staging"]`, "stopped")
+	p.waitText("#overview-status", "Everything is OK") // stopped on purpose is not a problem
 
 	// Create an app with a Distelli manifest: its page names that manifest.
 	p.open("#/apps")

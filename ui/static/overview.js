@@ -33,6 +33,7 @@ export function assess(env, ds) {
   if (problems.length) state = 'failing';
   else if (running.length) state = 'deploying';
   else if (waiting.length) state = 'waiting_approval';
+  else if (servers.length && servers.every((s) => s.health === 'stopped')) state = 'stopped'; // terminated on purpose
   return { env, ds, servers, problems, waiting, running, state };
 }
 
@@ -133,7 +134,7 @@ export function overviewView() {
 
     const word = (a) => [a.env.name, a.env.app, a.env.desired, a.state, ...a.servers.flatMap((s) => [s.name, s.runs, s.health])].join(' ');
     // What needs attention first, then by name.
-    const rank = { failing: 0, waiting_approval: 1, deploying: 2, healthy: 3 };
+    const rank = { failing: 0, waiting_approval: 1, deploying: 2, healthy: 3, stopped: 4 };
     assessed.sort((x, y) => rank[x.state] - rank[y.state] || x.env.name.localeCompare(y.env.name));
     envs.set(assessed, word, (rows, empty) => envRows('overview-envs', rows, empty));
     // The apps built last first: the ones people work on.
