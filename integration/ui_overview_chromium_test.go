@@ -225,6 +225,8 @@ func TestUIChromiumOverview(t *testing.T) {
 	p.waitText("#not-found", `app "nope" does not exist`)
 	p.open("#/envs/nope")
 	p.waitText("#not-found", "No environment nope")
+	p.open("#/builds/nope")
+	p.waitText("#not-found", "No build nope")
 	p.open("#/nothing/here")
 	p.waitText("#not-found", "no page #/nothing/here")
 	if p.eval(`!document.getElementById('message').hidden`) {

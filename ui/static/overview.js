@@ -61,7 +61,7 @@ function deploymentCell(a) {
   if (!d) return h('span', { class: 'muted' }, 'none yet');
   const depLink = link(`#/deployments/${enc(d.id)}`, d.release || d.kind);
   return [badge(d.state), ' ', d.kind !== 'deploy' ? `${d.kind} ` : '', depLink, ' ',
-    h('span', { class: 'muted small' }, active.includes(d.state) ? ['for ', took(d.created_at)] : ago(d.ended_at || d.created_at)),
+    h('span', { class: 'muted small' }, active.includes(d.state) ? ['for ', took(d.created_at)] : ago(d.ended_at && !d.ended_at.startsWith('0001-') ? d.ended_at : d.created_at)),
     d.state === 'waiting_approval' ? [' ', approveButton(d)] : ''];
 }
 
