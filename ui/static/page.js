@@ -60,6 +60,19 @@ export const confirm = (title, ...body) => ask({ title }, ...body);
 // (default yes): "Create" is not, "Terminate" is.
 export function ask({ title, ok = 'Confirm', danger = true }, ...body) {
   const dlg = document.getElementById('confirm');
+  if (!dlg.dataset.wired) {
+    dlg.dataset.wired = 'yes';
+    // The close event comes a task after the dialog closed: when a new question was opened meanwhile, the event
+    // belongs to the old one (already answered no below) and must not answer the new one.
+    dlg.addEventListener('close', () => {
+      if (dlg.open || !answer) return;
+      const a = answer;
+      answer = null;
+      a(dlg.returnValue === 'ok');
+    });
+  }
+  if (dlg.open) dlg.close(); // a question on screen is replaced by this one
+  answer?.(false); // a question still waiting for its close event: it was not confirmed
   document.getElementById('confirm-title').textContent = title;
   const okBtn = document.getElementById('confirm-ok');
   okBtn.textContent = ok;
@@ -67,7 +80,9 @@ export function ask({ title, ok = 'Confirm', danger = true }, ...body) {
   document.getElementById('confirm-body').replaceChildren(...body.map((b) => (typeof b === 'string' ? h('p', null, b) : b)));
   dlg.returnValue = '';
   return new Promise((resolve) => {
-    dlg.addEventListener('close', () => resolve(dlg.returnValue === 'ok'), { once: true });
+    answer = resolve;
     dlg.showModal();
   });
 }
+
+let answer = null; // resolves the question on screen
