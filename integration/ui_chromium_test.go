@@ -229,18 +229,17 @@ func TestUIChromiumPipeline(t *testing.T) {
 	prod.waitServing(30*time.Second, "v2", "n1")
 	p.shot("promoted")
 
-	// A crash-looping release in staging: the deployment's server row and the environment's servers name it.
+	// A crash-looping release in staging: the deployment's server row names it, and the environment's servers,
+	// back on the stable release v2 after the failure, say what the failed deployment met.
 	staging.pushFiles(cl, "v3", crashManifest("exit 1"))
 	d = staging.deploy(cl, deployer.CreateRequest{Release: "v3"})
 	waitDeployment(t, func() []*client.Client { return []*client.Client{cl} }, d.ID, 120*time.Second, raftfsm.DeployFailed)
 	p.eval(fmt.Sprintf("location.hash = '#/deployments/%s'", d.ID))
 	p.waitText(`[data-testid="node-n1"]`, "Exec is crash-looping: exit status 1 after")
-	// The environment's server row names it too. The crash loop itself lasts only until the agent repairs the
-	// server back to the environment's release (v2: a failed deployment does not change it), often within a
-	// second; what stays is the row's error and the repaired drift.
-	p.open("#/envs/staging")
-	p.waitText(`[data-testid="server-n1"]`, "Exec is crash-looping: exit status 1 after")
-	p.waitText(`[data-testid="server-state-n1"]`, "failed")
+	p.eval(`location.hash = '#/envs/staging'`)
+	p.waitText(`[data-testid="runtime-release-n1"]`, "v2")
+	p.waitText(`[data-testid="server-n1"]`, "Exec is crash-looping")
+	p.waitText(`[data-testid="server-n1"]`, "exit status 1 after")
 	p.shot("crash-loop")
 	// The overview puts it first (the failed deployment stays named after the server is repaired back to v2).
 	p.open("#/overview")
