@@ -165,6 +165,26 @@ func TestUIChromiumOverview(t *testing.T) {
 	p.waitText(`[data-testid="env-status-staging"]`, "stopped")
 	p.waitText("#overview-status", "Everything is OK") // stopped on purpose is not a problem
 
+	// A first release that crash-loops in a new environment: nothing earlier to go back to, so the crash loop
+	// lasts, and the overview puts it first with the reason.
+	c.track(&deployApp{t: t, name: "web", env: "canary", gates: staging.gates, hc: staging.hc})
+	if _, err := cl.Post(ctx, "/v1/envs", map[string]any{"name": "canary", "app": "web", "servers": c.names(),
+		"strategy": raftfsm.Strategy{Kind: "all"}, "min_healthy_time": testMinHealthy}, nil); err != nil {
+		t.Fatalf("create canary: %v", err)
+	}
+	staging.pushFiles(cl, "v3", crashManifest("exit 1"))
+	var res deployer.CreateResult
+	if _, err := cl.Post(ctx, "/v1/envs/canary/deployments", deployer.CreateRequest{Release: "v3"}, &res); err != nil || res.Deployment == nil {
+		t.Fatalf("deploy v3 to canary: %+v %v", res, err)
+	}
+	waitDeployment(t, func() []*client.Client { return []*client.Client{cl} }, res.Deployment.ID, 120*time.Second, raftfsm.DeployFailed)
+	p.open("#/overview")
+	p.waitText(`[data-testid="env-status-canary"]`, "failing")
+	p.waitText("#attention", "canary · n1: crash loop: ")
+	p.waitText("#attention", "canary: deployment of v3 failed")
+	p.waitText("#overview-status", "things need attention")
+	p.waitText(`[data-testid="ov-server-canary-n1"]`, "crash loop")
+
 	// Create an app with a Distelli manifest: its page names that manifest.
 	p.open("#/apps")
 	p.click("open the new app form", "#new-app-details summary")
@@ -262,7 +282,13 @@ func countDeployments(t *testing.T, cl *client.Client, env string) int {
 func (p *browserPage) open(hash string) {
 	p.t.Helper()
 	p.t.Logf("%s: open %s", time.Now().Format("15:04:05.000"), hash)
-	p.eval(fmt.Sprintf(`(() => { for (const e of document.querySelectorAll('#main > *')) e.dataset.old = '1'; location.hash = %q; return true; })()`, hash))
+	// Setting the hash the page is on already fires no hashchange: then the page is opened anew by the event.
+	p.eval(fmt.Sprintf(`(() => {
+		for (const e of document.querySelectorAll('#main > *')) e.dataset.old = '1';
+		if (location.hash === %[1]q) window.dispatchEvent(new HashChangeEvent('hashchange'));
+		else location.hash = %[1]q;
+		return true;
+	})()`, hash))
 	p.poll("page "+hash+" to load", func(ctx context.Context) (bool, string, error) {
 		ok, err := chromedp.Run(ctx, chromedp.Evaluate[bool](`!!document.querySelector('#main > [data-loaded="true"]:not([data-old])')`))
 		return ok, "not loaded", err
