@@ -25,6 +25,7 @@ import (
 //     duration and relative time, and each server's release and health;
 //   - an environment created from the app's page with a tag selector shows the server it resolves to; a second
 //     approval is given on the environment's page; restart and terminate ask first (cancel changes nothing);
+//   - a first release that crash-loops (nothing to go back to, so it lasts) is put first on the overview;
 //   - an app and an API token are created after a confirmation (cancel creates nothing; the token works);
 //   - messages dismiss and do not follow navigation; unknown apps, environments and pages say "not found";
 //   - the manifest name is the app's own or "shoal.yml or distelli-manifest.yml";
