@@ -36,6 +36,7 @@ import (
 // mesh's members; and a reader token's action is refused with the API's 403 message.
 //
 // SHOAL_UI_SCREENSHOTS=DIR keeps a screenshot of each step in DIR; a failing run always keeps one.
+// SHOAL_UI_SCREENSHOTS=1 instead rewrites the screenshots of docs/ui.md in docs/ui/ (see docShot).
 func TestUIChromium(t *testing.T) {
 	browserPath := findChromium(t)
 	if _, err := os.Stat("/bin/bash"); err != nil {
@@ -78,8 +79,8 @@ func TestUIChromium(t *testing.T) {
 	p.eval(`document.getElementById('token').value = ''`)
 	p.do("sign in as admin", chromedp.SendKeys(chromedp.CSS("#token"), c.AdminToken),
 		chromedp.Click(chromedp.CSS("#signin")))
-	p.waitText("#apps", "web")
-	p.shot("apps")
+	p.waitText("#overview-apps", "web") // the overview is the first page
+	p.shot("overview")
 
 	// The app's page: build the second commit and watch its log.
 	repo.commit("second", map[string]string{"version.txt": "two\n"})
@@ -197,7 +198,7 @@ func TestUIChromiumPipeline(t *testing.T) {
 	p.do("open the dashboard", chromedp.Navigate("http://"+c.Nodes[0].HTTPAddr()+"/ui/"))
 	p.eval(traceJS)
 	p.do("sign in", chromedp.SendKeys(chromedp.CSS("#token"), c.AdminToken), chromedp.Click(chromedp.CSS("#signin")))
-	p.waitText("#envs", "prod")
+	p.waitText("#overview-envs", "prod")
 
 	// Approve the promotion of v1 to prod.
 	p.click("open prod", `[data-testid="env-link-prod"]`)
@@ -240,6 +241,11 @@ func TestUIChromiumPipeline(t *testing.T) {
 	p.waitText(`[data-testid="server-n1"]`, "Exec is crash-looping")
 	p.waitText(`[data-testid="server-n1"]`, "exit status 1 after")
 	p.shot("crash-loop")
+	// The overview puts it first (the failed deployment stays named after the server is repaired back to v2).
+	p.open("#/overview")
+	p.waitText(`[data-testid="attention-staging"]`, "deployment of v3 failed")
+	p.waitText(`[data-testid="env-status-staging"]`, "failing")
+	p.waitText("#overview-status", "need")
 	p.checkNoErrors()
 }
 
@@ -263,11 +269,14 @@ type uiMesh struct {
 	apps    []*deployApp
 }
 
-func newUIMesh(t *testing.T, size int) *uiMesh {
+func newUIMesh(t *testing.T, size int, tweaks ...func(*node.Config)) *uiMesh {
 	// These tests are about the page, not failover: Raft timeouts lenient enough that a machine busy with
 	// Chromium and the race detector does not lose its leader in the middle of a setup write.
 	m := &uiMesh{TestCluster: node.NewTestCluster(t, size, func(cfg *node.Config) {
 		cfg.Timing.HeartbeatTimeout, cfg.Timing.ElectionTimeout, cfg.Timing.LeaderLeaseTimeout = 2*time.Second, 2*time.Second, time.Second
+		for _, tw := range tweaks {
+			tw(cfg)
+		}
 	})}
 	t.Cleanup(func() {
 		m.mu.Lock()
@@ -344,6 +353,7 @@ type browserPage struct {
 	t      *testing.T
 	ctx    context.Context
 	shots  string // directory of the step screenshots ("" when not asked for)
+	docs   string // directory of the documentation's screenshots ("" when not asked for)
 	mu     sync.Mutex
 	errors []string // uncaught exceptions and console errors of the page
 	output bytes.Buffer
@@ -351,6 +361,9 @@ type browserPage struct {
 
 func newBrowserPage(t *testing.T, path string) *browserPage {
 	p := &browserPage{t: t, shots: os.Getenv("SHOAL_UI_SCREENSHOTS")}
+	if p.shots == "1" {
+		p.shots, p.docs = "", filepath.Join("..", "docs", "ui")
+	}
 	// Chromium with no network beyond this machine: without these flags it keeps calling home (updates, sync,
 	// QUIC probes) and floods the log with refused connections.
 	opts := append(chromedp.DefaultExecAllocatorOptions[:],

@@ -10,7 +10,7 @@ import (
 	"github.com/shoal-ci/shoal/node"
 )
 
-func TestServesDashboardWithoutToken(t *testing.T) {
+func TestUIServesDashboardWithoutToken(t *testing.T) {
 	c := node.NewTestCluster(t, 1, nil)
 	n := c.Nodes[0]
 	Attach(n)
@@ -64,8 +64,8 @@ func TestServesDashboardWithoutToken(t *testing.T) {
 	}
 }
 
-// TestEmbeddedFilesReferToEachOther checks that every file the page and its modules load is embedded.
-func TestEmbeddedFilesReferToEachOther(t *testing.T) {
+// TestUIEmbeddedFilesReferToEachOther checks that every file the page and its modules load is embedded.
+func TestUIEmbeddedFilesReferToEachOther(t *testing.T) {
 	files := load()
 	refs := regexp.MustCompile(`(?:from '\./|import '\./|src="|href=")([a-z]+\.(?:js|css))`)
 	for name, f := range files {
@@ -75,7 +75,7 @@ func TestEmbeddedFilesReferToEachOther(t *testing.T) {
 			}
 		}
 	}
-	for _, want := range []string{"index.html", "app.js", "api.js", "views.js", "page.js", "dom.js", "style.css"} {
+	for _, want := range []string{"index.html", "app.js", "api.js", "views.js", "overview.js", "list.js", "admin.js", "applog.js", "page.js", "dom.js", "style.css"} {
 		if _, ok := files[want]; !ok {
 			t.Errorf("%s is not embedded", want)
 		}

@@ -1,10 +1,14 @@
 // The dashboard's shell: sign-in, the hash router, and live updates from the node's event stream.
 
 import { api, token, setToken, clearToken, whenUnauthorized, watchEvents, get } from './api.js';
-import { clearMessage, message, setRefresher } from './page.js';
-import { appsView, appView, buildView, envView, deploymentView, membersView, notFound } from './views.js';
+import { clearMessage, message, navigated, setRefresher } from './page.js';
+import { appsView, appView, buildView, envView, deploymentView, membersView, notFound, missingPage } from './views.js';
+import { overviewView } from './overview.js';
+import { retime } from './dom.js';
 
+const home = '#/overview';
 const routes = [
+  [/^#\/overview$/, overviewView],
   [/^#\/apps$/, appsView],
   [/^#\/apps\/([^/]+)$/, appView],
   [/^#\/builds\/([^/]+)$/, buildView],
@@ -19,9 +23,10 @@ let events = null; // the AbortController of the event stream
 
 function route() {
   if (!token()) return showSignIn();
-  const hash = location.hash || '#/apps';
+  const hash = location.hash || home;
   view?.stop?.();
   view = null;
+  navigated();
   for (const [re, make] of routes) {
     const m = hash.match(re);
     if (m) view = make(...m.slice(1).map(decodeURIComponent));
@@ -56,7 +61,17 @@ async function refresh() {
         showNode(st);
         v.root.dataset.loaded = 'true';
       } catch (err) {
-        if (v === view && err.status !== 401) message(err.message, 'error');
+        if (v !== view || err.status === 401) continue;
+        if (err.status === 404 && v.missing) {
+          // The page's subject does not exist: say so in place of the page, and stop following it.
+          v.stop?.();
+          v.update = async () => {};
+          v.root.replaceChildren(missingPage(...v.missing, err));
+          document.title = `Not found · Shoal`;
+          v.root.dataset.loaded = 'true';
+        } else {
+          message(err.message, 'error');
+        }
       }
     } while (again);
   } finally {
@@ -118,7 +133,7 @@ function signedIn(st) {
   $('signout').hidden = false;
   showNode(st);
   startEvents();
-  if (!location.hash) location.hash = '#/apps'; // the hashchange routes
+  if (!location.hash) location.hash = home; // the hashchange routes
   else route();
 }
 
@@ -133,6 +148,7 @@ $('signout').addEventListener('click', () => {
   showSignIn();
 });
 window.addEventListener('hashchange', route);
+setInterval(() => retime(), 10000); // "2 min ago" keeps true between updates
 
 if (token()) {
   get('/v1/status').then(signedIn, (err) => {

@@ -20,11 +20,12 @@ export function h(tag, attrs, ...children) {
 
 // table builds a table of rows with a header; cols are [title, (row) => cell content]. rowAttrs gives each row
 // its attributes (test ids, states).
+// On a narrow screen each row becomes a card (style.css), each cell labelled by its column's title.
 export function table(id, cols, rows, rowAttrs = () => ({}), empty = 'None yet.') {
   if (!rows.length) return h('p', { id, class: 'muted empty' }, empty);
-  return h('table', { id },
+  return h('div', { class: 'table-wrap' }, h('table', { id },
     h('thead', null, h('tr', null, cols.map(([title]) => h('th', { scope: 'col' }, title)))),
-    h('tbody', null, rows.map((r) => h('tr', rowAttrs(r), cols.map(([, cell]) => h('td', null, cell(r)))))));
+    h('tbody', null, rows.map((r) => h('tr', rowAttrs(r), cols.map(([title, cell]) => h('td', { 'data-label': title }, cell(r))))))));
 }
 
 // badge shows a state in its colour.
@@ -35,13 +36,58 @@ export const link = (href, text, attrs = {}) => h('a', { href, ...attrs }, text)
 
 export const enc = encodeURIComponent;
 
-// when shows a time as a short local date and time, with the full time on hover.
+const unset = (t) => !t || t.startsWith('0001-');
+
+// when shows a time as a short local date and time and how long ago it was, with the full time on hover.
 export function when(t) {
-  if (!t || t.startsWith('0001-')) return '—';
+  if (unset(t)) return '—';
   const d = new Date(t);
   return h('time', { datetime: t, title: d.toString() }, d.toLocaleString(undefined, {
     month: 'short', day: 'numeric', hour: '2-digit', minute: '2-digit', second: '2-digit',
-  }));
+  }), h('span', { class: 'muted', 'data-ago': t }, ` · ${relative(t)}`));
+}
+
+// ago shows how long ago a time was ("3 min ago"), with the full time on hover.
+export function ago(t) {
+  if (unset(t)) return '—';
+  return h('time', { datetime: t, title: new Date(t).toString(), 'data-ago': t }, relative(t));
+}
+
+export function relative(t, now = Date.now()) {
+  const s = Math.round((now - new Date(t).getTime()) / 1000);
+  if (s < 0) return 'in the future'; // another node's clock runs ahead of this browser's
+  if (s < 5) return 'just now';
+  return `${span(s * 1000)} ago`;
+}
+
+// retime rewrites the relative times on the page, so that an idle page does not say "just now" for ever.
+export function retime(root = document) {
+  for (const el of root.querySelectorAll('[data-ago]')) {
+    const text = el.tagName === 'SPAN' ? ` · ${relative(el.dataset.ago)}` : relative(el.dataset.ago);
+    if (el.textContent !== text) el.textContent = text;
+  }
+}
+
+// span says a length of time the way people read it: "45s", "3m 12s", "2h 5m", "3d 4h".
+export function span(ms) {
+  let s = Math.max(0, Math.round(ms / 1000));
+  if (s < 60) return `${s}s`;
+  let m = Math.floor(s / 60);
+  s %= 60;
+  if (m < 60) return `${m}m ${s}s`;
+  let hrs = Math.floor(m / 60);
+  m %= 60;
+  if (hrs < 48) return `${hrs}h ${m}m`;
+  const days = Math.floor(hrs / 24);
+  hrs %= 24;
+  return `${days}d ${hrs}h`;
+}
+
+// took says how long something from start to end lasted, or has lasted so far when it has not ended.
+export function took(start, end) {
+  if (unset(start)) return '—';
+  const stop = unset(end) ? Date.now() : new Date(end).getTime();
+  return h('span', { class: 'duration', title: unset(end) ? 'so far' : null }, span(stop - new Date(start).getTime()), unset(end) ? '…' : '');
 }
 
 export const short = (sha) => (sha ? h('code', { title: sha }, sha.slice(0, 10)) : '—');

@@ -24,6 +24,14 @@ export function clearMessage() {
   messageEl().hidden = true;
 }
 
+// A message belongs to the page it was shown on: the router calls navigated() on every change of page, which
+// clears the message, and an action that ends after the user left its page says nothing.
+let page = 0;
+export function navigated() {
+  page++;
+  clearMessage();
+}
+
 // refresh asks the current view to read its data again (set by the router).
 let refresher = () => {};
 export const setRefresher = (fn) => { refresher = fn; };
@@ -33,11 +41,12 @@ export const refresh = () => refresher();
 // returns: text or nodes) or the API's error message is shown, and the view refreshes.
 export async function act(button, fn) {
   button.disabled = true;
+  const on = page;
   try {
     const done = await fn();
-    if (done) message(done, 'ok');
+    if (done && on === page) message(done, 'ok');
   } catch (err) {
-    message(err.message, 'error');
+    if (on === page) message(err.message, 'error');
   } finally {
     button.disabled = false;
     refresh();
@@ -45,13 +54,35 @@ export async function act(button, fn) {
 }
 
 // confirm asks in a modal dialog; it resolves true when the user confirms.
-export function confirm(title, ...body) {
+export const confirm = (title, ...body) => ask({ title }, ...body);
+
+// ask is confirm with the confirming button's label (default "Confirm") and whether it is drawn as dangerous
+// (default yes): "Create" is not, "Terminate" is.
+export function ask({ title, ok = 'Confirm', danger = true }, ...body) {
   const dlg = document.getElementById('confirm');
+  if (!dlg.dataset.wired) {
+    dlg.dataset.wired = 'yes';
+    // The close event comes a task after the dialog closed: when a new question was opened meanwhile, the event
+    // belongs to the old one (already answered no below) and must not answer the new one.
+    dlg.addEventListener('close', () => {
+      if (dlg.open || !answer) return;
+      const a = answer;
+      answer = null;
+      a(dlg.returnValue === 'ok');
+    });
+  }
+  if (dlg.open) dlg.close(); // a question on screen is replaced by this one
+  answer?.(false); // a question still waiting for its close event: it was not confirmed
   document.getElementById('confirm-title').textContent = title;
+  const okBtn = document.getElementById('confirm-ok');
+  okBtn.textContent = ok;
+  okBtn.className = danger ? 'danger' : 'primary';
   document.getElementById('confirm-body').replaceChildren(...body.map((b) => (typeof b === 'string' ? h('p', null, b) : b)));
   dlg.returnValue = '';
   return new Promise((resolve) => {
-    dlg.addEventListener('close', () => resolve(dlg.returnValue === 'ok'), { once: true });
+    answer = resolve;
     dlg.showModal();
   });
 }
+
+let answer = null; // resolves the question on screen

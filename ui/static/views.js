@@ -3,9 +3,12 @@
 // what a user typed or chose in a form survives the redraws.
 
 import { get, post, stream, APIError } from './api.js';
-import { h, table, badge, link, enc, when, short, bytes, fillSelect, show } from './dom.js';
-import { act, confirm, message } from './page.js';
+import { h, table, badge, link, enc, when, ago, took, short, bytes, fillSelect, show } from './dom.js';
+import { act, ask, confirm } from './page.js';
 import { appOutput } from './applog.js';
+import { lister } from './list.js';
+import { lastBuildCols, withLastBuild, approveButton } from './overview.js';
+import { newAppForm, newEnvForm, newTokenForm } from './admin.js';
 
 const yes = (b) => (b ? 'yes' : 'no');
 
@@ -22,24 +25,24 @@ function created(res, what) {
 }
 
 export function appsView() {
-  const apps = h('div');
-  const envs = h('div');
-  const root = h('section', null, h('h1', null, 'Apps'), apps, h('h2', null, 'Environments'), envs);
+  const apps = lister('apps', { placeholder: 'Search apps, repositories, commits' });
+  const envs = lister('envs', { placeholder: 'Search environments' });
+  const root = h('section', null, h('h1', null, 'Apps'), newAppForm(), apps.root, h('h2', null, 'Environments'), envs.root);
   async function update() {
     const [as, es] = await Promise.all([get('/v1/apps'), get('/v1/envs')]);
-    show(apps, table('apps', [
-      ['App', (a) => link(`#/apps/${enc(a.name)}`, a.name, { 'data-testid': `app-link-${a.name}` })],
-      ['Repository', (a) => h('code', null, a.repo)],
-      ['Branch', (a) => a.branch],
-      ['Auto build', (a) => yes(a.auto_build)],
-      ['Environments', (a) => es.filter((e) => e.app === a.name).map((e, i) => [i ? ', ' : '', link(`#/envs/${enc(e.name)}`, e.name)])],
-    ], as, (a) => ({ 'data-app': a.name }), 'No apps yet: `node app create NAME --repo URL` adds one.'));
-    show(envs, envTable('envs', es));
+    const rows = await withLastBuild(as);
+    apps.set(rows, (r) => [r.app.name, r.app.repo, r.app.branch, r.build?.message, r.build?.state].join(' '), (page, empty) => table('apps', [
+      ['App', (r) => link(`#/apps/${enc(r.app.name)}`, r.app.name, { 'data-testid': `app-link-${r.app.name}` })],
+      ['Repository', (r) => [h('code', null, r.app.repo), h('div', { class: 'muted small' }, r.app.branch, r.app.auto_build ? ', builds on push' : '')]],
+      ...lastBuildCols,
+      ['Environments', (r) => es.filter((e) => e.app === r.app.name).map((e, i) => [i ? ', ' : '', link(`#/envs/${enc(e.name)}`, e.name)])],
+    ], page, (r) => ({ 'data-app': r.app.name }), empty || 'No apps yet: New app above, or `node app create NAME --repo URL`.'));
+    envs.set(es, (e) => [e.name, e.app, e.desired, e.stable].join(' '), (page, empty) => envTable('envs', page, empty));
   }
   return { title: 'Apps', section: 'apps', root, update };
 }
 
-function envTable(id, es) {
+function envTable(id, es, empty) {
   return table(id, [
     ['Environment', (e) => link(`#/envs/${enc(e.name)}`, e.name, { 'data-testid': `env-link-${e.name}` })],
     ['App', (e) => link(`#/apps/${enc(e.app)}`, e.app)],
@@ -47,13 +50,16 @@ function envTable(id, es) {
     ['Stable', (e) => e.stable || '—'],
     ['Pinned', (e) => (e.pinned ? badge('pinned') : 'no')],
     ['Auto deploy', (e) => yes(e.auto_deploy)],
-  ], es, (e) => ({ 'data-env': e.name }), 'No environments yet.');
+  ], es, (e) => ({ 'data-env': e.name }), empty || 'No environments yet.');
 }
+
+// manifestName is the manifest an app's builds read: its path when set, else the two the builder tries.
+export const manifestName = (app) => app.manifest || 'shoal.yml or distelli-manifest.yml';
 
 export function appView(name) {
   const facts = h('div');
-  const builds = h('div');
-  const releases = h('div');
+  const builds = lister('builds', { placeholder: 'Search builds: number, state, commit, message' });
+  const releases = lister('releases', { placeholder: 'Search releases' });
   const envs = h('div');
   const ref = h('input', { id: 'build-ref', name: 'ref', placeholder: 'branch, tag or commit (default: the app’s branch)', size: 40 });
   const buildBtn = h('button', { id: 'build', type: 'submit' }, 'Build');
@@ -65,37 +71,39 @@ export function appView(name) {
     });
   } }, h('label', { for: 'build-ref' }, 'Build'), ref, buildBtn);
   const root = h('section', null, h('h1', null, 'App ', h('span', { class: 'name' }, name)), facts, form,
-    h('h2', null, 'Environments'), envs, h('h2', null, 'Builds'), builds, h('h2', null, 'Releases'), releases);
+    h('h2', null, 'Environments'), envs, newEnvForm(name), h('h2', null, 'Builds'), builds.root, h('h2', null, 'Releases'), releases.root);
   async function update() {
     const p = `/v1/apps/${enc(name)}`;
-    const [app, bs, rs, es, pipe] = await Promise.all([get(p), get(`${p}/builds?limit=20`), get(`${p}/releases`),
+    const app = await get(p); // first: an unknown app is a "not found" page, not four errors
+    const [bs, rs, es, pipe] = await Promise.all([get(`${p}/builds?limit=200`), get(`${p}/releases`),
       get(`/v1/envs?app=${enc(name)}`), get(`${p}/pipeline`)]);
     show(facts, dl('app-facts', [
-      ['Repository', h('code', null, app.repo)], ['Branch', app.branch], ['Manifest', app.manifest || 'shoal.yml'],
+      ['Repository', h('code', null, app.repo)], ['Branch', app.branch], ['Manifest', h('code', { id: 'app-manifest-name' }, manifestName(app))],
       ['Auto build', yes(app.auto_build)], ['Webhook secret', app.webhook_secret_set ? 'set' : 'not set'],
       ['Pipeline', pipe.stages.length ? pipe.stages.map((s, i) => [i ? ' → ' : '', link(`#/envs/${enc(s.env)}`, s.env), s.approval ? ' (approval)' : '']) : 'none'],
     ]));
     show(envs, envTable('app-envs', es));
-    show(builds, table('builds', [
+    builds.set(bs, (b) => [`#${b.number}`, b.state, b.commit, b.message, b.branch || b.ref, b.trigger, b.release].join(' '), (page, empty) => table('builds', [
       ['Build', (b) => link(`#/builds/${enc(b.id)}`, `#${b.number}`, { 'data-testid': `build-link-${b.number}` })],
       ['State', (b) => badge(b.state)],
-      ['Commit', (b) => [short(b.commit), b.message ? h('span', { class: 'muted' }, ` ${b.message.split('\n')[0]}`) : '']],
+      ['Commit', (b) => [short(b.commit), b.message ? h('div', { class: 'msg' }, b.message.split('\n')[0]) : '']],
       ['Branch', (b) => b.branch || b.ref],
       ['Trigger', (b) => b.trigger],
       ['Release', (b) => b.release || '—'],
-      ['Queued', (b) => when(b.queued_at)],
-    ], bs, (b) => ({ 'data-state': b.state }), 'No builds yet.'));
-    show(releases, table('releases', [
+      ['Took', (b) => took(b.started_at, b.ended_at)],
+      ['Queued', (b) => ago(b.queued_at)],
+    ], page, (b) => ({ 'data-state': b.state }), empty || 'No builds yet.'));
+    releases.set(rs, (r) => [r.version, r.commit, r.notes, ...(r.holders || [])].join(' '), (page, empty) => table('releases', [
       ['Release', (r) => h('strong', null, r.version)],
       ['Build', (r) => (r.build ? link(`#/builds/${enc(r.build)}`, 'build') : 'uploaded')],
       ['Commit', (r) => short(r.commit)],
       ['Size', (r) => bytes(r.size)],
       ['Held by', (r) => (r.holders || []).join(', ')],
-      ['Created', (r) => when(r.created_at)],
+      ['Created', (r) => ago(r.created_at)],
       ['Notes', (r) => r.notes || ''],
-    ], rs.slice(0, 50), (r) => ({ 'data-release': r.version }), 'No releases yet.'));
+    ], page, (r) => ({ 'data-release': r.version }), empty || 'No releases yet.'));
   }
-  return { title: `App ${name}`, section: 'apps', root, update };
+  return { title: `App ${name}`, section: 'apps', root, update, missing: ['app', name] };
 }
 
 export function buildView(id) {
@@ -115,11 +123,12 @@ export function buildView(id) {
       ['Commit', [short(b.commit), b.message ? ` ${b.message.split('\n')[0]}` : '']], ['Ref', b.ref || b.branch],
       ['Trigger', b.trigger], ['Node', b.node ? `${b.node} (attempt ${b.attempt})` : '—'],
       ['Queued', when(b.queued_at)], ['Started', when(b.started_at)], ['Ended', when(b.ended_at)],
+      ['Took', took(b.started_at, b.ended_at)],
       b.release && ['Release', link(`#/apps/${enc(b.app)}`, b.release)],
       b.error && ['Error', h('span', { class: 'error' }, b.error)],
     ]));
   }
-  return { title: `Build ${id}`, section: 'apps', root, update, stop: () => stop.abort() };
+  return { title: `Build ${id}`, section: 'apps', root, update, stop: () => stop.abort(), missing: ['build', id] };
 }
 
 // followLog streams a build's log into pre as it is written, continuing from where it broke off when the
@@ -180,7 +189,7 @@ function restarts(s) {
   if (!r) return '—';
   const x = r.last_exit;
   return [h('span', { 'data-testid': `runtime-restarts-${s.name}` }, String(r.restarts)),
-    x ? h('div', { class: 'muted small', title: `pid ${x.pid}` }, `last: ${x.status} after ${x.ran}, `, when(x.at)) : ''];
+    x ? h('div', { class: 'muted small', title: `pid ${x.pid}` }, `last: ${x.status} after ${x.ran}, `, ago(x.at)) : ''];
 }
 
 // drift says how a server differs from what it should run, or that it was repaired.
@@ -197,7 +206,8 @@ export function envView(name) {
   const title = h('h1', null, 'Environment ', h('span', { class: 'name' }, name), ' ', pinSlot);
   const facts = h('div');
   const servers = h('div');
-  const deps = h('div');
+  const deps = lister('env-deployments', { placeholder: 'Search deployments: release, state, kind, who' });
+  const approveSlot = h('span', { id: 'env-approve' });
   let env = null;
   let next = '';
 
@@ -224,6 +234,20 @@ export function envView(name) {
   } }, 'Promote');
   const rollbackTo = h('select', { id: 'rollback-to', name: 'to' });
 
+  // Restart and terminate act on every server of the environment: each asks first, naming what it does.
+  const lifecycle = (kind, label, says) => {
+    const btn = h('button', { id: kind, type: 'button', class: 'danger', onclick: async () => {
+      const servers = (env?.runtime || []).map((r) => r.node).join(', ') || 'none';
+      if (!await ask({ title: `${label} ${name}?`, ok: label }, says(env), `Servers: ${servers}.`)) return;
+      act(btn, async () => created(await post(`/v1/envs/${enc(name)}/deployments`, { kind }), `${label} ${name}`));
+    } }, `${label}…`);
+    return btn;
+  };
+  const restartBtn = lifecycle('restart', 'Restart', (e) =>
+    `Every server of ${name} stops and starts ${e?.desired || 'its release'} again (its stop and start hooks), following the environment's strategy.`);
+  const terminateBtn = lifecycle('terminate', 'Terminate', () =>
+    `The app stops on every server of ${name} and stays stopped (also after a reboot) until the next deployment. The release stays installed.`);
+
   async function rollback() {
     fillSelect(rollbackTo, ['', ...(await releasesOf(env.app))], (v) => v || 'the release before the current one');
     const ok = await confirm(`Roll back ${name}?`,
@@ -236,14 +260,16 @@ export function envView(name) {
 
   const output = appOutput(name);
   const root = h('section', null, title, facts,
-    h('div', { class: 'toolbar', role: 'group', 'aria-label': 'Actions' }, deployForm, rollbackBtn, pinBtn, promoteBtn),
-    h('h2', null, 'Servers'), servers, h('h2', null, 'Deployments'), deps, output.root);
+    h('div', { class: 'toolbar', role: 'group', 'aria-label': 'Actions' }, deployForm, approveSlot, rollbackBtn, pinBtn, promoteBtn,
+      restartBtn, terminateBtn),
+    h('h2', null, 'Servers'), servers, h('h2', null, 'Deployments'), deps.root, output.root);
 
   async function update() {
     env = await get(`/v1/envs/${enc(name)}`);
-    const [ds, ms, rs, pipe] = await Promise.all([get(`/v1/envs/${enc(name)}/deployments?limit=50`), get('/v1/members'),
+    const [ds, ms, rs, pipe] = await Promise.all([get(`/v1/envs/${enc(name)}/deployments?limit=200`), get('/v1/members'),
       releasesOf(env.app), get(`/v1/apps/${enc(env.app)}/pipeline`)]);
     show(pinSlot, env.pinned ? badge('pinned', 'env-pinned') : '');
+    show(approveSlot, ds.filter((d) => d.state === 'waiting_approval').map(approveButton));
     pinBtn.textContent = env.pinned ? 'Unpin' : 'Pin';
     fillSelect(release, rs);
     const i = pipe.stages.findIndex((s) => s.env === name);
@@ -259,7 +285,11 @@ export function envView(name) {
       ['Auto deploy', yes(env.auto_deploy)],
       ['Strategy', [st.kind || 'all', st.batch_size ? `, ${st.batch_size} at a time` : '', st.batch_percent ? `, ${st.batch_percent}% at a time` : '',
         st.auto_rollback ? ', auto rollback' : '']],
-      ['Servers', [(env.servers || []).join(', '), Object.entries(env.tags || {}).map(([k, v]) => ` ${k}=${v}`)]],
+      ['Servers', [(env.servers || []).join(', '), Object.keys(env.tags || {}).length ? [(env.servers || []).length ? ' and ' : '', 'tagged ',
+        Object.entries(env.tags).map(([k, v]) => h('span', { class: 'tag' }, `${k}=${v}`))] : '',
+        h('div', { id: 'env-resolved' }, (env.runtime || []).length
+          ? ['resolves to ', env.runtime.map((r, i) => [i ? ', ' : '', h('strong', null, r.node), r.up !== 'alive' ? h('span', { class: 'muted' }, ` (${r.up})`) : ''])]
+          : h('span', { class: 'error' }, 'no server matches: nothing will run this environment'))]],
       ['Min healthy time', h('span', { id: 'env-min-healthy' }, env.min_healthy_time || '10s (the default)')],
     ]));
     show(servers, table('servers', [
@@ -279,16 +309,16 @@ export function envView(name) {
     ], serverStates(env, ms, ds), (s) => ({ 'data-testid': `server-${s.name}`, 'data-state': s.st?.state || '', 'data-release': s.release,
       'data-runs': s.runs, 'data-health': s.rt?.report?.health || '', 'data-drift': s.rt?.drift ? 'yes' : 'no' }),
     'No servers in this environment.'));
-    show(deps, deploymentsTable('env-deployments', ds));
+    deps.set(ds, (d) => [d.id, d.kind, d.release, d.previous, d.state, d.by].join(' '), (page, empty) => deploymentsTable('env-deployments', page, empty));
   }
-  return { title: `Environment ${name}`, section: 'apps', root, update, stop: output.stop };
+  return { title: `Environment ${name}`, section: 'apps', root, update, stop: output.stop, missing: ['environment', name] };
 }
 
 async function releasesOf(app) {
   return (await get(`/v1/apps/${enc(app)}/releases`)).map((r) => r.version);
 }
 
-function deploymentsTable(id, ds) {
+function deploymentsTable(id, ds, empty) {
   return table(id, [
     ['Deployment', (d) => depLink(d.id)],
     ['Kind', (d) => d.kind],
@@ -296,9 +326,9 @@ function deploymentsTable(id, ds) {
     ['State', (d) => badge(d.state)],
     ['Servers', (d) => nodeSummary(d)],
     ['By', (d) => d.by],
-    ['Created', (d) => when(d.created_at)],
-    ['Ended', (d) => when(d.ended_at)],
-  ], ds, (d) => ({ 'data-state': d.state, 'data-release': d.release }), 'No deployments yet.');
+    ['Created', (d) => ago(d.created_at)],
+    ['Took', (d) => took(d.created_at, d.ended_at)],
+  ], ds, (d) => ({ 'data-state': d.state, 'data-release': d.release }), empty || 'No deployments yet.');
 }
 
 // nodeSummary counts a deployment's servers by state: "2 healthy, 1 installing".
@@ -360,7 +390,7 @@ export function deploymentView(id) {
       ['Batch', dep.batches?.length ? `${Math.min(dep.batch + 1, dep.batches.length)} of ${dep.batches.length}` : '—'],
       ['Strategy', [st.kind || 'all', st.auto_rollback ? ', auto rollback' : '']],
       ['By', dep.by], dep.approved_by && ['Approved by', dep.approved_by], dep.cancelled_by && ['Cancelled by', dep.cancelled_by],
-      ['Created', when(dep.created_at)], ['Ended', when(dep.ended_at)],
+      ['Created', when(dep.created_at)], ['Ended', when(dep.ended_at)], ['Took', took(dep.created_at, dep.ended_at)],
       dep.error && ['Error', h('span', { class: 'error' }, dep.error)],
     ]));
     const rows = [];
@@ -373,7 +403,7 @@ export function deploymentView(id) {
       ['Progress', (r) => (r.st && r.st.state === 'downloading' ? `${Math.round(r.st.progress * 100)}%` : '')],
       ['Release', (r) => r.st?.release || ''],
       ['Error', (r) => (r.st?.error ? h('span', { class: 'error' }, r.st.error) : '')],
-      ['Updated', (r) => when(r.st?.updated_at)],
+      ['Updated', (r) => ago(r.st?.updated_at)],
       ['Log', (r) => h('button', { type: 'button', class: 'small', 'data-testid': `log-${r.name}`, onclick: () => showLog(r.name) },
         'Log')],
     ], rows, (r) => ({ 'data-testid': `node-${r.name}`, 'data-state': r.st?.state || '' }), 'No servers in this deployment.'));
@@ -381,15 +411,23 @@ export function deploymentView(id) {
       await Promise.all([...openLogs].map(([server, pre]) => loadLog(server, pre)));
     }
   }
-  return { title: `Deployment ${id}`, section: 'apps', root, update };
+  return { title: `Deployment ${id}`, section: 'apps', root, update, missing: ['deployment', id] };
 }
 
 export function membersView() {
   const facts = h('div');
   const members = h('div');
-  const root = h('section', null, h('h1', null, 'Mesh'), facts, h('h2', null, 'Members'), members);
+  const tokens = h('div');
+  const reveal = h('div', { id: 'new-token-reveal', class: 'reveal' });
+  const root = h('section', null, h('h1', null, 'Mesh'), facts, h('h2', null, 'Members'), members,
+    h('h2', null, 'API tokens'), reveal, newTokenForm(reveal), tokens);
   async function update() {
-    const [st, ms] = await Promise.all([get('/v1/status'), get('/v1/members')]);
+    const [st, ms, ts] = await Promise.all([get('/v1/status'), get('/v1/members'),
+      get('/v1/tokens').catch((err) => (err.status === 403 ? err : Promise.reject(err)))]);
+    show(tokens, ts instanceof APIError ? h('p', { id: 'tokens', class: 'muted' }, `Only an admin token lists the tokens (${ts.message}).`)
+      : table('tokens', [
+        ['Name', (t) => h('strong', null, t.name)], ['Role', (t) => t.role], ['Id', (t) => h('code', null, t.id)], ['Created', (t) => ago(t.created_at)],
+      ], ts, (t) => ({ 'data-token': t.name }), 'No tokens.'));
     show(facts, dl('status-facts', [
       ['This node', st.node], ['Leader', st.leader || h('span', { class: 'error' }, 'none')], ['Raft state', st.state],
       ['Term', st.term], ['Applied index', st.applied_index], ['Voters', st.voters], ['Non-voters', st.nonvoters],
@@ -402,13 +440,22 @@ export function membersView() {
       ['Address', (m) => h('code', null, m.addr)],
       ['HTTP', (m) => (m.http ? h('code', null, m.http) : '—')],
       ['Tags', (m) => Object.entries(m.tags || {}).map(([k, v]) => h('span', { class: 'tag' }, `${k}=${v}`))],
-      ['Since', (m) => when(m.since)],
+      ['Since', (m) => ago(m.since)],
     ], ms, (m) => ({ 'data-testid': `member-${m.name}`, 'data-status': m.status, 'data-role': m.role })));
   }
   return { title: 'Mesh', section: 'members', root, update };
 }
 
 export function notFound(hash) {
-  const root = h('section', null, h('h1', null, 'Not found'), h('p', null, `Nothing is at ${hash}. `, link('#/apps', 'Go to the apps.')));
-  return { title: 'Not found', root, update: async () => { message(`No page ${hash}`, 'error'); } };
+  const root = h('section', { id: 'not-found' }, h('h1', null, 'Not found'), h('p', null, `The dashboard has no page ${hash}. `,
+    link('#/overview', 'Go to the overview.')));
+  return { title: 'Not found', root, update: async () => {} };
+}
+
+// missingPage replaces a view whose subject does not exist (the API answered 404) with a "not found" page that
+// says what the API said (a "did you mean" among them).
+export function missingPage(kind, name, err) {
+  const back = kind === 'app' || kind === 'environment' ? link('#/apps', 'See every app and environment.') : link('#/overview', 'Go to the overview.');
+  return h('section', { id: 'not-found', 'data-kind': kind }, h('h1', null, `No ${kind} `, h('span', { class: 'name' }, name)),
+    h('p', null, err.message), h('p', null, back));
 }
