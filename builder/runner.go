@@ -82,9 +82,8 @@ func (r *runner) schedule() {
 	var queued []*raftfsm.Build
 	records := map[string]raftfsm.Build{}
 	r.s.n.FSM().Read(func(st *raftfsm.State) {
-		for _, b := range st.Builds {
-			switch b.State {
-			case raftfsm.BuildQueued:
+		for _, b := range st.LiveBuilds() {
+			if b.State == raftfsm.BuildQueued {
 				c := *b
 				queued = append(queued, &c)
 			}

@@ -43,7 +43,7 @@ func apply(s *State, index uint64, c Command) (any, *Error) {
 		if p := s.Pipelines[e.App]; p != nil && slices.ContainsFunc(p.Stages, func(st PipelineStage) bool { return st.Env == c.Name }) {
 			return nil, conflict("environment %q is a stage of app %q's pipeline: remove it from the pipeline first", c.Name, e.App)
 		}
-		delete(s.Envs, c.Name)
+		s.removeEnv(c.Name)
 		dropRuntimes(s, c.Name, "")
 		return nil, nil
 	case *PipelinePut:
@@ -217,6 +217,7 @@ func applyAppPut(s *State, index uint64, c *AppPut) (any, *Error) {
 	}
 	a.ModifyIndex = index
 	s.Apps[a.Name] = &a
+	s.indexApp(&a)
 	return &a, nil
 }
 
@@ -225,27 +226,20 @@ func applyAppDelete(s *State, c *AppDelete) (any, *Error) {
 		return nil, notFound("app %q does not exist", c.Name)
 	}
 	var envs []string
-	for _, e := range s.Envs {
-		if e.App == c.Name {
-			envs = append(envs, e.Name)
-		}
+	for _, e := range s.AppEnvs(c.Name) {
+		envs = append(envs, e.Name)
 	}
 	if len(envs) > 0 {
-		slices.Sort(envs)
 		return nil, conflict("app %q still has environments %s: delete them first", c.Name, strings.Join(envs, ", "))
 	}
-	delete(s.Apps, c.Name)
+	s.removeApp(c.Name)
 	delete(s.Deliveries, c.Name)
 	delete(s.Pipelines, c.Name)
-	for k, b := range s.Builds {
-		if b.App == c.Name {
-			delete(s.Builds, k)
-		}
+	for _, b := range s.AppBuilds(c.Name) {
+		s.removeBuild(b.ID)
 	}
-	for k, r := range s.Releases {
-		if r.App == c.Name {
-			delete(s.Releases, k)
-		}
+	for _, r := range s.AppReleases(c.Name) {
+		s.removeRelease(ReleaseKey(r.App, r.Version))
 	}
 	return nil, nil
 }
@@ -323,6 +317,7 @@ func applyEnvPut(s *State, index uint64, c *EnvPut) (any, *Error) {
 	}
 	e.ModifyIndex = index
 	s.Envs[e.Name] = &e
+	s.indexEnv(&e)
 	return &e, nil
 }
 
@@ -332,8 +327,8 @@ func applyLeaderEpoch(s *State, index uint64, c *LeaderEpoch) (any, *Error) {
 	}
 	s.Term, s.Leader = c.Term, c.Node
 	var requeued []string
-	for id, b := range s.Builds {
-		if b.State == BuildRunning {
+	for _, b := range s.LiveBuilds() {
+		if id := b.ID; b.State == BuildRunning {
 			b.State, b.Term, b.Node = BuildQueued, 0, ""
 			b.ModifyIndex = index
 			requeued = append(requeued, id)
@@ -366,8 +361,8 @@ func applyBuildQueue(s *State, index uint64, c *BuildQueue) (any, *Error) {
 	// A commit becomes at most one release: a second push or poll of a commit already queued, running or
 	// released for this branch is the same build.
 	if c.Commit != "" && c.Trigger != "manual" {
-		for _, b := range s.Builds {
-			if b.App == c.App && b.Commit == c.Commit && b.Branch == c.Branch &&
+		for _, b := range s.AppBuilds(c.App) {
+			if b.Commit == c.Commit && b.Branch == c.Branch &&
 				(b.State == BuildQueued || b.State == BuildRunning || b.State == BuildSucceeded) {
 				return b, nil
 			}
@@ -382,6 +377,7 @@ func applyBuildQueue(s *State, index uint64, c *BuildQueue) (any, *Error) {
 		Meta: Meta{CreateIndex: index, ModifyIndex: index},
 	}
 	s.Builds[b.ID] = b
+	s.indexBuild(b)
 	return b, nil
 }
 
@@ -399,6 +395,7 @@ func applyBuildStart(s *State, index uint64, c *BuildStart) (any, *Error) {
 	b.State, b.Term, b.Node, b.StartedAt = BuildRunning, c.Term, c.Node, c.At
 	b.Attempt++
 	b.ModifyIndex = index
+	s.indexBuild(b)
 	return b, nil
 }
 
@@ -435,6 +432,7 @@ func applyBuildFinish(s *State, index uint64, c *BuildFinish) (any, *Error) {
 		b.Message = c.Message
 	}
 	b.ModifyIndex, a.ModifyIndex = index, index
+	s.indexBuild(b)
 	if rel != nil {
 		return rel, nil
 	}
@@ -453,8 +451,8 @@ func addRelease(s *State, index uint64, a *App, r Release) (*Release, *Error) {
 	if !nameRE.MatchString(r.Version) {
 		return nil, badRequest("release version %q is not valid: use letters, digits, '.', '_' or '-'", r.Version)
 	}
-	for _, other := range s.Releases {
-		if other.App == a.Name && strings.EqualFold(other.Version, r.Version) {
+	for _, other := range s.AppReleases(a.Name) {
+		if strings.EqualFold(other.Version, r.Version) {
 			return nil, conflict("app %q already has a release %q: versions must be unique", a.Name, r.Version)
 		}
 	}
@@ -467,6 +465,7 @@ func addRelease(s *State, index uint64, a *App, r Release) (*Release, *Error) {
 	}
 	a.ModifyIndex = index
 	s.Releases[ReleaseKey(r.App, r.Version)] = &r
+	s.indexRelease(&r)
 	return &r, nil
 }
 
@@ -484,6 +483,7 @@ func applyBuildCancel(s *State, index uint64, c *BuildCancel) (any, *Error) {
 		return nil, conflict("build %q already ended (%s)", c.ID, b.State)
 	}
 	b.ModifyIndex = index
+	s.indexBuild(b)
 	return b, nil
 }
 
@@ -556,8 +556,8 @@ func checkDeployCreate(s *State, c *DeployCreate) (*Deployment, *Error) {
 			return nil, notFound("app %q has no release %q", e.App, d.Release)
 		}
 	}
-	for _, other := range s.Deploys {
-		if other.Env == d.Env && !other.Finished() {
+	for _, other := range s.EnvDeploys(d.Env) {
+		if !other.Finished() {
 			return nil, conflict("environment %q already has deployment %s in progress: wait for it or cancel it", d.Env, other.ID)
 		}
 	}
@@ -581,6 +581,7 @@ func applyDeployCreate(s *State, index uint64, c *DeployCreate) (any, *Error) {
 	}
 	d.Meta = Meta{CreateIndex: index, ModifyIndex: index}
 	s.Deploys[d.ID] = d
+	s.indexDeploy(d)
 	return d, nil
 }
 
@@ -652,8 +653,10 @@ func applyDeployUpdate(s *State, index uint64, c *DeployUpdate) (any, *Error) {
 		rb.RollbackOf = d.ID
 		rb.Meta = Meta{CreateIndex: index, ModifyIndex: index}
 		s.Deploys[rb.ID] = rb
+		s.indexDeploy(rb)
 		d.Rollback = rb.ID
 	}
+	s.indexDeploy(d)
 	return d, nil
 }
 

@@ -37,6 +37,9 @@ type State struct {
 
 	// Runtimes holds what each server reports it runs, by RuntimeKey(env, node).
 	Runtimes map[string]*Runtime `json:"runtimes"`
+
+	// index is derived from the maps (index.go); not replicated, rebuilt on restore.
+	index *index
 }
 
 // maxDeliveries bounds the remembered webhook delivery ids per app.
@@ -44,7 +47,7 @@ const maxDeliveries = 256
 
 // NewState returns an empty state.
 func NewState() *State {
-	return &State{
+	s := &State{
 		Tokens:     map[string]*Token{},
 		JoinTokens: map[string]*JoinToken{},
 		Apps:       map[string]*App{},
@@ -57,6 +60,8 @@ func NewState() *State {
 		Pipelines:  map[string]*Pipeline{},
 		Runtimes:   map[string]*Runtime{},
 	}
+	s.rebuildIndex()
+	return s
 }
 
 // ReleaseKey is the key of a release in State.Releases.
@@ -175,6 +180,7 @@ func (f *FSM) Restore(rc io.ReadCloser) error {
 		return fmt.Errorf("restore snapshot: %w", err)
 	}
 	s.fillMaps()
+	s.rebuildIndex()
 	f.mu.Lock()
 	f.state = s
 	ch := f.changed

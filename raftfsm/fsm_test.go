@@ -32,7 +32,12 @@ func (a *applier) apply(c Command) *Result {
 	a.index++
 	l := &raft.Log{Index: a.index, Term: 1, Type: raft.LogCommand, Data: data}
 	a.log = append(a.log, l)
-	return a.f.Apply(l).(*Result)
+	res := a.f.Apply(l).(*Result)
+	// The derived index must equal one rebuilt from the maps after every entry, applied or refused.
+	if err := a.f.state.checkIndex(); err != nil {
+		a.t.Fatalf("index %d (%T): %v", a.index, c, err)
+	}
+	return res
 }
 
 func (a *applier) ok(c Command) *Result {
