@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"maps"
 	"slices"
+
+	"github.com/google/btree"
 )
 
 // index holds lookups derived from the state's maps, so that no command and no reader has to scan every record:
@@ -20,6 +22,9 @@ type index struct {
 	openDeploys map[string]struct{}            // deployments not finished
 	liveBuilds  map[string]struct{}            // builds queued or running
 	polled      map[string]struct{}            // apps with a poll interval
+	// appNames and envNames keep the names sorted, so a page of GET /v1/apps or /v1/envs costs its own size.
+	appNames *btree.BTreeG[string]
+	envNames *btree.BTreeG[string]
 }
 
 func newIndex() *index {
@@ -27,6 +32,7 @@ func newIndex() *index {
 		appEnvs: map[string]map[string]struct{}{}, appBuilds: map[string]map[string]struct{}{},
 		appReleases: map[string]map[string]struct{}{}, envDeploys: map[string]map[string]struct{}{},
 		openDeploys: map[string]struct{}{}, liveBuilds: map[string]struct{}{}, polled: map[string]struct{}{},
+		appNames: btree.NewOrderedG[string](32), envNames: btree.NewOrderedG[string](32),
 	}
 }
 
@@ -77,6 +83,7 @@ func (s *State) rebuildIndex() {
 }
 
 func (s *State) indexApp(a *App) {
+	s.idx().appNames.ReplaceOrInsert(a.Name)
 	if a.PollInterval > 0 {
 		s.idx().polled[a.Name] = struct{}{}
 	} else {
@@ -84,7 +91,10 @@ func (s *State) indexApp(a *App) {
 	}
 }
 
-func (s *State) indexEnv(e *Env) { addTo(s.idx().appEnvs, e.App, e.Name) }
+func (s *State) indexEnv(e *Env) {
+	addTo(s.idx().appEnvs, e.App, e.Name)
+	s.idx().envNames.ReplaceOrInsert(e.Name)
+}
 
 // indexBuild records b, or its new state.
 func (s *State) indexBuild(b *Build) {
@@ -116,11 +126,13 @@ func (s *State) indexDeploy(d *Deployment) {
 func (s *State) removeApp(name string) {
 	delete(s.Apps, name)
 	delete(s.idx().polled, name)
+	s.idx().appNames.Delete(name)
 }
 
 func (s *State) removeEnv(name string) {
 	if e := s.Envs[name]; e != nil {
 		dropFrom(s.idx().appEnvs, e.App, name)
+		s.idx().envNames.Delete(name)
 		delete(s.Envs, name)
 	}
 }
@@ -235,6 +247,10 @@ func (s *State) checkIndex() error {
 		return fmt.Errorf("live builds: have %v, want %v", have.liveBuilds, want.liveBuilds)
 	case !maps.Equal(have.polled, want.polled):
 		return fmt.Errorf("polled apps: have %v, want %v", have.polled, want.polled)
+	case !slices.Equal(treeKeys(have.appNames), treeKeys(want.appNames)):
+		return fmt.Errorf("app names: have %v, want %v", treeKeys(have.appNames), treeKeys(want.appNames))
+	case !slices.Equal(treeKeys(have.envNames), treeKeys(want.envNames)):
+		return fmt.Errorf("environment names: have %v, want %v", treeKeys(have.envNames), treeKeys(want.envNames))
 	}
 	return nil
 }
@@ -242,3 +258,46 @@ func (s *State) checkIndex() error {
 // Reindex rebuilds the derived index from the maps. Apply keeps it current; only code that builds or edits a
 // State by hand (tests) needs to call it before reading through AppEnvs, EnvDeploys and the like.
 func (s *State) Reindex() { s.rebuildIndex() }
+
+func treeKeys(t *btree.BTreeG[string]) []string {
+	out := make([]string, 0, t.Len())
+	t.Ascend(func(k string) bool { out = append(out, k); return true })
+	return out
+}
+
+// pageNames returns up to limit names of t after cursor (all when limit is 0), and whether more follow.
+func pageNames(t *btree.BTreeG[string], cursor string, limit int) (names []string, more bool) {
+	t.AscendGreaterOrEqual(cursor, func(k string) bool {
+		if k == cursor {
+			return true
+		}
+		if limit > 0 && len(names) == limit {
+			more = true
+			return false
+		}
+		names = append(names, k)
+		return true
+	})
+	return names, more
+}
+
+// AppPage returns up to limit apps whose names sort after cursor, in name order (all of them when limit is 0),
+// and whether more follow: a page costs its own size, whatever the number of apps.
+func (s *State) AppPage(cursor string, limit int) ([]*App, bool) {
+	names, more := pageNames(s.idx().appNames, cursor, limit)
+	out := make([]*App, 0, len(names))
+	for _, n := range names {
+		out = append(out, s.Apps[n])
+	}
+	return out, more
+}
+
+// EnvPage is AppPage for environments.
+func (s *State) EnvPage(cursor string, limit int) ([]*Env, bool) {
+	names, more := pageNames(s.idx().envNames, cursor, limit)
+	out := make([]*Env, 0, len(names))
+	for _, n := range names {
+		out = append(out, s.Envs[n])
+	}
+	return out, more
+}
