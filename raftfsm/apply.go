@@ -49,8 +49,8 @@ func apply(s *State, index uint64, c Command) (any, *Error) {
 	case *PipelinePut:
 		return applyPipelinePut(s, index, c)
 	case *EnvPin:
-		e, ok := s.Envs[c.Name]
-		if !ok {
+		e := s.editEnv(c.Name)
+		if e == nil {
 			return nil, notFound("environment %q does not exist", c.Name)
 		}
 		e.Pinned, e.PinReason = c.Pinned, c.Reason
@@ -78,7 +78,8 @@ func apply(s *State, index uint64, c Command) (any, *Error) {
 			return nil, badRequest("a release holder needs a node name")
 		}
 		if !slices.Contains(r.Holders, c.Node) {
-			r.Holders = append(r.Holders, c.Node)
+			r = s.editRelease(ReleaseKey(c.App, c.Version))
+			r.Holders = append(slices.Clone(r.Holders), c.Node)
 			slices.Sort(r.Holders)
 			r.ModifyIndex = index
 		}
@@ -86,8 +87,8 @@ func apply(s *State, index uint64, c Command) (any, *Error) {
 	case *ReleaseDrop:
 		return applyReleaseDrop(s, index, c)
 	case *ReleaseCreate:
-		a, ok := s.Apps[c.Release.App]
-		if !ok {
+		a := s.editApp(c.Release.App)
+		if a == nil {
 			return nil, notFound("app %q does not exist", c.Release.App)
 		}
 		return addRelease(s, index, a, c.Release)
@@ -329,6 +330,7 @@ func applyLeaderEpoch(s *State, index uint64, c *LeaderEpoch) (any, *Error) {
 	var requeued []string
 	for _, b := range s.LiveBuilds() {
 		if id := b.ID; b.State == BuildRunning {
+			b = s.editBuild(id)
 			b.State, b.Term, b.Node = BuildQueued, 0, ""
 			b.ModifyIndex = index
 			requeued = append(requeued, id)
@@ -352,7 +354,7 @@ func applyBuildQueue(s *State, index uint64, c *BuildQueue) (any, *Error) {
 		if slices.Contains(s.Deliveries[c.App], c.Delivery) {
 			return nil, conflict("webhook delivery %q was already received", c.Delivery)
 		}
-		d := append(s.Deliveries[c.App], c.Delivery)
+		d := append(slices.Clone(s.Deliveries[c.App]), c.Delivery)
 		if len(d) > maxDeliveries {
 			d = d[len(d)-maxDeliveries:]
 		}
@@ -368,6 +370,7 @@ func applyBuildQueue(s *State, index uint64, c *BuildQueue) (any, *Error) {
 			}
 		}
 	}
+	a = s.editApp(c.App)
 	n := a.NextBuild
 	a.NextBuild++
 	a.ModifyIndex = index
@@ -392,6 +395,7 @@ func applyBuildStart(s *State, index uint64, c *BuildStart) (any, *Error) {
 	if b.State != BuildQueued {
 		return nil, conflict("build %q is %s, not queued", c.ID, b.State)
 	}
+	b = s.editBuild(c.ID)
 	b.State, b.Term, b.Node, b.StartedAt = BuildRunning, c.Term, c.Node, c.At
 	b.Attempt++
 	b.ModifyIndex = index
@@ -417,6 +421,7 @@ func applyBuildFinish(s *State, index uint64, c *BuildFinish) (any, *Error) {
 	if a == nil {
 		return nil, notFound("app %q of build %q no longer exists", b.App, c.ID)
 	}
+	a, b = s.editApp(b.App), s.editBuild(c.ID) // if addRelease refuses, the copies stored equal the originals
 	var rel *Release
 	if c.State == BuildSucceeded && c.Release != nil {
 		r := *c.Release
@@ -439,7 +444,7 @@ func applyBuildFinish(s *State, index uint64, c *BuildFinish) (any, *Error) {
 	return b, nil
 }
 
-// addRelease validates r and records it as the app's next release (v<N>, or r.Version when the manifest's
+// addRelease validates r and records it as the app's next release (a is a copy from editApp: it is changed) (v<N>, or r.Version when the manifest's
 // CustomVersionCmd gave one, unique per app regardless of case).
 func addRelease(s *State, index uint64, a *App, r Release) (*Release, *Error) {
 	if r.Digest == "" || r.Size < 0 || r.PieceSize <= 0 && r.Size > 0 {
@@ -470,8 +475,8 @@ func addRelease(s *State, index uint64, a *App, r Release) (*Release, *Error) {
 }
 
 func applyBuildCancel(s *State, index uint64, c *BuildCancel) (any, *Error) {
-	b, ok := s.Builds[c.ID]
-	if !ok {
+	b := s.editBuild(c.ID)
+	if b == nil {
 		return nil, notFound("build %q does not exist", c.ID)
 	}
 	switch b.State {
@@ -511,6 +516,7 @@ func applyNodeStatus(s *State, index uint64, c *NodeStatusSet) (any, *Error) {
 	if cur := d.Nodes[c.Node]; cur != nil && cur.State == NodeFailed {
 		return nil, conflict("server %q already failed in deployment %q: a failure stands", c.Node, c.ID)
 	}
+	d = s.editDeploy(c.ID)
 	st := c.Status
 	d.Nodes[c.Node] = &st
 	d.ModifyIndex = index
@@ -605,6 +611,7 @@ func applyDeployUpdate(s *State, index uint64, c *DeployUpdate) (any, *Error) {
 			return nil, notFound("app %q has no release %q", e.App, c.SetDesired)
 		}
 	}
+	d = s.editDeploy(c.ID) // the check below moves its state for a moment; a refusal leaves an equal copy
 	var rb *Deployment
 	if c.Rollback != nil {
 		if c.State != DeployRolledBack {
@@ -623,6 +630,7 @@ func applyDeployUpdate(s *State, index uint64, c *DeployUpdate) (any, *Error) {
 			return nil, err
 		}
 	}
+	e = s.editEnv(d.Env)
 	if c.SetDesired != "" {
 		e.Desired = c.SetDesired
 		e.ModifyIndex = index

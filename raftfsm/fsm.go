@@ -1,6 +1,7 @@
 package raftfsm
 
 import (
+	"bufio"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -161,15 +162,17 @@ func (f *FSM) Changed() <-chan struct{} {
 	return f.changed
 }
 
-// Snapshot encodes the state while Apply is paused (the state is small metadata); Persist only writes it.
+// Snapshot takes a view of the state under the read lock: a copy of its maps that shares the records, which
+// Apply never changes in place (cow.go), so it costs the maps' pointers, not the records. Persist encodes the
+// view to the sink, streaming, while Apply goes on.
 func (f *FSM) Snapshot() (raft.FSMSnapshot, error) {
 	f.mu.RLock()
-	defer f.mu.RUnlock()
-	b, err := json.Marshal(f.state)
+	v, err := f.state.view()
+	f.mu.RUnlock()
 	if err != nil {
 		return nil, fmt.Errorf("snapshot state: %w", err)
 	}
-	return &snapshot{data: b}, nil
+	return &snapshot{state: v}, nil
 }
 
 // Restore swaps the state for the snapshot's.
@@ -234,10 +237,16 @@ func (f *FSM) MarshalState() ([]byte, error) {
 	return json.Marshal(f.state)
 }
 
-type snapshot struct{ data []byte }
+type snapshot struct{ state *State }
 
+// Persist encodes the view to the sink through a buffer: no copy of the whole encoded state is held in memory.
 func (s *snapshot) Persist(sink raft.SnapshotSink) error {
-	if _, err := sink.Write(s.data); err != nil {
+	w := bufio.NewWriterSize(sink, 256<<10)
+	err := json.NewEncoder(w).Encode(s.state)
+	if err == nil {
+		err = w.Flush()
+	}
+	if err != nil {
 		sink.Cancel()
 		return fmt.Errorf("write snapshot: %w", err)
 	}

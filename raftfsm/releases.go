@@ -117,8 +117,9 @@ func applyReleaseDrop(s *State, index uint64, c *ReleaseDrop) (any, *Error) {
 		if c.IfUnused {
 			return nil, badRequest("a drop from every release cannot be conditional (if_unused)")
 		}
-		for _, r := range s.Releases {
+		for key, r := range s.Releases {
 			if i := slices.Index(r.Holders, c.Node); i >= 0 {
+				r = s.editRelease(key)
 				r.Holders = slices.Delete(slices.Clone(r.Holders), i, i+1)
 				r.ModifyIndex = index
 			}
@@ -135,6 +136,7 @@ func applyReleaseDrop(s *State, index uint64, c *ReleaseDrop) (any, *Error) {
 		}
 	}
 	if i := slices.Index(r.Holders, c.Node); i >= 0 {
+		r = s.editRelease(ReleaseKey(c.App, c.Version))
 		r.Holders = slices.Delete(slices.Clone(r.Holders), i, i+1)
 		r.ModifyIndex = index
 	}
