@@ -110,6 +110,10 @@ func apply(s *State, index uint64, c Command) (any, *Error) {
 		return applyRuntimeSet(s, index, c)
 	case *NodeStatusSet:
 		return applyNodeStatus(s, index, c)
+	case *Prune:
+		return applyPrune(s, c)
+	case *RetentionSet:
+		return applyRetentionSet(s, index, c)
 	}
 	if v, err, ok := applyNotify(s, index, c); ok {
 		return v, err

@@ -38,6 +38,8 @@ type State struct {
 
 	// Runtimes holds what each server reports it runs, by RuntimeKey(env, node).
 	Runtimes map[string]*Runtime `json:"runtimes"`
+	// Retention is the mesh's retention settings (retention.go); nil: the defaults.
+	Retention *Retention `json:"retention,omitempty"`
 
 	// index is derived from the maps (index.go); not replicated, rebuilt on restore.
 	index *index
