@@ -236,7 +236,9 @@ func (s *State) PrunePlan(now time.Time) *Prune {
 	lim := s.Limits()
 	n := s.needs()
 	p := &Prune{}
-	full := func() bool { return len(p.Builds)+len(p.Releases)+len(p.Deploys)+len(p.Deliveries)+len(p.Departed) >= maxPrune }
+	full := func() bool {
+		return len(p.Builds)+len(p.Releases)+len(p.Deploys)+len(p.Deliveries)+len(p.Departed) >= maxPrune
+	}
 	for _, app := range sortedNames(s.idx().appReleases) {
 		_, keep := lim.forApp(app)
 		rs := s.AppReleases(app)

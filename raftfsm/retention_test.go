@@ -40,8 +40,8 @@ func TestPrunePlan(t *testing.T) {
 
 	// A prune of what prod needs is refused whole.
 	a.rejected(&Prune{Releases: []string{"web/v1", ReleaseKey("web", "v5")}}, KindConflict) // desired
-	a.rejected(&Prune{Releases: []string{ReleaseKey("web", "v3")}}, KindConflict)            // rollback target
-	a.rejected(&Prune{Deploys: []string{"d3"}}, KindConflict)                                // latest
+	a.rejected(&Prune{Releases: []string{ReleaseKey("web", "v3")}}, KindConflict)           // rollback target
+	a.rejected(&Prune{Deploys: []string{"d3"}}, KindConflict)                               // latest
 	a.rejected(&Prune{Builds: []string{"web-5"}}, KindConflict)                             // its release v5 stays
 
 	plan := a.f.state.PrunePlan(t0.Add(31 * 24 * time.Hour))
