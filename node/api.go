@@ -249,6 +249,7 @@ func (n *Node) routes() {
 	n.Handle("POST /v1/leave", raftfsm.RoleAdmin, n.postLeave)
 	n.apiApps()
 	n.apiEnvs()
+	n.apiRetention()
 	n.apiTokens()
 	n.apiEvents()
 	n.mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {

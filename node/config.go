@@ -61,6 +61,8 @@ type Timing struct {
 	GossipPushPull      time.Duration
 	// SnapshotThreshold is how many log entries trigger a Raft snapshot.
 	SnapshotThreshold uint64
+	// PruneInterval is how often the leader prunes history by the retention (raftfsm/retention.go).
+	PruneInterval time.Duration
 }
 
 // LANTiming is the default profile: Raft timeouts tuned for servers on one LAN (hashicorp/raft's defaults are
@@ -81,6 +83,7 @@ func LANTiming() Timing {
 		GossipProbeInterval: 500 * time.Millisecond,
 		GossipPushPull:      15 * time.Second,
 		SnapshotThreshold:   8192,
+		PruneInterval:       time.Minute,
 	}
 }
 
@@ -113,6 +116,7 @@ func TestTiming() Timing {
 	t.ReconcileInterval = 500 * time.Millisecond
 	t.GossipProbeInterval = 200 * time.Millisecond
 	t.GossipPushPull = 2 * time.Second
+	t.PruneInterval = 300 * time.Millisecond
 	return t
 }
 

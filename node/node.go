@@ -109,6 +109,7 @@ func Open(cfg Config) (*Node, error) {
 		}
 	}
 	n.metrics = newMetrics(cfg.Registry, n)
+	n.OnLeader(n.pruneLoop)
 	if err := n.start(); err != nil {
 		n.Close()
 		return nil, err
