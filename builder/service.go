@@ -117,6 +117,8 @@ func Attach(n *node.Node, opts Options) (*Service, error) {
 	n.Endpoint().HandleRPC(rpcBuildLog, s.handleLogRPC)
 	n.OnLeader(s.lead)
 	n.OnLeader(s.poll)
+	s.wg.Add(1)
+	go s.pruneLogsLoop()
 	return s, nil
 }
 
