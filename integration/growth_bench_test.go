@@ -94,6 +94,9 @@ func TestBenchGrowth(t *testing.T) {
 		}
 		t.Logf("restart after %s with %d records to the first acknowledged write: %s; goal ≤ 2 s: %s", how, total,
 			secs(first), verdict(first <= 2*time.Second))
+		if os.Getenv("SHOAL_BENCH_LOG") != "" {
+			t.Logf("the node's log after the restart:\n%s", n.proc.Stderr())
+		}
 	}
 }
 
