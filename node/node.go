@@ -146,9 +146,10 @@ func (n *Node) start() error {
 	if err := n.startGossip(); err != nil {
 		return err
 	}
-	n.wg.Add(2)
+	n.wg.Add(3)
 	go n.leaderLoop()
 	go n.rejoinLoop()
+	go n.snapshotTuner()
 	return nil
 }
 

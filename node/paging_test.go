@@ -112,3 +112,13 @@ func TestPageNewest(t *testing.T) {
 		t.Fatal("a cursor that is not an index must be refused")
 	}
 }
+
+// The snapshot threshold follows the state's size, never below the configured one.
+func TestSnapshotThresholdFollowsTheState(t *testing.T) {
+	if got := snapshotThresholdFor(8192, 1000); got != 8192 {
+		t.Fatalf("small state: %d", got)
+	}
+	if got := snapshotThresholdFor(8192, 100_000); got != 50_000 {
+		t.Fatalf("100,000 records: %d", got)
+	}
+}
