@@ -227,6 +227,19 @@ func TestReplayDeterminism(t *testing.T) {
 		if !bytes.Equal(want, got) {
 			t.Fatalf("seed %d: replay differs", seed)
 		}
+		// Raft hands a batch of committed entries to ApplyBatch: batches of any size give the same state.
+		batched := New()
+		for i := 0; i < len(a.log); {
+			k := min(len(a.log)-i, 1+r.IntN(40))
+			batched.ApplyBatch(a.log[i : i+k])
+			i += k
+		}
+		if got, _ := batched.MarshalState(); !bytes.Equal(want, got) {
+			t.Fatalf("seed %d: batched replay differs", seed)
+		}
+		if err := batched.state.checkIndex(); err != nil {
+			t.Fatalf("seed %d: batched replay's index: %v", seed, err)
+		}
 
 		restored := New()
 		if err := restored.Restore(io.NopCloser(&sink.buf)); err != nil {
