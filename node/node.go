@@ -171,6 +171,7 @@ func (n *Node) Close() error {
 			_ = n.gossip.Shutdown()
 		}
 		if n.raft != nil {
+			n.snapshotBeforeStop()
 			if err := n.raft.Shutdown().Error(); err != nil {
 				n.log.Warn("raft shutdown", "err", err)
 			}

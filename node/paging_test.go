@@ -118,7 +118,7 @@ func TestSnapshotThresholdFollowsTheState(t *testing.T) {
 	if got := snapshotThresholdFor(8192, 1000); got != 8192 {
 		t.Fatalf("small state: %d", got)
 	}
-	if got := snapshotThresholdFor(8192, 100_000); got != 50_000 {
-		t.Fatalf("100,000 records: %d", got)
+	if got := snapshotThresholdFor(8192, 200_000); got != 20_000 {
+		t.Fatalf("200,000 records: %d", got)
 	}
 }

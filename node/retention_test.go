@@ -3,6 +3,8 @@ package node
 import (
 	"context"
 	"fmt"
+	"os"
+	"path/filepath"
 	"testing"
 	"time"
 
@@ -54,5 +56,25 @@ func TestRetentionPrunesOnEveryNode(t *testing.T) {
 	var v RetentionView
 	if code := call(t, n, c.AdminToken, "GET", "/v1/retention", nil, &v); code != 200 || v.Set == nil || v.Effective.Releases != 2 {
 		t.Fatalf("get retention: %d %+v", code, v)
+	}
+}
+
+// A clean stop with a long log since the last snapshot takes one, so the next start restores it rather than
+// replaying the log.
+func TestSnapshotBeforeStop(t *testing.T) {
+	c := NewTestCluster(t, 1, func(cfg *Config) { cfg.Timing.SnapshotThreshold = 1 << 20 })
+	n := c.Nodes[0]
+	for i := range stopSnapshotMin + 10 {
+		if _, err := n.Commit(context.Background(), &raftfsm.AppPut{App: raftfsm.App{Name: fmt.Sprintf("a%d", i)}, Create: true}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	snaps := filepath.Join(n.cfg.DataDir, raftDir, "snapshots")
+	if entries, _ := os.ReadDir(snaps); len(entries) != 0 {
+		t.Fatalf("a snapshot before the stop: %v", entries)
+	}
+	c.Kill(0) // Close: a clean stop
+	if entries, _ := os.ReadDir(snaps); len(entries) != 1 {
+		t.Fatalf("snapshots after a clean stop: %v", entries)
 	}
 }

@@ -1,6 +1,7 @@
 package node
 
 import (
+	"strconv"
 	"time"
 
 	"github.com/shoal-ci/shoal/raftfsm"
@@ -13,8 +14,13 @@ import (
 // price is more log to replay at a restart, which grows as the snapshot to restore does.
 const (
 	snapshotTuneEvery = 10 * time.Second
-	// entriesPerRecord: the threshold is this many log entries per record in the state.
-	entriesPerRecord = 0.5
+	// entriesPerRecord: the threshold is this many log entries per record in the state. More would make writes
+	// cheaper still and restarts slower: a start replays the log since the last snapshot (measured at 100,000
+	// records: ~80 µs an entry on a loaded 2-core machine, against ~6 µs to apply one).
+	entriesPerRecord = 0.1
+	// stopSnapshotMin: a clean stop takes a snapshot when at least this many entries were applied since the last
+	// one, so the next start restores it rather than replaying them.
+	stopSnapshotMin = 2048
 )
 
 // snapshotThresholdFor returns the threshold for a state of records records.
@@ -59,4 +65,22 @@ func (n *Node) snapshotTuner() {
 		case <-t.C:
 		}
 	}
+}
+
+// snapshotBeforeStop takes a snapshot at a clean stop (SIGTERM, `node leave`) when the log since the last one is
+// long (stopSnapshotMin), so a restart restores it instead of replaying the log. A kill -9 replays at most the
+// threshold's worth.
+func (n *Node) snapshotBeforeStop() {
+	st := n.raft.Stats()
+	last, _ := strconv.ParseUint(st["last_snapshot_index"], 10, 64)
+	applied, _ := strconv.ParseUint(st["applied_index"], 10, 64)
+	if applied < last+stopSnapshotMin {
+		return
+	}
+	start := time.Now()
+	if err := n.raft.Snapshot().Error(); err != nil {
+		n.log.Warn("snapshot before stopping", "err", err)
+		return
+	}
+	n.log.Info("took a snapshot before stopping", "index", applied, "took", time.Since(start).Round(time.Millisecond))
 }
