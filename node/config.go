@@ -59,8 +59,11 @@ type Timing struct {
 	// GossipProbeInterval and GossipPushPull tune memberlist's failure detection and full-state syncs.
 	GossipProbeInterval time.Duration
 	GossipPushPull      time.Duration
-	// SnapshotThreshold is how many log entries trigger a Raft snapshot.
+	// SnapshotThreshold is how many log entries trigger a Raft snapshot (the node raises it as the state grows:
+	// snapshots.go); SnapshotInterval how often Raft checks (it staggers up to twice this). Snapshots are encoded
+	// off the state lock, so checking often is cheap, and it bounds the log a kill -9 restart replays.
 	SnapshotThreshold uint64
+	SnapshotInterval  time.Duration
 	// PruneInterval is how often the leader prunes history by the retention (raftfsm/retention.go).
 	PruneInterval time.Duration
 }
@@ -83,6 +86,7 @@ func LANTiming() Timing {
 		GossipProbeInterval: 500 * time.Millisecond,
 		GossipPushPull:      15 * time.Second,
 		SnapshotThreshold:   8192,
+		SnapshotInterval:    5 * time.Second,
 		PruneInterval:       time.Minute,
 	}
 }

@@ -300,6 +300,9 @@ func (n *Node) startRaft() error {
 	t := n.cfg.Timing
 	rc.HeartbeatTimeout, rc.ElectionTimeout, rc.LeaderLeaseTimeout = t.HeartbeatTimeout, t.ElectionTimeout, t.LeaderLeaseTimeout
 	rc.SnapshotThreshold = t.SnapshotThreshold
+	if t.SnapshotInterval > 0 {
+		rc.SnapshotInterval = t.SnapshotInterval
+	}
 	rc.MaxAppendEntries = 256
 	rc.BatchApplyCh = true
 	rc.NotifyCh = n.leaderCh
