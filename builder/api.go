@@ -4,8 +4,6 @@ import (
 	"context"
 	"errors"
 	"net/http"
-	"sort"
-	"strconv"
 	"time"
 
 	"github.com/shoal-ci/shoal/node"
@@ -78,13 +76,13 @@ func (s *Service) listBuilds(w http.ResponseWriter, r *http.Request) error {
 	name := r.PathValue("app")
 	q := r.URL.Query()
 	state := q.Get("state")
-	limit := 100
-	if v := q.Get("limit"); v != "" {
-		n, err := strconv.Atoi(v)
-		if err != nil || n <= 0 {
-			return badRequest("limit %q is not a positive number", v)
-		}
-		limit = n
+	limit, cursor, err := node.PageParams(r, 100)
+	if err != nil {
+		return err
+	}
+	after, err := node.IndexCursor(cursor)
+	if err != nil {
+		return err
 	}
 	var (
 		out     = []BuildView{}
@@ -94,8 +92,9 @@ func (s *Service) listBuilds(w http.ResponseWriter, r *http.Request) error {
 	s.n.FSM().Read(func(st *raftfsm.State) {
 		_, exists = st.Apps[name]
 		var waiting map[string]string
-		for _, b := range st.Builds {
-			if b.App == name && (state == "" || b.State == state) {
+		bs := st.AppBuilds(name) // the app's own builds, oldest first
+		for i := len(bs) - 1; i >= 0; i-- {
+			if b := bs[i]; state == "" || b.State == state {
 				if b.State == raftfsm.BuildQueued && waiting == nil {
 					waiting = PlanBuilds(st, servers).Waiting
 				}
@@ -106,10 +105,9 @@ func (s *Service) listBuilds(w http.ResponseWriter, r *http.Request) error {
 	if !exists {
 		return notFound("app %q does not exist", name)
 	}
-	sort.Slice(out, func(i, j int) bool { return out[i].Number > out[j].Number })
-	if len(out) > limit {
-		out = out[:limit]
-	}
+	// Newest first; the cursor is the creation index of the last build of the previous page.
+	out, next := node.PageNewest(out, func(b BuildView) uint64 { return b.CreateIndex }, after, limit)
+	node.SetNextCursor(w, next)
 	s.n.WriteJSON(w, http.StatusOK, out)
 	return nil
 }
@@ -157,22 +155,30 @@ func (s *Service) listReleases(w http.ResponseWriter, r *http.Request) error {
 		return err
 	}
 	name := r.PathValue("app")
+	limit, cursor, err := node.PageParams(r, 0)
+	if err != nil {
+		return err
+	}
+	after, err := node.IndexCursor(cursor)
+	if err != nil {
+		return err
+	}
 	var (
 		out    = []raftfsm.Release{}
 		exists bool
 	)
 	s.n.FSM().Read(func(st *raftfsm.State) {
 		_, exists = st.Apps[name]
-		for _, rel := range st.Releases {
-			if rel.App == name {
-				out = append(out, *rel)
-			}
+		rs := st.AppReleases(name) // oldest first
+		for i := len(rs) - 1; i >= 0; i-- {
+			out = append(out, *rs[i])
 		}
 	})
 	if !exists {
 		return notFound("app %q does not exist", name)
 	}
-	sort.Slice(out, func(i, j int) bool { return out[i].CreateIndex > out[j].CreateIndex })
+	out, next := node.PageNewest(out, func(r raftfsm.Release) uint64 { return r.CreateIndex }, after, limit)
+	node.SetNextCursor(w, next)
 	s.n.WriteJSON(w, http.StatusOK, out)
 	return nil
 }

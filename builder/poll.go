@@ -38,8 +38,8 @@ func (s *Service) poll(leaderCtx context.Context, term uint64) {
 		changed := s.n.FSM().Changed()
 		var apps []polled
 		s.n.FSM().Read(func(st *raftfsm.State) {
-			for _, a := range st.Apps {
-				if a.PollInterval > 0 && a.Repo != "" {
+			for _, a := range st.PolledApps() {
+				if a.Repo != "" {
 					apps = append(apps, polled{a.Name, a.Repo, a.Branch, max(time.Duration(a.PollInterval), minPollInterval)})
 				}
 			}

@@ -130,6 +130,8 @@ func Attach(n *node.Node, opts Options) (*Service, error) {
 		s.wg.Add(1)
 		go s.work()
 	}
+	s.wg.Add(1)
+	go s.pruneLogsLoop()
 	return s, nil
 }
 

@@ -65,7 +65,7 @@ func newMetrics(reg prometheus.Registerer, fsm *raftfsm.FSM) (*metrics, error) {
 	}, func() float64 {
 		n := 0
 		fsm.Read(func(s *raftfsm.State) {
-			for _, b := range s.Builds {
+			for _, b := range s.LiveBuilds() {
 				if b.State == raftfsm.BuildQueued {
 					n++
 				}

@@ -62,6 +62,21 @@ func (c *Client) url(path string) string {
 // Do sends a request with an optional JSON body and decodes a JSON answer into out (if not nil). It returns the
 // state index the node reported.
 func (c *Client) Do(ctx context.Context, method, path string, in, out any) (uint64, error) {
+	return c.do(ctx, method, path, in, out, nil)
+}
+
+// GetPage is Get for a paged list (GET /v1/apps?limit=N&cursor=C): it returns the cursor of the next page from
+// the X-Shoal-Next-Cursor header, "" when this page is the last.
+func (c *Client) GetPage(ctx context.Context, path string, out any) (next string, err error) {
+	var h http.Header
+	_, err = c.do(ctx, http.MethodGet, path, nil, out, &h)
+	if h != nil {
+		next = h.Get("X-Shoal-Next-Cursor")
+	}
+	return next, err
+}
+
+func (c *Client) do(ctx context.Context, method, path string, in, out any, hdr *http.Header) (uint64, error) {
 	var body []byte
 	if in != nil {
 		var err error
@@ -71,7 +86,7 @@ func (c *Client) Do(ctx context.Context, method, path string, in, out any) (uint
 	}
 	deadline := time.Now().Add(c.RetryNoLeader)
 	for {
-		idx, err := c.once(ctx, method, path, body, out)
+		idx, err := c.once(ctx, method, path, body, out, hdr)
 		var ae *Error
 		if errors.As(err, &ae) && ae.Status == http.StatusServiceUnavailable && ae.Code == "no_leader" && time.Now().Before(deadline) && ctx.Err() == nil {
 			if c.OnRetry != nil {
@@ -88,7 +103,7 @@ func (c *Client) Do(ctx context.Context, method, path string, in, out any) (uint
 	}
 }
 
-func (c *Client) once(ctx context.Context, method, path string, body []byte, out any) (uint64, error) {
+func (c *Client) once(ctx context.Context, method, path string, body []byte, out any, hdr *http.Header) (uint64, error) {
 	var rd io.Reader
 	if body != nil {
 		rd = bytes.NewReader(body)
@@ -111,6 +126,9 @@ func (c *Client) once(ctx context.Context, method, path string, body []byte, out
 		return 0, fmt.Errorf("cannot reach the Shoal API at %s: %w (is a node running there? set --addr or SHOAL_ADDR)", c.Addr, err)
 	}
 	defer resp.Body.Close()
+	if hdr != nil {
+		*hdr = resp.Header
+	}
 	var idx uint64
 	fmt.Sscan(resp.Header.Get("X-Shoal-Index"), &idx)
 	for {

@@ -147,8 +147,8 @@ func (r *runtimeReporter) report() {
 
 // runningDeployment returns e's running deployment, if any.
 func runningDeployment(s *raftfsm.State, e *raftfsm.Env) *raftfsm.Deployment {
-	for _, dep := range s.Deploys {
-		if dep.Env == e.Name && dep.App == e.App && dep.State == raftfsm.DeployRunning {
+	for _, dep := range s.EnvDeploys(e.Name) {
+		if dep.App == e.App && dep.State == raftfsm.DeployRunning {
 			return dep
 		}
 	}

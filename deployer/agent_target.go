@@ -66,8 +66,8 @@ type target struct {
 // Pending deployments and those waiting for approval have not started and change nothing yet.
 func desiredFor(s *raftfsm.State, e *raftfsm.Env, me string) target {
 	var running, lastDone *raftfsm.Deployment
-	for _, d := range s.Deploys {
-		if d.Env != e.Name || d.App != e.App {
+	for _, d := range s.EnvDeploys(e.Name) {
+		if d.App != e.App {
 			continue
 		}
 		if d.State == raftfsm.DeployRunning {

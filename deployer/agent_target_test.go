@@ -16,7 +16,7 @@ func TestDesiredFor(t *testing.T) {
 	e := f.s.Envs["prod"]
 	want := func(who string, kind, release string, live bool) {
 		t.Helper()
-		got := desiredFor(f.s, e, who)
+		got := desiredFor(f.state(), e, who)
 		if got.Kind != kind || got.Release != release || got.Live != live || (got.Dep != nil) != live {
 			t.Fatalf("%s: got %+v, want kind=%q release=%q live=%v", who, got, kind, release, live)
 		}
@@ -114,7 +114,7 @@ func TestPlanProgressDeadline(t *testing.T) {
 	d.BatchStartedAt = start
 	d.Nodes["a"] = &raftfsm.NodeStatus{State: raftfsm.NodeDownloading, Phase: "Fetch", UpdatedAt: start.Add(30 * time.Second)}
 	members := aliveMembers("a", "b", "c")
-	at := func(after time.Duration) []action { return plannerAt(start.Add(after), members...).plan(f.s) }
+	at := func(after time.Duration) []action { return plannerAt(start.Add(after), members...).plan(f.state()) }
 	if got := commands(at(59 * time.Second)); got != "" {
 		t.Fatalf("in time: %s", got)
 	}

@@ -9,8 +9,6 @@ import (
 	"net/http"
 	"os"
 	"slices"
-	"sort"
-	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -231,31 +229,28 @@ func (d *Deployer) listDeployments(w http.ResponseWriter, r *http.Request) error
 		return err
 	}
 	env := r.PathValue("env")
-	limit := 20
-	if s := r.URL.Query().Get("limit"); s != "" {
-		v, err := strconv.Atoi(s)
-		if err != nil || v < 0 {
-			return node.Errorf(http.StatusBadRequest, "limit %q is not a number (0 means all)", s)
-		}
-		limit = v
+	limit, cursor, err := node.PageParams(r, 20)
+	if err != nil {
+		return err
+	}
+	after, err := node.IndexCursor(cursor)
+	if err != nil {
+		return err
 	}
 	out := []raftfsm.Deployment{}
 	exists := false
 	d.n.FSM().Read(func(s *raftfsm.State) {
 		_, exists = s.Envs[env]
-		for _, dep := range s.Deploys {
-			if dep.Env == env {
-				out = append(out, copyDeployment(dep))
-			}
+		ds := s.EnvDeploys(env) // the environment's own deployments, oldest first
+		for i := len(ds) - 1; i >= 0; i-- {
+			out = append(out, copyDeployment(ds[i]))
 		}
 	})
 	if !exists && len(out) == 0 {
 		return node.Errorf(http.StatusNotFound, "environment %q does not exist", env)
 	}
-	sort.Slice(out, func(i, j int) bool { return out[i].CreateIndex > out[j].CreateIndex })
-	if limit > 0 && len(out) > limit {
-		out = out[:limit]
-	}
+	out, next := node.PageNewest(out, func(d raftfsm.Deployment) uint64 { return d.CreateIndex }, after, limit)
+	node.SetNextCursor(w, next)
 	d.n.WriteJSON(w, http.StatusOK, out)
 	return nil
 }

@@ -250,6 +250,7 @@ func TestEnvRuntimeDrift(t *testing.T) {
 	// While a deployment runs, servers differ on purpose.
 	s.Deploys["d1"] = &raftfsm.Deployment{ID: "d1", Kind: raftfsm.DeployKindDeploy, App: "web", Env: "prod", Release: "v3",
 		State: raftfsm.DeployRunning, Batches: [][]string{{"n1"}, {"n2"}}, Nodes: map[string]*raftfsm.NodeStatus{}}
+	s.Reindex() // the test edits the maps by hand
 	for _, sr := range envRuntime(s, s.Envs["prod"], members) {
 		if sr.Deploying != "d1" || sr.Drift != "" {
 			t.Errorf("during a deployment %s: %+v", sr.Node, sr)

@@ -122,14 +122,11 @@ type planner struct {
 // creation order), then auto deploys and promotions.
 func (p *planner) plan(s *raftfsm.State) []action {
 	var open []*raftfsm.Deployment
-	busy := map[string]bool{} // environments with an unfinished deployment
-	for _, d := range s.Deploys {
-		if !d.Finished() {
-			open = append(open, d)
-			busy[d.Env] = true
-		}
+	busy := map[string]bool{}           // environments with an unfinished deployment
+	for _, d := range s.OpenDeploys() { // oldest first
+		open = append(open, d)
+		busy[d.Env] = true
 	}
-	sort.Slice(open, func(i, j int) bool { return open[i].CreateIndex < open[j].CreateIndex })
 	var out []action
 	for _, d := range open {
 		e := s.Envs[d.Env]
@@ -374,7 +371,7 @@ func (p *planner) finish(e *raftfsm.Env, d *raftfsm.Deployment, state, errText, 
 // idle, is not fed by a pipeline, and has not yet seen the newest release of its app's branch.
 func (p *planner) autoDeploys(s *raftfsm.State, busy map[string]bool) []action {
 	fed := map[string]bool{}
-	for app := range s.Apps {
+	for app := range s.Pipelines {
 		for i, st := range pipelineStages(s, app) {
 			if i > 0 {
 				fed[st.Env] = true
@@ -410,9 +407,9 @@ func latestRelease(s *raftfsm.State, app string) *raftfsm.Release {
 		return nil
 	}
 	var best *raftfsm.Release
-	for _, r := range s.Releases {
+	for _, r := range s.AppReleases(app) {
 		// A pull request's release is never picked automatically.
-		if r.App != app || r.PullRequest > 0 || (r.Branch != "" && a.Branch != "" && r.Branch != a.Branch) {
+		if r.PullRequest > 0 || (r.Branch != "" && a.Branch != "" && r.Branch != a.Branch) {
 			continue
 		}
 		if best == nil || r.CreateIndex > best.CreateIndex {
@@ -424,8 +421,8 @@ func latestRelease(s *raftfsm.State, app string) *raftfsm.Release {
 
 // deployedTo reports whether any deployment (of any outcome) ever sent version to env.
 func deployedTo(s *raftfsm.State, env, version string) bool {
-	for _, d := range s.Deploys {
-		if d.Env == env && d.Kind == raftfsm.DeployKindDeploy && d.Release == version {
+	for _, d := range s.EnvDeploys(env) {
+		if d.Kind == raftfsm.DeployKindDeploy && d.Release == version {
 			return true
 		}
 	}
@@ -446,7 +443,7 @@ func (p *planner) promotions(s *raftfsm.State, busy map[string]bool) []action {
 			open[d.Env] = append(open[d.Env], d)
 		}
 	}
-	for _, app := range sortedKeys(s.Apps) {
+	for _, app := range sortedKeys(s.Pipelines) {
 		stages := pipelineStages(s, app)
 		for i := 1; i < len(stages); i++ {
 			prev, next := s.Envs[stages[i-1].Env], s.Envs[stages[i].Env]
@@ -461,8 +458,8 @@ func (p *planner) promotions(s *raftfsm.State, busy map[string]bool) []action {
 				continue
 			}
 			var last *raftfsm.Deployment
-			for _, d := range s.Deploys {
-				if d.Env == prev.Name && d.Kind == raftfsm.DeployKindDeploy && d.State == raftfsm.DeploySucceeded &&
+			for _, d := range s.EnvDeploys(prev.Name) {
+				if d.Kind == raftfsm.DeployKindDeploy && d.State == raftfsm.DeploySucceeded &&
 					(last == nil || d.CreateIndex > last.CreateIndex) {
 					last = d
 				}

@@ -73,6 +73,9 @@ func newPlanFixture() *planFixture {
 
 func (f *planFixture) next() uint64 { f.idx++; return f.idx }
 
+// state returns the fixture's state with its index rebuilt: the tests edit the maps by hand.
+func (f *planFixture) state() *raftfsm.State { f.s.Reindex(); return f.s }
+
 func (f *planFixture) release(v string) *raftfsm.Release {
 	r := &raftfsm.Release{App: "web", Version: v, Branch: "main", Digest: strings.Repeat("a", 64), Meta: raftfsm.Meta{CreateIndex: f.next()}}
 	f.s.Releases[raftfsm.ReleaseKey("web", v)] = r
@@ -135,25 +138,25 @@ func TestPlanAdvancesBatches(t *testing.T) {
 	f.release("v2")
 	p := plannerAt(time.Unix(2000, 0), aliveMembers("a", "b", "c")...)
 	d := f.deploy(raftfsm.DeployKindDeploy, "v2", raftfsm.DeployPending, [][]string{{"a"}, {"b"}, {"c"}}, 0)
-	if got := commands(p.plan(f.s)); got != "update d3 running batch=0" {
+	if got := commands(p.plan(f.state())); got != "update d3 running batch=0" {
 		t.Fatalf("pending: %s", got)
 	}
 	d.State = raftfsm.DeployRunning
-	if got := commands(p.plan(f.s)); got != "" {
+	if got := commands(p.plan(f.state())); got != "" {
 		t.Fatalf("batch 1 working: %s", got)
 	}
 	status(d, "a", raftfsm.NodeStarting)
-	if got := commands(p.plan(f.s)); got != "" {
+	if got := commands(p.plan(f.state())); got != "" {
 		t.Fatalf("batch 1 still starting: %s", got)
 	}
 	status(d, "a", raftfsm.NodeHealthy)
-	if got := commands(p.plan(f.s)); got != "update d3 running batch=1" {
+	if got := commands(p.plan(f.state())); got != "update d3 running batch=1" {
 		t.Fatalf("batch 1 healthy: %s", got)
 	}
 	d.Batch = 2
 	status(d, "b", raftfsm.NodeHealthy)
 	status(d, "c", raftfsm.NodeHealthy)
-	if got := commands(p.plan(f.s)); got != "update d3 succeeded batch=2 desired=v2" {
+	if got := commands(p.plan(f.state())); got != "update d3 succeeded batch=2 desired=v2" {
 		t.Fatalf("last batch healthy: %s", got)
 	}
 }
@@ -165,12 +168,12 @@ func TestPlanAbortsAndRollsBack(t *testing.T) {
 	p := plannerAt(time.Unix(2000, 0), aliveMembers("a", "b", "c")...)
 	d := f.deploy(raftfsm.DeployKindDeploy, "v2", raftfsm.DeployRunning, [][]string{{"a"}, {"b"}, {"c"}}, 0)
 	status(d, "a", raftfsm.NodeFailed)
-	got := commands(p.plan(f.s))
+	got := commands(p.plan(f.state()))
 	want := "pin prod true; update d3 rolled_back batch=0 +rollback(deploy v1 by=auto-rollback of d3)"
 	if got != want {
 		t.Fatalf("plan:\n%s\nwant:\n%s", got, want)
 	}
-	acts := p.plan(f.s)
+	acts := p.plan(f.state())
 	u := acts[1].cmd.(*raftfsm.DeployUpdate)
 	if !strings.Contains(u.Error, "1 of 1 servers failed") || !strings.Contains(u.Error, "a: boom on a") {
 		t.Fatalf("the error says who failed and why: %q", u.Error)
@@ -185,18 +188,18 @@ func TestPlanAbortsAndRollsBack(t *testing.T) {
 
 	// Within abort_after, a failure is tolerated and the rollout goes on.
 	d.Strategy.AbortAfter = 1
-	if got := commands(p.plan(f.s)); got != "update d3 running batch=1" {
+	if got := commands(p.plan(f.state())); got != "update d3 running batch=1" {
 		t.Fatalf("tolerated failure: %s", got)
 	}
 	// Without auto rollback, or without a stable release, the deployment just fails.
 	d.Strategy.AbortAfter = 0
 	d.Strategy.AutoRollback = false
-	if got := commands(p.plan(f.s)); got != "update d3 failed batch=0" {
+	if got := commands(p.plan(f.state())); got != "update d3 failed batch=0" {
 		t.Fatalf("no auto rollback: %s", got)
 	}
 	d.Strategy.AutoRollback = true
 	f.s.Envs["prod"].Stable = ""
-	if got := commands(p.plan(f.s)); got != "update d3 failed batch=0" {
+	if got := commands(p.plan(f.state())); got != "update d3 failed batch=0" {
 		t.Fatalf("no stable release: %s", got)
 	}
 }
@@ -211,11 +214,11 @@ func TestPlanServerDown(t *testing.T) {
 	status(d, "a", raftfsm.NodeHealthy)
 	status(d, "b", raftfsm.NodeHealthy)
 	// Down for 10 s: wait.
-	if got := commands(plannerAt(time.Unix(2000, 0), members...).plan(f.s)); got != "" {
+	if got := commands(plannerAt(time.Unix(2000, 0), members...).plan(f.state())); got != "" {
 		t.Fatalf("briefly down: %s", got)
 	}
 	// Down past deadAfter: counted as failed (and tolerated here), so the deployment ends.
-	got := commands(plannerAt(time.Unix(2100, 0), members...).plan(f.s))
+	got := commands(plannerAt(time.Unix(2100, 0), members...).plan(f.state()))
 	if got != "status d3 c failed; update d3 succeeded batch=0 desired=v2" {
 		t.Fatalf("down for good: %s", got)
 	}
@@ -228,7 +231,7 @@ func TestPlanMinHealthy(t *testing.T) {
 	d.Strategy = raftfsm.Strategy{Kind: "rolling", BatchSize: 1, MinHealthy: 3, AbortAfter: 1}
 	status(d, "a", raftfsm.NodeFailed)
 	// a failed (tolerated); starting b would leave c and d healthy: 2 < 3.
-	got := commands(plannerAt(time.Unix(2000, 0), aliveMembers("a", "b", "c", "d")...).plan(f.s))
+	got := commands(plannerAt(time.Unix(2000, 0), aliveMembers("a", "b", "c", "d")...).plan(f.state()))
 	if got != "update d3 failed batch=0" {
 		t.Fatalf("min healthy: %s", got)
 	}
@@ -239,27 +242,27 @@ func TestPlanAutoDeploy(t *testing.T) {
 	e := f.s.Envs["prod"]
 	e.AutoDeploy = true
 	p := plannerAt(time.Unix(2000, 0), aliveMembers("a")...)
-	if got := commands(p.plan(f.s)); got != "" {
+	if got := commands(p.plan(f.state())); got != "" {
 		t.Fatalf("v1 is already desired: %s", got)
 	}
 	f.release("v2")
-	if got := commands(p.plan(f.s)); got != "create prod deploy v2 by=auto-deploy" {
+	if got := commands(p.plan(f.state())); got != "create prod deploy v2 by=auto-deploy" {
 		t.Fatalf("new release: %s", got)
 	}
 	e.Pinned = true
-	if got := commands(p.plan(f.s)); got != "" {
+	if got := commands(p.plan(f.state())); got != "" {
 		t.Fatalf("pinned: %s", got)
 	}
 	e.Pinned = false
 	// A release of another branch is not this app's to deploy.
 	r := f.release("v3")
 	r.Branch = "feature"
-	if got := commands(p.plan(f.s)); got != "create prod deploy v2 by=auto-deploy" {
+	if got := commands(p.plan(f.state())); got != "create prod deploy v2 by=auto-deploy" {
 		t.Fatalf("other branch: %s", got)
 	}
 	// A release that was deployed once (and failed) is not tried again by itself.
 	f.deploy(raftfsm.DeployKindDeploy, "v2", raftfsm.DeployRolledBack, [][]string{{"a"}}, 0)
-	if got := commands(p.plan(f.s)); got != "" {
+	if got := commands(p.plan(f.state())); got != "" {
 		t.Fatalf("already tried: %s", got)
 	}
 }

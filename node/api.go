@@ -274,6 +274,7 @@ func (n *Node) routes() {
 	n.Handle("POST /v1/mesh/ca/rotate", raftfsm.RoleAdmin, n.postRotateCA)
 	n.apiApps()
 	n.apiEnvs()
+	n.apiRetention()
 	n.apiTokens()
 	n.apiEvents()
 	n.mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {

@@ -101,13 +101,22 @@ func (n *Node) apiApps() {
 		if err := n.BeginRead(r); err != nil {
 			return err
 		}
+		limit, cursor, err := PageParams(r, 0)
+		if err != nil {
+			return err
+		}
 		out := []AppView{}
+		var more bool
 		n.fsm.Read(func(s *raftfsm.State) {
-			for _, a := range s.Apps {
+			var page []*raftfsm.App
+			page, more = s.AppPage(cursor, limit) // by name, from the sorted index: a page costs its own size
+			for _, a := range page {
 				out = append(out, viewApp(a))
 			}
 		})
-		sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
+		if more {
+			SetNextCursor(w, out[len(out)-1].Name)
+		}
 		n.WriteJSON(w, http.StatusOK, out)
 		return nil
 	})
@@ -329,15 +338,35 @@ func (n *Node) apiEnvs() {
 			return err
 		}
 		app := r.URL.Query().Get("app")
+		limit, cursor, err := PageParams(r, 0)
+		if err != nil {
+			return err
+		}
 		out := []raftfsm.Env{}
+		var more bool
 		n.fsm.Read(func(s *raftfsm.State) {
-			for _, e := range s.Envs {
-				if app == "" || e.App == app {
-					out = append(out, viewEnv(e))
+			var page []*raftfsm.Env
+			if app == "" {
+				page, more = s.EnvPage(cursor, limit)
+			} else {
+				for _, e := range s.AppEnvs(app) { // by name
+					if e.Name <= cursor {
+						continue
+					}
+					if limit > 0 && len(page) == limit {
+						more = true
+						break
+					}
+					page = append(page, e)
 				}
 			}
+			for _, e := range page {
+				out = append(out, viewEnv(e))
+			}
 		})
-		sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
+		if more {
+			SetNextCursor(w, out[len(out)-1].Name)
+		}
 		n.WriteJSON(w, http.StatusOK, out)
 		return nil
 	})

@@ -64,8 +64,13 @@ type Timing struct {
 	// GossipProbeInterval and GossipPushPull tune memberlist's failure detection and full-state syncs.
 	GossipProbeInterval time.Duration
 	GossipPushPull      time.Duration
-	// SnapshotThreshold is how many log entries trigger a Raft snapshot.
+	// SnapshotThreshold is how many log entries trigger a Raft snapshot (the node raises it as the state grows:
+	// snapshots.go); SnapshotInterval how often Raft checks (it staggers up to twice this). Snapshots are encoded
+	// off the state lock, so checking often is cheap, and it bounds the log a kill -9 restart replays.
 	SnapshotThreshold uint64
+	SnapshotInterval  time.Duration
+	// PruneInterval is how often the leader prunes history by the retention (raftfsm/retention.go).
+	PruneInterval time.Duration
 }
 
 // LANTiming is the default profile: Raft timeouts tuned for servers on one LAN (hashicorp/raft's defaults are
@@ -86,6 +91,8 @@ func LANTiming() Timing {
 		GossipProbeInterval: 500 * time.Millisecond,
 		GossipPushPull:      15 * time.Second,
 		SnapshotThreshold:   8192,
+		SnapshotInterval:    5 * time.Second,
+		PruneInterval:       time.Minute,
 	}
 }
 
@@ -118,6 +125,7 @@ func TestTiming() Timing {
 	t.ReconcileInterval = 500 * time.Millisecond
 	t.GossipProbeInterval = 200 * time.Millisecond
 	t.GossipPushPull = 2 * time.Second
+	t.PruneInterval = 300 * time.Millisecond
 	return t
 }
 

@@ -130,6 +130,7 @@ func Open(cfg Config) (*Node, error) {
 		}
 	}
 	n.metrics = newMetrics(cfg.Registry, n)
+	n.OnLeader(n.pruneLoop)
 	if err := n.start(); err != nil {
 		n.Close()
 		return nil, err
@@ -170,10 +171,11 @@ func (n *Node) start() error {
 	if err := n.startGossip(); err != nil {
 		return err
 	}
-	n.wg.Add(3)
+	n.wg.Add(4)
 	go n.leaderLoop()
 	go n.rejoinLoop()
 	go n.renewLoop()
+	go n.snapshotTuner()
 	return nil
 }
 
@@ -197,6 +199,7 @@ func (n *Node) Close() error {
 			_ = n.gossip.Shutdown()
 		}
 		if n.raft != nil {
+			n.snapshotBeforeStop()
 			if err := n.raft.Shutdown().Error(); err != nil {
 				n.log.Warn("raft shutdown", "err", err)
 			}
@@ -328,6 +331,9 @@ func (n *Node) startRaft() error {
 	t := n.cfg.Timing
 	rc.HeartbeatTimeout, rc.ElectionTimeout, rc.LeaderLeaseTimeout = t.HeartbeatTimeout, t.ElectionTimeout, t.LeaderLeaseTimeout
 	rc.SnapshotThreshold = t.SnapshotThreshold
+	if t.SnapshotInterval > 0 {
+		rc.SnapshotInterval = t.SnapshotInterval
+	}
 	rc.MaxAppendEntries = 256
 	rc.BatchApplyCh = true
 	rc.NotifyCh = n.leaderCh

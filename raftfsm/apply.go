@@ -43,14 +43,14 @@ func apply(s *State, index uint64, c Command) (any, *Error) {
 		if p := s.Pipelines[e.App]; p != nil && slices.ContainsFunc(p.Stages, func(st PipelineStage) bool { return st.Env == c.Name }) {
 			return nil, conflict("environment %q is a stage of app %q's pipeline: remove it from the pipeline first", c.Name, e.App)
 		}
-		delete(s.Envs, c.Name)
+		s.removeEnv(c.Name)
 		dropRuntimes(s, c.Name, "")
 		return nil, nil
 	case *PipelinePut:
 		return applyPipelinePut(s, index, c)
 	case *EnvPin:
-		e, ok := s.Envs[c.Name]
-		if !ok {
+		e := s.editEnv(c.Name)
+		if e == nil {
 			return nil, notFound("environment %q does not exist", c.Name)
 		}
 		e.Pinned, e.PinReason = c.Pinned, c.Reason
@@ -78,7 +78,8 @@ func apply(s *State, index uint64, c Command) (any, *Error) {
 			return nil, badRequest("a release holder needs a node name")
 		}
 		if !slices.Contains(r.Holders, c.Node) {
-			r.Holders = append(r.Holders, c.Node)
+			r = s.editRelease(ReleaseKey(c.App, c.Version))
+			r.Holders = append(slices.Clone(r.Holders), c.Node)
 			slices.Sort(r.Holders)
 			r.ModifyIndex = index
 		}
@@ -86,8 +87,8 @@ func apply(s *State, index uint64, c Command) (any, *Error) {
 	case *ReleaseDrop:
 		return applyReleaseDrop(s, index, c)
 	case *ReleaseCreate:
-		a, ok := s.Apps[c.Release.App]
-		if !ok {
+		a := s.editApp(c.Release.App)
+		if a == nil {
 			return nil, notFound("app %q does not exist", c.Release.App)
 		}
 		return addRelease(s, index, a, c.Release)
@@ -113,6 +114,10 @@ func apply(s *State, index uint64, c Command) (any, *Error) {
 		return applyRuntimeSet(s, index, c)
 	case *NodeStatusSet:
 		return applyNodeStatus(s, index, c)
+	case *Prune:
+		return applyPrune(s, c)
+	case *RetentionSet:
+		return applyRetentionSet(s, index, c)
 	}
 	if v, err, ok := applyNotify(s, index, c); ok {
 		return v, err
@@ -223,6 +228,7 @@ func applyAppPut(s *State, index uint64, c *AppPut) (any, *Error) {
 	}
 	a.ModifyIndex = index
 	s.Apps[a.Name] = &a
+	s.indexApp(&a)
 	return &a, nil
 }
 
@@ -231,27 +237,20 @@ func applyAppDelete(s *State, c *AppDelete) (any, *Error) {
 		return nil, notFound("app %q does not exist", c.Name)
 	}
 	var envs []string
-	for _, e := range s.Envs {
-		if e.App == c.Name {
-			envs = append(envs, e.Name)
-		}
+	for _, e := range s.AppEnvs(c.Name) {
+		envs = append(envs, e.Name)
 	}
 	if len(envs) > 0 {
-		slices.Sort(envs)
 		return nil, conflict("app %q still has environments %s: delete them first", c.Name, strings.Join(envs, ", "))
 	}
-	delete(s.Apps, c.Name)
+	s.removeApp(c.Name)
 	delete(s.Deliveries, c.Name)
 	delete(s.Pipelines, c.Name)
-	for k, b := range s.Builds {
-		if b.App == c.Name {
-			delete(s.Builds, k)
-		}
+	for _, b := range s.AppBuilds(c.Name) {
+		s.removeBuild(b.ID)
 	}
-	for k, r := range s.Releases {
-		if r.App == c.Name {
-			delete(s.Releases, k)
-		}
+	for _, r := range s.AppReleases(c.Name) {
+		s.removeRelease(ReleaseKey(r.App, r.Version))
 	}
 	return nil, nil
 }
@@ -324,6 +323,7 @@ func applyEnvPut(s *State, index uint64, c *EnvPut) (any, *Error) {
 	}
 	e.ModifyIndex = index
 	s.Envs[e.Name] = &e
+	s.indexEnv(&e)
 	return &e, nil
 }
 
@@ -333,8 +333,9 @@ func applyLeaderEpoch(s *State, index uint64, c *LeaderEpoch) (any, *Error) {
 	}
 	s.Term, s.Leader = c.Term, c.Node
 	var requeued []string
-	for id, b := range s.Builds {
-		if b.State == BuildRunning {
+	for _, b := range s.LiveBuilds() {
+		if id := b.ID; b.State == BuildRunning {
+			b = s.editBuild(id)
 			if b.Remote {
 				b.Requeued = fmt.Sprintf("leader term %d began: the assignment to build server %s was term %d's", c.Term, b.Node, b.Term)
 			}
@@ -371,7 +372,7 @@ func applyBuildQueue(s *State, index uint64, c *BuildQueue) (any, *Error) {
 		if slices.Contains(s.Deliveries[c.App], c.Delivery) {
 			return nil, conflict("webhook delivery %q was already received", c.Delivery)
 		}
-		d := append(s.Deliveries[c.App], c.Delivery)
+		d := append(slices.Clone(s.Deliveries[c.App]), c.Delivery)
 		if len(d) > maxDeliveries {
 			d = d[len(d)-maxDeliveries:]
 		}
@@ -380,13 +381,14 @@ func applyBuildQueue(s *State, index uint64, c *BuildQueue) (any, *Error) {
 	// A commit becomes at most one release: a second push or poll of a commit already queued, running or
 	// released for this branch is the same build.
 	if c.Commit != "" && c.Trigger != "manual" {
-		for _, b := range s.Builds {
-			if b.App == c.App && b.Commit == c.Commit && b.Branch == c.Branch && b.PullRequest == c.PullRequest &&
+		for _, b := range s.AppBuilds(c.App) {
+			if b.Commit == c.Commit && b.Branch == c.Branch && b.PullRequest == c.PullRequest &&
 				(b.State == BuildQueued || b.State == BuildRunning || b.State == BuildSucceeded) {
 				return b, nil
 			}
 		}
 	}
+	a = s.editApp(c.App)
 	n := a.NextBuild
 	a.NextBuild++
 	a.ModifyIndex = index
@@ -396,6 +398,7 @@ func applyBuildQueue(s *State, index uint64, c *BuildQueue) (any, *Error) {
 		PullRequest: c.PullRequest, Meta: Meta{CreateIndex: index, ModifyIndex: index},
 	}
 	s.Builds[b.ID] = b
+	s.indexBuild(b)
 	return b, nil
 }
 
@@ -410,9 +413,11 @@ func applyBuildStart(s *State, index uint64, c *BuildStart) (any, *Error) {
 	if b.State != BuildQueued {
 		return nil, conflict("build %q is %s, not queued", c.ID, b.State)
 	}
+	b = s.editBuild(c.ID)
 	b.State, b.Term, b.Node, b.StartedAt = BuildRunning, c.Term, c.Node, c.At
 	b.Attempt++
 	b.ModifyIndex = index
+	s.indexBuild(b)
 	return b, nil
 }
 
@@ -440,6 +445,7 @@ func applyBuildFinish(s *State, index uint64, c *BuildFinish) (any, *Error) {
 	if a == nil {
 		return nil, notFound("app %q of build %q no longer exists", b.App, c.ID)
 	}
+	a, b = s.editApp(b.App), s.editBuild(c.ID) // if addRelease refuses, the copies stored equal the originals
 	var rel *Release
 	if c.State == BuildSucceeded && c.Release != nil {
 		r := *c.Release
@@ -459,13 +465,14 @@ func applyBuildFinish(s *State, index uint64, c *BuildFinish) (any, *Error) {
 		b.Message = c.Message
 	}
 	b.ModifyIndex, a.ModifyIndex = index, index
+	s.indexBuild(b)
 	if rel != nil {
 		return rel, nil
 	}
 	return b, nil
 }
 
-// addRelease validates r and records it as the app's next release (v<N>, or r.Version when the manifest's
+// addRelease validates r and records it as the app's next release (a is a copy from editApp: it is changed) (v<N>, or r.Version when the manifest's
 // CustomVersionCmd gave one, unique per app regardless of case).
 func addRelease(s *State, index uint64, a *App, r Release) (*Release, *Error) {
 	if r.Digest == "" || r.Size < 0 || r.PieceSize <= 0 && r.Size > 0 {
@@ -477,8 +484,8 @@ func addRelease(s *State, index uint64, a *App, r Release) (*Release, *Error) {
 	if !nameRE.MatchString(r.Version) {
 		return nil, badRequest("release version %q is not valid: use letters, digits, '.', '_' or '-'", r.Version)
 	}
-	for _, other := range s.Releases {
-		if other.App == a.Name && strings.EqualFold(other.Version, r.Version) {
+	for _, other := range s.AppReleases(a.Name) {
+		if strings.EqualFold(other.Version, r.Version) {
 			return nil, conflict("app %q already has a release %q: versions must be unique", a.Name, r.Version)
 		}
 	}
@@ -491,12 +498,13 @@ func addRelease(s *State, index uint64, a *App, r Release) (*Release, *Error) {
 	}
 	a.ModifyIndex = index
 	s.Releases[ReleaseKey(r.App, r.Version)] = &r
+	s.indexRelease(&r)
 	return &r, nil
 }
 
 func applyBuildCancel(s *State, index uint64, c *BuildCancel) (any, *Error) {
-	b, ok := s.Builds[c.ID]
-	if !ok {
+	b := s.editBuild(c.ID)
+	if b == nil {
 		return nil, notFound("build %q does not exist", c.ID)
 	}
 	switch b.State {
@@ -508,6 +516,7 @@ func applyBuildCancel(s *State, index uint64, c *BuildCancel) (any, *Error) {
 		return nil, conflict("build %q already ended (%s)", c.ID, b.State)
 	}
 	b.ModifyIndex = index
+	s.indexBuild(b)
 	return b, nil
 }
 
@@ -535,6 +544,7 @@ func applyNodeStatus(s *State, index uint64, c *NodeStatusSet) (any, *Error) {
 	if cur := d.Nodes[c.Node]; cur != nil && cur.State == NodeFailed {
 		return nil, conflict("server %q already failed in deployment %q: a failure stands", c.Node, c.ID)
 	}
+	d = s.editDeploy(c.ID)
 	st := c.Status
 	d.Nodes[c.Node] = &st
 	d.ModifyIndex = index
@@ -584,8 +594,8 @@ func checkDeployCreate(s *State, c *DeployCreate) (*Deployment, *Error) {
 			return nil, err
 		}
 	}
-	for _, other := range s.Deploys {
-		if other.Env == d.Env && !other.Finished() {
+	for _, other := range s.EnvDeploys(d.Env) {
+		if !other.Finished() {
 			return nil, conflict("environment %q already has deployment %s in progress: wait for it or cancel it", d.Env, other.ID)
 		}
 	}
@@ -609,6 +619,7 @@ func applyDeployCreate(s *State, index uint64, c *DeployCreate) (any, *Error) {
 	}
 	d.Meta = Meta{CreateIndex: index, ModifyIndex: index}
 	s.Deploys[d.ID] = d
+	s.indexDeploy(d)
 	return d, nil
 }
 
@@ -632,6 +643,7 @@ func applyDeployUpdate(s *State, index uint64, c *DeployUpdate) (any, *Error) {
 			return nil, notFound("app %q has no release %q", e.App, c.SetDesired)
 		}
 	}
+	d = s.editDeploy(c.ID) // the check below moves its state for a moment; a refusal leaves an equal copy
 	var rb *Deployment
 	if c.Rollback != nil {
 		if c.State != DeployRolledBack {
@@ -650,6 +662,7 @@ func applyDeployUpdate(s *State, index uint64, c *DeployUpdate) (any, *Error) {
 			return nil, err
 		}
 	}
+	e = s.editEnv(d.Env)
 	if c.SetDesired != "" {
 		e.Desired = c.SetDesired
 		e.ModifyIndex = index
@@ -680,8 +693,10 @@ func applyDeployUpdate(s *State, index uint64, c *DeployUpdate) (any, *Error) {
 		rb.RollbackOf = d.ID
 		rb.Meta = Meta{CreateIndex: index, ModifyIndex: index}
 		s.Deploys[rb.ID] = rb
+		s.indexDeploy(rb)
 		d.Rollback = rb.ID
 	}
+	s.indexDeploy(d)
 	return d, nil
 }
 

@@ -120,6 +120,7 @@ func applyBuildAssign(s *State, index uint64, c *BuildAssign) (any, *Error) {
 	if b.State != BuildQueued {
 		return nil, conflict("build %q is %s, not queued", c.ID, b.State)
 	}
+	b = s.editBuild(c.ID) // copy on write (cow.go): a snapshot may be encoding the old record
 	b.State, b.Term, b.Node, b.StartedAt = BuildRunning, c.Term, c.Node, c.At
 	b.Remote, b.Renewals = true, 0
 	b.Attempt++
@@ -144,6 +145,7 @@ func applyBuildLease(s *State, index uint64, c *BuildLease) (any, *Error) {
 	if err := leaseHolder(b, c.Node, c.Attempt); err != nil {
 		return nil, err
 	}
+	b = s.editBuild(c.ID)
 	b.Renewals++
 	b.ModifyIndex = index
 	return b, nil
@@ -161,6 +163,7 @@ func applyBuildRequeue(s *State, index uint64, c *BuildRequeue) (any, *Error) {
 		return nil, conflict("build %q changed since its lease was seen expiring (now %s, attempt %d, %d renewals)",
 			c.ID, b.State, b.Attempt, b.Renewals)
 	}
+	b = s.editBuild(c.ID)
 	b.State, b.Term, b.Node, b.Remote, b.Renewals = BuildQueued, 0, "", false, 0
 	b.Requeued = c.Reason
 	b.ModifyIndex = index

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"math/rand/v2"
+	"strings"
 	"testing"
 	"time"
 
@@ -32,7 +33,23 @@ func (a *applier) apply(c Command) *Result {
 	a.index++
 	l := &raft.Log{Index: a.index, Term: 1, Type: raft.LogCommand, Data: data}
 	a.log = append(a.log, l)
-	return a.f.Apply(l).(*Result)
+	_, isPrune := c.(*Prune)
+	var needBefore string
+	if isPrune {
+		needBefore = envNeeds(a.f.state)
+	}
+	res := a.f.Apply(l).(*Result)
+	// Whatever a prune names, an accepted one leaves everything an environment needs as it was.
+	if isPrune && res.Err == nil {
+		if after := envNeeds(a.f.state); after != needBefore {
+			a.t.Fatalf("index %d: a prune changed what environments need:\nbefore %s\nafter  %s", a.index, needBefore, after)
+		}
+	}
+	// The derived index must equal one rebuilt from the maps after every entry, applied or refused.
+	if err := a.f.state.checkIndex(); err != nil {
+		a.t.Fatalf("index %d (%T): %v", a.index, c, err)
+	}
+	return res
 }
 
 func (a *applier) ok(c Command) *Result {
@@ -173,13 +190,34 @@ func TestReplayDeterminism(t *testing.T) {
 		n := 50 + r.IntN(250)
 		mid := r.IntN(n)
 		runRandom(a, r, mid)
+		atSnap, _ := a.f.MarshalState()
 		snap, _ := a.f.Snapshot()
-		sink := &memSink{}
-		if err := snap.Persist(sink); err != nil {
+		late, _ := a.f.Snapshot()
+		// Snapshots are encoded while the FSM goes on applying (as Raft does): one during the later entries (the
+		// race detector sees a record changed in place under the encoder), one after them. Both must hold the
+		// state of their index.
+		concurrent := &memSink{}
+		persisted := make(chan error, 1)
+		go func() { persisted <- snap.Persist(concurrent) }()
+		runRandom(a, r, n-mid)
+		if err := <-persisted; err != nil {
 			t.Fatal(err)
 		}
-		runRandom(a, r, n-mid)
+		sink := &memSink{}
+		if err := late.Persist(sink); err != nil {
+			t.Fatal(err)
+		}
+		if !bytes.Equal(concurrent.buf.Bytes(), sink.buf.Bytes()) {
+			t.Fatalf("seed %d: two snapshots of one index differ", seed)
+		}
 		want, _ := a.f.MarshalState()
+		atRestore := New()
+		if err := atRestore.Restore(io.NopCloser(bytes.NewReader(sink.buf.Bytes()))); err != nil {
+			t.Fatal(err)
+		}
+		if got, _ := atRestore.MarshalState(); !bytes.Equal(got, atSnap) {
+			t.Fatalf("seed %d: the snapshot does not hold the state of its index", seed)
+		}
 
 		replay := New()
 		for _, l := range a.log {
@@ -188,6 +226,19 @@ func TestReplayDeterminism(t *testing.T) {
 		got, _ := replay.MarshalState()
 		if !bytes.Equal(want, got) {
 			t.Fatalf("seed %d: replay differs", seed)
+		}
+		// Raft hands a batch of committed entries to ApplyBatch: batches of any size give the same state.
+		batched := New()
+		for i := 0; i < len(a.log); {
+			k := min(len(a.log)-i, 1+r.IntN(40))
+			batched.ApplyBatch(a.log[i : i+k])
+			i += k
+		}
+		if got, _ := batched.MarshalState(); !bytes.Equal(want, got) {
+			t.Fatalf("seed %d: batched replay differs", seed)
+		}
+		if err := batched.state.checkIndex(); err != nil {
+			t.Fatalf("seed %d: batched replay's index: %v", seed, err)
 		}
 
 		restored := New()
@@ -214,7 +265,7 @@ func runRandom(a *applier, r *rand.Rand, n int) {
 	for i := 0; i < n; i++ {
 		at := t0.Add(time.Duration(i) * time.Second)
 		var c Command
-		switch r.IntN(19) {
+		switch r.IntN(22) {
 		case 0:
 			c = &AppPut{App: App{Name: pick(apps), Repo: "/srv/" + pick(apps), AutoBuild: r.IntN(2) == 0}, Create: r.IntN(2) == 0}
 		case 1:
@@ -252,6 +303,18 @@ func runRandom(a *applier, r *rand.Rand, n int) {
 			c = &MemberRejoin{Name: pick(nodes)}
 		case 18:
 			c = &ReleaseDrop{App: []string{"", pick(apps)}[r.IntN(2)], Version: []string{"", "v1", "v2"}[r.IntN(3)], Node: pick(nodes), IfUnused: r.IntN(2) == 0}
+		case 19:
+			c = &Prune{Builds: []string{fmt.Sprintf("%s-%d", pick(apps), 1+r.IntN(4))}, Releases: []string{ReleaseKey(pick(apps), fmt.Sprintf("v%d", 1+r.IntN(2)))},
+				Deploys: []string{fmt.Sprintf("d-%d", r.IntN(6))}, Departed: []string{pick(nodes)}}
+		case 20:
+			c = &RetentionSet{Retention: Retention{Builds: r.IntN(3), Releases: r.IntN(3), Deployments: r.IntN(3) - 1}}
+		case 21:
+			// What a leader would prune now (with whatever retention the sequence set).
+			if p := a.f.state.PrunePlan(at.Add(time.Duration(r.IntN(2)) * 90 * 24 * time.Hour)); p != nil {
+				c = p
+			} else {
+				c = &Prune{}
+			}
 		case 13:
 			c = &TokenCreate{Token: Token{ID: fmt.Sprintf("t%d", r.IntN(4)), Role: []string{RoleAdmin, RoleReader, "x"}[r.IntN(3)], SecretHash: "h", CreatedAt: at}}
 		}
@@ -335,4 +398,38 @@ func TestPipelinesAndDeploymentGuards(t *testing.T) {
 
 	a.ok(&PipelinePut{Pipeline: Pipeline{App: "web"}, CAS: p.ModifyIndex})
 	a.ok(&EnvDelete{Name: "staging"})
+}
+
+// envNeeds describes what every environment needs from the state, for the prune property: per environment its
+// desired and stable releases and rollback target (and whether their records exist), its unfinished, latest and
+// latest succeeded deployments; per app its newest release.
+func envNeeds(s *State) string {
+	var b strings.Builder
+	for _, name := range sortedNames(s.Envs) {
+		e := s.Envs[name]
+		prev := s.PreviousRelease(e)
+		fmt.Fprintf(&b, "%s: desired %s %v stable %s %v previous %s %v;", name, e.Desired, s.Releases[ReleaseKey(e.App, e.Desired)] != nil,
+			e.Stable, s.Releases[ReleaseKey(e.App, e.Stable)] != nil, prev, s.Releases[ReleaseKey(e.App, prev)] != nil)
+	}
+	for _, env := range sortedNames(s.idx().envDeploys) {
+		ds := s.EnvDeploys(env)
+		fmt.Fprintf(&b, " %s latest %s", env, ds[len(ds)-1].ID)
+		for _, d := range ds {
+			if !d.Finished() {
+				fmt.Fprintf(&b, " open %s (%s)", d.ID, d.Release)
+			}
+		}
+		for i := len(ds) - 1; i >= 0; i-- {
+			if ds[i].State == DeploySucceeded {
+				fmt.Fprintf(&b, " ok %s", ds[i].ID)
+				break
+			}
+		}
+	}
+	for _, app := range sortedNames(s.Apps) {
+		if rs := s.AppReleases(app); len(rs) > 0 {
+			fmt.Fprintf(&b, " %s newest %s", app, rs[len(rs)-1].Version)
+		}
+	}
+	return b.String()
 }

@@ -3,7 +3,6 @@ package raftfsm
 import (
 	"errors"
 	"slices"
-	"sort"
 )
 
 // ErrNoLiveHolder is wrapped by errors saying that no live server holds a release's archive, so no server can
@@ -19,16 +18,8 @@ func (s *State) ReleaseUse(app, version string) string {
 	if version == "" {
 		return ""
 	}
-	names := make([]string, 0, len(s.Envs))
-	for name := range s.Envs {
-		names = append(names, name)
-	}
-	sort.Strings(names) // one answer for one state
-	for _, name := range names {
-		e := s.Envs[name]
-		if e.App != app {
-			continue
-		}
+	for _, e := range s.AppEnvs(app) { // sorted by name: one answer for one state
+		name := e.Name
 		switch version {
 		case e.Desired:
 			if e.Pinned {
@@ -42,20 +33,20 @@ func (s *State) ReleaseUse(app, version string) string {
 		}
 	}
 	ids := make([]string, 0)
-	for id, d := range s.Deploys {
-		if d.App == app && !d.Finished() && (d.Release == version || d.Previous == version) {
-			ids = append(ids, id)
+	for _, d := range s.OpenDeploys() {
+		if d.App == app && (d.Release == version || d.Previous == version) {
+			ids = append(ids, d.ID)
 		}
 	}
 	if len(ids) > 0 {
-		sort.Strings(ids)
+		slices.Sort(ids)
 		return "used by deployment " + ids[0] + ", which has not finished"
 	}
 	return ""
 }
 
-// ReleasesInUse returns the keys (ReleaseKey) of every release ReleaseUse names, in one pass over the
-// environments and one over the deployments: what the cleanup asks on every round.
+// ReleasesInUse returns the keys (ReleaseKey) of every release ReleaseUse names: what the cleanup asks on
+// every round. It visits the environments, their deployments and the unfinished ones, never the whole history.
 func (s *State) ReleasesInUse() map[string]bool {
 	out := map[string]bool{}
 	mark := func(app, version string) {
@@ -63,27 +54,37 @@ func (s *State) ReleasesInUse() map[string]bool {
 			out[ReleaseKey(app, version)] = true
 		}
 	}
-	latest := map[string]*Deployment{} // env → its latest successful deployment of its desired release
-	for _, d := range s.Deploys {
-		if !d.Finished() {
-			mark(d.App, d.Release)
-			mark(d.App, d.Previous)
-		}
-		e := s.Envs[d.Env]
-		if e == nil || d.Kind != DeployKindDeploy || d.State != DeploySucceeded || d.Release != e.Desired ||
-			d.Previous == "" || d.Previous == e.Desired {
-			continue
-		}
-		if cur := latest[d.Env]; cur == nil || d.CreateIndex > cur.CreateIndex {
-			latest[d.Env] = d
-		}
+	for _, d := range s.OpenDeploys() {
+		mark(d.App, d.Release)
+		mark(d.App, d.Previous)
 	}
-	for name, e := range s.Envs {
+	for _, e := range s.Envs {
 		mark(e.App, e.Desired)
 		mark(e.App, e.Stable)
-		if d := latest[name]; d != nil {
-			mark(e.App, d.Previous)
+		mark(e.App, s.PreviousRelease(e))
+	}
+	return out
+}
+
+// AppReleasesInUse is ReleasesInUse for one app's releases (by version): it visits only that app's
+// environments and the unfinished deployments.
+func (s *State) AppReleasesInUse(app string) map[string]bool {
+	out := map[string]bool{}
+	mark := func(version string) {
+		if version != "" {
+			out[version] = true
 		}
+	}
+	for _, d := range s.OpenDeploys() {
+		if d.App == app {
+			mark(d.Release)
+			mark(d.Previous)
+		}
+	}
+	for _, e := range s.AppEnvs(app) {
+		mark(e.Desired)
+		mark(e.Stable)
+		mark(s.PreviousRelease(e))
 	}
 	return out
 }
@@ -92,8 +93,8 @@ func (s *State) ReleasesInUse() map[string]bool {
 // back to): the previous release of the latest successful deployment of the current one.
 func (s *State) PreviousRelease(e *Env) string {
 	var last *Deployment
-	for _, d := range s.Deploys {
-		if d.Env == e.Name && d.Kind == DeployKindDeploy && d.State == DeploySucceeded && d.Release == e.Desired &&
+	for _, d := range s.EnvDeploys(e.Name) {
+		if d.Kind == DeployKindDeploy && d.State == DeploySucceeded && d.Release == e.Desired &&
 			d.Previous != "" && d.Previous != e.Desired && (last == nil || d.CreateIndex > last.CreateIndex) {
 			last = d
 		}
@@ -116,8 +117,9 @@ func applyReleaseDrop(s *State, index uint64, c *ReleaseDrop) (any, *Error) {
 		if c.IfUnused {
 			return nil, badRequest("a drop from every release cannot be conditional (if_unused)")
 		}
-		for _, r := range s.Releases {
+		for key, r := range s.Releases {
 			if i := slices.Index(r.Holders, c.Node); i >= 0 {
+				r = s.editRelease(key)
 				r.Holders = slices.Delete(slices.Clone(r.Holders), i, i+1)
 				r.ModifyIndex = index
 			}
@@ -134,6 +136,7 @@ func applyReleaseDrop(s *State, index uint64, c *ReleaseDrop) (any, *Error) {
 		}
 	}
 	if i := slices.Index(r.Holders, c.Node); i >= 0 {
+		r = s.editRelease(ReleaseKey(c.App, c.Version))
 		r.Holders = slices.Delete(slices.Clone(r.Holders), i, i+1)
 		r.ModifyIndex = index
 	}

@@ -83,16 +83,11 @@ func TestCollectKeepsWhatIsUsedAndRecordsFollowStores(t *testing.T) {
 			t.Errorf("%s (in use or newest) is on %v only", v, got)
 		}
 	}
-	// Followers read their own copy of the state: let them apply what the leader has before comparing.
+	// Each node is compared once it has applied what the leader had: followers learn of a commit a moment later.
 	at := leader.FSM().Index()
-	c.Eventually(10*time.Second, "every node at the leader's index", func() bool {
-		for _, n := range c.Nodes {
-			if n.FSM().Index() < at {
-				return false
-			}
-		}
-		return true
-	})
+	for _, n := range c.Nodes {
+		n.WaitApplied(ctx, at)
+	}
 	for _, n := range c.Nodes {
 		for _, v := range []string{"v1", "v2", "v3", "v4", "v5", "v6"} {
 			if got, want := release(n, "web", v).Holders, stores(v); !slices.Equal(got, want) {

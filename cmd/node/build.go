@@ -166,20 +166,20 @@ func (c *cli) streamLog(id string, offset int64, follow bool, w io.Writer) error
 func (c *cli) buildsCmd() *cobra.Command {
 	var (
 		state string
-		limit int
+		page  pageFlags
 	)
 	cmd := &cobra.Command{
 		Use:   "builds APP",
 		Short: "List an app's builds, newest first",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			q := url.Values{"limit": {fmt.Sprint(limit)}}
+			path := "/v1/apps/" + url.PathEscape(args[0]) + "/builds"
 			if state != "" {
-				q.Set("state", state)
+				path += "?state=" + url.QueryEscape(state)
 			}
 			var bs []builder.BuildView
-			if _, err := c.api().Get(ctx(), "/v1/apps/"+url.PathEscape(args[0])+"/builds?"+q.Encode(), &bs); err != nil {
-				return explain(err)
+			if err := c.getPage(path, page, &bs); err != nil {
+				return err
 			}
 			return c.print(bs, func(w *tabwriter.Writer) {
 				fmt.Fprintln(w, "ID\tSTATE\tTRIGGER\tBRANCH\tCOMMIT\tRELEASE\tNODE\tQUEUED\tTOOK")
@@ -197,7 +197,7 @@ func (c *cli) buildsCmd() *cobra.Command {
 		},
 	}
 	cmd.Flags().StringVar(&state, "state", "", "only builds in this state: queued, running, succeeded, failed, cancelled")
-	cmd.Flags().IntVar(&limit, "limit", 20, "at most this many builds")
+	page.register(cmd, 20, "builds")
 	return cmd
 }
 
@@ -220,7 +220,8 @@ func (c *cli) logCmd() *cobra.Command {
 }
 
 func (c *cli) releasesCmd() *cobra.Command {
-	return &cobra.Command{
+	var page pageFlags
+	cmd := &cobra.Command{
 		Use:   "releases APP [VERSION]",
 		Short: "List an app's releases, newest first, or show one",
 		Args:  cobra.RangeArgs(1, 2),
@@ -245,8 +246,8 @@ func (c *cli) releasesCmd() *cobra.Command {
 				})
 			}
 			var rs []raftfsm.Release
-			if _, err := c.api().Get(ctx(), path, &rs); err != nil {
-				return explain(err)
+			if err := c.getPage(path, page, &rs); err != nil {
+				return err
 			}
 			return c.print(rs, func(w *tabwriter.Writer) {
 				fmt.Fprintln(w, "VERSION\tBUILD\tBRANCH\tCOMMIT\tSIZE\tHOLDERS\tCREATED")
@@ -261,6 +262,8 @@ func (c *cli) releasesCmd() *cobra.Command {
 			})
 		},
 	}
+	page.register(cmd, 0, "releases")
+	return cmd
 }
 
 func buildTable(w *tabwriter.Writer, b raftfsm.Build) {

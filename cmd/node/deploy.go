@@ -264,15 +264,15 @@ func (c *cli) approveCmd() *cobra.Command {
 }
 
 func (c *cli) deploymentsCmd() *cobra.Command {
-	var limit int
+	var page pageFlags
 	cmd := &cobra.Command{
 		Use:   "deployments ENV",
 		Short: "List an environment's deployments, newest first",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			var ds []raftfsm.Deployment
-			if _, err := c.api().Get(ctx(), fmt.Sprintf("/v1/envs/%s/deployments?limit=%d", url.PathEscape(args[0]), limit), &ds); err != nil {
-				return explain(err)
+			if err := c.getPage("/v1/envs/"+url.PathEscape(args[0])+"/deployments", page, &ds); err != nil {
+				return err
 			}
 			return c.print(ds, func(w *tabwriter.Writer) {
 				fmt.Fprintln(w, "ID\tKIND\tRELEASE\tSTATE\tBATCH\tSERVERS\tBY\tCREATED\tTOOK")
@@ -284,7 +284,7 @@ func (c *cli) deploymentsCmd() *cobra.Command {
 			})
 		},
 	}
-	cmd.Flags().IntVar(&limit, "limit", 20, "how many (0: all)")
+	page.register(cmd, 20, "deployments")
 	return cmd
 }
 

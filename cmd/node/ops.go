@@ -200,12 +200,13 @@ func (c *cli) tokenCmd() *cobra.Command {
 
 func (c *cli) appCmd() *cobra.Command {
 	cmd := &cobra.Command{Use: "app", Short: "Manage apps: a git repository and branch that build into releases"}
+	var appPage pageFlags
 	list := &cobra.Command{
-		Use: "list", Short: "List apps", Args: cobra.NoArgs,
+		Use: "list", Short: "List apps, by name", Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			var apps []node.AppView
-			if _, err := c.api().Get(ctx(), "/v1/apps", &apps); err != nil {
-				return explain(err)
+			if err := c.getPage("/v1/apps", appPage, &apps); err != nil {
+				return err
 			}
 			return c.print(apps, func(w *tabwriter.Writer) {
 				fmt.Fprintln(w, "NAME\tREPO\tBRANCH\tAUTO BUILD\tBUILDS\tRELEASES")
@@ -215,6 +216,7 @@ func (c *cli) appCmd() *cobra.Command {
 			})
 		},
 	}
+	appPage.register(list, 0, "apps")
 	show := &cobra.Command{
 		Use: "show NAME", Short: "Show an app", Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
@@ -388,16 +390,17 @@ func varsOf(plain, secret []string) (map[string]raftfsm.Var, error) {
 func (c *cli) envCmd() *cobra.Command {
 	cmd := &cobra.Command{Use: "env", Short: "Manage environments: the servers of an app, by name and tag"}
 	var appFilter string
+	var envPage pageFlags
 	list := &cobra.Command{
-		Use: "list", Short: "List environments", Args: cobra.NoArgs,
+		Use: "list", Short: "List environments, by name", Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			path := "/v1/envs"
 			if appFilter != "" {
 				path += "?app=" + url.QueryEscape(appFilter)
 			}
 			var envs []raftfsm.Env
-			if _, err := c.api().Get(ctx(), path, &envs); err != nil {
-				return explain(err)
+			if err := c.getPage(path, envPage, &envs); err != nil {
+				return err
 			}
 			return c.print(envs, func(w *tabwriter.Writer) {
 				fmt.Fprintln(w, "NAME\tAPP\tSERVERS\tTAGS\tDESIRED\tSTABLE\tAUTO DEPLOY\tPINNED")
@@ -409,6 +412,7 @@ func (c *cli) envCmd() *cobra.Command {
 		},
 	}
 	list.Flags().StringVar(&appFilter, "app", "", "only this app's environments")
+	envPage.register(list, 0, "environments")
 	show := &cobra.Command{
 		Use: "show NAME", Short: "Show an environment", Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
