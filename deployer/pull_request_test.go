@@ -13,6 +13,7 @@ func TestLatestReleaseSkipsPullRequests(t *testing.T) {
 	add := func(version string, pr int, index uint64) {
 		s.Releases[raftfsm.ReleaseKey("web", version)] = &raftfsm.Release{App: "web", Version: version, Branch: "main",
 			PullRequest: pr, Meta: raftfsm.Meta{CreateIndex: index}}
+		s.Reindex() // records put in by hand: the per-app index is rebuilt as a restore would
 	}
 	add("v1", 0, 1)
 	add("pr7-2", 7, 2)

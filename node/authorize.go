@@ -68,7 +68,9 @@ var authorities = map[raftfsm.CommandType]authority{
 	raftfsm.CmdBuildLease: {node: true, self: func(c raftfsm.Command) string { // a build server renews its own lease
 		return c.(*raftfsm.BuildLease).Node
 	}},
-	raftfsm.CmdMemberRejoin:    {}, // the leader writes it when it admits a joiner
+	raftfsm.CmdPrune:           {},                        // the leader's retention plan
+	raftfsm.CmdRetentionSet:    {role: raftfsm.RoleAdmin}, // PUT /v1/retention
+	raftfsm.CmdMemberRejoin:    {},                        // the leader writes it when it admits a joiner
 	raftfsm.CmdGossipKeyRotate: {role: raftfsm.RoleAdmin},
 	raftfsm.CmdCARotate:        {role: raftfsm.RoleAdmin}, // its "issued" stage is the leader's own write
 }

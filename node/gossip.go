@@ -185,10 +185,17 @@ func (n *Node) JoinGossip(peers []string) error {
 
 // rejoinLoop keeps this node in the mesh after restarts and partitions: it joins the peers it last saw alive
 // until one answers, then every half minute retries any known peer that is not alive, and remembers who is.
+// How often the rejoin loop saves the peers it sees alive, and how often it tries to rejoin missing ones.
+const (
+	peersSaveInterval = 2 * time.Second
+	rejoinInterval    = 30 * time.Second
+)
+
 func (n *Node) rejoinLoop() {
 	defer n.wg.Done()
 	peers := loadPeers(n.cfg.DataDir)
 	backoff := 200 * time.Millisecond
+	var lastRejoin time.Time
 	tick := time.NewTimer(0)
 	defer tick.Stop()
 	for {
@@ -214,8 +221,11 @@ func (n *Node) rejoinLoop() {
 				missing = append(missing, p)
 			}
 		}
-		next := 30 * time.Second
-		if len(missing) > 0 {
+		// The peers seen alive are saved every few seconds, so a node restarted soon after others joined it (the
+		// first node of a new mesh) still knows where they are; a rejoin of missing peers is tried every 30 s.
+		next := peersSaveInterval
+		if len(missing) > 0 && (len(known) == 0 || time.Since(lastRejoin) >= rejoinInterval) {
+			lastRejoin = time.Now()
 			if err := n.JoinGossip(missing); err != nil && len(known) == 0 {
 				n.log.Debug("rejoin", "err", err)
 				next, backoff = backoff, min(backoff*2, 10*time.Second)
