@@ -37,6 +37,7 @@ type nodeFlags struct {
 	// The release spread's settings (spread.Options).
 	uploadLimit, downloadLimit string
 	minHolders, keepReleases   int
+	gcInterval                 time.Duration
 }
 
 func (f *nodeFlags) register(cmd *cobra.Command, forNew bool) {
@@ -56,6 +57,7 @@ func (f *nodeFlags) register(cmd *cobra.Command, forNew bool) {
 	fl.StringVar(&f.downloadLimit, "download-limit", "0", "cap on the release pieces this server receives, e.g. 100mbit or 12MB (per second; 0: none)")
 	fl.IntVar(&f.minHolders, "min-holders", 2, "servers that must hold a new release whole before it counts as available (set it alike on every server)")
 	fl.IntVar(&f.keepReleases, "keep-releases", 5, "newest releases per app kept in the artifact store besides those an environment uses")
+	fl.DurationVar(&f.gcInterval, "release-gc-interval", time.Minute, "how often old release archives are collected from the artifact store")
 	if forNew {
 		host, _ := os.Hostname()
 		fl.StringVar(&f.name, "name", host, "this server's name in the mesh (unique)")
@@ -105,7 +107,10 @@ func (f *nodeFlags) spreadOptions() (spread.Options, error) {
 	if f.keepReleases < 1 {
 		return spread.Options{}, fmt.Errorf("--keep-releases %d: give at least 1 (the default is 5)", f.keepReleases)
 	}
-	return spread.Options{UploadLimit: up, DownloadLimit: down, MinHolders: f.minHolders, Keep: f.keepReleases}, nil
+	if f.gcInterval <= 0 {
+		return spread.Options{}, fmt.Errorf("--release-gc-interval %s: give a positive duration such as 1m (the default)", f.gcInterval)
+	}
+	return spread.Options{UploadLimit: up, DownloadLimit: down, MinHolders: f.minHolders, Keep: f.keepReleases, GCInterval: f.gcInterval}, nil
 }
 
 // rateUnits are the units a rate limit is written in, per second: bits as tc writes them, bytes as file sizes.
