@@ -188,7 +188,13 @@ func tarGzFiles(t testing.TB, files map[string]string) []byte {
 // push uploads a release of the app through cl (`node release push`).
 func (a *deployApp) push(cl *client.Client, version string, unhealthy bool) {
 	a.t.Helper()
-	data := tarGzFiles(a.t, releaseFiles(version, unhealthy))
+	a.pushFiles(cl, version, releaseFiles(version, unhealthy))
+}
+
+// pushFiles uploads a release made of files (see releaseFiles), e.g. one whose gate.sh fails at a step.
+func (a *deployApp) pushFiles(cl *client.Client, version string, files map[string]string) {
+	a.t.Helper()
+	data := tarGzFiles(a.t, files)
 	var rel raftfsm.Release
 	if err := cl.Upload(context.Background(), "/v1/apps/"+a.name+"/releases?version="+url.QueryEscape(version), bytes.NewReader(data), &rel); err != nil {
 		a.t.Fatalf("push release %s: %v", version, err)
