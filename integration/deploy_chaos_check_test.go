@@ -49,14 +49,6 @@ func (c *chaos) releases(e *chaosEnv) []raftfsm.Release {
 	return rels
 }
 
-func (c *chaos) env(e *chaosEnv) raftfsm.Env {
-	var env raftfsm.Env
-	if _, err := c.client().Get(context.Background(), "/v1/envs/"+e.app.env, &env); err != nil {
-		c.t.Fatalf("read environment %s: %v", e.app.env, err)
-	}
-	return env
-}
-
 // storeHolds reports whether n's artifact store holds the archive whole (what a holder record claims).
 func storeHolds(n *pnode, digest string) bool {
 	_, err := os.Stat(filepath.Join(n.dir, "blobs", digest+".tar.gz"))
@@ -153,12 +145,18 @@ func (v serverView) runs(version string) bool {
 	return v.current == version && versionOf(v.serving) == version && slices.Contains(v.pids, pidOf(v.serving))
 }
 
-// checkRunsDesired: every server of e runs the environment's desired release, or reports why not.
+// checkRunsDesired: every server of e runs the environment's desired release, or reports why not. The wait is
+// shorter for an environment already found off its release at the step before (it is a known defect).
 func (c *chaos) checkRunsDesired(e *chaosEnv) {
-	var env raftfsm.Env
+	var env envWithRuntime
 	views := map[string]serverView{}
-	ok, _ := poll(45*time.Second, func() (bool, string) {
-		env = c.env(e)
+	wait := 45 * time.Second
+	if e.stuck {
+		wait = 10 * time.Second
+	}
+	e.stuck = false
+	ok, _ := poll(wait, func() (bool, string) {
+		env = c.envView(e)
 		all := true
 		for _, s := range e.servers {
 			views[s] = c.view(e, s)
@@ -167,6 +165,7 @@ func (c *chaos) checkRunsDesired(e *chaosEnv) {
 		return all, ""
 	})
 	if ok {
+		c.checkRuntimeTrue(e, views)
 		return
 	}
 	deps := c.deployments(e)
@@ -175,13 +174,99 @@ func (c *chaos) checkRunsDesired(e *chaosEnv) {
 		if v.runs(env.Desired) {
 			continue
 		}
-		if why := c.reportedWhy(e, env, deps, s); why != "" {
+		if why := c.reportedWhy(env, deps, s); why != "" {
 			c.t.Logf("step %d: %s on %s does not run desired %s (%s) but reports why: %s", c.step, e.app.env, s, env.Desired, v, why)
 			continue
 		}
-		c.violate("desired/"+e.app.env+"/"+s, "%s on %s: desired %s (stable %s) but %s, and nothing reports why (last deployment: %s)",
-			e.app.env, s, env.Desired, env.Stable, v, lastDeployment(deps))
+		e.stuck = true
+		drift := "none reported"
+		for _, r := range env.Runtime {
+			if r.Node == s {
+				drift = fmt.Sprintf("%q", r.Drift)
+			}
+		}
+		c.violate("desired/"+e.app.env+"/"+s, "%s on %s: desired %s (stable %s) but %s, and nothing reports why (drift %s; last deployment: %s)",
+			e.app.env, s, env.Desired, env.Stable, v, drift, lastDeployment(deps))
 	}
+}
+
+// envWithRuntime is GET /v1/envs/{env}: the record and, where the build has them (issue 11 item 2), its
+// servers' runtime reports and drift.
+type envWithRuntime struct {
+	raftfsm.Env
+	Runtime []struct {
+		Node   string `json:"node"`
+		Drift  string `json:"drift"`
+		Report *struct {
+			Release string `json:"release"`
+			Health  string `json:"health"`
+			Procs   []struct {
+				PID int `json:"pid"`
+			} `json:"procs"`
+		} `json:"report"`
+	} `json:"runtime"`
+}
+
+func (c *chaos) envView(e *chaosEnv) envWithRuntime {
+	var env envWithRuntime
+	if _, err := c.client().Get(context.Background(), "/v1/envs/"+e.app.env, &env); err != nil {
+		c.t.Fatalf("read environment %s: %v", e.app.env, err)
+	}
+	if env.Runtime == nil {
+		c.note("no-runtime-report", "SKIP: GET /v1/envs/{env} has no runtime reports (issue 11 item 2) in this build: a server off its desired release is excused only by a failed row in a deployment of that release, and reports are not checked against the disk")
+	}
+	return env
+}
+
+// checkRuntimeTrue: once every server runs its release, what each reports it runs is what runs: the release
+// `current` names and the live supervised pids, with no drift.
+func (c *chaos) checkRuntimeTrue(e *chaosEnv, views map[string]serverView) {
+	var env envWithRuntime
+	bad := map[string]string{}
+	ok, _ := poll(20*time.Second, func() (bool, string) {
+		env = c.envView(e)
+		if env.Runtime == nil {
+			return true, ""
+		}
+		clear(bad)
+		for _, s := range e.servers {
+			v := views[s]
+			got := "no report"
+			for _, r := range env.Runtime {
+				if r.Node != s {
+					continue
+				}
+				got = fmt.Sprintf("drift %q", r.Drift)
+				if r.Report != nil {
+					var pids []int
+					for _, p := range r.Report.Procs {
+						pids = append(pids, p.PID)
+					}
+					slices.Sort(pids)
+					got = fmt.Sprintf("release %q pids %v health %s, drift %q", r.Report.Release, pids, r.Report.Health, r.Drift)
+					if r.Drift == "" && r.Report.Release == v.current && slices.Equal(pids, sortedInts(v.pids)) {
+						got = ""
+					}
+				}
+			}
+			if got != "" {
+				bad[s] = got
+			}
+		}
+		return len(bad) == 0, ""
+	})
+	if ok {
+		return
+	}
+	for s, got := range bad {
+		c.violate("runtime/"+e.app.env+"/"+s, "%s on %s runs %s but reports %s", e.app.env, s, views[s], got)
+	}
+}
+
+func sortedInts(a []int) []int {
+	b := slices.Clone(a)
+	slices.Sort(b)
+	return b
 }
 
 func lastDeployment(deps []raftfsm.Deployment) string {
@@ -191,11 +276,16 @@ func lastDeployment(deps []raftfsm.Deployment) string {
 	return describeDeployment(deps[0])
 }
 
-// reportedWhy is the reason the mesh gives for server s not running e's desired release, or "". Today the only
-// report is the server's row in a deployment of the desired release that failed there; a server's runtime
-// report (issue 11, item 2) counts once the API has it.
-func (c *chaos) reportedWhy(e *chaosEnv, env raftfsm.Env, deps []raftfsm.Deployment, s string) string {
-	c.note("no-runtime-report", "SKIP: servers' runtime reports (issue 11 item 2) are not in this build; a server off its desired release is excused only by a failed row in a deployment of that release")
+// reportedWhy is the reason the mesh gives for server s not running e's desired release, or "": its failed row
+// in a deployment of the desired release (a row of another release explains why the server does not run that
+// one, not why it left desired), or a runtime report (issue 11 item 2) of a crash loop, the app's own fault. A
+// drift the report merely describes is no reason: the agent must repair it.
+func (c *chaos) reportedWhy(env envWithRuntime, deps []raftfsm.Deployment, s string) string {
+	for _, r := range env.Runtime {
+		if r.Node == s && r.Report != nil && r.Report.Health == "crash_loop" {
+			return "runtime report: crash loop: " + r.Drift
+		}
+	}
 	for _, d := range deps {
 		st := d.Nodes[s]
 		if st == nil {

@@ -100,6 +100,11 @@ func TestDeployChaos(t *testing.T) {
 	}
 	start := time.Now()
 	for c.step = 1; c.step <= steps; c.step++ {
+		if dl, ok := t.Deadline(); ok && time.Until(dl) < 4*time.Minute {
+			t.Logf("stopping after %d of %d steps: the test's -timeout is near (give a longer one for more steps)", c.step-1, steps)
+			steps = c.step - 1
+			break
+		}
 		pick := c.rng.IntN(total)
 		for _, a := range actions {
 			if pick -= a.weight; pick < 0 {
@@ -155,6 +160,8 @@ type chaosEnv struct {
 	lastPID   map[string]int
 	lastRel   map[string]string
 	appKilled map[string]bool
+	// stuck: a server was off its desired release at the last check.
+	stuck bool
 	// before holds the deployments that existed when the step began: the others are the step's own.
 	before map[string]bool
 }
