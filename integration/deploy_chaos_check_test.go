@@ -381,7 +381,11 @@ func (c *chaos) checkHolders() {
 		}
 		seenApps[e.app.name] = true
 		var diff []string
-		ok, _ := poll(30*time.Second, func() (bool, string) {
+		wait := 30 * time.Second
+		if c.holdersStuck[e.app.name] {
+			wait = 5 * time.Second // a known defect: do not wait it out at every step
+		}
+		ok, _ := poll(wait, func() (bool, string) {
 			diff = nil
 			for _, r := range c.releases(e) {
 				var stores []string
@@ -398,6 +402,7 @@ func (c *chaos) checkHolders() {
 			}
 			return len(diff) == 0, ""
 		})
+		c.holdersStuck[e.app.name] = !ok
 		if !ok {
 			for _, d := range diff {
 				v, _, _ := strings.Cut(d, ":")

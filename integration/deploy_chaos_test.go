@@ -57,7 +57,7 @@ func TestDeployChaos(t *testing.T) {
 
 	m := startPmesh(t, 3, "--keep-releases", "2", "--release-gc-interval", "2s")
 	c := &chaos{t: t, m: m, seed: seed, rng: rand.New(rand.NewPCG(seed, seed^0x5eed)), finished: map[string]string{},
-		noted: map[string]bool{}, seenViolation: map[string]int{}}
+		noted: map[string]bool{}, seenViolation: map[string]int{}, holdersStuck: map[string]bool{}}
 	cl := c.client()
 	c.envs = []*chaosEnv{
 		{servers: names(m), strategy: raftfsm.Strategy{Kind: "rolling", BatchSize: 1, AutoRollback: true}},
@@ -181,6 +181,7 @@ type chaos struct {
 	repeats       [][]int  // the later steps that saw violations[i] again
 	seenViolation map[string]int
 	noted         map[string]bool
+	holdersStuck  map[string]bool // app → its holder records disagreed with the stores at the last check
 }
 
 // client returns a client of a live node that waits out a missing leader.
