@@ -70,6 +70,12 @@ type Deployer struct {
 
 	supMu sync.Mutex // guards sups; taken after mu when both are held
 	sups  map[string]*Supervisor
+
+	// started is when Attach began; ready is closed once the agent caught up with the leader (readyIn after
+	// started) and its workers may act.
+	started time.Time
+	ready   chan struct{}
+	readyIn time.Duration
 }
 
 // Attach starts the deployer on n: it resumes supervising the Exec processes an earlier agent left running,
@@ -110,7 +116,8 @@ func Attach(n *node.Node, opts Options) (*Deployer, error) {
 	if err != nil {
 		return nil, err
 	}
-	d := &Deployer{n: n, opts: opts, log: opts.Logger, m: m, workers: map[string]*envWorker{}, sups: map[string]*Supervisor{}}
+	d := &Deployer{n: n, opts: opts, log: opts.Logger, m: m, workers: map[string]*envWorker{}, sups: map[string]*Supervisor{},
+		started: time.Now(), ready: make(chan struct{})}
 	d.ctx, d.cancel = context.WithCancel(context.Background())
 	d.resumeAll()
 	d.registerAPI()
@@ -190,9 +197,71 @@ func (d *Deployer) resumeAll() {
 	}
 }
 
-// agentLoop keeps one worker per environment this node is in.
+// Ready is closed once the agent has caught up with the leader's committed state and adopted its processes:
+// from then on its workers act, on the present state only.
+func (d *Deployer) Ready() <-chan struct{} { return d.ready }
+
+// ReadyIn is how long the agent took from Attach to ready (0 before it is).
+func (d *Deployer) ReadyIn() time.Duration {
+	select {
+	case <-d.ready:
+		return d.readyIn
+	default:
+		return 0
+	}
+}
+
+// catchUp blocks until this node's state holds everything the leader had committed when it asked, after
+// replaying what the node held itself. Until then the state is the past (a restarted node rebuilds it entry by
+// entry, through every release it ever ran), and acting on it would install intermediate releases. With no
+// leader (a whole mesh restarting), it waits: the adopted processes keep running meanwhile.
+func (d *Deployer) catchUp() bool {
+	var lastErr error
+	warned := false
+	for {
+		if d.n.Ready() {
+			ctx, cancel := context.WithTimeout(d.ctx, 30*time.Second)
+			lastErr = d.n.ConsistentRead(ctx)
+			cancel()
+			if lastErr == nil {
+				d.readyIn = time.Since(d.started)
+				close(d.ready)
+				d.log.Info("agent ready: caught up with the leader", "index", d.n.FSM().Index(), "took", d.readyIn.Round(time.Millisecond),
+					"supervised", d.supervisedCount())
+				return true
+			}
+		}
+		if !warned && time.Since(d.started) > 10*time.Second {
+			warned = true
+			d.log.Warn("waiting to catch up with the leader before acting on any environment; the apps keep running", "err", lastErr)
+		}
+		select {
+		case <-d.ctx.Done():
+			return false
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+}
+
+// supervisedCount counts the environments whose Exec processes this agent supervises.
+func (d *Deployer) supervisedCount() int {
+	d.supMu.Lock()
+	defer d.supMu.Unlock()
+	n := 0
+	for _, s := range d.sups {
+		if s.Running() {
+			n++
+		}
+	}
+	return n
+}
+
+// agentLoop keeps one worker per environment this node is in, once the node has caught up.
 func (d *Deployer) agentLoop() {
 	defer d.wg.Done()
+	if !d.catchUp() {
+		return
+	}
 	t := time.NewTicker(resyncInterval)
 	defer t.Stop()
 	for {

@@ -151,10 +151,10 @@ func readHooks(t *testing.T, dc *deployCluster, name string) []string {
 	return strings.Split(strings.TrimSpace(string(b)), "\n")
 }
 
-// TestFailureWithoutRollbackStays: a failed deployment without auto-rollback stops where it failed and
-// leaves the servers it reached on the new release; the rest keep the old one. `node rollback` then takes
-// the environment back and pins it.
-func TestFailureWithoutRollbackStays(t *testing.T) {
+// TestFailureWithoutRollbackReturnsToStable: a failed deployment without auto-rollback stops where it failed,
+// and every server returns to (or stays on) the environment's stable release: the servers it reached leave the
+// broken one. `node rollback` then has nothing to undo but still pins the environment.
+func TestFailureWithoutRollbackReturnsToStable(t *testing.T) {
 	dc := newDeployCluster(t, 3, webTags)
 	dc.createApp("web", "prod", nil, map[string]string{"role": "web"}, raftfsm.Strategy{Kind: "rolling", BatchSize: 2}, false)
 	dc.release("web", "v1", releaseOpts{})
@@ -166,13 +166,13 @@ func TestFailureWithoutRollbackStays(t *testing.T) {
 	if d.Batch != 0 || !strings.Contains(d.Error, "servers failed") {
 		t.Fatalf("failed deployment: %s", describe(d))
 	}
-	first := d.Batches[0]
-	last := d.Batches[1][0]
-	// The servers of the first batch run the broken release (it started; only its health failed).
-	dc.waitServing(10*time.Second, "v2", first...)
-	dc.waitServing(10*time.Second, "v1", last)
-	if e := dc.env("prod"); e.Desired != "v1" || e.Pinned {
+	dc.waitServing(30*time.Second, "v1", "n1", "n2", "n3")
+	if e := dc.env("prod"); e.Desired != "v1" || e.Stable != "v1" || e.Pinned {
 		t.Fatalf("environment after a failure without rollback: %+v", e)
+	}
+	// The failed deployment's record is what it was when it ended.
+	if after := dc.deployment(bad.Deployment.ID); describe(after) != describe(d) || after.ModifyIndex != d.ModifyIndex {
+		t.Fatalf("a finished deployment changed:\n%s\n%s", describe(d), describe(after))
 	}
 
 	var rb CreateResult
@@ -182,8 +182,6 @@ func TestFailureWithoutRollbackStays(t *testing.T) {
 	if rb.Deployment == nil || rb.Deployment.Release != "v1" {
 		t.Fatalf("rollback: %+v", rb)
 	}
-	// v1 is still the desired release, so a plain rollback to it is a no-op at the desired level, but the
-	// deployment takes the servers of the failed batch back.
 	dc.waitDeployment(rb.Deployment.ID, 60*time.Second, raftfsm.DeploySucceeded)
 	dc.waitServing(10*time.Second, "v1", "n1", "n2", "n3")
 	if e := dc.env("prod"); !e.Pinned || !strings.Contains(e.PinReason, "rolled back to v1") {

@@ -15,6 +15,7 @@ type statusSender struct {
 	id      string
 	release string
 	mu      sync.Mutex
+	last    raftfsm.NodeStatus // the latest status Set, without its time
 	next    *raftfsm.NodeStatus
 	wake    chan struct{}
 	quit    chan struct{}
@@ -37,11 +38,17 @@ func (s *statusSender) Set(st raftfsm.NodeStatus) {
 	if s.id == "" {
 		return
 	}
-	st.UpdatedAt = time.Now().UTC()
 	if st.Release == "" {
 		st.Release = s.release
 	}
 	s.mu.Lock()
+	if st == s.last {
+		// Nothing moved: a repeat is not progress, and the progress deadline must see that.
+		s.mu.Unlock()
+		return
+	}
+	s.last = st
+	st.UpdatedAt = time.Now().UTC()
 	s.next = &st
 	s.mu.Unlock()
 	select {
@@ -112,7 +119,8 @@ func (s *statusSender) send(st raftfsm.NodeStatus) {
 		_, err := s.w.d.apply(s.w.d.ctx, cmd)
 		if err == nil || raftfsm.KindOf(err) != "" {
 			if err != nil {
-				s.w.log.Warn("report status", "deployment", s.id, "state", st.State, "err", err)
+				// Refused: the deployment ended or failed this server meanwhile, and its record stands.
+				s.w.log.Info("status not recorded", "deployment", s.id, "state", st.State, "why", err)
 			}
 			return
 		}

@@ -36,50 +36,45 @@ func inBatches(d *raftfsm.Deployment, name string, upTo int) bool {
 	return false
 }
 
+// kindStopped is the target of a server in an environment whose latest succeeded deployment was a
+// terminate: its release stays installed and does not run.
+const kindStopped = "stopped"
+
 // target is what one node should make true for one environment now.
 type target struct {
 	// Kind is raftfsm.DeployKindDeploy (run Release), DeployKindRestart or DeployKindTerminate (run that
-	// lifecycle once), or "" (change nothing).
+	// lifecycle once for Dep), kindStopped (make sure nothing runs), or "" (change nothing).
 	Kind    string
 	Release string
-	// Dep is the deployment this node's work reports to: the running one, or the finished one that made
-	// Release the environment's release (nil when none did, e.g. after a restore).
+	// Dep is the running deployment this node's work belongs to, when Live; nil otherwise. Work that no
+	// running deployment asks for (converging to the environment's release) reports to no deployment: a
+	// deployment's record and logs hold that deployment's work only.
 	Dep *raftfsm.Deployment
 	// Live means Dep is running and this node is in one of its started batches: the orchestrator decides on
 	// its outcome, so a failure here is reported and not retried.
 	Live bool
-	// Stay means Dep failed or was cancelled with this node in a started batch: the node keeps (or finishes
-	// installing) Dep's release; after a failure of its own it is left alone.
-	Stay bool
 }
 
-// desiredFor decides, from the replicated state alone, what node me should run for environment e:
+// desiredFor decides, from the replicated state now, what node me should run for environment e:
 //
 //   - a running deployment whose started batches hold me: its release (deploy), or its lifecycle once
 //     (restart, terminate);
-//   - an environment whose latest deploy or terminate is a terminate: nothing (it stays stopped);
-//   - a deployment that failed or was cancelled with me in a started batch: its release, as far as it got;
-//   - otherwise the environment's desired release, reported to the deployment that made it desired.
+//   - an environment whose latest succeeded deployment is a terminate: nothing running;
+//   - otherwise the environment's desired release: the stable one, whatever deployments failed, were
+//     cancelled or rolled back since. A finished deployment is never acted on.
 //
 // Pending deployments and those waiting for approval have not started and change nothing yet.
 func desiredFor(s *raftfsm.State, e *raftfsm.Env, me string) target {
-	var running, latestDeploy, latestDT *raftfsm.Deployment
-	later := func(a, b *raftfsm.Deployment) bool { return a == nil || b.CreateIndex > a.CreateIndex }
+	var running, lastDone *raftfsm.Deployment
 	for _, d := range s.Deploys {
 		if d.Env != e.Name || d.App != e.App {
 			continue
 		}
-		switch d.State {
-		case raftfsm.DeployPending, raftfsm.DeployWaiting:
-			continue
-		case raftfsm.DeployRunning:
+		if d.State == raftfsm.DeployRunning {
 			running = d
 		}
-		if d.Kind == raftfsm.DeployKindDeploy && later(latestDeploy, d) {
-			latestDeploy = d
-		}
-		if (d.Kind == raftfsm.DeployKindDeploy || d.Kind == raftfsm.DeployKindTerminate) && d.State != raftfsm.DeployCancelled && later(latestDT, d) {
-			latestDT = d
+		if d.State == raftfsm.DeploySucceeded && (lastDone == nil || d.CreateIndex > lastDone.CreateIndex) {
+			lastDone = d
 		}
 	}
 	if running != nil && inBatches(running, me, running.Batch) {
@@ -88,23 +83,26 @@ func desiredFor(s *raftfsm.State, e *raftfsm.Env, me string) target {
 		}
 		return target{Kind: running.Kind, Dep: running, Live: true}
 	}
-	if latestDT != nil && latestDT.Kind == raftfsm.DeployKindTerminate {
-		return target{}
-	}
-	if d := latestDeploy; d != nil && (d.State == raftfsm.DeployFailed || d.State == raftfsm.DeployCancelled) && inBatches(d, me, d.Batch) {
-		return target{Kind: raftfsm.DeployKindDeploy, Release: d.Release, Dep: d, Stay: true}
+	if lastDone != nil && lastDone.Kind == raftfsm.DeployKindTerminate {
+		return target{Kind: kindStopped}
 	}
 	if e.Desired == "" {
 		return target{}
 	}
-	var origin *raftfsm.Deployment
-	for _, d := range s.Deploys {
-		if d.Env == e.Name && d.Kind == raftfsm.DeployKindDeploy && d.Release == e.Desired &&
-			d.State == raftfsm.DeploySucceeded && later(origin, d) {
-			origin = d
-		}
+	return target{Kind: raftfsm.DeployKindDeploy, Release: e.Desired}
+}
+
+// depID is the id of the deployment t reports to, or "".
+func (t target) depID() string {
+	if t.Dep == nil {
+		return ""
 	}
-	return target{Kind: raftfsm.DeployKindDeploy, Release: e.Desired, Dep: origin}
+	return t.Dep.ID
+}
+
+// same reports whether two targets ask for the same work.
+func (t target) same(o target) bool {
+	return t.Kind == o.Kind && t.Release == o.Release && t.Live == o.Live && t.depID() == o.depID()
 }
 
 // statusOf returns me's status in d, or "" when it has none.

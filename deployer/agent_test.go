@@ -163,7 +163,7 @@ func TestFailedHealthCheckRollsBack(t *testing.T) {
 		rb = all[len(all)-1]
 		return strings.Contains(rb.By, "auto-rollback"), describe(rb)
 	})
-	if rb.Release != "v1" || rb.CreateIndex < bad.CreateIndex {
+	if rb.Release != "v1" || rb.CreateIndex < bad.CreateIndex || bad.Rollback != rb.ID || rb.RollbackOf != bad.ID {
 		t.Fatalf("the rollback is %s", describe(rb))
 	}
 	dc.waitDeployment(rb.ID, 30*time.Second, raftfsm.DeploySucceeded)
@@ -193,7 +193,7 @@ func TestFailedHealthCheckRollsBack(t *testing.T) {
 }
 
 // TestLateJoinerConverges adds a server to an environment after its deployment: it installs the
-// environment's release by itself, and reports to the deployment that made the release desired.
+// environment's release by itself, and the finished deployment's record does not change (history is immutable).
 func TestLateJoinerConverges(t *testing.T) {
 	dc := newDeployCluster(t, 2, webTags)
 	dc.createApp("web", "prod", nil, map[string]string{"role": "web"}, raftfsm.Strategy{Kind: "all"}, false)
@@ -202,13 +202,12 @@ func TestLateJoinerConverges(t *testing.T) {
 	dc.waitDeployment(res.Deployment.ID, 60*time.Second, raftfsm.DeploySucceeded)
 	dc.waitServing(10*time.Second, "v1", "n1", "n2")
 
+	before := dc.deployment(res.Deployment.ID)
 	dc.join("n3")
 	dc.waitServing(60*time.Second, "v1", "n3")
-	dc.eventually(10*time.Second, "n3 reported healthy to the deployment", func() (bool, string) {
-		d := dc.deployment(res.Deployment.ID)
-		st := d.Nodes["n3"]
-		return st != nil && st.State == raftfsm.NodeHealthy, describe(d)
-	})
+	if after := dc.deployment(res.Deployment.ID); after.ModifyIndex != before.ModifyIndex || after.Nodes["n3"] != nil {
+		t.Fatalf("a finished deployment changed: %s", describe(after))
+	}
 }
 
 // TestServerNamedLater puts a server into an environment by name after the environment deployed: it

@@ -114,7 +114,8 @@ func (w *envWorker) read() view {
 	return v
 }
 
-// step does at most one piece of work and returns how soon it wants to look again without a change.
+// step does at most one piece of work and returns how soon it wants to look again without a change. Work
+// that takes time runs under guard, so it ends as soon as the state stops asking for it.
 func (w *envWorker) step() time.Duration {
 	v := w.read()
 	if !v.found || v.t.Kind == "" {
@@ -129,11 +130,17 @@ func (w *envWorker) step() time.Duration {
 	st := statusOf(v.t.Dep, me)
 	t := v.t
 
-	if t.Kind != raftfsm.DeployKindDeploy {
+	switch t.Kind {
+	case kindStopped:
+		if rec != nil && !rec.Terminated && rec.Dir == cur && cur != "" {
+			w.guarded(t, func(ctx context.Context) { w.runOp(ctx, t, v, rec, cur) })
+		}
+		return 0
+	case raftfsm.DeployKindRestart, raftfsm.DeployKindTerminate:
 		if st == raftfsm.NodeHealthy || st == raftfsm.NodeFailed {
 			return 0
 		}
-		w.runOp(t, v, rec, cur)
+		w.guarded(t, func(ctx context.Context) { w.runOp(ctx, t, v, rec, cur) })
 		return 0
 	}
 
@@ -149,12 +156,10 @@ func (w *envWorker) step() time.Duration {
 		return 0
 	case t.Live && installed:
 		// Installed earlier (an agent restart, or this release was already here): it only has to prove healthy.
-		w.check(t, v, rec)
+		w.guarded(t, func(ctx context.Context) { w.check(ctx, t, v, rec) })
 		return 0
 	case t.Live:
-		w.install(t, v, cur)
-		return 0
-	case t.Stay && st == raftfsm.NodeFailed:
+		w.guarded(t, func(ctx context.Context) { _ = w.install(ctx, t, v, cur) })
 		return 0
 	case installed:
 		w.ensureRunning(v, rec)
@@ -164,7 +169,14 @@ func (w *envWorker) step() time.Duration {
 	if now := time.Now(); key == w.failKey && now.Before(w.nextTry) {
 		return w.nextTry.Sub(now)
 	}
-	if err := w.install(t, v, cur); err != nil {
+	var err2 error
+	w.guarded(t, func(ctx context.Context) {
+		err2 = w.install(ctx, t, v, cur)
+		if err2 != nil && interrupted(ctx) != nil {
+			err2 = nil // the state moved on: look again at once, with no back-off
+		}
+	})
+	if err2 != nil {
 		if key != w.failKey {
 			w.failKey, w.failures = key, 0
 		}
@@ -172,11 +184,18 @@ func (w *envWorker) step() time.Duration {
 		backoff := w.d.opts.RetryBackoff << min(w.failures-1, 16)
 		backoff = min(backoff, w.d.opts.MaxRetryBackoff)
 		w.nextTry = time.Now().Add(backoff)
-		w.log.Warn("install failed; retrying later", "release", key, "retry_in", backoff, "err", err)
+		w.log.Warn("install failed; retrying later", "release", key, "retry_in", backoff, "err", err2)
 		return backoff
 	}
 	w.failKey, w.failures = "", 0
 	return 0
+}
+
+// guarded runs fn under a guard of t.
+func (w *envWorker) guarded(t target, fn func(ctx context.Context)) {
+	ctx, stop := w.guard(t)
+	defer stop()
+	fn(ctx)
 }
 
 // envVars is the environment's variables as KEY=value, sorted for a stable Exec spec hash.
@@ -203,19 +222,20 @@ func (w *envWorker) lifecycle(e *raftfsm.Env, rel releaseInfo, m *manifest.Manif
 
 // install fetches, installs, starts and health-checks the target release, reporting each state to the
 // target's deployment (when there is one).
-func (w *envWorker) install(t target, v view, cur string) (err error) {
+func (w *envWorker) install(ctx context.Context, t target, v view, cur string) (err error) {
 	start := time.Now()
-	depID := ""
-	if t.Dep != nil {
-		depID = t.Dep.ID
-	}
+	depID := t.depID()
 	rep := w.reporter(depID, t.Release)
 	defer rep.Close()
 	dlog := w.openLog(depID, t.Release)
 	defer dlog.Close()
 	defer func() {
 		result := "ok"
-		if err != nil {
+		if cause := interrupted(ctx); err != nil && cause != nil {
+			result = "interrupted"
+			dlog.Notef("%v (during: %v)", cause, err)
+			w.log.Info("install interrupted", "release", t.Release, "deployment", depID, "why", cause)
+		} else if err != nil {
 			result = "failed"
 			dlog.Notef("FAILED: %v", err)
 			rep.Set(raftfsm.NodeStatus{State: raftfsm.NodeFailed, Error: trimErr(err)})
@@ -242,7 +262,7 @@ func (w *envWorker) install(t target, v view, cur string) (err error) {
 			rep.Set(raftfsm.NodeStatus{State: raftfsm.NodeDownloading, Phase: "Fetch", Progress: p})
 		}
 	}
-	if err := w.d.opts.Fetcher.Fetch(w.ctx, v.rel, progress); err != nil {
+	if err := w.d.opts.Fetcher.Fetch(ctx, v.rel, progress); err != nil {
 		return fmt.Errorf("fetch release %s: %w", rel.Version, err)
 	}
 	dlog.Notef("fetched in %s", time.Since(start).Round(time.Millisecond))
@@ -257,7 +277,7 @@ func (w *envWorker) install(t target, v view, cur string) (err error) {
 		dlog.Phase(phase, l)
 		rep.Set(raftfsm.NodeStatus{State: stateOfPhase(phase), Phase: phase, Progress: 1})
 	}
-	err = l.Deploy(w.ctx)
+	err = l.Deploy(ctx)
 	dlog.EndPhase(l)
 	if err != nil {
 		return err
@@ -271,7 +291,7 @@ func (w *envWorker) install(t target, v view, cur string) (err error) {
 		w.log.Warn("remove old releases", "err", err)
 	}
 	rep.Set(raftfsm.NodeStatus{State: raftfsm.NodeStarting, Phase: PhaseHealth, Progress: 1})
-	if err := w.waitHealthy(&v.env, l, m, dlog); err != nil {
+	if err := w.waitHealthy(ctx, &v.env, l, m, dlog); err != nil {
 		return err
 	}
 	dlog.Notef("healthy after %s", time.Since(start).Round(time.Millisecond))
@@ -280,13 +300,13 @@ func (w *envWorker) install(t target, v view, cur string) (err error) {
 }
 
 // waitHealthy runs the manifest's health check; a release without one is healthy once started.
-func (w *envWorker) waitHealthy(e *raftfsm.Env, l *Lifecycle, m *manifest.Manifest, dlog *deployLog) error {
+func (w *envWorker) waitHealthy(ctx context.Context, e *raftfsm.Env, l *Lifecycle, m *manifest.Manifest, dlog *deployLog) error {
 	spec := HealthOf(m)
 	if spec == nil {
 		return nil
 	}
 	dlog.Notef("=== Health: %s", firstLine(strings.TrimSpace(spec.URL+spec.Command)))
-	err := WaitHealthy(w.ctx, l.HealthSpec(*spec))
+	err := WaitHealthy(ctx, l.HealthSpec(*spec))
 	var he *HealthError
 	if errors.As(err, &he) && spec.Command != "" {
 		he.Check = "`" + firstLine(spec.Command) + "`" // not the environment preamble HealthSpec added
@@ -303,7 +323,7 @@ func (w *envWorker) waitHealthy(e *raftfsm.Env, l *Lifecycle, m *manifest.Manife
 }
 
 // check proves an installed release healthy for a running deployment, without installing it again.
-func (w *envWorker) check(t target, v view, rec *installRecord) {
+func (w *envWorker) check(ctx context.Context, t target, v view, rec *installRecord) {
 	rep := w.reporter(t.Dep.ID, t.Release)
 	defer rep.Close()
 	dlog := w.openLog(t.Dep.ID, t.Release)
@@ -315,9 +335,13 @@ func (w *envWorker) check(t target, v view, rec *installRecord) {
 		l := w.lifecycle(&v.env, rec.info(), m, "", t.Dep.ID)
 		if err = l.useCurrent(); err == nil {
 			if err = w.ensureRunningWith(l); err == nil {
-				err = w.waitHealthy(&v.env, l, m, dlog)
+				err = w.waitHealthy(ctx, &v.env, l, m, dlog)
 			}
 		}
+	}
+	if cause := interrupted(ctx); err != nil && cause != nil {
+		dlog.Notef("%v (during: %v)", cause, err)
+		return
 	}
 	if err != nil {
 		dlog.Notef("FAILED: %v", err)
@@ -356,16 +380,23 @@ func (w *envWorker) ensureRunningWith(l *Lifecycle) error {
 }
 
 // runOp runs a restart or terminate deployment's lifecycle once on this node.
-func (w *envWorker) runOp(t target, v view, rec *installRecord, cur string) {
-	rep := w.reporter(t.Dep.ID, "")
+// Without a deployment (kindStopped: the environment was terminated while this server was away) it terminates
+// the installed release, logging to the converge log.
+func (w *envWorker) runOp(ctx context.Context, t target, v view, rec *installRecord, cur string) {
+	depID := t.depID()
+	kind := t.Kind
+	if kind == kindStopped {
+		kind = raftfsm.DeployKindTerminate
+	}
+	rep := w.reporter(depID, "")
 	if rec != nil {
 		rep.release = rec.Release
 	}
 	defer rep.Close()
-	dlog := w.openLog(t.Dep.ID, "")
+	dlog := w.openLog(depID, "stopped")
 	defer dlog.Close()
 	if rec == nil || cur == "" || rec.Dir != cur {
-		if t.Kind == raftfsm.DeployKindTerminate {
+		if kind == raftfsm.DeployKindTerminate {
 			dlog.Notef("no release is installed on %s: nothing to terminate", w.d.n.Name())
 			rep.Set(raftfsm.NodeStatus{State: raftfsm.NodeHealthy, Progress: 1})
 			return
@@ -375,20 +406,20 @@ func (w *envWorker) runOp(t target, v view, rec *installRecord, cur string) {
 		rep.Set(raftfsm.NodeStatus{State: raftfsm.NodeFailed, Error: err.Error()})
 		return
 	}
-	dlog.Notef("%s of %s release %s on %s", t.Kind, w.app, rec.Release, w.d.n.Name())
+	dlog.Notef("%s of %s release %s on %s", kind, w.app, rec.Release, w.d.n.Name())
 	rep.Set(raftfsm.NodeStatus{State: raftfsm.NodeStarting})
 	err := func() error {
 		m, err := rec.parse()
 		if err != nil {
 			return err
 		}
-		l := w.lifecycle(&v.env, rec.info(), m, "", t.Dep.ID)
+		l := w.lifecycle(&v.env, rec.info(), m, "", depID)
 		l.OnPhase = func(phase string) {
 			dlog.Phase(phase, l)
 			rep.Set(raftfsm.NodeStatus{State: raftfsm.NodeStarting, Phase: phase})
 		}
-		if t.Kind == raftfsm.DeployKindTerminate {
-			err = l.Terminate(w.ctx)
+		if kind == raftfsm.DeployKindTerminate {
+			err = l.Terminate(ctx)
 			dlog.EndPhase(l)
 			if err != nil {
 				return err
@@ -396,7 +427,7 @@ func (w *envWorker) runOp(t target, v view, rec *installRecord, cur string) {
 			rec.Terminated = true
 			return saveRecord(w.dir, rec)
 		}
-		err = l.Restart(w.ctx)
+		err = l.Restart(ctx)
 		dlog.EndPhase(l)
 		if err != nil {
 			return err
@@ -407,8 +438,12 @@ func (w *envWorker) runOp(t target, v view, rec *installRecord, cur string) {
 				return err
 			}
 		}
-		return w.waitHealthy(&v.env, l, m, dlog)
+		return w.waitHealthy(ctx, &v.env, l, m, dlog)
 	}()
+	if cause := interrupted(ctx); err != nil && cause != nil {
+		dlog.Notef("%v (during: %v)", cause, err)
+		return
+	}
 	if err != nil {
 		dlog.Notef("FAILED: %v", err)
 		rep.Set(raftfsm.NodeStatus{State: raftfsm.NodeFailed, Error: trimErr(err)})

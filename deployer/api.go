@@ -139,25 +139,18 @@ func who(r *http.Request) string {
 	return "api"
 }
 
-// catchUp makes this node's state include every write the leader had committed when it was called.
-// node.ConsistentRead waits for Raft's applied index, which hashicorp/raft advances when it hands entries to
-// the FSM, before the FSM has applied them (NEEDS.md, item 0): so wait for the FSM too.
-func (d *Deployer) catchUp(r *http.Request) error {
+// readLatest makes this node's state include every write the leader had committed when it was called
+// (node.ConsistentRead waits for the state machine's own index, so membership entries do not hold it up).
+func (d *Deployer) readLatest(r *http.Request) error {
 	ctx, cancel := context.WithTimeout(r.Context(), 10*time.Second)
 	defer cancel()
-	if err := d.n.ConsistentRead(ctx); err != nil {
-		return err
-	}
-	if idx := d.n.Status().AppliedIndex; idx > 0 {
-		d.n.FSM().Wait(ctx, idx-1)
-	}
-	return nil
+	return d.n.ConsistentRead(ctx)
 }
 
 // envOf copies an environment out of the state after catching up with the leader: what a write is
 // decided on (is this release already the desired one? which deployment is running?) must not be stale.
 func (d *Deployer) envOf(r *http.Request, name string) (raftfsm.Env, error) {
-	if err := d.catchUp(r); err != nil {
+	if err := d.readLatest(r); err != nil {
 		return raftfsm.Env{}, err
 	}
 	var e raftfsm.Env
@@ -292,7 +285,7 @@ func (d *Deployer) getDeployment(w http.ResponseWriter, r *http.Request) error {
 // deployment that moved meanwhile (the orchestrator started or ended it) is refused, not overwritten.
 func (d *Deployer) update(w http.ResponseWriter, r *http.Request, from []string, to, verb string) error {
 	id := r.PathValue("id")
-	if err := d.catchUp(r); err != nil {
+	if err := d.readLatest(r); err != nil {
 		return err
 	}
 	dep, ok := d.deployment(id)

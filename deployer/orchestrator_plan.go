@@ -184,6 +184,15 @@ func (p *planner) advance(s *raftfsm.State, e *raftfsm.Env, d *raftfsm.Deploymen
 				out = append(out, action{cmd: &raftfsm.NodeStatusSet{ID: d.ID, Node: name, Status: raftfsm.NodeStatus{
 					State: raftfsm.NodeFailed, Error: fmt.Sprintf("the server has been down for %s (gossip)", p.now.Sub(since).Round(time.Second)),
 					UpdatedAt: p.now}}, why: "server down"})
+				continue
+			}
+			if why := p.noProgress(s, e, d, name); why != "" {
+				failed = append(failed, name)
+				fail := raftfsm.NodeStatus{State: raftfsm.NodeFailed, Error: why, UpdatedAt: p.now}
+				if st != nil {
+					fail.Phase, fail.Release, fail.Progress = st.Phase, st.Release, st.Progress
+				}
+				out = append(out, action{cmd: &raftfsm.NodeStatusSet{ID: d.ID, Node: name, Status: fail}, why: "no progress: " + why})
 			}
 		}
 	}
@@ -251,16 +260,87 @@ func (p *planner) abort(s *raftfsm.State, e *raftfsm.Env, d *raftfsm.Deployment,
 	}
 	reason := fmt.Sprintf("automatic rollback to %s after deployment %s of %s failed", e.Stable, d.ID, d.Release)
 	out := []action{{cmd: &raftfsm.EnvPin{Name: e.Name, Pinned: true, Reason: reason}, why: "pin after a failed deployment"}}
-	out = append(out, p.finish(e, d, raftfsm.DeployRolledBack, errText+"; rolled back to "+e.Stable, "")...)
+	// The rollback deployment is created in the entry that ends this one: no leader can end a deployment
+	// rolled_back and die before its rollback exists, and the record names it (`--wait` follows it).
 	rb := NewDeployment(e, p.all, raftfsm.DeployKindDeploy, e.Stable, "auto-rollback of "+d.ID, false,
 		&raftfsm.Strategy{Kind: "all", AbortAfter: 1 << 20}, p.now)
-	app, env := e.App, e.Name
-	out = append(out, action{cmd: &raftfsm.DeployCreate{Deployment: rb}, why: reason, done: func() {
+	end := p.finish(e, d, raftfsm.DeployRolledBack, errText+"; rolling back to "+e.Stable+" in deployment "+rb.ID, "")
+	end[0].cmd.(*raftfsm.DeployUpdate).Rollback = &rb
+	end[0].why = reason
+	app, env, counted := e.App, e.Name, end[0].done
+	end[0].done = func() {
+		counted()
 		if p.m != nil {
 			p.m.rollbacks.WithLabelValues(app, env).Inc()
 		}
-	}})
-	return out
+	}
+	return append(out, end...)
+}
+
+// DefaultProgressDeadline is how long a server of a started batch may go without progress when its
+// environment does not say (raftfsm.Env.ProgressDeadline), as Nomad's progress_deadline.
+const DefaultProgressDeadline = 10 * time.Minute
+
+// ProgressDeadline is environment e's progress deadline.
+func ProgressDeadline(e *raftfsm.Env) time.Duration {
+	if e.ProgressDeadline > 0 {
+		return time.Duration(e.ProgressDeadline)
+	}
+	return DefaultProgressDeadline
+}
+
+// noProgress says, in words, why server name has made no progress in deployment d for longer than its
+// environment's progress deadline: app, release, phase and cause. It returns "" while the server is in time.
+func (p *planner) noProgress(s *raftfsm.State, e *raftfsm.Env, d *raftfsm.Deployment, name string) string {
+	limit := ProgressDeadline(e)
+	since := d.BatchStartedAt
+	if since.IsZero() {
+		since = d.CreatedAt
+	}
+	st := d.Nodes[name]
+	if st != nil && st.UpdatedAt.After(since) {
+		since = st.UpdatedAt
+	}
+	if p.now.Sub(since) < limit {
+		return ""
+	}
+	what := d.Kind + " of " + d.App
+	if d.Release != "" {
+		what = d.App + " release " + d.Release
+	}
+	head := fmt.Sprintf("%s on %s: no progress for %s (progress deadline %s)", what, name, p.now.Sub(since).Round(time.Second), limit)
+	if st == nil {
+		return head + ": the server's agent reported nothing since its batch started (is it running and caught up with the leader?)"
+	}
+	phase := st.Phase
+	if phase == "" {
+		phase = st.State
+	}
+	var cause string
+	switch phase {
+	case "Fetch":
+		cause = fmt.Sprintf("the download stalled at %.0f%%", st.Progress*100)
+		if r := s.Releases[raftfsm.ReleaseKey(d.App, d.Release)]; r != nil {
+			var up []string
+			for _, h := range r.Holders {
+				if mv, ok := p.members[h]; ok && mv.up && h != name {
+					up = append(up, h)
+				}
+			}
+			if len(up) == 0 {
+				cause += fmt.Sprintf(": no server that is up holds the archive (holders: %s); push the release again or deploy another", strings.Join(r.Holders, ", "))
+			}
+		}
+	case PhaseHealth:
+		cause = "the health check has not passed"
+	case PhaseExtract, PhaseStop, PhaseFlip:
+		cause = "the " + phase + " step has not finished"
+	case PhaseExec:
+		cause = "the Exec process has not started"
+	default:
+		cause = fmt.Sprintf("the %s hook has not finished (`node deployment log %s %s` shows its output)", phase, d.ID, name)
+	}
+	return fmt.Sprintf("%s in phase %s (%s): %s", head, phase, st.State, cause)
 }
 
 // finish ends a deployment; a deploy that succeeded makes its release the environment's desired and stable.

@@ -82,79 +82,13 @@ func (f *planFixture) release(v string) *raftfsm.Release {
 func (f *planFixture) deploy(kind, release, state string, batches [][]string, batch int) *raftfsm.Deployment {
 	d := &raftfsm.Deployment{ID: fmt.Sprintf("d%d", f.idx+1), Kind: kind, App: "web", Env: "prod", Release: release, State: state,
 		Strategy: f.s.Envs["prod"].Strategy, Batches: batches, Batch: batch, Nodes: map[string]*raftfsm.NodeStatus{},
-		CreatedAt: time.Unix(1000, 0), Meta: raftfsm.Meta{CreateIndex: f.next()}}
+		CreatedAt: time.Unix(1900, 0), Meta: raftfsm.Meta{CreateIndex: f.next()}}
 	f.s.Deploys[d.ID] = d
 	return d
 }
 
 func status(d *raftfsm.Deployment, node, state string) {
 	d.Nodes[node] = &raftfsm.NodeStatus{State: state, Error: "boom on " + node}
-}
-
-func TestDesiredFor(t *testing.T) {
-	f := newPlanFixture()
-	e := f.s.Envs["prod"]
-	if got := desiredFor(f.s, e, "a"); got.Kind != raftfsm.DeployKindDeploy || got.Release != "v1" || got.Live || got.Dep != nil {
-		t.Fatalf("no deployment: %+v", got)
-	}
-	old := f.deploy(raftfsm.DeployKindDeploy, "v1", raftfsm.DeploySucceeded, [][]string{{"a", "b", "c"}}, 0)
-	if got := desiredFor(f.s, e, "a"); got.Dep == nil || got.Dep.ID != old.ID || got.Live {
-		t.Fatalf("the origin deployment is reported to: %+v", got)
-	}
-	f.release("v2")
-	d := f.deploy(raftfsm.DeployKindDeploy, "v2", raftfsm.DeployRunning, [][]string{{"a"}, {"b"}, {"c"}}, 0)
-	if got := desiredFor(f.s, e, "a"); got.Release != "v2" || !got.Live {
-		t.Fatalf("a in the running batch: %+v", got)
-	}
-	if got := desiredFor(f.s, e, "b"); got.Release != "v1" || got.Live {
-		t.Fatalf("b not yet in a started batch: %+v", got)
-	}
-	if got := desiredFor(f.s, e, "late"); got.Release != "v1" {
-		t.Fatalf("a server outside the batches: %+v", got)
-	}
-	d.Batch = 1
-	if got := desiredFor(f.s, e, "b"); got.Release != "v2" || !got.Live {
-		t.Fatalf("b once its batch started: %+v", got)
-	}
-	// Failed: the started batches stay where they got to, the others keep the desired release.
-	d.State = raftfsm.DeployFailed
-	if got := desiredFor(f.s, e, "a"); got.Release != "v2" || !got.Stay || got.Live {
-		t.Fatalf("a after a failure without rollback: %+v", got)
-	}
-	if got := desiredFor(f.s, e, "c"); got.Release != "v1" {
-		t.Fatalf("c after a failure: %+v", got)
-	}
-	// Rolled back: everyone goes to the desired release.
-	d.State = raftfsm.DeployRolledBack
-	if got := desiredFor(f.s, e, "a"); got.Release != "v1" || got.Stay {
-		t.Fatalf("a after a rollback: %+v", got)
-	}
-	// Pending and waiting deployments change nothing.
-	w := f.deploy(raftfsm.DeployKindDeploy, "v2", raftfsm.DeployWaiting, [][]string{{"a", "b", "c"}}, 0)
-	if got := desiredFor(f.s, e, "a"); got.Release != "v1" {
-		t.Fatalf("a waiting deployment: %+v", got)
-	}
-	// Cancelled before it started (the API writes batch -1): it moved nobody.
-	w.State, w.Batch = raftfsm.DeployCancelled, -1
-	// A running restart is run once by its batch; a terminate stops the environment for good.
-	r := f.deploy(raftfsm.DeployKindRestart, "v1", raftfsm.DeployRunning, [][]string{{"a"}, {"b"}}, 0)
-	if got := desiredFor(f.s, e, "a"); got.Kind != raftfsm.DeployKindRestart || got.Dep.ID != r.ID {
-		t.Fatalf("restart: %+v", got)
-	}
-	if got := desiredFor(f.s, e, "b"); got.Kind != raftfsm.DeployKindDeploy || got.Release != "v1" {
-		t.Fatalf("restart, next batch: %+v", got)
-	}
-	r.State = raftfsm.DeploySucceeded
-	tm := f.deploy(raftfsm.DeployKindTerminate, "v1", raftfsm.DeploySucceeded, [][]string{{"a", "b"}}, 0)
-	for _, who := range []string{"a", "late"} {
-		if got := desiredFor(f.s, e, who); got.Kind != "" {
-			t.Fatalf("%s in a terminated environment: %+v", who, got)
-		}
-	}
-	tm.State = raftfsm.DeployCancelled
-	if got := desiredFor(f.s, e, "late"); got.Release != "v1" {
-		t.Fatalf("a cancelled terminate stops nothing: %+v", got)
-	}
 }
 
 func plannerAt(now time.Time, members ...node.Member) *planner {
@@ -178,6 +112,9 @@ func commands(acts []action) string {
 			s := fmt.Sprintf("update %s %s batch=%d", c.ID, c.State, c.Batch)
 			if c.SetDesired != "" {
 				s += " desired=" + c.SetDesired
+			}
+			if c.Rollback != nil {
+				s += fmt.Sprintf(" +rollback(%s %s by=%s)", c.Rollback.Kind, c.Rollback.Release, c.Rollback.By)
 			}
 			out = append(out, s)
 		case *raftfsm.DeployCreate:
@@ -229,7 +166,7 @@ func TestPlanAbortsAndRollsBack(t *testing.T) {
 	d := f.deploy(raftfsm.DeployKindDeploy, "v2", raftfsm.DeployRunning, [][]string{{"a"}, {"b"}, {"c"}}, 0)
 	status(d, "a", raftfsm.NodeFailed)
 	got := commands(p.plan(f.s))
-	want := "pin prod true; update d3 rolled_back batch=0; create prod deploy v1 by=auto-rollback of d3"
+	want := "pin prod true; update d3 rolled_back batch=0 +rollback(deploy v1 by=auto-rollback of d3)"
 	if got != want {
 		t.Fatalf("plan:\n%s\nwant:\n%s", got, want)
 	}
@@ -238,7 +175,10 @@ func TestPlanAbortsAndRollsBack(t *testing.T) {
 	if !strings.Contains(u.Error, "1 of 1 servers failed") || !strings.Contains(u.Error, "a: boom on a") {
 		t.Fatalf("the error says who failed and why: %q", u.Error)
 	}
-	rb := acts[2].cmd.(*raftfsm.DeployCreate).Deployment
+	rb := *u.Rollback
+	if !strings.Contains(u.Error, "rolling back to v1 in deployment "+rb.ID) {
+		t.Fatalf("the error names the rollback: %q", u.Error)
+	}
 	if rb.Strategy.Kind != "all" || fmt.Sprint(rb.Batches) != "[[a b c]]" {
 		t.Fatalf("the rollback goes to every server at once: %+v", rb)
 	}

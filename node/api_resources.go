@@ -257,6 +257,8 @@ type envInput struct {
 	Vars       *map[string]raftfsm.Var `json:"vars"`
 	AutoDeploy *bool                   `json:"auto_deploy"`
 	Strategy   *raftfsm.Strategy       `json:"strategy"`
+	// ProgressDeadline: how long a server of a started batch may go without progress ("10m"; 0 or "": default).
+	ProgressDeadline *raftfsm.Duration `json:"progress_deadline"`
 }
 
 func (in *envInput) applyTo(e *raftfsm.Env) {
@@ -266,6 +268,7 @@ func (in *envInput) applyTo(e *raftfsm.Env) {
 	set(&e.Tags, in.Tags)
 	set(&e.AutoDeploy, in.AutoDeploy)
 	set(&e.Strategy, in.Strategy)
+	set(&e.ProgressDeadline, in.ProgressDeadline)
 	if in.Vars != nil {
 		keepSecrets(*in.Vars, e.Vars)
 		e.Vars = *in.Vars

@@ -5,6 +5,7 @@ import (
 	"regexp"
 	"slices"
 	"strings"
+	"time"
 )
 
 // apply validates a command against s and, only if it is valid, changes s. A rejection leaves s untouched.
@@ -101,14 +102,7 @@ func apply(s *State, index uint64, c Command) (any, *Error) {
 	case *DeployUpdate:
 		return applyDeployUpdate(s, index, c)
 	case *NodeStatusSet:
-		d, ok := s.Deploys[c.ID]
-		if !ok {
-			return nil, notFound("deployment %q does not exist", c.ID)
-		}
-		st := c.Status
-		d.Nodes[c.Node] = &st
-		d.ModifyIndex = index
-		return d, nil
+		return applyNodeStatus(s, index, c)
 	}
 	return nil, badRequest("command %T has no apply rule", c)
 }
@@ -287,6 +281,9 @@ func applyEnvPut(s *State, index uint64, c *EnvPut) (any, *Error) {
 		if !keyRE.MatchString(k) {
 			return nil, badRequest("variable name %q is not valid: use letters, digits and '_'", k)
 		}
+	}
+	if e.ProgressDeadline < 0 || (e.ProgressDeadline > 0 && time.Duration(e.ProgressDeadline) < time.Second) {
+		return nil, badRequest("progress_deadline %s is not valid: give at least 1s, or 0 for the default (10m)", time.Duration(e.ProgressDeadline))
 	}
 	old, exists := s.Envs[e.Name]
 	switch {
@@ -475,7 +472,52 @@ func applyBuildCancel(s *State, index uint64, c *BuildCancel) (any, *Error) {
 	return b, nil
 }
 
-func applyDeployCreate(s *State, index uint64, c *DeployCreate) (any, *Error) {
+// applyNodeStatus records a server's status in a running deployment it takes part in. History is immutable: a
+// deployment that ended keeps the rows it ended with, and a server's failure in a deployment is final.
+func applyNodeStatus(s *State, index uint64, c *NodeStatusSet) (any, *Error) {
+	d, ok := s.Deploys[c.ID]
+	if !ok {
+		return nil, notFound("deployment %q does not exist", c.ID)
+	}
+	switch c.Status.State {
+	case NodePending, NodeDownloading, NodeInstalling, NodeStarting, NodeHealthy, NodeFailed:
+	default:
+		return nil, badRequest("server state %q is not one of pending, downloading, installing, starting, healthy, failed", c.Status.State)
+	}
+	if d.Finished() {
+		return nil, conflict("deployment %q already ended (%s): its record no longer changes", c.ID, d.State)
+	}
+	if d.State != DeployRunning {
+		return nil, conflict("deployment %q is %s: servers report only while it runs", c.ID, d.State)
+	}
+	if !inStartedBatch(d, c.Node) {
+		return nil, conflict("server %q is not in a started batch of deployment %q", c.Node, c.ID)
+	}
+	if cur := d.Nodes[c.Node]; cur != nil && cur.State == NodeFailed {
+		return nil, conflict("server %q already failed in deployment %q: a failure stands", c.Node, c.ID)
+	}
+	st := c.Status
+	d.Nodes[c.Node] = &st
+	d.ModifyIndex = index
+	return d, nil
+}
+
+// inStartedBatch reports whether name is in one of d's batches up to and including the current one.
+func inStartedBatch(d *Deployment, name string) bool {
+	for i, b := range d.Batches {
+		if i > d.Batch {
+			break
+		}
+		if slices.Contains(b, name) {
+			return true
+		}
+	}
+	return false
+}
+
+// checkDeployCreate validates a new deployment against the state and returns it completed (kind, app,
+// previous release, state, nodes), without storing it.
+func checkDeployCreate(s *State, c *DeployCreate) (*Deployment, *Error) {
 	d := c.Deployment
 	if d.ID == "" {
 		return nil, badRequest("a deployment needs an id")
@@ -514,9 +556,17 @@ func applyDeployCreate(s *State, index uint64, c *DeployCreate) (any, *Error) {
 	if d.Nodes == nil {
 		d.Nodes = map[string]*NodeStatus{}
 	}
-	d.Meta = Meta{CreateIndex: index, ModifyIndex: index}
-	s.Deploys[d.ID] = &d
 	return &d, nil
+}
+
+func applyDeployCreate(s *State, index uint64, c *DeployCreate) (any, *Error) {
+	d, err := checkDeployCreate(s, c)
+	if err != nil {
+		return nil, err
+	}
+	d.Meta = Meta{CreateIndex: index, ModifyIndex: index}
+	s.Deploys[d.ID] = d
+	return d, nil
 }
 
 func applyDeployUpdate(s *State, index uint64, c *DeployUpdate) (any, *Error) {
@@ -538,6 +588,26 @@ func applyDeployUpdate(s *State, index uint64, c *DeployUpdate) (any, *Error) {
 		if _, ok := s.Releases[ReleaseKey(e.App, c.SetDesired)]; !ok {
 			return nil, notFound("app %q has no release %q", e.App, c.SetDesired)
 		}
+	}
+	var rb *Deployment
+	if c.Rollback != nil {
+		if c.State != DeployRolledBack {
+			return nil, badRequest("a rollback deployment goes with state %s, not %q", DeployRolledBack, c.State)
+		}
+		if c.Rollback.Env != d.Env || c.Rollback.ID == d.ID {
+			return nil, badRequest("the rollback of deployment %q must be another deployment of environment %q", c.ID, d.Env)
+		}
+		// d ends in this entry, so the environment has no other deployment in progress: check as if it had ended.
+		prev := d.State
+		d.State = DeployRolledBack
+		var err *Error
+		rb, err = checkDeployCreate(s, &DeployCreate{Deployment: *c.Rollback})
+		d.State = prev
+		if err != nil {
+			return nil, err
+		}
+	}
+	if c.SetDesired != "" {
 		e.Desired = c.SetDesired
 		e.ModifyIndex = index
 	}
@@ -547,6 +617,7 @@ func applyDeployUpdate(s *State, index uint64, c *DeployUpdate) (any, *Error) {
 	if c.State == DeployCancelled {
 		d.CancelledBy = c.By
 	}
+	startsBatch := c.State == DeployRunning && (d.State != DeployRunning || c.Batch != d.Batch)
 	if c.State != "" {
 		d.State = c.State
 	}
@@ -555,10 +626,19 @@ func applyDeployUpdate(s *State, index uint64, c *DeployUpdate) (any, *Error) {
 		e.ModifyIndex = index
 	}
 	d.Batch, d.Error = c.Batch, c.Error
+	if startsBatch {
+		d.BatchStartedAt = c.At
+	}
 	if d.Finished() {
 		d.EndedAt = c.At
 	}
 	d.ModifyIndex = index
+	if rb != nil {
+		rb.RollbackOf = d.ID
+		rb.Meta = Meta{CreateIndex: index, ModifyIndex: index}
+		s.Deploys[rb.ID] = rb
+		d.Rollback = rb.ID
+	}
 	return d, nil
 }
 

@@ -236,6 +236,10 @@ type DeployUpdate struct {
 	From []string `json:",omitempty"`
 	// By records who approved or cancelled (a token name).
 	By string `json:",omitempty"`
+	// Rollback, with State rolled_back, is the deployment that takes the environment back to its stable
+	// release: it is created in the same entry, so no leader can end a deployment rolled_back and die before
+	// the rollback exists.
+	Rollback *Deployment `json:",omitempty"`
 }
 
 // PipelinePut sets an app's pipeline; empty Stages removes it. With CAS set, the write succeeds only if the
@@ -245,7 +249,9 @@ type PipelinePut struct {
 	CAS      uint64
 }
 
-// NodeStatusSet reports one server's progress in a deployment.
+// NodeStatusSet reports one server's progress in a deployment. It is refused (a result, not a panic) unless the
+// deployment is running, the server is in one of its started batches, and the server has not failed in it: a
+// finished deployment's record never changes, and a failure stands.
 type NodeStatusSet struct {
 	ID     string
 	Node   string

@@ -97,6 +97,9 @@ type Env struct {
 	// Pinned suspends auto deploy (set by an automatic rollback) until `node env unpin`.
 	Pinned    bool   `json:"pinned"`
 	PinReason string `json:"pin_reason,omitempty"`
+	// ProgressDeadline is how long a server of a started batch may go without progress (a new status)
+	// before the orchestrator fails it (0: the deployer's default, 10 minutes).
+	ProgressDeadline Duration `json:"progress_deadline,omitempty"`
 	Meta
 }
 
@@ -220,6 +223,13 @@ type Deployment struct {
 	// ApprovedBy and CancelledBy name the tokens that approved or cancelled the deployment.
 	ApprovedBy  string `json:"approved_by,omitempty"`
 	CancelledBy string `json:"cancelled_by,omitempty"`
+	// BatchStartedAt is when the current batch started (the orchestrator's clock): the progress deadline of a
+	// server that has not reported yet counts from it.
+	BatchStartedAt time.Time `json:"batch_started_at,omitzero"`
+	// Rollback names the deployment that rolled this one back (state rolled_back); RollbackOf, on that
+	// deployment, names the one it rolls back. Both are written in the entry that ends this one.
+	Rollback   string `json:"rollback,omitempty"`
+	RollbackOf string `json:"rollback_of,omitempty"`
 	Meta
 }
 

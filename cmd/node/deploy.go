@@ -25,17 +25,31 @@ func attachDeployer(n *node.Node, f deployer.Fetcher) (func(), error) {
 	return func() { d.Close() }, nil
 }
 
-// deployFlags are the flags shared by the verbs that start a deployment.
+// deployFlags are the flags shared by the verbs that start or follow a deployment.
 type deployFlags struct {
-	wait bool
+	wait    bool
+	timeout time.Duration
 }
 
 func (f *deployFlags) register(cmd *cobra.Command) {
-	cmd.Flags().BoolVar(&f.wait, "wait", false, "follow the deployment, server by server, and exit non-zero unless it succeeds")
+	cmd.Flags().BoolVar(&f.wait, "wait", false, "follow the deployment, server by server, to its final state (a rollback included), and exit non-zero unless it succeeds")
+	cmd.Flags().DurationVar(&f.timeout, "timeout", 0, "with --wait: stop following after this long and exit non-zero (the deployment goes on); 0 waits for the end")
+	cmd.PreRunE = func(*cobra.Command, []string) error { return f.check() }
+}
+
+// check refuses --timeout without --wait, before anything is started.
+func (f *deployFlags) check() error {
+	if f.timeout < 0 {
+		return fmt.Errorf("--timeout %s is negative: give a duration like 10m, or 0 to wait for the end", f.timeout)
+	}
+	if f.timeout > 0 && !f.wait {
+		return errors.New("--timeout goes with --wait: add --wait to follow the deployment for that long")
+	}
+	return nil
 }
 
 // started prints what a create request answered and follows it with --wait.
-func (c *cli) started(res deployer.CreateResult, wait bool) error {
+func (c *cli) started(res deployer.CreateResult, f deployFlags) error {
 	if res.Noop {
 		if c.json {
 			return c.print(res, nil)
@@ -47,13 +61,13 @@ func (c *cli) started(res deployer.CreateResult, wait bool) error {
 	if d == nil {
 		return errors.New("the API answered without a deployment")
 	}
-	if !wait {
+	if !f.wait {
 		return c.print(d, func(w *tabwriter.Writer) { deploymentTable(w, *d) })
 	}
 	if !c.json {
 		fmt.Fprintf(c.out, "deployment %s: %s %s to %s, %s\n", d.ID, d.Kind, dash(d.Release), d.Env, batchesText(*d))
 	}
-	return c.waitDeployment(d.ID)
+	return c.waitDeployment(d.ID, f.timeout)
 }
 
 func batchesText(d raftfsm.Deployment) string {
@@ -110,7 +124,7 @@ unless --force (which installs it again and restarts it). --wait follows every s
 			if _, err := c.api().Post(ctx(), "/v1/envs/"+url.PathEscape(env)+"/deployments", req, &res); err != nil {
 				return explain(err)
 			}
-			return c.started(res, f.wait)
+			return c.started(res, f)
 		},
 	}
 	f.register(cmd)
@@ -132,7 +146,7 @@ func (c *cli) opCmd(kind, short, long string) *cobra.Command {
 			if _, err := c.api().Post(ctx(), "/v1/envs/"+url.PathEscape(args[0])+"/deployments", deployer.CreateRequest{Kind: kind}, &res); err != nil {
 				return explain(err)
 			}
-			return c.started(res, f.wait)
+			return c.started(res, f)
 		},
 	}
 	f.register(cmd)
@@ -170,7 +184,7 @@ goes back to the release it ran before its current one.`,
 			if _, err := c.api().Post(ctx(), "/v1/envs/"+url.PathEscape(args[0])+"/rollback", deployer.RollbackRequest{To: to}, &res); err != nil {
 				return explain(err)
 			}
-			return c.started(res, f.wait)
+			return c.started(res, f)
 		},
 	}
 	f.register(cmd)
@@ -199,7 +213,7 @@ healthy on a release; a stage marked for approval waits for 'node approve DEPLOY
 			if _, err := c.api().Post(ctx(), "/v1/apps/"+url.PathEscape(args[0])+"/promote", req, &res); err != nil {
 				return explain(err)
 			}
-			return c.started(res, f.wait)
+			return c.started(res, f)
 		},
 	}
 	f.register(cmd)
@@ -219,7 +233,7 @@ func (c *cli) approveCmd() *cobra.Command {
 			if _, err := c.api().Post(ctx(), "/v1/deployments/"+url.PathEscape(args[0])+"/approve", struct{}{}, &d); err != nil {
 				return explain(err)
 			}
-			return c.started(deployer.CreateResult{Deployment: &d}, f.wait)
+			return c.started(deployer.CreateResult{Deployment: &d}, f)
 		},
 	}
 	f.register(cmd)
@@ -252,14 +266,14 @@ func (c *cli) deploymentsCmd() *cobra.Command {
 }
 
 func (c *cli) deploymentCmd() *cobra.Command {
-	var wait bool
+	var f deployFlags
 	cmd := &cobra.Command{
 		Use:   "deployment ID",
 		Short: "Show a deployment: its batches and every server's state; cancel it; read a server's log of it",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			if wait {
-				return c.waitDeployment(args[0])
+			if f.wait {
+				return c.waitDeployment(args[0], f.timeout)
 			}
 			var d raftfsm.Deployment
 			if _, err := c.api().Get(ctx(), "/v1/deployments/"+url.PathEscape(args[0]), &d); err != nil {
@@ -268,7 +282,7 @@ func (c *cli) deploymentCmd() *cobra.Command {
 			return c.print(d, func(w *tabwriter.Writer) { deploymentTable(w, d) })
 		},
 	}
-	cmd.Flags().BoolVar(&wait, "wait", false, "follow the deployment until it ends; exit non-zero unless it succeeds")
+	f.register(cmd)
 	cancel := &cobra.Command{
 		Use:   "cancel ID",
 		Short: "Cancel a deployment: no further batch starts; servers already moved stay where they are",
@@ -489,75 +503,6 @@ func oneLine(s string) string {
 		s = s[:160] + "…"
 	}
 	return s
-}
-
-// waitDeployment follows a deployment with blocking reads, printing each server's state as it changes, until
-// it ends. It fails unless the deployment succeeded.
-func (c *cli) waitDeployment(id string) error {
-	var (
-		idx       uint64
-		lastState string
-		lastBatch = -2
-		printed   = map[string]string{}
-		d         raftfsm.Deployment
-	)
-	api := c.api()
-	for {
-		path := "/v1/deployments/" + url.PathEscape(id)
-		if idx > 0 {
-			path += fmt.Sprintf("?index=%d&wait=30s", idx)
-		}
-		d = raftfsm.Deployment{}
-		i, err := api.Get(ctx(), path, &d)
-		if err != nil {
-			return explain(err)
-		}
-		idx = i
-		if !c.json {
-			if d.State != lastState || d.Batch != lastBatch {
-				fmt.Fprintf(c.out, "%s  %s, batch %s\n", time.Now().Format("15:04:05"), d.State, batchText(d))
-				lastState, lastBatch = d.State, d.Batch
-			}
-			for _, name := range sortedKeys(d.Nodes) {
-				st := d.Nodes[name]
-				line := st.State
-				if st.Phase != "" && st.State != raftfsm.NodeHealthy {
-					line += " (" + st.Phase + ")"
-				}
-				if st.State == raftfsm.NodeDownloading {
-					line += " " + progressBar(st.Progress)
-				}
-				if st.Error != "" {
-					line += ": " + oneLine(st.Error)
-				}
-				if printed[name] != line {
-					fmt.Fprintf(c.out, "%s    %-16s %s\n", time.Now().Format("15:04:05"), name, line)
-					printed[name] = line
-				}
-			}
-		}
-		if d.Finished() {
-			break
-		}
-	}
-	if c.json {
-		if err := c.print(d, nil); err != nil {
-			return err
-		}
-	} else {
-		healthy, total := counts(d)
-		fmt.Fprintf(c.out, "deployment %s %s: %d of %d servers healthy, took %s\n", d.ID, d.State, healthy, total, deployTook(d))
-		if d.Error != "" {
-			fmt.Fprintf(c.out, "  %s\n", d.Error)
-		}
-		if d.State == raftfsm.DeployRolledBack {
-			fmt.Fprintf(c.out, "  the environment went back to its stable release and is pinned: `node deployments %s` shows the rollback; `node unpin %s` resumes auto deploy\n", d.Env, d.Env)
-		}
-	}
-	if d.State != raftfsm.DeploySucceeded {
-		return fmt.Errorf("deployment %s %s", d.ID, d.State)
-	}
-	return nil
 }
 
 // progressBar draws a fraction as a 20-cell bar with its percentage, e.g. "[#########-----------]  45%".

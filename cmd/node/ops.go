@@ -416,6 +416,11 @@ func envTable(w *tabwriter.Writer, e raftfsm.Env) {
 		strategy += ", auto rollback"
 	}
 	fmt.Fprintf(w, "strategy:\t%s\nauto deploy:\t%v\ndesired:\t%s\nstable:\t%s\n", strategy, e.AutoDeploy, dash(e.Desired), dash(e.Stable))
+	deadline := "10m0s (default)"
+	if e.ProgressDeadline > 0 {
+		deadline = time.Duration(e.ProgressDeadline).String()
+	}
+	fmt.Fprintf(w, "progress deadline:\t%s\n", deadline)
 	if e.Pinned {
 		fmt.Fprintf(w, "pinned:\tyes (%s): auto deploy is suspended until `node env unpin %s`\n", e.PinReason, e.Name)
 	}
@@ -437,6 +442,7 @@ type envFlags struct {
 	strategy             string
 	batch                string
 	minHealthy, abort    int
+	progressDeadline     time.Duration
 }
 
 func (f *envFlags) register(cmd *cobra.Command) {
@@ -452,6 +458,7 @@ func (f *envFlags) register(cmd *cobra.Command) {
 	fl.IntVar(&f.minHealthy, "min-healthy", 0, "servers that must stay healthy during a rolling deploy")
 	fl.IntVar(&f.abort, "abort-after", 0, "failed servers that abort a deployment (0: the first)")
 	fl.BoolVar(&f.rollback, "auto-rollback", false, "on a failed deployment, go back to the last stable release and pin")
+	fl.DurationVar(&f.progressDeadline, "progress-deadline", 0, "fail a server of a deployment that makes no progress for this long (0: the default, 10m)")
 }
 
 func (f *envFlags) body(cmd *cobra.Command) (map[string]any, error) {
@@ -479,6 +486,12 @@ func (f *envFlags) body(cmd *cobra.Command) (map[string]any, error) {
 	}
 	if ch("auto-deploy") {
 		b["auto_deploy"] = f.autoDeploy
+	}
+	if ch("progress-deadline") {
+		if f.progressDeadline < 0 || (f.progressDeadline > 0 && f.progressDeadline < time.Second) {
+			return nil, fmt.Errorf("--progress-deadline %s: give at least 1s, or 0 for the default (10m)", f.progressDeadline)
+		}
+		b["progress_deadline"] = f.progressDeadline.String()
 	}
 	if ch("strategy") || ch("batch") || ch("min-healthy") || ch("abort-after") || ch("auto-rollback") {
 		st := raftfsm.Strategy{Kind: f.strategy, MinHealthy: f.minHealthy, AbortAfter: f.abort, AutoRollback: f.rollback}
