@@ -46,6 +46,12 @@ type Options struct {
 	DeadAfter time.Duration
 	// ProgressInterval is the least time between two download progress reports written to Raft (0: 1 s).
 	ProgressInterval time.Duration
+	// ExecLogMax is the size past which an environment's exec.log is rotated (copy and truncate), and
+	// ExecLogKeep how many rotated copies stay (exec.log.1 …); ExecLogCheck is how often sizes are looked at
+	// (0: 10 MiB, 3, 1 s).
+	ExecLogMax   int64
+	ExecLogKeep  int
+	ExecLogCheck time.Duration
 	// Logger defaults to the node's, with component=deployer.
 	Logger *slog.Logger
 	// Registerer defaults to the node's registry.
@@ -100,6 +106,15 @@ func Attach(n *node.Node, opts Options) (*Deployer, error) {
 	if opts.ProgressInterval <= 0 {
 		opts.ProgressInterval = DefaultProgressInterval
 	}
+	if opts.ExecLogMax <= 0 {
+		opts.ExecLogMax = DefaultExecLogMax
+	}
+	if opts.ExecLogKeep <= 0 {
+		opts.ExecLogKeep = DefaultExecLogKeep
+	}
+	if opts.ExecLogCheck <= 0 {
+		opts.ExecLogCheck = DefaultExecLogCheck
+	}
 	if opts.Logger == nil {
 		opts.Logger = n.Logger().With("component", "deployer")
 	}
@@ -121,8 +136,9 @@ func Attach(n *node.Node, opts Options) (*Deployer, error) {
 	d.ctx, d.cancel = context.WithCancel(context.Background())
 	d.resumeAll()
 	d.registerAPI()
-	d.wg.Add(1)
+	d.wg.Add(2)
 	go d.agentLoop()
+	go d.rotateLoop()
 	n.OnLeader(d.lead)
 	return d, nil
 }

@@ -262,7 +262,7 @@ func (w *envWorker) install(ctx context.Context, t target, v view, cur string) (
 			rep.Set(raftfsm.NodeStatus{State: raftfsm.NodeDownloading, Phase: "Fetch", Progress: p})
 		}
 	}
-	if err := w.d.opts.Fetcher.Fetch(ctx, v.rel, progress); err != nil {
+	if err := w.fetch(ctx, t, v.rel, rep, dlog, progress); err != nil {
 		return fmt.Errorf("fetch release %s: %w", rel.Version, err)
 	}
 	dlog.Notef("fetched in %s", time.Since(start).Round(time.Millisecond))

@@ -113,6 +113,14 @@ func (d *Deployer) registerAPI() {
 	n.Handle("GET /v1/apps/{app}/pipeline", raftfsm.RoleReader, h((*Deployer).getPipeline))
 	n.Handle("PUT /v1/apps/{app}/pipeline", raftfsm.RoleAdmin, h((*Deployer).putPipeline))
 	n.Handle("POST /v1/apps/{app}/promote", raftfsm.RoleDeployer, h((*Deployer).promote))
+	n.Handle("GET /v1/envs/{env}/logs", raftfsm.RoleReader, h((*Deployer).getExecLogs))
+	n.Endpoint().HandleRPC(execLogRPC, func(ctx context.Context, peer string, body json.RawMessage) (any, error) {
+		dep := cur.Load()
+		if dep == nil {
+			return nil, node.Errorf(http.StatusServiceUnavailable, "the deployer is not running on node %s", n.Name())
+		}
+		return dep.serveExecLogRPC(ctx, peer, body)
+	})
 	n.Endpoint().HandleRPC(logRPC, func(ctx context.Context, peer string, body json.RawMessage) (any, error) {
 		dep := cur.Load()
 		if dep == nil {
@@ -199,6 +207,9 @@ func (d *Deployer) postDeployment(w http.ResponseWriter, r *http.Request) error 
 			d.n.WriteJSON(w, http.StatusOK, CreateResult{Noop: true,
 				Message: fmt.Sprintf("%s is already the release of %s: nothing to do (use --force to install it again)", in.Release, e.Name)})
 			return nil
+		}
+		if err := d.fetchable(e.App, in.Release); err != nil {
+			return err
 		}
 	case raftfsm.DeployKindRestart, raftfsm.DeployKindTerminate:
 		in.Release = e.Desired
@@ -343,6 +354,9 @@ func (d *Deployer) rollback(w http.ResponseWriter, r *http.Request) error {
 		d.n.WriteJSON(w, http.StatusOK, CreateResult{Noop: true, Message: fmt.Sprintf("%s is already the release of %s", plan.to, e.Name)})
 		return nil
 	}
+	if err := d.fetchable(e.App, plan.to); err != nil {
+		return err // before the cancel and the pin: a refused rollback changes nothing
+	}
 	if c := plan.cancel; c != nil {
 		u := &raftfsm.DeployUpdate{ID: c.ID, State: raftfsm.DeployCancelled, Batch: c.Batch, Error: "cancelled by a rollback by " + who(r),
 			At: time.Now().UTC(), By: who(r), From: []string{c.State}}
@@ -360,6 +374,31 @@ func (d *Deployer) rollback(w http.ResponseWriter, r *http.Request) error {
 	d.m.rollbacks.WithLabelValues(e.App, e.Name).Inc()
 	dep := NewDeployment(&e, d.n.Members(), raftfsm.DeployKindDeploy, plan.to, "rollback by "+who(r), false, nil, time.Now())
 	return d.create(w, r, dep)
+}
+
+// fetchable refuses at once (409, nothing written) a deploy of a release that no server can fetch: its
+// archive was collected everywhere, or every server holding it is down. Without the check the deployment
+// would sit at "downloading" until its deadline, and the environment's later deployments behind it.
+func (d *Deployer) fetchable(app, version string) error {
+	f, ok := d.opts.Fetcher.(Fetchable)
+	if !ok {
+		return nil
+	}
+	var rel *raftfsm.Release
+	d.n.FSM().Read(func(s *raftfsm.State) {
+		if r := s.Releases[raftfsm.ReleaseKey(app, version)]; r != nil {
+			c := *r
+			c.Holders = slices.Clone(r.Holders)
+			rel = &c
+		}
+	})
+	if rel == nil {
+		return node.Errorf(http.StatusNotFound, "app %s has no release %q: `node releases %s` lists them", app, version, app)
+	}
+	if err := f.Fetchable(rel); err != nil {
+		return node.Errorf(http.StatusConflict, "refused, nothing changed: %v", err)
+	}
+	return nil
 }
 
 // rollbackPlan is what a rollback does.
@@ -501,6 +540,9 @@ func (d *Deployer) promote(w http.ResponseWriter, r *http.Request) error {
 		d.n.WriteJSON(w, http.StatusOK, CreateResult{Noop: true, Message: fmt.Sprintf("%s already runs %s", e.Name, in.Release)})
 		return nil
 	}
+	if err := d.fetchable(app, in.Release); err != nil {
+		return err
+	}
 	dep := NewDeployment(&e, d.n.Members(), raftfsm.DeployKindDeploy, in.Release, "promotion from "+from.Name+" by "+who(r), false, nil, time.Now())
 	return d.create(w, r, dep)
 }
@@ -584,18 +626,6 @@ func (d *Deployer) readLog(id string) (*LogResponse, error) {
 	return out, nil
 }
 
-// previousRelease is the release an environment ran before its current one: the previous release of the
-// latest successful deployment of the current one.
-func previousRelease(s *raftfsm.State, e *raftfsm.Env) string {
-	var last *raftfsm.Deployment
-	for _, d := range s.Deploys {
-		if d.Env == e.Name && d.Kind == raftfsm.DeployKindDeploy && d.State == raftfsm.DeploySucceeded && d.Release == e.Desired &&
-			d.Previous != "" && d.Previous != e.Desired && (last == nil || d.CreateIndex > last.CreateIndex) {
-			last = d
-		}
-	}
-	if last == nil {
-		return ""
-	}
-	return last.Previous
-}
+// previousRelease is the release an environment ran before its current one (raftfsm decides, so the cleanup
+// keeps exactly what a rollback needs).
+func previousRelease(s *raftfsm.State, e *raftfsm.Env) string { return s.PreviousRelease(e) }

@@ -59,8 +59,8 @@ func (f *StoreFetcher) Fetch(ctx context.Context, rel *raftfsm.Release, progress
 				}
 			}
 		}
-		return nil, fmt.Errorf("release %s of %s (archive %.12s) is in none of this node's sources: it must be built or copied here first",
-			rel.Version, rel.App, meta.Digest)
+		return nil, fmt.Errorf("release %s of app %s (archive %.12s): %w: it is in none of this node's sources; build it or copy it here first",
+			rel.Version, rel.App, meta.Digest, raftfsm.ErrNoLiveHolder)
 	}
 	rc, err := open()
 	if err != nil {

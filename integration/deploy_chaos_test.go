@@ -55,7 +55,7 @@ func TestDeployChaos(t *testing.T) {
 	}
 	t.Logf("deploy chaos: seed %d, %d steps (replay: SHOAL_DEPLOY_CHAOS_SEED=%d SHOAL_DEPLOY_CHAOS_STEPS=%d)", seed, steps, seed, steps)
 
-	m := startPmesh(t, 3, "--keep-releases", "2", "--release-gc-interval", "2s")
+	m := startPmesh(t, 3, "--keep-releases", "2", "--gc-interval", "2s")
 	c := &chaos{t: t, m: m, seed: seed, rng: rand.New(rand.NewPCG(seed, seed^0x5eed)), finished: map[string]string{},
 		noted: map[string]bool{}, seenViolation: map[string]int{}, holdersStuck: map[string]bool{}}
 	cl := c.client()

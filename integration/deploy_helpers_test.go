@@ -45,7 +45,11 @@ func runAppServer() int {
 		return 1
 	}
 	mux := http.NewServeMux()
+	if _, err := os.Stat("chatter"); err == nil {
+		go chatter() // a release that holds a file "chatter" writes to stdout all the time (exec log tests)
+	}
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+		fmt.Printf("app: GET %s\n", r.URL.Path) // the app's own output, which `node logs` shows
 		b, err := os.ReadFile("version.txt")
 		if err != nil {
 			http.Error(w, err.Error(), http.StatusInternalServerError)
@@ -65,6 +69,18 @@ func runAppServer() int {
 		return 1
 	}
 	return 0
+}
+
+// chatterLine is the size of each line chatter writes.
+const chatterLine = 1024
+
+// chatter writes numbered lines of chatterLine bytes to stdout every 2 ms, until the process is stopped.
+func chatter() {
+	pad := strings.Repeat("x", chatterLine-len("chatter 00000000 \n"))
+	for i := 0; ; i++ {
+		fmt.Printf("chatter %08d %s\n", i, pad)
+		time.Sleep(2 * time.Millisecond) // the app's pace, not a wait for a condition
+	}
 }
 
 // deployApp is an app the deploy tests ship to a mesh, with the port each server's copy listens on.

@@ -95,6 +95,10 @@ func TestUIChromium(t *testing.T) {
 	p.waitText("#releases", "v2")
 	p.click("open the environment", `[data-testid="env-link-prod"]`)
 	p.waitServers("every server healthy on v1", func(s map[string]uiServer) bool { return allOn(s, "v1") })
+	// The app's own output, followed live from every server: the app logs each request to /.
+	p.waitText("#env-app-log", "[n3] --- shoal: starting exec copy 0")
+	app.serving("n3")
+	p.waitText("#env-app-log", "[n3] app: GET /")
 	p.eval(`window.shoalNoReload = true`)
 	app.block("PostInstall")
 	p.do("deploy v2", chromedp.SetValue(chromedp.CSS("#deploy-release"), "v2"), chromedp.Click(chromedp.CSS("#deploy")))

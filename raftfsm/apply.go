@@ -82,6 +82,8 @@ func apply(s *State, index uint64, c Command) (any, *Error) {
 			r.ModifyIndex = index
 		}
 		return r, nil
+	case *ReleaseDrop:
+		return applyReleaseDrop(s, index, c)
 	case *ReleaseCreate:
 		a, ok := s.Apps[c.Release.App]
 		if !ok {

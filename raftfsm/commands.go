@@ -40,6 +40,7 @@ const (
 	CmdMemberRejoin    CommandType = 21
 	CmdReleaseCreate   CommandType = 22
 	CmdPipelinePut     CommandType = 23
+	CmdReleaseDrop     CommandType = 28
 )
 
 // Command is implemented by every command body.
@@ -70,6 +71,7 @@ var registry = map[CommandType]func() Command{
 	CmdMemberRejoin:    func() Command { return new(MemberRejoin) },
 	CmdReleaseCreate:   func() Command { return new(ReleaseCreate) },
 	CmdPipelinePut:     func() Command { return new(PipelinePut) },
+	CmdReleaseDrop:     func() Command { return new(ReleaseDrop) },
 }
 
 // Encode wraps a command in the versioned envelope: version byte, type byte, JSON body.
@@ -219,6 +221,17 @@ type ReleaseHolders struct {
 	Node    string
 }
 
+// ReleaseDrop records that a node no longer holds a release's archive (its cleanup removed it, or its store
+// lost it), so `held by` stays true. With App and Version empty it drops Node from every release: the leader
+// writes that for a server that left the mesh for good. IfUnused refuses the drop (conflict) while the release
+// is in use (State.ReleaseUse).
+type ReleaseDrop struct {
+	App      string
+	Version  string
+	Node     string
+	IfUnused bool `json:",omitempty"`
+}
+
 // DeployCreate starts a deployment. ID comes from the proposer.
 type DeployCreate struct{ Deployment Deployment }
 
@@ -281,3 +294,4 @@ func (*MemberLeave) Type() CommandType     { return CmdMemberLeave }
 func (*MemberRejoin) Type() CommandType    { return CmdMemberRejoin }
 func (*ReleaseCreate) Type() CommandType   { return CmdReleaseCreate }
 func (*PipelinePut) Type() CommandType     { return CmdPipelinePut }
+func (*ReleaseDrop) Type() CommandType     { return CmdReleaseDrop }

@@ -214,7 +214,7 @@ func runRandom(a *applier, r *rand.Rand, n int) {
 	for i := 0; i < n; i++ {
 		at := t0.Add(time.Duration(i) * time.Second)
 		var c Command
-		switch r.IntN(18) {
+		switch r.IntN(19) {
 		case 0:
 			c = &AppPut{App: App{Name: pick(apps), Repo: "/srv/" + pick(apps), AutoBuild: r.IntN(2) == 0}, Create: r.IntN(2) == 0}
 		case 1:
@@ -250,6 +250,8 @@ func runRandom(a *applier, r *rand.Rand, n int) {
 			c = &MemberLeave{Name: pick(nodes), At: at}
 		case 15:
 			c = &MemberRejoin{Name: pick(nodes)}
+		case 18:
+			c = &ReleaseDrop{App: []string{"", pick(apps)}[r.IntN(2)], Version: []string{"", "v1", "v2"}[r.IntN(3)], Node: pick(nodes), IfUnused: r.IntN(2) == 0}
 		case 13:
 			c = &TokenCreate{Token: Token{ID: fmt.Sprintf("t%d", r.IntN(4)), Role: []string{RoleAdmin, RoleReader, "x"}[r.IntN(3)], SecretHash: "h", CreatedAt: at}}
 		}

@@ -24,7 +24,8 @@ func (s *Service) routes() {
 }
 
 // postRelease takes a release archive built elsewhere (the body, a tar.gz), stores it on this node and records
-// the release; ?version= sets a custom version and ?notes= its notes. Like `distelli push`.
+// the release; ?version= sets a custom version and ?notes= its notes. Like `distelli push`. The same archive
+// pushed again under an existing release's version makes this node hold that release again (200).
 func (s *Service) postRelease(w http.ResponseWriter, r *http.Request) error {
 	app := r.PathValue("app")
 	exists := func() (ok bool) {
@@ -51,6 +52,29 @@ func (s *Service) postRelease(w http.ResponseWriter, r *http.Request) error {
 		return node.Errorf(http.StatusBadRequest, "store the uploaded archive: %v", err)
 	}
 	q := r.URL.Query()
+	if v := q.Get("version"); v != "" {
+		// The same archive pushed again for an existing release (whose archive was collected everywhere)
+		// restores it: this node becomes a holder again.
+		var same *raftfsm.Release
+		s.n.FSM().Read(func(st *raftfsm.State) {
+			if x := st.Releases[raftfsm.ReleaseKey(app, v)]; x != nil && x.Digest == meta.Digest {
+				c := *x
+				same = &c
+			}
+		})
+		if same != nil {
+			res, err := s.n.ApplyCtx(r, &raftfsm.ReleaseHolders{App: app, Version: same.Version, Node: s.n.Name()})
+			if err != nil {
+				return err
+			}
+			s.markRecent(same.Digest)
+			w.Header().Set("Content-Type", "application/json")
+			w.Header().Set("X-Shoal-Index", strconv.FormatUint(res.Index, 10))
+			w.WriteHeader(http.StatusOK)
+			_, err = w.Write(append(res.Value, '\n'))
+			return err
+		}
+	}
 	rel := raftfsm.Release{App: app, Version: q.Get("version"), Notes: q.Get("notes"), Digest: meta.Digest, Size: meta.Size,
 		PieceSize: meta.PieceSize, Pieces: meta.Pieces, Holders: []string{s.n.Name()}, CreatedAt: time.Now().UTC()}
 	if tok := node.TokenOf(r); tok != nil {

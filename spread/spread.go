@@ -52,6 +52,7 @@ type Service struct {
 
 	mu       sync.Mutex
 	fetching map[string]chan struct{} // digest → closed when the download ends
+	recent   map[string]time.Time     // digest → when this node last recorded itself a holder (see keeper)
 	ownStore bool                     // the store was opened here, so Close closes it
 
 	ctx    context.Context
@@ -83,7 +84,7 @@ func Attach(n *node.Node, opts Options) (*Service, error) {
 		sopts = append(sopts, swarm.WithUploadLimit(swarm.NewLimiter(opts.UploadLimit)))
 	}
 	s := &Service{
-		n: n, opts: opts, store: store, log: log, fetching: map[string]chan struct{}{}, ownStore: opts.Store == nil,
+		n: n, opts: opts, store: store, log: log, fetching: map[string]chan struct{}{}, recent: map[string]time.Time{}, ownStore: opts.Store == nil,
 		server: swarm.NewServer(store, log, n.Registry(), sopts...),
 	}
 	if opts.DownloadLimit > 0 {
@@ -144,8 +145,26 @@ func (s *Service) liveCount() int {
 // Fetch makes the release's archive present and verified in this node's store, downloading the missing pieces
 // from every live peer at once, and records this node as a holder. Concurrent calls for one release share one
 // download. progress, if set, is told the bytes held as pieces arrive.
-func (s *Service) Fetch(ctx context.Context, r *raftfsm.Release, progress func(done, total int64)) error {
+//
+// A release that no live server holds cannot be fetched: Fetch returns at once (or as soon as the last live
+// holder goes) with an error that wraps raftfsm.ErrNoLiveHolder and names the app, the release and its holders.
+func (s *Service) Fetch(ctx context.Context, r *raftfsm.Release, progress func(done, total int64)) (err error) {
 	meta := MetaOf(r)
+	if !s.store.Complete(meta.Digest) {
+		if err := s.noLiveHolder(r.App, r.Version); err != nil {
+			return err
+		}
+		var cancel context.CancelCauseFunc
+		ctx, cancel = context.WithCancelCause(ctx)
+		defer cancel(nil)
+		stop := s.watchHolders(ctx, cancel, r.App, r.Version)
+		defer stop()
+		defer func() {
+			if cause := context.Cause(ctx); errors.Is(cause, raftfsm.ErrNoLiveHolder) && ctx.Err() != nil {
+				err = cause
+			}
+		}()
+	}
 	for {
 		s.mu.Lock()
 		wait, busy := s.fetching[meta.Digest]
@@ -153,7 +172,7 @@ func (s *Service) Fetch(ctx context.Context, r *raftfsm.Release, progress func(d
 			done := make(chan struct{})
 			s.fetching[meta.Digest] = done
 			s.mu.Unlock()
-			err := s.fetch(ctx, meta, progress)
+			err = s.fetch(ctx, meta, progress)
 			s.mu.Lock()
 			delete(s.fetching, meta.Digest)
 			s.mu.Unlock()
@@ -238,6 +257,7 @@ func (s *Service) recordHolder(ctx context.Context, r *raftfsm.Release) error {
 		_, err := s.n.Apply(ctx, &raftfsm.ReleaseHolders{App: r.App, Version: r.Version, Node: s.n.Name()})
 		switch {
 		case err == nil:
+			s.markRecent(r.Digest)
 			return nil
 		case raftfsm.KindOf(err) == raftfsm.KindNotFound:
 			return nil // the release was deleted meanwhile
@@ -287,10 +307,15 @@ func (s *Service) underReplicated() []*raftfsm.Release {
 			live = append(live, m.Name)
 		}
 	}
+	keep := s.keeper()
 	var out []*raftfsm.Release
 	s.n.FSM().Read(func(st *raftfsm.State) {
 		for _, r := range st.Releases {
 			if len(r.Holders) == 0 || len(r.Holders) >= s.opts.MinHolders || slices.Contains(r.Holders, s.n.Name()) {
+				continue
+			}
+			// A release the cleanup collects is not copied back, and one no live server holds cannot be.
+			if !keep(r.Digest) || !slices.ContainsFunc(r.Holders, func(h string) bool { return slices.Contains(live, h) }) {
 				continue
 			}
 			var candidates []string
@@ -313,68 +338,4 @@ func (s *Service) underReplicated() []*raftfsm.Release {
 func rank(digest, name string) string {
 	h := sha256.Sum256([]byte(digest + "/" + name))
 	return hex.EncodeToString(h[:8])
-}
-
-// collect removes archives that no environment uses and that are not among the newest Keep releases of their
-// app.
-func (s *Service) collect() {
-	defer s.wg.Done()
-	t := time.NewTicker(s.opts.GCInterval)
-	defer t.Stop()
-	for {
-		select {
-		case <-s.ctx.Done():
-			return
-		case <-t.C:
-		}
-		removed, err := s.store.GC(s.keeper())
-		if err != nil && !errors.Is(err, context.Canceled) {
-			s.log.Warn("collecting old releases", "err", err)
-		}
-		if len(removed) > 0 {
-			s.log.Info("collected old release archives", "count", len(removed))
-		}
-	}
-}
-
-// keeper decides, from the replicated state, which archives stay. An archive that no release names is kept: it
-// may be a build's, packaged a moment before its release is committed.
-func (s *Service) keeper() func(digest string) bool {
-	keep, known := map[string]bool{}, map[string]bool{}
-	s.n.FSM().Read(func(st *raftfsm.State) {
-		byApp := map[string][]*raftfsm.Release{}
-		for _, r := range st.Releases {
-			byApp[r.App] = append(byApp[r.App], r)
-			known[r.Digest] = true
-		}
-		for _, rs := range byApp {
-			sort.Slice(rs, func(i, j int) bool { return rs[i].CreateIndex > rs[j].CreateIndex })
-			for i, r := range rs {
-				if i < s.opts.Keep {
-					keep[r.Digest] = true
-				}
-			}
-		}
-		used := func(app, version string) {
-			if r := st.Releases[raftfsm.ReleaseKey(app, version)]; r != nil {
-				keep[r.Digest] = true
-			}
-		}
-		for _, e := range st.Envs {
-			used(e.App, e.Desired)
-			used(e.App, e.Stable)
-		}
-		for _, d := range st.Deploys {
-			if !d.Finished() {
-				used(d.App, d.Release)
-			}
-		}
-	})
-	// Downloads in progress for releases not yet recorded are kept too.
-	s.mu.Lock()
-	for d := range s.fetching {
-		keep[d] = true
-	}
-	s.mu.Unlock()
-	return func(digest string) bool { return keep[digest] || !known[digest] }
 }

@@ -2,11 +2,8 @@ package main
 
 import (
 	"context"
-	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
-	"net/http"
 	"net/url"
 	"strings"
 	"text/tabwriter"
@@ -119,11 +116,6 @@ func (c *cli) waitBuild(id string) error {
 
 // streamLog copies GET /v1/builds/{id}/log to w; with follow it lasts until the build ends.
 func (c *cli) streamLog(id string, offset int64, follow bool, w io.Writer) error {
-	cl := c.api()
-	base := cl.Addr
-	if !strings.Contains(base, "://") {
-		base = "http://" + base
-	}
 	q := url.Values{}
 	if offset > 0 {
 		q.Set("offset", fmt.Sprint(offset))
@@ -131,34 +123,7 @@ func (c *cli) streamLog(id string, offset int64, follow bool, w io.Writer) error
 	if follow {
 		q.Set("follow", "1")
 	}
-	u := strings.TrimRight(base, "/") + "/v1/builds/" + url.PathEscape(id) + "/log"
-	if len(q) > 0 {
-		u += "?" + q.Encode()
-	}
-	req, err := http.NewRequestWithContext(context.Background(), http.MethodGet, u, nil)
-	if err != nil {
-		return err
-	}
-	if cl.Token != "" {
-		req.Header.Set("Authorization", "Bearer "+cl.Token)
-	}
-	resp, err := cl.HTTP.Do(req)
-	if err != nil {
-		return fmt.Errorf("cannot reach the Shoal API at %s: %w", cl.Addr, err)
-	}
-	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		data, _ := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
-		var e struct {
-			Message string `json:"error"`
-		}
-		if jsonErr := json.Unmarshal(data, &e); jsonErr == nil && e.Message != "" {
-			return errors.New(e.Message)
-		}
-		return fmt.Errorf("GET %s: %s", u, resp.Status)
-	}
-	_, err = io.Copy(w, resp.Body)
-	return err
+	return c.streamText(context.Background(), "/v1/builds/"+url.PathEscape(id)+"/log", q, w)
 }
 
 func (c *cli) buildsCmd() *cobra.Command {

@@ -17,8 +17,8 @@ import (
 
 // attachDeployer starts the deployer on a started node, fetching releases with f (the spread service), and
 // returns its stop. Stopping it leaves the apps running: the next start adopts them.
-func attachDeployer(n *node.Node, f deployer.Fetcher) (func(), error) {
-	d, err := deployer.Attach(n, deployer.Options{Fetcher: f})
+func attachDeployer(n *node.Node, f deployer.Fetcher, o serviceOptions) (func(), error) {
+	d, err := deployer.Attach(n, deployer.Options{Fetcher: f, ExecLogMax: o.execLogMax, ExecLogKeep: o.execLogKeep})
 	if err != nil {
 		return nil, fmt.Errorf("start the deployer: %w", err)
 	}

@@ -85,7 +85,7 @@ func (c *cli) runDev(f *nodeFlags, keep bool) error {
 		return err
 	}
 	cfg.Name, cfg.Voters = "dev", 1
-	sp, err := f.spreadOptions()
+	sp, err := f.serviceOptions()
 	if err != nil {
 		return err
 	}

@@ -87,7 +87,7 @@ Operator verbs talk to any node's HTTP API: --addr/SHOAL_ADDR and --token/SHOAL_
 	pf.BoolVar(&c.json, "json", false, "print JSON instead of tables")
 	root.AddCommand(c.initCmd(), c.joinCmd(), c.agentCmd(), c.devCmd(), c.leaveCmd(), c.membersCmd(), c.statusCmd(),
 		c.tokenCmd(), c.appCmd(), c.envCmd(), c.releaseCmd(),
-		c.buildCmd(), c.buildsCmd(), c.logCmd(), c.releasesCmd(),
+		c.buildCmd(), c.buildsCmd(), c.logCmd(), c.logsCmd(), c.releasesCmd(),
 		c.deployCmd(), c.deploymentsCmd(), c.deploymentCmd(), c.rollbackCmd(), c.promoteCmd(), c.approveCmd(), c.restartCmd(), c.terminateCmd(), c.pinCmd(true), c.pinCmd(false), c.pipelineCmd(),
 		c.configCmd())
 	return root

@@ -38,6 +38,9 @@ type nodeFlags struct {
 	uploadLimit, downloadLimit string
 	minHolders, keepReleases   int
 	gcInterval                 time.Duration
+	// The app output's rotation (deployer.Options.ExecLogMax, ExecLogKeep).
+	execLogMax  string
+	execLogKeep int
 }
 
 func (f *nodeFlags) register(cmd *cobra.Command, forNew bool) {
@@ -56,8 +59,10 @@ func (f *nodeFlags) register(cmd *cobra.Command, forNew bool) {
 	fl.StringVar(&f.uploadLimit, "upload-limit", "0", "cap on the release pieces this server sends, e.g. 50mbit or 6MB (per second; 0: none)")
 	fl.StringVar(&f.downloadLimit, "download-limit", "0", "cap on the release pieces this server receives, e.g. 100mbit or 12MB (per second; 0: none)")
 	fl.IntVar(&f.minHolders, "min-holders", 2, "servers that must hold a new release whole before it counts as available (set it alike on every server)")
-	fl.IntVar(&f.keepReleases, "keep-releases", 5, "newest releases per app kept in the artifact store besides those an environment uses")
-	fl.DurationVar(&f.gcInterval, "release-gc-interval", time.Minute, "how often old release archives are collected from the artifact store")
+	fl.IntVar(&f.keepReleases, "keep-releases", 5, "newest releases per app kept in the artifact store besides those in use")
+	fl.DurationVar(&f.gcInterval, "gc-interval", time.Minute, "how often old release archives are collected from the artifact store")
+	fl.StringVar(&f.execLogMax, "exec-log-max", "10MiB", "size past which an app's exec.log is rotated (copy and truncate), e.g. 10MiB")
+	fl.IntVar(&f.execLogKeep, "exec-log-keep", 3, "rotated copies of an app's exec.log kept (exec.log.1 …)")
 	if forNew {
 		host, _ := os.Hostname()
 		fl.StringVar(&f.name, "name", host, "this server's name in the mesh (unique)")
@@ -90,6 +95,49 @@ func (f *nodeFlags) config() (node.Config, error) {
 	}, nil
 }
 
+// serviceOptions are the settings of the services on top of the node (spread, deployer) from the flags.
+type serviceOptions struct {
+	spread.Options
+	execLogMax  int64
+	execLogKeep int
+}
+
+func (f *nodeFlags) serviceOptions() (serviceOptions, error) {
+	sp, err := f.spreadOptions()
+	if err != nil {
+		return serviceOptions{}, err
+	}
+	if f.gcInterval < time.Second {
+		return serviceOptions{}, fmt.Errorf("--gc-interval %s: give at least 1s (the default is 1m)", f.gcInterval)
+	}
+	sp.GCInterval = f.gcInterval
+	size, err := parseSize("--exec-log-max", f.execLogMax)
+	if err != nil {
+		return serviceOptions{}, err
+	}
+	if f.execLogKeep < 1 {
+		return serviceOptions{}, fmt.Errorf("--exec-log-keep %d: give at least 1 (the default is 3)", f.execLogKeep)
+	}
+	return serviceOptions{Options: sp, execLogMax: size, execLogKeep: f.execLogKeep}, nil
+}
+
+// parseSize reads a size such as 10MiB or 500KB.
+func parseSize(flag, v string) (int64, error) {
+	s := strings.ToLower(strings.TrimSpace(v))
+	for _, u := range rateUnits {
+		if strings.HasSuffix(u.suffix, "bit") {
+			continue
+		}
+		if num, ok := strings.CutSuffix(s, u.suffix); ok {
+			if x, err := strconv.ParseFloat(strings.TrimSpace(num), 64); err == nil && x*u.bytes >= 1024 && x*u.bytes < math.MaxInt64/2 {
+				return int64(x * u.bytes), nil
+			}
+			break
+		}
+	}
+	return 0, fmt.Errorf("%s %q: give a size of at least 1KiB with a unit (KB, MB, GB, KiB, MiB, GiB), e.g. 10MiB", flag, v)
+}
+
 // spreadOptions are the release spread's settings from the flags. The verbs check them before they touch the
 // data dir, so a bad value changes nothing.
 func (f *nodeFlags) spreadOptions() (spread.Options, error) {
@@ -107,10 +155,7 @@ func (f *nodeFlags) spreadOptions() (spread.Options, error) {
 	if f.keepReleases < 1 {
 		return spread.Options{}, fmt.Errorf("--keep-releases %d: give at least 1 (the default is 5)", f.keepReleases)
 	}
-	if f.gcInterval <= 0 {
-		return spread.Options{}, fmt.Errorf("--release-gc-interval %s: give a positive duration such as 1m (the default)", f.gcInterval)
-	}
-	return spread.Options{UploadLimit: up, DownloadLimit: down, MinHolders: f.minHolders, Keep: f.keepReleases, GCInterval: f.gcInterval}, nil
+	return spread.Options{UploadLimit: up, DownloadLimit: down, MinHolders: f.minHolders, Keep: f.keepReleases}, nil
 }
 
 // rateUnits are the units a rate limit is written in, per second: bits as tc writes them, bytes as file sizes.
@@ -149,7 +194,7 @@ func parseRate(flag, v string) (int64, error) {
 
 // runUntilSignal keeps a started node running until SIGINT/SIGTERM (stop, stay a member) or until it has left
 // the mesh through `node leave`.
-func runUntilSignal(n *node.Node, sp spread.Options) error {
+func runUntilSignal(n *node.Node, sp serviceOptions) error {
 	svc, err := startServices(n, sp)
 	if err != nil {
 		n.Close()
@@ -187,7 +232,7 @@ running as this server's agent, unless --exit is given (then start it later with
 			if err != nil {
 				return err
 			}
-			sp, err := f.spreadOptions()
+			sp, err := f.serviceOptions()
 			if err != nil {
 				return err
 			}
@@ -234,7 +279,7 @@ Running join again on a joined data dir just starts the node.`,
 			if err != nil {
 				return err
 			}
-			sp, err := f.spreadOptions()
+			sp, err := f.serviceOptions()
 			if err != nil {
 				return err
 			}
@@ -281,7 +326,7 @@ func (c *cli) agentCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			sp, err := f.spreadOptions()
+			sp, err := f.serviceOptions()
 			if err != nil {
 				return err
 			}

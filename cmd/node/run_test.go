@@ -76,3 +76,29 @@ func TestSpreadFlags(t *testing.T) {
 		}
 	}
 }
+
+// The cleanup and exec log flags: defaults, values, and bad values refused with what to give.
+func TestServiceFlags(t *testing.T) {
+	parse := func(args ...string) (serviceOptions, error) {
+		var f nodeFlags
+		cmd := &cobra.Command{Use: "agent"}
+		f.register(cmd, false)
+		if err := cmd.ParseFlags(args); err != nil {
+			t.Fatal(err)
+		}
+		return f.serviceOptions()
+	}
+	o, err := parse()
+	if err != nil || o.GCInterval != time.Minute || o.execLogMax != 10<<20 || o.execLogKeep != 3 {
+		t.Fatalf("defaults: %+v %v", o, err)
+	}
+	o, err = parse("--gc-interval", "5s", "--exec-log-max", "64KiB", "--exec-log-keep", "2")
+	if err != nil || o.GCInterval != 5*time.Second || o.execLogMax != 64<<10 || o.execLogKeep != 2 {
+		t.Fatalf("set: %+v %v", o, err)
+	}
+	for _, bad := range [][]string{{"--exec-log-max", "10"}, {"--exec-log-max", "1mbit"}, {"--exec-log-keep", "0"}, {"--gc-interval", "1ms"}} {
+		if _, err := parse(bad...); err == nil || !strings.Contains(err.Error(), bad[0]) {
+			t.Errorf("%v: %v", bad, err)
+		}
+	}
+}

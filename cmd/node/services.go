@@ -14,9 +14,9 @@ type services struct {
 	closers []func()
 }
 
-func startServices(n *node.Node, opts spread.Options) (*services, error) {
+func startServices(n *node.Node, opts serviceOptions) (*services, error) {
 	s := &services{}
-	sp, err := spread.Attach(n, opts)
+	sp, err := spread.Attach(n, opts.Options)
 	if err != nil {
 		return nil, fmt.Errorf("start the release spread: %w", err)
 	}
@@ -27,7 +27,7 @@ func startServices(n *node.Node, opts spread.Options) (*services, error) {
 		return nil, err
 	}
 	s.closers = append(s.closers, closeBuilder)
-	closeDeployer, err := attachDeployer(n, sp)
+	closeDeployer, err := attachDeployer(n, sp, opts)
 	if err != nil {
 		s.close()
 		return nil, err

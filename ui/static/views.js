@@ -5,6 +5,7 @@
 import { get, post, stream, APIError } from './api.js';
 import { h, table, badge, link, enc, when, short, bytes, fillSelect, show } from './dom.js';
 import { act, confirm, message } from './page.js';
+import { appOutput } from './applog.js';
 
 const yes = (b) => (b ? 'yes' : 'no');
 
@@ -205,9 +206,10 @@ export function envView(name) {
     act(rollbackBtn, async () => created(await post(`/v1/envs/${enc(name)}/rollback`, to ? { to } : {}), `Roll back ${name}`));
   }
 
+  const output = appOutput(name);
   const root = h('section', null, title, facts,
     h('div', { class: 'toolbar', role: 'group', 'aria-label': 'Actions' }, deployForm, rollbackBtn, pinBtn, promoteBtn),
-    h('h2', null, 'Servers'), servers, h('h2', null, 'Deployments'), deps);
+    h('h2', null, 'Servers'), servers, h('h2', null, 'Deployments'), deps, output.root);
 
   async function update() {
     env = await get(`/v1/envs/${enc(name)}`);
@@ -244,7 +246,7 @@ export function envView(name) {
     'No servers in this environment.'));
     show(deps, deploymentsTable('env-deployments', ds));
   }
-  return { title: `Environment ${name}`, section: 'apps', root, update };
+  return { title: `Environment ${name}`, section: 'apps', root, update, stop: output.stop };
 }
 
 async function releasesOf(app) {
