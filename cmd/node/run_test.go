@@ -60,9 +60,9 @@ func TestSpreadFlags(t *testing.T) {
 		args []string
 		want spread.Options
 	}{
-		{nil, spread.Options{MinHolders: 2, Keep: 5, GCInterval: time.Minute}},
-		{[]string{"--upload-limit", "8mbit", "--download-limit", "2MiB", "--min-holders", "3", "--keep-releases", "9", "--release-gc-interval", "2s"},
-			spread.Options{UploadLimit: 1_000_000, DownloadLimit: 2 << 20, MinHolders: 3, Keep: 9, GCInterval: 2 * time.Second}},
+		{nil, spread.Options{MinHolders: 2, Keep: 5}},
+		{[]string{"--upload-limit", "8mbit", "--download-limit", "2MiB", "--min-holders", "3", "--keep-releases", "9"},
+			spread.Options{UploadLimit: 1_000_000, DownloadLimit: 2 << 20, MinHolders: 3, Keep: 9}},
 	} {
 		var f nodeFlags
 		cmd := &cobra.Command{Use: "agent"}
