@@ -52,6 +52,9 @@ type Options struct {
 	ExecLogMax   int64
 	ExecLogKeep  int
 	ExecLogCheck time.Duration
+	// MinHealthyTime is how long Exec processes must stay up to count as healthy, for releases without a health
+	// check in environments that set none (0: DefaultMinHealthyTime).
+	MinHealthyTime time.Duration
 	// Logger defaults to the node's, with component=deployer.
 	Logger *slog.Logger
 	// Registerer defaults to the node's registry.
@@ -82,6 +85,7 @@ type Deployer struct {
 	started time.Time
 	ready   chan struct{}
 	readyIn time.Duration
+	repairs sync.Map // environment name → driftNote: the last drift a worker set out to repair (agent_runtime.go)
 }
 
 // Attach starts the deployer on n: it resumes supervising the Exec processes an earlier agent left running,
@@ -136,9 +140,10 @@ func Attach(n *node.Node, opts Options) (*Deployer, error) {
 	d.ctx, d.cancel = context.WithCancel(context.Background())
 	d.resumeAll()
 	d.registerAPI()
-	d.wg.Add(2)
+	d.wg.Add(3)
 	go d.agentLoop()
 	go d.rotateLoop()
+	go d.runtimeLoop()
 	n.OnLeader(d.lead)
 	return d, nil
 }

@@ -141,8 +141,10 @@ func (dc *deployCluster) attach(n *node.Node, reg prometheus.Registerer) *Deploy
 		Fetcher:      &StoreFetcher{Store: store, Sources: []*artifact.Store{dc.origin}},
 		Exec:         ExecSpec{MinStable: time.Second, InitialBackoff: 50 * time.Millisecond, MaxBackoff: time.Second, StopGrace: 2 * time.Second},
 		RetryBackoff: 100 * time.Millisecond, MaxRetryBackoff: time.Second,
-		DeadAfter:  3 * time.Second,
-		Registerer: reg,
+		DeadAfter: 3 * time.Second,
+		// Releases without a health check prove healthy by staying up this long (tests of it set their own).
+		MinHealthyTime: 200 * time.Millisecond,
+		Registerer:     reg,
 	}
 	if dc.opts != nil {
 		dc.opts(&opts)
@@ -276,6 +278,7 @@ func (dc *deployCluster) createEnv(app, env string, servers []string, tags map[s
 type releaseOpts struct {
 	unhealthy bool              // the health check never passes
 	deploy    map[string]string // extra deploy sections (shoal.yml keys) as YAML lines
+	manifest  string            // the whole shoal.yml instead of appManifest's
 }
 
 // appManifest is the test app's shoal.yml: the app server as the Exec process, and a health check that
@@ -318,6 +321,9 @@ func (dc *deployCluster) release(app, version string, o releaseOpts) *raftfsm.Re
 	dc.t.Helper()
 	src := dc.t.TempDir()
 	files := map[string]string{"shoal.yml": appManifest(o), "version.txt": version + "\n"}
+	if o.manifest != "" {
+		files["shoal.yml"] = o.manifest
+	}
 	if o.unhealthy {
 		files["unhealthy"] = "yes\n"
 	}

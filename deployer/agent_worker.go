@@ -169,6 +169,7 @@ func (w *envWorker) step() time.Duration {
 	if now := time.Now(); key == w.failKey && now.Before(w.nextTry) {
 		return w.nextTry.Sub(now)
 	}
+	w.d.noteRepair(w.env, rec, cur, t.Release) // so the report shows the drift even if the repair is quick
 	var err2 error
 	w.guarded(t, func(ctx context.Context) {
 		err2 = w.install(ctx, t, v, cur)
@@ -303,10 +304,10 @@ func (w *envWorker) install(ctx context.Context, t target, v view, cur string) (
 func (w *envWorker) waitHealthy(ctx context.Context, e *raftfsm.Env, l *Lifecycle, m *manifest.Manifest, dlog *deployLog) error {
 	spec := HealthOf(m)
 	if spec == nil {
-		return nil
+		return w.waitExecStable(ctx, e, l, dlog)
 	}
 	dlog.Notef("=== Health: %s", firstLine(strings.TrimSpace(spec.URL+spec.Command)))
-	err := WaitHealthy(ctx, l.HealthSpec(*spec))
+	err := w.watchCrashLoop(ctx, e, l, func(ctx context.Context) error { return WaitHealthy(ctx, l.HealthSpec(*spec)) })
 	var he *HealthError
 	if errors.As(err, &he) && spec.Command != "" {
 		he.Check = "`" + firstLine(spec.Command) + "`" // not the environment preamble HealthSpec added
@@ -316,10 +317,10 @@ func (w *envWorker) waitHealthy(ctx context.Context, e *raftfsm.Env, l *Lifecycl
 		result = "failed"
 	}
 	w.d.m.healthChecks.WithLabelValues(w.app, w.env, result).Inc()
-	if err != nil {
+	if err != nil && !isCrashLoop(err) {
 		return fmt.Errorf("release %s started but is not healthy: %w", l.Release, err)
 	}
-	return nil
+	return err
 }
 
 // check proves an installed release healthy for a running deployment, without installing it again.

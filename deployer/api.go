@@ -121,6 +121,12 @@ func (d *Deployer) registerAPI() {
 		}
 		return dep.serveExecLogRPC(ctx, peer, body)
 	})
+	n.SetEnvRuntime(func(s *raftfsm.State, e *raftfsm.Env) any {
+		if cur.Load() == nil {
+			return nil
+		}
+		return envRuntime(s, e, n.Members())
+	})
 	n.Endpoint().HandleRPC(logRPC, func(ctx context.Context, peer string, body json.RawMessage) (any, error) {
 		dep := cur.Load()
 		if dep == nil {

@@ -99,6 +99,7 @@ type supervisorState struct {
 	Spec        *ExecSpec        `json:"spec,omitempty"`
 	StopGraceNS int64            `json:"stop_grace_ns"`
 	Instances   []instanceRecord `json:"instances"`
+	History     execHistory      `json:"history"`
 }
 
 const stateFileName = "exec-state.json"
@@ -153,6 +154,8 @@ type Supervisor struct {
 	instances map[int]instanceRecord // by slot, mirrors the state file; nil until loaded
 	stopGrace time.Duration          // of the last spec, for Stop without Start
 	spec      *ExecSpec              // last started and not stopped, for Resume
+	hist      execHistory            // restarts and exits of the spec last started (supervise_status.go)
+	changed   chan struct{}          // closed at the next change, for Status watchers
 }
 
 // execRun is one Start..Stop span: the slot goroutines and what ends them.
@@ -314,6 +317,7 @@ func (s *Supervisor) Start(spec ExecSpec) error {
 	s.instances = adopted
 	s.stopGrace = spec.StopGrace
 	s.spec = &spec
+	s.historyForLocked(hash)
 
 	var p [2]int
 	if err := unix.Pipe2(p[:], unix.O_CLOEXEC); err != nil {
@@ -404,6 +408,7 @@ func (s *Supervisor) superviseSlot(run *execRun, slot int, inst *instanceRecord)
 		appendLogNote(run.spec.LogPath, fmt.Sprintf("exec copy %d (pid %d) ended: %s after %s; restarting in %s",
 			slot, inst.PID, status, lived.Round(time.Millisecond), delay))
 		s.mu.Lock()
+		s.noteExitLocked(ExecExit{Slot: slot, PID: inst.PID, Status: status, Ran: lived, At: time.Now()})
 		if cur, ok := s.instances[slot]; ok && cur.PID == inst.PID {
 			delete(s.instances, slot)
 			if err := s.saveLocked(); err != nil {
@@ -415,6 +420,7 @@ func (s *Supervisor) superviseSlot(run *execRun, slot int, inst *instanceRecord)
 			return
 		}
 		s.restarts.Add(1)
+		s.noteRestart()
 		s.mu.Lock()
 		fn := s.onRestart
 		s.mu.Unlock()
@@ -462,6 +468,7 @@ func (s *Supervisor) spawnLocked(run *execRun, slot int) (instanceRecord, error)
 	}
 	rec := instanceRecord{Slot: slot, PID: pid, StartTicks: st.startTicks, SpecHash: run.hash, StartedAt: time.Now()}
 	s.instances[slot] = rec
+	s.notifyLocked()
 	if err := s.saveLocked(); err != nil {
 		s.log.Error("save exec state", "err", err)
 	}
@@ -573,6 +580,7 @@ func (s *Supervisor) Stop(ctx context.Context) error {
 	}
 	s.instances = map[int]instanceRecord{}
 	s.spec = nil
+	s.notifyLocked()
 	if err := s.saveLocked(); err != nil {
 		return fmt.Errorf("stop exec: %w", err)
 	}
@@ -634,12 +642,13 @@ func (s *Supervisor) loadLocked() error {
 	}
 	s.stopGrace = time.Duration(st.StopGraceNS)
 	s.spec = st.Spec
+	s.hist = st.History
 	return nil
 }
 
 // saveLocked writes the state file atomically: a temporary file, fsync, rename, fsync of the directory.
 func (s *Supervisor) saveLocked() error {
-	st := supervisorState{Spec: s.spec, StopGraceNS: int64(s.stopGrace), Instances: []instanceRecord{}}
+	st := supervisorState{Spec: s.spec, StopGraceNS: int64(s.stopGrace), Instances: []instanceRecord{}, History: s.hist}
 	for _, r := range s.instances {
 		st.Instances = append(st.Instances, r)
 	}

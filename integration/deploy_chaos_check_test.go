@@ -142,7 +142,7 @@ func processAlive(pid int) bool {
 // runs reports whether the view shows release version running: current on it, the app answering with it, from
 // a process the supervisor records.
 func (v serverView) runs(version string) bool {
-	return v.current == version && versionOf(v.serving) == version && slices.Contains(v.pids, pidOf(v.serving))
+	return v.current == version && versionOf(v.serving) == version && slices.Contains(v.pids, servingPID(v.serving))
 }
 
 // checkRunsDesired: every server of e runs the environment's desired release, or reports why not. The wait is
@@ -316,7 +316,7 @@ func (c *chaos) checkPIDs(e *chaosEnv) {
 	}
 	for _, s := range e.servers {
 		v := c.view(e, s)
-		pid, rel := pidOf(v.serving), versionOf(v.serving)
+		pid, rel := servingPID(v.serving), versionOf(v.serving)
 		prevPID, prevRel := e.lastPID[s], e.lastRel[s]
 		e.lastPID[s], e.lastRel[s] = pid, rel
 		if prevPID == 0 || pid == 0 || pid == prevPID || rel != prevRel || e.appKilled[s] {

@@ -465,7 +465,7 @@ func (c *chaos) restartMesh(e *chaosEnv) string {
 // killApp kills a server's app process with SIGKILL: its supervisor must start it again (a new pid is allowed).
 func (c *chaos) killApp(e *chaosEnv) string {
 	s := e.servers[c.rng.IntN(len(e.servers))]
-	pid := pidOf(e.app.serving(s))
+	pid := servingPID(e.app.serving(s))
 	if pid <= 0 {
 		return "no app process to kill on " + s
 	}
@@ -476,8 +476,8 @@ func (c *chaos) killApp(e *chaosEnv) string {
 	return fmt.Sprintf("kill -9 the app (pid %d) on %s", pid, s)
 }
 
-// pidOf reads the pid from an app answer "v3 pid=123" (0 when there is none).
-func pidOf(serving string) int {
+// servingPID reads the pid from an app answer "v3 pid=123" (0 when there is none).
+func servingPID(serving string) int {
 	_, p, ok := strings.Cut(serving, "pid=")
 	if !ok {
 		return 0

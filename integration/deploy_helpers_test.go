@@ -153,12 +153,17 @@ func newDeployApp(t testing.TB, cl *client.Client, app, env string, servers, por
 	if _, err := cl.Post(ctx, "/v1/apps", map[string]any{"name": app, "repo": repo, "branch": "main"}, nil); err != nil {
 		t.Fatalf("create app %s: %v", app, err)
 	}
+	// A release without a health check proves healthy by its Exec staying up this long: short, for the tests
+	// that do not test it (the default is 10 s).
 	if _, err := cl.Post(ctx, "/v1/envs", map[string]any{"name": env, "app": app, "servers": servers, "vars": vars,
-		"strategy": st, "auto_deploy": auto}, nil); err != nil {
+		"strategy": st, "auto_deploy": auto, "min_healthy_time": testMinHealthy}, nil); err != nil {
 		t.Fatalf("create environment %s: %v", env, err)
 	}
 	return a
 }
+
+// testMinHealthy is the minimum healthy time of the tests' environments.
+const testMinHealthy = "100ms"
 
 // releaseFiles are the files of a test release serving version.
 func releaseFiles(version string, unhealthy bool) map[string]string {

@@ -110,6 +110,12 @@ func TestUIChromium(t *testing.T) {
 	app.open("PostInstall")
 	p.waitServers("every server healthy on v2", func(s map[string]uiServer) bool { return allOn(s, "v2") })
 	p.waitText(`#env-deployments tbody tr:first-child`, "succeeded")
+	// What each server runs, from its own report: v2, healthy, its app's pid, no drift.
+	pid := fmt.Sprint(pidOf(t, app.serving("n1")))
+	p.waitText(`[data-testid="runtime-release-n1"]`, "v2")
+	p.waitText(`[data-testid="runtime-health-n1"]`, "healthy")
+	p.waitText(`[data-testid="runtime-pids-n1"]`, pid)
+	p.waitText(`[data-testid="runtime-drift-n3"]`, "none")
 	if !p.eval(`window.shoalNoReload === true`) {
 		t.Fatal("the page reloaded while the deployment ran: it must update in place")
 	}
@@ -218,6 +224,18 @@ func TestUIChromiumPipeline(t *testing.T) {
 	p.waitText("#deployment-facts", "promotion from staging by admin")
 	prod.waitServing(30*time.Second, "v2", "n1")
 	p.shot("promoted")
+
+	// A crash-looping release in staging: the deployment's server row and the environment's servers name it.
+	staging.pushFiles(cl, "v3", crashManifest("exit 1"))
+	d = staging.deploy(cl, deployer.CreateRequest{Release: "v3"})
+	waitDeployment(t, func() []*client.Client { return []*client.Client{cl} }, d.ID, 120*time.Second, raftfsm.DeployFailed)
+	p.eval(fmt.Sprintf("location.hash = '#/deployments/%s'", d.ID))
+	p.waitText(`[data-testid="node-n1"]`, "Exec is crash-looping: exit status 1 after")
+	p.eval(`location.hash = '#/envs/staging'`)
+	p.waitText(`[data-testid="runtime-release-n1"]`, "v3")
+	p.waitText(`[data-testid="server-n1"]`, "crash loop")
+	p.waitText(`[data-testid="server-n1"]`, "exit status 1 after")
+	p.shot("crash-loop")
 	p.checkNoErrors()
 }
 

@@ -259,6 +259,8 @@ type envInput struct {
 	Strategy   *raftfsm.Strategy       `json:"strategy"`
 	// ProgressDeadline: how long a server of a started batch may go without progress ("10m"; 0 or "": default).
 	ProgressDeadline *raftfsm.Duration `json:"progress_deadline"`
+	// MinHealthy is min_healthy_time ("10s"): how long Exec processes must stay up without a health check.
+	MinHealthy *raftfsm.Duration `json:"min_healthy_time"`
 }
 
 func (in *envInput) applyTo(e *raftfsm.Env) {
@@ -269,6 +271,7 @@ func (in *envInput) applyTo(e *raftfsm.Env) {
 	set(&e.AutoDeploy, in.AutoDeploy)
 	set(&e.Strategy, in.Strategy)
 	set(&e.ProgressDeadline, in.ProgressDeadline)
+	set(&e.MinHealthyTime, in.MinHealthy)
 	if in.Vars != nil {
 		keepSecrets(*in.Vars, e.Vars)
 		e.Vars = *in.Vars
@@ -346,12 +349,12 @@ func (n *Node) apiEnvs() {
 
 func (n *Node) writeEnv(w http.ResponseWriter, status int, name string) error {
 	var (
-		v     raftfsm.Env
+		v     EnvView
 		found bool
 	)
 	n.fsm.Read(func(s *raftfsm.State) {
 		if e := s.Envs[name]; e != nil {
-			v, found = viewEnv(e), true
+			v, found = n.envView(s, e), true
 		}
 	})
 	if !found {

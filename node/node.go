@@ -10,6 +10,7 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/hashicorp/memberlist"
@@ -62,6 +63,9 @@ type Node struct {
 	applied    *appliedFSM
 	startIndex uint64
 	startedAt  time.Time
+
+	// envRuntime adds the deployer's per-server report to environment reads (env_view.go).
+	envRuntime atomic.Pointer[EnvRuntimeFunc]
 }
 
 // readyAfter bounds how long a restarted node reports itself as loading, in case the tail of its log was never

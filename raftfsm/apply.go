@@ -44,6 +44,7 @@ func apply(s *State, index uint64, c Command) (any, *Error) {
 			return nil, conflict("environment %q is a stage of app %q's pipeline: remove it from the pipeline first", c.Name, e.App)
 		}
 		delete(s.Envs, c.Name)
+		dropRuntimes(s, c.Name, "")
 		return nil, nil
 	case *PipelinePut:
 		return applyPipelinePut(s, index, c)
@@ -95,6 +96,7 @@ func apply(s *State, index uint64, c Command) (any, *Error) {
 			return nil, badRequest("a departing member needs a name")
 		}
 		s.Departed[c.Name] = c.At
+		dropRuntimes(s, "", c.Name)
 		return nil, nil
 	case *MemberRejoin:
 		delete(s.Departed, c.Name)
@@ -103,6 +105,8 @@ func apply(s *State, index uint64, c Command) (any, *Error) {
 		return applyDeployCreate(s, index, c)
 	case *DeployUpdate:
 		return applyDeployUpdate(s, index, c)
+	case *RuntimeSet:
+		return applyRuntimeSet(s, index, c)
 	case *NodeStatusSet:
 		return applyNodeStatus(s, index, c)
 	}
@@ -272,6 +276,9 @@ func applyEnvPut(s *State, index uint64, c *EnvPut) (any, *Error) {
 		return nil, notFound("app %q does not exist: create it first", e.App)
 	}
 	if err := validStrategy(&e.Strategy); err != nil {
+		return nil, err
+	}
+	if err := validMinHealthy(e.MinHealthyTime); err != nil {
 		return nil, err
 	}
 	for _, srv := range e.Servers {

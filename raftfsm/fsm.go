@@ -32,6 +32,8 @@ type State struct {
 	Departed map[string]time.Time `json:"departed"`
 	// Pipelines by app.
 	Pipelines map[string]*Pipeline `json:"pipelines"`
+	// Runtimes holds what each server reports it runs, by RuntimeKey(env, node).
+	Runtimes map[string]*Runtime `json:"runtimes"`
 }
 
 // maxDeliveries bounds the remembered webhook delivery ids per app.
@@ -50,6 +52,7 @@ func NewState() *State {
 		Deliveries: map[string][]string{},
 		Departed:   map[string]time.Time{},
 		Pipelines:  map[string]*Pipeline{},
+		Runtimes:   map[string]*Runtime{},
 	}
 }
 
@@ -209,6 +212,9 @@ func (s *State) fillMaps() {
 	}
 	if s.Pipelines == nil {
 		s.Pipelines = map[string]*Pipeline{}
+	}
+	if s.Runtimes == nil {
+		s.Runtimes = map[string]*Runtime{}
 	}
 }
 

@@ -91,6 +91,9 @@ type Env struct {
 	Vars       map[string]Var    `json:"vars"`
 	AutoDeploy bool              `json:"auto_deploy"`
 	Strategy   Strategy          `json:"strategy"`
+	// MinHealthyTime is how long a release's Exec processes must stay up before a server counts as healthy
+	// when the release has no health check (0: the deployer's default, 10 s), as Nomad's min_healthy_time.
+	MinHealthyTime Duration `json:"min_healthy_time,omitempty"`
 	// Desired is the release version the environment should run; Stable the last one that deployed successfully.
 	Desired string `json:"desired"`
 	Stable  string `json:"stable"`

@@ -346,11 +346,14 @@ func (c *cli) envCmd() *cobra.Command {
 	show := &cobra.Command{
 		Use: "show NAME", Short: "Show an environment", Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			var e raftfsm.Env
+			var e envView
 			if _, err := c.api().Get(ctx(), "/v1/envs/"+url.PathEscape(args[0]), &e); err != nil {
 				return explain(err)
 			}
-			return c.print(e, func(w *tabwriter.Writer) { envTable(w, e) })
+			return c.print(e, func(w *tabwriter.Writer) {
+				envTable(w, e.Env)
+				runtimeTable(w, e.Runtime)
+			})
 		},
 	}
 	var ef envFlags
@@ -421,6 +424,9 @@ func envTable(w *tabwriter.Writer, e raftfsm.Env) {
 		deadline = time.Duration(e.ProgressDeadline).String()
 	}
 	fmt.Fprintf(w, "progress deadline:\t%s\n", deadline)
+	if e.MinHealthyTime > 0 {
+		fmt.Fprintf(w, "min healthy time:\t%s\n", time.Duration(e.MinHealthyTime))
+	}
 	if e.Pinned {
 		fmt.Fprintf(w, "pinned:\tyes (%s): auto deploy is suspended until `node env unpin %s`\n", e.PinReason, e.Name)
 	}
@@ -443,6 +449,7 @@ type envFlags struct {
 	batch                string
 	minHealthy, abort    int
 	progressDeadline     time.Duration
+	minHealthyTime       time.Duration
 }
 
 func (f *envFlags) register(cmd *cobra.Command) {
@@ -459,6 +466,8 @@ func (f *envFlags) register(cmd *cobra.Command) {
 	fl.IntVar(&f.abort, "abort-after", 0, "failed servers that abort a deployment (0: the first)")
 	fl.BoolVar(&f.rollback, "auto-rollback", false, "on a failed deployment, go back to the last stable release and pin")
 	fl.DurationVar(&f.progressDeadline, "progress-deadline", 0, "fail a server of a deployment that makes no progress for this long (0: the default, 10m)")
+	fl.DurationVar(&f.minHealthyTime, "min-healthy-time", 0,
+		"without a health check, how long Exec processes must stay up to count as healthy (0: the default, 10s)")
 }
 
 func (f *envFlags) body(cmd *cobra.Command) (map[string]any, error) {
@@ -492,6 +501,9 @@ func (f *envFlags) body(cmd *cobra.Command) (map[string]any, error) {
 			return nil, fmt.Errorf("--progress-deadline %s: give at least 1s, or 0 for the default (10m)", f.progressDeadline)
 		}
 		b["progress_deadline"] = f.progressDeadline.String()
+	}
+	if ch("min-healthy-time") {
+		b["min_healthy_time"] = f.minHealthyTime.String()
 	}
 	if ch("strategy") || ch("batch") || ch("min-healthy") || ch("abort-after") || ch("auto-rollback") {
 		st := raftfsm.Strategy{Kind: f.strategy, MinHealthy: f.minHealthy, AbortAfter: f.abort, AutoRollback: f.rollback}

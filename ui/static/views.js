@@ -157,11 +157,36 @@ function serverStates(env, members, deps) {
     for (const m of members) if (tags.every(([k, v]) => (m.tags || {})[k] === v)) names.add(m.name);
   }
   for (const b of deps[0]?.batches || []) b.forEach((n) => names.add(n));
+  const runtime = new Map((env.runtime || []).map((r) => [r.node, r]));
+  for (const n of runtime.keys()) names.add(n);
   return [...names].sort().map((name) => {
     const dep = deps.find((d) => d.nodes && d.nodes[name]);
     const st = dep ? dep.nodes[name] : null;
-    return { name, member: byName.get(name), dep, st, release: st ? st.release || dep.release : '' };
+    const rt = runtime.get(name);
+    return { name, member: byName.get(name), dep, st, rt, release: st ? st.release || dep.release : '', runs: rt?.report?.release || '' };
   });
+}
+
+// runtimeHealth is what a server's processes do now, from its own report: "healthy", "crash loop" and why.
+function runtimeHealth(s) {
+  const r = s.rt?.report;
+  if (!r) return h('span', { class: 'muted', 'data-testid': `runtime-health-${s.name}` }, 'no report');
+  return [badge(r.health, `runtime-health-${s.name}`), r.detail && r.health !== 'starting' ? h('div', { class: 'muted small' }, r.detail) : ''];
+}
+
+function lastExit(r) {
+  const x = r?.last_exit;
+  if (!x) return '—';
+  return h('span', { title: `pid ${x.pid}` }, `${x.status} after ${x.ran}`, ' ', when(x.at));
+}
+
+// drift says how a server differs from what it should run, or that it was repaired.
+function driftCell(s) {
+  const id = `runtime-drift-${s.name}`;
+  if (s.rt?.drift) return h('span', { class: 'error', 'data-testid': id }, s.rt.drift);
+  if (s.rt?.deploying) return h('span', { class: 'muted', 'data-testid': id }, 'deploying');
+  const last = s.rt?.report?.last_drift;
+  return h('span', { class: 'muted', 'data-testid': id, title: last ? `repaired: ${last}` : null }, last ? 'repaired' : 'none');
 }
 
 export function envView(name) {
@@ -236,13 +261,20 @@ export function envView(name) {
     show(servers, table('servers', [
       ['Server', (s) => h('strong', null, s.name)],
       ['Up', (s) => badge(s.member ? s.member.status : 'unknown')],
-      ['Release', (s) => h('span', { class: 'release' }, s.release || '—')],
+      ['Runs', (s) => h('span', { class: 'release', 'data-testid': `runtime-release-${s.name}` }, s.runs || '—')],
+      ['Health', runtimeHealth],
+      ['PIDs', (s) => h('span', { 'data-testid': `runtime-pids-${s.name}` }, (s.rt?.report?.procs || []).map((p) => p.pid).join(', ') || '—')],
+      ['Restarts', (s) => (s.rt?.report ? String(s.rt.report.restarts) : '—')],
+      ['Last exit', (s) => lastExit(s.rt?.report)],
+      ['Drift', driftCell],
+      ['Deployed', (s) => h('span', { class: 'release' }, s.release || '—')],
       ['State', (s) => badge(s.st?.state, `server-state-${s.name}`)],
       ['Phase', (s) => s.st?.phase || ''],
       ['Progress', (s) => (s.st && s.st.state === 'downloading' ? `${Math.round(s.st.progress * 100)}%` : '')],
       ['Error', (s) => (s.st?.error ? h('span', { class: 'error' }, s.st.error) : '')],
       ['Deployment', (s) => (s.dep ? depLink(s.dep.id) : '—')],
-    ], serverStates(env, ms, ds), (s) => ({ 'data-testid': `server-${s.name}`, 'data-state': s.st?.state || '', 'data-release': s.release }),
+    ], serverStates(env, ms, ds), (s) => ({ 'data-testid': `server-${s.name}`, 'data-state': s.st?.state || '', 'data-release': s.release,
+      'data-runs': s.runs, 'data-health': s.rt?.report?.health || '', 'data-drift': s.rt?.drift ? 'yes' : 'no' }),
     'No servers in this environment.'));
     show(deps, deploymentsTable('env-deployments', ds));
   }
