@@ -182,6 +182,7 @@ type chaos struct {
 	seenViolation map[string]int
 	noted         map[string]bool
 	holdersStuck  map[string]bool // app → its holder records disagreed with the stores at the last check
+	calls         int             // requests made, to spread them over the live nodes
 }
 
 // client returns a client of a live node that waits out a missing leader.
@@ -190,7 +191,10 @@ func (c *chaos) client() *client.Client {
 	if len(live) == 0 {
 		c.t.Fatal("no live node to talk to")
 	}
-	cl := c.m.client(live[c.rng.IntN(len(live))])
+	// Round robin, not the seeded generator: how often a poll asks depends on timing, and a replay must make
+	// the same choices.
+	c.calls++
+	cl := c.m.client(live[c.calls%len(live)])
 	cl.RetryNoLeader = 30 * time.Second
 	return cl
 }
