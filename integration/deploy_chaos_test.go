@@ -15,6 +15,7 @@ import (
 
 	"github.com/shoal-ci/shoal/client"
 	"github.com/shoal-ci/shoal/deployer"
+	"github.com/shoal-ci/shoal/node"
 	"github.com/shoal-ci/shoal/raftfsm"
 )
 
@@ -370,13 +371,14 @@ func (c *chaos) cleanup(e *chaosEnv) string {
 		return len(held) == 0, "still held: " + strings.Join(held, " ")
 	})
 	if !ok {
-		c.note("cleanup-kept", "cleanup: releases outside the keep window stayed in the stores (the collector may protect more than the newest 2, desired, stable and live): %s", detail)
+		c.note("cleanup-kept", "cleanup: releases outside the keep window stayed in the stores: %s", detail)
 	}
-	return fmt.Sprintf("pushed %v; collected %v", pushed, gone)
+	return fmt.Sprintf("pushed %v; outside the keep window: %v", pushed, gone)
 }
 
 // collectable lists e's app's releases that the collector may drop: not among the newest 2 (--keep-releases),
-// not desired or stable in any environment, not the release of a live deployment.
+// and in no environment the desired, stable or rollback-target release, nor the release (or the one before) of a
+// live deployment (issue 11 item 3).
 func (c *chaos) collectable(e *chaosEnv) []string {
 	rels := c.releases(e)
 	keep := map[string]bool{}
@@ -389,14 +391,20 @@ func (c *chaos) collectable(e *chaosEnv) []string {
 		if x.app.name != e.app.name {
 			continue
 		}
-		var env raftfsm.Env
-		if _, err := c.client().Get(context.Background(), "/v1/envs/"+x.app.env, &env); err == nil {
-			keep[env.Desired], keep[env.Stable] = true, true
-		}
+		env := c.envView(x)
+		keep[env.Desired], keep[env.Stable] = true, true
+		var last *raftfsm.Deployment // the rollback target is the release before the deployment that made desired
 		for _, d := range c.deployments(x) {
 			if !d.Finished() {
-				keep[d.Release] = true
+				keep[d.Release], keep[d.Previous] = true, true
 			}
+			if d.Kind == raftfsm.DeployKindDeploy && d.State == raftfsm.DeploySucceeded && d.Release == env.Desired &&
+				d.Previous != "" && d.Previous != env.Desired && (last == nil || d.CreateIndex > last.CreateIndex) {
+				last = &d
+			}
+		}
+		if last != nil {
+			keep[last.Previous] = true
 		}
 	}
 	var out []string
@@ -444,6 +452,21 @@ func (c *chaos) cancelWhileDown(e *chaosEnv) string {
 	n := c.m.byName(e.servers[c.rng.IntN(len(e.servers))])
 	how := c.kill(n)
 	c.m.waitLeader(c.m.live()...)
+	// A deployment's batches are the servers gossip sees up when it is created: wait until n is not one.
+	if ok, detail := poll(30*time.Second, func() (bool, string) {
+		ms, err := c.m.members(c.m.live()[0])
+		if err != nil {
+			return false, err.Error()
+		}
+		for _, x := range ms {
+			if x.Name == n.name {
+				return x.Status != node.StatusAlive, memberSummary(ms)
+			}
+		}
+		return true, memberSummary(ms)
+	}); !ok {
+		c.note("still-alive-"+n.name, "%s still counts as alive 30s after its agent stopped: %s", n.name, detail)
+	}
 	d, step, what := c.holdAt(e)
 	var err error
 	if d != nil {
