@@ -4,6 +4,8 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
+	"net/http"
 	"os"
 	"path/filepath"
 	"slices"
@@ -22,30 +24,62 @@ func (c *chaos) settle() {
 	c.m.waitHealthy(c.m.nodes...)
 	for _, e := range c.envs {
 		c.waitDeploymentsEnd(e)
+		for _, d := range c.deployments(e) {
+			if e.before[d.ID] {
+				continue
+			}
+			took := d.EndedAt.Sub(d.CreatedAt)
+			c.t.Logf("    %s ended in %s: %s", d.ID, took.Round(10*time.Millisecond), describeDeployment(d))
+			if took > 10*time.Second {
+				c.showLogs(d) // not a violation (no time is asserted), but worth a look
+			}
+		}
 	}
 	for _, e := range c.envs {
 		c.checkRunsDesired(e)
 		c.checkPIDs(e)
 		c.checkFinishedUnchanged(e)
+		c.checkCrashLoopsNamed(e)
+		c.checkLogsOwnDeployment(e)
 	}
 	c.checkHolders()
+}
+
+// get reads path into out from a live node, trying the next one on an error for up to 30 s: a node that has
+// just started may not serve every route yet (noted once: it answers 404 "no API route" meanwhile).
+func (c *chaos) get(path string, out any) {
+	// Linearizable: a follower's local state may not yet hold the deployment the step just created.
+	if strings.Contains(path, "?") {
+		path += "&consistent"
+	} else {
+		path += "?consistent"
+	}
+	var last error
+	ok, _ := poll(30*time.Second, func() (bool, string) {
+		cl := c.client()
+		_, err := cl.Get(context.Background(), path, out)
+		if err != nil && strings.Contains(err.Error(), "no API route") {
+			c.note("no-route-"+path, "a live node answered GET %s with %q: a node serves its API before its services (deployer, spread, builder) attach their routes, and says 404 rather than 503 meanwhile", path, err)
+		}
+		last = err
+		return err == nil, ""
+	})
+	if !ok {
+		c.t.Fatalf("GET %s: %v", path, last)
+	}
 }
 
 // deployments lists every deployment of e, newest first.
 func (c *chaos) deployments(e *chaosEnv) []raftfsm.Deployment {
 	var ds []raftfsm.Deployment
-	if _, err := c.client().Get(context.Background(), "/v1/envs/"+e.app.env+"/deployments?limit=0", &ds); err != nil {
-		c.t.Fatalf("list the deployments of %s: %v", e.app.env, err)
-	}
+	c.get("/v1/envs/"+e.app.env+"/deployments?limit=0", &ds)
 	return ds
 }
 
 // releases lists e's app's releases, newest first.
 func (c *chaos) releases(e *chaosEnv) []raftfsm.Release {
 	var rels []raftfsm.Release
-	if _, err := c.client().Get(context.Background(), "/v1/apps/"+e.app.name+"/releases", &rels); err != nil {
-		c.t.Fatalf("list the releases of %s: %v", e.app.name, err)
-	}
+	c.get("/v1/apps/"+e.app.name+"/releases", &rels)
 	return rels
 }
 
@@ -209,9 +243,7 @@ type envWithRuntime struct {
 
 func (c *chaos) envView(e *chaosEnv) envWithRuntime {
 	var env envWithRuntime
-	if _, err := c.client().Get(context.Background(), "/v1/envs/"+e.app.env, &env); err != nil {
-		c.t.Fatalf("read environment %s: %v", e.app.env, err)
-	}
+	c.get("/v1/envs/"+e.app.env, &env)
 	if env.Runtime == nil {
 		c.note("no-runtime-report", "SKIP: GET /v1/envs/{env} has no runtime reports (issue 11 item 2) in this build: a server off its desired release is excused only by a failed row in a deployment of that release, and reports are not checked against the disk")
 	}
@@ -462,4 +494,77 @@ func flattenJSON(prefix string, v any, out map[string]string) {
 		b, _ := json.Marshal(t)
 		out[prefix] = string(b)
 	}
+}
+
+// checkCrashLoopsNamed: a deployment of this step whose release's Exec crash-loops does not succeed, and a server
+// it failed on says why in words: the exit ("exit status 1 after 2ms, 5 restarts"), not just a timeout.
+func (c *chaos) checkCrashLoopsNamed(e *chaosEnv) {
+	for _, d := range c.deployments(e) {
+		if e.before[d.ID] || d.Kind != raftfsm.DeployKindDeploy || e.kinds[d.Release] != releaseCrashLoop || !d.Finished() {
+			continue
+		}
+		if d.State == raftfsm.DeploySucceeded {
+			c.violate("crashloop-ok/"+d.ID, "%s: deployment %s of a release whose Exec exits at once succeeded: %s", e.app.env, d.ID, describeDeployment(d))
+			continue
+		}
+		for name, st := range d.Nodes {
+			if st.State == raftfsm.NodeFailed && !strings.Contains(st.Error, "exit status") {
+				c.violate("crashloop-unnamed/"+e.app.env, "%s: deployment %s: %s failed on a crash-looping Exec with %q, which does not name the exit",
+					e.app.env, d.ID, name, st.Error)
+			}
+		}
+	}
+}
+
+// checkLogsOwnDeployment: a server's log of a deployment (apps/APP/ENV/logs/ID.log) holds that deployment's
+// install only: every "deploying APP release V" line in it names the deployment's release.
+func (c *chaos) checkLogsOwnDeployment(e *chaosEnv) {
+	prefix := "deploying " + e.app.name + " release "
+	for _, d := range c.deployments(e) {
+		if d.Kind != raftfsm.DeployKindDeploy {
+			continue
+		}
+		for _, n := range c.m.nodes {
+			b, err := os.ReadFile(filepath.Join(e.app.envDir(n.dir), "logs", d.ID+".log"))
+			if err != nil {
+				continue
+			}
+			for _, line := range strings.Split(string(b), "\n") {
+				_, rest, ok := strings.Cut(line, prefix)
+				if !ok {
+					continue
+				}
+				if v, _, _ := strings.Cut(rest, " "); v != d.Release {
+					c.violate("log/"+d.ID+"/"+n.name, "%s: %s's log of deployment %s (release %s) holds an install of %s: %q",
+						e.app.env, n.name, d.ID, d.Release, v, line)
+					break
+				}
+			}
+		}
+	}
+}
+
+// showLogs prints each server's log of a deployment that took long, read through the API as a user would.
+func (c *chaos) showLogs(d raftfsm.Deployment) {
+	for name := range d.Nodes {
+		resp, err := c.m.http.Do(c.logRequest(d.ID, name))
+		if err != nil {
+			c.t.Logf("      log of %s on %s: %v", d.ID, name, err)
+			continue
+		}
+		b, _ := io.ReadAll(io.LimitReader(resp.Body, 16<<10))
+		resp.Body.Close()
+		c.t.Logf("      log of %s on %s (%s):\n%s", d.ID, name, resp.Status, indent(string(b), "        "))
+	}
+}
+
+func (c *chaos) logRequest(id, node string) *http.Request {
+	live := c.m.live()
+	req, _ := http.NewRequest("GET", "http://"+live[0].api()+"/v1/deployments/"+id+"/nodes/"+node+"/log", nil)
+	req.Header.Set("Authorization", "Bearer "+c.m.admin)
+	return req
+}
+
+func indent(s, by string) string {
+	return by + strings.ReplaceAll(strings.TrimRight(s, "\n"), "\n", "\n"+by)
 }
