@@ -232,11 +232,11 @@ func (d *Deployer) ReadyIn() time.Duration {
 	}
 }
 
-// catchUp blocks until this node's state holds everything the leader had committed when it asked, after
+// awaitPresent blocks until this node's state holds everything the leader had committed when it asked, after
 // replaying what the node held itself. Until then the state is the past (a restarted node rebuilds it entry by
 // entry, through every release it ever ran), and acting on it would install intermediate releases. With no
 // leader (a whole mesh restarting), it waits: the adopted processes keep running meanwhile.
-func (d *Deployer) catchUp() bool {
+func (d *Deployer) awaitPresent() bool {
 	var lastErr error
 	warned := false
 	for {
@@ -280,7 +280,7 @@ func (d *Deployer) supervisedCount() int {
 // agentLoop keeps one worker per environment this node is in, once the node has caught up.
 func (d *Deployer) agentLoop() {
 	defer d.wg.Done()
-	if !d.catchUp() {
+	if !d.awaitPresent() {
 		return
 	}
 	t := time.NewTicker(resyncInterval)

@@ -48,7 +48,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		}, []string{"app", "env"}),
 		installs: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "shoal_release_installs_total",
-			Help: "Release installs run by this node's deployer, by app, environment and result (ok, failed).",
+			Help: "Release installs run by this node's deployer, by app, environment and result (ok, failed, interrupted: the state stopped asking for it).",
 		}, []string{"app", "env", "result"}),
 		installTime: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Name:    "shoal_release_install_seconds",

@@ -197,3 +197,60 @@ func counterValue(t *testing.T, c prometheus.Counter) float64 {
 	}
 	return m.GetCounter().GetValue()
 }
+
+// TestDeployAPIAfterJoinAnswersAtOnce: a membership change is the latest Raft entry right after a join, and it
+// never moves the state's index. Deploy, cancel and rollback read the latest state first; they must not wait
+// for the state's index to reach Raft's applied index (they stalled 10 s after every join or leave).
+func TestDeployAPIAfterJoinAnswersAtOnce(t *testing.T) {
+	dc := newDeployCluster(t, 2, nil)
+	dc.createApp("web", "prod", []string{"nowhere"}, nil, raftfsm.Strategy{Kind: "all"}, false)
+	dc.release("web", "v1", releaseOpts{})
+	dc.release("web", "v2", releaseOpts{})
+	dc.join("n3")
+	n1 := dc.node("n1")
+	// Wait for the moment the bug needed: a membership entry (n3 made a voter) is the latest one applied.
+	dc.eventually(20*time.Second, "a membership entry to be the latest", func() (bool, string) {
+		st := n1.Status()
+		return st.AppliedIndex > n1.FSM().Index(), fmt.Sprintf("raft applied %d, state %d", st.AppliedIndex, n1.FSM().Index())
+	})
+	for _, v := range []string{"v1", "v2"} {
+		start := time.Now()
+		res := dc.deploy("n1", "prod", CreateRequest{Release: v})
+		if took := time.Since(start); took > 3*time.Second {
+			t.Fatalf("deploy %s after a join took %s", v, took)
+		}
+		dc.waitDeployment(res.Deployment.ID, 30*time.Second, raftfsm.DeploySucceeded)
+	}
+	start := time.Now()
+	var rb CreateResult
+	if _, err := dc.api("n2").Post(t.Context(), "/v1/envs/prod/rollback", RollbackRequest{}, &rb); err != nil {
+		t.Fatal(err)
+	}
+	if took := time.Since(start); took > 3*time.Second {
+		t.Fatalf("rollback after a join took %s", took)
+	}
+}
+
+// TestTerminateReachesServerOutsideIt: a server that was in no batch of a terminate (it was away) stops the app
+// too, without the deployment: the environment's present state is "stopped". A restart brings both back.
+func TestTerminateReachesServerOutsideIt(t *testing.T) {
+	dc := newDeployCluster(t, 2, webTags)
+	dc.createApp("web", "prod", nil, map[string]string{"role": "web"}, raftfsm.Strategy{Kind: "all"}, false)
+	dc.release("web", "v1", releaseOpts{})
+	res := dc.deploy("n1", "prod", CreateRequest{Release: "v1"})
+	dc.waitDeployment(res.Deployment.ID, 60*time.Second, raftfsm.DeploySucceeded)
+	dc.waitServing(10*time.Second, "v1", "n1", "n2")
+
+	e := dc.env("prod")
+	term := NewDeployment(&e, nil, raftfsm.DeployKindTerminate, "", "test", false, nil, time.Now())
+	term.Batches = [][]string{{"n1"}} // n2 was away when it was created
+	dc.apply(&raftfsm.DeployCreate{Deployment: term})
+	done := dc.waitDeployment(term.ID, 60*time.Second, raftfsm.DeploySucceeded)
+	dc.waitServing(30*time.Second, "", "n1", "n2")
+	if after := dc.deployment(term.ID); after.ModifyIndex != done.ModifyIndex || after.Nodes["n2"] != nil {
+		t.Fatalf("n2's convergence changed the finished terminate: %s", describe(after))
+	}
+	rs := dc.deploy("n2", "prod", CreateRequest{Kind: raftfsm.DeployKindRestart})
+	dc.waitDeployment(rs.Deployment.ID, 60*time.Second, raftfsm.DeploySucceeded)
+	dc.waitServing(30*time.Second, "v1", "n1", "n2")
+}

@@ -123,6 +123,9 @@ func TestPlanProgressDeadline(t *testing.T) {
 	if got := commands(acts); got != "status d3 b failed; update d3 failed batch=0" {
 		t.Fatalf("b stalled: %s", got)
 	}
+	if u := acts[1].cmd.(*raftfsm.DeployUpdate); !strings.Contains(u.Error, "b: web release v2 on b: no progress") {
+		t.Fatalf("the deployment's error names the cause: %q", u.Error)
+	}
 	why := acts[0].cmd.(*raftfsm.NodeStatusSet).Status.Error
 	if !strings.Contains(why, "web release v2 on b: no progress for 1m1s") || !strings.Contains(why, "reported nothing") {
 		t.Fatalf("reason: %q", why)

@@ -162,6 +162,7 @@ func (p *planner) advance(s *raftfsm.State, e *raftfsm.Env, d *raftfsm.Deploymen
 	var out []action
 	var failed []string
 	var total int
+	reasons := map[string]string{} // failures decided in this plan, not yet in d.Nodes
 	for i := 0; i <= d.Batch; i++ {
 		for _, name := range d.Batches[i] {
 			total++
@@ -181,13 +182,14 @@ func (p *planner) advance(s *raftfsm.State, e *raftfsm.Env, d *raftfsm.Deploymen
 			}
 			if (!known || !mv.up) && p.now.Sub(since) >= p.deadAfter {
 				failed = append(failed, name)
+				reasons[name] = fmt.Sprintf("the server has been down for %s (gossip)", p.now.Sub(since).Round(time.Second))
 				out = append(out, action{cmd: &raftfsm.NodeStatusSet{ID: d.ID, Node: name, Status: raftfsm.NodeStatus{
-					State: raftfsm.NodeFailed, Error: fmt.Sprintf("the server has been down for %s (gossip)", p.now.Sub(since).Round(time.Second)),
-					UpdatedAt: p.now}}, why: "server down"})
+					State: raftfsm.NodeFailed, Error: reasons[name], UpdatedAt: p.now}}, why: "server down"})
 				continue
 			}
 			if why := p.noProgress(s, e, d, name); why != "" {
 				failed = append(failed, name)
+				reasons[name] = why
 				fail := raftfsm.NodeStatus{State: raftfsm.NodeFailed, Error: why, UpdatedAt: p.now}
 				if st != nil {
 					fail.Phase, fail.Release, fail.Progress = st.Phase, st.Release, st.Progress
@@ -197,7 +199,7 @@ func (p *planner) advance(s *raftfsm.State, e *raftfsm.Env, d *raftfsm.Deploymen
 		}
 	}
 	if len(failed) > d.Strategy.AbortAfter {
-		return append(out, p.abort(s, e, d, failed, total)...)
+		return append(out, p.abort(s, e, d, failed, reasons, total)...)
 	}
 	for _, name := range d.Batches[d.Batch] {
 		st := d.Nodes[name]
@@ -239,12 +241,14 @@ func (p *planner) advance(s *raftfsm.State, e *raftfsm.Env, d *raftfsm.Deploymen
 }
 
 // abort ends a deployment that had too many failures, rolling back when the strategy says so.
-func (p *planner) abort(s *raftfsm.State, e *raftfsm.Env, d *raftfsm.Deployment, failed []string, total int) []action {
+func (p *planner) abort(s *raftfsm.State, e *raftfsm.Env, d *raftfsm.Deployment, failed []string, reasons map[string]string, total int) []action {
 	var why []string
 	for _, name := range failed {
 		msg := "failed"
 		if st := d.Nodes[name]; st != nil && st.Error != "" {
 			msg = st.Error
+		} else if r := reasons[name]; r != "" {
+			msg = r
 		}
 		why = append(why, name+": "+firstLine(msg))
 	}
@@ -465,7 +469,8 @@ func (p *planner) promotions(s *raftfsm.State, busy map[string]bool) []action {
 }
 
 // nodesOnRelease counts, per environment, the servers by the release of the latest deployment each
-// reported healthy in.
+// reported healthy in, among the deployments that succeeded or still run: after a failed, cancelled or rolled
+// back one its servers went back to the stable release.
 func nodesOnRelease(s *raftfsm.State) map[[3]string]int {
 	type best struct {
 		idx uint64
@@ -474,7 +479,7 @@ func nodesOnRelease(s *raftfsm.State) map[[3]string]int {
 	per := map[[2]string]best{} // env, node
 	app := map[string]string{}
 	for _, d := range s.Deploys {
-		if d.Kind != raftfsm.DeployKindDeploy {
+		if d.Kind != raftfsm.DeployKindDeploy || (d.State != raftfsm.DeploySucceeded && d.State != raftfsm.DeployRunning) {
 			continue
 		}
 		app[d.Env] = d.App

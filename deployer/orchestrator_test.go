@@ -276,4 +276,10 @@ func TestNodesOnRelease(t *testing.T) {
 	if got[[3]string{"web", "prod", "v1"}] != 1 || got[[3]string{"web", "prod", "v2"}] != 1 || len(got) != 2 {
 		t.Fatalf("nodes on release: %v", got)
 	}
+	// Failed: a went back to the stable release.
+	b.State = raftfsm.DeployFailed
+	got = nodesOnRelease(f.s)
+	if got[[3]string{"web", "prod", "v1"}] != 2 || len(got) != 1 {
+		t.Fatalf("nodes on release after a failure: %v", got)
+	}
 }

@@ -174,7 +174,8 @@ func releaseFiles(version string, unhealthy bool) map[string]string {
 	return files
 }
 
-// tarGzFiles makes a release archive of files (at the root, sorted).
+// tarGzFiles makes a release archive of files (at the root, sorted). A name ending in .fifo becomes a named
+// pipe, which the deployer's extraction refuses: a release that fails at Extract.
 func tarGzFiles(t testing.TB, files map[string]string) []byte {
 	t.Helper()
 	var buf bytes.Buffer
@@ -189,6 +190,12 @@ func tarGzFiles(t testing.TB, files map[string]string) []byte {
 		mode := int64(0o644)
 		if strings.HasSuffix(n, ".sh") {
 			mode = 0o755
+		}
+		if strings.HasSuffix(n, ".fifo") {
+			if err := tw.WriteHeader(&tar.Header{Name: n, Mode: mode, Typeflag: tar.TypeFifo}); err != nil {
+				t.Fatal(err)
+			}
+			continue
 		}
 		if err := tw.WriteHeader(&tar.Header{Name: n, Mode: mode, Size: int64(len(files[n])), Typeflag: tar.TypeReg}); err != nil {
 			t.Fatal(err)

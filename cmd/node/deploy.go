@@ -96,7 +96,8 @@ func (c *cli) deployCmd() *cobra.Command {
 		Long: `Deploy release VERSION of APP to environment ENV, with the environment's strategy (all at once, or
 rolling by batch) unless --strategy says otherwise. The leader moves the deployment batch by batch: a batch starts
 once every server of the one before reports healthy. Deploying the environment's current release does nothing
-unless --force (which installs it again and restarts it). --wait follows every server's progress.`,
+unless --force (which installs it again and restarts it). --wait follows every server's progress to the final
+state (through the rollback, when the deployment rolls back); --timeout bounds how long it follows.`,
 		Args: cobra.ExactArgs(2),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if env == "" {
@@ -285,7 +286,7 @@ func (c *cli) deploymentCmd() *cobra.Command {
 	f.register(cmd)
 	cancel := &cobra.Command{
 		Use:   "cancel ID",
-		Short: "Cancel a deployment: no further batch starts; servers already moved stay where they are",
+		Short: "Cancel a deployment: every server's work in it stops at once, and the servers return to the environment's stable release",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			var d raftfsm.Deployment
