@@ -51,19 +51,18 @@ func rotateExecLog(path string, max int64, keep int) (bool, error) {
 			return false, err
 		}
 	}
-	if err := copyFile(path, path+".1"); err != nil {
-		return false, err
-	}
-	if err := os.Truncate(path, 0); err != nil {
+	if err := copyTruncate(path, path+".1"); err != nil {
 		return false, err
 	}
 	appendLogNote(path, fmt.Sprintf("log rotated at %s; the earlier output is in %s.1", time.Now().UTC().Format(time.RFC3339), execLogName))
 	return true, nil
 }
 
-// copyFile copies src to dst through a temporary file renamed in, so dst is never half written.
-func copyFile(src, dst string) error {
-	in, err := os.Open(src)
+// copyTruncate copies src to dst (through a temporary file renamed in, so dst is never half written) and
+// truncates src. The copy is read again up to the end just before the truncation, so what is lost is only what
+// is written in the moment between that last read and the truncate call.
+func copyTruncate(src, dst string) error {
+	in, err := os.OpenFile(src, os.O_RDWR, 0)
 	if err != nil {
 		return err
 	}
@@ -74,6 +73,15 @@ func copyFile(src, dst string) error {
 		return err
 	}
 	_, err = io.Copy(out, in)
+	for i := 0; err == nil && i < 3; i++ {
+		var n int64
+		if n, err = io.Copy(out, in); n == 0 {
+			break // caught up with the writers
+		}
+	}
+	if err == nil {
+		err = in.Truncate(0)
+	}
 	if cerr := out.Close(); err == nil {
 		err = cerr
 	}

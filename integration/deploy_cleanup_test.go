@@ -66,7 +66,7 @@ func heldBy(t testing.TB, m *pmesh, n *pnode, app, version string) []string {
 // release, the releases in use (rollback target, desired of a pinned environment, target of a running
 // deployment) stay on every server while the others go; `node releases`'s held by equals the stores; a deploy
 // or rollback to a collected release is refused in words and changes nothing; pushing its archive again
-// restores it.
+// restores it; and held by stays true across a kill -9 and restart of a holder.
 func TestCleanupNeverStrandsADeploy(t *testing.T) {
 	needProcesses(t)
 	m := startPmesh(t, 3, "--keep-releases", "1", "--gc-interval", "1s", "--min-holders", "3")
@@ -160,6 +160,18 @@ func TestCleanupNeverStrandsADeploy(t *testing.T) {
 	}
 	deploy("v3")
 	app.waitServing(10*time.Second, "v3", names(m)...)
+
+	// Across a kill -9 and a restart of a holder, held by still equals the stores.
+	n3 := m.nodes[2]
+	n3.proc.Kill()
+	m.restart(n3)
+	m.waitHealthy(m.nodes...)
+	for _, v := range []string{"v1", "v2", "v3", "v4", "v5", "v6"} {
+		eventually(t, 30*time.Second, "after a restart, held by of "+v+" equal to the stores", func() (bool, string) {
+			got, want := heldBy(t, m, n3, "web", v), storesHolding(m, release(v).Digest)
+			return slices.Equal(got, want), fmt.Sprintf("held by %v, stores %v", got, want)
+		})
+	}
 }
 
 // TestAppLogsThroughAnyNode: `node logs` through a node that does not run the app shows its output, the last
@@ -227,7 +239,6 @@ func TestAppLogsThroughAnyNode(t *testing.T) {
 	follow.Wait()
 
 	// Rotation: a release that writes all the time; the log files stay bounded while it writes far more.
-	app.stopApps(n1.dir)
 	if err := cl.Upload(context.Background(), "/v1/apps/web/releases?version=v2",
 		bytes.NewReader(tarGzFiles(t, withFile(releaseFiles("v2", false), "chatter", "on\n"))), nil); err != nil {
 		t.Fatal(err)

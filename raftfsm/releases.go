@@ -54,6 +54,40 @@ func (s *State) ReleaseUse(app, version string) string {
 	return ""
 }
 
+// ReleasesInUse returns the keys (ReleaseKey) of every release ReleaseUse names, in one pass over the
+// environments and one over the deployments: what the cleanup asks on every round.
+func (s *State) ReleasesInUse() map[string]bool {
+	out := map[string]bool{}
+	mark := func(app, version string) {
+		if version != "" {
+			out[ReleaseKey(app, version)] = true
+		}
+	}
+	latest := map[string]*Deployment{} // env → its latest successful deployment of its desired release
+	for _, d := range s.Deploys {
+		if !d.Finished() {
+			mark(d.App, d.Release)
+			mark(d.App, d.Previous)
+		}
+		e := s.Envs[d.Env]
+		if e == nil || d.Kind != DeployKindDeploy || d.State != DeploySucceeded || d.Release != e.Desired ||
+			d.Previous == "" || d.Previous == e.Desired {
+			continue
+		}
+		if cur := latest[d.Env]; cur == nil || d.CreateIndex > cur.CreateIndex {
+			latest[d.Env] = d
+		}
+	}
+	for name, e := range s.Envs {
+		mark(e.App, e.Desired)
+		mark(e.App, e.Stable)
+		if d := latest[name]; d != nil {
+			mark(e.App, d.Previous)
+		}
+	}
+	return out
+}
+
 // PreviousRelease is the release an environment ran before its current one (what `node rollback ENV` goes
 // back to): the previous release of the latest successful deployment of the current one.
 func (s *State) PreviousRelease(e *Env) string {

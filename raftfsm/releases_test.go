@@ -1,6 +1,7 @@
 package raftfsm
 
 import (
+	"math/rand/v2"
 	"slices"
 	"strings"
 	"testing"
@@ -41,6 +42,15 @@ func TestReleaseDropFollowsUse(t *testing.T) {
 			t.Errorf("ReleaseUse(%s) = %q, want %q", v, got, want)
 		}
 	}
+	// The one-pass form agrees with ReleaseUse on every release.
+	a.f.Read(func(s *State) {
+		inUse := s.ReleasesInUse()
+		for _, r := range s.Releases {
+			if got, want := inUse[ReleaseKey(r.App, r.Version)], s.ReleaseUse(r.App, r.Version) != ""; got != want {
+				t.Errorf("%s: ReleasesInUse says %v, ReleaseUse %v", r.Version, got, want)
+			}
+		}
+	})
 	for _, v := range []string{"v1", "v2", "v3"} {
 		a.rejected(&ReleaseDrop{App: "web", Version: v, Node: "n1", IfUnused: true}, KindConflict)
 	}
@@ -72,4 +82,21 @@ func TestReleaseDropFollowsUse(t *testing.T) {
 			}
 		}
 	})
+}
+
+// TestReleasesInUseAgrees: after random command sequences, the one-pass ReleasesInUse names exactly the releases
+// ReleaseUse names.
+func TestReleasesInUseAgrees(t *testing.T) {
+	for seed := uint64(1); seed <= 20; seed++ {
+		a := newApplier(t)
+		runRandom(a, rand.New(rand.NewPCG(seed, 7)), 400)
+		a.f.Read(func(s *State) {
+			inUse := s.ReleasesInUse()
+			for _, r := range s.Releases {
+				if got, want := inUse[ReleaseKey(r.App, r.Version)], s.ReleaseUse(r.App, r.Version) != ""; got != want {
+					t.Errorf("seed %d, %s %s: ReleasesInUse %v, ReleaseUse %v", seed, r.App, r.Version, got, want)
+				}
+			}
+		})
+	}
 }

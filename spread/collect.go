@@ -172,6 +172,7 @@ func (s *Service) syncHolders() {
 func (s *Service) keeper() func(digest string) bool {
 	keep, known := map[string]bool{}, map[string]bool{}
 	s.n.FSM().Read(func(st *raftfsm.State) {
+		inUse := st.ReleasesInUse()
 		byApp := map[string][]*raftfsm.Release{}
 		for _, r := range st.Releases {
 			byApp[r.App] = append(byApp[r.App], r)
@@ -180,7 +181,7 @@ func (s *Service) keeper() func(digest string) bool {
 		for _, rs := range byApp {
 			sort.Slice(rs, func(i, j int) bool { return rs[i].CreateIndex > rs[j].CreateIndex })
 			for i, r := range rs {
-				if i < s.opts.Keep || st.ReleaseUse(r.App, r.Version) != "" {
+				if i < s.opts.Keep || inUse[raftfsm.ReleaseKey(r.App, r.Version)] {
 					keep[r.Digest] = true
 				}
 			}
