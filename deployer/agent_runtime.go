@@ -26,10 +26,12 @@ func (d *Deployer) runtimeLoop() {
 	defer d.wg.Done()
 	t := time.NewTicker(runtimeInterval)
 	defer t.Stop()
-	rm := newRuntimeMetrics(d.opts.Registerer)
-	hasExec := map[string]bool{} // by release digest: does the release's manifest have an Exec section
+	r := &runtimeReporter{d: d, m: newRuntimeMetrics(d.opts.Registerer), hasExec: map[string]bool{}, seen: map[string]string{}}
 	for {
-		d.reportRuntimes(rm, hasExec)
+		// Until the node has replayed its state, "desired" may be an old one: a report would name false drift.
+		if d.n.Ready() {
+			r.report()
+		}
 		select {
 		case <-d.ctx.Done():
 			return
@@ -83,7 +85,16 @@ func newRuntimeMetrics(reg prometheus.Registerer) runtimeMetrics {
 	return m
 }
 
-func (d *Deployer) reportRuntimes(rm runtimeMetrics, hasExec map[string]bool) {
+// runtimeReporter is the state of runtimeLoop between two looks.
+type runtimeReporter struct {
+	d       *Deployer
+	m       runtimeMetrics
+	hasExec map[string]bool   // by release digest: does the release's manifest have an Exec section
+	seen    map[string]string // by environment: the drift seen at the last look, so one look alone records none
+}
+
+func (r *runtimeReporter) report() {
+	d, rm := r.d, r.m
 	me, tags := d.n.Name(), d.n.Tags()
 	var mine []envRuntimeView
 	var gone []raftfsm.Runtime
@@ -109,7 +120,7 @@ func (d *Deployer) reportRuntimes(rm runtimeMetrics, hasExec map[string]bool) {
 		}
 	})
 	for _, v := range mine {
-		rt := d.runtimeOf(v, hasExec)
+		rt := r.runtimeOf(v)
 		drift := 0.0
 		if driftOf(v.want, v.running, &rt) != "" {
 			drift = 1
@@ -145,7 +156,8 @@ func runningDeployment(s *raftfsm.State, e *raftfsm.Env) *raftfsm.Deployment {
 }
 
 // runtimeOf builds this node's report for one environment from its disk and its supervisor.
-func (d *Deployer) runtimeOf(v envRuntimeView, hasExec map[string]bool) raftfsm.Runtime {
+func (r *runtimeReporter) runtimeOf(v envRuntimeView) raftfsm.Runtime {
+	d, hasExec := r.d, r.hasExec
 	e := &v.env
 	dir := d.EnvDir(e.App, e.Name)
 	minHealthy := d.minHealthyFor(e)
@@ -213,10 +225,14 @@ func (d *Deployer) runtimeOf(v envRuntimeView, hasExec map[string]bool) raftfsm.
 	if n, ok := d.repairs.Load(e.Name); ok && n.(driftNote).at.After(rt.LastDriftAt) {
 		rt.LastDrift, rt.LastDriftAt = n.(driftNote).reason, n.(driftNote).at
 	}
-	if drift := driftOf(v.want, v.running, &rt); drift != "" && drift != rt.LastDrift {
+	// A drift is recorded once two looks a second apart see it: an install between its flip and its record, or a
+	// state a moment behind the leader, is not one.
+	drift := driftOf(v.want, v.running, &rt)
+	if drift != "" && drift == r.seen[e.Name] && drift != rt.LastDrift {
 		rt.LastDrift, rt.LastDriftAt = drift, time.Now().UTC()
 		d.log.Warn("drift: this server differs from its environment's desired state", "app", e.App, "env", e.Name, "drift", drift)
 	}
+	r.seen[e.Name] = drift
 	return rt
 }
 
@@ -333,6 +349,8 @@ func envRuntime(s *raftfsm.State, e *raftfsm.Env, members []node.Member) []Serve
 		}
 		want := desiredFor(s, e, name)
 		switch {
+		case sr.Up == "unknown" && want.Kind == raftfsm.DeployKindDeploy && dep == nil:
+			sr.Drift = fmt.Sprintf("gossip does not see this server; it should run %s", want.Release)
 		case sr.Up != node.StatusAlive && sr.Up != node.StatusSuspect && want.Kind == raftfsm.DeployKindDeploy && dep == nil:
 			sr.Drift = fmt.Sprintf("server is %s; it should run %s", sr.Up, want.Release)
 		default:

@@ -113,8 +113,8 @@ func (e *CrashLoopError) Error() string {
 }
 
 // waitExecStable waits until every Exec process of sup has been up for minHealthy (nil). It fails when they crash
-// in a loop (crashLoopExits exits since the wait began, each before minHealthy), when supervision stops, or when
-// deadline passes first.
+// in a loop (crashLoopExits exits in a row, each before minHealthy, the last since the wait began), when
+// supervision stops, or when deadline passes first.
 func waitExecStable(ctx context.Context, sup *Supervisor, release string, minHealthy, deadline time.Duration) error {
 	start := time.Now()
 	end := start.Add(deadline)
@@ -152,18 +152,15 @@ func waitExecStable(ctx context.Context, sup *Supervisor, release string, minHea
 	}
 }
 
-// crashLoopSince returns a *CrashLoopError when st shows crashLoopExits exits since start, the latest in a row
-// each before minHealthy.
+// crashLoopSince returns a *CrashLoopError when the latest crashLoopExits exits of st came each before minHealthy
+// and the last of them after start. Exits from before start count (a spec that was crash-looping before a
+// restart or a re-check is the same loop, and its back-off may be a minute by now), but a new one must confirm it.
 func crashLoopSince(st ExecStatus, release string, minHealthy time.Duration, start time.Time) error {
 	n := 0
-	for i := len(st.Exits) - 1; i >= 0; i-- {
-		e := st.Exits[i]
-		if e.At.Before(start) || e.Ran >= minHealthy {
-			break
-		}
+	for i := len(st.Exits) - 1; i >= 0 && st.Exits[i].Ran < minHealthy; i-- {
 		n++
 	}
-	if n < crashLoopExits {
+	if n < crashLoopExits || st.Exits[len(st.Exits)-1].At.Before(start) {
 		return nil
 	}
 	return &CrashLoopError{Release: release, Last: st.Exits[len(st.Exits)-1], Restarts: st.Restarts, MinHealthy: minHealthy}

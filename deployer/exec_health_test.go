@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/shoal-ci/shoal/node"
 	"github.com/shoal-ci/shoal/raftfsm"
 )
 
@@ -188,4 +189,70 @@ func TestWaitExecStable(t *testing.T) {
 			t.Fatalf("want the crash loop, got %v", err)
 		}
 	})
+}
+
+func TestCrashLoopSince(t *testing.T) {
+	start := time.Date(2026, 12, 2, 12, 0, 0, 0, time.UTC)
+	exit := func(at time.Duration, ran time.Duration) ExecExit {
+		return ExecExit{Status: "exit status 1", Ran: ran, At: start.Add(at)}
+	}
+	ms := time.Millisecond
+	for _, tc := range []struct {
+		name  string
+		exits []ExecExit
+		loop  bool
+	}{
+		{"none", nil, false},
+		{"two", []ExecExit{exit(1, ms), exit(2, ms)}, false},
+		{"three since the start", []ExecExit{exit(1, ms), exit(2, ms), exit(3, ms)}, true},
+		{"a loop from before, confirmed by a new exit", []ExecExit{exit(-3, ms), exit(-2, ms), exit(1, ms)}, true},
+		{"a loop from before, not confirmed yet", []ExecExit{exit(-3, ms), exit(-2, ms), exit(-1, ms)}, false},
+		{"a long run in between", []ExecExit{exit(1, ms), exit(2, time.Hour), exit(3, ms), exit(4, ms)}, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			err := crashLoopSince(ExecStatus{Exits: tc.exits, Restarts: uint64(len(tc.exits))}, "v1", time.Second, start)
+			if (err != nil) != tc.loop {
+				t.Fatalf("crash loop %v, want %v", err, tc.loop)
+			}
+		})
+	}
+}
+
+func TestEnvRuntimeDrift(t *testing.T) {
+	s := raftfsm.NewState()
+	s.Envs["prod"] = &raftfsm.Env{Name: "prod", App: "web", Servers: []string{"n1", "n2", "n3"}, Desired: "v2"}
+	healthy := func(node, rel string) *raftfsm.Runtime {
+		return &raftfsm.Runtime{Env: "prod", App: "web", Node: node, Release: rel, Installed: rel, Health: raftfsm.RuntimeHealthy}
+	}
+	s.Runtimes[raftfsm.RuntimeKey("prod", "n1")] = healthy("n1", "v2")
+	s.Runtimes[raftfsm.RuntimeKey("prod", "n2")] = healthy("n2", "v1")
+	s.Runtimes[raftfsm.RuntimeKey("prod", "n4")] = healthy("n4", "v2") // gone from gossip; its report stays
+	members := []node.Member{{Name: "n1", Status: node.StatusAlive}, {Name: "n2", Status: node.StatusAlive},
+		{Name: "n3", Status: node.StatusDead}, {Name: "n5", Status: node.StatusAlive}}
+	got := map[string]ServerRuntime{}
+	for _, sr := range envRuntime(s, s.Envs["prod"], members) {
+		got[sr.Node] = sr
+	}
+	want := map[string]string{"n1": "", "n2": "runs v1; should run v2", "n3": "server is dead; it should run v2",
+		"n4": "gossip does not see this server; it should run v2"}
+	if len(got) != len(want) {
+		t.Fatalf("servers %v, want those of %v", got, want)
+	}
+	for name, drift := range want {
+		if got[name].Drift != drift {
+			t.Errorf("%s: drift %q, want %q", name, got[name].Drift, drift)
+		}
+	}
+	if got["n3"].Report != nil || got["n4"].Up != "unknown" {
+		t.Fatalf("n3 %+v, n4 %+v", got["n3"], got["n4"])
+	}
+
+	// While a deployment runs, servers differ on purpose.
+	s.Deploys["d1"] = &raftfsm.Deployment{ID: "d1", Kind: raftfsm.DeployKindDeploy, App: "web", Env: "prod", Release: "v3",
+		State: raftfsm.DeployRunning, Batches: [][]string{{"n1"}, {"n2"}}, Nodes: map[string]*raftfsm.NodeStatus{}}
+	for _, sr := range envRuntime(s, s.Envs["prod"], members) {
+		if sr.Deploying != "d1" || sr.Drift != "" {
+			t.Errorf("during a deployment %s: %+v", sr.Node, sr)
+		}
+	}
 }

@@ -84,7 +84,7 @@ func nodeCLIOK(t testing.TB, m *pmesh, n *pnode, args ...string) string {
 
 // TestDeployRuntimeReportedAndRepaired: on a 2-process mesh, the app runs on n1 and everything is read through
 // n2. n1 reports the release, its app's pid and health; killing the app is reported (a restart, the last exit,
-// a new pid) and healed by supervision, and the report survives a kill -9 of the agent; a `current` moved back to the old release by hand is reported as drift
+// a new pid) and healed by supervision, and the report survives a kill -9 and a TERM of the agent; a `current` moved back to the old release by hand is reported as drift
 // and the agent installs the desired release again by itself.
 func TestDeployRuntimeReportedAndRepaired(t *testing.T) {
 	needProcesses(t)
@@ -136,18 +136,22 @@ func TestDeployRuntimeReportedAndRepaired(t *testing.T) {
 		t.Fatalf("node env show prod does not show the last exit:\n%s", out)
 	}
 
-	// The agent killed and started again: the app is the same process, and the report keeps its restart and exit.
+	// The agent killed (-9), then stopped (TERM), and started again each time: the app is the same process, and
+	// the report keeps its restart and exit.
 	restarted := got.Report.Procs[0].PID
-	n1.proc.Kill()
-	m.restart(n1)
-	m.waitHealthy(n1, n2)
-	got = waitRuntime(t, cl, "prod", n1.name, "the same report after an agent restart", func(s deployer.ServerRuntime) bool {
-		r := s.Report
-		return s.Up == "alive" && r.Restarts == 1 && r.LastExit != nil && r.LastExit.PID == pid && len(r.Procs) == 1 &&
-			r.Procs[0].PID == restarted && r.Health == raftfsm.RuntimeHealthy
-	})
-	if s := app.serving(n1.name); !strings.HasSuffix(s, fmt.Sprintf("pid=%d", restarted)) {
-		t.Fatalf("after the agent restart the app serves %q, want pid %d", s, restarted)
+	// (Closures, not method values: each restart makes a new process.)
+	for _, stop := range []func(){func() { n1.proc.Kill() }, func() { n1.proc.Stop() }} {
+		stop()
+		m.restart(n1)
+		m.waitHealthy(n1, n2)
+		got = waitRuntime(t, cl, "prod", n1.name, "the same report after an agent restart", func(s deployer.ServerRuntime) bool {
+			r := s.Report
+			return s.Up == "alive" && r.Restarts == 1 && r.LastExit != nil && r.LastExit.PID == pid && len(r.Procs) == 1 &&
+				r.Procs[0].PID == restarted && r.Health == raftfsm.RuntimeHealthy
+		})
+		if s := app.serving(n1.name); !strings.HasSuffix(s, fmt.Sprintf("pid=%d", restarted)) {
+			t.Fatalf("after the agent restart the app serves %q, want pid %d", s, restarted)
+		}
 	}
 
 	// v2, then `current` moved back to v1 by hand: drift, repaired by the agent.

@@ -116,6 +116,7 @@ func TestUIChromium(t *testing.T) {
 	p.waitText(`[data-testid="runtime-health-n1"]`, "healthy")
 	p.waitText(`[data-testid="runtime-pids-n1"]`, pid)
 	p.waitText(`[data-testid="runtime-drift-n3"]`, "none")
+	p.waitText("#env-min-healthy", testMinHealthy)
 	if !p.eval(`window.shoalNoReload === true`) {
 		t.Fatal("the page reloaded while the deployment ran: it must update in place")
 	}

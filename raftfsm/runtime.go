@@ -5,8 +5,12 @@ import (
 	"time"
 )
 
-// CmdRuntimeSet is the type id of RuntimeSet (ids 32–35 are this file's).
-const CmdRuntimeSet CommandType = 32
+// CmdRuntimeSet is the type of RuntimeSet: id 32 (ids 32–35 are this file's), marked skippable. Every agent
+// writes its report within a second of starting, so during a rolling upgrade the first upgraded server would
+// otherwise stop every older node (its writes go through the leader, which may still be old). A node that skips
+// it only lacks reports, which it does not know how to show anyway; the server writes its report again at its
+// next change.
+const CmdRuntimeSet CommandType = 32 | IgnoreUnknown
 
 func init() {
 	registry[CmdRuntimeSet] = func() Command { return new(RuntimeSet) }

@@ -7,6 +7,17 @@ import (
 	"time"
 )
 
+func TestRuntimeSetIsSkippable(t *testing.T) {
+	data, err := Encode(&RuntimeSet{Runtime: Runtime{Env: "prod", Node: "n1"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// What a node that predates RuntimeSet sees: a type it does not know, which it must skip, not stop on.
+	if CommandType(data[1])&IgnoreUnknown == 0 || CommandType(data[1])&^IgnoreUnknown != 32 {
+		t.Fatalf("RuntimeSet has type byte %d, want id 32 marked skippable", data[1])
+	}
+}
+
 func TestRuntimeSet(t *testing.T) {
 	a := newApplier(t)
 	a.ok(&AppPut{App: App{Name: "web", Repo: "/srv/web"}, Create: true})

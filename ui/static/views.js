@@ -174,10 +174,13 @@ function runtimeHealth(s) {
   return [badge(r.health, `runtime-health-${s.name}`), r.detail && r.health !== 'starting' ? h('div', { class: 'muted small' }, r.detail) : ''];
 }
 
-function lastExit(r) {
-  const x = r?.last_exit;
-  if (!x) return '—';
-  return h('span', { title: `pid ${x.pid}` }, `${x.status} after ${x.ran}`, ' ', when(x.at));
+// restarts counts the restarts of the release's Exec processes, with the last exit below.
+function restarts(s) {
+  const r = s.rt?.report;
+  if (!r) return '—';
+  const x = r.last_exit;
+  return [h('span', { 'data-testid': `runtime-restarts-${s.name}` }, String(r.restarts)),
+    x ? h('div', { class: 'muted small', title: `pid ${x.pid}` }, `last: ${x.status} after ${x.ran}, `, when(x.at)) : ''];
 }
 
 // drift says how a server differs from what it should run, or that it was repaired.
@@ -257,6 +260,7 @@ export function envView(name) {
       ['Strategy', [st.kind || 'all', st.batch_size ? `, ${st.batch_size} at a time` : '', st.batch_percent ? `, ${st.batch_percent}% at a time` : '',
         st.auto_rollback ? ', auto rollback' : '']],
       ['Servers', [(env.servers || []).join(', '), Object.entries(env.tags || {}).map(([k, v]) => ` ${k}=${v}`)]],
+      ['Min healthy time', h('span', { id: 'env-min-healthy' }, env.min_healthy_time || '10s (the default)')],
     ]));
     show(servers, table('servers', [
       ['Server', (s) => h('strong', null, s.name)],
@@ -264,8 +268,7 @@ export function envView(name) {
       ['Runs', (s) => h('span', { class: 'release', 'data-testid': `runtime-release-${s.name}` }, s.runs || '—')],
       ['Health', runtimeHealth],
       ['PIDs', (s) => h('span', { 'data-testid': `runtime-pids-${s.name}` }, (s.rt?.report?.procs || []).map((p) => p.pid).join(', ') || '—')],
-      ['Restarts', (s) => (s.rt?.report ? String(s.rt.report.restarts) : '—')],
-      ['Last exit', (s) => lastExit(s.rt?.report)],
+      ['Restarts', restarts],
       ['Drift', driftCell],
       ['Deployed', (s) => h('span', { class: 'release' }, s.release || '—')],
       ['State', (s) => badge(s.st?.state, `server-state-${s.name}`)],
