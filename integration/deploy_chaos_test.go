@@ -230,6 +230,25 @@ func (c *chaos) writer(e *chaosEnv) *client.Client {
 	return cl
 }
 
+// nameOf names the node a client talks to.
+func (c *chaos) nameOf(cl *client.Client) string {
+	for _, n := range c.m.nodes {
+		if n.api() == cl.Addr {
+			return n.name
+		}
+	}
+	return cl.Addr
+}
+
+// membersSeenBy is the member list as the client's node sees it.
+func (c *chaos) membersSeenBy(cl *client.Client) string {
+	var ms []node.Member
+	if _, err := cl.Get(context.Background(), "/v1/members", &ms); err != nil {
+		return err.Error()
+	}
+	return memberSummary(ms)
+}
+
 // violate records a broken invariant. key names the defect (e.g. one server off its release): a defect that
 // persists is listed once, with the steps it was seen at.
 func (c *chaos) violate(key, format string, args ...any) {
@@ -303,7 +322,9 @@ func (c *chaos) pushRelease(e *chaosEnv, k releaseKind) string {
 // tryDeploy asks for a deployment and says what came of it; a refusal is a result, not a failure.
 func (c *chaos) tryDeploy(e *chaosEnv, req deployer.CreateRequest) (*raftfsm.Deployment, string) {
 	var res deployer.CreateResult
-	if _, err := c.writer(e).Post(context.Background(), "/v1/envs/"+e.app.env+"/deployments", req, &res); err != nil {
+	cl := c.writer(e)
+	if _, err := cl.Post(context.Background(), "/v1/envs/"+e.app.env+"/deployments", req, &res); err != nil {
+		err = fmt.Errorf("%w (answered by %s, whose gossip shows %s)", err, c.nameOf(cl), c.membersSeenBy(cl))
 		c.checkRefusal(e, req.Release, err)
 		return nil, fmt.Sprintf("deploy %s refused: %v", req.Release, err)
 	}
@@ -399,7 +420,9 @@ func (c *chaos) rollback(e *chaosEnv) string {
 		req.To = e.versions[c.rng.IntN(len(e.versions))]
 	}
 	var res deployer.CreateResult
-	if _, err := c.writer(e).Post(context.Background(), "/v1/envs/"+e.app.env+"/rollback", req, &res); err != nil {
+	cl := c.writer(e)
+	if _, err := cl.Post(context.Background(), "/v1/envs/"+e.app.env+"/rollback", req, &res); err != nil {
+		err = fmt.Errorf("%w (answered by %s, whose gossip shows %s)", err, c.nameOf(cl), c.membersSeenBy(cl))
 		if req.To != "" {
 			c.checkRefusal(e, req.To, err)
 		}
