@@ -219,7 +219,7 @@ func (a *deployApp) push(cl *client.Client, version string, unhealthy bool) {
 	a.pushFiles(cl, version, releaseFiles(version, unhealthy))
 }
 
-// pushFiles uploads a release of the app made of files.
+// pushFiles uploads a release made of files (see releaseFiles), e.g. one whose gate.sh fails at a step.
 func (a *deployApp) pushFiles(cl *client.Client, version string, files map[string]string) {
 	a.t.Helper()
 	data := tarGzFiles(a.t, files)

@@ -384,6 +384,10 @@ func TestDeployFailureAndCancelKeepStable(t *testing.T) {
 		waitDeployment(t, liveClients(m), gd.Rollback, 60*time.Second, raftfsm.DeploySucceeded)
 	}
 
+	// The rollback deployment (B again, proving healthy) ends before the next one can start.
+	if gd.Rollback != "" {
+		waitDeployment(t, liveClients(m), gd.Rollback, 60*time.Second, raftfsm.DeploySucceeded)
+	}
 	// The next deployment works, and nothing that had finished changed.
 	g := app.deploy(cl, deployer.CreateRequest{Release: "F"})
 	waitDeployment(t, liveClients(m), g.ID, 90*time.Second, raftfsm.DeploySucceeded)
