@@ -149,6 +149,7 @@ func TestBenchScale(t *testing.T) {
 	})
 	converged := time.Since(lastJoin)
 	total := time.Since(start)
+	t.Logf("membership converged %s after the last join, %d voters: %s", secs(converged), voters, scaleResources(t))
 
 	// One environment of all N servers, chosen by tag, reaches a new release.
 	leader := c.Leader()
