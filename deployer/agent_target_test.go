@@ -162,3 +162,27 @@ func TestPlanProgressDeadline(t *testing.T) {
 		t.Fatalf("within the default deadline: %s", got)
 	}
 }
+
+// A server stuck in its health wait while its runtime report says the Exec processes crash-loop is failed with
+// that report's detail, not only "the health check has not passed": a crash loop whose restarts back off past
+// the deadline is still named.
+func TestPlanProgressDeadlineNamesACrashLoop(t *testing.T) {
+	f := newPlanFixture()
+	e := f.s.Envs["prod"]
+	e.ProgressDeadline = raftfsm.Duration(time.Minute)
+	start := time.Unix(5000, 0)
+	d := f.deploy(raftfsm.DeployKindDeploy, "v2", raftfsm.DeployRunning, [][]string{{"a"}}, 0)
+	d.BatchStartedAt = start
+	d.Nodes["a"] = &raftfsm.NodeStatus{State: raftfsm.NodeStarting, Phase: PhaseHealth, UpdatedAt: start}
+	st := f.state()
+	st.Runtimes = map[string]*raftfsm.Runtime{raftfsm.RuntimeKey("prod", "a"): {Env: "prod", App: "web", Node: "a",
+		Release: "v2", Health: raftfsm.RuntimeCrashLoop, Detail: "crash loop: exit status 1 after 2ms, 5 restarts"}}
+	acts := plannerAt(start.Add(61*time.Second), aliveMembers("a")...).plan(st)
+	if len(acts) == 0 {
+		t.Fatal("no action after the deadline")
+	}
+	why := acts[0].cmd.(*raftfsm.NodeStatusSet).Status.Error
+	if !strings.Contains(why, "the health check has not passed: crash loop: exit status 1 after 2ms, 5 restarts") {
+		t.Fatalf("reason %q does not name the crash loop", why)
+	}
+}

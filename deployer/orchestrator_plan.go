@@ -334,6 +334,12 @@ func (p *planner) noProgress(s *raftfsm.State, e *raftfsm.Env, d *raftfsm.Deploy
 		}
 	case PhaseHealth:
 		cause = "the health check has not passed"
+		// What the server reports its Exec processes do says why, when they keep exiting (a crash loop whose
+		// restarts back off past the deadline is named here rather than by the agent's own crash-loop check).
+		if rt := s.Runtimes[raftfsm.RuntimeKey(d.Env, name)]; rt != nil && rt.Release == d.Release &&
+			(rt.Health == raftfsm.RuntimeCrashLoop || rt.Health == raftfsm.RuntimeDown) && rt.Detail != "" {
+			cause += ": " + rt.Detail
+		}
 	case PhaseExtract, PhaseStop, PhaseFlip:
 		cause = "the " + phase + " step has not finished"
 	case PhaseExec:
