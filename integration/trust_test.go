@@ -38,7 +38,7 @@ func TestProcessDepartedNodeCertificateRefused(t *testing.T) {
 		t.Fatalf("a member's certificate was refused before it left: %v", err)
 	}
 
-	cli := startProc(t, "leave-cli", "leave", "--addr", gone.api(), "--token", m.admin)
+	cli := startProc(t, "leave-cli", "leave", gone.name, "--yes", "--addr", gone.api(), "--token", m.admin)
 	if code, ok := cli.Wait(60 * time.Second); !ok || code != 0 {
 		t.Fatalf("node leave: exited=%v code=%d\n%s%s", ok, code, cli.Stdout(), cli.Stderr())
 	}

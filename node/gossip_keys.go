@@ -104,12 +104,13 @@ func (n *Node) installGossipKeys() {
 			n.log.Warn("store the rotated gossip key", "component", "gossip", "err", err)
 		}
 	}
-	for _, k := range slices.Clone(g.ring.GetKeys()) {
-		if !slices.ContainsFunc(keys, func(x []byte) bool { return bytes.Equal(x, k) }) {
-			_ = g.ring.RemoveKey(k)
+	removeGossipKeys(g.ring, func(k []byte) bool {
+		keep := slices.ContainsFunc(keys, func(x []byte) bool { return bytes.Equal(x, k) })
+		if !keep {
 			n.log.Info("gossip no longer accepts a retired key", "component", "gossip")
 		}
-	}
+		return keep
+	})
 	if g.timer != nil {
 		g.timer.Stop()
 		g.timer = nil
@@ -199,4 +200,31 @@ func (n *Node) postRotateGossipKey(w http.ResponseWriter, r *http.Request) error
 	n.log.Info("gossip key rotated", "component", "gossip", "overlap", overlap, "by", TokenOf(r).Name)
 	writeJSON(w, http.StatusOK, map[string]any{"index": res.Index, "previous_key_accepted_until": time.Now().Add(overlap).UTC()})
 	return nil
+}
+
+// removeGossipKeys drops from ring the keys keep refuses. memberlist's RemoveKey shifts the keys after the one it
+// removes inside the slice that GetKeys hands to the packet readers (a data race, and a reader may try a wrong
+// key): only the last key of the ring is removed in place, which writes nothing, so keys are taken off from the end
+// and the ones kept are added back (AddKey appends past what a reader's slice holds). The primary key is never
+// removed.
+func removeGossipKeys(ring *memberlist.Keyring, keep func([]byte) bool) {
+	keys := slices.Clone(ring.GetKeys())
+	if len(keys) < 2 {
+		return
+	}
+	var kept [][]byte
+	for _, k := range keys[1:] {
+		if keep(k) {
+			kept = append(kept, k)
+		}
+	}
+	if len(kept) == len(keys)-1 {
+		return
+	}
+	for i := len(keys) - 1; i >= 1; i-- {
+		_ = ring.RemoveKey(keys[i])
+	}
+	for _, k := range kept {
+		_ = ring.AddKey(k)
+	}
 }

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"testing"
 	"time"
 
@@ -160,5 +161,28 @@ func TestGossipKeyRotatesAfterDeparture(t *testing.T) {
 	}
 	if code := call(t, rest[0], c.AdminToken, "POST", "/v1/tokens", map[string]any{"name": "after", "role": "reader"}, nil); code != 201 {
 		t.Fatalf("write after the departure: %d", code)
+	}
+}
+
+// Retired keys are taken off the ring without shifting keys inside the slice packet readers hold (memberlist's
+// RemoveKey does for any key but the last): the reader's slice is unchanged, and the ring ends with the primary
+// and the kept keys.
+func TestRemoveGossipKeysLeavesReadersSlice(t *testing.T) {
+	key := func(b byte) []byte { return bytes.Repeat([]byte{b}, 32) }
+	ring, err := memberlist.NewKeyring([][]byte{key(2), key(3), key(4)}, key(1))
+	if err != nil {
+		t.Fatal(err)
+	}
+	held := ring.GetKeys()
+	before := slices.Clone(held)
+	removeGossipKeys(ring, func(k []byte) bool { return !bytes.Equal(k, key(2)) })
+	for i := range held {
+		if !bytes.Equal(held[i], before[i]) {
+			t.Fatalf("a reader's slice changed at %d", i)
+		}
+	}
+	got := ring.GetKeys()
+	if len(got) != 3 || !bytes.Equal(got[0], key(1)) || slices.ContainsFunc(got, func(k []byte) bool { return bytes.Equal(k, key(2)) }) {
+		t.Fatalf("ring keys %v", got)
 	}
 }
