@@ -214,42 +214,9 @@ func checkGlob(g string) string {
 
 // includes reads PkgInclude: each item a glob, or a two-item list [glob, dest_dir] that relocates matches.
 func (p *parser) includes(n *yaml.Node, what string) []Include {
-	items := p.list(n, what, "globs")
 	var inc []Include
-	for _, item := range items {
-		item = resolve(item)
-		switch item.Kind {
-		case yaml.ScalarNode:
-			if isNull(item) && item.Value == "" {
-				continue
-			}
-			if msg := checkGlob(item.Value); msg != "" {
-				p.errorf(item, "%s item %q %s", what, item.Value, msg)
-				continue
-			}
-			inc = append(inc, Include{Glob: item.Value})
-		case yaml.SequenceNode:
-			if len(item.Content) != 2 {
-				p.errorf(item, "%s item must be a glob or a pair [glob, dest_dir], got a list of %d", what, len(item.Content))
-				continue
-			}
-			g, d := resolve(item.Content[0]), resolve(item.Content[1])
-			if g.Kind != yaml.ScalarNode || d.Kind != yaml.ScalarNode {
-				p.errorf(item, "%s item [glob, dest_dir] must hold two strings", what)
-				continue
-			}
-			if msg := checkGlob(g.Value); msg != "" {
-				p.errorf(g, "%s item %q %s", what, g.Value, msg)
-				continue
-			}
-			if msg := checkDest(d.Value); msg != "" {
-				p.errorf(d, "%s destination %q %s", what, d.Value, msg)
-				continue
-			}
-			inc = append(inc, Include{Glob: g.Value, Dest: d.Value})
-		default:
-			p.errorf(item, "%s item must be a glob or a pair [glob, dest_dir], got %s", what, kindName(item))
-		}
+	for _, it := range p.pathItems(n, what, itemShape{of: "globs", one: "a glob", pair: "[glob, dest_dir]", dest: "destination"}, checkGlob) {
+		inc = append(inc, Include{Glob: it[0], Dest: it[1]})
 	}
 	return inc
 }
@@ -258,39 +225,52 @@ func (p *parser) includes(n *yaml.Node, what string) []Include {
 // that renders it into dir; both relative to the install home.
 func (p *parser) templates(n *yaml.Node, what string) []Template {
 	var out []Template
-	for _, item := range p.list(n, what, "templates") {
+	for _, it := range p.pathItems(n, what, itemShape{of: "templates", one: "a template path", pair: "[template, output_dir]", dest: "output directory"}, checkTemplatePath) {
+		out = append(out, Template{Path: it[0], Dir: it[1]})
+	}
+	return out
+}
+
+// itemShape names, for error messages, a list whose items are a path or a pair [path, dir].
+type itemShape struct{ of, one, pair, dest string }
+
+// pathItems reads a list whose items are a path (checked by check) or a two-item list [path, dir] (the dir
+// checked by checkDest); each result is {path, dir}, dir empty for a bare path. Bad items are reported and left out.
+func (p *parser) pathItems(n *yaml.Node, what string, sh itemShape, check func(string) string) [][2]string {
+	var out [][2]string
+	for _, item := range p.list(n, what, sh.of) {
 		item = resolve(item)
 		switch item.Kind {
 		case yaml.ScalarNode:
 			if isNull(item) && item.Value == "" {
 				continue
 			}
-			if msg := checkTemplatePath(item.Value); msg != "" {
+			if msg := check(item.Value); msg != "" {
 				p.errorf(item, "%s item %q %s", what, item.Value, msg)
 				continue
 			}
-			out = append(out, Template{Path: item.Value})
+			out = append(out, [2]string{item.Value, ""})
 		case yaml.SequenceNode:
 			if len(item.Content) != 2 {
-				p.errorf(item, "%s item must be a template path or a pair [template, output_dir], got a list of %d", what, len(item.Content))
+				p.errorf(item, "%s item must be %s or a pair %s, got a list of %d", what, sh.one, sh.pair, len(item.Content))
 				continue
 			}
-			t, d := resolve(item.Content[0]), resolve(item.Content[1])
-			if t.Kind != yaml.ScalarNode || d.Kind != yaml.ScalarNode {
-				p.errorf(item, "%s item [template, output_dir] must hold two strings", what)
+			v, d := resolve(item.Content[0]), resolve(item.Content[1])
+			if v.Kind != yaml.ScalarNode || d.Kind != yaml.ScalarNode {
+				p.errorf(item, "%s item %s must hold two strings", what, sh.pair)
 				continue
 			}
-			if msg := checkTemplatePath(t.Value); msg != "" {
-				p.errorf(t, "%s item %q %s", what, t.Value, msg)
+			if msg := check(v.Value); msg != "" {
+				p.errorf(v, "%s item %q %s", what, v.Value, msg)
 				continue
 			}
 			if msg := checkDest(d.Value); msg != "" {
-				p.errorf(d, "%s output directory %q %s", what, d.Value, msg)
+				p.errorf(d, "%s %s %q %s", what, sh.dest, d.Value, msg)
 				continue
 			}
-			out = append(out, Template{Path: t.Value, Dir: d.Value})
+			out = append(out, [2]string{v.Value, d.Value})
 		default:
-			p.errorf(item, "%s item must be a template path or a pair [template, output_dir], got %s", what, kindName(item))
+			p.errorf(item, "%s item must be %s or a pair %s, got %s", what, sh.one, sh.pair, kindName(item))
 		}
 	}
 	return out
