@@ -63,11 +63,9 @@ func describeRuntime(s deployer.ServerRuntime) string {
 // pidOf is the pid in what the test app serves ("v1 pid=123").
 func pidOf(t testing.TB, serving string) int {
 	t.Helper()
-	var pid int
-	if _, after, ok := strings.Cut(serving, "pid="); !ok {
+	pid := servingPID(serving)
+	if pid == 0 {
 		t.Fatalf("no pid in %q", serving)
-	} else if _, err := fmt.Sscanf(after, "%d", &pid); err != nil {
-		t.Fatalf("pid in %q: %v", serving, err)
 	}
 	return pid
 }
