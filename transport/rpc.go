@@ -255,9 +255,12 @@ func writeFrame(w io.Writer, body []byte) error {
 }
 
 // Call sends one request to the node at addr over ALPNRPC and decodes the response into resp (which may be nil).
-// An error from the remote handler is a *RemoteError. Call is not retried once the request may have been sent,
-// since the method may not be idempotent; only a cached connection found dead before opening the stream is
-// replaced by a fresh dial.
+// An error from the remote handler is a *RemoteError. Call is not retried once the request may have been
+// handled, since the method may not be idempotent. A cached connection is replaced by a fresh dial, once, when it
+// is found dead before the stream opens, or when the peer answers the request with a stateless reset: the process
+// now at addr (a restart of the node, which shares its reset key) has no state for the connection, so no handler
+// saw the request. That is the common case after a crash: QUIC's keep-alive pings are too small to draw a reset,
+// so a stale connection looks alive until the first request on it.
 func (e *Endpoint) Call(ctx context.Context, addr, method string, req, resp any) error {
 	for attempt := 0; ; attempt++ {
 		conn, err := e.Dial(ctx, addr, ALPNRPC)
@@ -275,6 +278,11 @@ func (e *Endpoint) Call(ctx context.Context, addr, method string, req, resp any)
 			var re *RemoteError
 			if errors.As(err, &re) {
 				return re
+			}
+			var reset *quic.StatelessResetError
+			if attempt == 0 && ctx.Err() == nil && errors.As(err, &reset) {
+				e.log.Debug("the peer restarted under a cached connection: calling again on a fresh one", "addr", addr, "method", method)
+				continue
 			}
 			return fmt.Errorf("call %s on %s: %w", method, addr, err)
 		}
