@@ -9,6 +9,7 @@ import (
 	"sync"
 	"time"
 
+	gojson "github.com/goccy/go-json"
 	"github.com/hashicorp/raft"
 )
 
@@ -230,15 +231,16 @@ func (f *FSM) Snapshot() (raft.FSMSnapshot, error) {
 	return &snapshot{state: v}, nil
 }
 
-// Restore swaps the state for the snapshot's.
+// Restore swaps the state for the snapshot's. It decodes with goccy/go-json, which reads the JSON that
+// encoding/json wrote (TestReplayDeterminism and TestRestoreDecodersAgree compare the two) about four times as
+// fast: restoring the snapshot is most of a restart with a large state (issue 13: 140,000 apps, 33 MB, 0.6 s
+// with encoding/json, 0.15 s with go-json). Everything else (commands, the API) stays on encoding/json.
 func (f *FSM) Restore(rc io.ReadCloser) error {
 	defer rc.Close()
-	s := NewState()
-	if err := json.NewDecoder(rc).Decode(s); err != nil {
+	s, err := decodeSnapshot(rc)
+	if err != nil {
 		return fmt.Errorf("restore snapshot: %w", err)
 	}
-	s.fillMaps()
-	s.rebuildIndex()
 	f.mu.Lock()
 	f.state = s
 	ch := f.changed
@@ -312,3 +314,18 @@ func (s *snapshot) Persist(sink raft.SnapshotSink) error {
 }
 
 func (s *snapshot) Release() {}
+
+// decodeSnapshot reads a whole snapshot into a state with its maps and indexes made.
+func decodeSnapshot(r io.Reader) (*State, error) {
+	b, err := io.ReadAll(r)
+	if err != nil {
+		return nil, err
+	}
+	s := NewState()
+	if err := gojson.Unmarshal(b, s); err != nil {
+		return nil, err
+	}
+	s.fillMaps()
+	s.rebuildIndex()
+	return s, nil
+}
