@@ -87,7 +87,7 @@ func PlanBuilds(st *raftfsm.State, servers []BuildServer) Plan {
 	var queued []*raftfsm.Build
 	load := map[string]int{}
 	busy := map[string]string{} // app and branch → the build running or placed for them
-	for _, b := range st.Builds {
+	for _, b := range st.LiveBuilds() { // the index of queued and running builds: no scan of them all
 		switch b.State {
 		case raftfsm.BuildQueued:
 			queued = append(queued, b)

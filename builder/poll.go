@@ -88,8 +88,8 @@ func (s *Service) pollApp(ctx context.Context, a polled) {
 	}
 	known := false
 	s.n.FSM().Read(func(st *raftfsm.State) {
-		for _, b := range st.Builds {
-			if b.App == a.name && b.Branch == a.branch && b.Commit == sha {
+		for _, b := range st.AppBuilds(a.name) {
+			if b.Branch == a.branch && b.Commit == sha {
 				known = true
 				return
 			}

@@ -115,7 +115,7 @@ func (r *runner) schedule() {
 		for _, id := range plan.Local {
 			queued[id] = *st.Builds[id]
 		}
-		for _, b := range st.Builds {
+		for _, b := range st.LiveBuilds() {
 			if b.State == raftfsm.BuildRunning && b.Remote {
 				leased = append(leased, *b)
 			}

@@ -40,7 +40,7 @@ func (r *runner) scheduleRemote() {
 	me := r.s.n.Name()
 	mine := map[string]raftfsm.Build{}
 	r.s.n.FSM().Read(func(st *raftfsm.State) {
-		for _, b := range st.Builds {
+		for _, b := range st.LiveBuilds() {
 			if b.State == raftfsm.BuildRunning && b.Remote && b.Node == me {
 				mine[b.ID] = *b
 			}
