@@ -43,30 +43,30 @@ func init() {
 // BuildAssign marks a queued build running on build server Node under leader term Term (which must be the
 // current one). The build server sees the record and runs the build; it holds it while it renews the lease.
 type BuildAssign struct {
-	ID   string
-	Term uint64
-	Node string
-	At   time.Time
+	ID   string    `json:"ID"`
+	Term uint64    `json:"Term"`
+	Node string    `json:"Node"`
+	At   time.Time `json:"At"`
 }
 
 // BuildLease renews a build server's lease on a running build. Node and Attempt must be the record's: a build
 // server whose build was taken back (requeued, reassigned) is told so by the rejection and stops.
 type BuildLease struct {
-	ID      string
-	Node    string
-	Attempt int
+	ID      string `json:"ID"`
+	Node    string `json:"Node"`
+	Attempt int    `json:"Attempt"`
 }
 
 // BuildRequeue takes a running build back from its build server and queues it again. The leader sends it when
 // it has seen no renewal for a lease's length; Attempt and Renewals are what it saw, so a renewal committed in
 // between wins and the build stays.
 type BuildRequeue struct {
-	ID       string
-	Term     uint64
-	Attempt  int
-	Renewals uint64
-	Reason   string
-	At       time.Time
+	ID       string    `json:"ID"`
+	Term     uint64    `json:"Term"`
+	Attempt  int       `json:"Attempt"`
+	Renewals uint64    `json:"Renewals"`
+	Reason   string    `json:"Reason"`
+	At       time.Time `json:"At"`
 }
 
 func (*BuildAssign) Type() CommandType  { return CmdBuildAssign }

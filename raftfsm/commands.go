@@ -116,107 +116,123 @@ func Decode(data []byte) (Command, error) {
 }
 
 // MeshInit records the mesh identity; it succeeds once.
-type MeshInit struct{ Mesh Mesh }
+type MeshInit struct {
+	Mesh Mesh `json:"Mesh"`
+}
 
 // TokenCreate adds an API token.
-type TokenCreate struct{ Token Token }
+type TokenCreate struct {
+	Token Token `json:"Token"`
+}
 
 // TokenDelete removes an API token by id.
-type TokenDelete struct{ ID string }
+type TokenDelete struct {
+	ID string `json:"ID"`
+}
 
 // JoinTokenCreate adds a join token.
-type JoinTokenCreate struct{ Token JoinToken }
+type JoinTokenCreate struct {
+	Token JoinToken `json:"Token"`
+}
 
 // JoinTokenDelete revokes a join token.
-type JoinTokenDelete struct{ ID string }
+type JoinTokenDelete struct {
+	ID string `json:"ID"`
+}
 
 // AppPut creates (Create) or replaces an app. With CAS set, the write succeeds only if the app's ModifyIndex
 // still equals CAS.
 type AppPut struct {
-	App    App
-	Create bool
-	CAS    uint64
+	App    App    `json:"App"`
+	Create bool   `json:"Create"`
+	CAS    uint64 `json:"CAS"`
 }
 
 // AppDelete removes an app that has no environments.
-type AppDelete struct{ Name string }
+type AppDelete struct {
+	Name string `json:"Name"`
+}
 
 // EnvPut creates or replaces an environment, as AppPut does for apps. Desired, Stable and the pin are kept from
 // the stored environment: they change only through deployments and EnvPin.
 type EnvPut struct {
-	Env    Env
-	Create bool
-	CAS    uint64
+	Env    Env    `json:"Env"`
+	Create bool   `json:"Create"`
+	CAS    uint64 `json:"CAS"`
 }
 
 // EnvDelete removes an environment.
-type EnvDelete struct{ Name string }
+type EnvDelete struct {
+	Name string `json:"Name"`
+}
 
 // EnvPin pins or unpins an environment (a pinned environment takes no auto deploys).
 type EnvPin struct {
-	Name   string
-	Pinned bool
-	Reason string
+	Name   string `json:"Name"`
+	Pinned bool   `json:"Pinned"`
+	Reason string `json:"Reason"`
 }
 
 // ReleaseCreate records a release that was built elsewhere and uploaded (`node release push`, like
 // `distelli push`): no build, so no term fence.
-type ReleaseCreate struct{ Release Release }
+type ReleaseCreate struct {
+	Release Release `json:"Release"`
+}
 
 // MemberLeave records that a server is leaving the mesh for good (`node leave`). The leader removes it from
 // Raft at once, and every node lists it as left rather than dead. Gossip alone cannot carry this reliably:
 // memberlist's leave message can overtake a metadata update, and its callbacks do not tell a leave from a death.
 type MemberLeave struct {
-	Name string
-	At   time.Time
+	Name string    `json:"Name"`
+	At   time.Time `json:"At"`
 }
 
 // MemberRejoin clears a departure record when a server of that name is admitted again. The certificates the
 // name held before (issued before At) stay refused: only the one issued at this admission counts.
 type MemberRejoin struct {
-	Name string
+	Name string    `json:"Name"`
 	At   time.Time `json:",omitzero"`
 }
 
 // LeaderEpoch is the first write of every new leader. Apply records the term and hands the builds that an older
 // leader left running back to the queue, so a new leader runs them and a deposed one can no longer finish them.
 type LeaderEpoch struct {
-	Term uint64
-	Node string
+	Term uint64 `json:"Term"`
+	Node string `json:"Node"`
 }
 
 // BuildQueue queues a build of an app. A non-empty Delivery is a webhook delivery id: a repeated one is ignored
 // (the result's value is the existing build).
 type BuildQueue struct {
-	App      string
-	Commit   string
-	Ref      string
-	Branch   string
-	Message  string
-	Trigger  string
-	Delivery string
-	At       time.Time
+	App      string    `json:"App"`
+	Commit   string    `json:"Commit"`
+	Ref      string    `json:"Ref"`
+	Branch   string    `json:"Branch"`
+	Message  string    `json:"Message"`
+	Trigger  string    `json:"Trigger"`
+	Delivery string    `json:"Delivery"`
+	At       time.Time `json:"At"`
 	// PullRequest is the request's number for trigger pull_request (and only for it).
 	PullRequest int `json:",omitempty"`
 }
 
 // BuildStart marks a queued build running under the given leader term.
 type BuildStart struct {
-	ID   string
-	Term uint64
-	Node string
-	At   time.Time
+	ID   string    `json:"ID"`
+	Term uint64    `json:"Term"`
+	Node string    `json:"Node"`
+	At   time.Time `json:"At"`
 }
 
 // BuildFinish ends a running build and, when it succeeded, records its release in the same entry. It is applied
 // only if Term is still the current leader term: a deposed leader cannot publish.
 type BuildFinish struct {
-	ID      string
-	Term    uint64
-	State   string
-	Error   string
-	Release *Release
-	At      time.Time
+	ID      string    `json:"ID"`
+	Term    uint64    `json:"Term"`
+	State   string    `json:"State"`
+	Error   string    `json:"Error"`
+	Release *Release  `json:"Release"`
+	At      time.Time `json:"At"`
 	// Message is the commit's subject line as the builder read it; it fills in a build that has none (a poll or
 	// a manual build; a push's webhook gives its own). Older nodes ignore it.
 	Message string `json:",omitempty"`
@@ -228,15 +244,15 @@ type BuildFinish struct {
 
 // BuildCancel cancels a queued build, or asks the builder to stop a running one.
 type BuildCancel struct {
-	ID string
-	At time.Time
+	ID string    `json:"ID"`
+	At time.Time `json:"At"`
 }
 
 // ReleaseHolders records that a node holds a release's archive whole.
 type ReleaseHolders struct {
-	App     string
-	Version string
-	Node    string
+	App     string `json:"App"`
+	Version string `json:"Version"`
+	Node    string `json:"Node"`
 }
 
 // ReleaseDrop records that a node no longer holds a release's archive (its cleanup removed it, or its store
@@ -244,24 +260,26 @@ type ReleaseHolders struct {
 // writes that for a server that left the mesh for good. IfUnused refuses the drop (conflict) while the release
 // is in use (State.ReleaseUse).
 type ReleaseDrop struct {
-	App      string
-	Version  string
-	Node     string
-	IfUnused bool `json:",omitempty"`
+	App      string `json:"App"`
+	Version  string `json:"Version"`
+	Node     string `json:"Node"`
+	IfUnused bool   `json:",omitempty"`
 }
 
 // DeployCreate starts a deployment. ID comes from the proposer.
-type DeployCreate struct{ Deployment Deployment }
+type DeployCreate struct {
+	Deployment Deployment `json:"Deployment"`
+}
 
 // DeployUpdate moves a deployment's state, batch or error; when SetDesired is set it also sets the
 // environment's desired release (and Stable when the deployment succeeded).
 type DeployUpdate struct {
-	ID         string
-	State      string
-	Batch      int
-	Error      string
-	SetDesired string
-	At         time.Time
+	ID         string    `json:"ID"`
+	State      string    `json:"State"`
+	Batch      int       `json:"Batch"`
+	Error      string    `json:"Error"`
+	SetDesired string    `json:"SetDesired"`
+	At         time.Time `json:"At"`
 	// From, when not empty, lists the states the deployment must be in for the update to apply (conflict
 	// otherwise), so approve, cancel and the orchestrator's moves cannot undo each other.
 	From []string `json:",omitempty"`
@@ -276,17 +294,17 @@ type DeployUpdate struct {
 // PipelinePut sets an app's pipeline; empty Stages removes it. With CAS set, the write succeeds only if the
 // pipeline's ModifyIndex still equals CAS.
 type PipelinePut struct {
-	Pipeline Pipeline
-	CAS      uint64
+	Pipeline Pipeline `json:"Pipeline"`
+	CAS      uint64   `json:"CAS"`
 }
 
 // NodeStatusSet reports one server's progress in a deployment. It is refused (a result, not a panic) unless the
 // deployment is running, the server is in one of its started batches, and the server has not failed in it: a
 // finished deployment's record never changes, and a failure stands.
 type NodeStatusSet struct {
-	ID     string
-	Node   string
-	Status NodeStatus
+	ID     string     `json:"ID"`
+	Node   string     `json:"Node"`
+	Status NodeStatus `json:"Status"`
 }
 
 func (*MeshInit) Type() CommandType        { return CmdMeshInit }

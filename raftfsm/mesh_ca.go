@@ -16,12 +16,12 @@ const (
 // member trusts both CAs and collects a certificate from the next one; at finish all switch to it, and the old
 // CA is still trusted for Grace so that members which apply the finish a moment later are not cut off.
 type CARotate struct {
-	Stage  string
-	CACert string `json:",omitempty"` // start: the next CA
-	CAKey  string `json:",omitempty"`
-	Name   string `json:",omitempty"` // issued: the member
-	At     time.Time
-	Grace  Duration `json:",omitempty"` // finish
+	Stage  string    `json:"Stage"`
+	CACert string    `json:",omitempty"` // start: the next CA
+	CAKey  string    `json:",omitempty"`
+	Name   string    `json:",omitempty"` // issued: the member
+	At     time.Time `json:"At"`
+	Grace  Duration  `json:",omitempty"` // finish
 }
 
 func (*CARotate) Type() CommandType { return CmdCARotate }

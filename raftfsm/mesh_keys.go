@@ -10,9 +10,9 @@ import (
 // node that only knows it (one that left or was removed) can neither read nor inject gossip. The leader writes
 // it on `node gossip-key rotate` and after every departure.
 type GossipKeyRotate struct {
-	Key     []byte
-	At      time.Time
-	Overlap Duration
+	Key     []byte    `json:"Key"`
+	At      time.Time `json:"At"`
+	Overlap Duration  `json:"Overlap"`
 	// Covers is the latest departure this rotation answers (the leader's rotation after a departure): the key
 	// counts as newer than it even if the departed node's clock ran ahead of the leader's.
 	Covers time.Time `json:",omitzero"`

@@ -177,32 +177,32 @@ type NotifyState struct {
 // NotifySubscription creates, replaces (same ID) or deletes a subscription. An empty Secret on replace keeps
 // the stored one.
 type NotifySubscription struct {
-	Sub    Subscription
-	Create bool
-	Delete bool
+	Sub    Subscription `json:"Sub"`
+	Create bool         `json:"Create"`
+	Delete bool         `json:"Delete"`
 }
 
 // NotifyForge sets or deletes an app's forge. An empty Token on replace keeps the stored one.
 type NotifyForge struct {
-	Forge  Forge
-	Delete bool
+	Forge  Forge `json:"Forge"`
+	Delete bool  `json:"Delete"`
 }
 
 // NotifyEvents records events the leader derived, and queues a delivery of each to every target it matches.
 type NotifyEvents struct {
-	Scanned uint64
-	Events  []Event
-	At      time.Time
+	Scanned uint64    `json:"Scanned"`
+	Events  []Event   `json:"Events"`
+	At      time.Time `json:"At"`
 }
 
 // NotifyAttempt records one delivery attempt. Attempt.N must follow the recorded attempts, so two leaders cannot
 // both record the same try. Done marks the delivery delivered; GiveUp failed; otherwise NextAt schedules a retry.
 type NotifyAttempt struct {
-	ID      string
-	Attempt Attempt
-	Done    bool
-	GiveUp  bool
-	NextAt  time.Time
+	ID      string    `json:"ID"`
+	Attempt Attempt   `json:"Attempt"`
+	Done    bool      `json:"Done"`
+	GiveUp  bool      `json:"GiveUp"`
+	NextAt  time.Time `json:"NextAt"`
 }
 
 func (*NotifySubscription) Type() CommandType { return CmdNotifySubscription }

@@ -80,7 +80,9 @@ type Prune struct {
 }
 
 // RetentionSet stores the mesh's retention (nil fields and zeros: the defaults).
-type RetentionSet struct{ Retention Retention }
+type RetentionSet struct {
+	Retention Retention `json:"Retention"`
+}
 
 const (
 	CmdPrune        CommandType = 52

@@ -85,8 +85,8 @@ func RuntimeKey(env, node string) string { return env + "/" + node }
 
 // RuntimeSet records (or, with Delete, removes) what one server runs for one environment.
 type RuntimeSet struct {
-	Runtime Runtime
-	Delete  bool `json:",omitempty"`
+	Runtime Runtime `json:"Runtime"`
+	Delete  bool    `json:",omitempty"`
 }
 
 func (*RuntimeSet) Type() CommandType { return CmdRuntimeSet }
