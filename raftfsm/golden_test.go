@@ -202,4 +202,3 @@ func fill(v reflect.Value, depth int) {
 		}
 	}
 }
-
