@@ -37,6 +37,8 @@ type Applied struct {
 type applyRequest struct {
 	Data  []byte `json:"data"`
 	Token string `json:"token,omitempty"`
+	// Wait is how long the forwarding node still waits for the answer: the leader gives up before it does.
+	Wait time.Duration `json:"wait,omitempty"`
 }
 
 // Apply is the one path for every write. On the leader it goes through Raft; on any other node it is forwarded
@@ -149,6 +151,9 @@ func (n *Node) waitLeaderChange(ctx context.Context, leader string, term uint64,
 // the leader could not be reached, or it was no longer leader), so retrying cannot apply it twice.
 func (n *Node) applyOnce(ctx context.Context, data []byte, deadline time.Time) (*Applied, bool, error) {
 	if n.raft.State() == raft.Leader {
+		if err := n.awaitKnown(ctx, raftfsm.CommandType(data[1]), deadline); err != nil {
+			return nil, false, err
+		}
 		start := time.Now()
 		f := n.raft.Apply(data, time.Until(deadline))
 		err := f.Error()
@@ -179,7 +184,7 @@ func (n *Node) applyOnce(ctx context.Context, data []byte, deadline time.Time) (
 		return nil, true, fmt.Errorf("reach leader %s: %w", leader, err)
 	}
 	var out Applied
-	err := n.ep.Call(dialCtx, addr, "apply", applyRequest{Data: data, Token: tokenIDFrom(ctx)}, &out)
+	err := n.ep.Call(dialCtx, addr, "apply", applyRequest{Data: data, Token: tokenIDFrom(ctx), Wait: time.Until(deadline)}, &out)
 	var re *transport.RemoteError
 	var reset *quic.StatelessResetError
 	switch {
@@ -275,6 +280,13 @@ func (n *Node) handleApply(ctx context.Context, peer string, body json.RawMessag
 	if ae != nil {
 		n.log.Warn("refused a forwarded write", "component", "apply", "peer", peer, "command", fmt.Sprintf("%T", cmd), "reason", ae.Message)
 		return nil, ae
+	}
+	deadline := time.Now().Add(n.cfg.LeaderWait)
+	if req.Wait > 0 {
+		deadline = time.Now().Add(min(n.cfg.LeaderWait, req.Wait-req.Wait/10))
+	}
+	if err := n.awaitKnown(ctx, cmd.Type(), deadline); err != nil {
+		return nil, err
 	}
 	start := time.Now()
 	f := n.raft.Apply(req.Data, n.cfg.LeaderWait)

@@ -33,6 +33,9 @@ type Config struct {
 	QUICPort   int
 	// Tags select this server into environments; carried by gossip.
 	Tags map[string]string
+	// AdvertiseCommands, when set, is the command types this node tells the mesh it knows instead of all it
+	// does: upgrade tests use it to stand for an older Shoal (node/commands.go).
+	AdvertiseCommands []raftfsm.CommandType
 	// Voters is how many Raft voters the leader keeps (1, 3 or 5); the rest are non-voters.
 	Voters int
 	// DeadGrace is how long a member may stay dead before the leader removes it from Raft.

@@ -8,6 +8,7 @@ import (
 	"sort"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/hashicorp/memberlist"
@@ -29,6 +30,8 @@ type gossipMeta struct {
 	QUIC string            `json:"q"`
 	HTTP string            `json:"h"`
 	Tags map[string]string `json:"t,omitempty"`
+	// Cmds is the command types the node knows (raftfsm.CommandSet's text form; node/commands.go).
+	Cmds string `json:"c,omitempty"`
 }
 
 // Member is one node as this node knows it: from gossip, joined with its Raft role.
@@ -42,6 +45,8 @@ type Member struct {
 	Role   string            `json:"role"`
 	Leader bool              `json:"leader"`
 	Since  time.Time         `json:"since"`
+	// commands is what the member advertises it knows (nil: nothing advertised, an older Shoal).
+	commands *raftfsm.CommandSet
 }
 
 // memberTable is fed by memberlist's event callbacks. The callbacks only record and signal; everything that
@@ -50,6 +55,8 @@ type memberTable struct {
 	mu      sync.Mutex
 	members map[string]*Member
 	changed chan struct{}
+	// version counts the changes (commands.go caches what the members know until it moves).
+	version atomic.Uint64
 }
 
 func newMemberTable() *memberTable {
@@ -67,7 +74,12 @@ func (t *memberTable) set(n *memberlist.Node, status string) {
 	}
 	m.Status = status
 	m.Addr, m.HTTP, m.Tags = meta.QUIC, meta.HTTP, meta.Tags
+	m.commands = nil
+	if cs, err := raftfsm.ParseCommandSet(meta.Cmds); err == nil {
+		m.commands = &cs
+	}
 	m.Gossip = net.JoinHostPort(n.Addr.String(), strconv.Itoa(int(n.Port)))
+	t.version.Add(1)
 	t.mu.Unlock()
 	t.signal()
 }
@@ -137,7 +149,7 @@ func (n *Node) startGossip() error {
 	if err != nil {
 		return fmt.Errorf("gossip keyring: %w", err)
 	}
-	meta, err := json.Marshal(gossipMeta{QUIC: n.raftAddr, HTTP: n.advertisedHTTP(), Tags: n.cfg.Tags})
+	meta, err := json.Marshal(gossipMeta{QUIC: n.raftAddr, HTTP: n.advertisedHTTP(), Tags: n.cfg.Tags, Cmds: n.advertisedCommands()})
 	if err != nil {
 		return err
 	}

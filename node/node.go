@@ -37,6 +37,7 @@ type Node struct {
 	ep         *transport.Endpoint
 	gossip     *memberlist.Memberlist
 	members    *memberTable
+	known      knownCheck // the command types every member knows (commands.go)
 	httpLn     net.Listener
 	httpSrv    *http.Server
 	httpConns  *connLimiter

@@ -1,8 +1,10 @@
 package raftfsm
 
 import (
+	"encoding/base64"
 	"encoding/json"
 	"fmt"
+	"slices"
 	"time"
 )
 
@@ -331,3 +333,49 @@ func (*MemberRejoin) Type() CommandType    { return CmdMemberRejoin }
 func (*ReleaseCreate) Type() CommandType   { return CmdReleaseCreate }
 func (*PipelinePut) Type() CommandType     { return CmdPipelinePut }
 func (*ReleaseDrop) Type() CommandType     { return CmdReleaseDrop }
+
+// Known returns the command types this code decodes, in order. Each node advertises them in gossip, and the
+// leader commits a command only when every Raft member knows its type (node/commands.go): during a rolling
+// upgrade, a command that only the upgraded nodes understand waits for the rest, instead of stopping them.
+func Known() []CommandType {
+	out := make([]CommandType, 0, len(registry))
+	for t := range registry {
+		out = append(out, t)
+	}
+	slices.Sort(out)
+	return out
+}
+
+// Baseline is what a node that advertises no command types knows: Shoal before members advertised them
+// knew exactly these. Never add to this list; new command types are advertised.
+var Baseline = []CommandType{1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 20, 21, 22, 23, 28,
+	36, 37, 44, 45, 46, 47, 48, 49, 50, 52, 53, CmdRuntimeSet}
+
+// CommandSet is a set of command types, as a bitmap.
+type CommandSet [32]byte
+
+// SetOf makes a set of types.
+func SetOf(types []CommandType) CommandSet {
+	var s CommandSet
+	for _, t := range types {
+		s[t/8] |= 1 << (t % 8)
+	}
+	return s
+}
+
+// Has reports whether t is in the set.
+func (s CommandSet) Has(t CommandType) bool { return s[t/8]&(1<<(t%8)) != 0 }
+
+// String is the set's compact text form: base64 (URL alphabet, no padding) of the bitmap, 43 characters.
+func (s CommandSet) String() string { return base64.RawURLEncoding.EncodeToString(s[:]) }
+
+// ParseCommandSet reads the text form.
+func ParseCommandSet(text string) (CommandSet, error) {
+	var s CommandSet
+	b, err := base64.RawURLEncoding.DecodeString(text)
+	if err != nil || len(b) != len(s) {
+		return s, fmt.Errorf("not a command set: %q", text)
+	}
+	copy(s[:], b)
+	return s, nil
+}

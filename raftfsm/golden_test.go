@@ -202,3 +202,29 @@ func fill(v reflect.Value, depth int) {
 		}
 	}
 }
+
+// TestBaselineIsFrozen: the baseline (what a node that advertises nothing knows) is the set of command types
+// known when members began to advertise; it must not grow with new types, which are advertised instead.
+func TestBaselineIsFrozen(t *testing.T) {
+	for _, typ := range Baseline {
+		if registry[typ] == nil {
+			t.Errorf("baseline type %d is not registered", typ)
+		}
+	}
+	if len(Baseline) != 36 {
+		t.Fatalf("the baseline has %d types, it was 36: never add to it (advertised sets carry new types)", len(Baseline))
+	}
+	s := SetOf(Known())
+	back, err := ParseCommandSet(s.String())
+	if err != nil || back != s || len(s.String()) != 43 {
+		t.Fatalf("command set text form: %q %v", s.String(), err)
+	}
+	for _, typ := range Known() {
+		if !back.Has(typ) {
+			t.Fatalf("type %d lost", typ)
+		}
+	}
+	if back.Has(24) {
+		t.Fatal("type 24 is not registered")
+	}
+}
