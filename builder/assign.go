@@ -86,7 +86,7 @@ func PlanBuilds(st *raftfsm.State, servers []BuildServer) Plan {
 	p := Plan{Waiting: map[string]string{}}
 	var queued []*raftfsm.Build
 	load := map[string]int{}
-	busy := map[string]string{} // app and branch → the build running or placed for them
+	busy := map[string]string{}         // app and branch → the build running or placed for them
 	for _, b := range st.LiveBuilds() { // the index of queued and running builds: no scan of them all
 		switch b.State {
 		case raftfsm.BuildQueued:
