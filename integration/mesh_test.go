@@ -28,6 +28,17 @@ type pnode struct {
 	quicPort   int
 	dir        string
 	proc       *proc
+	// bin is the node binary this server runs; empty: the one built from this checkout.
+	bin string
+}
+
+// start runs n's binary with args.
+func (n *pnode) start(t testing.TB, args ...string) *proc {
+	t.Helper()
+	if n.bin != "" {
+		return startProcOf(t, n.bin, n.name, args...)
+	}
+	return startProc(t, n.name, args...)
 }
 
 func (n *pnode) api() string  { return net.JoinHostPort(n.ip, strconv.Itoa(n.httpPort)) }
@@ -105,7 +116,7 @@ func (m *pmesh) nodeArgs(n *pnode) []string {
 func (m *pmesh) init(n *pnode) {
 	m.t.Helper()
 	args := append(append([]string{"init", "--json", "--name", n.name, "--mesh", "itest"}, m.nodeArgs(n)...), m.initFlags...)
-	n.proc = startProc(m.t, n.name, args...)
+	n.proc = n.start(m.t, args...)
 	var res node.InitResult
 	m.eventually(30*time.Second, "node init to print its tokens", func() (bool, string) {
 		if n.proc.Exited() {
@@ -124,7 +135,7 @@ func (m *pmesh) init(n *pnode) {
 func (m *pmesh) startJoin(n *pnode) {
 	m.t.Helper()
 	args := append([]string{"join", m.nodes[0].quic(), "--token", m.join, "--name", n.name}, m.nodeArgs(n)...)
-	n.proc = startProc(m.t, n.name, args...)
+	n.proc = n.start(m.t, args...)
 }
 
 // restart runs `node agent --data-dir` for n, which finds everything else in its data dir.
@@ -133,7 +144,7 @@ func (m *pmesh) restart(n *pnode) {
 	if n.proc != nil && !n.proc.Exited() {
 		m.t.Fatalf("restart %s: it is still running", n.name)
 	}
-	n.proc = startProc(m.t, n.name, append([]string{"agent", "--data-dir", n.dir}, m.flags...)...)
+	n.proc = n.start(m.t, append([]string{"agent", "--data-dir", n.dir}, m.flags...)...)
 }
 
 // live returns the nodes whose process runs.

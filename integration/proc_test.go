@@ -34,6 +34,12 @@ var procSeq struct {
 // startProc runs the node binary with args. name labels its output in the test log.
 func startProc(t testing.TB, name string, args ...string) *proc {
 	t.Helper()
+	return startProcOf(t, nodeBinary(t), name, args...)
+}
+
+// startProcOf runs the node binary at bin (another build, as the upgrade test's) with args.
+func startProcOf(t testing.TB, bin, name string, args ...string) *proc {
+	t.Helper()
 	procSeq.Lock()
 	procSeq.n++
 	seq := procSeq.n
@@ -52,7 +58,7 @@ func startProc(t testing.TB, name string, args ...string) *proc {
 		t.Fatal(err)
 	}
 	defer errf.Close()
-	p.cmd = exec.Command(nodeBinary(t), args...)
+	p.cmd = exec.Command(bin, args...)
 	p.cmd.Stdout, p.cmd.Stderr = out, errf
 	p.cmd.Env = cleanEnv()
 	p.cmd.SysProcAttr = sysProcAttr()
