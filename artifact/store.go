@@ -17,6 +17,8 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/shoal-ci/shoal/internal/fsutil"
 )
 
 // Errors callers tell apart with errors.Is.
@@ -323,7 +325,7 @@ func (s *Store) entryFor(meta Meta) (*entry, error) {
 	if err != nil {
 		return nil, fmt.Errorf("register artifact %s: %w", short(meta.Digest), err)
 	}
-	if err := writeFileAtomic(filepath.Join(dir, metaFile), b); err != nil {
+	if err := fsutil.WriteAtomic(filepath.Join(dir, metaFile), b, 0o600); err != nil {
 		return nil, fmt.Errorf("register artifact %s: %w", short(meta.Digest), err)
 	}
 	e := &entry{meta: meta, have: NewBitfield(meta.NumPieces())}
@@ -447,7 +449,7 @@ func (s *Store) finishArchive(e *entry) error {
 	if err := os.Rename(s.partialPath(d), s.archivePath(d)); err != nil {
 		return fmt.Errorf("assemble %s: %w", short(d), err)
 	}
-	return syncDir(s.dir)
+	return fsutil.SyncDir(s.dir)
 }
 
 // dropBadPieces rechecks every held piece and drops those that fail.
@@ -731,7 +733,7 @@ func (s *Store) install(meta Meta, tmp string) error {
 	if err := os.Rename(tmp, s.archivePath(d)); err != nil {
 		return fmt.Errorf("store archive %s: %w", short(d), err)
 	}
-	if err := syncDir(s.dir); err != nil {
+	if err := fsutil.SyncDir(s.dir); err != nil {
 		return fmt.Errorf("store archive %s: %w", short(d), err)
 	}
 	f, err := openArchive(s.archivePath(d))
@@ -798,37 +800,4 @@ func (s *Store) GC(keep func(digest string) bool) ([]string, error) {
 		removed = append(removed, m.Digest)
 	}
 	return removed, errors.Join(errs...)
-}
-
-// writeFileAtomic writes a small file durably: temp file, fsync, rename, fsync of the directory.
-func writeFileAtomic(path string, data []byte) error {
-	f, err := os.CreateTemp(filepath.Dir(path), filepath.Base(path)+".*"+tmpSuffix)
-	if err != nil {
-		return err
-	}
-	tmp := f.Name()
-	_, err = f.Write(data)
-	if err == nil {
-		err = f.Sync()
-	}
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err == nil {
-		err = os.Rename(tmp, path)
-	}
-	if err != nil {
-		os.Remove(tmp)
-		return err
-	}
-	return syncDir(filepath.Dir(path))
-}
-
-func syncDir(dir string) error {
-	f, err := os.Open(dir)
-	if err != nil {
-		return err
-	}
-	defer f.Close()
-	return f.Sync()
 }

@@ -13,6 +13,7 @@ import (
 	"sort"
 	"strings"
 
+	"github.com/shoal-ci/shoal/internal/fsutil"
 	"github.com/shoal-ci/shoal/manifest"
 	"github.com/shoal-ci/shoal/raftfsm"
 )
@@ -79,7 +80,7 @@ func saveRecord(envDir string, r *installRecord) error {
 	if err != nil {
 		return err
 	}
-	if err := writeFileAtomic(filepath.Join(envDir, recordFile), b, 0o644); err != nil {
+	if err := fsutil.WriteAtomic(filepath.Join(envDir, recordFile), b, 0o644); err != nil {
 		return fmt.Errorf("save install record: %w", err)
 	}
 	return nil

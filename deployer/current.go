@@ -7,6 +7,8 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+
+	"github.com/shoal-ci/shoal/internal/fsutil"
 )
 
 // CurrentLink is the name of the symlink in an environment directory that points at the active release.
@@ -47,7 +49,7 @@ func FlipCurrent(envDir, releaseDir string) error {
 		_ = os.Remove(tmp)
 		return fmt.Errorf("flip %s (is it a real directory instead of a symlink? move it away): %w", link, err)
 	}
-	if err := syncDir(envDir); err != nil {
+	if err := fsutil.SyncDir(envDir); err != nil {
 		return fmt.Errorf("flip %s: %w", link, err)
 	}
 	return nil

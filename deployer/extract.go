@@ -14,6 +14,8 @@ import (
 	"strings"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/shoal-ci/shoal/internal/fsutil"
 )
 
 // maxLinkHops bounds symlink resolution the way the kernel does (MAXSYMLINKS).
@@ -70,7 +72,7 @@ func Extract(archive io.Reader, dest string) error {
 		_ = os.RemoveAll(partial)
 		return fmt.Errorf("extract into %s: %w", dest, err)
 	}
-	if err := syncDir(filepath.Dir(dest)); err != nil {
+	if err := fsutil.SyncDir(filepath.Dir(dest)); err != nil {
 		return fmt.Errorf("extract into %s: %w", dest, err)
 	}
 	return nil
@@ -453,17 +455,4 @@ func (t *tree) applyDirModes() error {
 // the open file itself, never to a path); UTIME_OMIT leaves them alone.
 func futimens(fd int, ts unix.Timespec) error {
 	return unix.UtimesNanoAt(unix.AT_FDCWD, fmt.Sprintf("/proc/self/fd/%d", fd), []unix.Timespec{ts, ts}, 0)
-}
-
-// syncDir fsyncs a directory so a rename or new link inside it survives a power cut.
-func syncDir(dir string) error {
-	d, err := os.Open(dir)
-	if err != nil {
-		return fmt.Errorf("sync directory %s: %w", dir, err)
-	}
-	defer d.Close()
-	if err := d.Sync(); err != nil {
-		return fmt.Errorf("sync directory %s: %w", dir, err)
-	}
-	return nil
 }

@@ -15,6 +15,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/shoal-ci/shoal/internal/fsutil"
 	"github.com/shoal-ci/shoal/manifest"
 )
 
@@ -332,7 +333,7 @@ func RemoveRelease(envDir, installDir string) error {
 			return fmt.Errorf("remove release %s: %w", installDir, err)
 		}
 	}
-	return syncDir(filepath.Dir(installDir))
+	return fsutil.SyncDir(filepath.Dir(installDir))
 }
 
 func (l *Lifecycle) stopExec(ctx context.Context) error {
@@ -377,7 +378,7 @@ func (l *Lifecycle) extract() error {
 		if err := os.Rename(staging, l.InstallDir); err != nil {
 			return err
 		}
-		return syncDir(filepath.Dir(l.InstallDir))
+		return fsutil.SyncDir(filepath.Dir(l.InstallDir))
 	}
 	entries, err := os.ReadDir(staging)
 	if err != nil {
@@ -392,7 +393,7 @@ func (l *Lifecycle) extract() error {
 			return err
 		}
 	}
-	return syncDir(l.InstallDir)
+	return fsutil.SyncDir(l.InstallDir)
 }
 
 var envKey = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]*$`)
@@ -448,7 +449,7 @@ func (l *Lifecycle) writeScripts() error {
 		return err
 	}
 	envPath := filepath.Join(bin, "shoal-env.sh")
-	if err := writeFileAtomic(envPath, []byte(env), 0o644); err != nil {
+	if err := fsutil.WriteAtomic(envPath, []byte(env), 0o644); err != nil {
 		return err
 	}
 	for _, section := range scriptSections {
@@ -468,7 +469,7 @@ func (l *Lifecycle) writeScripts() error {
 			b.WriteString(line)
 			b.WriteString("\n")
 		}
-		if err := writeFileAtomic(l.ScriptPath(section), []byte(b.String()), 0o755); err != nil {
+		if err := fsutil.WriteAtomic(l.ScriptPath(section), []byte(b.String()), 0o755); err != nil {
 			return err
 		}
 	}

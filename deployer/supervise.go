@@ -21,6 +21,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/shoal-ci/shoal/internal/fsutil"
 )
 
 // Supervision defaults, after Distelli's: a process that ran less than five minutes is restarted with
@@ -660,30 +662,7 @@ func (s *Supervisor) saveLocked() error {
 	if err := os.MkdirAll(s.stateDir, 0o700); err != nil {
 		return fmt.Errorf("create exec state directory: %w", err)
 	}
-	return writeFileAtomic(filepath.Join(s.stateDir, stateFileName), b, 0o600)
-}
-
-func writeFileAtomic(path string, data []byte, mode os.FileMode) error {
-	tmp := path + ".tmp"
-	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, mode)
-	if err != nil {
-		return fmt.Errorf("write %s: %w", path, err)
-	}
-	_, err = f.Write(data)
-	if err == nil {
-		err = f.Sync()
-	}
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err == nil {
-		err = os.Rename(tmp, path)
-	}
-	if err != nil {
-		_ = os.Remove(tmp)
-		return fmt.Errorf("write %s: %w", path, err)
-	}
-	return syncDir(filepath.Dir(path))
+	return fsutil.WriteAtomic(filepath.Join(s.stateDir, stateFileName), b, 0o600)
 }
 
 // appendLogNote adds a line of the supervisor's own to an exec log, so the log shows why a process

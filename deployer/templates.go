@@ -15,6 +15,8 @@ import (
 
 	"github.com/cbroglie/mustache"
 	"gopkg.in/yaml.v3"
+
+	"github.com/shoal-ci/shoal/internal/fsutil"
 )
 
 // InstallView names the data files of InstallTemplates: a comma-separated list of JSON or YAML files relative to
@@ -105,7 +107,7 @@ func (l *Lifecycle) renderTemplates(ctx context.Context) error {
 		if fi, err := os.Stat(src); err == nil {
 			mode = fi.Mode().Perm()
 		}
-		if err := writeFileAtomic(target, []byte(out), mode); err != nil {
+		if err := fsutil.WriteAtomic(target, []byte(out), mode); err != nil {
 			return fail(fmt.Errorf("template %s: write %s: %w", t.Path, dest, err))
 		}
 		fmt.Fprintf(logf, "rendered %s -> %s (%d bytes)\n", t.Path, dest, len(out))

@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+
+	"github.com/shoal-ci/shoal/internal/fsutil"
 )
 
 // The data dir's layout (see docs/operations.md).
@@ -118,41 +120,10 @@ func savePeers(dataDir string, peers []string) error {
 	return writeAtomic(filepath.Join(dataDir, peersFile), b, 0o600)
 }
 
-// writeAtomic writes a file so that readers see the old or the new content, never a part: temp file, fsync,
-// rename, fsync of the directory.
+// writeAtomic writes a file of the data dir (creating its directory, private) with fsutil.WriteAtomic.
 func writeAtomic(path string, data []byte, mode os.FileMode) error {
-	dir := filepath.Dir(path)
-	if err := os.MkdirAll(dir, 0o700); err != nil {
+	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
 		return err
 	}
-	f, err := os.CreateTemp(dir, "."+filepath.Base(path)+".tmp*")
-	if err != nil {
-		return err
-	}
-	tmp := f.Name()
-	defer os.Remove(tmp)
-	if _, err := f.Write(data); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Chmod(mode); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Sync(); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Close(); err != nil {
-		return err
-	}
-	if err := os.Rename(tmp, path); err != nil {
-		return err
-	}
-	d, err := os.Open(dir)
-	if err != nil {
-		return err
-	}
-	defer d.Close()
-	return d.Sync()
+	return fsutil.WriteAtomic(path, data, mode)
 }

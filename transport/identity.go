@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+
+	"github.com/shoal-ci/shoal/internal/fsutil"
 )
 
 // File names of an identity inside the data dir's tls/ folder.
@@ -138,7 +140,7 @@ func (id *Identity) Save(dir string) error {
 		if len(f.data) == 0 {
 			return fmt.Errorf("save node identity: %s is empty; build the identity with NewIdentity or LoadIdentity", f.name)
 		}
-		if err := writeFileAtomic(dir, f.name, f.data, f.mode); err != nil {
+		if err := fsutil.WriteAtomic(filepath.Join(dir, f.name), f.data, f.mode); err != nil {
 			return fmt.Errorf("save node identity: %w", err)
 		}
 	}
@@ -147,46 +149,6 @@ func (id *Identity) Save(dir string) error {
 
 // CertPEM is the node certificate alone, PEM-encoded.
 func (id *Identity) CertPEM() []byte { return id.certPEM }
-
-// writeFileAtomic writes through a temporary file in the same directory, then renames it and syncs the directory
-// so the rename itself survives a crash.
-func writeFileAtomic(dir, name string, data []byte, mode os.FileMode) (err error) {
-	tmp, err := os.CreateTemp(dir, "."+name+".tmp-*")
-	if err != nil {
-		return err
-	}
-	defer func() {
-		if err != nil {
-			tmp.Close()
-			os.Remove(tmp.Name())
-		}
-	}()
-	// CreateTemp already makes the file 0600; Chmod sets the wider mode of public files before any byte is in.
-	if err = tmp.Chmod(mode); err != nil {
-		return err
-	}
-	if _, err = tmp.Write(data); err != nil {
-		return err
-	}
-	if err = tmp.Sync(); err != nil {
-		return err
-	}
-	if err = tmp.Close(); err != nil {
-		return err
-	}
-	if err = os.Rename(tmp.Name(), filepath.Join(dir, name)); err != nil {
-		return err
-	}
-	d, err := os.Open(dir)
-	if err != nil {
-		return err
-	}
-	defer d.Close()
-	if err = d.Sync(); err != nil {
-		return fmt.Errorf("sync directory %s: %w", dir, err)
-	}
-	return nil
-}
 
 func caPEMOf(cas []*x509.Certificate) []byte {
 	var out []byte

@@ -11,6 +11,8 @@ import (
 
 	"github.com/spf13/cobra"
 	"gopkg.in/yaml.v3"
+
+	"github.com/shoal-ci/shoal/internal/fsutil"
 )
 
 // defaultAddr is the API address the operator verbs use when nothing else names one.
@@ -65,15 +67,8 @@ func saveCLIConfig(path string, cfg cliConfig) error {
 	if err != nil {
 		return fmt.Errorf("encode the CLI config: %w", err)
 	}
-	tmp := path + ".tmp"
-	if err := os.WriteFile(tmp, raw, 0o600); err != nil {
-		return fmt.Errorf("write the CLI config: %w", err)
-	}
-	// WriteFile keeps the mode of a file that already exists; a token must not stay readable by others.
-	if err := os.Chmod(tmp, 0o600); err != nil {
-		return fmt.Errorf("write the CLI config: %w", err)
-	}
-	if err := os.Rename(tmp, path); err != nil {
+	// 0600 even over a file that was wider: a token must not stay readable by others.
+	if err := fsutil.WriteAtomic(path, raw, 0o600); err != nil {
 		return fmt.Errorf("write the CLI config: %w", err)
 	}
 	return nil
