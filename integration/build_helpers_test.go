@@ -24,6 +24,7 @@ import (
 
 	"github.com/shoal-ci/shoal/builder"
 	"github.com/shoal-ci/shoal/client"
+	"github.com/shoal-ci/shoal/daemon"
 	"github.com/shoal-ci/shoal/node"
 	"github.com/shoal-ci/shoal/raftfsm"
 
@@ -163,23 +164,19 @@ func sendHook(t testing.TB, hc *http.Client, addr, app string, h http.Header, bo
 	return resp.StatusCode, out
 }
 
-// buildMesh is an in-process cluster of real nodes with a builder attached to each, as the binary wires them.
+// buildMesh is an in-process mesh of servers run as the binary runs them (daemon.Main), and their builders.
 type buildMesh struct {
 	t    *testing.T
-	c    *node.TestCluster
+	c    *daemonMesh
 	svcs map[string]*builder.Service
 }
 
 func newBuildMesh(t *testing.T, size int) *buildMesh {
 	t.Helper()
-	m := &buildMesh{t: t, c: node.NewTestCluster(t, size, nil), svcs: map[string]*builder.Service{}}
-	for _, n := range m.c.Nodes {
-		svc, err := builder.Attach(n, builder.Options{KillGrace: time.Second})
-		if err != nil {
-			t.Fatalf("attach the builder to %s: %v", n.Name(), err)
-		}
-		t.Cleanup(func() { svc.Close() })
-		m.svcs[n.Name()] = svc
+	m := &buildMesh{t: t, svcs: map[string]*builder.Service{}}
+	m.c = startDaemonMesh(t, size, func(d *daemon.Main) { d.Builder.KillGrace = time.Second })
+	for _, d := range m.c.Mains {
+		m.svcs[d.Node.Name()] = d.BuilderSvc
 	}
 	return m
 }

@@ -110,7 +110,8 @@ func TestBuildNodeAppFromForgeWebhooks(t *testing.T) {
 		t.Errorf("push to another branch: %d %+v", status, ans)
 	}
 
-	// Every node has the three releases, v1..v3, each built from its commit, held by the leader that built it.
+	// Every node has the three releases, v1..v3, each built from its commit, held by the leader that built it
+	// (and by the servers the spread copied it to).
 	for _, n := range m.live() {
 		var rels []raftfsm.Release
 		eventually(t, 10*time.Second, "three releases on "+n.Name(), func() (bool, string) {
@@ -119,7 +120,7 @@ func TestBuildNodeAppFromForgeWebhooks(t *testing.T) {
 			return err == nil && len(rels) == 3, "releases"
 		})
 		if rels[0].Version != "v3" || rels[2].Version != "v1" || rels[2].Commit != c1 || rels[2].Notes != "Initial Node.js app" ||
-			!slices.Equal(rels[0].Holders, []string{leader.Name()}) {
+			!slices.Contains(rels[0].Holders, leader.Name()) {
 			t.Errorf("releases on %s: %+v", n.Name(), rels)
 		}
 	}

@@ -14,9 +14,7 @@ import (
 
 	"github.com/shoal-ci/shoal/client"
 	"github.com/shoal-ci/shoal/deployer"
-	"github.com/shoal-ci/shoal/node"
 	"github.com/shoal-ci/shoal/raftfsm"
-	"github.com/shoal-ci/shoal/spread"
 
 	"github.com/shoal-ci/shoal/internal/testtier"
 )
@@ -56,20 +54,17 @@ func TestBenchDeploy(t *testing.T) {
 }
 
 func benchDeploy(t *testing.T, size, trials int) string {
-	c := node.NewTestCluster(t, size, nil)
 	var (
-		closers []func()
-		app     *deployApp
-		mu      sync.Mutex
+		app *deployApp
+		mu  sync.Mutex
+		c   *daemonMesh
 	)
+	// Registered before the mesh, so it runs once its servers have stopped (no deployer runs then): stop the
+	// apps, which outlive their agents by design.
 	t.Cleanup(func() {
 		mu.Lock()
 		defer mu.Unlock()
-		for i := len(closers) - 1; i >= 0; i-- {
-			closers[i]()
-		}
-		// Only now that no deployer runs: stop the apps, which outlive their agents by design.
-		if app != nil {
+		if app != nil && c != nil {
 			dirs := make([]string, 0, len(c.Nodes))
 			for _, n := range c.Nodes {
 				dirs = append(dirs, n.DataDir())
@@ -77,19 +72,10 @@ func benchDeploy(t *testing.T, size, trials int) string {
 			app.stopApps(dirs...)
 		}
 	})
-	for _, n := range c.Nodes {
-		sp, err := spread.Attach(n, spread.Options{})
-		if err != nil {
-			t.Fatal(err)
-		}
-		d, err := deployer.Attach(n, deployer.Options{Fetcher: sp})
-		if err != nil {
-			t.Fatal(err)
-		}
-		mu.Lock()
-		closers = append(closers, sp.Close, func() { d.Close() })
-		mu.Unlock()
-	}
+	mesh := startDaemonMesh(t, size, nil)
+	mu.Lock()
+	c = mesh
+	mu.Unlock()
 	var servers []string
 	for _, n := range c.Nodes {
 		servers = append(servers, n.Name())

@@ -20,12 +20,6 @@ import (
 
 	"gopkg.in/yaml.v3"
 
-	"github.com/shoal-ci/shoal/builder"
-	"github.com/shoal-ci/shoal/deployer"
-	"github.com/shoal-ci/shoal/node"
-	"github.com/shoal-ci/shoal/notify"
-	"github.com/shoal-ci/shoal/spread"
-	"github.com/shoal-ci/shoal/ui"
 )
 
 // specPath is the API reference this test holds to the server.
@@ -308,30 +302,8 @@ func reflectTag(tag, key string) string {
 // no operation has a side effect and the order does not matter.
 func TestOpenAPIServed(t *testing.T) {
 	_, ops := loadSpec(t)
-	c := node.NewTestCluster(t, 1, nil)
+	c := startDaemonMesh(t, 1, nil) // the node with every service, as the binary runs it
 	n := c.Nodes[0]
-	// The same services as cmd/node's startServices (not importable from package main), in the same order.
-	sp, err := spread.Attach(n, spread.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(sp.Close)
-	b, err := builder.Attach(n, builder.Options{Store: sp.Store()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { b.Close() })
-	d, err := deployer.Attach(n, deployer.Options{Fetcher: sp})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { d.Close() })
-	nt, err := notify.Attach(n, notify.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(nt.Close)
-	ui.Attach(n)
 
 	base := "http://" + n.HTTPAddr()
 	tokens := map[string]string{"admin": c.AdminToken}

@@ -16,13 +16,11 @@ import (
 	"github.com/chromedp/cdproto/runtime"
 	"github.com/chromedp/chromedp"
 
-	"github.com/shoal-ci/shoal/builder"
 	"github.com/shoal-ci/shoal/client"
+	"github.com/shoal-ci/shoal/daemon"
 	"github.com/shoal-ci/shoal/deployer"
 	"github.com/shoal-ci/shoal/node"
 	"github.com/shoal-ci/shoal/raftfsm"
-	"github.com/shoal-ci/shoal/spread"
-	"github.com/shoal-ci/shoal/ui"
 
 	"github.com/shoal-ci/shoal/internal/testtier"
 )
@@ -263,28 +261,21 @@ func findChromium(t *testing.T) string {
 // uiMesh is an in-process mesh wired as the binary wires it: the release spread, the builder, the deployer and
 // the dashboard on every node.
 type uiMesh struct {
-	*node.TestCluster
-	mu      sync.Mutex
-	closers []func()
-	apps    []*deployApp
+	*daemonMesh
+	mu   sync.Mutex
+	apps []*deployApp
 }
 
 func newUIMesh(t *testing.T, size int, tweaks ...func(*node.Config)) *uiMesh {
-	// These tests are about the page, not failover: Raft timeouts lenient enough that a machine busy with
-	// Chromium and the race detector does not lose its leader in the middle of a setup write.
-	m := &uiMesh{TestCluster: node.NewTestCluster(t, size, func(cfg *node.Config) {
-		cfg.Timing.HeartbeatTimeout, cfg.Timing.ElectionTimeout, cfg.Timing.LeaderLeaseTimeout = 2*time.Second, 2*time.Second, time.Second
-		for _, tw := range tweaks {
-			tw(cfg)
-		}
-	})}
+	m := &uiMesh{}
+	// Registered before the mesh starts, so it runs after the mesh's servers have stopped (no deployer runs
+	// then): stop the apps, which outlive their agents by design.
 	t.Cleanup(func() {
 		m.mu.Lock()
 		defer m.mu.Unlock()
-		for i := len(m.closers) - 1; i >= 0; i-- {
-			m.closers[i]()
+		if m.daemonMesh == nil {
+			return
 		}
-		// Only now that no deployer runs: stop the apps, which outlive their agents by design.
 		var dirs []string
 		for _, n := range m.Nodes {
 			dirs = append(dirs, n.DataDir())
@@ -293,24 +284,16 @@ func newUIMesh(t *testing.T, size int, tweaks ...func(*node.Config)) *uiMesh {
 			a.stopApps(dirs...)
 		}
 	})
-	for _, n := range m.Nodes {
-		sp, err := spread.Attach(n, spread.Options{})
-		if err != nil {
-			t.Fatal(err)
+	// These tests are about the page, not failover: Raft timeouts lenient enough that a machine busy with
+	// Chromium and the race detector does not lose its leader in the middle of a setup write.
+	m.daemonMesh = startDaemonMesh(t, size, func(d *daemon.Main) {
+		cfg := &d.Config
+		cfg.Timing.HeartbeatTimeout, cfg.Timing.ElectionTimeout, cfg.Timing.LeaderLeaseTimeout = 2*time.Second, 2*time.Second, time.Second
+		for _, tw := range tweaks {
+			tw(cfg)
 		}
-		b, err := builder.Attach(n, builder.Options{Store: sp.Store(), KillGrace: time.Second})
-		if err != nil {
-			t.Fatal(err)
-		}
-		d, err := deployer.Attach(n, deployer.Options{Fetcher: sp})
-		if err != nil {
-			t.Fatal(err)
-		}
-		ui.Attach(n)
-		m.mu.Lock()
-		m.closers = append(m.closers, sp.Close, func() { b.Close() }, func() { d.Close() })
-		m.mu.Unlock()
-	}
+		d.Builder.KillGrace = time.Second
+	})
 	return m
 }
 

@@ -12,28 +12,22 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/shoal-ci/shoal/artifact"
 	"github.com/shoal-ci/shoal/builder"
-	"github.com/shoal-ci/shoal/node"
 	"github.com/shoal-ci/shoal/raftfsm"
 )
 
-// attachBuilder starts the builder on a started node, sharing the node's artifact store, and returns its stop.
-func attachBuilder(n *node.Node, store *artifact.Store) (func(), error) {
-	opts := builder.Options{Store: store}
+// builderOptions are the builder's settings from the environment.
+func builderOptions() (builder.Options, error) {
+	var opts builder.Options
 	// SHOAL_BUILD_LEASE tunes how long a silent build server keeps its builds (docs/builds.md).
 	if v := os.Getenv("SHOAL_BUILD_LEASE"); v != "" {
 		d, err := time.ParseDuration(v)
 		if err != nil || d < 300*time.Millisecond {
-			return nil, fmt.Errorf("SHOAL_BUILD_LEASE=%q is not a duration of at least 300ms (for example 10s)", v)
+			return opts, fmt.Errorf("SHOAL_BUILD_LEASE=%q is not a duration of at least 300ms (for example 10s)", v)
 		}
 		opts.LeaseTTL = d
 	}
-	b, err := builder.Attach(n, opts)
-	if err != nil {
-		return nil, fmt.Errorf("start the builder: %w", err)
-	}
-	return func() { b.Close() }, nil
+	return opts, nil
 }
 
 func (c *cli) buildCmd() *cobra.Command {

@@ -11,19 +11,8 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/shoal-ci/shoal/deployer"
-	"github.com/shoal-ci/shoal/node"
 	"github.com/shoal-ci/shoal/raftfsm"
 )
-
-// attachDeployer starts the deployer on a started node, fetching releases with f (the spread service), and
-// returns its stop. Stopping it leaves the apps running: the next start adopts them.
-func attachDeployer(n *node.Node, f deployer.Fetcher, o serviceOptions) (func(), error) {
-	d, err := deployer.Attach(n, deployer.Options{Fetcher: f, ExecLogMax: o.execLogMax, ExecLogKeep: o.execLogKeep})
-	if err != nil {
-		return nil, fmt.Errorf("start the deployer: %w", err)
-	}
-	return func() { d.Close() }, nil
-}
 
 // deployFlags are the flags shared by the verbs that start or follow a deployment.
 type deployFlags struct {

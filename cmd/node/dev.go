@@ -23,6 +23,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/shoal-ci/shoal/client"
+	"github.com/shoal-ci/shoal/daemon"
 	"github.com/shoal-ci/shoal/deployer"
 	"github.com/shoal-ci/shoal/node"
 	"github.com/shoal-ci/shoal/raftfsm"
@@ -66,7 +67,7 @@ Ctrl-C stops the sample service and the node, and removes the data dir unless --
 type devSession struct {
 	c      *cli
 	n      *node.Node
-	svc    *services
+	main   *daemon.Main
 	api    *client.Client
 	dir    string
 	repo   string
@@ -83,10 +84,12 @@ func (c *cli) runDev(f *nodeFlags, keep, verbose bool) error {
 		defer os.RemoveAll(dir)
 	}
 	f.dataDir = dir
-	cfg, err := f.config()
+	m, err := f.daemon(daemon.Init)
 	if err != nil {
 		return err
 	}
+	m.MeshName, m.JoinTTL = "dev", time.Hour
+	cfg := &m.Config
 	cfg.Name, cfg.Voters = "dev", 1
 	// The node's log would bury the summary (an election, every build and deploy step): it goes to a file that
 	// outlives the data dir, and the summary names it. --verbose prints it here as before.
@@ -100,10 +103,6 @@ func (c *cli) runDev(f *nodeFlags, keep, verbose bool) error {
 		logPath = lf.Name()
 		cfg.Logger = slog.New(slog.NewTextHandler(lf, &slog.HandlerOptions{Level: f.level()}))
 	}
-	sp, err := f.serviceOptions()
-	if err != nil {
-		return err
-	}
 
 	// A signal during the setup (a build can take a while) stops it too.
 	sig := make(chan os.Signal, 1)
@@ -112,16 +111,11 @@ func (c *cli) runDev(f *nodeFlags, keep, verbose bool) error {
 	setupCtx, cancelSetup := context.WithCancel(context.Background())
 	defer cancelSetup()
 
-	n, res, err := node.Init(cfg, "dev", time.Hour)
-	if err != nil {
+	if err := m.Run(setupCtx); err != nil {
 		return err
 	}
-	svc, err := startServices(n, sp)
-	if err != nil {
-		n.Close()
-		return err
-	}
-	s := &devSession{c: c, n: n, svc: svc, api: client.New(res.API, res.AdminToken), dir: dir,
+	n, res := m.Node, m.InitResult
+	s := &devSession{c: c, n: n, main: m, api: client.New(res.API, res.AdminToken), dir: dir,
 		repo: filepath.Join(dir, "sample")}
 	// With --json, stdout carries only the final document; the progress goes to stderr.
 	progress := c.out
@@ -313,9 +307,8 @@ func (s *devSession) stop() {
 			return d.Finished(), nil
 		})
 	}
-	s.svc.close()
+	s.main.Close()
 	killSupervised(filepath.Join(s.dir, "apps"))
-	s.n.Close()
 }
 
 // killSupervised kills the process group of every process recorded in a supervisor state file under root.

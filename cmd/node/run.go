@@ -15,6 +15,8 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/shoal-ci/shoal/daemon"
+	"github.com/shoal-ci/shoal/deployer"
 	"github.com/shoal-ci/shoal/node"
 	"github.com/shoal-ci/shoal/spread"
 )
@@ -103,30 +105,33 @@ func (f *nodeFlags) config() (node.Config, error) {
 	}, nil
 }
 
-// serviceOptions are the settings of the services on top of the node (spread, deployer) from the flags.
-type serviceOptions struct {
-	spread.Options
-	execLogMax  int64
-	execLogKeep int
-}
-
-func (f *nodeFlags) serviceOptions() (serviceOptions, error) {
+// daemon makes the server the flags describe: the node's config and the services' settings.
+func (f *nodeFlags) daemon(start daemon.Start) (*daemon.Main, error) {
+	cfg, err := f.config()
+	if err != nil {
+		return nil, err
+	}
 	sp, err := f.spreadOptions()
 	if err != nil {
-		return serviceOptions{}, err
+		return nil, err
 	}
 	if f.gcInterval < time.Second {
-		return serviceOptions{}, fmt.Errorf("--gc-interval %s: give at least 1s (the default is 1m)", f.gcInterval)
+		return nil, fmt.Errorf("--gc-interval %s: give at least 1s (the default is 1m)", f.gcInterval)
 	}
 	sp.GCInterval = f.gcInterval
 	size, err := parseSize("--exec-log-max", f.execLogMax)
 	if err != nil {
-		return serviceOptions{}, err
+		return nil, err
 	}
 	if f.execLogKeep < 1 {
-		return serviceOptions{}, fmt.Errorf("--exec-log-keep %d: give at least 1 (the default is 3)", f.execLogKeep)
+		return nil, fmt.Errorf("--exec-log-keep %d: give at least 1 (the default is 3)", f.execLogKeep)
 	}
-	return serviceOptions{Options: sp, execLogMax: size, execLogKeep: f.execLogKeep}, nil
+	bo, err := builderOptions()
+	if err != nil {
+		return nil, err
+	}
+	return &daemon.Main{Config: cfg, Start: start, Spread: sp, Builder: bo,
+		Deployer: deployer.Options{ExecLogMax: size, ExecLogKeep: f.execLogKeep}}, nil
 }
 
 // parseSize reads a size such as 10MiB or 500KB.
@@ -204,25 +209,18 @@ func parseRate(flag, v string) (int64, error) {
 	return 0, fmt.Errorf("%s %q: give a positive rate with a unit, in bits (kbit, mbit, gbit) or bytes (KB, MB, GB, KiB, MiB, GiB) per second, e.g. 50mbit or 6MB; 0 means no limit", flag, v)
 }
 
-// runUntilSignal keeps a started node running until SIGINT/SIGTERM (stop, stay a member) or until it has left
-// the mesh through `node leave`.
-func runUntilSignal(n *node.Node, sp serviceOptions) error {
-	svc, err := startServices(n, sp)
-	if err != nil {
-		n.Close()
-		return err
-	}
-	defer svc.close()
+// runUntilSignal keeps a started server running until SIGINT/SIGTERM (stop, stay a member) or until it has left
+// the mesh through `node leave`, then stops it.
+func runUntilSignal(m *daemon.Main) error {
 	sig := make(chan os.Signal, 1)
 	signal.Notify(sig, syscall.SIGINT, syscall.SIGTERM)
 	defer signal.Stop(sig)
 	select {
 	case s := <-sig:
-		n.Logger().Info("stopping", "signal", s.String())
-	case <-n.Left():
+		m.Node.Logger().Info("stopping", "signal", s.String())
+	case <-m.Node.Left():
 	}
-	svc.close()
-	return n.Close()
+	return m.Close()
 }
 
 func (c *cli) initCmd() *cobra.Command {
@@ -240,18 +238,18 @@ token, printed once (an admin can print the join token again with 'node token jo
 running as this server's agent, unless --exit is given (then start it later with 'node agent').`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			cfg, err := f.config()
+			m, err := f.daemon(daemon.Init)
 			if err != nil {
 				return err
 			}
-			sp, err := f.serviceOptions()
-			if err != nil {
+			m.MeshName, m.JoinTTL = mesh, joinTTL
+			if exit {
+				m.Services = daemon.NodeOnly
+			}
+			if err := m.Run(context.Background()); err != nil {
 				return err
 			}
-			n, res, err := node.Init(cfg, mesh, joinTTL)
-			if err != nil {
-				return err
-			}
+			n, res := m.Node, m.InitResult
 			if c.json {
 				_ = c.print(res, nil)
 			} else {
@@ -260,9 +258,9 @@ running as this server's agent, unless --exit is given (then start it later with
 				fmt.Fprintf(c.out, "Talk to the mesh with:\n  export SHOAL_ADDR=%s SHOAL_TOKEN=%s\n", res.API, res.AdminToken)
 			}
 			if exit {
-				return n.Close()
+				return m.Close()
 			}
-			return runUntilSignal(n, sp)
+			return runUntilSignal(m)
 		},
 	}
 	f.register(cmd, true)
@@ -288,38 +286,39 @@ sent. The node then keeps running as this server's agent; later starts need only
 Running join again on a joined data dir just starts the node.`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			cfg, err := f.config()
+			m, err := f.daemon(daemon.Join)
 			if err != nil {
 				return err
 			}
-			sp, err := f.serviceOptions()
-			if err != nil {
-				return err
-			}
+			cfg := m.Config
 			if token == "" && !node.Joined(cfg.DataDir) {
 				return fmt.Errorf("join needs --token (or SHOAL_JOIN_TOKEN): the join token printed by `node init` or `node token join`")
 			}
+			m.JoinAddr, m.JoinToken = args[0], token
+			if exit {
+				m.Services = daemon.NodeOnly
+			}
 			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 			defer cancel()
-			n, err := node.Join(ctx, cfg, args[0], token)
-			if err != nil {
+			if err := m.Run(ctx); err != nil {
 				return err
 			}
+			n := m.Node
 			fmt.Fprintf(c.errOut, "joined as %s; API at http://%s\n", n.Name(), n.HTTPAddr())
 			if exit {
 				// Stay until the leader has added this server to Raft, so the join is complete when we exit.
 				deadline := time.Now().Add(2 * time.Minute)
 				for !n.InRaft() {
 					if time.Now().After(deadline) {
-						n.Close()
+						m.Close()
 						return fmt.Errorf("joined gossip, but the leader has not added this server to Raft within 2 minutes: check `node members` on the mesh")
 					}
 					time.Sleep(100 * time.Millisecond)
 				}
 				fmt.Fprintf(c.errOut, "%s is a member; start it with `%s agent --data-dir %s`\n", n.Name(), selfPath(), cfg.DataDir)
-				return n.Close()
+				return m.Close()
 			}
-			return runUntilSignal(n, sp)
+			return runUntilSignal(m)
 		},
 	}
 	f.register(cmd, true)
@@ -339,19 +338,14 @@ func (c *cli) agentCmd() *cobra.Command {
 		Short: "Run this server's node from its data dir (after init or join)",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			cfg, err := f.config()
+			m, err := f.daemon(daemon.Open)
 			if err != nil {
 				return err
 			}
-			sp, err := f.serviceOptions()
-			if err != nil {
+			if err := m.Run(context.Background()); err != nil {
 				return err
 			}
-			n, err := node.Open(cfg)
-			if err != nil {
-				return err
-			}
-			return runUntilSignal(n, sp)
+			return runUntilSignal(m)
 		},
 	}
 	f.register(cmd, false)

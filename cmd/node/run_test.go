@@ -9,6 +9,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/shoal-ci/shoal/daemon"
 	"github.com/shoal-ci/shoal/spread"
 )
 
@@ -90,21 +91,21 @@ func TestSpreadFlags(t *testing.T) {
 
 // The cleanup and exec log flags: defaults, values, and bad values refused with what to give.
 func TestServiceFlags(t *testing.T) {
-	parse := func(args ...string) (serviceOptions, error) {
+	parse := func(args ...string) (*daemon.Main, error) {
 		var f nodeFlags
 		cmd := &cobra.Command{Use: "agent"}
 		f.register(cmd, false)
 		if err := cmd.ParseFlags(args); err != nil {
 			t.Fatal(err)
 		}
-		return f.serviceOptions()
+		return f.daemon(daemon.Open)
 	}
 	o, err := parse()
-	if err != nil || o.GCInterval != time.Minute || o.execLogMax != 10<<20 || o.execLogKeep != 3 {
+	if err != nil || o.Spread.GCInterval != time.Minute || o.Deployer.ExecLogMax != 10<<20 || o.Deployer.ExecLogKeep != 3 {
 		t.Fatalf("defaults: %+v %v", o, err)
 	}
 	o, err = parse("--gc-interval", "5s", "--exec-log-max", "64KiB", "--exec-log-keep", "2")
-	if err != nil || o.GCInterval != 5*time.Second || o.execLogMax != 64<<10 || o.execLogKeep != 2 {
+	if err != nil || o.Spread.GCInterval != 5*time.Second || o.Deployer.ExecLogMax != 64<<10 || o.Deployer.ExecLogKeep != 2 {
 		t.Fatalf("set: %+v %v", o, err)
 	}
 	for _, bad := range [][]string{{"--exec-log-max", "10"}, {"--exec-log-max", "1mbit"}, {"--exec-log-keep", "0"}, {"--gc-interval", "1ms"}} {
