@@ -14,15 +14,16 @@ import (
 const refTimeout = 30 * time.Second
 
 func (s *Service) routes() {
-	s.n.Handle("POST /v1/apps/{app}/builds", raftfsm.RoleDeployer, s.postBuild)
-	s.n.Handle("GET /v1/apps/{app}/builds", raftfsm.RoleReader, s.listBuilds)
-	s.n.Handle("GET /v1/builds/{id}", raftfsm.RoleReader, s.getBuild)
-	s.n.Handle("POST /v1/builds/{id}/cancel", raftfsm.RoleDeployer, s.cancelBuild)
-	s.n.Handle("GET /v1/builds/{id}/log", raftfsm.RoleReader, s.getLog)
-	s.n.Handle("GET /v1/apps/{app}/releases", raftfsm.RoleReader, s.listReleases)
-	s.n.Handle("GET /v1/apps/{app}/releases/{version}", raftfsm.RoleReader, s.getRelease)
+	s.api = s.n.RouteGroup()
+	s.api.Handle("POST /v1/apps/{app}/builds", raftfsm.RoleDeployer, s.postBuild)
+	s.api.Handle("GET /v1/apps/{app}/builds", raftfsm.RoleReader, s.listBuilds)
+	s.api.Handle("GET /v1/builds/{id}", raftfsm.RoleReader, s.getBuild)
+	s.api.Handle("POST /v1/builds/{id}/cancel", raftfsm.RoleDeployer, s.cancelBuild)
+	s.api.Handle("GET /v1/builds/{id}/log", raftfsm.RoleReader, s.getLog)
+	s.api.Handle("GET /v1/apps/{app}/releases", raftfsm.RoleReader, s.listReleases)
+	s.api.Handle("GET /v1/apps/{app}/releases/{version}", raftfsm.RoleReader, s.getRelease)
 	// Forges send a whole push in one request; the node's default body limit (1 MiB) is for API documents.
-	s.n.HandleLimit("POST /v1/hooks/{app}", "", maxHookBody, s.postHook)
+	s.api.HandleLimit("POST /v1/hooks/{app}", "", maxHookBody, s.postHook)
 }
 
 // BuildRequest is the body of POST /v1/apps/{app}/builds.

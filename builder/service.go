@@ -42,6 +42,7 @@ type Options struct {
 // Service is the builder attached to one node: it serves the build, release, log and webhook API on every node
 // and, while the node leads, runs queued builds and polls repositories.
 type Service struct {
+	api   *node.RouteGroup // its API routes, taken away by Close
 	n     *node.Node
 	log   *slog.Logger
 	opts  Options
@@ -142,6 +143,7 @@ func (s *Service) Close() error {
 	s.mu.Lock()
 	s.closed = true
 	s.mu.Unlock()
+	s.api.Close()
 	s.cancel()
 	s.wg.Wait()
 	return nil

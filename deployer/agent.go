@@ -64,6 +64,7 @@ type Options struct {
 // Deployer is the deploy half of one node: the agent that makes this node's installed releases equal the
 // desired ones, the orchestrator that runs deployments while the node leads, and their API.
 type Deployer struct {
+	api  *node.RouteGroup // the deploy routes, taken away by Close
 	n    *node.Node
 	opts Options
 	log  *slog.Logger

@@ -10,8 +10,6 @@ import (
 	"os"
 	"slices"
 	"strings"
-	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/shoal-ci/shoal/node"
@@ -68,79 +66,57 @@ type LogResponse struct {
 // maxLogBytes bounds the log one answer carries (its end is kept).
 const maxLogBytes = 1 << 20
 
-// routes holds, per node, the deployer its API routes serve: a node's mux takes a pattern once, and a
-// deployer may be closed and attached again to the same node (tests do; an agent restarting in place could).
-var routes struct {
-	sync.Mutex
-	by map[*node.Node]*atomic.Pointer[Deployer]
+// apiRoute is one of the deployer's API routes.
+type apiRoute struct {
+	role string
+	h    node.Handler
 }
 
-// registerAPI points n's deploy routes at d, registering them on first use.
-func (d *Deployer) registerAPI() {
-	routes.Lock()
-	defer routes.Unlock()
-	if routes.by == nil {
-		routes.by = map[*node.Node]*atomic.Pointer[Deployer]{}
-	}
-	if cur := routes.by[d.n]; cur != nil {
-		cur.Store(d)
-		return
-	}
-	cur := &atomic.Pointer[Deployer]{}
-	cur.Store(d)
-	routes.by[d.n] = cur
+// routes are the deployer's API routes, served by d.
+func (d *Deployer) routes() map[string]apiRoute {
 	h := func(fn func(*Deployer, http.ResponseWriter, *http.Request) error) node.Handler {
-		return func(w http.ResponseWriter, r *http.Request) error {
-			dep := cur.Load()
-			if dep == nil {
-				return node.Errorf(http.StatusServiceUnavailable, "the deployer is not running on this node: try another node")
-			}
-			return fn(dep, w, r)
-		}
+		return func(w http.ResponseWriter, r *http.Request) error { return fn(d, w, r) }
 	}
-	n := d.n
-	n.Handle("POST /v1/envs/{env}/deployments", raftfsm.RoleDeployer, h((*Deployer).postDeployment))
-	n.Handle("GET /v1/envs/{env}/deployments", raftfsm.RoleReader, h((*Deployer).listDeployments))
-	n.Handle("GET /v1/deployments/{id}", raftfsm.RoleReader, h((*Deployer).getDeployment))
-	n.Handle("POST /v1/deployments/{id}/approve", raftfsm.RoleDeployer, h((*Deployer).approve))
-	n.Handle("POST /v1/deployments/{id}/cancel", raftfsm.RoleDeployer, h((*Deployer).cancelDeployment))
-	n.Handle("GET /v1/deployments/{id}/nodes/{node}/log", raftfsm.RoleReader, h((*Deployer).getLog))
-	n.Handle("POST /v1/envs/{env}/rollback", raftfsm.RoleDeployer, h((*Deployer).rollback))
-	n.Handle("POST /v1/envs/{env}/pin", raftfsm.RoleDeployer, h(func(d *Deployer, w http.ResponseWriter, r *http.Request) error { return d.pin(w, r, true) }))
-	n.Handle("POST /v1/envs/{env}/unpin", raftfsm.RoleDeployer, h(func(d *Deployer, w http.ResponseWriter, r *http.Request) error { return d.pin(w, r, false) }))
-	n.Handle("GET /v1/apps/{app}/pipeline", raftfsm.RoleReader, h((*Deployer).getPipeline))
-	n.Handle("PUT /v1/apps/{app}/pipeline", raftfsm.RoleAdmin, h((*Deployer).putPipeline))
-	n.Handle("POST /v1/apps/{app}/promote", raftfsm.RoleDeployer, h((*Deployer).promote))
-	n.Handle("GET /v1/envs/{env}/logs", raftfsm.RoleReader, h((*Deployer).getExecLogs))
-	n.Endpoint().HandleRPC(execLogRPC, func(ctx context.Context, peer string, body json.RawMessage) (any, error) {
-		dep := cur.Load()
-		if dep == nil {
-			return nil, node.Errorf(http.StatusServiceUnavailable, "the deployer is not running on node %s", n.Name())
-		}
-		return dep.serveExecLogRPC(ctx, peer, body)
-	})
-	n.SetEnvRuntime(func(s *raftfsm.State, e *raftfsm.Env) any {
-		if cur.Load() == nil {
-			return nil
-		}
-		return envRuntime(s, e, n.Members())
-	})
-	n.Endpoint().HandleRPC(logRPC, func(ctx context.Context, peer string, body json.RawMessage) (any, error) {
-		dep := cur.Load()
-		if dep == nil {
-			return nil, node.Errorf(http.StatusServiceUnavailable, "the deployer is not running on node %s", n.Name())
-		}
-		return dep.serveLogRPC(ctx, peer, body)
-	})
+	return map[string]apiRoute{
+		"POST /v1/envs/{env}/deployments":           {raftfsm.RoleDeployer, h((*Deployer).postDeployment)},
+		"GET /v1/envs/{env}/deployments":            {raftfsm.RoleReader, h((*Deployer).listDeployments)},
+		"GET /v1/deployments/{id}":                  {raftfsm.RoleReader, h((*Deployer).getDeployment)},
+		"POST /v1/deployments/{id}/approve":         {raftfsm.RoleDeployer, h((*Deployer).approve)},
+		"POST /v1/deployments/{id}/cancel":          {raftfsm.RoleDeployer, h((*Deployer).cancelDeployment)},
+		"GET /v1/deployments/{id}/nodes/{node}/log": {raftfsm.RoleReader, h((*Deployer).getLog)},
+		"POST /v1/envs/{env}/rollback":              {raftfsm.RoleDeployer, h((*Deployer).rollback)},
+		"POST /v1/envs/{env}/pin":                   {raftfsm.RoleDeployer, h(func(d *Deployer, w http.ResponseWriter, r *http.Request) error { return d.pin(w, r, true) })},
+		"POST /v1/envs/{env}/unpin":                 {raftfsm.RoleDeployer, h(func(d *Deployer, w http.ResponseWriter, r *http.Request) error { return d.pin(w, r, false) })},
+		"GET /v1/apps/{app}/pipeline":               {raftfsm.RoleReader, h((*Deployer).getPipeline)},
+		"PUT /v1/apps/{app}/pipeline":               {raftfsm.RoleAdmin, h((*Deployer).putPipeline)},
+		"POST /v1/apps/{app}/promote":               {raftfsm.RoleDeployer, h((*Deployer).promote)},
+		"GET /v1/envs/{env}/logs":                   {raftfsm.RoleReader, h((*Deployer).getExecLogs)},
+	}
 }
 
-// unregisterAPI makes n's deploy routes answer 503 until a deployer is attached again.
-func (d *Deployer) unregisterAPI() {
-	routes.Lock()
-	defer routes.Unlock()
-	if cur := routes.by[d.n]; cur != nil {
-		cur.CompareAndSwap(d, nil)
+// registerAPI serves the deploy routes and RPCs of the node with d; a deployer attached again to the same
+// node replaces the handlers.
+func (d *Deployer) registerAPI() {
+	n := d.n
+	d.api = n.RouteGroup()
+	for pattern, rt := range d.routes() {
+		d.api.Handle(pattern, rt.role, rt.h)
 	}
+	n.Endpoint().HandleRPC(execLogRPC, d.serveExecLogRPC)
+	n.Endpoint().HandleRPC(logRPC, d.serveLogRPC)
+	n.SetEnvRuntime(func(s *raftfsm.State, e *raftfsm.Env) any { return envRuntime(s, e, n.Members()) })
+}
+
+// unregisterAPI takes the routes and RPCs away from the node: they answer 503 until a deployer is attached again.
+func (d *Deployer) unregisterAPI() {
+	n := d.n
+	d.api.Close()
+	stopped := func(context.Context, string, json.RawMessage) (any, error) {
+		return nil, node.Errorf(http.StatusServiceUnavailable, "the deployer is not running on node %s", n.Name())
+	}
+	n.Endpoint().HandleRPC(execLogRPC, stopped)
+	n.Endpoint().HandleRPC(logRPC, stopped)
+	n.SetEnvRuntime(nil)
 }
 
 // who names the caller in the records it starts.

@@ -8,6 +8,8 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus/promhttp"
@@ -58,22 +60,57 @@ func (n *Node) startHTTP() error {
 }
 
 // Handle registers an API route that needs a token of at least role ("" for none). Request bodies are limited
-// to 1 MiB; HandleLimit sets another bound.
+// to 1 MiB; HandleLimit sets another bound. Handling a pattern again replaces its handler (a service attached
+// again to the same node); a service's RouteGroup takes its routes away when it stops.
 func (n *Node) Handle(pattern, role string, h Handler) { n.HandleLimit(pattern, role, maxBody, h) }
+
+// route is one registered pattern: the mux takes a pattern once, so its current handler is swapped here.
+type route struct {
+	h atomic.Pointer[routeHandler]
+}
+
+type routeHandler struct {
+	role  string
+	limit int64
+	h     Handler
+}
 
 // HandleLimit is Handle with a request body limit of limit bytes.
 func (n *Node) HandleLimit(pattern, role string, limit int64, h Handler) {
-	route := pattern
-	n.mux.HandleFunc(pattern, func(w http.ResponseWriter, r *http.Request) {
-		start := time.Now()
-		rec := &statusRecorder{ResponseWriter: w, status: http.StatusOK}
-		code := n.serve(rec, r, role, limit, h)
-		if code == 0 {
-			code = rec.status
-		}
-		n.metrics.apiRequests.WithLabelValues(route, strconv.Itoa(code)).Inc()
-		n.metrics.apiDuration.WithLabelValues(route).Observe(time.Since(start).Seconds())
-	})
+	n.handle(pattern, role, limit, h)
+}
+
+// handle registers or replaces the handler of pattern, and returns the route and what it now holds.
+func (n *Node) handle(pattern, role string, limit int64, h Handler) (*route, *routeHandler) {
+	n.routesMu.Lock()
+	defer n.routesMu.Unlock()
+	if n.routeSet == nil {
+		n.routeSet = map[string]*route{}
+	}
+	rt := n.routeSet[pattern]
+	if rt == nil {
+		rt = &route{}
+		n.routeSet[pattern] = rt
+		n.mux.HandleFunc(pattern, func(w http.ResponseWriter, r *http.Request) {
+			start := time.Now()
+			rec := &statusRecorder{ResponseWriter: w, status: http.StatusOK}
+			var code int
+			if cur := rt.h.Load(); cur != nil {
+				code = n.serve(rec, r, cur.role, cur.limit, cur.h)
+			} else {
+				code = n.writeErrorFor(rec, r, apiErr(http.StatusServiceUnavailable, CodeUnavailable,
+					"%s is served by a service that is not running on this node now: try another node", pattern))
+			}
+			if code == 0 {
+				code = rec.status
+			}
+			n.metrics.apiRequests.WithLabelValues(pattern, strconv.Itoa(code)).Inc()
+			n.metrics.apiDuration.WithLabelValues(pattern).Observe(time.Since(start).Seconds())
+		})
+	}
+	cur := &routeHandler{role: role, limit: limit, h: h}
+	rt.h.Store(cur)
+	return rt, cur
 }
 
 func (n *Node) serve(w http.ResponseWriter, r *http.Request, role string, limit int64, h Handler) int {
@@ -352,4 +389,42 @@ func firstOf(a, b string) string {
 		return a
 	}
 	return b
+}
+
+// RouteGroup is the routes of one service: they are registered through it and taken away together when the
+// service stops (Close), so no route outlives the service that answers it. A route another group has handled
+// since is left to that group.
+type RouteGroup struct {
+	n      *Node
+	mu     sync.Mutex
+	routes map[*route]*routeHandler
+}
+
+// RouteGroup starts a group of routes.
+func (n *Node) RouteGroup() *RouteGroup { return &RouteGroup{n: n, routes: map[*route]*routeHandler{}} }
+
+// Handle is Node.Handle for a route of the group.
+func (g *RouteGroup) Handle(pattern, role string, h Handler) {
+	g.HandleLimit(pattern, role, maxBody, h)
+}
+
+// HandleLimit is Node.HandleLimit for a route of the group.
+func (g *RouteGroup) HandleLimit(pattern, role string, limit int64, h Handler) {
+	rt, cur := g.n.handle(pattern, role, limit, h)
+	g.mu.Lock()
+	g.routes[rt] = cur
+	g.mu.Unlock()
+}
+
+// Close takes the group's routes away: they answer 503 until a service handles them again.
+func (g *RouteGroup) Close() {
+	if g == nil {
+		return
+	}
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	for rt, cur := range g.routes {
+		rt.h.CompareAndSwap(cur, nil)
+	}
+	clear(g.routes)
 }

@@ -44,6 +44,8 @@ type Node struct {
 	disk       *diskHealth
 	watchers   watchers
 	mux        *http.ServeMux
+	routesMu   sync.Mutex
+	routeSet   map[string]*route // pattern → its current handler (api.go)
 	leaderCh   chan bool
 	left       chan struct{}
 	leftOnce   sync.Once

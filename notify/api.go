@@ -19,16 +19,18 @@ import (
 
 func (s *Service) routes() {
 	n := s.n
-	n.Handle("GET /v1/subscriptions", raftfsm.RoleReader, s.listSubs)
-	n.Handle("POST /v1/subscriptions", raftfsm.RoleAdmin, s.postSub)
-	n.Handle("GET /v1/subscriptions/{id}", raftfsm.RoleReader, s.getSub)
-	n.Handle("PUT /v1/subscriptions/{id}", raftfsm.RoleAdmin, s.putSub)
-	n.Handle("DELETE /v1/subscriptions/{id}", raftfsm.RoleAdmin, s.deleteSub)
-	n.Handle("GET /v1/deliveries", raftfsm.RoleReader, s.listDeliveries)
-	n.Handle("GET /v1/deliveries/{id}", raftfsm.RoleReader, s.getDelivery)
-	n.Handle("GET /v1/apps/{app}/forge", raftfsm.RoleReader, s.getForge)
-	n.Handle("PUT /v1/apps/{app}/forge", raftfsm.RoleAdmin, s.putForge)
-	n.Handle("DELETE /v1/apps/{app}/forge", raftfsm.RoleAdmin, s.deleteForge)
+	api := n.RouteGroup()
+	s.api = api
+	api.Handle("GET /v1/subscriptions", raftfsm.RoleReader, s.listSubs)
+	api.Handle("POST /v1/subscriptions", raftfsm.RoleAdmin, s.postSub)
+	api.Handle("GET /v1/subscriptions/{id}", raftfsm.RoleReader, s.getSub)
+	api.Handle("PUT /v1/subscriptions/{id}", raftfsm.RoleAdmin, s.putSub)
+	api.Handle("DELETE /v1/subscriptions/{id}", raftfsm.RoleAdmin, s.deleteSub)
+	api.Handle("GET /v1/deliveries", raftfsm.RoleReader, s.listDeliveries)
+	api.Handle("GET /v1/deliveries/{id}", raftfsm.RoleReader, s.getDelivery)
+	api.Handle("GET /v1/apps/{app}/forge", raftfsm.RoleReader, s.getForge)
+	api.Handle("PUT /v1/apps/{app}/forge", raftfsm.RoleAdmin, s.putForge)
+	api.Handle("DELETE /v1/apps/{app}/forge", raftfsm.RoleAdmin, s.deleteForge)
 }
 
 // SubscriptionView is a subscription as the API shows it: the secret is never shown, only whether one is set; a

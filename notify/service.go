@@ -39,6 +39,7 @@ type Options struct {
 
 // Service derives events and delivers them while its node leads, and serves the notification API on every node.
 type Service struct {
+	api  *node.RouteGroup // its API routes, taken away by Close
 	n    *node.Node
 	opts Options
 	log  *slog.Logger
@@ -91,6 +92,7 @@ func (s *Service) Close() {
 	s.mu.Lock()
 	s.closed = true
 	s.mu.Unlock()
+	s.api.Close()
 	s.cancel()
 	s.wg.Wait()
 }

@@ -21,8 +21,9 @@ const DefaultPieceSize = 256 << 10
 
 // routes adds the release upload and the on-demand fetch to the node's API.
 func (s *Service) routes() {
-	s.n.HandleLimit("POST /v1/apps/{app}/releases", raftfsm.RoleDeployer, MaxUpload, s.postRelease)
-	s.n.Handle("POST /v1/apps/{app}/releases/{version}/fetch", raftfsm.RoleAdmin, s.postFetch)
+	s.api = s.n.RouteGroup()
+	s.api.HandleLimit("POST /v1/apps/{app}/releases", raftfsm.RoleDeployer, MaxUpload, s.postRelease)
+	s.api.Handle("POST /v1/apps/{app}/releases/{version}/fetch", raftfsm.RoleAdmin, s.postFetch)
 }
 
 // postRelease takes a release archive built elsewhere (the body, a tar.gz), stores it on this node and records

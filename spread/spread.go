@@ -47,6 +47,7 @@ type Options struct {
 
 // Service is one node's spread service.
 type Service struct {
+	api    *node.RouteGroup // its API routes, taken away by Close
 	n      *node.Node
 	opts   Options
 	store  *artifact.Store
@@ -115,6 +116,7 @@ func Attach(n *node.Node, opts Options) (*Service, error) {
 // Close stops the service's goroutines and waits for them (downloads in progress are cancelled; they resume
 // from the store next time).
 func (s *Service) Close() {
+	s.api.Close()
 	s.cancel()
 	s.wg.Wait()
 	if s.ownStore {

@@ -1,0 +1,41 @@
+package node
+
+import (
+	"net/http"
+	"testing"
+)
+
+// TestRouteGroupOutlivesNoService: a service's routes answer while it runs, 503 (not a stale handler, not "no
+// route") once it stopped, and the handler of a service attached again once it is back.
+func TestRouteGroupOutlivesNoService(t *testing.T) {
+	c := NewTestCluster(t, 1, nil)
+	n := c.Nodes[0]
+	serve := func(answer int) *RouteGroup {
+		g := n.RouteGroup()
+		g.Handle("GET /v1/things/{id}", "", func(w http.ResponseWriter, r *http.Request) error {
+			w.WriteHeader(answer)
+			return nil
+		})
+		return g
+	}
+	first := serve(http.StatusOK)
+	if code := call(t, n, "", "GET", "/v1/things/x", nil, nil); code != http.StatusOK {
+		t.Fatalf("while the service runs: %d", code)
+	}
+	first.Close()
+	if code := call(t, n, "", "GET", "/v1/things/x", nil, nil); code != http.StatusServiceUnavailable {
+		t.Fatalf("after the service stopped: %d, want 503", code)
+	}
+	second := serve(http.StatusAccepted)
+	defer second.Close()
+	if code := call(t, n, "", "GET", "/v1/things/x", nil, nil); code != http.StatusAccepted {
+		t.Fatalf("after the service was attached again: %d, want the new handler's 202", code)
+	}
+	// A service attached again before the old one's Close: the old Close takes nothing from the new one.
+	third := serve(http.StatusCreated)
+	defer third.Close()
+	second.Close()
+	if code := call(t, n, "", "GET", "/v1/things/x", nil, nil); code != http.StatusCreated {
+		t.Fatalf("the replaced group's Close removed the new handler: %d, want 201", code)
+	}
+}
