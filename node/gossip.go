@@ -156,6 +156,12 @@ func (n *Node) startGossip() error {
 	mc.Logger = memberlistLogger(n.log)
 	mc.ProbeInterval = n.cfg.Timing.GossipProbeInterval
 	mc.PushPullInterval = n.cfg.Timing.GossipPushPull
+	if t := n.cfg.Timing.GossipProbeTimeout; t > 0 {
+		mc.ProbeTimeout = t
+	}
+	if m := n.cfg.Timing.GossipSuspicionMult; m > 0 {
+		mc.SuspicionMult = m
+	}
 	mc.DeadNodeReclaimTime = 10 * time.Second
 	n.gossip, err = memberlist.Create(mc)
 	if err != nil {

@@ -44,6 +44,7 @@ type Node struct {
 	watchers   watchers
 	mux        *http.ServeMux
 	leaderCh   chan bool
+	leaderW    *leaderWatch // leader and Raft state changes (leaderwatch.go)
 	left       chan struct{}
 	leftOnce   sync.Once
 	metrics    *metrics
@@ -110,7 +111,7 @@ func Open(cfg Config) (*Node, error) {
 		return nil, fmt.Errorf("data dir %s belongs to node %q, not %q", cfg.DataDir, st.Name, cfg.Name)
 	}
 	n := &Node{cfg: cfg, log: cfg.Logger.With("node", cfg.Name), stored: st, fsm: raftfsm.New(),
-		leaderCh: make(chan bool, 16), left: make(chan struct{}), renewWake: make(chan struct{}, 1)}
+		leaderCh: make(chan bool, 16), leaderW: newLeaderWatch(), left: make(chan struct{}), renewWake: make(chan struct{}, 1)}
 	if st.Left {
 		return nil, fmt.Errorf("the node in data dir %s left the mesh (`node leave`): to bring this server back, remove the data dir and `node join` again with a join token", cfg.DataDir)
 	}
@@ -356,6 +357,7 @@ func (n *Node) startRaft() error {
 	if err != nil {
 		return fmt.Errorf("start raft: %w", err)
 	}
+	n.leaderW.observe(n.raft)
 	n.raftUp.Store(true)
 	if n.stored.Bootstrap {
 		has, err := raft.HasExistingState(store, store, snaps)
