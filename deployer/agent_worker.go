@@ -62,9 +62,26 @@ func (w *envWorker) run() {
 			t.Stop()
 			return
 		case <-changed:
+			settle(w.ctx)
 		case <-t.C:
 		}
 		t.Stop()
+	}
+}
+
+// settleTime is how long a loop woken by a change of the state waits before it reads the state again. Every
+// node applies every write, and during a deployment to N servers there are several writes per server: a loop
+// that read the state at each one did O(N) reads per deployment on each of N nodes. Waiting a moment turns a
+// burst of writes into one read, at the cost of that moment of latency per step.
+const settleTime = 50 * time.Millisecond
+
+// settle waits settleTime, or until ctx ends.
+func settle(ctx context.Context) {
+	t := time.NewTimer(settleTime)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+	case <-t.C:
 	}
 }
 
