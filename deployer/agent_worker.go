@@ -243,7 +243,7 @@ func (w *envWorker) lifecycle(e *raftfsm.Env, rel releaseInfo, m *manifest.Manif
 func (w *envWorker) install(ctx context.Context, t target, v view, cur string) (err error) {
 	start := time.Now()
 	depID := t.depID()
-	rep := w.reporter(depID, t.Release)
+	rep := w.reporter(depID, t.Release, t.Servers)
 	defer rep.Close()
 	dlog := w.openLog(depID, t.Release)
 	defer dlog.Close()
@@ -342,7 +342,7 @@ func (w *envWorker) waitHealthy(ctx context.Context, e *raftfsm.Env, l *Lifecycl
 
 // check proves an installed release healthy for a running deployment, without installing it again.
 func (w *envWorker) check(ctx context.Context, t target, v view, rec *installRecord) {
-	rep := w.reporter(t.Dep.ID, t.Release)
+	rep := w.reporter(t.Dep.ID, t.Release, t.Servers)
 	defer rep.Close()
 	dlog := w.openLog(t.Dep.ID, t.Release)
 	defer dlog.Close()
@@ -406,7 +406,7 @@ func (w *envWorker) runOp(ctx context.Context, t target, v view, rec *installRec
 	if kind == kindStopped {
 		kind = raftfsm.DeployKindTerminate
 	}
-	rep := w.reporter(depID, "")
+	rep := w.reporter(depID, "", t.Servers)
 	if rec != nil {
 		rep.release = rec.Release
 	}
