@@ -57,6 +57,7 @@ func TestBenchScale(t *testing.T) {
 		t.Skip("benchmark: set SHOAL_BENCH=smoke (20 nodes), SHOAL_BENCH=full (200) or SHOAL_SCALE_N=<n> (see docs/benchmarks.md)")
 	}
 	gossip := installGossipCounter()
+	scalePprof(t)
 
 	// The baseline: this process's CPU over the window before any node exists.
 	hz := clockTicks()

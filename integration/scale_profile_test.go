@@ -1,12 +1,28 @@
 package integration
 
 import (
+	"net/http"
+	_ "net/http/pprof"
 	"os"
 	"path/filepath"
 	"runtime/pprof"
 	"sync"
 	"testing"
+	"time"
 )
+
+// scalePprof serves net/http/pprof on SHOAL_SCALE_PPROF (an address like 127.0.0.1:6060) while TestBenchScale
+// runs, to profile any phase from outside: `go tool pprof -seconds 20 http://127.0.0.1:6060/debug/pprof/profile`.
+func scalePprof(t *testing.T) {
+	addr := os.Getenv("SHOAL_SCALE_PPROF")
+	if addr == "" {
+		return
+	}
+	srv := &http.Server{Addr: addr, Handler: http.DefaultServeMux, ReadHeaderTimeout: 10 * time.Second}
+	go srv.ListenAndServe()
+	t.Cleanup(func() { srv.Close() })
+	t.Logf("pprof on http://%s/debug/pprof/", addr)
+}
 
 // scaleProfile starts a CPU profile of one phase of TestBenchScale when SHOAL_SCALE_PROFILE names a directory
 // (the file is <dir>/<phase>.cpu.pprof; read it with `go tool pprof -top integration.test FILE`), and returns
