@@ -195,6 +195,7 @@ func (n *Node) JoinGossip(peers []string) error {
 const (
 	peersSaveInterval = 2 * time.Second
 	rejoinInterval    = 30 * time.Second
+	rejoinPeers       = 3 // the most missing peers one rejoin round contacts
 )
 
 func (n *Node) rejoinLoop() {
@@ -232,6 +233,15 @@ func (n *Node) rejoinLoop() {
 		next := peersSaveInterval
 		if len(missing) > 0 && (len(known) == 0 || time.Since(lastRejoin) >= rejoinInterval) {
 			lastRejoin = time.Now()
+			// A join is a push-pull of the whole member list with each address given, and any one that answers
+			// merges this node's view with that peer's: a few addresses, taken in turn, reach every partition in
+			// a few rounds. Joining all of them cost O(N) push-pulls per round on every node that missed many
+			// (on a starved 200-node mesh, nodes wrongly marked dead made that most nodes).
+			// A node that sees no one (restarted) still tries every peer it saved.
+			if len(known) > 0 && len(missing) > rejoinPeers {
+				rot := int(lastRejoin.UnixNano()/int64(time.Millisecond)) % len(missing)
+				missing = append(missing[rot:], missing[:rot]...)[:rejoinPeers]
+			}
 			if err := n.JoinGossip(missing); err != nil && len(known) == 0 {
 				n.log.Debug("rejoin", "err", err)
 				next, backoff = backoff, min(backoff*2, 10*time.Second)
