@@ -69,6 +69,9 @@ type Timing struct {
 	// Larger values suit a CPU-starved host: TestBenchScale's hundreds of nodes in one process on 2 cores.
 	GossipProbeTimeout  time.Duration
 	GossipSuspicionMult int
+	// GossipNoCompression turns off memberlist's LZW compression of gossip packets (each compression allocates a
+	// 16 KiB table): more bytes for less CPU and garbage. For many nodes in one process.
+	GossipNoCompression bool
 	// SnapshotThreshold is how many log entries trigger a Raft snapshot (the node raises it as the state grows:
 	// snapshots.go); SnapshotInterval how often Raft checks (it staggers up to twice this). Snapshots are encoded
 	// off the state lock, so checking often is cheap, and it bounds the log a kill -9 restart replays.

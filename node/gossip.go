@@ -49,6 +49,7 @@ type Member struct {
 type memberTable struct {
 	mu      sync.Mutex
 	members map[string]*Member
+	sorted  []Member // the members sorted by name, built at the first snapshot after a change (nil: stale)
 	changed chan struct{}
 }
 
@@ -68,6 +69,7 @@ func (t *memberTable) set(n *memberlist.Node, status string) {
 	m.Status = status
 	m.Addr, m.HTTP, m.Tags = meta.QUIC, meta.HTTP, meta.Tags
 	m.Gossip = net.JoinHostPort(n.Addr.String(), strconv.Itoa(int(n.Port)))
+	t.sorted = nil
 	t.mu.Unlock()
 	t.signal()
 }
@@ -76,12 +78,26 @@ func (t *memberTable) set(n *memberlist.Node, status string) {
 func (t *memberTable) snapshot() []Member {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	out := make([]Member, 0, len(t.members))
-	for _, m := range t.members {
-		out = append(out, *m)
+	if t.sorted == nil {
+		// Every service asks for the member list, several times a second on each node: sorting it once per
+		// change instead of once per call keeps that a copy.
+		t.sorted = make([]Member, 0, len(t.members))
+		for _, m := range t.members {
+			t.sorted = append(t.sorted, *m)
+		}
+		sort.Slice(t.sorted, func(i, j int) bool { return t.sorted[i].Name < t.sorted[j].Name })
 	}
-	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
-	return out
+	return slices.Clone(t.sorted)
+}
+
+// status returns the gossip status of the member named name, "" for one this node does not know.
+func (t *memberTable) status(name string) string {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if m := t.members[name]; m != nil {
+		return m.Status
+	}
+	return ""
 }
 
 // prune forgets members that have been dead or gone for longer than keep and that keep is not true for.
@@ -91,6 +107,7 @@ func (t *memberTable) prune(older time.Duration, keep func(name string) bool) {
 	for name, m := range t.members {
 		if m.Status != StatusAlive && time.Since(m.Since) > older && !keep(name) {
 			delete(t.members, name)
+			t.sorted = nil
 		}
 	}
 }
@@ -161,6 +178,9 @@ func (n *Node) startGossip() error {
 	}
 	if m := n.cfg.Timing.GossipSuspicionMult; m > 0 {
 		mc.SuspicionMult = m
+	}
+	if n.cfg.Timing.GossipNoCompression {
+		mc.EnableCompression = false
 	}
 	mc.DeadNodeReclaimTime = 10 * time.Second
 	n.gossip, err = memberlist.Create(mc)
@@ -299,6 +319,21 @@ func (n *Node) Members() []Member {
 }
 
 // departed returns the servers recorded in Raft as having left for good.
+// MemberStatus returns what Members would say of one member's status (StatusLeft for one that left the mesh for
+// good), or "" for a name this node does not know, at the cost of two lookups instead of the whole list.
+func (n *Node) MemberStatus(name string) string {
+	st := n.members.status(name)
+	if st == "" {
+		return ""
+	}
+	left := false
+	n.fsm.Read(func(s *raftfsm.State) { _, left = s.Departed[name] })
+	if left {
+		return StatusLeft
+	}
+	return st
+}
+
 func (n *Node) departed() map[string]bool {
 	out := map[string]bool{}
 	n.fsm.Read(func(s *raftfsm.State) {
