@@ -180,7 +180,7 @@ func TestBenchScale(t *testing.T) {
 	if err := cl.Upload(ctx, "/v1/apps/fleet/releases?version=v1", bytes.NewReader(archive), nil); err != nil {
 		t.Fatalf("upload release: %v", err)
 	}
-	committed := time.Now()
+	committed, index0 := time.Now(), c.Nodes[0].FSM().Index()
 	stopProfile := scaleProfile(t, "deploy")
 	lastLog := time.Now()
 	eventually(t, time.Duration(n)*3*time.Second, fmt.Sprintf("v1 on all %d servers", n), func() (bool, string) {
@@ -205,12 +205,19 @@ func TestBenchScale(t *testing.T) {
 		})
 		return state == raftfsm.DeploySucceeded && done == n, fmt.Sprintf("deployment %s, %d of %d servers done", state, done, n)
 	})
-	released := time.Since(committed)
+	released, writes := time.Since(committed), c.Nodes[0].FSM().Index()-index0
 	stopProfile()
 
 	// Idle: let the deployment's traffic end, then sample a window.
 	time.Sleep(5 * time.Second) // settling is part of the measurement, not a wait for a condition
 	ticks0, g0 := procTicks(t, pid), gossip.Load()
+	// The deployment may have moved the leadership (on a starved host an election or two is usual): measure
+	// the leader of now, and say whether it changed.
+	moved := ""
+	if l := c.Leader(); l != leader {
+		moved = fmt.Sprintf(" (leadership moved from %s to %s during the deployment)", leader.Name(), l.Name())
+		leader = l
+	}
 	lSent0, lRecv0 := leader.Endpoint().Traffic()
 	var all0 uint64
 	for _, nd := range c.Nodes {
@@ -236,7 +243,8 @@ func TestBenchScale(t *testing.T) {
 		fmt.Sprintf("%d nodes (%d voters, %d non-voters), Go %s, GOMAXPROCS %d, %s", n, voters, n-voters, runtime.Version(), runtime.GOMAXPROCS(0), benchMachine()),
 		fmt.Sprintf("joins: all %d joined in %s (%.0f ms per added node, slowest join %s)", n, secs(joined), joined.Seconds()*1000/added, secs(slowestJoin)),
 		fmt.Sprintf("membership converged %s after the last join (goal ≤ 10 s: %s); start to converged %s", secs(converged), verdict(converged <= 10*time.Second), secs(total)),
-		fmt.Sprintf("release committed → all %d servers succeeded: %s (goal ≤ 10 s: %s; %.1f ms per added node)", n, secs(released), verdict(released <= 10*time.Second), released.Seconds()*1000/added),
+		fmt.Sprintf("release committed → all %d servers succeeded: %s (goal ≤ 10 s: %s; %.1f ms per added node); %d Raft entries meanwhile (%.1f per server)%s",
+			n, secs(released), verdict(released <= 10*time.Second), released.Seconds()*1000/added, writes, float64(writes)/float64(n), moved),
 		fmt.Sprintf("idle, all %d nodes in this process: %.1f%% of a core over %.0f s (baseline %.2f%% subtracted) = %.2f%% per node (goal ≤ 1%%: %s)", n, cpu, el, baseline, cpu/float64(n), verdict(cpu/float64(n) <= 1)),
 		fmt.Sprintf("idle leader, Raft over QUIC: sends %.1f KB/s, receives %.1f KB/s = %.0f B/s sent per follower (goal ≤ 2 KB/s per follower: %s)", leaderUp/1000, leaderDown/1000, leaderUp/added, verdict(leaderUp/added <= 2000)),
 		fmt.Sprintf("idle follower, all its QUIC (Raft answers, spread, agents): sends %.0f B/s on average", followerUp),
