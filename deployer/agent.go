@@ -297,6 +297,7 @@ func (d *Deployer) agentLoop() {
 			d.stopWorkers()
 			return
 		case <-changed:
+			settle(d.ctx)
 		case <-t.C:
 		}
 	}

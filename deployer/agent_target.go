@@ -53,6 +53,8 @@ type target struct {
 	// Live means Dep is running and this node is in one of its started batches: the orchestrator decides on
 	// its outcome, so a failure here is reported and not retried.
 	Live bool
+	// Servers is how many servers Dep's batches hold (when Live): how many report statuses at once.
+	Servers int
 }
 
 // desiredFor decides, from the replicated state now, what node me should run for environment e:
@@ -78,10 +80,14 @@ func desiredFor(s *raftfsm.State, e *raftfsm.Env, me string) target {
 		}
 	}
 	if running != nil && inBatches(running, me, running.Batch) {
-		if running.Kind == raftfsm.DeployKindDeploy {
-			return target{Kind: raftfsm.DeployKindDeploy, Release: running.Release, Dep: running, Live: true}
+		servers := 0
+		for _, b := range running.Batches {
+			servers += len(b)
 		}
-		return target{Kind: running.Kind, Dep: running, Live: true}
+		if running.Kind == raftfsm.DeployKindDeploy {
+			return target{Kind: raftfsm.DeployKindDeploy, Release: running.Release, Dep: running, Live: true, Servers: servers}
+		}
+		return target{Kind: running.Kind, Dep: running, Live: true, Servers: servers}
 	}
 	if lastDone != nil && lastDone.Kind == raftfsm.DeployKindTerminate {
 		return target{Kind: kindStopped}

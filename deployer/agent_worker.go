@@ -62,9 +62,26 @@ func (w *envWorker) run() {
 			t.Stop()
 			return
 		case <-changed:
+			settle(w.ctx)
 		case <-t.C:
 		}
 		t.Stop()
+	}
+}
+
+// settleTime is how long a loop woken by a change of the state waits before it reads the state again. Every
+// node applies every write, and during a deployment to N servers there are several writes per server: a loop
+// that read the state at each one did O(N) reads per deployment on each of N nodes. Waiting a moment turns a
+// burst of writes into one read, at the cost of that moment of latency per step.
+const settleTime = 50 * time.Millisecond
+
+// settle waits settleTime, or until ctx ends.
+func settle(ctx context.Context) {
+	t := time.NewTimer(settleTime)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+	case <-t.C:
 	}
 }
 
@@ -226,7 +243,7 @@ func (w *envWorker) lifecycle(e *raftfsm.Env, rel releaseInfo, m *manifest.Manif
 func (w *envWorker) install(ctx context.Context, t target, v view, cur string) (err error) {
 	start := time.Now()
 	depID := t.depID()
-	rep := w.reporter(depID, t.Release)
+	rep := w.reporter(depID, t.Release, t.Servers)
 	defer rep.Close()
 	dlog := w.openLog(depID, t.Release)
 	defer dlog.Close()
@@ -325,7 +342,7 @@ func (w *envWorker) waitHealthy(ctx context.Context, e *raftfsm.Env, l *Lifecycl
 
 // check proves an installed release healthy for a running deployment, without installing it again.
 func (w *envWorker) check(ctx context.Context, t target, v view, rec *installRecord) {
-	rep := w.reporter(t.Dep.ID, t.Release)
+	rep := w.reporter(t.Dep.ID, t.Release, t.Servers)
 	defer rep.Close()
 	dlog := w.openLog(t.Dep.ID, t.Release)
 	defer dlog.Close()
@@ -389,7 +406,7 @@ func (w *envWorker) runOp(ctx context.Context, t target, v view, rec *installRec
 	if kind == kindStopped {
 		kind = raftfsm.DeployKindTerminate
 	}
-	rep := w.reporter(depID, "")
+	rep := w.reporter(depID, "", t.Servers)
 	if rec != nil {
 		rep.release = rec.Release
 	}

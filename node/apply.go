@@ -131,18 +131,17 @@ func (n *Node) untilLeaderWait(ctx context.Context, try func(deadline time.Time)
 func (n *Node) waitLeaderChange(ctx context.Context, leader string, term uint64, d time.Duration) bool {
 	timer := time.NewTimer(d)
 	defer timer.Stop()
-	tick := time.NewTicker(5 * time.Millisecond)
-	defer tick.Stop()
 	for {
+		changed := n.leaderW.changed()
+		if now, _ := n.Leader(); now != "" && (now != leader || n.raft.CurrentTerm() != term) {
+			return true
+		}
 		select {
 		case <-ctx.Done():
 			return false
 		case <-timer.C:
 			return true
-		case <-tick.C:
-			if now, _ := n.Leader(); now != "" && (now != leader || n.raft.CurrentTerm() != term) {
-				return true
-			}
+		case <-changed:
 		}
 	}
 }
@@ -209,19 +208,23 @@ func (n *Node) watchLeader(ctx context.Context, cancel context.CancelFunc, leade
 	done := make(chan struct{})
 	term := n.raft.CurrentTerm()
 	go func() {
-		t := time.NewTicker(10 * time.Millisecond)
+		// A new leader or a new Raft state arrives through leaderW at once; a new term under the same leader,
+		// which this node may see without either, within the tick.
+		t := time.NewTicker(100 * time.Millisecond)
 		defer t.Stop()
 		for {
+			changed := n.leaderW.changed()
+			if now, _ := n.Leader(); now != leader || n.raft.CurrentTerm() != term {
+				cancel()
+				return
+			}
 			select {
 			case <-done:
 				return
 			case <-ctx.Done():
 				return
+			case <-changed:
 			case <-t.C:
-				if now, _ := n.Leader(); now != leader || n.raft.CurrentTerm() != term {
-					cancel()
-					return
-				}
 			}
 		}
 	}()

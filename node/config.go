@@ -67,6 +67,14 @@ type Timing struct {
 	// GossipProbeInterval and GossipPushPull tune memberlist's failure detection and full-state syncs.
 	GossipProbeInterval time.Duration
 	GossipPushPull      time.Duration
+	// GossipProbeTimeout is how long a probe waits for its ack before asking others (0: memberlist's LAN default,
+	// 500 ms); GossipSuspicionMult scales how long a suspect has to refute before it is declared dead (0: 4).
+	// Larger values suit a CPU-starved host: TestBenchScale's hundreds of nodes in one process on 2 cores.
+	GossipProbeTimeout  time.Duration
+	GossipSuspicionMult int
+	// GossipNoCompression turns off memberlist's LZW compression of gossip packets (each compression allocates a
+	// 16 KiB table): more bytes for less CPU and garbage. For many nodes in one process.
+	GossipNoCompression bool
 	// SnapshotThreshold is how many log entries trigger a Raft snapshot (the node raises it as the state grows:
 	// snapshots.go); SnapshotInterval how often Raft checks (it staggers up to twice this). Snapshots are encoded
 	// off the state lock, so checking often is cheap, and it bounds the log a kill -9 restart replays.

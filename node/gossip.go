@@ -54,6 +54,7 @@ type Member struct {
 type memberTable struct {
 	mu      sync.Mutex
 	members map[string]*Member
+	sorted  []Member // the members sorted by name, built at the first snapshot after a change (nil: stale)
 	changed chan struct{}
 	// version counts the changes (commands.go caches what the members know until it moves).
 	version atomic.Uint64
@@ -80,6 +81,7 @@ func (t *memberTable) set(n *memberlist.Node, status string) {
 	}
 	m.Gossip = net.JoinHostPort(n.Addr.String(), strconv.Itoa(int(n.Port)))
 	t.version.Add(1)
+	t.sorted = nil
 	t.mu.Unlock()
 	t.signal()
 }
@@ -88,12 +90,26 @@ func (t *memberTable) set(n *memberlist.Node, status string) {
 func (t *memberTable) snapshot() []Member {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	out := make([]Member, 0, len(t.members))
-	for _, m := range t.members {
-		out = append(out, *m)
+	if t.sorted == nil {
+		// Every service asks for the member list, several times a second on each node: sorting it once per
+		// change instead of once per call keeps that a copy.
+		t.sorted = make([]Member, 0, len(t.members))
+		for _, m := range t.members {
+			t.sorted = append(t.sorted, *m)
+		}
+		sort.Slice(t.sorted, func(i, j int) bool { return t.sorted[i].Name < t.sorted[j].Name })
 	}
-	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
-	return out
+	return slices.Clone(t.sorted)
+}
+
+// status returns the gossip status of the member named name, "" for one this node does not know.
+func (t *memberTable) status(name string) string {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if m := t.members[name]; m != nil {
+		return m.Status
+	}
+	return ""
 }
 
 // prune forgets members that have been dead or gone for longer than keep and that keep is not true for.
@@ -103,6 +119,8 @@ func (t *memberTable) prune(older time.Duration, keep func(name string) bool) {
 	for name, m := range t.members {
 		if m.Status != StatusAlive && time.Since(m.Since) > older && !keep(name) {
 			delete(t.members, name)
+			t.sorted = nil
+			t.version.Add(1)
 		}
 	}
 }
@@ -168,6 +186,15 @@ func (n *Node) startGossip() error {
 	mc.Logger = memberlistLogger(n.log)
 	mc.ProbeInterval = n.cfg.Timing.GossipProbeInterval
 	mc.PushPullInterval = n.cfg.Timing.GossipPushPull
+	if t := n.cfg.Timing.GossipProbeTimeout; t > 0 {
+		mc.ProbeTimeout = t
+	}
+	if m := n.cfg.Timing.GossipSuspicionMult; m > 0 {
+		mc.SuspicionMult = m
+	}
+	if n.cfg.Timing.GossipNoCompression {
+		mc.EnableCompression = false
+	}
 	mc.DeadNodeReclaimTime = 10 * time.Second
 	n.gossip, err = memberlist.Create(mc)
 	if err != nil {
@@ -201,6 +228,7 @@ func (n *Node) JoinGossip(peers []string) error {
 const (
 	peersSaveInterval = 2 * time.Second
 	rejoinInterval    = 30 * time.Second
+	rejoinPeers       = 3 // the most missing peers one rejoin round contacts
 )
 
 func (n *Node) rejoinLoop() {
@@ -238,6 +266,15 @@ func (n *Node) rejoinLoop() {
 		next := peersSaveInterval
 		if len(missing) > 0 && (len(known) == 0 || time.Since(lastRejoin) >= rejoinInterval) {
 			lastRejoin = time.Now()
+			// A join is a push-pull of the whole member list with each address given, and any one that answers
+			// merges this node's view with that peer's: a few addresses, taken in turn, reach every partition in
+			// a few rounds. Joining all of them cost O(N) push-pulls per round on every node that missed many
+			// (on a starved 200-node mesh, nodes wrongly marked dead made that most nodes).
+			// A node that sees no one (restarted) still tries every peer it saved.
+			if len(known) > 0 && len(missing) > rejoinPeers {
+				rot := int(lastRejoin.UnixNano()/int64(time.Millisecond)) % len(missing)
+				missing = append(missing[rot:], missing[:rot]...)[:rejoinPeers]
+			}
 			if err := n.JoinGossip(missing); err != nil && len(known) == 0 {
 				n.log.Debug("rejoin", "err", err)
 				next, backoff = backoff, min(backoff*2, 10*time.Second)
@@ -295,6 +332,21 @@ func (n *Node) Members() []Member {
 }
 
 // departed returns the servers recorded in Raft as having left for good.
+// MemberStatus returns what Members would say of one member's status (StatusLeft for one that left the mesh for
+// good), or "" for a name this node does not know, at the cost of two lookups instead of the whole list.
+func (n *Node) MemberStatus(name string) string {
+	st := n.members.status(name)
+	if st == "" {
+		return ""
+	}
+	left := false
+	n.fsm.Read(func(s *raftfsm.State) { _, left = s.Departed[name] })
+	if left {
+		return StatusLeft
+	}
+	return st
+}
+
 func (n *Node) departed() map[string]bool {
 	out := map[string]bool{}
 	n.fsm.Read(func(s *raftfsm.State) {

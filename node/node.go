@@ -47,6 +47,7 @@ type Node struct {
 	routesMu   sync.Mutex
 	routeSet   map[string]*route // pattern → its current handler (api.go)
 	leaderCh   chan bool
+	leaderW    *leaderWatch // leader and Raft state changes (leaderwatch.go)
 	left       chan struct{}
 	leftOnce   sync.Once
 	metrics    *metrics
@@ -113,7 +114,7 @@ func Open(cfg Config) (*Node, error) {
 		return nil, fmt.Errorf("data dir %s belongs to node %q, not %q", cfg.DataDir, st.Name, cfg.Name)
 	}
 	n := &Node{cfg: cfg, log: cfg.Logger.With("node", cfg.Name), stored: st, fsm: raftfsm.New(),
-		leaderCh: make(chan bool, 16), left: make(chan struct{}), renewWake: make(chan struct{}, 1)}
+		leaderCh: make(chan bool, 16), leaderW: newLeaderWatch(), left: make(chan struct{}), renewWake: make(chan struct{}, 1)}
 	if st.Left {
 		return nil, fmt.Errorf("the node in data dir %s left the mesh (`node leave`): to bring this server back, remove the data dir and `node join` again with a join token", cfg.DataDir)
 	}
@@ -362,6 +363,7 @@ func (n *Node) startRaft() error {
 	if err != nil {
 		return fmt.Errorf("start raft: %w", err)
 	}
+	n.leaderW.observe(n.raft)
 	n.raftUp.Store(true)
 	if n.stored.Bootstrap {
 		has, err := raft.HasExistingState(store, store, snaps)

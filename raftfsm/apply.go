@@ -548,7 +548,7 @@ func applyNodeStatus(s *State, index uint64, c *NodeStatusSet) (any, *Error) {
 	st := c.Status
 	d.Nodes[c.Node] = &st
 	d.ModifyIndex = index
-	return d, nil
+	return &st, nil
 }
 
 // inStartedBatch reports whether name is in one of d's batches up to and including the current one.

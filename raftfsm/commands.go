@@ -302,7 +302,9 @@ type PipelinePut struct {
 
 // NodeStatusSet reports one server's progress in a deployment. It is refused (a result, not a panic) unless the
 // deployment is running, the server is in one of its started batches, and the server has not failed in it: a
-// finished deployment's record never changes, and a failure stands.
+// finished deployment's record never changes, and a failure stands. Its result is the row written, not the whole
+// deployment: every node applies every status write, and encoding a deployment of N servers each time cost the
+// mesh O(N) per write, O(N³) per deployment to all N (docs/scale.md).
 type NodeStatusSet struct {
 	ID     string     `json:"ID"`
 	Node   string     `json:"Node"`

@@ -205,18 +205,13 @@ func (s *Service) keeper() func(digest string) bool {
 // liveHolders lists the holders of a release that gossip sees up (alive or suspect), this node's own record
 // only if its store has the archive whole.
 func (s *Service) liveHolders(holders []string, digest string) []string {
-	up := map[string]bool{}
-	for _, m := range s.n.Members() {
-		if m.Status == node.StatusAlive || m.Status == node.StatusSuspect {
-			up[m.Name] = true
-		}
-	}
 	var out []string
 	for _, h := range holders {
 		if h == s.n.Name() && !s.store.Complete(digest) {
 			continue
 		}
-		if up[h] {
+		// One lookup per holder, not the whole member list: every download asks this every second.
+		if st := s.n.MemberStatus(h); st == node.StatusAlive || st == node.StatusSuspect {
 			out = append(out, h)
 		}
 	}

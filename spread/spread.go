@@ -15,6 +15,7 @@ import (
 	"path/filepath"
 	"slices"
 	"sort"
+	"strings"
 	"sync"
 	"time"
 
@@ -41,9 +42,15 @@ type Options struct {
 	UploadPacing bool
 	// InFlight is the number of piece requests in flight per peer (default 4).
 	InFlight int
+	// Peers is how many other nodes one download lists as sources at a time (default 16; see peersFor).
+	Peers int
 	// GCInterval is how often old releases are collected (default 1 minute).
 	GCInterval time.Duration
 }
+
+// DefaultPeers is Options.Peers' default: enough sources for the swarm to mix (the spread benchmarks of 16 and
+// 32 hosts keep their figures) and few enough connections per node for a mesh of hundreds.
+const DefaultPeers = 16
 
 // Service is one node's spread service.
 type Service struct {
@@ -78,6 +85,9 @@ func Attach(n *node.Node, opts Options) (*Service, error) {
 	}
 	if opts.Keep <= 0 {
 		opts.Keep = 5
+	}
+	if opts.Peers <= 0 {
+		opts.Peers = DefaultPeers
 	}
 	if opts.GCInterval <= 0 {
 		opts.GCInterval = time.Minute
@@ -193,7 +203,7 @@ func (s *Service) fetchRelease(ctx context.Context, r *raftfsm.Release, progress
 			d = &download{done: make(chan struct{})}
 			s.fetching[meta.Digest] = d
 			s.mu.Unlock()
-			d.err = s.fetch(ctx, meta, progress)
+			d.err = s.fetch(ctx, meta, progress, s.peersFor(r.App, r.Version))
 			s.mu.Lock()
 			delete(s.fetching, meta.Digest)
 			s.mu.Unlock()
@@ -241,7 +251,7 @@ func (s *Service) record(ctx context.Context, r *raftfsm.Release, wait time.Dura
 		r.App, r.Version, wait, err)
 }
 
-func (s *Service) fetch(ctx context.Context, meta artifact.Meta, progress func(done, total int64)) error {
+func (s *Service) fetch(ctx context.Context, meta artifact.Meta, progress func(done, total int64), peers func() []string) error {
 	if s.store.Complete(meta.Digest) {
 		return nil
 	}
@@ -270,7 +280,7 @@ func (s *Service) fetch(ctx context.Context, meta artifact.Meta, progress func(d
 	err := swarm.Fetch(fctx, swarm.FetchConfig{
 		Store: s.store, Dialer: s.n.Endpoint(), Logger: s.log, Metrics: s.server.Metrics(),
 		InFlight: s.opts.InFlight, DownloadLimit: s.down,
-	}, meta, s.peers)
+	}, meta, peers)
 	if err != nil {
 		return fmt.Errorf("download release archive %.12s: %w", meta.Digest, err)
 	}
@@ -282,14 +292,60 @@ func (s *Service) fetch(ctx context.Context, meta artifact.Meta, progress func(d
 	return nil
 }
 
-// peers lists the QUIC addresses of every other live member: each answers with the pieces it holds, so nodes
-// still downloading serve what they have.
-func (s *Service) peers() []string {
-	var out []string
-	for _, m := range s.n.Members() {
-		if m.Status == node.StatusAlive && m.Name != s.n.Name() && m.Addr != "" {
-			out = append(out, m.Addr)
+// peersFor returns the peer list of one download of release app/version: the QUIC addresses of up to
+// Options.Peers other live members (16 by default), half of them at most among the release's recorded holders
+// (whole copies), the rest among the others (nodes still downloading serve what they have). Each node ranks the
+// candidates by a hash of the digest, its own name and theirs, so the choice is stable from one call to the next
+// (a peer stays listed while it lives) and differs from node to node: the downloads of a large mesh form a
+// random graph of bounded degree instead of every node connecting to every other, whose handshakes and
+// connections grew as N² and did not fit 200 in-process nodes on 2 cores (docs/scale.md).
+func (s *Service) peersFor(app, version string) func() []string {
+	key := raftfsm.ReleaseKey(app, version)
+	ranks := map[string]string{} // name → rank, computed once per download
+	return func() []string {
+		var digest string
+		held := map[string]bool{}
+		s.n.FSM().Read(func(st *raftfsm.State) {
+			if r := st.Releases[key]; r != nil {
+				digest = r.Digest
+				for _, h := range r.Holders {
+					held[h] = true
+				}
+			}
+		})
+		me := s.n.Name()
+		var holders, others []node.Member
+		for _, m := range s.n.Members() {
+			if m.Status != node.StatusAlive || m.Name == me || m.Addr == "" {
+				continue
+			}
+			if ranks[m.Name] == "" {
+				ranks[m.Name] = rank(digest+"/"+me, m.Name)
+			}
+			if held[m.Name] {
+				holders = append(holders, m)
+			} else {
+				others = append(others, m)
+			}
 		}
+		return samplePeers(holders, others, ranks, s.opts.Peers)
+	}
+}
+
+// samplePeers picks up to limit addresses, at most half of them holders when enough others are there, each
+// group in rank order.
+func samplePeers(holders, others []node.Member, ranks map[string]string, limit int) []string {
+	byRank := func(a, b node.Member) int { return strings.Compare(ranks[a.Name], ranks[b.Name]) }
+	slices.SortFunc(holders, byRank)
+	slices.SortFunc(others, byRank)
+	nh := min(len(holders), max(limit/2, limit-len(others)))
+	no := min(len(others), limit-nh)
+	out := make([]string, 0, nh+no)
+	for _, m := range holders[:nh] {
+		out = append(out, m.Addr)
+	}
+	for _, m := range others[:no] {
+		out = append(out, m.Addr)
 	}
 	return out
 }
@@ -348,6 +404,21 @@ func (s *Service) replicate() {
 
 // underReplicated returns the releases this node should copy now.
 func (s *Service) underReplicated() []*raftfsm.Release {
+	// This runs at every change of the state; during a deployment that is every status write of every server.
+	// Releases short of holders are rare: look for one before reading the member list, whose cost grows with
+	// the mesh.
+	short := false
+	s.n.FSM().Read(func(st *raftfsm.State) {
+		for _, r := range st.Releases {
+			if len(r.Holders) > 0 && len(r.Holders) < s.opts.MinHolders && !slices.Contains(r.Holders, s.n.Name()) {
+				short = true
+				return
+			}
+		}
+	})
+	if !short {
+		return nil
+	}
 	var live []string
 	for _, m := range s.n.Members() {
 		if m.Status == node.StatusAlive {

@@ -102,6 +102,9 @@ type Endpoint struct {
 	join      *rpcMux
 	raft      *raftLayer
 	advertise net.Addr
+
+	trustMu sync.Mutex               // serialises Revalidate
+	trusted map[*quic.Conn]trustMark // the connections Revalidate last found trusted (trust.go)
 }
 
 type dialKey struct{ addr, alpn string }

@@ -6,6 +6,7 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
+	"time"
 
 	"github.com/quic-go/quic-go"
 )
@@ -74,25 +75,37 @@ func (e *Endpoint) clientTLS(alpn string) *tls.Config {
 
 // verifyChain checks that the first certificate verifies against roots for usage, using the rest as intermediates.
 func verifyChain(certs []*x509.Certificate, roots *x509.CertPool, usage x509.ExtKeyUsage) error {
+	_, err := verifyChainUntil(certs, roots, usage)
+	return err
+}
+
+// verifyChainUntil is verifyChain, and returns when the first certificate of the verified chain expires.
+func verifyChainUntil(certs []*x509.Certificate, roots *x509.CertPool, usage x509.ExtKeyUsage) (time.Time, error) {
 	if len(certs) == 0 {
-		return errors.New("no certificate presented")
+		return time.Time{}, errors.New("no certificate presented")
 	}
 	inter := x509.NewCertPool()
 	for _, c := range certs[1:] {
 		inter.AddCert(c)
 	}
-	_, err := certs[0].Verify(x509.VerifyOptions{
+	chains, err := certs[0].Verify(x509.VerifyOptions{
 		Roots:         roots,
 		Intermediates: inter,
 		KeyUsages:     []x509.ExtKeyUsage{usage},
 	})
 	if err != nil {
-		return err
+		return time.Time{}, err
 	}
 	if certs[0].Subject.CommonName == "" {
-		return errors.New("certificate names no node")
+		return time.Time{}, errors.New("certificate names no node")
 	}
-	return nil
+	until := certs[0].NotAfter
+	for _, c := range chains[0] {
+		if c.NotAfter.Before(until) {
+			until = c.NotAfter
+		}
+	}
+	return until, nil
 }
 
 // PeerName is the node name (certificate CommonName) the other side of conn authenticated with, or "" when it
