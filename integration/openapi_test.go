@@ -19,7 +19,6 @@ import (
 	"time"
 
 	"gopkg.in/yaml.v3"
-
 )
 
 // specPath is the API reference this test holds to the server.
