@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"time"
 
+	"github.com/shoal-ci/shoal/errs"
 	"github.com/shoal-ci/shoal/node"
 	"github.com/shoal-ci/shoal/raftfsm"
 )
@@ -63,8 +64,7 @@ func (s *Service) postBuild(w http.ResponseWriter, r *http.Request) error {
 	case errors.Is(err, ErrRefNotFound):
 		return badRequest("%v", err)
 	case err != nil:
-		return &node.APIError{Status: http.StatusBadGateway, Code: "repository_unreachable",
-			Message: "cannot resolve " + ref + ": " + err.Error() + ": check the app's repository URL and this node's access to it"}
+		return errs.New(errs.RepositoryUnreachable, "cannot resolve %s: %v: check the app's repository URL and this node's access to it", ref, err)
 	}
 	return s.n.Write(w, r, http.StatusCreated, &raftfsm.BuildQueue{App: name, Commit: sha, Ref: ref, Branch: branch,
 		Trigger: "manual", At: time.Now().UTC()})

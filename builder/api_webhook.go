@@ -10,7 +10,7 @@ import (
 	"net/http"
 	"time"
 
-	"github.com/shoal-ci/shoal/node"
+	"github.com/shoal-ci/shoal/errs"
 	"github.com/shoal-ci/shoal/raftfsm"
 )
 
@@ -52,7 +52,7 @@ func (s *Service) postHook(w http.ResponseWriter, r *http.Request) error {
 	var tooBig *http.MaxBytesError
 	if errors.As(err, &tooBig) || len(body) > maxHookBody {
 		count(hookBadRequest)
-		return node.Errorf(http.StatusRequestEntityTooLarge, "the webhook body is over the %d-byte limit: send push events only", maxHookBody)
+		return errs.New(errs.TooLarge, "the webhook body is over the %d-byte limit: send push events only", maxHookBody)
 	}
 	if err != nil {
 		count(hookBadRequest)
@@ -65,7 +65,7 @@ func (s *Service) postHook(w http.ResponseWriter, r *http.Request) error {
 		if err == nil || !errors.Is(err, ErrBadSignature) {
 			err = fmt.Errorf("%w: check that the forge and the app use the same secret", ErrBadSignature)
 		}
-		return &node.APIError{Status: http.StatusUnauthorized, Code: "bad_signature", Message: err.Error()}
+		return errs.New(errs.BadSignature, "%v", err)
 	}
 	switch {
 	case errors.Is(err, ErrUnknownProvider):
@@ -74,7 +74,7 @@ func (s *Service) postHook(w http.ResponseWriter, r *http.Request) error {
 	case errors.Is(err, ErrBadSignature):
 		count(hookBadSignature)
 		s.log.Warn("webhook refused", "app", name, "provider", provider, "remote", r.RemoteAddr, "err", err)
-		return &node.APIError{Status: http.StatusUnauthorized, Code: "bad_signature", Message: err.Error()}
+		return errs.New(errs.BadSignature, "%v", err)
 	case errors.Is(err, ErrNotPush):
 		count(hookIgnored)
 		return s.hookAnswer(w, http.StatusAccepted, HookResponse{Status: hookIgnored, Message: err.Error()})

@@ -245,11 +245,11 @@ func cloneVars(in map[string]raftfsm.Var) map[string]raftfsm.Var {
 }
 
 func notFound(format string, a ...any) error {
-	return &raftfsm.Error{Kind: raftfsm.KindNotFound, Message: fmt.Sprintf(format, a...)}
+	return &raftfsm.Error{Code: raftfsm.KindNotFound, Message: fmt.Sprintf(format, a...)}
 }
 
 func badRequest(format string, a ...any) error {
-	return &raftfsm.Error{Kind: raftfsm.KindBadRequest, Message: fmt.Sprintf(format, a...)}
+	return &raftfsm.Error{Code: raftfsm.KindBadRequest, Message: fmt.Sprintf(format, a...)}
 }
 
 // stopOrphans kills what builds of an earlier life of this node left running: processes whose working directory

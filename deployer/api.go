@@ -12,6 +12,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/shoal-ci/shoal/errs"
 	"github.com/shoal-ci/shoal/node"
 	"github.com/shoal-ci/shoal/raftfsm"
 )
@@ -112,7 +113,7 @@ func (d *Deployer) unregisterAPI() {
 	n := d.n
 	d.api.Close()
 	stopped := func(context.Context, string, json.RawMessage) (any, error) {
-		return nil, node.Errorf(http.StatusServiceUnavailable, "the deployer is not running on node %s", n.Name())
+		return nil, errs.New(errs.Unavailable, "the deployer is not running on node %s", n.Name())
 	}
 	n.Endpoint().HandleRPC(execLogRPC, stopped)
 	n.Endpoint().HandleRPC(logRPC, stopped)
@@ -149,7 +150,7 @@ func (d *Deployer) envOf(r *http.Request, name string) (raftfsm.Env, error) {
 		}
 	})
 	if !ok {
-		return raftfsm.Env{}, node.Errorf(http.StatusNotFound, "environment %q does not exist: `node env list` shows them", name)
+		return raftfsm.Env{}, errs.New(errs.NotFound, "environment %q does not exist: `node env list` shows them", name)
 	}
 	return e, nil
 }
@@ -181,7 +182,7 @@ func (d *Deployer) postDeployment(w http.ResponseWriter, r *http.Request) error 
 	case "", raftfsm.DeployKindDeploy:
 		in.Kind = raftfsm.DeployKindDeploy
 		if in.Release == "" {
-			return node.Errorf(http.StatusBadRequest, "a deploy needs a release: `node releases %s` lists them", e.App)
+			return errs.New(errs.BadRequest, "a deploy needs a release: `node releases %s` lists them", e.App)
 		}
 		if in.Release == e.Desired && !in.Force {
 			d.n.WriteJSON(w, http.StatusOK, CreateResult{Noop: true,
@@ -194,7 +195,7 @@ func (d *Deployer) postDeployment(w http.ResponseWriter, r *http.Request) error 
 	case raftfsm.DeployKindRestart, raftfsm.DeployKindTerminate:
 		in.Release = e.Desired
 	default:
-		return node.Errorf(http.StatusBadRequest, "kind %q is not one of deploy, restart, terminate", in.Kind)
+		return errs.New(errs.BadRequest, "kind %q is not one of deploy, restart, terminate", in.Kind)
 	}
 	dep := NewDeployment(&e, d.n.Members(), in.Kind, in.Release, who(r), in.Force, in.Strategy, time.Now())
 	return d.create(w, r, dep)
@@ -223,7 +224,7 @@ func (d *Deployer) listDeployments(w http.ResponseWriter, r *http.Request) error
 		}
 	})
 	if !exists && len(out) == 0 {
-		return node.Errorf(http.StatusNotFound, "environment %q does not exist", env)
+		return errs.New(errs.NotFound, "environment %q does not exist", env)
 	}
 	out, next := node.PageNewest(out, func(d raftfsm.Deployment) uint64 { return d.CreateIndex }, after, limit)
 	node.SetNextCursor(w, next)
@@ -263,7 +264,7 @@ func (d *Deployer) getDeployment(w http.ResponseWriter, r *http.Request) error {
 	}
 	dep, ok := d.deployment(r.PathValue("id"))
 	if !ok {
-		return node.Errorf(http.StatusNotFound, "deployment %q does not exist: `node deployments ENV` lists them", r.PathValue("id"))
+		return errs.New(errs.NotFound, "deployment %q does not exist: `node deployments ENV` lists them", r.PathValue("id"))
 	}
 	d.n.WriteJSON(w, http.StatusOK, dep)
 	return nil
@@ -278,10 +279,10 @@ func (d *Deployer) update(w http.ResponseWriter, r *http.Request, from []string,
 	}
 	dep, ok := d.deployment(id)
 	if !ok {
-		return node.Errorf(http.StatusNotFound, "deployment %q does not exist", id)
+		return errs.New(errs.NotFound, "deployment %q does not exist", id)
 	}
 	if !slices.Contains(from, dep.State) {
-		return node.Errorf(http.StatusConflict, "deployment %s is %s: only a deployment that is %s can be %s", id, dep.State, strings.Join(from, " or "), verb)
+		return errs.New(errs.Conflict, "deployment %s is %s: only a deployment that is %s can be %s", id, dep.State, strings.Join(from, " or "), verb)
 	}
 	u := &raftfsm.DeployUpdate{ID: id, State: to, Batch: dep.Batch, Error: dep.Error, At: time.Now().UTC(), By: who(r), From: []string{dep.State}}
 	if to == raftfsm.DeployCancelled {
@@ -325,7 +326,7 @@ func (d *Deployer) rollback(w http.ResponseWriter, r *http.Request) error {
 	var plan rollbackPlan
 	d.n.FSM().Read(func(s *raftfsm.State) { plan = planRollback(s, &e, in.To) })
 	if plan.to == "" {
-		return node.Errorf(http.StatusConflict, "environment %s has no earlier release to roll back to: name one with --to", e.Name)
+		return errs.New(errs.Conflict, "environment %s has no earlier release to roll back to: name one with --to", e.Name)
 	}
 	if plan.to == e.Desired && !plan.partial && plan.cancel == nil {
 		d.n.WriteJSON(w, http.StatusOK, CreateResult{Noop: true, Message: fmt.Sprintf("%s is already the release of %s", plan.to, e.Name)})
@@ -370,10 +371,10 @@ func (d *Deployer) fetchable(app, version string) error {
 		}
 	})
 	if rel == nil {
-		return node.Errorf(http.StatusNotFound, "app %s has no release %q: `node releases %s` lists them", app, version, app)
+		return errs.New(errs.NotFound, "app %s has no release %q: `node releases %s` lists them", app, version, app)
 	}
 	if err := f.Fetchable(rel); err != nil {
-		return node.Errorf(http.StatusConflict, "refused, nothing changed: %v", err)
+		return errs.New(errs.Conflict, "refused, nothing changed: %v", err)
 	}
 	return nil
 }
@@ -450,7 +451,7 @@ func (d *Deployer) getPipeline(w http.ResponseWriter, r *http.Request) error {
 		}
 	})
 	if !found {
-		return node.Errorf(http.StatusNotFound, "app %q does not exist", app)
+		return errs.New(errs.NotFound, "app %q does not exist", app)
 	}
 	p.App = app
 	if p.Stages == nil {
@@ -476,20 +477,20 @@ func (d *Deployer) promote(w http.ResponseWriter, r *http.Request) error {
 	}
 	app := r.PathValue("app")
 	if in.From == "" {
-		return node.Errorf(http.StatusBadRequest, "promote needs the environment the release comes from (--from)")
+		return errs.New(errs.BadRequest, "promote needs the environment the release comes from (--from)")
 	}
 	from, err := d.envOf(r, in.From)
 	if err != nil {
 		return err
 	}
 	if from.App != app {
-		return node.Errorf(http.StatusBadRequest, "environment %s belongs to app %s, not %s", from.Name, from.App, app)
+		return errs.New(errs.BadRequest, "environment %s belongs to app %s, not %s", from.Name, from.App, app)
 	}
 	if in.Release == "" {
 		in.Release = from.Desired
 	}
 	if in.Release == "" || in.Release != from.Desired {
-		return node.Errorf(http.StatusConflict, "%s is not the release of %s (it runs %q): only a release that deployed there can be promoted",
+		return errs.New(errs.Conflict, "%s is not the release of %s (it runs %q): only a release that deployed there can be promoted",
 			in.Release, from.Name, from.Desired)
 	}
 	to := in.To
@@ -503,7 +504,7 @@ func (d *Deployer) promote(w http.ResponseWriter, r *http.Request) error {
 			}
 		})
 		if to == "" {
-			return node.Errorf(http.StatusBadRequest, "%s is not followed by another stage in app %s's pipeline: name the target with --to", from.Name, app)
+			return errs.New(errs.BadRequest, "%s is not followed by another stage in app %s's pipeline: name the target with --to", from.Name, app)
 		}
 	}
 	e, err := d.envOf(r, to)
@@ -511,7 +512,7 @@ func (d *Deployer) promote(w http.ResponseWriter, r *http.Request) error {
 		return err
 	}
 	if e.App != app {
-		return node.Errorf(http.StatusBadRequest, "environment %s belongs to app %s, not %s", e.Name, e.App, app)
+		return errs.New(errs.BadRequest, "environment %s belongs to app %s, not %s", e.Name, e.App, app)
 	}
 	if e.Desired == in.Release {
 		d.n.WriteJSON(w, http.StatusOK, CreateResult{Noop: true, Message: fmt.Sprintf("%s already runs %s", e.Name, in.Release)})
@@ -534,7 +535,7 @@ type logRequest struct {
 func (d *Deployer) getLog(w http.ResponseWriter, r *http.Request) error {
 	id, name := r.PathValue("id"), r.PathValue("node")
 	if _, ok := d.deployment(id); !ok {
-		return node.Errorf(http.StatusNotFound, "deployment %q does not exist", id)
+		return errs.New(errs.NotFound, "deployment %q does not exist", id)
 	}
 	if name == d.n.Name() {
 		out, err := d.readLog(id)
@@ -555,16 +556,16 @@ func (d *Deployer) getLog(w http.ResponseWriter, r *http.Request) error {
 		}
 	}
 	if !member {
-		return node.Errorf(http.StatusNotFound, "server %q is not a member of this mesh: `node members` lists the servers", name)
+		return errs.New(errs.NotFound, "server %q is not a member of this mesh: `node members` lists the servers", name)
 	}
 	if addr == "" {
-		return node.Errorf(http.StatusServiceUnavailable, "server %s is not up, and its log of a deployment lives on it: retry when it is back", name)
+		return errs.New(errs.Unavailable, "server %s is not up, and its log of a deployment lives on it: retry when it is back", name)
 	}
 	ctx, cancel := context.WithTimeout(r.Context(), 15*time.Second)
 	defer cancel()
 	var out LogResponse
 	if err := d.n.Endpoint().Call(ctx, addr, logRPC, logRequest{Deployment: id}, &out); err != nil {
-		return node.Errorf(http.StatusBadGateway, "read the log from %s: %v", name, err)
+		return errs.New(errs.BadGateway, "read the log from %s: %v", name, err)
 	}
 	d.n.WriteJSON(w, http.StatusOK, out)
 	return nil
@@ -582,11 +583,11 @@ func (d *Deployer) serveLogRPC(_ context.Context, _ string, body json.RawMessage
 func (d *Deployer) readLog(id string) (*LogResponse, error) {
 	dep, ok := d.deployment(id)
 	if !ok {
-		return nil, node.Errorf(http.StatusNotFound, "deployment %q does not exist", id)
+		return nil, errs.New(errs.NotFound, "deployment %q does not exist", id)
 	}
 	path, err := d.DeploymentLogPath(dep.App, dep.Env, id)
 	if err != nil {
-		return nil, node.Errorf(http.StatusBadRequest, "%v", err)
+		return nil, errs.New(errs.BadRequest, "%v", err)
 	}
 	out := &LogResponse{Node: d.n.Name(), Deployment: id}
 	f, err := os.Open(path)

@@ -11,6 +11,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/shoal-ci/shoal/errs"
 	"github.com/shoal-ci/shoal/node"
 	"github.com/shoal-ci/shoal/raftfsm"
 )
@@ -39,10 +40,10 @@ type execLogRequest struct {
 func (d *Deployer) serveExecLogRPC(ctx context.Context, _ string, body json.RawMessage) (any, error) {
 	var req execLogRequest
 	if err := json.Unmarshal(body, &req); err != nil {
-		return nil, node.Errorf(http.StatusBadRequest, "exec_log request: %v", err)
+		return nil, errs.New(errs.BadRequest, "exec_log request: %v", err)
 	}
 	if !nameOK(req.App) || !nameOK(req.Env) {
-		return nil, node.Errorf(http.StatusBadRequest, "exec_log request names app %q, environment %q", req.App, req.Env)
+		return nil, errs.New(errs.BadRequest, "exec_log request names app %q, environment %q", req.App, req.Env)
 	}
 	return d.readExecLogWait(ctx, req.App, req.Env, req.Offset, req.Tail, min(time.Duration(req.WaitMS)*time.Millisecond, maxExecLogWait))
 }
@@ -111,7 +112,7 @@ func (d *Deployer) getExecLogs(w http.ResponseWriter, r *http.Request) error {
 	if v := q.Get("tail"); v != "" {
 		n, err := strconv.Atoi(v)
 		if err != nil || n < 0 {
-			return node.Errorf(http.StatusBadRequest, "tail %q is not a number of lines (0 means all that fits in 1 MiB)", v)
+			return errs.New(errs.BadRequest, "tail %q is not a number of lines (0 means all that fits in 1 MiB)", v)
 		}
 		tail = n
 	}
@@ -123,14 +124,14 @@ func (d *Deployer) getExecLogs(w http.ResponseWriter, r *http.Request) error {
 		}
 	})
 	if !ok {
-		return node.Errorf(http.StatusNotFound, "environment %q does not exist: `node env list` shows them", r.PathValue("env"))
+		return errs.New(errs.NotFound, "environment %q does not exist: `node env list` shows them", r.PathValue("env"))
 	}
 	servers := EnvServers(&e, d.n.Members())
 	if s := q.Get("server"); s != "" {
 		servers = []string{s}
 	}
 	if len(servers) == 0 {
-		return node.Errorf(http.StatusNotFound, "environment %s has no server up: name one with --server", e.Name)
+		return errs.New(errs.NotFound, "environment %s has no server up: name one with --server", e.Name)
 	}
 	follow := false
 	switch q.Get("follow") {
@@ -146,12 +147,12 @@ func (d *Deployer) getExecLogs(w http.ResponseWriter, r *http.Request) error {
 			c, err := d.fetchExecLog(r.Context(), s, e.App, e.Name, -1, tail, 0)
 			if err != nil {
 				if len(servers) == 1 {
-					return node.Errorf(http.StatusBadGateway, "%v", err)
+					return errs.New(errs.BadGateway, "%v", err)
 				}
 				c.Data = []byte(fmt.Sprintf("--- %v\n", err))
 			}
 			if c.Missing && len(servers) == 1 {
-				return node.Errorf(http.StatusNotFound, "server %s has no output of environment %s: its app never ran there (`node env show %s` lists the servers)", s, e.Name, e.Name)
+				return errs.New(errs.NotFound, "server %s has no output of environment %s: its app never ran there (`node env show %s` lists the servers)", s, e.Name, e.Name)
 			}
 			writeLines(&out, prefixOf(s, servers), c.Data)
 		}

@@ -14,6 +14,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
+	"github.com/shoal-ci/shoal/errs"
 	"github.com/shoal-ci/shoal/raftfsm"
 )
 
@@ -98,7 +99,7 @@ func (n *Node) handle(pattern, role string, limit int64, h Handler) (*route, *ro
 			if cur := rt.h.Load(); cur != nil {
 				code = n.serve(rec, r, cur.role, cur.limit, cur.h)
 			} else {
-				code = n.writeErrorFor(rec, r, apiErr(http.StatusServiceUnavailable, CodeUnavailable,
+				code = n.writeErrorFor(rec, r, errs.New(CodeUnavailable,
 					"%s is served by a service that is not running on this node now: try another node", pattern))
 			}
 			if code == 0 {
@@ -134,7 +135,7 @@ func (n *Node) authenticate(r *http.Request, role string) (*raftfsm.Token, error
 		text = strings.TrimPrefix(h, "Bearer ")
 	}
 	if text == "" {
-		return nil, apiErr(http.StatusUnauthorized, "unauthorized", "this request needs an API token: pass --token or set SHOAL_TOKEN (header Authorization: Bearer <token>)")
+		return nil, errs.New(errs.Unauthorized, "this request needs an API token: pass --token or set SHOAL_TOKEN (header Authorization: Bearer <token>)")
 	}
 	lookup := func() (tok *raftfsm.Token) {
 		n.fsm.Read(func(s *raftfsm.State) {
@@ -155,19 +156,19 @@ func (n *Node) authenticate(r *http.Request, role string) (*raftfsm.Token, error
 		if err != nil {
 			// Not caught up, and no leader to catch up with: the token may be one this node has not applied
 			// yet, so say "retry", not "wrong token".
-			return nil, apiErr(http.StatusServiceUnavailable, CodeNoLeader, "this node could not catch up with the leader to check the API token (%v); retry in a moment", err)
+			return nil, errs.New(CodeNoLeader, "this node could not catch up with the leader to check the API token (%v); retry in a moment", err)
 		}
 		tok = lookup()
 	}
 	if tok == nil && !n.Ready() {
 		// The token may be one this node has not replayed yet: say "retry", not "wrong token".
-		return nil, apiErr(http.StatusServiceUnavailable, CodeNoLeader, "this node is still loading the mesh state after a restart; retry in a moment")
+		return nil, errs.New(CodeNoLeader, "this node is still loading the mesh state after a restart; retry in a moment")
 	}
 	if tok == nil {
-		return nil, apiErr(http.StatusUnauthorized, "unauthorized", "the API token is not valid (wrong, revoked, or from another mesh): check --token / SHOAL_TOKEN")
+		return nil, errs.New(errs.Unauthorized, "the API token is not valid (wrong, revoked, or from another mesh): check --token / SHOAL_TOKEN")
 	}
 	if roleRank[tok.Role] < roleRank[role] {
-		return nil, apiErr(http.StatusForbidden, "forbidden", "token %q has role %s; this needs %s", tok.Name, tok.Role, role)
+		return nil, errs.New(errs.Forbidden, "token %q has role %s; this needs %s", tok.Name, tok.Role, role)
 	}
 	return tok, nil
 }
@@ -220,7 +221,7 @@ func (n *Node) beginRead(r *http.Request, needState bool) error {
 	// A node that restarted serves its snapshot until it has replayed its log with the leader: a plain read
 	// there would show records long gone or miss ones long there (a 404 for an app that exists). Say "retry".
 	if needState && !q.Has("consistent") && !n.Ready() {
-		return apiErr(http.StatusServiceUnavailable, CodeNoLeader, "this node is still loading the mesh state after a restart; retry in a moment, or ask another node")
+		return errs.New(CodeNoLeader, "this node is still loading the mesh state after a restart; retry in a moment, or ask another node")
 	}
 	// Read-your-writes on any node: a client that wrote at index N (the X-Shoal-Index of the answer) sends
 	// X-Shoal-Min-Index: N, and this node waits until its state includes N (bounded: a node cut off from the
@@ -228,7 +229,7 @@ func (n *Node) beginRead(r *http.Request, needState bool) error {
 	if v := firstOf(r.Header.Get("X-Shoal-Min-Index"), q.Get("min_index")); v != "" {
 		idx, err := strconv.ParseUint(v, 10, 64)
 		if err != nil {
-			return badRequest("min index %q is not a number", v)
+			return errs.New(errs.BadRequest, "min index %q is not a number", v)
 		}
 		n.WaitApplied(r.Context(), idx)
 	}
@@ -247,13 +248,13 @@ func (n *Node) beginRead(r *http.Request, needState bool) error {
 	if s := q.Get("index"); s != "" {
 		idx, err := strconv.ParseUint(s, 10, 64)
 		if err != nil {
-			return badRequest("index %q is not a number", s)
+			return errs.New(errs.BadRequest, "index %q is not a number", s)
 		}
 		wait := 5 * time.Minute
 		if ws := q.Get("wait"); ws != "" {
 			d, err := time.ParseDuration(ws)
 			if err != nil || d <= 0 {
-				return badRequest("wait %q is not a duration like 30s", ws)
+				return errs.New(errs.BadRequest, "wait %q is not a duration like 30s", ws)
 			}
 			wait = min(d, 10*time.Minute)
 		}
@@ -315,7 +316,7 @@ func (n *Node) routes() {
 	n.apiTokens()
 	n.apiEvents()
 	n.mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
-		writeError(w, apiErr(http.StatusNotFound, raftfsm.KindNotFound, "no API route %s %s: see docs/api.md", r.Method, r.URL.Path))
+		writeError(w, errs.New(raftfsm.KindNotFound, "no API route %s %s: see docs/api.md", r.Method, r.URL.Path))
 	})
 }
 

@@ -11,6 +11,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/shoal-ci/shoal/errs"
 	"github.com/shoal-ci/shoal/raftfsm"
 	"github.com/shoal-ci/shoal/transport"
 )
@@ -149,12 +150,12 @@ func (n *Node) apiApps() {
 			return err
 		}
 		if in.Name != nil && *in.Name != name {
-			return badRequest("an app cannot be renamed (body names %q, path %q)", *in.Name, name)
+			return errs.New(errs.BadRequest, "an app cannot be renamed (body names %q, path %q)", *in.Name, name)
 		}
 		res, err := n.update(r, func(s *raftfsm.State) (raftfsm.Command, error) {
 			cur := s.Apps[name]
 			if cur == nil {
-				return nil, apiErr(http.StatusNotFound, raftfsm.KindNotFound, "app %q does not exist", name)
+				return nil, errs.New(raftfsm.KindNotFound, "app %q does not exist", name)
 			}
 			a := *cur
 			in.applyTo(&a)
@@ -188,7 +189,7 @@ func (n *Node) writeApp(w http.ResponseWriter, status int, name string) error {
 		}
 	})
 	if !found {
-		return apiErr(http.StatusNotFound, raftfsm.KindNotFound, "app %q does not exist", name)
+		return errs.New(raftfsm.KindNotFound, "app %q does not exist", name)
 	}
 	n.WriteJSON(w, status, v)
 	return nil
@@ -203,7 +204,7 @@ func (n *Node) update(r *http.Request, build func(s *raftfsm.State) (raftfsm.Com
 	if v := r.URL.Query().Get("cas"); v != "" {
 		var err error
 		if want, err = strconv.ParseUint(v, 10, 64); err != nil {
-			return nil, badRequest("cas %q is not an index", v)
+			return nil, errs.New(errs.BadRequest, "cas %q is not an index", v)
 		}
 	}
 	ctx, cancel := contextWithTimeout(r, 15*time.Second)
@@ -238,7 +239,7 @@ func (n *Node) update(r *http.Request, build func(s *raftfsm.State) (raftfsm.Com
 			if uncertain(err) {
 				return nil, err
 			}
-			return nil, apiErr(http.StatusServiceUnavailable, CodeUnavailable, "the record kept changing under concurrent writes until the request's deadline; retry")
+			return nil, errs.New(CodeUnavailable, "the record kept changing under concurrent writes until the request's deadline; retry")
 		case <-time.After(pause):
 		}
 	}
@@ -399,12 +400,12 @@ func (n *Node) apiEnvs() {
 			return err
 		}
 		if in.Name != nil && *in.Name != name {
-			return badRequest("an environment cannot be renamed (body names %q, path %q)", *in.Name, name)
+			return errs.New(errs.BadRequest, "an environment cannot be renamed (body names %q, path %q)", *in.Name, name)
 		}
 		res, err := n.update(r, func(s *raftfsm.State) (raftfsm.Command, error) {
 			cur := s.Envs[name]
 			if cur == nil {
-				return nil, apiErr(http.StatusNotFound, raftfsm.KindNotFound, "environment %q does not exist", name)
+				return nil, errs.New(raftfsm.KindNotFound, "environment %q does not exist", name)
 			}
 			e := *cur
 			in.applyTo(&e)
@@ -438,7 +439,7 @@ func (n *Node) writeEnv(w http.ResponseWriter, status int, name string) error {
 		}
 	})
 	if !found {
-		return apiErr(http.StatusNotFound, raftfsm.KindNotFound, "environment %q does not exist", name)
+		return errs.New(raftfsm.KindNotFound, "environment %q does not exist", name)
 	}
 	n.WriteJSON(w, status, v)
 	return nil
@@ -489,7 +490,7 @@ func (n *Node) apiTokens() {
 			return err
 		}
 		if in.Name == "" {
-			return badRequest("a token needs a name (who or what uses it)")
+			return errs.New(errs.BadRequest, "a token needs a name (who or what uses it)")
 		}
 		if err := raftfsm.ValidName("token", in.Name); err != nil {
 			return err

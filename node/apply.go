@@ -5,12 +5,12 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"net/http"
 	"time"
 
 	"github.com/hashicorp/raft"
 	"github.com/quic-go/quic-go"
 
+	"github.com/shoal-ci/shoal/errs"
 	"github.com/shoal-ci/shoal/raftfsm"
 	"github.com/shoal-ci/shoal/transport"
 )
@@ -195,7 +195,7 @@ func (n *Node) applyOnce(ctx context.Context, data []byte, deadline time.Time) (
 	case errors.As(err, &re) && (re.Code == CodeNoLeader || re.Code == "not_leader"):
 		return nil, true, err
 	case errors.As(err, &re):
-		return nil, false, remoteToFSM(re)
+		return nil, false, re // the leader's refusal, code and message as it gave them
 	default:
 		return nil, false, &transport.RemoteError{Code: CodeUnavailable,
 			Message: fmt.Sprintf("lost contact with leader %s during the write, which may or may not have been applied: read the state before retrying (%v)", leader, err)}
@@ -242,19 +242,6 @@ func resultOf(index uint64, resp any) (*Applied, bool, error) {
 	return &Applied{Index: index, Value: r.Value}, false, nil
 }
 
-// remoteToFSM turns a forwarded rejection back into the *raftfsm.Error it was on the leader.
-func remoteToFSM(re *transport.RemoteError) error {
-	switch re.Code {
-	case raftfsm.KindBadRequest, raftfsm.KindConflict, raftfsm.KindNotFound:
-		return &raftfsm.Error{Kind: re.Code, Message: re.Message}
-	case CodeUnauthorized:
-		return apiErr(http.StatusUnauthorized, re.Code, "%s", re.Message)
-	case CodeForbidden:
-		return apiErr(http.StatusForbidden, re.Code, "%s", re.Message)
-	}
-	return re
-}
-
 // handleApply serves a write forwarded by another node. Only the leader applies; a node that is no longer leader
 // says so, and the caller retries against the new one. The leader decides what is committed: the command must
 // decode strictly (a malformed or unknown one is refused), and the caller's token, or the forwarding node itself,
@@ -262,7 +249,7 @@ func remoteToFSM(re *transport.RemoteError) error {
 func (n *Node) handleApply(ctx context.Context, peer string, body json.RawMessage) (any, error) {
 	var req applyRequest
 	if err := json.Unmarshal(body, &req); err != nil {
-		return nil, &raftfsm.Error{Kind: raftfsm.KindBadRequest, Message: "malformed forwarded write: " + err.Error()}
+		return nil, &raftfsm.Error{Code: raftfsm.KindBadRequest, Message: "malformed forwarded write: " + err.Error()}
 	}
 	if !n.raftUp.Load() || n.raft.State() != raft.Leader {
 		return nil, &transport.RemoteError{Code: "not_leader", Message: "this node is not the leader"}
@@ -273,7 +260,7 @@ func (n *Node) handleApply(ctx context.Context, peer string, body json.RawMessag
 		return nil, err
 	}
 	ae := n.authorizeForwarded(peer, req.Token, cmd)
-	if ae != nil && ae.Status == http.StatusUnauthorized {
+	if ae != nil && ae.Code == errs.Unauthorized {
 		// A leader fresh from an election may not have applied every committed entry yet, the token's creation
 		// among them: apply them all (a barrier), then decide. Only a refusal pays for this.
 		if n.raft.Barrier(n.cfg.LeaderWait).Error() == nil {

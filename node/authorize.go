@@ -3,8 +3,8 @@ package node
 import (
 	"context"
 	"fmt"
-	"net/http"
 
+	"github.com/shoal-ci/shoal/errs"
 	"github.com/shoal-ci/shoal/raftfsm"
 )
 
@@ -77,13 +77,13 @@ var authorities = map[raftfsm.CommandType]authority{
 
 // Codes of forwarded writes the leader refuses for who asked.
 const (
-	CodeUnauthorized = "unauthorized"
-	CodeForbidden    = "forbidden"
+	CodeUnauthorized = errs.Unauthorized
+	CodeForbidden    = errs.Forbidden
 )
 
 // authorizeForwarded decides whether a command that peer forwarded, on behalf of the API token tokenID (""
 // when the node writes on its own), may be committed. It reads the leader's state, so it must run on the leader.
-func (n *Node) authorizeForwarded(peer, tokenID string, c raftfsm.Command) *APIError {
+func (n *Node) authorizeForwarded(peer, tokenID string, c raftfsm.Command) *errs.Error {
 	a, listed := authorities[c.Type()]
 	if !listed {
 		return nil
@@ -98,29 +98,26 @@ func (n *Node) authorizeForwarded(peer, tokenID string, c raftfsm.Command) *APIE
 			}
 		})
 		if tok == nil {
-			return apiErr(http.StatusUnauthorized, CodeUnauthorized, "the API token was revoked (the leader does not know token %q): ask an admin for a new one", tokenID)
+			return errs.New(CodeUnauthorized, "the API token was revoked (the leader does not know token %q): ask an admin for a new one", tokenID)
 		}
 		if roleRank[tok.Role] < roleRank[a.role] {
-			return apiErr(http.StatusForbidden, CodeForbidden, "token %q has role %s; %s needs %s", tok.Name, tok.Role, what, a.role)
+			return errs.New(CodeForbidden, "token %q has role %s; %s needs %s", tok.Name, tok.Role, what, a.role)
 		}
 		return nil
 	}
 	if !a.node {
 		if a.role == "" {
-			return apiErr(http.StatusForbidden, CodeForbidden, "%s is written only by the leader itself; node %q may not forward it", what, peer)
+			return errs.New(CodeForbidden, "%s is written only by the leader itself; node %q may not forward it", what, peer)
 		}
-		return apiErr(http.StatusForbidden, CodeForbidden, "%s needs an API token of role %s; node %q sent none, and a node certificate alone is not enough", what, a.role, peer)
+		return errs.New(CodeForbidden, "%s needs an API token of role %s; node %q sent none, and a node certificate alone is not enough", what, a.role, peer)
 	}
 	if a.self != nil {
 		if about := a.self(c); about != peer {
-			return apiErr(http.StatusForbidden, CodeForbidden, "node %q may write %s only about itself, not about %q", peer, what, about)
+			return errs.New(CodeForbidden, "node %q may write %s only about itself, not about %q", peer, what, about)
 		}
 	}
 	return nil
 }
-
-// ErrorCode lets a refusal cross the node-to-node RPC with its code (see transport.RemoteError).
-func (e *APIError) ErrorCode() string { return e.Code }
 
 // tokenIDFrom is the id of the API token that authorised the request ctx belongs to ("" for a node's own work).
 func tokenIDFrom(ctx context.Context) string {

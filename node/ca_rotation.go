@@ -15,6 +15,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/shoal-ci/shoal/errs"
 	"github.com/shoal-ci/shoal/raftfsm"
 	"github.com/shoal-ci/shoal/transport"
 )
@@ -215,7 +216,7 @@ func (n *Node) postRotateCA(w http.ResponseWriter, r *http.Request) error {
 	st := n.caStatus()
 	if !in.Finish {
 		if st.NextCAHash != "" {
-			return apiErr(http.StatusConflict, raftfsm.KindConflict, "a CA rotation is already under way (next CA %s): finish it with `node ca rotate --finish`", st.NextCAHash)
+			return errs.New(raftfsm.KindConflict, "a CA rotation is already under way (next CA %s): finish it with `node ca rotate --finish`", st.NextCAHash)
 		}
 		ca, err := transport.NewCA(n.stored.Mesh)
 		if err != nil {
@@ -233,13 +234,13 @@ func (n *Node) postRotateCA(w http.ResponseWriter, r *http.Request) error {
 		grace = DefaultCAGrace
 	}
 	if grace < 0 || grace > 7*24*time.Hour {
-		return badRequest("grace %s is out of range: give a duration from 1s to 168h, like 10m", grace)
+		return errs.New(errs.BadRequest, "grace %s is out of range: give a duration from 1s to 168h, like 10m", grace)
 	}
 	if st.NextCAHash == "" {
-		return apiErr(http.StatusConflict, raftfsm.KindConflict, "no CA rotation is under way: start one with `node ca rotate`")
+		return errs.New(raftfsm.KindConflict, "no CA rotation is under way: start one with `node ca rotate`")
 	}
 	if len(st.Missing) > 0 && !in.Force {
-		return apiErr(http.StatusConflict, raftfsm.KindConflict, "members %s have no certificate from the next CA yet (are they running?): wait and retry, "+
+		return errs.New(raftfsm.KindConflict, "members %s have no certificate from the next CA yet (are they running?): wait and retry, "+
 			"or finish with --force and join those members again afterwards", strings.Join(st.Missing, ", "))
 	}
 	if _, err := n.Apply(ctx, &raftfsm.CARotate{Stage: raftfsm.CAStageFinish, At: time.Now().UTC(), Grace: raftfsm.Duration(grace)}); err != nil {
@@ -255,7 +256,7 @@ func (n *Node) postRotateCA(w http.ResponseWriter, r *http.Request) error {
 // of a rotation's second stage).
 func (n *Node) signNext(name string, req renewRequest, mesh raftfsm.Mesh) (*renewResponse, error) {
 	if mesh.NextCACert == "" {
-		return nil, &raftfsm.Error{Kind: raftfsm.KindConflict, Message: "no CA rotation is under way"}
+		return nil, &raftfsm.Error{Code: raftfsm.KindConflict, Message: "no CA rotation is under way"}
 	}
 	ca, err := transport.LoadCA([]byte(mesh.NextCACert), []byte(mesh.NextCAKey))
 	if err != nil {
@@ -263,7 +264,7 @@ func (n *Node) signNext(name string, req renewRequest, mesh raftfsm.Mesh) (*rene
 	}
 	cert, err := ca.SignNode(name, req.PublicKey, n.memberIPs(name), n.cfg.CertLifetime)
 	if err != nil {
-		return nil, &raftfsm.Error{Kind: raftfsm.KindBadRequest, Message: err.Error()}
+		return nil, &raftfsm.Error{Code: raftfsm.KindBadRequest, Message: err.Error()}
 	}
 	ctx, cancel := context.WithTimeout(n.ctx, 10*time.Second)
 	defer cancel()

@@ -100,7 +100,7 @@ func TestCARotation(t *testing.T) {
 		call(t, leader, c.AdminToken, "GET", "/v1/mesh/ca", nil, &st)
 		return len(st.Missing) == 1 && st.Missing[0] == down.Name()
 	})
-	var e APIError
+	var e answer
 	if code := call(t, leader, c.AdminToken, "POST", "/v1/mesh/ca/rotate", map[string]any{"finish": true}, &e); code != 409 || !strings.Contains(e.Message, down.Name()) {
 		t.Fatalf("finish with a member lacking its certificate: %d %+v", code, e)
 	}

@@ -207,7 +207,7 @@ func (n *Node) handleRenew(_ context.Context, peer string, body json.RawMessage)
 	}
 	var req renewRequest
 	if err := json.Unmarshal(body, &req); err != nil {
-		return nil, &raftfsm.Error{Kind: raftfsm.KindBadRequest, Message: "malformed renewal request: " + err.Error()}
+		return nil, &raftfsm.Error{Code: raftfsm.KindBadRequest, Message: "malformed renewal request: " + err.Error()}
 	}
 	return n.signRenewal(peer, req)
 }
@@ -239,7 +239,7 @@ func (n *Node) signRenewal(name string, req renewRequest) (*renewResponse, error
 	}
 	cert, err := ca.SignNode(name, req.PublicKey, n.memberIPs(name), n.cfg.CertLifetime)
 	if err != nil {
-		return nil, &raftfsm.Error{Kind: raftfsm.KindBadRequest, Message: err.Error()}
+		return nil, &raftfsm.Error{Code: raftfsm.KindBadRequest, Message: err.Error()}
 	}
 	n.log.Info("signed a renewed certificate", "component", "certs", "node", name)
 	return &renewResponse{CA: []byte(strings.Join(mesh.TrustedCAs(time.Now()), "")), Cert: cert}, nil

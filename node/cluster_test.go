@@ -112,7 +112,7 @@ func TestThreeNodeMesh(t *testing.T) {
 		t.Fatalf("update env: %d %+v", code, env)
 	}
 	// Errors carry the right statuses and codes.
-	var e APIError
+	var e answer
 	if code := call(t, follower, c.AdminToken, "POST", "/v1/apps", map[string]any{"name": "web"}, &e); code != 409 || e.Code != "conflict" {
 		t.Fatalf("duplicate app: %d %+v", code, e)
 	}
@@ -138,7 +138,7 @@ func TestThreeNodeMesh(t *testing.T) {
 func TestAuthAndRoles(t *testing.T) {
 	c := NewTestCluster(t, 1, nil)
 	n := c.Nodes[0]
-	var e APIError
+	var e answer
 	if code := call(t, n, "", "GET", "/v1/apps", nil, &e); code != 401 || e.Code != "unauthorized" {
 		t.Fatalf("no token: %d %+v", code, e)
 	}

@@ -8,6 +8,8 @@ import (
 	"io"
 	"net/http"
 	"strings"
+
+	"github.com/shoal-ci/shoal/errs"
 )
 
 // decode reads a JSON body strictly: unknown fields, duplicate keys and data after the document are errors, so
@@ -17,20 +19,20 @@ func decode(r *http.Request, v any) error {
 	if err != nil {
 		var tooLarge *http.MaxBytesError
 		if errors.As(err, &tooLarge) {
-			return apiErr(http.StatusRequestEntityTooLarge, "too_large", "the request body is larger than %d bytes, the most this route takes", tooLarge.Limit)
+			return errs.New(errs.TooLarge, "the request body is larger than %d bytes, the most this route takes", tooLarge.Limit)
 		}
-		return badRequest("read the request body: %v", err)
+		return errs.New(errs.BadRequest, "read the request body: %v", err)
 	}
 	if len(bytes.TrimSpace(data)) == 0 {
-		return badRequest("the request needs a JSON body")
+		return errs.New(errs.BadRequest, "the request needs a JSON body")
 	}
 	if err := CheckJSON(data); err != nil {
-		return badRequest("request body: %v", err)
+		return errs.New(errs.BadRequest, "request body: %v", err)
 	}
 	dec := json.NewDecoder(bytes.NewReader(data))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(v); err != nil {
-		return badRequest("request body: %v", err)
+		return errs.New(errs.BadRequest, "request body: %v", err)
 	}
 	return nil
 }

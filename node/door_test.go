@@ -141,7 +141,7 @@ func TestInternalErrorsCarryARequestID(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer resp.Body.Close()
-	var ae APIError
+	var ae answer
 	if err := json.NewDecoder(resp.Body).Decode(&ae); err != nil {
 		t.Fatal(err)
 	}

@@ -7,12 +7,21 @@ import (
 	"log/slog"
 	"net/http"
 
-	"github.com/shoal-ci/shoal/raftfsm"
-	"github.com/shoal-ci/shoal/transport"
+	"github.com/shoal-ci/shoal/errs"
 )
 
-// APIError is an error the HTTP API returns as JSON {"error": ..., "code": ...}.
-type APIError struct {
+// statusOf is the one table from an error's code to an HTTP status. A code not in it is an internal error.
+var statusOf = map[string]int{
+	errs.BadRequest: http.StatusBadRequest, errs.Unauthorized: http.StatusUnauthorized, errs.BadSignature: http.StatusUnauthorized,
+	errs.Forbidden: http.StatusForbidden, errs.NotFound: http.StatusNotFound, errs.Conflict: http.StatusConflict,
+	errs.TooLarge: http.StatusRequestEntityTooLarge, errs.TooManyRequests: http.StatusTooManyRequests, errs.TooManyWatchers: http.StatusTooManyRequests,
+	errs.BadGateway: http.StatusBadGateway, errs.RepositoryUnreachable: http.StatusBadGateway,
+	errs.Unavailable: http.StatusServiceUnavailable, errs.NoLeader: http.StatusServiceUnavailable,
+	errs.NotLeader: http.StatusServiceUnavailable, errs.DiskFull: http.StatusInsufficientStorage,
+}
+
+// answer is an error as the HTTP API sends it: {"code": ..., "error": ..., "request_id": ...}.
+type answer struct {
 	Status  int    `json:"-"`
 	Code    string `json:"code"`
 	Message string `json:"error"`
@@ -20,59 +29,22 @@ type APIError struct {
 	RequestID string `json:"request_id,omitempty"`
 }
 
-func (e *APIError) Error() string { return e.Message }
-
-func apiErr(status int, code, format string, a ...any) *APIError {
-	return &APIError{Status: status, Code: code, Message: fmt.Sprintf(format, a...)}
-}
-
-// Errorf returns an API error with the given HTTP status; the code is derived from the status. Handlers of other
-// packages use it for their own 4xx answers.
-func Errorf(status int, format string, a ...any) *APIError {
-	code := map[int]string{400: raftfsm.KindBadRequest, 401: "unauthorized", 403: "forbidden", 404: raftfsm.KindNotFound,
-		409: raftfsm.KindConflict, 413: "too_large", 429: "too_many_requests", 503: CodeUnavailable, 507: "disk_full"}[status]
-	if code == "" {
-		code = http.StatusText(status)
-	}
-	return apiErr(status, code, format, a...)
-}
-
-func badRequest(format string, a ...any) *APIError {
-	return apiErr(http.StatusBadRequest, raftfsm.KindBadRequest, format, a...)
-}
-
-// statusOf is the one mapping from an error to an HTTP status and code.
-func statusOf(err error) *APIError {
-	var ae *APIError
-	if errors.As(err, &ae) {
-		return ae
-	}
-	var fe *raftfsm.Error
-	if errors.As(err, &fe) {
-		switch fe.Kind {
-		case raftfsm.KindBadRequest:
-			return &APIError{Status: http.StatusBadRequest, Code: fe.Kind, Message: fe.Message}
-		case raftfsm.KindNotFound:
-			return &APIError{Status: http.StatusNotFound, Code: fe.Kind, Message: fe.Message}
-		case raftfsm.KindConflict:
-			return &APIError{Status: http.StatusConflict, Code: fe.Kind, Message: fe.Message}
+// answerOf maps err to its answer: an errs.Error by its code, anything else an internal error.
+func answerOf(err error) *answer {
+	var e *errs.Error
+	if errors.As(err, &e) {
+		if status, ok := statusOf[e.Code]; ok {
+			return &answer{Status: status, Code: e.Code, Message: e.Message}
 		}
 	}
-	var re *transport.RemoteError
-	if errors.As(err, &re) {
-		switch re.Code {
-		case CodeNoLeader, CodeUnavailable:
-			return &APIError{Status: http.StatusServiceUnavailable, Code: re.Code, Message: re.Message}
-		}
-	}
-	return &APIError{Status: http.StatusInternalServerError, Code: "internal", Message: err.Error()}
+	return &answer{Status: http.StatusInternalServerError, Code: errs.Internal, Message: err.Error()}
 }
 
 // writeErrorFor answers r with err. A 5xx is logged with the request's method and path under a new request id,
 // which the answer carries (and X-Request-Id); an internal error's own message stays in the log, since it may
 // name files, addresses or state the caller has no business seeing.
 func (n *Node) writeErrorFor(w http.ResponseWriter, r *http.Request, err error) int {
-	ae := statusOf(err)
+	ae := answerOf(err)
 	if ae.Status >= 500 {
 		c := *ae
 		c.RequestID = randomHex(8)
@@ -84,16 +56,17 @@ func (n *Node) writeErrorFor(w http.ResponseWriter, r *http.Request, err error) 
 		}
 		n.log.Log(r.Context(), level, "API request failed", "component", "api", "request_id", c.RequestID, "method", r.Method,
 			"path", r.URL.Path, "status", c.Status, "code", c.Code, "err", err)
-		if c.Code == "internal" {
+		if c.Code == errs.Internal {
 			c.Message = fmt.Sprintf("internal error on node %s: an operator finds it in the node's log under request id %s", n.cfg.Name, c.RequestID)
 		}
 		ae = &c
 	}
-	return writeError(w, ae)
+	return writeAnswer(w, ae)
 }
 
-func writeError(w http.ResponseWriter, err error) int {
-	ae := statusOf(err)
+func writeError(w http.ResponseWriter, err error) int { return writeAnswer(w, answerOf(err)) }
+
+func writeAnswer(w http.ResponseWriter, ae *answer) int {
 	if ae.Status == http.StatusServiceUnavailable || ae.Status == http.StatusTooManyRequests || ae.Status == http.StatusInsufficientStorage {
 		w.Header().Set("Retry-After", "1")
 	}

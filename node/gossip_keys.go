@@ -14,6 +14,7 @@ import (
 
 	"github.com/hashicorp/memberlist"
 
+	"github.com/shoal-ci/shoal/errs"
 	"github.com/shoal-ci/shoal/raftfsm"
 )
 
@@ -189,7 +190,7 @@ func (n *Node) postRotateGossipKey(w http.ResponseWriter, r *http.Request) error
 		overlap = DefaultKeyOverlap
 	}
 	if overlap < 0 || overlap > 24*time.Hour {
-		return badRequest("overlap %s is out of range: give a duration from 1s to 24h, like 1m", overlap)
+		return errs.New(errs.BadRequest, "overlap %s is out of range: give a duration from 1s to 24h, like 1m", overlap)
 	}
 	ctx, cancel := contextWithTimeout(r, 15*time.Second)
 	defer cancel()

@@ -13,6 +13,8 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/shoal-ci/shoal/errs"
 )
 
 // What an HTTP client, authenticated or not, can make a node hold.
@@ -186,11 +188,11 @@ func (w *watchers) acquire(token, node string) (release func(), err error) {
 		w.byToken = map[string]int{}
 	}
 	if w.byToken[token] >= maxWatchersPerToken {
-		return nil, apiErr(http.StatusTooManyRequests, "too_many_watchers",
+		return nil, errs.New(errs.TooManyWatchers,
 			"this token has %d blocking reads and event streams open on node %s, the most allowed: close some, or use one event stream (GET /v1/events) and read on its events", maxWatchersPerToken, node)
 	}
 	if w.total >= maxWatchersPerNode {
-		return nil, apiErr(http.StatusTooManyRequests, "too_many_watchers",
+		return nil, errs.New(errs.TooManyWatchers,
 			"node %s has %d blocking reads and event streams open, the most it serves: retry later or ask another node", node, maxWatchersPerNode)
 	}
 	w.byToken[token]++

@@ -3,6 +3,8 @@ package node
 import (
 	"net/http"
 	"strconv"
+
+	"github.com/shoal-ci/shoal/errs"
 )
 
 // Paging of list routes. A list answers a JSON array, in a stable order, of at most ?limit items that come after
@@ -23,7 +25,7 @@ func PageParams(r *http.Request, def int) (limit int, cursor string, err error) 
 	if v := q.Get("limit"); v != "" {
 		n, perr := strconv.Atoi(v)
 		if perr != nil || n < 0 || n > MaxPageLimit {
-			return 0, "", Errorf(http.StatusBadRequest, "limit %q is not valid: give a number from 1 to %d (0: no limit)", v, MaxPageLimit)
+			return 0, "", errs.New(errs.BadRequest, "limit %q is not valid: give a number from 1 to %d (0: no limit)", v, MaxPageLimit)
 		}
 		limit = n
 	}
@@ -38,7 +40,7 @@ func IndexCursor(cursor string) (uint64, error) {
 	}
 	n, err := strconv.ParseUint(cursor, 10, 64)
 	if err != nil || n == 0 {
-		return 0, Errorf(http.StatusBadRequest, "cursor %q is not valid: pass back the %s header of the previous page", cursor, NextCursorHeader)
+		return 0, errs.New(errs.BadRequest, "cursor %q is not valid: pass back the %s header of the previous page", cursor, NextCursorHeader)
 	}
 	return n, nil
 }

@@ -4,6 +4,7 @@ import (
 	"net/http"
 	"time"
 
+	"github.com/shoal-ci/shoal/errs"
 	"github.com/shoal-ci/shoal/raftfsm"
 )
 
@@ -26,9 +27,9 @@ func (n *Node) postRemoveMember(w http.ResponseWriter, r *http.Request) error {
 		writeJSON(w, http.StatusOK, map[string]any{"removed": name})
 		return nil
 	case !known:
-		return apiErr(http.StatusNotFound, raftfsm.KindNotFound, "no member is named %q: see `node members`", name)
+		return errs.New(raftfsm.KindNotFound, "no member is named %q: see `node members`", name)
 	case name == leader:
-		return apiErr(http.StatusConflict, raftfsm.KindConflict, "%q leads the mesh: run `node leave` against it (it hands leadership off first), or stop it and remove it once another node leads", name)
+		return errs.New(raftfsm.KindConflict, "%q leads the mesh: run `node leave` against it (it hands leadership off first), or stop it and remove it once another node leads", name)
 	}
 	if _, err := n.ApplyCtx(r, &raftfsm.MemberLeave{Name: name, At: time.Now().UTC()}); err != nil {
 		return err

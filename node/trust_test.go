@@ -151,7 +151,7 @@ func TestRevokedTokenRefusedAtOnceThroughFollower(t *testing.T) {
 		if code := call(t, leader, c.AdminToken, "DELETE", "/v1/tokens/"+tok.ID, nil, nil); code != 204 {
 			t.Fatalf("revoke: %d", code)
 		}
-		var e APIError
+		var e answer
 		code := call(t, f, tok.Token, "POST", "/v1/apps", map[string]any{"name": fmt.Sprintf("late%d", i), "repo": "https://example.com/x.git"}, &e)
 		if code != 401 {
 			t.Fatalf("try %d: a token revoked on the leader wrote through a follower: %d %+v", i, code, e)
@@ -388,7 +388,7 @@ func TestAdminRemovesAMember(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var e APIError
+	var e answer
 	if code := call(t, leader, c.AdminToken, "POST", "/v1/members/nobody/remove", nil, &e); code != 404 {
 		t.Errorf("removing an unknown member: %d %+v", code, e)
 	}

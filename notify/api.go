@@ -13,6 +13,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/shoal-ci/shoal/errs"
 	"github.com/shoal-ci/shoal/node"
 	"github.com/shoal-ci/shoal/raftfsm"
 )
@@ -164,7 +165,7 @@ func (s *Service) getSub(w http.ResponseWriter, r *http.Request) error {
 	}
 	sub, ok := s.sub(r.PathValue("id"))
 	if !ok {
-		return node.Errorf(http.StatusNotFound, "subscription %q does not exist: see `node notify list`", r.PathValue("id"))
+		return errs.New(errs.NotFound, "subscription %q does not exist: see `node notify list`", r.PathValue("id"))
 	}
 	s.n.WriteJSON(w, http.StatusOK, viewSub(&sub))
 	return nil
@@ -176,7 +177,7 @@ func (s *Service) postSub(w http.ResponseWriter, r *http.Request) error {
 		return err
 	}
 	if in.App == nil || *in.App == "" || in.URL == nil {
-		return node.Errorf(http.StatusBadRequest, "a subscription needs an app and a url")
+		return errs.New(errs.BadRequest, "a subscription needs an app and a url")
 	}
 	sub := raftfsm.Subscription{ID: newID(), CreatedAt: time.Now().UTC()}
 	in.applyTo(&sub)
@@ -200,7 +201,7 @@ func (s *Service) putSub(w http.ResponseWriter, r *http.Request) error {
 	}
 	sub, ok := s.sub(r.PathValue("id"))
 	if !ok {
-		return node.Errorf(http.StatusNotFound, "subscription %q does not exist: see `node notify list`", r.PathValue("id"))
+		return errs.New(errs.NotFound, "subscription %q does not exist: see `node notify list`", r.PathValue("id"))
 	}
 	// A Slack URL read back is shown without its path: writing that back means "keep the URL".
 	if in.URL != nil && *in.URL == viewSub(&sub).URL && *in.URL != sub.URL {
@@ -234,7 +235,7 @@ func (s *Service) listDeliveries(w http.ResponseWriter, r *http.Request) error {
 	if v := q.Get("limit"); v != "" {
 		l, err := strconv.Atoi(v)
 		if err != nil || l <= 0 {
-			return node.Errorf(http.StatusBadRequest, "limit %q is not a positive number", v)
+			return errs.New(errs.BadRequest, "limit %q is not a positive number", v)
 		}
 		limit = l
 	}
@@ -274,7 +275,7 @@ func (s *Service) getDelivery(w http.ResponseWriter, r *http.Request) error {
 		}
 	})
 	if !ok {
-		return node.Errorf(http.StatusNotFound, "delivery %q does not exist (the log keeps the last %d): see `node notify log`", r.PathValue("id"), 2000)
+		return errs.New(errs.NotFound, "delivery %q does not exist (the log keeps the last %d): see `node notify log`", r.PathValue("id"), 2000)
 	}
 	s.n.WriteJSON(w, http.StatusOK, d)
 	return nil
@@ -294,7 +295,7 @@ func (s *Service) getForge(w http.ResponseWriter, r *http.Request) error {
 		}
 	})
 	if !ok {
-		return node.Errorf(http.StatusNotFound, "app %q has no forge: set one with `node forge set`", r.PathValue("app"))
+		return errs.New(errs.NotFound, "app %q has no forge: set one with `node forge set`", r.PathValue("app"))
 	}
 	s.n.WriteJSON(w, http.StatusOK, viewForge(&f))
 	return nil
@@ -308,7 +309,7 @@ func (s *Service) putForge(w http.ResponseWriter, r *http.Request) error {
 	if in.URL == "" {
 		in.URL = DefaultForgeURL(in.Kind)
 		if in.URL == "" && in.Kind == "gitea" {
-			return node.Errorf(http.StatusBadRequest, "a Gitea forge needs its url (https://gitea.example.com)")
+			return errs.New(errs.BadRequest, "a Gitea forge needs its url (https://gitea.example.com)")
 		}
 	}
 	f := raftfsm.Forge{App: r.PathValue("app"), Kind: in.Kind, URL: in.URL, Repo: in.Repo, Token: in.Token,

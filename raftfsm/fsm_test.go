@@ -65,7 +65,7 @@ func (a *applier) rejected(c Command, kind string) {
 	a.t.Helper()
 	before, _ := a.f.MarshalState()
 	r := a.apply(c)
-	if r.Err == nil || r.Err.Kind != kind {
+	if r.Err == nil || r.Err.Code != kind {
 		a.t.Fatalf("%T: want %s rejection, got %+v", c, kind, r.Err)
 	}
 	after, _ := a.f.MarshalState()

@@ -8,6 +8,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/shoal-ci/shoal/errs"
 	"github.com/shoal-ci/shoal/node"
 	"github.com/shoal-ci/shoal/raftfsm"
 	"github.com/shoal-ci/shoal/swarm"
@@ -44,7 +45,7 @@ func (s *Service) postRelease(w http.ResponseWriter, r *http.Request) error {
 		}
 	}
 	if !exists() {
-		return node.Errorf(http.StatusNotFound, "app %q does not exist: create it first", app)
+		return errs.New(errs.NotFound, "app %q does not exist: create it first", app)
 	}
 	q := r.URL.Query()
 	if v := q.Get("version"); v != "" {
@@ -57,12 +58,12 @@ func (s *Service) postRelease(w http.ResponseWriter, r *http.Request) error {
 		var tooLarge *http.MaxBytesError
 		switch {
 		case errors.As(err, &tooLarge):
-			return node.Errorf(http.StatusRequestEntityTooLarge, "the archive is larger than %d bytes", MaxUpload)
+			return errs.New(errs.TooLarge, "the archive is larger than %d bytes", MaxUpload)
 		case errors.Is(err, syscall.ENOSPC) || errors.Is(err, syscall.EDQUOT):
 			s.n.Logger().Error("release upload refused: the disk is full", "component", "spread", "app", app, "err", err)
-			return node.Errorf(http.StatusInsufficientStorage, "node %s has no disk space left for the archive: free space in its data dir, or push through another node", s.n.Name())
+			return errs.New(errs.DiskFull, "node %s has no disk space left for the archive: free space in its data dir, or push through another node", s.n.Name())
 		}
-		return node.Errorf(http.StatusBadRequest, "store the uploaded archive: %v", err)
+		return errs.New(errs.BadRequest, "store the uploaded archive: %v", err)
 	}
 	if v := q.Get("version"); v != "" {
 		// The same archive pushed again for an existing release (whose archive was collected everywhere)
@@ -136,14 +137,14 @@ func (s *Service) postFetch(w http.ResponseWriter, r *http.Request) error {
 		rel = lookup()
 	}
 	if rel == nil {
-		return node.Errorf(http.StatusNotFound, "app %q has no release %q", r.PathValue("app"), r.PathValue("version"))
+		return errs.New(errs.NotFound, "app %q has no release %q", r.PathValue("app"), r.PathValue("version"))
 	}
 	ctx, cancel := context.WithTimeout(r.Context(), time.Hour)
 	defer cancel()
 	start := time.Now()
 	if err := s.fetchRelease(ctx, rel, nil, holderRecordWait); err != nil {
 		if errors.Is(err, swarm.ErrNoHolder) || errors.Is(err, raftfsm.ErrNoLiveHolder) {
-			return node.Errorf(http.StatusServiceUnavailable, "%v", err)
+			return errs.New(errs.Unavailable, "%v", err)
 		}
 		return err
 	}

@@ -11,7 +11,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"net/http"
 	"path/filepath"
 	"slices"
 	"sort"
@@ -20,6 +19,7 @@ import (
 	"time"
 
 	"github.com/shoal-ci/shoal/artifact"
+	"github.com/shoal-ci/shoal/errs"
 	"github.com/shoal-ci/shoal/node"
 	"github.com/shoal-ci/shoal/raftfsm"
 	"github.com/shoal-ci/shoal/swarm"
@@ -246,7 +246,7 @@ func (s *Service) record(ctx context.Context, r *raftfsm.Release, wait time.Dura
 			s.log.Warn("could not record this node as a holder", "app", r.App, "version", r.Version, "err", err)
 		}
 	})
-	return node.Errorf(http.StatusServiceUnavailable, "release %s %s is held whole on this node, but recording it as a holder "+
+	return errs.New(errs.Unavailable, "release %s %s is held whole on this node, but recording it as a holder "+
 		"did not succeed within %s (%v); it goes on in the background: check that the mesh has a leader (GET /v1/status)",
 		r.App, r.Version, wait, err)
 }

@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"github.com/shoal-ci/shoal/errs"
 	"io"
 	"runtime/debug"
 	"sync"
@@ -24,9 +25,9 @@ const requestReadTimeout = 30 * time.Second
 
 // Error codes this package puts on RemoteErrors it creates itself.
 const (
-	CodeInternal      = "internal"
+	CodeInternal      = errs.Internal
 	CodeUnknownMethod = "unknown_method"
-	CodeBadRequest    = "bad_request"
+	CodeBadRequest    = errs.BadRequest
 )
 
 // Stream error code for cancelling an RPC stream.
@@ -36,16 +37,9 @@ const codeCancelled quic.StreamErrorCode = 1
 // JSON; an error travels as a RemoteError, with its code if it has an `ErrorCode() string` method.
 type Handler func(ctx context.Context, peer string, body json.RawMessage) (any, error)
 
-// RemoteError is an error returned by the handler on the other node.
-type RemoteError struct {
-	Code    string `json:"code"`
-	Message string `json:"message"`
-}
-
-func (e *RemoteError) Error() string { return e.Message }
-
-// ErrorCode lets a handler that forwards a call return the remote error unchanged, code included.
-func (e *RemoteError) ErrorCode() string { return e.Code }
+// RemoteError is an error returned by the handler on the other node: Shoal's one error type, as the call
+// carried it.
+type RemoteError = errs.Error
 
 type rpcRequest struct {
 	Method string          `json:"method"`
@@ -269,8 +263,9 @@ func (e *Endpoint) Call(ctx context.Context, addr, method string, req, resp any)
 		}
 		st, err := conn.OpenStreamSync(ctx)
 		if err != nil {
-			if attempt == 0 && ctx.Err() == nil && conn.Context().Err() != nil {
-				continue // the cached connection died; Dial redials it
+			var reset *quic.StatelessResetError
+			if attempt == 0 && ctx.Err() == nil && (conn.Context().Err() != nil || errors.As(err, &reset)) {
+				continue // the cached connection died (a restarted peer's reset may end it just now); Dial redials it
 			}
 			return fmt.Errorf("call %s on %s: open stream: %w", method, addr, err)
 		}

@@ -11,6 +11,7 @@ import (
 	"path"
 	"strings"
 
+	"github.com/shoal-ci/shoal/errs"
 	"github.com/shoal-ci/shoal/node"
 )
 
@@ -39,7 +40,7 @@ func Attach(n *node.Node) {
 		}
 		f, ok := files[name]
 		if !ok {
-			return node.Errorf(http.StatusNotFound, "the dashboard has no file %q: open /ui/", name)
+			return errs.New(errs.NotFound, "the dashboard has no file %q: open /ui/", name)
 		}
 		h := w.Header()
 		h.Set("Content-Security-Policy", csp)
