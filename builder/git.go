@@ -11,6 +11,8 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/shoal-ci/shoal/internal/proc"
 )
 
 // ErrRefNotFound is returned (wrapped) by LsRemote when the repository has no such branch.
@@ -104,7 +106,7 @@ func runGit(ctx context.Context, dir, repo string, args ...string) ([]byte, erro
 	cmd := exec.CommandContext(ctx, "git", full...)
 	cmd.Env = gitEnv()
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-	cmd.Cancel = func() error { return syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL) }
+	proc.StopOnCancel(cmd, time.Second) // SIGTERM to the group, SIGKILL after the grace
 	cmd.WaitDelay = gitWaitDelay
 	var stdout, stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr

@@ -8,10 +8,11 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/shoal-ci/shoal/internal/proc"
 )
 
 // DefaultPath is the PATH a script gets when its environment names none: what `getconf PATH` gives plus
@@ -20,7 +21,7 @@ import (
 const DefaultPath = "/usr/local/bin:/usr/bin:/bin"
 
 // DefaultKillGrace is how long a script's process group has between SIGTERM and SIGKILL.
-const DefaultKillGrace = 5 * time.Second
+const DefaultKillGrace = proc.DefaultGrace
 
 // outputDrain bounds how long RunScript waits for output after the script's process group is gone: a
 // process that escaped the group (setsid) may still hold the pipe open, and must not hang the build.
@@ -121,21 +122,21 @@ func RunScript(ctx context.Context, s Script) (Result, error) {
 	var ok bool
 	select {
 	case waitErr = <-exited:
-		stopGroup(pgid, grace, nil)
+		proc.StopGroup(pgid, grace, nil)
 	case <-timeout:
 		if waitErr, ok = exitedAlready(exited, pgid); ok {
-			stopGroup(pgid, grace, nil)
+			proc.StopGroup(pgid, grace, nil)
 			break
 		}
 		res.TimedOut = true
-		waitErr = stopGroup(pgid, grace, exited)
+		waitErr = proc.StopGroup(pgid, grace, exited)
 	case <-ctx.Done():
 		if waitErr, ok = exitedAlready(exited, pgid); ok {
-			stopGroup(pgid, grace, nil)
+			proc.StopGroup(pgid, grace, nil)
 			break
 		}
 		res.Cancelled = true
-		waitErr = stopGroup(pgid, grace, exited)
+		waitErr = proc.StopGroup(pgid, grace, exited)
 	}
 
 	select {
@@ -164,91 +165,10 @@ func exitedAlready(exited <-chan error, pid int) (error, bool) {
 	if _, err := os.Stat("/proc/self/stat"); err != nil {
 		return nil, false // no /proc to tell: treat the script as still running
 	}
-	if pg, state, ok := procGroup(strconv.Itoa(pid)); !ok || pg != pid || state == 'Z' {
+	if st, err := proc.ReadStat(pid); err != nil || st.Pgrp != pid || st.State == 'Z' {
 		return <-exited, true
 	}
 	return nil, false
-}
-
-// stopGroup stops every process in the group: SIGTERM, then SIGKILL once the grace period passes. When
-// exited is not nil the group's leader is still running and its Wait result is returned once it has been
-// reaped; otherwise the leader is already reaped and stopGroup clears out what it left behind.
-func stopGroup(pgid int, grace time.Duration, exited <-chan error) error {
-	if syscall.Kill(-pgid, syscall.SIGTERM) != nil {
-		// ESRCH: the group is already empty.
-		if exited != nil {
-			return <-exited
-		}
-		return nil
-	}
-	deadline := time.NewTimer(grace)
-	defer deadline.Stop()
-	if exited != nil {
-		select {
-		case err := <-exited:
-			waitGroupGone(pgid, deadline.C)
-			return err
-		case <-deadline.C:
-			syscall.Kill(-pgid, syscall.SIGKILL)
-			return <-exited
-		}
-	}
-	waitGroupGone(pgid, deadline.C)
-	return nil
-}
-
-// waitGroupGone polls until no process is left in the group, or SIGKILLs the group when the deadline
-// passes first. Orphans are reaped by init, not by us, so polling is the only way to see them go.
-func waitGroupGone(pgid int, deadline <-chan time.Time) {
-	tick := time.NewTicker(20 * time.Millisecond)
-	defer tick.Stop()
-	for groupAlive(pgid) {
-		select {
-		case <-deadline:
-			syscall.Kill(-pgid, syscall.SIGKILL)
-			return
-		case <-tick.C:
-		}
-	}
-}
-
-// groupAlive reports whether a live (non-zombie) process is in the group. A zombie counts as gone: it runs
-// nothing, and its reaping is its parent's business.
-func groupAlive(pgid int) bool {
-	if syscall.Kill(-pgid, 0) != nil {
-		return false
-	}
-	entries, err := os.ReadDir("/proc")
-	if err != nil {
-		return true // no /proc: signal 0 is all we can know
-	}
-	for _, e := range entries {
-		if e.Name()[0] < '0' || e.Name()[0] > '9' {
-			continue
-		}
-		if pg, state, ok := procGroup(e.Name()); ok && pg == pgid && state != 'Z' {
-			return true
-		}
-	}
-	return false
-}
-
-// procGroup reads a process's group id and state from /proc/<pid>/stat.
-func procGroup(pid string) (pgid int, state byte, ok bool) {
-	data, err := os.ReadFile("/proc/" + pid + "/stat")
-	if err != nil {
-		return 0, 0, false
-	}
-	// The command name is in parentheses and may hold spaces; the fields after its closing one are fixed.
-	i := strings.LastIndexByte(string(data), ')')
-	if i < 0 {
-		return 0, 0, false
-	}
-	var ppid int
-	if _, err := fmt.Sscanf(string(data[i+1:]), " %c %d %d", &state, &ppid, &pgid); err != nil {
-		return 0, 0, false
-	}
-	return pgid, state, true
 }
 
 func exitCode(ps *os.ProcessState, waitErr error) int {

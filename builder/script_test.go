@@ -10,6 +10,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/shoal-ci/shoal/internal/proc"
 )
 
 // syncBuffer is a bytes.Buffer safe to read while RunScript writes to it.
@@ -91,8 +93,8 @@ func cancelWhenWritten(t *testing.T, file string, cancel context.CancelFunc) {
 
 // processGone reports whether pid has exited (a zombie awaiting its reaper counts as gone).
 func processGone(pid int) bool {
-	_, state, ok := procGroup(strconv.Itoa(pid))
-	return !ok || state == 'Z'
+	st, err := proc.ReadStat(pid)
+	return err != nil || st.State == 'Z'
 }
 
 func TestSetEStopsAtFirstFailure(t *testing.T) {

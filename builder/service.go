@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/shoal-ci/shoal/artifact"
+	"github.com/shoal-ci/shoal/internal/proc"
 	"github.com/shoal-ci/shoal/node"
 	"github.com/shoal-ci/shoal/raftfsm"
 )
@@ -271,8 +272,8 @@ func stopOrphans(workDir string, log *slog.Logger) {
 		if err != nil || (cwd != workDir && !strings.HasPrefix(cwd, workDir+string(filepath.Separator))) {
 			continue
 		}
-		if pg, _, ok := procGroup(e.Name()); ok && pg > 1 && pg != ownGroup {
-			syscall.Kill(-pg, syscall.SIGKILL)
+		if st, err := proc.ReadStat(pid); err == nil && st.Pgrp > 1 && st.Pgrp != ownGroup {
+			syscall.Kill(-st.Pgrp, syscall.SIGKILL)
 		}
 		syscall.Kill(pid, syscall.SIGKILL)
 		log.Warn("stopped a process left running by a build before this node restarted", "pid", pid, "cwd", cwd)

@@ -10,6 +10,8 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/shoal-ci/shoal/internal/proc"
 )
 
 // Health check defaults.
@@ -161,7 +163,7 @@ func checkCommand(ctx context.Context, spec HealthSpec) string {
 	cmd.Stdout, cmd.Stderr = out, out
 	// Its own process group, so a timeout kills what the command started too.
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-	cmd.Cancel = func() error { return syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL) }
+	proc.StopOnCancel(cmd, time.Second) // SIGTERM to the group, SIGKILL after the grace
 	cmd.WaitDelay = time.Second
 	err := cmd.Run()
 	switch {

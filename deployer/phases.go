@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/shoal-ci/shoal/internal/fsutil"
+	"github.com/shoal-ci/shoal/internal/proc"
 	"github.com/shoal-ci/shoal/manifest"
 )
 
@@ -489,8 +490,9 @@ func (l *Lifecycle) runSection(ctx context.Context, phase, dir string) error {
 }
 
 // runScript runs `bash -e script` in dir with its own log and time limit. The script gets a session of
-// its own: a timeout kills everything it started, while daemons that a Start section leaves behind on
-// success live on.
+// its own: a timeout or an interruption stops everything it started (SIGTERM, then SIGKILL after the grace:
+// proc.StopOnCancel, the builder's policy too), while daemons that a Start section leaves behind on success
+// live on.
 func (l *Lifecycle) runScript(ctx context.Context, phase, script, dir string) error {
 	l.begin(phase)
 	logPath := l.LogPath(phase)
@@ -507,7 +509,7 @@ func (l *Lifecycle) runScript(ctx context.Context, phase, script, dir string) er
 	cmd.Env = l.baseEnv()
 	cmd.Stdout, cmd.Stderr = logf, logf
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
-	cmd.Cancel = func() error { return syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL) }
+	proc.StopOnCancel(cmd, proc.DefaultGrace) // SIGTERM to the group, SIGKILL after the grace
 	err = cmd.Run()
 	if err == nil {
 		return nil

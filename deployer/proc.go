@@ -2,85 +2,23 @@ package deployer
 
 import (
 	"bytes"
-	"errors"
-	"fmt"
 	"os"
 	"strconv"
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/shoal-ci/shoal/internal/proc"
 )
-
-// procStat is the part of /proc/<pid>/stat the supervisor needs.
-type procStat struct {
-	state      byte
-	ppid       int
-	pgrp       int
-	session    int
-	startTicks uint64 // field 22: start time in clock ticks after boot; with the pid it names one process
-}
-
-func readProcStat(pid int) (procStat, error) {
-	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
-	if err != nil {
-		return procStat{}, err
-	}
-	return parseProcStat(b)
-}
-
-func parseProcStat(b []byte) (procStat, error) {
-	// The command name (field 2) is in parentheses and may itself hold spaces and parentheses, so the
-	// fields are counted from the last ')'.
-	i := bytes.LastIndexByte(b, ')')
-	if i < 0 {
-		return procStat{}, errors.New("malformed /proc stat line")
-	}
-	f := bytes.Fields(b[i+1:])
-	// f[0] is field 3 (state), so field n is f[n-3].
-	if len(f) < 20 || len(f[0]) != 1 {
-		return procStat{}, errors.New("short /proc stat line")
-	}
-	ppid, err1 := strconv.Atoi(string(f[1]))
-	pgrp, err2 := strconv.Atoi(string(f[2]))
-	sid, err3 := strconv.Atoi(string(f[3]))
-	start, err4 := strconv.ParseUint(string(f[19]), 10, 64)
-	if err := errors.Join(err1, err2, err3, err4); err != nil {
-		return procStat{}, fmt.Errorf("malformed /proc stat line: %w", err)
-	}
-	return procStat{state: f[0][0], ppid: ppid, pgrp: pgrp, session: sid, startTicks: start}, nil
-}
 
 // running reports whether pid is the process that started at startTicks and has not exited. A zombie
 // has exited: only its parent has not collected it yet.
 func running(pid int, startTicks uint64) bool {
-	st, err := readProcStat(pid)
+	st, err := proc.ReadStat(pid)
 	if err != nil {
 		return false
 	}
-	return st.startTicks == startTicks && st.state != 'Z' && st.state != 'X'
-}
-
-// groupRunning reports whether any process of the group pgid is still running (zombies excluded, since
-// a container's init may never reap them).
-func groupRunning(pgid int) bool {
-	if err := unix.Kill(-pgid, 0); errors.Is(err, unix.ESRCH) {
-		return false
-	}
-	entries, err := os.ReadDir("/proc")
-	if err != nil {
-		return true // cannot tell: assume the worst so callers escalate rather than report success
-	}
-	for _, e := range entries {
-		pid, err := strconv.Atoi(e.Name())
-		if err != nil {
-			continue
-		}
-		st, err := readProcStat(pid)
-		if err == nil && st.pgrp == pgid && st.state != 'Z' && st.state != 'X' {
-			return true
-		}
-	}
-	return false
+	return st.StartTicks == startTicks && st.State != 'Z' && st.State != 'X'
 }
 
 // reap collects pid if it is an exited child of this process and describes how it ended. For a process
@@ -112,7 +50,7 @@ func waitGroupsGone(pgids []int, deadline <-chan time.Time, done <-chan struct{}
 			if !reaped[g] {
 				_, reaped[g] = reap(g)
 			}
-			if groupRunning(g) {
+			if proc.GroupRunning(g) {
 				left = append(left, g)
 			}
 		}
@@ -150,8 +88,8 @@ func findMarked(prefix string) []markedProc {
 		if err != nil {
 			continue
 		}
-		st, err := readProcStat(pid)
-		if err != nil || st.session != pid || st.state == 'Z' || st.state == 'X' {
+		st, err := proc.ReadStat(pid)
+		if err != nil || st.Session != pid || st.State == 'Z' || st.State == 'X' {
 			continue
 		}
 		env, err := os.ReadFile("/proc/" + e.Name() + "/environ")
@@ -160,7 +98,7 @@ func findMarked(prefix string) []markedProc {
 		}
 		for _, kv := range bytes.Split(env, []byte{0}) {
 			if v, ok := bytes.CutPrefix(kv, []byte(prefix)); ok {
-				out = append(out, markedProc{pid: pid, startTicks: st.startTicks, value: string(v)})
+				out = append(out, markedProc{pid: pid, startTicks: st.StartTicks, value: string(v)})
 				break
 			}
 		}

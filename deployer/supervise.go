@@ -23,6 +23,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/shoal-ci/shoal/internal/fsutil"
+	"github.com/shoal-ci/shoal/internal/proc"
 )
 
 // Supervision defaults, after Distelli's: a process that ran less than five minutes is restarted with
@@ -464,11 +465,11 @@ func (s *Supervisor) spawnLocked(run *execRun, slot int) (instanceRecord, error)
 		return instanceRecord{}, fmt.Errorf("fork bash -e %s: %w", run.spec.Script, err)
 	}
 	// The child is ours and unreaped, so its pid cannot be reused before this read.
-	st, err := readProcStat(pid)
+	st, err := proc.ReadStat(pid)
 	if err != nil {
 		return instanceRecord{}, fmt.Errorf("read start time of pid %d: %w", pid, err)
 	}
-	rec := instanceRecord{Slot: slot, PID: pid, StartTicks: st.startTicks, SpecHash: run.hash, StartedAt: time.Now()}
+	rec := instanceRecord{Slot: slot, PID: pid, StartTicks: st.StartTicks, SpecHash: run.hash, StartedAt: time.Now()}
 	s.instances[slot] = rec
 	s.notifyLocked()
 	if err := s.saveLocked(); err != nil {
@@ -518,7 +519,7 @@ func waitExit(run *execRun, inst instanceRecord) (string, bool) {
 	}
 	// Kill what the process left behind in its group before collecting it: while it is an unreaped
 	// zombie its pid, and so the group id, cannot name anyone else.
-	if st, err := readProcStat(inst.PID); err == nil && st.ppid == os.Getpid() && st.startTicks == inst.StartTicks {
+	if st, err := proc.ReadStat(inst.PID); err == nil && st.PPid == os.Getpid() && st.StartTicks == inst.StartTicks {
 		_ = unix.Kill(-inst.PID, unix.SIGKILL)
 	}
 	status, _ := reap(inst.PID)

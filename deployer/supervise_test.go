@@ -16,6 +16,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/shoal-ci/shoal/internal/proc"
 )
 
 const helperEnv = "SHOAL_TEST_SUPERVISE_HELPER"
@@ -83,8 +85,8 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 
 // alive reports whether pid runs (zombies count as gone).
 func alive(pid int) bool {
-	st, err := readProcStat(pid)
-	return err == nil && st.state != 'Z' && st.state != 'X'
+	st, err := proc.ReadStat(pid)
+	return err == nil && st.State != 'Z' && st.State != 'X'
 }
 
 type fixture struct {
@@ -339,7 +341,7 @@ func TestSupervisorDoesNotAdoptReusedPID(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = other.Process.Kill(); _ = other.Wait() })
-	st, err := readProcStat(other.Process.Pid)
+	st, err := proc.ReadStat(other.Process.Pid)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -348,7 +350,7 @@ func TestSupervisorDoesNotAdoptReusedPID(t *testing.T) {
 		t.Fatal(err)
 	}
 	state, _ := json.Marshal(supervisorState{Instances: []instanceRecord{{
-		Slot: 0, PID: other.Process.Pid, StartTicks: st.startTicks + 1, SpecHash: hash, StartedAt: time.Now(),
+		Slot: 0, PID: other.Process.Pid, StartTicks: st.StartTicks + 1, SpecHash: hash, StartedAt: time.Now(),
 	}}})
 	if err := os.MkdirAll(f.stateDir, 0o700); err != nil {
 		t.Fatal(err)
@@ -443,17 +445,6 @@ func TestSupervisorStopFromFreshSupervisorAndSpecChange(t *testing.T) {
 	s.Close()
 	if err := s.Start(f.spec); err != ErrSupervisorClosed {
 		t.Fatalf("Start after Close: %v", err)
-	}
-}
-
-func TestParseProcStat(t *testing.T) {
-	line := "4242 (we(ird) name) S 1 4242 4242 0 -1 4194560 1 0 0 0 0 0 0 0 20 0 1 0 987654 1 2 3\n"
-	st, err := parseProcStat([]byte(line))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if st.state != 'S' || st.ppid != 1 || st.pgrp != 4242 || st.startTicks != 987654 {
-		t.Fatalf("parsed %+v", st)
 	}
 }
 

@@ -12,11 +12,13 @@ import (
 	"sort"
 	"strings"
 	"syscall"
+	"time"
 
 	"github.com/cbroglie/mustache"
 	"gopkg.in/yaml.v3"
 
 	"github.com/shoal-ci/shoal/internal/fsutil"
+	"github.com/shoal-ci/shoal/internal/proc"
 )
 
 // InstallView names the data files of InstallTemplates: a comma-separated list of JSON or YAML files relative to
@@ -122,7 +124,7 @@ func (l *Lifecycle) scriptEnv(ctx context.Context) (map[string]string, error) {
 	cmd.Dir = l.InstallDir
 	cmd.Env = l.baseEnv()
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
-	cmd.Cancel = func() error { return syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL) }
+	proc.StopOnCancel(cmd, time.Second) // SIGTERM to the group, SIGKILL after the grace
 	var stderr bytes.Buffer
 	cmd.Stderr = &stderr
 	out, err := cmd.Output()
