@@ -17,7 +17,13 @@ import (
 type daemonMesh struct {
 	*node.TestCluster
 	Mains []*daemon.Main
+	// afterStop runs once the servers have stopped and before their data dirs are removed (OnStop).
+	afterStop []func()
 }
+
+// OnStop runs f when the test ends, after the servers have stopped (no deployer runs) and before their data
+// dirs are removed: the place to stop the apps a test deployed, which outlive their agents by design.
+func (m *daemonMesh) OnStop(f func()) { m.afterStop = append(m.afterStop, f) }
 
 // startDaemonMesh starts size servers: n1 inits the mesh, the others join through it, one at a time. tweak, if
 // set, adjusts each Main (its node.Config, service options or service selection) before it runs.
@@ -57,9 +63,12 @@ func startDaemonMesh(t testing.TB, size int, tweak func(*daemon.Main)) *daemonMe
 	return m
 }
 
-// close stops every server, in reverse order of start.
+// close stops every server, in reverse order of start, then runs the OnStop functions.
 func (m *daemonMesh) close() {
 	for i := len(m.Mains) - 1; i >= 0; i-- {
 		m.Mains[i].Close()
+	}
+	for _, f := range m.afterStop {
+		f()
 	}
 }

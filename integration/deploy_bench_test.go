@@ -57,14 +57,12 @@ func benchDeploy(t *testing.T, size, trials int) string {
 	var (
 		app *deployApp
 		mu  sync.Mutex
-		c   *daemonMesh
 	)
-	// Registered before the mesh, so it runs once its servers have stopped (no deployer runs then): stop the
-	// apps, which outlive their agents by design.
-	t.Cleanup(func() {
+	c := startDaemonMesh(t, size, nil)
+	c.OnStop(func() {
 		mu.Lock()
 		defer mu.Unlock()
-		if app != nil && c != nil {
+		if app != nil {
 			dirs := make([]string, 0, len(c.Nodes))
 			for _, n := range c.Nodes {
 				dirs = append(dirs, n.DataDir())
@@ -72,10 +70,6 @@ func benchDeploy(t *testing.T, size, trials int) string {
 			app.stopApps(dirs...)
 		}
 	})
-	mesh := startDaemonMesh(t, size, nil)
-	mu.Lock()
-	c = mesh
-	mu.Unlock()
 	var servers []string
 	for _, n := range c.Nodes {
 		servers = append(servers, n.Name())

@@ -141,7 +141,7 @@ func newDeployApp(t testing.TB, cl *client.Client, app, env string, servers, por
 	if err := os.WriteFile(filepath.Join(a.gates, "gate.sh"), []byte(gateScript), 0o755); err != nil {
 		t.Fatal(err)
 	}
-	vars := map[string]raftfsm.Var{"APP_SERVER": {Value: bin}, appServerEnv: {Value: "1"}, "GATES": {Value: a.gates}}
+	vars := map[string]raftfsm.Var{"APP_SERVER": {Value: bin}, appServerEnv: {Value: runMarker}, "GATES": {Value: a.gates}}
 	for _, name := range portsFor {
 		a.ports[name] = freePort(t, "127.0.0.1")
 		vars["PORT_"+name] = raftfsm.Var{Value: strconv.Itoa(a.ports[name])}

@@ -1,12 +1,15 @@
 package integration
 
 import (
+	"bytes"
 	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"strconv"
 	"sync"
+	"syscall"
 	"testing"
 
 	"github.com/shoal-ci/shoal/internal/testtier"
@@ -26,7 +29,35 @@ func TestMain(m *testing.M) {
 	if binDir != "" {
 		os.RemoveAll(binDir)
 	}
+	if left := leftApps(); len(left) > 0 {
+		fmt.Fprintf(os.Stderr, "FAIL: the tests left %d deployed app processes running (pids %v; killed now): an app started by the deployer outlives its agent by design, so a test must stop the apps it deploys (deployApp.stopApps)\n", len(left), left)
+		code = 1
+	}
 	os.Exit(code)
+}
+
+// runMarker is the value of appServerEnv in the apps this run deploys: leftApps finds them by it.
+var runMarker = strconv.Itoa(os.Getpid())
+
+// leftApps kills, and returns, the app processes this run deployed that still run.
+func leftApps() []int {
+	entries, _ := os.ReadDir("/proc")
+	want := []byte(appServerEnv + "=" + runMarker + "\x00")
+	var left []int
+	for _, e := range entries {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil || pid == os.Getpid() {
+			continue
+		}
+		env, err := os.ReadFile("/proc/" + e.Name() + "/environ")
+		if err != nil || !bytes.Contains(append(env, 0), want) {
+			continue
+		}
+		left = append(left, pid)
+		_ = syscall.Kill(-pid, syscall.SIGKILL)
+		_ = syscall.Kill(pid, syscall.SIGKILL)
+	}
+	return left
 }
 
 // nodeBinary returns the path of the node binary built from this checkout. SHOAL_NODE_RACE=1 builds it with the

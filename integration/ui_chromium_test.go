@@ -179,7 +179,7 @@ func TestUIChromiumPipeline(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	vars := map[string]raftfsm.Var{"APP_SERVER": {Value: bin}, appServerEnv: {Value: "1"}, "GATES": {Value: staging.gates},
+	vars := map[string]raftfsm.Var{"APP_SERVER": {Value: bin}, appServerEnv: {Value: runMarker}, "GATES": {Value: staging.gates},
 		"PORT_n1": {Value: fmt.Sprint(prod.ports["n1"])}}
 	if _, err := cl.Post(ctx, "/v1/envs", map[string]any{"name": "prod", "app": "web", "servers": c.names(), "vars": vars,
 		"strategy": raftfsm.Strategy{Kind: "all"}}, nil); err != nil {
@@ -268,22 +268,6 @@ type uiMesh struct {
 
 func newUIMesh(t *testing.T, size int, tweaks ...func(*node.Config)) *uiMesh {
 	m := &uiMesh{}
-	// Registered before the mesh starts, so it runs after the mesh's servers have stopped (no deployer runs
-	// then): stop the apps, which outlive their agents by design.
-	t.Cleanup(func() {
-		m.mu.Lock()
-		defer m.mu.Unlock()
-		if m.daemonMesh == nil {
-			return
-		}
-		var dirs []string
-		for _, n := range m.Nodes {
-			dirs = append(dirs, n.DataDir())
-		}
-		for _, a := range m.apps {
-			a.stopApps(dirs...)
-		}
-	})
 	// These tests are about the page, not failover: Raft timeouts lenient enough that a machine busy with
 	// Chromium and the race detector does not lose its leader in the middle of a setup write.
 	m.daemonMesh = startDaemonMesh(t, size, func(d *daemon.Main) {
@@ -293,6 +277,17 @@ func newUIMesh(t *testing.T, size int, tweaks ...func(*node.Config)) *uiMesh {
 			tw(cfg)
 		}
 		d.Builder.KillGrace = time.Second
+	})
+	m.OnStop(func() {
+		m.mu.Lock()
+		defer m.mu.Unlock()
+		var dirs []string
+		for _, n := range m.Nodes {
+			dirs = append(dirs, n.DataDir())
+		}
+		for _, a := range m.apps {
+			a.stopApps(dirs...)
+		}
 	})
 	return m
 }

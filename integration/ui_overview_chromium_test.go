@@ -92,7 +92,7 @@ func TestUIChromiumOverview(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	vars := map[string]raftfsm.Var{"APP_SERVER": {Value: bin}, appServerEnv: {Value: "1"}, "GATES": {Value: staging.gates},
+	vars := map[string]raftfsm.Var{"APP_SERVER": {Value: bin}, appServerEnv: {Value: runMarker}, "GATES": {Value: staging.gates},
 		"PORT_n1": {Value: fmt.Sprint(prod.ports["n1"])}}
 	if _, err := cl.Do(ctx, "PUT", "/v1/envs/prod", map[string]any{"vars": vars, "min_healthy_time": testMinHealthy}, nil); err != nil {
 		t.Fatalf("set prod's vars: %v", err)
