@@ -53,7 +53,7 @@ type target struct {
 	// Live means Dep is running and this node is in one of its started batches: the orchestrator decides on
 	// its outcome, so a failure here is reported and not retried.
 	Live bool
-	// Servers is how many servers Dep's batches hold (when Live): how many report statuses at once.
+	// Servers is how many servers Dep's current batch holds (when Live): how many report statuses at once.
 	Servers int
 }
 
@@ -80,9 +80,9 @@ func desiredFor(s *raftfsm.State, e *raftfsm.Env, me string) target {
 		}
 	}
 	if running != nil && inBatches(running, me, running.Batch) {
-		servers := 0
-		for _, b := range running.Batches {
-			servers += len(b)
+		servers := 0 // the current batch's: the servers reporting at once
+		if running.Batch >= 0 && running.Batch < len(running.Batches) {
+			servers = len(running.Batches[running.Batch])
 		}
 		if running.Kind == raftfsm.DeployKindDeploy {
 			return target{Kind: raftfsm.DeployKindDeploy, Release: running.Release, Dep: running, Live: true, Servers: servers}
