@@ -265,7 +265,7 @@ func runRandom(a *applier, r *rand.Rand, n int) {
 	for i := 0; i < n; i++ {
 		at := t0.Add(time.Duration(i) * time.Second)
 		var c Command
-		switch r.IntN(22) {
+		switch r.IntN(23) {
 		case 0:
 			c = &AppPut{App: App{Name: pick(apps), Repo: "/srv/" + pick(apps), AutoBuild: r.IntN(2) == 0}, Create: r.IntN(2) == 0}
 		case 1:
@@ -315,6 +315,8 @@ func runRandom(a *applier, r *rand.Rand, n int) {
 			} else {
 				c = &Prune{}
 			}
+		case 22:
+			c = &RuntimeSet{Runtime: Runtime{App: pick(apps), Env: pick(envs), Node: pick(nodes)}, Delete: r.IntN(3) == 0}
 		case 13:
 			c = &TokenCreate{Token: Token{ID: fmt.Sprintf("t%d", r.IntN(4)), Role: []string{RoleAdmin, RoleReader, "x"}[r.IntN(3)], SecretHash: "h", CreatedAt: at}}
 		}

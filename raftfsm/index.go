@@ -22,6 +22,7 @@ type index struct {
 	openDeploys map[string]struct{}            // deployments not finished
 	liveBuilds  map[string]struct{}            // builds queued or running
 	polled      map[string]struct{}            // apps with a poll interval
+	envRuntimes map[string]map[string]struct{} // environment → runtime record keys ("env/node")
 	// appNames and envNames keep the names sorted, so a page of GET /v1/apps or /v1/envs costs its own size.
 	appNames *btree.BTreeG[string]
 	envNames *btree.BTreeG[string]
@@ -32,6 +33,7 @@ func newIndex() *index {
 		appEnvs: map[string]map[string]struct{}{}, appBuilds: map[string]map[string]struct{}{},
 		appReleases: map[string]map[string]struct{}{}, envDeploys: map[string]map[string]struct{}{},
 		openDeploys: map[string]struct{}{}, liveBuilds: map[string]struct{}{}, polled: map[string]struct{}{},
+		envRuntimes: map[string]map[string]struct{}{},
 		appNames: btree.NewOrderedG[string](32), envNames: btree.NewOrderedG[string](32),
 	}
 }
@@ -80,6 +82,9 @@ func (s *State) rebuildIndex() {
 	}
 	for _, d := range s.Deploys {
 		s.indexDeploy(d)
+	}
+	for key, rt := range s.Runtimes {
+		addTo(s.index.envRuntimes, rt.Env, key)
 	}
 }
 
@@ -227,7 +232,7 @@ func (s *State) PolledApps() []*App {
 // checkIndex reports how the maintained index differs from one rebuilt from the maps (for the tests).
 func (s *State) checkIndex() error {
 	have := s.idx()
-	fresh := &State{Apps: s.Apps, Envs: s.Envs, Builds: s.Builds, Releases: s.Releases, Deploys: s.Deploys}
+	fresh := &State{Apps: s.Apps, Envs: s.Envs, Builds: s.Builds, Releases: s.Releases, Deploys: s.Deploys, Runtimes: s.Runtimes}
 	fresh.rebuildIndex()
 	want := fresh.index
 	eq := func(a, b map[string]map[string]struct{}) bool {
@@ -246,6 +251,8 @@ func (s *State) checkIndex() error {
 		return fmt.Errorf("open deployments: have %v, want %v", have.openDeploys, want.openDeploys)
 	case !maps.Equal(have.liveBuilds, want.liveBuilds):
 		return fmt.Errorf("live builds: have %v, want %v", have.liveBuilds, want.liveBuilds)
+	case !eq(have.envRuntimes, want.envRuntimes):
+		return fmt.Errorf("environment runtimes: have %v, want %v", have.envRuntimes, want.envRuntimes)
 	case !maps.Equal(have.polled, want.polled):
 		return fmt.Errorf("polled apps: have %v, want %v", have.polled, want.polled)
 	case !slices.Equal(treeKeys(have.appNames), treeKeys(want.appNames)):

@@ -1,7 +1,6 @@
 package raftfsm
 
 import (
-	"strings"
 	"time"
 )
 
@@ -99,6 +98,7 @@ func applyRuntimeSet(s *State, index uint64, c *RuntimeSet) (any, *Error) {
 	key := RuntimeKey(rt.Env, rt.Node)
 	if c.Delete {
 		delete(s.Runtimes, key)
+		dropFrom(s.idx().envRuntimes, rt.Env, key)
 		return nil, nil
 	}
 	e, ok := s.Envs[rt.Env]
@@ -118,14 +118,28 @@ func applyRuntimeSet(s *State, index uint64, c *RuntimeSet) (any, *Error) {
 		rt.Procs = []Proc{}
 	}
 	s.Runtimes[key] = &rt
+	addTo(s.idx().envRuntimes, rt.Env, key)
 	return &rt, nil
 }
 
 // dropRuntimes removes the runtime records of an environment (node == "") or of a node (env == "").
 func dropRuntimes(s *State, env, node string) {
-	for k, rt := range s.Runtimes {
-		if (env != "" && rt.Env == env) || (node != "" && rt.Node == node) {
-			delete(s.Runtimes, k)
+	drop := func(k string, rt *Runtime) {
+		delete(s.Runtimes, k)
+		dropFrom(s.idx().envRuntimes, rt.Env, k)
+	}
+	if env != "" {
+		for k := range s.idx().envRuntimes[env] {
+			if rt := s.Runtimes[k]; rt != nil {
+				drop(k, rt)
+			}
+		}
+	}
+	if node != "" { // a node leaving: rare, so a scan
+		for k, rt := range s.Runtimes {
+			if rt.Node == node {
+				drop(k, rt)
+			}
 		}
 	}
 }
@@ -133,9 +147,8 @@ func dropRuntimes(s *State, env, node string) {
 // RuntimesOf returns the runtime records of an environment, keyed by node.
 func (s *State) RuntimesOf(env string) map[string]*Runtime {
 	out := map[string]*Runtime{}
-	prefix := env + "/"
-	for k, rt := range s.Runtimes {
-		if strings.HasPrefix(k, prefix) && rt.Env == env {
+	for k := range s.idx().envRuntimes[env] {
+		if rt := s.Runtimes[k]; rt != nil {
 			out[rt.Node] = rt
 		}
 	}
