@@ -17,10 +17,9 @@ import (
 	metrics "github.com/armon/go-metrics"
 
 	"github.com/shoal-ci/shoal/client"
-	"github.com/shoal-ci/shoal/deployer"
+	"github.com/shoal-ci/shoal/daemon"
 	"github.com/shoal-ci/shoal/node"
 	"github.com/shoal-ci/shoal/raftfsm"
-	"github.com/shoal-ci/shoal/spread"
 )
 
 // TestBenchScale runs a mesh of N in-process nodes, built and wired as the binary builds them (spread and the
@@ -86,48 +85,44 @@ func TestBenchScale(t *testing.T) {
 		c.Timing.GossipNoCompression = true
 		c.LeaderWait, c.DeadGrace = 10*time.Second, 30*time.Second
 	}
+	// Each server is a daemon.Main, as the binary runs it, with the services a deployment needs (the spread
+	// and the deployer): the builder, notifications and the dashboard would only add idle CPU here.
 	c := &node.TestCluster{T: t, Dir: t.TempDir()}
-	cfg := node.TestConfig(t, c.Dir, "n1")
-	tweak(&cfg)
-	start := time.Now()
-	n1, res, err := node.Init(cfg, "test", time.Hour)
-	if err != nil {
-		t.Fatalf("init: %v", err)
-	}
-	c.Nodes = append(c.Nodes, n1)
-	c.AdminToken, c.JoinToken = res.AdminToken, res.JoinToken
-	t.Cleanup(c.Close)
 	var (
-		mu      sync.Mutex
-		closers []func()
+		mu    sync.Mutex
+		mains []*daemon.Main
 	)
-	t.Cleanup(func() { // services stop before the nodes (cleanups run last-in first-out)
+	t.Cleanup(func() {
 		mu.Lock()
 		defer mu.Unlock()
-		for i := len(closers) - 1; i >= 0; i-- {
-			closers[i]()
+		for i := len(mains) - 1; i >= 0; i-- {
+			mains[i].Close()
 		}
 	})
-	attach := func(nd *node.Node) {
-		sp, err := spread.Attach(nd, spread.Options{})
-		if err != nil {
-			t.Fatal(err)
-		}
-		d, err := deployer.Attach(nd, deployer.Options{Fetcher: sp})
-		if err != nil {
-			t.Fatal(err)
+	run := func(name string, d *daemon.Main) *node.Node {
+		d.Config = node.TestConfig(t, c.Dir, name)
+		tweak(&d.Config)
+		d.Services = daemon.Services{NoBuilder: true, NoNotify: true, NoUI: true}
+		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+		defer cancel()
+		if err := d.Run(ctx); err != nil {
+			t.Fatalf("start %s: %v", name, err)
 		}
 		mu.Lock()
-		closers = append(closers, sp.Close, func() { d.Close() })
+		mains = append(mains, d)
 		mu.Unlock()
+		c.Nodes = append(c.Nodes, d.Node)
+		return d.Node
 	}
-	attach(n1)
+	start := time.Now()
+	first := &daemon.Main{Start: daemon.Init, MeshName: "test", JoinTTL: time.Hour}
+	n1 := run("n1", first)
+	c.AdminToken, c.JoinToken = first.InitResult.AdminToken, first.InitResult.JoinToken
 	var slowestJoin time.Duration
 	for i := 2; i <= n; i++ {
 		js := time.Now()
-		nd := c.Join(fmt.Sprintf("n%d", i), tweak)
+		run(fmt.Sprintf("n%d", i), &daemon.Main{Start: daemon.Join, JoinAddr: n1.RaftAddr(), JoinToken: c.JoinToken})
 		slowestJoin = max(slowestJoin, time.Since(js))
-		attach(nd)
 		if i%25 == 0 || i == n {
 			t.Logf("joined %d nodes in %s (slowest join %s): %s", i, secs(time.Since(start)), secs(slowestJoin), scaleResources(t))
 		}
