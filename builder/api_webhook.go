@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/shoal-ci/shoal/errs"
+	"github.com/shoal-ci/shoal/node"
 	"github.com/shoal-ci/shoal/raftfsm"
 )
 
@@ -95,8 +96,8 @@ func (s *Service) postHook(w http.ResponseWriter, r *http.Request) error {
 		return s.hookAnswer(w, http.StatusAccepted, HookResponse{Status: hookIgnored,
 			Message: fmt.Sprintf("push to %s; app %s builds branch %s", push.Ref, name, app.Branch)})
 	}
-	res, err := s.n.ApplyCtx(r, &raftfsm.BuildQueue{App: name, Commit: push.Commit, Ref: push.Branch,
-		Branch: push.Branch, Message: push.Message, Trigger: "push", Delivery: push.Delivery, At: time.Now().UTC()})
+	res, err := s.n.Apply(r.Context(), &raftfsm.BuildQueue{App: name, Commit: push.Commit, Ref: push.Branch,
+		Branch: push.Branch, Message: push.Message, Trigger: "push", Delivery: push.Delivery, At: time.Now().UTC()}, node.ForRequest(r))
 	if raftfsm.KindOf(err) == raftfsm.KindConflict {
 		count(hookDuplicate)
 		return s.hookAnswer(w, http.StatusOK, HookResponse{Status: hookDuplicate, Message: "duplicate delivery, ignored"})

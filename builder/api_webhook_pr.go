@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"time"
 
+	"github.com/shoal-ci/shoal/node"
 	"github.com/shoal-ci/shoal/raftfsm"
 )
 
@@ -18,8 +19,8 @@ func (s *Service) queuePullRequest(w http.ResponseWriter, r *http.Request, app r
 		return s.hookAnswer(w, http.StatusAccepted, HookResponse{Status: hookIgnored,
 			Message: fmt.Sprintf("app %s does not build pull requests: turn them on with `node app update %s --pull-requests`", app.Name, app.Name)})
 	}
-	res, err := s.n.ApplyCtx(r, &raftfsm.BuildQueue{App: app.Name, Commit: push.Commit, Ref: pr.Ref, Branch: pr.Head,
-		Message: push.Message, Trigger: raftfsm.TriggerPullRequest, PullRequest: pr.Number, Delivery: push.Delivery, At: time.Now().UTC()})
+	res, err := s.n.Apply(r.Context(), &raftfsm.BuildQueue{App: app.Name, Commit: push.Commit, Ref: pr.Ref, Branch: pr.Head,
+		Message: push.Message, Trigger: raftfsm.TriggerPullRequest, PullRequest: pr.Number, Delivery: push.Delivery, At: time.Now().UTC()}, node.ForRequest(r))
 	if raftfsm.KindOf(err) == raftfsm.KindConflict {
 		count(hookDuplicate)
 		return s.hookAnswer(w, http.StatusOK, HookResponse{Status: hookDuplicate, Message: err.Error()})

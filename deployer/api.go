@@ -157,7 +157,7 @@ func (d *Deployer) envOf(r *http.Request, name string) (raftfsm.Env, error) {
 
 // create writes a new deployment and answers with it.
 func (d *Deployer) create(w http.ResponseWriter, r *http.Request, dep raftfsm.Deployment) error {
-	res, err := d.n.ApplyCtx(r, &raftfsm.DeployCreate{Deployment: dep})
+	res, err := d.n.Apply(r.Context(), &raftfsm.DeployCreate{Deployment: dep}, node.ForRequest(r))
 	if err != nil {
 		return err
 	}
@@ -292,7 +292,7 @@ func (d *Deployer) update(w http.ResponseWriter, r *http.Request, from []string,
 			u.Batch = -1
 		}
 	}
-	if _, err := d.n.ApplyCtx(r, u); err != nil {
+	if _, err := d.n.Apply(r.Context(), u, node.ForRequest(r)); err != nil {
 		return err
 	}
 	out, _ := d.deployment(id)
@@ -341,12 +341,12 @@ func (d *Deployer) rollback(w http.ResponseWriter, r *http.Request) error {
 		if c.State != raftfsm.DeployRunning {
 			u.Batch = -1
 		}
-		if _, err := d.n.ApplyCtx(r, u); err != nil {
+		if _, err := d.n.Apply(r.Context(), u, node.ForRequest(r)); err != nil {
 			return err
 		}
 	}
 	reason := fmt.Sprintf("rolled back to %s by %s", plan.to, who(r))
-	if _, err := d.n.ApplyCtx(r, &raftfsm.EnvPin{Name: e.Name, Pinned: true, Reason: reason}); err != nil {
+	if _, err := d.n.Apply(r.Context(), &raftfsm.EnvPin{Name: e.Name, Pinned: true, Reason: reason}, node.ForRequest(r)); err != nil {
 		return err
 	}
 	d.m.rollbacks.WithLabelValues(e.App, e.Name).Inc()

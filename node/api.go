@@ -275,9 +275,7 @@ func (n *Node) beginRead(r *http.Request, needState bool) error {
 
 // Write applies a command from an API request and answers with the written record.
 func (n *Node) Write(w http.ResponseWriter, r *http.Request, status int, c raftfsm.Command) error {
-	ctx, cancel := context.WithTimeout(r.Context(), 15*time.Second)
-	defer cancel()
-	res, err := n.Commit(ctx, c)
+	res, err := n.Apply(r.Context(), c, ForRequest(r), OnCommit)
 	if err != nil {
 		return err
 	}

@@ -137,7 +137,7 @@ func (n *Node) apiApps() {
 		if err := raftfsm.ValidApp(&a); err != nil {
 			return err
 		}
-		res, err := n.commitReq(r, &raftfsm.AppPut{App: a, Create: true})
+		res, err := n.Apply(r.Context(), &raftfsm.AppPut{App: a, Create: true}, ForRequest(r), OnCommit)
 		if err != nil {
 			return err
 		}
@@ -170,7 +170,7 @@ func (n *Node) apiApps() {
 		return writeRecord(n, w, http.StatusOK, res, viewApp)
 	})
 	n.Handle("DELETE /v1/apps/{app}", raftfsm.RoleAdmin, func(w http.ResponseWriter, r *http.Request) error {
-		if err := n.applyReq(r, &raftfsm.AppDelete{Name: r.PathValue("app")}); err != nil {
+		if _, err := n.Apply(r.Context(), &raftfsm.AppDelete{Name: r.PathValue("app")}, ForRequest(r)); err != nil {
 			return err
 		}
 		w.WriteHeader(http.StatusNoContent)
@@ -224,7 +224,7 @@ func (n *Node) update(r *http.Request, build func(s *raftfsm.State) (raftfsm.Com
 		if want != 0 {
 			setCAS(cmd, want)
 		}
-		res, err := n.Commit(ctx, cmd)
+		res, err := n.Apply(ctx, cmd, OnCommit)
 		if want != 0 || !casConflict(err) && !uncertain(err) {
 			return res, err
 		}
@@ -267,14 +267,6 @@ func setCAS(c raftfsm.Command, cas uint64) {
 	}
 }
 
-// commitReq commits a command for an API request with the request's deadline, without waiting for this node to
-// apply it (see Node.Commit): the handler answers from the returned record.
-func (n *Node) commitReq(r *http.Request, c raftfsm.Command) (*Applied, error) {
-	ctx, cancel := contextWithTimeout(r, 15*time.Second)
-	defer cancel()
-	return n.Commit(ctx, c)
-}
-
 // writeRecord answers with the record a write returned, as view shows it, and the write's index, which a client
 // passes back as X-Shoal-Min-Index to read its own write on any node.
 func writeRecord[T, V any](n *Node, w http.ResponseWriter, status int, res *Applied, view func(*T) V) error {
@@ -285,19 +277,6 @@ func writeRecord[T, V any](n *Node, w http.ResponseWriter, status int, res *Appl
 	w.Header().Set("X-Shoal-Index", strconv.FormatUint(res.Index, 10))
 	writeJSON(w, status, view(rec))
 	return nil
-}
-
-// applyReq applies a command for an API request with the request's deadline.
-func (n *Node) applyReq(r *http.Request, c raftfsm.Command) error {
-	_, err := n.ApplyCtx(r, c)
-	return err
-}
-
-// ApplyCtx applies a command with a deadline derived from the request.
-func (n *Node) ApplyCtx(r *http.Request, c raftfsm.Command) (*Applied, error) {
-	ctx, cancel := contextWithTimeout(r, 15*time.Second)
-	defer cancel()
-	return n.Apply(ctx, c)
 }
 
 // envInput is the body of POST /v1/envs and PUT /v1/envs/{env}.
@@ -387,7 +366,7 @@ func (n *Node) apiEnvs() {
 		if err := raftfsm.ValidEnv(&e); err != nil {
 			return err
 		}
-		res, err := n.commitReq(r, &raftfsm.EnvPut{Env: e, Create: true})
+		res, err := n.Apply(r.Context(), &raftfsm.EnvPut{Env: e, Create: true}, ForRequest(r), OnCommit)
 		if err != nil {
 			return err
 		}
@@ -420,7 +399,7 @@ func (n *Node) apiEnvs() {
 		return writeRecord(n, w, http.StatusOK, res, viewEnv)
 	})
 	n.Handle("DELETE /v1/envs/{env}", raftfsm.RoleAdmin, func(w http.ResponseWriter, r *http.Request) error {
-		if err := n.applyReq(r, &raftfsm.EnvDelete{Name: r.PathValue("env")}); err != nil {
+		if _, err := n.Apply(r.Context(), &raftfsm.EnvDelete{Name: r.PathValue("env")}, ForRequest(r)); err != nil {
 			return err
 		}
 		w.WriteHeader(http.StatusNoContent)
@@ -497,14 +476,14 @@ func (n *Node) apiTokens() {
 		}
 		text, rec := newAPIToken(in.Name, in.Role)
 		rec.CreatedAt = time.Now().UTC()
-		if err := n.applyReq(r, &raftfsm.TokenCreate{Token: rec}); err != nil {
+		if _, err := n.Apply(r.Context(), &raftfsm.TokenCreate{Token: rec}, ForRequest(r)); err != nil {
 			return err
 		}
 		n.WriteJSON(w, http.StatusCreated, TokenView{ID: rec.ID, Name: rec.Name, Role: rec.Role, CreatedAt: rec.CreatedAt, Token: text})
 		return nil
 	})
 	n.Handle("DELETE /v1/tokens/{id}", raftfsm.RoleAdmin, func(w http.ResponseWriter, r *http.Request) error {
-		if err := n.applyReq(r, &raftfsm.TokenDelete{ID: r.PathValue("id")}); err != nil {
+		if _, err := n.Apply(r.Context(), &raftfsm.TokenDelete{ID: r.PathValue("id")}, ForRequest(r)); err != nil {
 			return err
 		}
 		w.WriteHeader(http.StatusNoContent)
@@ -554,7 +533,7 @@ func (n *Node) apiTokens() {
 		return nil
 	})
 	n.Handle("DELETE /v1/tokens/join/{id}", raftfsm.RoleAdmin, func(w http.ResponseWriter, r *http.Request) error {
-		if err := n.applyReq(r, &raftfsm.JoinTokenDelete{ID: r.PathValue("id")}); err != nil {
+		if _, err := n.Apply(r.Context(), &raftfsm.JoinTokenDelete{ID: r.PathValue("id")}, ForRequest(r)); err != nil {
 			return err
 		}
 		w.WriteHeader(http.StatusNoContent)

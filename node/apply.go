@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"net/http"
 	"time"
 
 	"github.com/hashicorp/raft"
@@ -41,24 +42,42 @@ type applyRequest struct {
 	Wait time.Duration `json:"wait,omitempty"`
 }
 
-// Apply is the one path for every write. On the leader it goes through Raft; on any other node it is forwarded
-// to the leader over the mesh, so callers never chase the leader. While there is no leader it waits for one, up to
-// the node's LeaderWait. A command that Apply rejects comes back as a *raftfsm.Error. Once it returns, this
-// node's own state includes the write (read-your-writes on the node that took it).
-func (n *Node) Apply(ctx context.Context, c raftfsm.Command) (*Applied, error) {
-	res, err := n.Commit(ctx, c)
-	if err != nil {
-		return nil, err
-	}
-	n.WaitApplied(ctx, res.Index)
-	return res, nil
+// ApplyOption adjusts one write (Apply).
+type ApplyOption func(*applyOptions)
+
+type applyOptions struct {
+	request  *http.Request
+	onCommit bool
 }
 
-// Commit is Apply without the wait for this node to apply the write: it returns as soon as the leader has
-// committed it, with the record the leader wrote. A follower learns of a commit only with the leader's next
-// append (up to Raft's CommitTimeout later), so callers that answer from the returned record, and let their
-// clients catch up with X-Shoal-Min-Index, save that wait on every forwarded write.
-func (n *Node) Commit(ctx context.Context, c raftfsm.Command) (*Applied, error) {
+// RequestWriteTimeout bounds the write of an API request (ForRequest).
+const RequestWriteTimeout = 15 * time.Second
+
+// ForRequest makes the write that of an API request: bounded by the request, and by RequestWriteTimeout.
+func ForRequest(r *http.Request) ApplyOption { return func(o *applyOptions) { o.request = r } }
+
+// OnCommit returns as soon as the leader has committed the write, with the record the leader wrote, without
+// waiting for this node to apply it: a follower learns of a commit only with the leader's next append (up to
+// Raft's CommitTimeout later). For callers that answer from the returned record: the node's plain reads still
+// see the write (they wait for every write the node answered), so a client cannot tell the difference.
+var OnCommit ApplyOption = func(o *applyOptions) { o.onCommit = true }
+
+// Apply is the one path for every write. On the leader it goes through Raft; on any other node it is forwarded
+// to the leader over the mesh, so callers never chase the leader. While there is no leader it waits for one, up to
+// the node's LeaderWait. A command that Apply rejects comes back as an *errs.Error. Unless OnCommit is given,
+// once it returns this node's own state includes the write. Whatever the options, the rule readers see is one:
+// a plain read on a node includes every write that node answered (read-your-writes), and a read that carries a
+// write's index (X-Shoal-Min-Index) includes it on any node.
+func (n *Node) Apply(ctx context.Context, c raftfsm.Command, opts ...ApplyOption) (*Applied, error) {
+	var o applyOptions
+	for _, opt := range opts {
+		opt(&o)
+	}
+	if o.request != nil {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, RequestWriteTimeout)
+		defer cancel()
+	}
 	data, err := raftfsm.Encode(c)
 	if err != nil {
 		return nil, err
@@ -66,11 +85,15 @@ func (n *Node) Commit(ctx context.Context, c raftfsm.Command) (*Applied, error) 
 	start := time.Now()
 	res, err := n.applyData(ctx, data)
 	n.metrics.observeApply(c.Type(), err, time.Since(start))
-	if err == nil {
-		for old := n.answered.Load(); res.Index > old && !n.answered.CompareAndSwap(old, res.Index); old = n.answered.Load() {
-		}
+	if err != nil {
+		return nil, err
 	}
-	return res, err
+	for old := n.answered.Load(); res.Index > old && !n.answered.CompareAndSwap(old, res.Index); old = n.answered.Load() {
+	}
+	if !o.onCommit {
+		n.WaitApplied(ctx, res.Index)
+	}
+	return res, nil
 }
 
 // WaitApplied waits (up to 5 s, or ctx) until this node's state includes the given index.

@@ -37,7 +37,7 @@ func (n *Node) pruneOnce(ctx context.Context) *raftfsm.Prune {
 	}
 	wctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
-	if _, err := n.Commit(wctx, plan); err != nil {
+	if _, err := n.Apply(wctx, plan, OnCommit); err != nil {
 		if ctx.Err() == nil {
 			n.log.Warn("prune by the retention", "err", err)
 		}
@@ -75,7 +75,7 @@ func (n *Node) apiRetention() {
 		if err := decode(r, &in); err != nil {
 			return err
 		}
-		res, err := n.commitReq(r, &raftfsm.RetentionSet{Retention: in})
+		res, err := n.Apply(r.Context(), &raftfsm.RetentionSet{Retention: in}, ForRequest(r), OnCommit)
 		if err != nil {
 			return err
 		}

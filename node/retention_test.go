@@ -65,7 +65,7 @@ func TestSnapshotBeforeStop(t *testing.T) {
 	c := NewTestCluster(t, 1, func(cfg *Config) { cfg.Timing.SnapshotThreshold = 1 << 20 })
 	n := c.Nodes[0]
 	for i := range stopSnapshotMin + 10 {
-		if _, err := n.Commit(context.Background(), &raftfsm.AppPut{App: raftfsm.App{Name: fmt.Sprintf("a%d", i)}, Create: true}); err != nil {
+		if _, err := n.Apply(context.Background(), &raftfsm.AppPut{App: raftfsm.App{Name: fmt.Sprintf("a%d", i)}, Create: true}, OnCommit); err != nil {
 			t.Fatal(err)
 		}
 	}

@@ -31,7 +31,7 @@ func (n *Node) postRemoveMember(w http.ResponseWriter, r *http.Request) error {
 	case name == leader:
 		return errs.New(raftfsm.KindConflict, "%q leads the mesh: run `node leave` against it (it hands leadership off first), or stop it and remove it once another node leads", name)
 	}
-	if _, err := n.ApplyCtx(r, &raftfsm.MemberLeave{Name: name, At: time.Now().UTC()}); err != nil {
+	if _, err := n.Apply(r.Context(), &raftfsm.MemberLeave{Name: name, At: time.Now().UTC()}, ForRequest(r)); err != nil {
 		return err
 	}
 	n.log.Warn("member removed by an admin", "component", "reconcile", "member", name, "by", TokenOf(r).Name)

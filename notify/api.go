@@ -112,7 +112,7 @@ func newID() string {
 func (s *Service) commit(w http.ResponseWriter, r *http.Request, c raftfsm.Command, out any) error {
 	ctx, cancel := context.WithTimeout(r.Context(), 15*time.Second)
 	defer cancel()
-	res, err := s.n.Commit(ctx, c)
+	res, err := s.n.Apply(ctx, c, node.OnCommit)
 	if err != nil {
 		return err
 	}

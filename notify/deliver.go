@@ -156,7 +156,7 @@ func (dl *deliverer) attempt(ctx context.Context, j job) {
 	s.m.attempts.WithLabelValues(j.d.Kind, outcome).Inc()
 	wctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
-	if _, err := s.n.Commit(wctx, rec); err != nil {
+	if _, err := s.n.Apply(wctx, rec, node.OnCommit); err != nil {
 		if raftfsm.KindOf(err) != raftfsm.KindConflict {
 			s.log.Warn("record a delivery attempt", "delivery", j.d.ID, "attempt", n, "err", err)
 		}

@@ -165,7 +165,7 @@ func (s *Service) record(ctx context.Context) {
 		for len(evs) > 0 && ctx.Err() == nil {
 			batch := evs[:min(len(evs), 256)]
 			wctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-			_, err := s.n.Commit(wctx, &raftfsm.NotifyEvents{Scanned: idx, Events: batch, At: now})
+			_, err := s.n.Apply(wctx, &raftfsm.NotifyEvents{Scanned: idx, Events: batch, At: now}, node.OnCommit)
 			cancel()
 			if err != nil {
 				s.log.Warn("record events", "err", err, "events", len(evs))

@@ -76,7 +76,7 @@ func (s *Service) postRelease(w http.ResponseWriter, r *http.Request) error {
 			}
 		})
 		if same != nil {
-			res, err := s.n.ApplyCtx(r, &raftfsm.ReleaseHolders{App: app, Version: same.Version, Node: s.n.Name()})
+			res, err := s.n.Apply(r.Context(), &raftfsm.ReleaseHolders{App: app, Version: same.Version, Node: s.n.Name()}, node.ForRequest(r))
 			if err != nil {
 				return err
 			}
@@ -93,7 +93,7 @@ func (s *Service) postRelease(w http.ResponseWriter, r *http.Request) error {
 	if tok := node.TokenOf(r); tok != nil {
 		rel.Notes = firstNonEmpty(rel.Notes, "uploaded by token "+tok.Name)
 	}
-	res, err := s.n.ApplyCtx(r, &raftfsm.ReleaseCreate{Release: rel})
+	res, err := s.n.Apply(r.Context(), &raftfsm.ReleaseCreate{Release: rel}, node.ForRequest(r))
 	if err != nil {
 		return err
 	}
