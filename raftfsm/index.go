@@ -34,7 +34,7 @@ func newIndex() *index {
 		appReleases: map[string]map[string]struct{}{}, envDeploys: map[string]map[string]struct{}{},
 		openDeploys: map[string]struct{}{}, liveBuilds: map[string]struct{}{}, polled: map[string]struct{}{},
 		envRuntimes: map[string]map[string]struct{}{},
-		appNames: btree.NewOrderedG[string](32), envNames: btree.NewOrderedG[string](32),
+		appNames:    btree.NewOrderedG[string](32), envNames: btree.NewOrderedG[string](32),
 	}
 }
 
