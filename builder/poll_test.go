@@ -11,7 +11,9 @@ import (
 	"strings"
 	"sync/atomic"
 	"testing"
+	"time"
 
+	"github.com/shoal-ci/shoal/internal/testutil"
 	"github.com/shoal-ci/shoal/raftfsm"
 
 	"github.com/shoal-ci/shoal/internal/testtier"
@@ -43,18 +45,18 @@ func TestPollBuildsNewCommitsOnce(t *testing.T) {
 		}
 		return bs
 	}
-	waitFor(t, "a poll build of the first commit", func() bool {
+	testutil.Until(t, 20*time.Second, "a poll build of the first commit", func() bool {
 		bs := builds()
 		return len(bs) == 1 && bs[0].Commit == first && bs[0].Trigger == "poll" && bs[0].Finished()
 	})
 	second := repo.commit("second", nil)
-	waitFor(t, "a poll build of the second commit", func() bool {
+	testutil.Until(t, 20*time.Second, "a poll build of the second commit", func() bool {
 		bs := builds()
 		return len(bs) == 2 && bs[0].Commit == second && bs[0].Finished()
 	})
 	// Further polls find nothing new: after two more polls, still two builds.
 	seen := polls.Load()
-	waitFor(t, "two more polls", func() bool { return polls.Load() >= seen+2 })
+	testutil.Until(t, 20*time.Second, "two more polls", func() bool { return polls.Load() >= seen+2 })
 	bs := builds()
 	if len(bs) != 2 {
 		t.Errorf("polling queued %d builds for 2 commits: %+v", len(bs), bs)

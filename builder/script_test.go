@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/shoal-ci/shoal/internal/proc"
+	"github.com/shoal-ci/shoal/internal/testutil"
 )
 
 // syncBuffer is a bytes.Buffer safe to read while RunScript writes to it.
@@ -46,23 +47,11 @@ func run(t *testing.T, ctx context.Context, s Script) (Result, string) {
 	return res, out.String()
 }
 
-// waitFor polls cond until it holds or the deadline passes.
-func waitFor(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(20 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-}
-
 // readPid waits for a script to write a pid into file.
 func readPid(t *testing.T, file string) int {
 	t.Helper()
 	var pid int
-	waitFor(t, "the script to write "+file, func() bool {
+	testutil.Until(t, 20*time.Second, "the script to write "+file, func() bool {
 		data, err := os.ReadFile(file)
 		if err != nil || !bytes.HasSuffix(data, []byte("\n")) {
 			return false
@@ -220,7 +209,7 @@ func TestTimeoutKillsWholeGroup(t *testing.T) {
 		t.Errorf("output %q", out)
 	}
 	pid := readPid(t, pidFile)
-	waitFor(t, "the background child to be gone", func() bool { return processGone(pid) })
+	testutil.Until(t, 20*time.Second, "the background child to be gone", func() bool { return processGone(pid) })
 }
 
 func TestCancelKillsWholeGroup(t *testing.T) {
@@ -237,7 +226,7 @@ func TestCancelKillsWholeGroup(t *testing.T) {
 		t.Errorf("result %+v, want cancelled", res)
 	}
 	pid := readPid(t, pidFile)
-	waitFor(t, "the background child to be gone", func() bool { return processGone(pid) })
+	testutil.Until(t, 20*time.Second, "the background child to be gone", func() bool { return processGone(pid) })
 }
 
 func TestSigkillAfterGraceWhenTermIgnored(t *testing.T) {
@@ -266,7 +255,7 @@ func TestLeftoverProcessesStoppedOnExit(t *testing.T) {
 		t.Fatalf("result %+v output %q", res, out)
 	}
 	pid := readPid(t, filepath.Join(dir, "child.pid"))
-	waitFor(t, "the leftover child to be gone", func() bool { return processGone(pid) })
+	testutil.Until(t, 20*time.Second, "the leftover child to be gone", func() bool { return processGone(pid) })
 }
 
 func TestNoLinesRunsNothing(t *testing.T) {

@@ -18,6 +18,7 @@ import (
 	dto "github.com/prometheus/client_model/go"
 
 	"github.com/shoal-ci/shoal/client"
+	"github.com/shoal-ci/shoal/internal/testutil"
 	"github.com/shoal-ci/shoal/node"
 	"github.com/shoal-ci/shoal/raftfsm"
 )
@@ -265,7 +266,7 @@ func TestAttachStopsProcessesLeftByAnEarlierLife(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { svc.Close() })
-	waitFor(t, "the left-over script and its child to be stopped", func() bool {
+	testutil.Until(t, 20*time.Second, "the left-over script and its child to be stopped", func() bool {
 		select {
 		case <-exited:
 		default:

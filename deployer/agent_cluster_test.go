@@ -22,6 +22,7 @@ import (
 	"github.com/shoal-ci/shoal/artifact"
 	"github.com/shoal-ci/shoal/builder"
 	"github.com/shoal-ci/shoal/client"
+	"github.com/shoal-ci/shoal/internal/testutil"
 	"github.com/shoal-ci/shoal/manifest"
 	"github.com/shoal-ci/shoal/node"
 	"github.com/shoal-ci/shoal/raftfsm"
@@ -460,17 +461,7 @@ func (dc *deployCluster) waitServing(timeout time.Duration, want string, names .
 // eventually polls cond until it holds or the timeout passes; the last detail is shown on failure.
 func (dc *deployCluster) eventually(timeout time.Duration, what string, cond func() (bool, string)) {
 	dc.t.Helper()
-	deadline := time.Now().Add(timeout)
-	for {
-		ok, detail := cond()
-		if ok {
-			return
-		}
-		if time.Now().After(deadline) {
-			dc.t.Fatalf("timed out after %s waiting for %s: %s", timeout, what, detail)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	testutil.Eventually(dc.t, timeout, what, cond)
 }
 
 // env reads an environment from the first node.

@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/shoal-ci/shoal/internal/testutil"
 	"github.com/shoal-ci/shoal/node"
 	"github.com/shoal-ci/shoal/raftfsm"
 )
@@ -166,7 +167,7 @@ func TestWaitExecStable(t *testing.T) {
 		if err := syscall.Kill(pid, syscall.SIGKILL); err != nil {
 			t.Fatal(err)
 		}
-		waitFor(t, "the restart", func() bool {
+		testutil.Until(t, 20*time.Second, "the restart", func() bool {
 			st := s.Status()
 			return st.Restarts == 1 && len(st.Procs) == 1 && st.Procs[0].PID != pid
 		})

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/shoal-ci/shoal/internal/testtier"
+	"github.com/shoal-ci/shoal/internal/testutil"
 )
 
 type lifecycleFixture struct {
@@ -113,7 +114,7 @@ func TestDeployRunsPhasesInOrder(t *testing.T) {
 	if cur, err := Current(f.envDir); err != nil || cur != l1.InstallDir {
 		t.Fatalf("current = %q, %v; want %s", cur, err, l1.InstallDir)
 	}
-	waitFor(t, "the Exec line in the trace", func() bool { return len(f.traceLines()) >= 6 })
+	testutil.Until(t, 20*time.Second, "the Exec line in the trace", func() bool { return len(f.traceLines()) >= 6 })
 	inst, _ := filepath.EvalSymlinks(l1.InstallDir)
 	want := []string{
 		"PreInstall " + inst,

@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/shoal-ci/shoal/internal/proc"
+	"github.com/shoal-ci/shoal/internal/testutil"
 )
 
 const helperEnv = "SHOAL_TEST_SUPERVISE_HELPER"
@@ -70,17 +71,6 @@ type tWriter struct{ t *testing.T }
 func (w tWriter) Write(p []byte) (int, error) {
 	w.t.Log(strings.TrimSpace(string(p)))
 	return len(p), nil
-}
-
-func waitFor(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(20 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
 }
 
 // alive reports whether pid runs (zombies count as gone).
@@ -141,7 +131,7 @@ func TestSupervisorBackoffDoublesForShortRuns(t *testing.T) {
 	if err := s.Start(f.spec); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, "5 restarts", func() bool { return s.Restarts() >= 5 })
+	testutil.Until(t, 20*time.Second, "5 restarts", func() bool { return s.Restarts() >= 5 })
 	if err := s.Stop(context.Background()); err != nil {
 		t.Fatal(err)
 	}
@@ -171,7 +161,7 @@ func TestSupervisorRestartsStableRunsAtOnce(t *testing.T) {
 	if err := s.Start(f.spec); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, "3 restarts", func() bool { return s.Restarts() >= 3 })
+	testutil.Until(t, 20*time.Second, "3 restarts", func() bool { return s.Restarts() >= 3 })
 	if err := s.Stop(context.Background()); err != nil {
 		t.Fatal(err)
 	}
@@ -207,7 +197,7 @@ func TestSupervisorProcessCountAndRestartAfterKill(t *testing.T) {
 	if err := syscall.Kill(pids[1], syscall.SIGKILL); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, "slot 1 restarted", func() bool {
+	testutil.Until(t, 20*time.Second, "slot 1 restarted", func() bool {
 		now := s.PIDs()
 		return len(now) == 3 && now[1] != pids[1] && alive(now[1])
 	})
@@ -265,7 +255,7 @@ func assertSupervisedByNew(t *testing.T, s *Supervisor, pid int) {
 	if err := syscall.Kill(pid, syscall.SIGKILL); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, "the new supervisor to restart the process", func() bool {
+	testutil.Until(t, 20*time.Second, "the new supervisor to restart the process", func() bool {
 		now := s.PIDs()
 		return len(now) == 1 && now[0] != pid && alive(now[0])
 	})
@@ -382,7 +372,7 @@ func TestSupervisorStopKillsStubbornGroup(t *testing.T) {
 	}
 	pid := s.PIDs()[0]
 	var child int
-	waitFor(t, "the script's child", func() bool {
+	testutil.Until(t, 20*time.Second, "the script's child", func() bool {
 		b, err := os.ReadFile(f.spec.Env[1][len("OUT="):] + ".child")
 		if err != nil {
 			return false
@@ -476,7 +466,7 @@ func TestSupervisorFindsUnrecordedProcesses(t *testing.T) {
 			reap(p)
 		}
 	})
-	waitFor(t, "the orphans to exec", func() bool { return len(findMarked(markerVar+"="+s.id+"/")) == 2 })
+	testutil.Until(t, 20*time.Second, "the orphans to exec", func() bool { return len(findMarked(markerVar+"="+s.id+"/")) == 2 })
 
 	if err := s.Start(f.spec); err != nil {
 		t.Fatal(err)
@@ -485,7 +475,7 @@ func TestSupervisorFindsUnrecordedProcesses(t *testing.T) {
 	if len(pids) != 2 || pids[1] != mine || pids[0] == foreign {
 		t.Fatalf("PIDs() = %v; want slot 1 adopted (%d) and slot 0 new", pids, mine)
 	}
-	waitFor(t, "the other spec's orphan to be stopped", func() bool { reap(foreign); return !alive(foreign) })
+	testutil.Until(t, 20*time.Second, "the other spec's orphan to be stopped", func() bool { reap(foreign); return !alive(foreign) })
 	if err := s.Stop(context.Background()); err != nil {
 		t.Fatal(err)
 	}

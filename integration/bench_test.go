@@ -21,6 +21,7 @@ import (
 	"time"
 
 	"github.com/shoal-ci/shoal/client"
+	"github.com/shoal-ci/shoal/internal/testutil"
 	"github.com/shoal-ci/shoal/node"
 )
 
@@ -263,7 +264,7 @@ func failoverTrial(t *testing.T, m failoverMesh, trial int) (toWrite []time.Dura
 			t.Fatalf("trial %d: %v", trial, err)
 		}
 	}
-	eventually(t, 10*time.Second, "the survivor to name the new leader", func() (bool, string) { return leaderAt.Load() != 0, "" })
+	testutil.Eventually(t, 10*time.Second, "the survivor to name the new leader", func() (bool, string) { return leaderAt.Load() != 0, "" })
 	cancel()
 	wg.Wait()
 	toLeader = time.Duration(leaderAt.Load())

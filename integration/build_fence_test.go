@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/shoal-ci/shoal/builder"
+	"github.com/shoal-ci/shoal/internal/testutil"
 	"github.com/shoal-ci/shoal/raftfsm"
 )
 
@@ -53,7 +54,7 @@ package:
 	first := waitBuildVia(t, api, b.ID, "running on the leader", 30*time.Second, func(b raftfsm.Build) bool {
 		return b.State == raftfsm.BuildRunning && b.Node == old.name
 	})
-	eventually(t, 30*time.Second, "the first attempt's script to start", func() (bool, string) {
+	testutil.Eventually(t, 30*time.Second, "the first attempt's script to start", func() (bool, string) {
 		started, _ := filepath.Glob(g.path + ".started.*")
 		return len(started) == 1, fmt.Sprintf("%d started", len(started))
 	})
@@ -89,7 +90,7 @@ package:
 	if done.State != raftfsm.BuildSucceeded || done.Node != leader.name || done.Term != second.Term || done.Release != "v1" {
 		t.Fatalf("build %+v", done)
 	}
-	eventually(t, 30*time.Second, "both attempts' scripts to end", func() (bool, string) {
+	testutil.Eventually(t, 30*time.Second, "both attempts' scripts to end", func() (bool, string) {
 		ends, _ := filepath.Glob(g.path + ".done.*")
 		return len(ends) == 2, fmt.Sprintf("%d ended", len(ends))
 	})
@@ -99,7 +100,7 @@ package:
 	}
 	resumed = true
 	logPath := filepath.Join(old.dir, "builds", b.ID+".log")
-	eventually(t, 60*time.Second, "the old leader's result to be refused", func() (bool, string) {
+	testutil.Eventually(t, 60*time.Second, "the old leader's result to be refused", func() (bool, string) {
 		data, _ := os.ReadFile(logPath)
 		return strings.Contains(string(data), "this attempt's result is discarded"), string(data)
 	})
@@ -108,7 +109,7 @@ package:
 		t.Errorf("the old leader's log does not say its term is over:\n%s", oldLog)
 	}
 	t.Logf("the old leader's build log:\n%s", oldLog)
-	eventually(t, 30*time.Second, "the old leader to count a fenced build", func() (bool, string) {
+	testutil.Eventually(t, 30*time.Second, "the old leader to count a fenced build", func() (bool, string) {
 		text, err := scrape(m, old)
 		return err == nil && strings.Contains(text, `shoal_builds_total{app="web",result="fenced"} 1`), fmt.Sprint(err)
 	})
@@ -209,7 +210,7 @@ package:
 	if _, err := api.Post(ctx, "/v1/apps/web/builds", builder.BuildRequest{}, &b); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, 30*time.Second, "the first attempt's script to run", func() (bool, string) {
+	testutil.Eventually(t, 30*time.Second, "the first attempt's script to run", func() (bool, string) {
 		return len(pids()) == 1, fmt.Sprint(pids())
 	})
 	orphan := pids()[0]
@@ -227,7 +228,7 @@ package:
 	waitBuildVia(t, sapi, b.ID, "running again on the new leader", 30*time.Second, func(b raftfsm.Build) bool {
 		return b.State == raftfsm.BuildRunning && b.Node == leader.name && b.Attempt == 2
 	})
-	eventually(t, 30*time.Second, "the second attempt's script to run", func() (bool, string) {
+	testutil.Eventually(t, 30*time.Second, "the second attempt's script to run", func() (bool, string) {
 		return len(pids()) == 2, fmt.Sprint(pids())
 	})
 	if !alive(orphan) {
@@ -235,7 +236,7 @@ package:
 	}
 
 	m.restart(old)
-	eventually(t, 30*time.Second, "the restarted node to stop its earlier life's script", func() (bool, string) {
+	testutil.Eventually(t, 30*time.Second, "the restarted node to stop its earlier life's script", func() (bool, string) {
 		return !alive(orphan), fmt.Sprintf("pid %d alive", orphan)
 	})
 	if second := pids()[1]; !alive(second) {

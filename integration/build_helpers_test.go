@@ -25,6 +25,7 @@ import (
 	"github.com/shoal-ci/shoal/builder"
 	"github.com/shoal-ci/shoal/client"
 	"github.com/shoal-ci/shoal/daemon"
+	"github.com/shoal-ci/shoal/internal/testutil"
 	"github.com/shoal-ci/shoal/node"
 	"github.com/shoal-ci/shoal/raftfsm"
 
@@ -209,7 +210,7 @@ func (m *buildMesh) follower() *node.Node {
 func waitBuildVia(t testing.TB, cl *client.Client, id, what string, timeout time.Duration, cond func(b raftfsm.Build) bool) raftfsm.Build {
 	t.Helper()
 	var b raftfsm.Build
-	eventually(t, timeout, fmt.Sprintf("build %s %s", id, what), func() (bool, string) {
+	testutil.Eventually(t, timeout, fmt.Sprintf("build %s %s", id, what), func() (bool, string) {
 		b = raftfsm.Build{}
 		if _, err := cl.Get(context.Background(), "/v1/builds/"+id, &b); err != nil {
 			return false, err.Error()

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/shoal-ci/shoal/builder"
+	"github.com/shoal-ci/shoal/internal/testutil"
 	"github.com/shoal-ci/shoal/raftfsm"
 )
 
@@ -114,7 +115,7 @@ func TestBuildNodeAppFromForgeWebhooks(t *testing.T) {
 	// (and by the servers the spread copied it to).
 	for _, n := range m.live() {
 		var rels []raftfsm.Release
-		eventually(t, 10*time.Second, "three releases on "+n.Name(), func() (bool, string) {
+		testutil.Eventually(t, 10*time.Second, "three releases on "+n.Name(), func() (bool, string) {
 			rels = nil
 			_, err := m.api(n).Get(ctx, "/v1/apps/nodeapp/releases", &rels)
 			return err == nil && len(rels) == 3, "releases"

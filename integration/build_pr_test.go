@@ -18,6 +18,7 @@ import (
 	"github.com/shoal-ci/shoal/builder"
 	"github.com/shoal-ci/shoal/client"
 	"github.com/shoal-ci/shoal/deployer"
+	"github.com/shoal-ci/shoal/internal/testutil"
 	"github.com/shoal-ci/shoal/raftfsm"
 )
 
@@ -101,7 +102,7 @@ func TestPullRequestBuild(t *testing.T) {
 		t.Fatalf("release %+v %v", rel, err)
 	}
 	want := []string{"POST /repos/acme/web/statuses/" + head + " pending", "POST /repos/acme/web/statuses/" + head + " success"}
-	eventually(t, 30*time.Second, "GitHub to receive the pull request's statuses", func() (bool, string) {
+	testutil.Eventually(t, 30*time.Second, "GitHub to receive the pull request's statuses", func() (bool, string) {
 		mu.Lock()
 		defer mu.Unlock()
 		return fmt.Sprint(statuses) == fmt.Sprint(want), fmt.Sprint(statuses)
@@ -122,7 +123,7 @@ func TestPullRequestBuild(t *testing.T) {
 	if status, ans := sendHook(t, hc, n.api(), "web", ph, pbody); status != http.StatusCreated {
 		t.Fatalf("push: %d %+v", status, ans)
 	}
-	eventually(t, 60*time.Second, "auto deploy of v1 to prod", func() (bool, string) {
+	testutil.Eventually(t, 60*time.Second, "auto deploy of v1 to prod", func() (bool, string) {
 		var deps []raftfsm.Deployment
 		if _, err := api.Get(ctx, "/v1/envs/prod/deployments", &deps); err != nil {
 			return false, err.Error()

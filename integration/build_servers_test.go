@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/shoal-ci/shoal/builder"
+	"github.com/shoal-ci/shoal/internal/testutil"
 	"github.com/shoal-ci/shoal/raftfsm"
 )
 
@@ -95,7 +96,7 @@ package:
 	if !first.Remote || (first.Node != b1.name && first.Node != b2.name) {
 		t.Fatalf("build runs on %q (remote %v); want build server %s or %s, never a voter (leader %s)", first.Node, first.Remote, b1.name, b2.name, leader.name)
 	}
-	eventually(t, 30*time.Second, "the first attempt's script to start", func() (bool, string) {
+	testutil.Eventually(t, 30*time.Second, "the first attempt's script to start", func() (bool, string) {
 		started, _ := filepath.Glob(g.path + ".started.*")
 		return len(started) == 1, fmt.Sprintf("%d started", len(started))
 	})
@@ -120,7 +121,7 @@ package:
 	}
 	t.Logf("build requeued to %s %s after %s was killed (lease %s): %s", other.name, time.Since(killedAt).Round(time.Millisecond),
 		victim.name, builder.DefaultLeaseTTL, second.Requeued)
-	eventually(t, 30*time.Second, "the second attempt's script to start", func() (bool, string) {
+	testutil.Eventually(t, 30*time.Second, "the second attempt's script to start", func() (bool, string) {
 		started, _ := filepath.Glob(g.path + ".started.*")
 		return len(started) == 2, fmt.Sprintf("%d started", len(started))
 	})
@@ -136,14 +137,14 @@ package:
 		t.Fatal(err)
 	}
 	var view builder.BuildView
-	eventually(t, 30*time.Second, "the gpu build to say why it waits", func() (bool, string) {
+	testutil.Eventually(t, 30*time.Second, "the gpu build to say why it waits", func() (bool, string) {
 		view = builder.BuildView{}
 		_, err := api.Get(ctx, "/v1/builds/"+gb.ID, &view)
 		return err == nil && view.State == raftfsm.BuildQueued && strings.Contains(view.Waiting, "capability cuda"), fmt.Sprintf("%+v %v", view, err)
 	})
 	// Through another voter, which may need a moment to apply the queueing.
 	var out bytes.Buffer
-	eventually(t, 30*time.Second, "node builds gpu to print why the build waits", func() (bool, string) {
+	testutil.Eventually(t, 30*time.Second, "node builds gpu to print why the build waits", func() (bool, string) {
 		cmd := exec.Command(nodeBinary(t), "--addr", voters[1].api(), "--token", m.admin, "builds", "gpu")
 		cmd.Env = cleanEnv()
 		out.Reset()
@@ -166,7 +167,7 @@ package:
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { waiter.Process.Kill(); waiter.Wait() })
-	eventually(t, 30*time.Second, "node build gpu --wait to say why it waits", func() (bool, string) {
+	testutil.Eventually(t, 30*time.Second, "node build gpu --wait to say why it waits", func() (bool, string) {
 		data, _ := os.ReadFile(errPath)
 		return strings.Contains(string(data), "waits: needs a build server with capability cuda"), string(data)
 	})
@@ -182,7 +183,7 @@ package:
 		}
 	}
 	// From the build server, the release spreads peer to peer to other nodes.
-	eventually(t, 60*time.Second, "the release to spread from the build server", func() (bool, string) {
+	testutil.Eventually(t, 60*time.Second, "the release to spread from the build server", func() (bool, string) {
 		var rel raftfsm.Release
 		if _, err := api.Get(ctx, "/v1/apps/web/releases/v1", &rel); err != nil {
 			return false, err.Error()
@@ -216,7 +217,7 @@ package:
 	run1 := waitBuildVia(t, api, nb.ID, "running on the build server", 30*time.Second, func(b raftfsm.Build) bool {
 		return b.State == raftfsm.BuildRunning && b.Node == other.name
 	})
-	eventually(t, 30*time.Second, "the build's script to start", func() (bool, string) {
+	testutil.Eventually(t, 30*time.Second, "the build's script to start", func() (bool, string) {
 		started, _ := filepath.Glob(g.path + ".started.*")
 		return len(started) == 3, fmt.Sprintf("%d started", len(started))
 	})
@@ -236,7 +237,7 @@ package:
 	if run2.Node != other.name || run2.Attempt != run1.Attempt+1 {
 		t.Fatalf("after the leader's kill: %+v (before: %+v)", run2, run1)
 	}
-	eventually(t, 30*time.Second, "the second attempt's script to start", func() (bool, string) {
+	testutil.Eventually(t, 30*time.Second, "the second attempt's script to start", func() (bool, string) {
 		started, _ := filepath.Glob(g.path + ".started.*")
 		return len(started) == 4, fmt.Sprintf("%d started", len(started))
 	})

@@ -14,6 +14,7 @@ import (
 
 	"github.com/shoal-ci/shoal/client"
 	"github.com/shoal-ci/shoal/deployer"
+	"github.com/shoal-ci/shoal/internal/testutil"
 	"github.com/shoal-ci/shoal/raftfsm"
 
 	"github.com/shoal-ci/shoal/internal/testtier"
@@ -91,7 +92,7 @@ func benchDeploy(t *testing.T, size, trials int) string {
 		}
 		committed := time.Now()
 		var dep *raftfsm.Deployment
-		eventually(t, 120*time.Second, version+" healthy on every server", func() (bool, string) {
+		testutil.Eventually(t, 120*time.Second, version+" healthy on every server", func() (bool, string) {
 			c.Nodes[0].FSM().Read(func(s *raftfsm.State) {
 				for _, d := range s.Deploys {
 					if d.Release == version && d.Env == "prod" {

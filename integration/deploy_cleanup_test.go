@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/shoal-ci/shoal/deployer"
+	"github.com/shoal-ci/shoal/internal/testutil"
 	"github.com/shoal-ci/shoal/raftfsm"
 )
 
@@ -100,10 +101,10 @@ func TestCleanupNeverStrandsADeploy(t *testing.T) {
 	app.push(cl, "v5", false)
 	app.block("PreInstall")
 	live := app.deploy(cl, deployer.CreateRequest{Release: "v5"})
-	eventually(t, 60*time.Second, "v5's deployment at PreInstall", func() (bool, string) { return app.reached("PreInstall"), "" })
+	testutil.Eventually(t, 60*time.Second, "v5's deployment at PreInstall", func() (bool, string) { return app.reached("PreInstall"), "" })
 	app.push(cl, "v6", false) // the newest: kept by --keep-releases 1
 
-	eventually(t, 60*time.Second, "v3 and v4 collected on every server", func() (bool, string) {
+	testutil.Eventually(t, 60*time.Second, "v3 and v4 collected on every server", func() (bool, string) {
 		for _, v := range []string{"v3", "v4"} {
 			if on := storesHolding(m, release(v).Digest); len(on) > 0 {
 				return false, v + " still on " + strings.Join(on, ",")
@@ -112,13 +113,13 @@ func TestCleanupNeverStrandsADeploy(t *testing.T) {
 		return true, ""
 	})
 	for _, v := range []string{"v1", "v2", "v5", "v6"} {
-		eventually(t, 60*time.Second, v+" on every server", func() (bool, string) {
+		testutil.Eventually(t, 60*time.Second, v+" on every server", func() (bool, string) {
 			on := storesHolding(m, release(v).Digest)
 			return len(on) == 3, strings.Join(on, ",")
 		})
 	}
 	for _, v := range []string{"v1", "v2", "v3", "v4", "v5", "v6"} {
-		eventually(t, 30*time.Second, "held by of "+v+" equal to the stores", func() (bool, string) {
+		testutil.Eventually(t, 30*time.Second, "held by of "+v+" equal to the stores", func() (bool, string) {
 			got, want := heldBy(t, m, m.nodes[1], "web", v), storesHolding(m, release(v).Digest)
 			return slices.Equal(got, want), fmt.Sprintf("held by %v, stores %v", got, want)
 		})
@@ -167,7 +168,7 @@ func TestCleanupNeverStrandsADeploy(t *testing.T) {
 	m.restart(n3)
 	m.waitHealthy(m.nodes...)
 	for _, v := range []string{"v1", "v2", "v3", "v4", "v5", "v6"} {
-		eventually(t, 30*time.Second, "after a restart, held by of "+v+" equal to the stores", func() (bool, string) {
+		testutil.Eventually(t, 30*time.Second, "after a restart, held by of "+v+" equal to the stores", func() (bool, string) {
 			got, want := heldBy(t, m, n3, "web", v), storesHolding(m, release(v).Digest)
 			return slices.Equal(got, want), fmt.Sprintf("held by %v, stores %v", got, want)
 		})
@@ -248,7 +249,7 @@ func TestAppLogsThroughAnyNode(t *testing.T) {
 	dir := app.envDir(n1.dir)
 	const bound = 2 << 20 // 3 files of 64 KiB plus what the app writes between two checks (1 s), with a margin
 	written := int64(0)
-	eventually(t, 90*time.Second, "the app to write 3× the bound", func() (bool, string) {
+	testutil.Eventually(t, 90*time.Second, "the app to write 3× the bound", func() (bool, string) {
 		var total int64
 		files, _ := filepath.Glob(filepath.Join(dir, "exec.log*"))
 		for _, f := range files {

@@ -21,6 +21,7 @@ import (
 
 	"github.com/shoal-ci/shoal/client"
 	"github.com/shoal-ci/shoal/deployer"
+	"github.com/shoal-ci/shoal/internal/testutil"
 	"github.com/shoal-ci/shoal/raftfsm"
 )
 
@@ -250,7 +251,7 @@ func getDeployment(cl *client.Client, id string) (raftfsm.Deployment, error) {
 func waitDeployment(t testing.TB, clients func() []*client.Client, id string, timeout time.Duration, states ...string) raftfsm.Deployment {
 	t.Helper()
 	var d raftfsm.Deployment
-	eventually(t, timeout, "deployment "+id+" to be "+strings.Join(states, " or "), func() (bool, string) {
+	testutil.Eventually(t, timeout, "deployment "+id+" to be "+strings.Join(states, " or "), func() (bool, string) {
 		var errs []string
 		for _, cl := range clients() {
 			got, err := getDeployment(cl, id)
@@ -306,7 +307,7 @@ func versionOf(serving string) string {
 // waitServing waits until every named server's copy serves version.
 func (a *deployApp) waitServing(timeout time.Duration, version string, names ...string) {
 	a.t.Helper()
-	eventually(a.t, timeout, "every server serving "+version, func() (bool, string) {
+	testutil.Eventually(a.t, timeout, "every server serving "+version, func() (bool, string) {
 		ok := true
 		var seen []string
 		for _, n := range names {

@@ -11,6 +11,7 @@ import (
 
 	"github.com/shoal-ci/shoal/client"
 	"github.com/shoal-ci/shoal/deployer"
+	"github.com/shoal-ci/shoal/internal/testutil"
 	"github.com/shoal-ci/shoal/raftfsm"
 )
 
@@ -119,7 +120,7 @@ func TestDeployBuiltFromGitRolling(t *testing.T) {
 	}
 	// Follow the auto deployment of v2, checking the order as it goes.
 	var d raftfsm.Deployment
-	eventually(t, 120*time.Second, "the rolling deployment of v2 to succeed", func() (bool, string) {
+	testutil.Eventually(t, 120*time.Second, "the rolling deployment of v2 to succeed", func() (bool, string) {
 		var ds []raftfsm.Deployment
 		if _, err := cl.Get(ctx, "/v1/envs/prod/deployments", &ds); err != nil || len(ds) == 0 || ds[0].Release != "v2" {
 			return false, fmt.Sprintf("%v", err)
@@ -138,7 +139,7 @@ func TestDeployBuiltFromGitRolling(t *testing.T) {
 
 	// A broken release: pushed, deployed by auto deploy, fails its health check in the first batch.
 	app.push(cl, "v3", true)
-	eventually(t, 120*time.Second, "the deployment of v3 to end", func() (bool, string) {
+	testutil.Eventually(t, 120*time.Second, "the deployment of v3 to end", func() (bool, string) {
 		var ds []raftfsm.Deployment
 		if _, err := cl.Get(ctx, "/v1/envs/prod/deployments", &ds); err != nil || len(ds) == 0 {
 			return false, fmt.Sprint(err)
@@ -196,7 +197,7 @@ func TestDeployAgentKilledAtEachStep(t *testing.T) {
 		app.push(cl, version, false)
 		app.block(s.step)
 		d := app.deploy(cl, deployer.CreateRequest{Release: version})
-		eventually(t, 60*time.Second, target.name+" at "+s.step, func() (bool, string) {
+		testutil.Eventually(t, 60*time.Second, target.name+" at "+s.step, func() (bool, string) {
 			got, _ := getDeployment(cl, d.ID)
 			return app.reached(s.step), describeDeployment(got)
 		})
@@ -257,7 +258,7 @@ func TestDeployAppSurvivesAgentKills(t *testing.T) {
 	if err := syscall.Kill(pid, syscall.SIGKILL); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, 30*time.Second, "a new app process", func() (bool, string) {
+	testutil.Eventually(t, 30*time.Second, "a new app process", func() (bool, string) {
 		got := app.serving(n.name)
 		return versionOf(got) == "v1" && got != first, got
 	})

@@ -11,6 +11,7 @@ import (
 
 	"github.com/shoal-ci/shoal/client"
 	"github.com/shoal-ci/shoal/deployer"
+	"github.com/shoal-ci/shoal/internal/testutil"
 	"github.com/shoal-ci/shoal/node"
 	"github.com/shoal-ci/shoal/raftfsm"
 )
@@ -25,7 +26,7 @@ const agentReadyLine = "agent ready: caught up with the leader"
 // waitAgentReady waits until n's running process logged that its agent caught up.
 func waitAgentReady(t testing.TB, n *pnode) {
 	t.Helper()
-	eventually(t, 90*time.Second, n.name+"'s agent to catch up", func() (bool, string) {
+	testutil.Eventually(t, 90*time.Second, n.name+"'s agent to catch up", func() (bool, string) {
 		return strings.Contains(n.proc.Stderr(), agentReadyLine), "not yet"
 	})
 }
@@ -65,7 +66,7 @@ func servingAll(app *deployApp, m *pmesh) map[string]string {
 func finished(t testing.TB, clients func() []*client.Client, env string) map[string]string {
 	t.Helper()
 	var ds []raftfsm.Deployment
-	eventually(t, 30*time.Second, "the deployments of "+env, func() (bool, string) {
+	testutil.Eventually(t, 30*time.Second, "the deployments of "+env, func() (bool, string) {
 		for _, cl := range clients() {
 			if _, err := cl.Get(context.Background(), "/v1/envs/"+env+"/deployments?limit=0&consistent", &ds); err == nil {
 				return true, ""
@@ -184,7 +185,7 @@ func TestDeployRestartActsOnlyOnThePresent(t *testing.T) {
 // seesUp waits until node from's gossip shows every named server alive.
 func seesUp(t testing.TB, m *pmesh, from *pnode, names ...string) {
 	t.Helper()
-	eventually(t, 60*time.Second, from.name+" to see "+strings.Join(names, ", ")+" alive", func() (bool, string) {
+	testutil.Eventually(t, 60*time.Second, from.name+" to see "+strings.Join(names, ", ")+" alive", func() (bool, string) {
 		ms, err := m.members(from)
 		if err != nil {
 			return false, err.Error()
@@ -273,7 +274,7 @@ func TestDeployFailureAndCancelKeepStable(t *testing.T) {
 	app.push(cl, "D", false)
 	app.block("PreInstall")
 	d := app.deploy(cl, deployer.CreateRequest{Release: "D"})
-	eventually(t, 60*time.Second, "both servers in D's PreInstall", func() (bool, string) {
+	testutil.Eventually(t, 60*time.Second, "both servers in D's PreInstall", func() (bool, string) {
 		got, _ := getDeployment(cl, d.ID)
 		busy := 0
 		for _, st := range got.Nodes {
@@ -290,7 +291,7 @@ func TestDeployFailureAndCancelKeepStable(t *testing.T) {
 	if _, err := cl.Post(context.Background(), "/v1/deployments/"+d.ID+"/cancel", struct{}{}, &cancelled); err != nil {
 		t.Fatalf("cancel: %v", err)
 	}
-	eventually(t, 10*time.Second, "n1's install of D to be interrupted", func() (bool, string) {
+	testutil.Eventually(t, 10*time.Second, "n1's install of D to be interrupted", func() (bool, string) {
 		return strings.Contains(n1.proc.Stderr(), `msg="install interrupted"`), "still working"
 	})
 	app.open("PreInstall") // a hook that survived the cancel would now go on and install D

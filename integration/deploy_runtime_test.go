@@ -13,6 +13,7 @@ import (
 
 	"github.com/shoal-ci/shoal/client"
 	"github.com/shoal-ci/shoal/deployer"
+	"github.com/shoal-ci/shoal/internal/testutil"
 	"github.com/shoal-ci/shoal/raftfsm"
 )
 
@@ -36,7 +37,7 @@ func envRuntime(cl *client.Client, env string) (map[string]deployer.ServerRuntim
 func waitRuntime(t testing.TB, cl *client.Client, env, server, what string, cond func(s deployer.ServerRuntime) bool) deployer.ServerRuntime {
 	t.Helper()
 	var got deployer.ServerRuntime
-	eventually(t, 60*time.Second, server+": "+what, func() (bool, string) {
+	testutil.Eventually(t, 60*time.Second, server+": "+what, func() (bool, string) {
 		rts, err := envRuntime(cl, env)
 		if err != nil {
 			return false, err.Error()
@@ -125,7 +126,7 @@ func TestDeployRuntimeReportedAndRepaired(t *testing.T) {
 	if !strings.Contains(got.Report.LastExit.Status, "killed") {
 		t.Fatalf("the last exit does not say the app was killed: %s", describeRuntime(got))
 	}
-	eventually(t, 30*time.Second, "the restarted app serving", func() (bool, string) {
+	testutil.Eventually(t, 30*time.Second, "the restarted app serving", func() (bool, string) {
 		s := app.serving(n1.name)
 		return versionOf(s) == "v1" && strings.HasSuffix(s, fmt.Sprintf("pid=%d", got.Report.Procs[0].PID)), s
 	})

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/shoal-ci/shoal/client"
+	"github.com/shoal-ci/shoal/internal/testutil"
 	"github.com/shoal-ci/shoal/node"
 )
 
@@ -65,7 +66,7 @@ func waitAppEverywhere(t *testing.T, nodes []*node.Node, token, app string, cons
 	if consistent {
 		path += "?consistent"
 	}
-	eventually(t, 10*time.Second, fmt.Sprintf("app %s on every node", app), func() (bool, string) {
+	testutil.Eventually(t, 10*time.Second, fmt.Sprintf("app %s on every node", app), func() (bool, string) {
 		for _, n := range nodes {
 			if n == nil {
 				continue

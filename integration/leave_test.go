@@ -6,6 +6,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/shoal-ci/shoal/internal/testutil"
 	"github.com/shoal-ci/shoal/node"
 )
 
@@ -39,7 +40,7 @@ func TestLeaveSeenAsLeftEverywhere(t *testing.T) {
 			status := ""
 			// The departure is a Raft entry: a member that has not applied it yet may see only gossip's "dead" for a
 			// moment; it must come to "left".
-			eventually(t, 10*time.Second, fmt.Sprintf("%s to list %s as left", o.Name(), n.Name()), func() (bool, string) {
+			testutil.Eventually(t, 10*time.Second, fmt.Sprintf("%s to list %s as left", o.Name(), n.Name()), func() (bool, string) {
 				for _, m := range o.Members() {
 					if m.Name == n.Name() {
 						status = m.Status

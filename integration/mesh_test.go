@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/shoal-ci/shoal/client"
+	"github.com/shoal-ci/shoal/internal/testutil"
 	"github.com/shoal-ci/shoal/node"
 )
 
@@ -332,27 +333,10 @@ func (m *pmesh) waitHealthy(nodes ...*pnode) *pnode {
 	return leader
 }
 
-// eventually polls cond every 50 ms until it holds, failing the test after timeout with cond's last detail.
+// eventually is testutil.Eventually for the mesh's test.
 func (m *pmesh) eventually(timeout time.Duration, what string, cond func() (bool, string)) {
 	m.t.Helper()
-	eventually(m.t, timeout, what, cond)
-}
-
-func eventually(t testing.TB, timeout time.Duration, what string, cond func() (bool, string)) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	tick := time.NewTicker(50 * time.Millisecond)
-	defer tick.Stop()
-	for {
-		ok, detail := cond()
-		if ok {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %v waiting for %s; last seen: %s", timeout, what, detail)
-		}
-		<-tick.C
-	}
+	testutil.Eventually(m.t, timeout, what, cond)
 }
 
 func memberSummary(ms []node.Member) string {

@@ -21,6 +21,7 @@ import (
 	"time"
 
 	"github.com/shoal-ci/shoal/artifact"
+	"github.com/shoal-ci/shoal/internal/testutil"
 	"github.com/shoal-ci/shoal/node"
 	"github.com/shoal-ci/shoal/raftfsm"
 	"github.com/shoal-ci/shoal/spread"
@@ -227,7 +228,7 @@ func startNetnsMesh(t *testing.T, c netnsCase) *netnsMesh {
 
 	m.nodes[0] = m.startNode(0, "init", "--json", "--name", "seed", "--mesh", "bench")
 	var res node.InitResult
-	eventually(t, 60*time.Second, "node init to print its tokens", func() (bool, string) {
+	testutil.Eventually(t, 60*time.Second, "node init to print its tokens", func() (bool, string) {
 		if m.nodes[0].Exited() {
 			t.Fatalf("node init exited early: %v", m.nodes[0].waitErr)
 		}
@@ -235,7 +236,7 @@ func startNetnsMesh(t *testing.T, c netnsCase) *netnsMesh {
 		return json.Unmarshal([]byte(out), &res) == nil && res.AdminToken != "" && res.JoinToken != "", out
 	})
 	m.admin, m.join = res.AdminToken, res.JoinToken
-	eventually(t, 60*time.Second, "the seed to lead", func() (bool, string) {
+	testutil.Eventually(t, 60*time.Second, "the seed to lead", func() (bool, string) {
 		var st node.Status
 		if _, err := m.helpers[0].api("GET", m.apiURL(0, "/v1/status"), m.admin, nil, &st); err != nil {
 			return false, err.Error()
@@ -252,12 +253,12 @@ func startNetnsMesh(t *testing.T, c netnsCase) *netnsMesh {
 			i := from + j
 			m.nodes[i] = m.startNode(i, "join", seedQUIC, "--token", m.join, "--name", names[i])
 		}
-		eventually(t, 120*time.Second, fmt.Sprintf("%v in Raft", batch), func() (bool, string) {
+		testutil.Eventually(t, 120*time.Second, fmt.Sprintf("%v in Raft", batch), func() (bool, string) {
 			return m.sees(0, names[:from+len(batch)], true)
 		})
 	}
 	for i := range names {
-		eventually(t, 120*time.Second, names[i]+" to see every node alive", func() (bool, string) {
+		testutil.Eventually(t, 120*time.Second, names[i]+" to see every node alive", func() (bool, string) {
 			if m.nodes[i].Exited() {
 				t.Fatalf("%s exited: %v", names[i], m.nodes[i].waitErr)
 			}
@@ -266,7 +267,7 @@ func startNetnsMesh(t *testing.T, c netnsCase) *netnsMesh {
 		// A node serves its API before the spread service has added its routes (cmd/node attaches the
 		// services after the node has started), so ask for a fetch of a release that does not exist until the
 		// route answers for itself.
-		eventually(t, 60*time.Second, names[i]+" to serve release fetches", func() (bool, string) {
+		testutil.Eventually(t, 60*time.Second, names[i]+" to serve release fetches", func() (bool, string) {
 			rep, err := m.helpers[i].call(netnsRequest{Op: "http", Method: "POST", URL: m.apiURL(i, "/v1/apps/none/releases/none/fetch"),
 				Token: m.admin, Body: json.RawMessage("{}"), Timeout: 10 * time.Second})
 			if err != nil {
@@ -325,7 +326,7 @@ func netnsRunCase(t *testing.T, c netnsCase, bench bool) {
 	m := startNetnsMesh(t, c)
 	t.Logf("%s: a mesh of %d nodes is up after %.1f s", c.name, c.n+1, time.Since(began).Seconds())
 	seed := m.helpers[0]
-	eventually(t, 30*time.Second, "the app to be created", func() (bool, string) {
+	testutil.Eventually(t, 30*time.Second, "the app to be created", func() (bool, string) {
 		_, err := seed.api("POST", m.apiURL(0, "/v1/apps"), m.admin, map[string]any{"name": "bench"}, nil)
 		return err == nil, fmt.Sprint(err)
 	})

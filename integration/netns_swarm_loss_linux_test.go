@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/shoal-ci/shoal/artifact"
+	"github.com/shoal-ci/shoal/internal/testutil"
 	"github.com/shoal-ci/shoal/node"
 	"github.com/shoal-ci/shoal/raftfsm"
 	"github.com/shoal-ci/shoal/spread"
@@ -42,7 +43,7 @@ func netnsRunLossCase(t *testing.T, c netnsCase) {
 		runs = k
 	}
 	m := startNetnsMesh(t, c)
-	eventually(t, 30*time.Second, "the app to be created", func() (bool, string) {
+	testutil.Eventually(t, 30*time.Second, "the app to be created", func() (bool, string) {
 		_, err := m.helpers[0].api("POST", m.apiURL(0, "/v1/apps"), m.admin, map[string]any{"name": "bench"}, nil)
 		return err == nil, fmt.Sprint(err)
 	})
@@ -125,7 +126,7 @@ func (m *netnsMesh) lossRound(c netnsCase, version string, seedLoss bool) netnsL
 		x.killed = append(x.killed, m.lab.hosts[i].name)
 	}
 	if seedLoss {
-		eventually(t, 5*time.Minute, "the hosts to hold every piece between them", func() (bool, string) {
+		testutil.Eventually(t, 5*time.Minute, "the hosts to hold every piece between them", func() (bool, string) {
 			union := artifact.NewBitfield(len(rel.Pieces))
 			for i := 1; i < len(m.nodes); i++ {
 				for j, b := range storeHeld(filepath.Join(m.dataDir(i), "blobs"), rel) {
@@ -196,7 +197,7 @@ func (m *netnsMesh) restartHosts(hosts []int) {
 		names = append(names, h.name)
 	}
 	for i := range m.nodes {
-		eventually(m.t, 120*time.Second, names[i]+" to see every node alive again", func() (bool, string) {
+		testutil.Eventually(m.t, 120*time.Second, names[i]+" to see every node alive again", func() (bool, string) {
 			return m.sees(i, names, true)
 		})
 	}

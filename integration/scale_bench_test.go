@@ -18,6 +18,7 @@ import (
 
 	"github.com/shoal-ci/shoal/client"
 	"github.com/shoal-ci/shoal/daemon"
+	"github.com/shoal-ci/shoal/internal/testutil"
 	"github.com/shoal-ci/shoal/node"
 	"github.com/shoal-ci/shoal/raftfsm"
 )
@@ -132,7 +133,7 @@ func TestBenchScale(t *testing.T) {
 
 	// Membership: every node sees every other alive in gossip, and the leader's configuration has them all.
 	var voters int
-	eventually(t, time.Duration(n)*3*time.Second, fmt.Sprintf("gossip and Raft to converge on %d nodes", n), func() (bool, string) {
+	testutil.Eventually(t, time.Duration(n)*3*time.Second, fmt.Sprintf("gossip and Raft to converge on %d nodes", n), func() (bool, string) {
 		for _, nd := range c.Nodes {
 			alive := 0
 			for _, m := range nd.Members() {
@@ -178,7 +179,7 @@ func TestBenchScale(t *testing.T) {
 	committed, index0 := time.Now(), c.Nodes[0].FSM().Index()
 	stopProfile := scaleProfile(t, "deploy")
 	lastLog := time.Now()
-	eventually(t, time.Duration(n)*3*time.Second, fmt.Sprintf("v1 on all %d servers", n), func() (bool, string) {
+	testutil.Eventually(t, time.Duration(n)*3*time.Second, fmt.Sprintf("v1 on all %d servers", n), func() (bool, string) {
 		state, done := "no deployment yet", 0
 		defer func() {
 			if time.Since(lastLog) >= 10*time.Second {

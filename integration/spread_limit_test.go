@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/shoal-ci/shoal/internal/testutil"
 	"github.com/shoal-ci/shoal/raftfsm"
 )
 
@@ -47,7 +48,7 @@ func TestSpreadUploadLimit(t *testing.T) {
 	if err := m.client(seed).Upload(context.Background(), "/v1/apps/big/releases?version=v1", bytes.NewReader(data), &rel); err != nil {
 		t.Fatalf("push the release: %v", err)
 	}
-	eventually(t, 60*time.Second, other.name+" to hold the release whole", func() (bool, string) {
+	testutil.Eventually(t, 60*time.Second, other.name+" to hold the release whole", func() (bool, string) {
 		samples = append(samples, sample{time.Now(), sent()})
 		var r raftfsm.Release
 		if _, err := m.client(seed).Get(context.Background(), "/v1/apps/big/releases/v1?consistent", &r); err != nil {

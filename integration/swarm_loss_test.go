@@ -20,6 +20,7 @@ import (
 
 	"github.com/shoal-ci/shoal/artifact"
 	"github.com/shoal-ci/shoal/client"
+	"github.com/shoal-ci/shoal/internal/testutil"
 	"github.com/shoal-ci/shoal/node"
 	"github.com/shoal-ci/shoal/raftfsm"
 	"github.com/shoal-ci/shoal/spread"
@@ -169,7 +170,7 @@ func (l *lossMesh) run(version string, mode lossMode) lossResult {
 			kill(v)
 		}
 		if mode == lossKillSeedAfterCopy {
-			eventually(t, 2*time.Minute, "the downloaders to hold every piece between them", func() (bool, string) {
+			testutil.Eventually(t, 2*time.Minute, "the downloaders to hold every piece between them", func() (bool, string) {
 				d := l.distinct(rel, downloaders)
 				return d == len(rel.Pieces), fmt.Sprintf("%d of %d pieces", d, len(rel.Pieces))
 			})

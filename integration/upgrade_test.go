@@ -15,6 +15,7 @@ import (
 	"github.com/shoal-ci/shoal/client"
 	"github.com/shoal-ci/shoal/deployer"
 	"github.com/shoal-ci/shoal/internal/testtier"
+	"github.com/shoal-ci/shoal/internal/testutil"
 	"github.com/shoal-ci/shoal/raftfsm"
 )
 
@@ -50,7 +51,7 @@ func TestRollingUpgrade(t *testing.T) {
 	app.push(cl, "v2", false)
 	app.block("PreInstall")
 	d2 := app.deploy(cl, deployer.CreateRequest{Release: "v2"})
-	eventually(t, 60*time.Second, "v2's first server to reach PreInstall", func() (bool, string) {
+	testutil.Eventually(t, 60*time.Second, "v2's first server to reach PreInstall", func() (bool, string) {
 		return app.reached("PreInstall"), "not yet"
 	})
 
@@ -74,7 +75,7 @@ func TestRollingUpgrade(t *testing.T) {
 			app.open("PreInstall")
 		}
 		// Writes go on between upgrades, through the mixed mesh.
-		eventually(t, 30*time.Second, "writes to go on after upgrading "+n.name, func() (bool, string) {
+		testutil.Eventually(t, 30*time.Second, "writes to go on after upgrading "+n.name, func() (bool, string) {
 			return w.acked() > before+20, fmt.Sprintf("%d acknowledged", w.acked())
 		})
 	}

@@ -9,6 +9,8 @@ import (
 	"path/filepath"
 	"testing"
 	"time"
+
+	"github.com/shoal-ci/shoal/internal/testutil"
 )
 
 // TestConfig returns a config for an in-process test node: loopback, kernel-chosen ports, fast timings, a
@@ -151,11 +153,5 @@ func (c *TestCluster) Close() {
 // Eventually polls cond until it holds or the timeout passes.
 func (c *TestCluster) Eventually(timeout time.Duration, what string, cond func() bool) {
 	c.T.Helper()
-	deadline := time.Now().Add(timeout)
-	for !cond() {
-		if time.Now().After(deadline) {
-			c.T.Fatalf("timed out after %v waiting for %s", timeout, what)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	testutil.Until(c.T, timeout, what, cond)
 }

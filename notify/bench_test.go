@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/shoal-ci/shoal/internal/testutil"
 	"github.com/shoal-ci/shoal/node"
 	"github.com/shoal-ci/shoal/raftfsm"
 )
@@ -88,7 +89,7 @@ func TestBenchNotify(t *testing.T) {
 	for i := range samples {
 		id, at := m.benchStart(fmt.Sprintf("lat%03d", i))
 		key := "build:" + id + ":started:1:" + sub.ID
-		eventually(t, 20*time.Second, "delivery of "+key, func() bool { _, ok := arr.arrived(key); return ok })
+		testutil.Until(t, 20*time.Second, "delivery of "+key, func() bool { _, ok := arr.arrived(key); return ok })
 		got, _ := arr.arrived(key)
 		lat = append(lat, got.Sub(at))
 	}
@@ -151,7 +152,7 @@ func TestBenchNotify(t *testing.T) {
 		t.Errorf("%d notifications lost across the leader kill", lost)
 	}
 	// Every delivery is recorded once, as delivered, in the replicated log.
-	eventually(t, 20*time.Second, "the log to record every delivery", func() bool {
+	testutil.Until(t, 20*time.Second, "the log to record every delivery", func() bool {
 		return len(m.deliveries("state=delivered&subscription="+sub.ID)) == samples+killEvents
 	})
 }

@@ -6,6 +6,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/shoal-ci/shoal/internal/testutil"
 	"github.com/shoal-ci/shoal/raftfsm"
 )
 
@@ -35,7 +36,7 @@ func TestLeaderKilledBeforeDelivery(t *testing.T) {
 
 	leader := m.Leader()
 	// Build 0's "succeeded" waits behind its "started": three deliveries are tried, all four are pending.
-	eventually(t, 20*time.Second, "every delivery that may go tried and failed once", func() bool {
+	testutil.Until(t, 20*time.Second, "every delivery that may go tried and failed once", func() bool {
 		tried, pending := 0, 0
 		leader.FSM().Read(func(s *raftfsm.State) {
 			if s.Notify == nil {
@@ -59,7 +60,7 @@ func TestLeaderKilledBeforeDelivery(t *testing.T) {
 		}
 	}
 	up.Store(true)
-	eventually(t, 30*time.Second, "every event delivered by the new leader", func() bool { return len(rc.ok()) >= events })
+	testutil.Until(t, 30*time.Second, "every event delivered by the new leader", func() bool { return len(rc.ok()) >= events })
 
 	seen := map[string]int{}
 	for _, r := range rc.ok() {
@@ -78,7 +79,7 @@ func TestLeaderKilledBeforeDelivery(t *testing.T) {
 	}
 	// The log shows the old leader's failed tries and the new leader's success.
 	newLeader := m.Leader().Name()
-	eventually(t, 10*time.Second, "the log to show every delivery delivered", func() bool {
+	testutil.Until(t, 10*time.Second, "the log to show every delivery delivered", func() bool {
 		return len(m.deliveries("app=web&state=delivered")) == events
 	})
 	for _, d := range m.deliveries("app=web") {
@@ -103,7 +104,7 @@ func TestEventsDuringLeaderChange(t *testing.T) {
 	rc := newReceiver(t, nil)
 	m.subscribe(map[string]any{"app": "web", "url": rc.URL, "events": []string{"build.started"}})
 	m.startBuild("web", "a1")
-	eventually(t, 20*time.Second, "the first event delivered and recorded", func() bool {
+	testutil.Until(t, 20*time.Second, "the first event delivered and recorded", func() bool {
 		return len(rc.ok()) == 1 && len(m.deliveries("state=delivered")) == 1
 	})
 	// Stop the leader's notifier first: the next events are applied while no one derives them.
@@ -117,7 +118,7 @@ func TestEventsDuringLeaderChange(t *testing.T) {
 	m.startBuild("web", "a2")
 	m.startBuild("web", "a3")
 	m.Kill(li)
-	eventually(t, 30*time.Second, "the events the old leader never derived", func() bool { return len(rc.ok()) >= 3 })
+	testutil.Until(t, 30*time.Second, "the events the old leader never derived", func() bool { return len(rc.ok()) >= 3 })
 	seen := map[string]bool{}
 	for _, r := range rc.ok() {
 		seen[r.Header.Get("X-Shoal-Delivery")] = true

@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/shoal-ci/shoal/internal/testutil"
 	"github.com/shoal-ci/shoal/raftfsm"
 )
 
@@ -97,7 +98,7 @@ func TestForgeCommitStatuses(t *testing.T) {
 			sha := fmt.Sprintf("%040x", len(f.kind))
 			id := m.startBuild(app, sha)
 			m.finishBuild(id, outcomes[f.kind])
-			eventually(t, 20*time.Second, "two statuses", func() bool { return len(srv.requests()) >= 2 })
+			testutil.Until(t, 20*time.Second, "two statuses", func() bool { return len(srv.requests()) >= 2 })
 			var states []string
 			for _, r := range srv.requests() {
 				if problem := f.check(r, sha); problem != "" {

@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/shoal-ci/shoal/internal/testutil"
 	"github.com/shoal-ci/shoal/raftfsm"
 )
 
@@ -45,8 +46,8 @@ func TestWebhookSignedRetriedAndLogged(t *testing.T) {
 	id := m.startBuild("web", "0123456789abcdef0123456789abcdef01234567")
 	m.finishBuild(id, raftfsm.BuildFailed)
 
-	eventually(t, 20*time.Second, "both events delivered to the webhook", func() bool { return len(hook.ok()) == 2 })
-	eventually(t, 20*time.Second, "both events delivered to Slack", func() bool { return len(slack.ok()) == 2 })
+	testutil.Until(t, 20*time.Second, "both events delivered to the webhook", func() bool { return len(hook.ok()) == 2 })
+	testutil.Until(t, 20*time.Second, "both events delivered to Slack", func() bool { return len(slack.ok()) == 2 })
 
 	ok := hook.ok()
 	if ok[0].Header.Get("X-Shoal-Event") != "build.started" || ok[1].Header.Get("X-Shoal-Event") != "build.failed" {
@@ -90,7 +91,7 @@ func TestWebhookSignedRetriedAndLogged(t *testing.T) {
 	}
 
 	// The delivery log has every attempt, through the API (the last is recorded just after it was answered).
-	eventually(t, 10*time.Second, "the log to record both deliveries", func() bool {
+	testutil.Until(t, 10*time.Second, "the log to record both deliveries", func() bool {
 		return len(m.deliveries("state=delivered&subscription="+sub.ID)) == 2
 	})
 	log := m.deliveries("subscription=" + sub.ID)
@@ -160,7 +161,7 @@ func TestSubscriptionRules(t *testing.T) {
 		t.Fatalf("replace without a secret: %d %s", status, body)
 	}
 	m.startBuild("web", "abc")
-	eventually(t, 10*time.Second, "a failed attempt", func() bool { return len(down.requests()) > 0 })
+	testutil.Until(t, 10*time.Second, "a failed attempt", func() bool { return len(down.requests()) > 0 })
 	if r := down.requests()[0]; !Verify("first", r.Body, r.Header.Get("X-Shoal-Signature-256")) {
 		t.Fatal("the secret was not kept across a replace")
 	}
@@ -201,7 +202,7 @@ func TestEnvironmentSubscription(t *testing.T) {
 	m.startBuild("web", "abc") // a build event: not an environment's
 
 	want := []string{"d1 approval.waiting", "d1 deployment.started", "d1 deployment.succeeded", "d3 deployment.started", "d3 deployment.rolled_back"}
-	eventually(t, 20*time.Second, "five deliveries", func() bool { return len(rc.ok()) >= len(want) })
+	testutil.Until(t, 20*time.Second, "five deliveries", func() bool { return len(rc.ok()) >= len(want) })
 	byDeploy := map[string][]string{}
 	for _, r := range rc.ok() {
 		var w Webhook
@@ -228,7 +229,7 @@ func TestDeliveryGivesUp(t *testing.T) {
 	rc := newReceiver(t, func(*http.Request, int) int { return http.StatusInternalServerError })
 	sub := m.subscribe(map[string]any{"app": "web", "url": rc.URL})
 	m.startBuild("web", "abc")
-	eventually(t, 30*time.Second, "the delivery to fail for good", func() bool {
+	testutil.Until(t, 30*time.Second, "the delivery to fail for good", func() bool {
 		return len(m.deliveries("state=failed&subscription="+sub.ID)) == 1
 	})
 	d := m.deliveries("subscription=" + sub.ID)[0]

@@ -190,18 +190,6 @@ func checkArchive(t *testing.T, n *node, meta artifact.Meta, data []byte) {
 	}
 }
 
-// eventually polls cond until it holds or a generous deadline passes; nothing asserts how long it took.
-func eventually(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(45 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(10 * time.Millisecond) // poll interval, not a wait for an event
-	}
-}
-
 func testContext(t *testing.T) context.Context {
 	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Second)
 	t.Cleanup(cancel)

@@ -10,10 +10,12 @@ import (
 	"sync"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/quic-go/quic-go"
 
 	"github.com/shoal-ci/shoal/artifact"
+	"github.com/shoal-ci/shoal/internal/testutil"
 	"github.com/shoal-ci/shoal/transport"
 )
 
@@ -167,7 +169,7 @@ func TestCorruptPeerIsDropped(t *testing.T) {
 	errc := make(chan error, 1)
 	cfg := d.config()
 	go func() { errc <- Fetch(ctx, cfg, meta, peers) }()
-	eventually(t, "a bad piece to be detected", func() bool {
+	testutil.Until(t, 45*time.Second, "a bad piece to be detected", func() bool {
 		return d.metric(t, "shoal_blob_piece_failures_total", map[string]string{"reason": reasonBadHash}) > 0
 	})
 	withSeed.Store(true)
@@ -205,7 +207,7 @@ func TestResumeFetchesOnlyMissing(t *testing.T) {
 	ctx1, cancel := context.WithCancel(ctx)
 	errc := make(chan error, 1)
 	go func() { errc <- Fetch(ctx1, d.config(), meta, func() []string { return addrs(s) }) }()
-	eventually(t, "half the pieces", func() bool { return d.store.Have(meta.Digest).Count() == meta.NumPieces()/2 })
+	testutil.Until(t, 45*time.Second, "half the pieces", func() bool { return d.store.Have(meta.Digest).Count() == meta.NumPieces()/2 })
 	cancel()
 	if err := <-errc; !errors.Is(err, context.Canceled) {
 		t.Fatalf("cancelled fetch returned %v", err)
@@ -315,7 +317,7 @@ func TestBusyAndFull(t *testing.T) {
 		header, _ := ask(t, ctx, cli, srv, "GET "+meta.Digest+" 2")
 		first <- header
 	}()
-	eventually(t, "the first request to take the slot", func() bool {
+	testutil.Until(t, 45*time.Second, "the first request to take the slot", func() bool {
 		srv.srv.mu.Lock()
 		defer srv.srv.mu.Unlock()
 		return srv.srv.admitted == 1

@@ -12,6 +12,8 @@ import (
 	"time"
 
 	"github.com/quic-go/quic-go"
+
+	"github.com/shoal-ci/shoal/internal/testutil"
 )
 
 const alpnTest = "shoal-test/1"
@@ -113,7 +115,7 @@ func TestConcurrentFirstDialsShareOneHandshake(t *testing.T) {
 		}
 	}
 	// The server accepts once it has the client's Finished, which may come after the client's Dial returned.
-	eventually(t, 20*time.Second, "the server to accept the connection", func() bool { return srv.acceptedTotal.Load() >= 1 })
+	testutil.Until(t, 20*time.Second, "the server to accept the connection", func() bool { return srv.acceptedTotal.Load() >= 1 })
 	if n := srv.acceptedTotal.Load(); n != 1 {
 		t.Fatalf("server accepted %d connections, want 1", n)
 	}
@@ -260,7 +262,7 @@ func TestCloseStopsEverything(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, 20*time.Second, "the server to accept the connection", func() bool { return srv.acceptedTotal.Load() == 1 })
+	testutil.Until(t, 20*time.Second, "the server to accept the connection", func() bool { return srv.acceptedTotal.Load() == 1 })
 	if err := srv.Close(); err != nil {
 		t.Fatal(err)
 	}

@@ -59,16 +59,3 @@ func listenTest(t *testing.T, id *Identity, bind string) *Endpoint {
 	t.Cleanup(func() { e.Close() })
 	return e
 }
-
-// eventually polls cond until it holds or the deadline passes; the deadline is generous because the machine is
-// shared, and nothing asserts how long it took.
-func eventually(t *testing.T, timeout time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(20 * time.Millisecond) // poll interval, not a wait for an event
-	}
-}

@@ -16,6 +16,7 @@ import (
 	"github.com/quic-go/quic-go"
 
 	"github.com/shoal-ci/shoal/internal/testtier"
+	"github.com/shoal-ci/shoal/internal/testutil"
 )
 
 // dialStranger opens a join connection without a certificate, from the UDP socket conn (nil: a fresh one on
@@ -185,7 +186,7 @@ func TestHandshakeRateLimitPerSource(t *testing.T) {
 	}
 	c.CloseWithError(0, "")
 	// And the flooding source is admitted again once its bucket refills.
-	eventually(t, 10*time.Second, "the flooding source to be admitted again", func() bool {
+	testutil.Until(t, 10*time.Second, "the flooding source to be admitted again", func() bool {
 		c, err := dialStrangerVia(ctx, tr, addr)
 		if err == nil {
 			c.CloseWithError(0, "")

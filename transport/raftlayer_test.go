@@ -11,6 +11,8 @@ import (
 	"time"
 
 	"github.com/hashicorp/raft"
+
+	"github.com/shoal-ci/shoal/internal/testutil"
 )
 
 // setFSM records the distinct commands applied, so a command retried after a leadership change counts once.
@@ -168,11 +170,11 @@ func TestRaftOverQUIC(t *testing.T) {
 		return out
 	}
 
-	eventually(t, 30*time.Second, "a leader", func() bool { return leaderOf(nodes) != nil })
+	testutil.Until(t, 30*time.Second, "a leader", func() bool { return leaderOf(nodes) != nil })
 	first := cmds("a", 100)
 	apply(nodes, first)
 	for _, n := range nodes {
-		eventually(t, 30*time.Second, n.name+" to apply 100 commands", func() bool { return n.fsm.has(first) })
+		testutil.Until(t, 30*time.Second, n.name+" to apply 100 commands", func() bool { return n.fsm.has(first) })
 	}
 
 	old := leaderOf(nodes)
@@ -187,11 +189,11 @@ func TestRaftOverQUIC(t *testing.T) {
 			rest = append(rest, n)
 		}
 	}
-	eventually(t, 30*time.Second, "a new leader among the survivors", func() bool { return leaderOf(rest) != nil })
+	testutil.Until(t, 30*time.Second, "a new leader among the survivors", func() bool { return leaderOf(rest) != nil })
 	second := cmds("b", 20)
 	apply(rest, second)
 	for _, n := range rest {
-		eventually(t, 30*time.Second, n.name+" to apply writes under the new leader", func() bool { return n.fsm.has(second) })
+		testutil.Until(t, 30*time.Second, n.name+" to apply writes under the new leader", func() bool { return n.fsm.has(second) })
 	}
 }
 
@@ -239,7 +241,7 @@ func TestRaftLayerStreams(t *testing.T) {
 	if _, err := io.ReadAll(peer); err != nil {
 		t.Fatalf("read after peer close: %v (want EOF)", err)
 	}
-	eventually(t, 20*time.Second, "writes to a closed stream to fail", func() bool {
+	testutil.Until(t, 20*time.Second, "writes to a closed stream to fail", func() bool {
 		_, err := peer.Write([]byte("x"))
 		return err != nil
 	})
@@ -251,7 +253,7 @@ func TestRaftLayerStreams(t *testing.T) {
 	if _, err := lb.Accept(); err == nil {
 		t.Fatal("Accept on a closed layer succeeded")
 	}
-	eventually(t, 20*time.Second, "a to drop its connection to b's closed layer", func() bool {
+	testutil.Until(t, 20*time.Second, "a to drop its connection to b's closed layer", func() bool {
 		a.mu.Lock()
 		defer a.mu.Unlock()
 		return a.dials[dialKey{b.Addr().String(), ALPNRaft}] == nil

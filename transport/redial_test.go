@@ -8,6 +8,8 @@ import (
 	"time"
 
 	"github.com/quic-go/quic-go"
+
+	"github.com/shoal-ci/shoal/internal/testutil"
 )
 
 // TestRedialAfterRestart restarts the server on the same port, as a node restart does, and checks that the client
@@ -41,7 +43,7 @@ func TestRedialAfterRestart(t *testing.T) {
 	serve(srv2, 2)
 
 	// Poll: the old connection's close notice may still be in flight when the first call goes out.
-	eventually(t, 30*time.Second, "a call to reach the restarted server", func() bool {
+	testutil.Until(t, 30*time.Second, "a call to reach the restarted server", func() bool {
 		cctx, ccancel := context.WithTimeout(ctx, 5*time.Second)
 		defer ccancel()
 		err := cli.Call(cctx, addr, "gen", nil, &gen)

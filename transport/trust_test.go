@@ -11,6 +11,8 @@ import (
 	"time"
 
 	"github.com/quic-go/quic-go"
+
+	"github.com/shoal-ci/shoal/internal/testutil"
 )
 
 // revocationList is a PeerCheck a test can change: the names in it are refused.
@@ -173,7 +175,7 @@ func TestExpiredCertificateRefusedOnOpenConnection(t *testing.T) {
 	if err := callEcho(peer, srv.Addr().String()); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, 10*time.Second, "the certificate to expire", func() bool { return time.Now().After(id.Cert.Leaf.NotAfter) })
+	testutil.Until(t, 10*time.Second, "the certificate to expire", func() bool { return time.Now().After(id.Cert.Leaf.NotAfter) })
 	if err := callEcho(peer, srv.Addr().String()); err == nil {
 		t.Fatal("an expired certificate's open connection was still served")
 	}
