@@ -80,10 +80,15 @@ func (m *Main) Run(ctx context.Context) (err error) {
 			m.Close()
 		}
 	}()
+	m.Config.AwaitServices = true
 	if err := m.openNode(ctx); err != nil {
 		return err
 	}
-	return m.startServices()
+	if err := m.startServices(); err != nil {
+		return err
+	}
+	m.Node.ServicesReady()
+	return nil
 }
 
 func (m *Main) openNode(ctx context.Context) error {

@@ -314,6 +314,11 @@ func (n *Node) routes() {
 	n.apiTokens()
 	n.apiEvents()
 	n.mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+		if n.cfg.AwaitServices && !n.servicesReady.Load() {
+			// The services' routes are not attached yet: a route of theirs is not missing, only early.
+			writeError(w, errs.New(errs.Unavailable, "node %s is starting its services; retry in a moment", n.cfg.Name))
+			return
+		}
 		writeError(w, errs.New(raftfsm.KindNotFound, "no API route %s %s: see docs/api.md", r.Method, r.URL.Path))
 	})
 }
@@ -427,3 +432,7 @@ func (g *RouteGroup) Close() {
 	}
 	clear(g.routes)
 }
+
+// ServicesReady says that the services of a node opened with Config.AwaitServices have attached their routes:
+// from now on a request for a route nobody serves is a 404, not a 503 "starting".
+func (n *Node) ServicesReady() { n.servicesReady.Store(true) }

@@ -33,6 +33,9 @@ type Config struct {
 	QUICPort   int
 	// Tags select this server into environments; carried by gossip.
 	Tags map[string]string
+	// AwaitServices: services will attach routes after the node opens (daemon.Main); until ServicesReady, a
+	// request for a route nobody serves yet answers 503 "starting" instead of 404 "no API route".
+	AwaitServices bool
 	// AdvertiseCommands, when set, is the command types this node tells the mesh it knows instead of all it
 	// does: upgrade tests use it to stand for an older Shoal (node/commands.go).
 	AdvertiseCommands []raftfsm.CommandType

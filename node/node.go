@@ -46,12 +46,14 @@ type Node struct {
 	mux        *http.ServeMux
 	routesMu   sync.Mutex
 	routeSet   map[string]*route // pattern → its current handler (api.go)
-	leaderCh   chan bool
-	leaderW    *leaderWatch // leader and Raft state changes (leaderwatch.go)
-	left       chan struct{}
-	leftOnce   sync.Once
-	metrics    *metrics
-	raftAddr   string
+	// servicesReady: the services' routes are attached (Config.AwaitServices).
+	servicesReady atomic.Bool
+	leaderCh      chan bool
+	leaderW       *leaderWatch // leader and Raft state changes (leaderwatch.go)
+	left          chan struct{}
+	leftOnce      sync.Once
+	metrics       *metrics
+	raftAddr      string
 
 	ctx    context.Context
 	cancel context.CancelFunc

@@ -39,3 +39,17 @@ func TestRouteGroupOutlivesNoService(t *testing.T) {
 		t.Fatalf("the replaced group's Close removed the new handler: %d, want 201", code)
 	}
 }
+
+// TestEarlyRouteIsNotMissing: a node whose services attach after it opens (daemon.Main) answers a route they
+// will serve with 503 "starting" until they are ready, not 404 "no API route" (clients retry a 503).
+func TestEarlyRouteIsNotMissing(t *testing.T) {
+	c := NewTestCluster(t, 1, func(cfg *Config) { cfg.AwaitServices = true })
+	n := c.Nodes[0]
+	if code := call(t, n, c.AdminToken, "GET", "/v1/envs/prod/deployments", nil, nil); code != http.StatusServiceUnavailable {
+		t.Fatalf("before the services are ready: %d, want 503", code)
+	}
+	n.ServicesReady()
+	if code := call(t, n, c.AdminToken, "GET", "/v1/envs/prod/deployments", nil, nil); code != http.StatusNotFound {
+		t.Fatalf("once the services are ready, a route nobody serves: %d, want 404", code)
+	}
+}
