@@ -52,14 +52,7 @@ func startDaemonMesh(t testing.TB, size int, tweak func(*daemon.Main)) *daemonMe
 		m.Nodes = append(m.Nodes, d.Node)
 	}
 	m.WaitRaftMembers(size)
-	m.Eventually(20*time.Second, "every node to have the mesh's state", func() bool {
-		for _, n := range m.Nodes {
-			if !n.Ready() {
-				return false
-			}
-		}
-		return true
-	})
+	m.WaitReady()
 	return m
 }
 

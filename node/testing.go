@@ -57,15 +57,21 @@ func NewTestCluster(t testing.TB, size int, tweak func(*Config)) *TestCluster {
 		c.Join(fmt.Sprintf("n%d", i), tweak)
 	}
 	c.WaitRaftMembers(size)
+	c.WaitReady()
+	return c
+}
+
+// WaitReady waits until every node has the mesh's state (Ready).
+func (c *TestCluster) WaitReady() {
+	c.T.Helper()
 	c.Eventually(20*time.Second, "every node to have the mesh's state", func() bool {
 		for _, n := range c.Nodes {
-			if !n.Ready() {
+			if n != nil && !n.Ready() {
 				return false
 			}
 		}
 		return true
 	})
-	return c
 }
 
 // Join adds a node named name through the first live node.
