@@ -67,42 +67,28 @@ type LogResponse struct {
 // maxLogBytes bounds the log one answer carries (its end is kept).
 const maxLogBytes = 1 << 20
 
-// apiRoute is one of the deployer's API routes.
-type apiRoute struct {
-	role string
-	h    node.Handler
-}
-
-// routes are the deployer's API routes, served by d.
-func (d *Deployer) routes() map[string]apiRoute {
+// registerAPI serves the deploy routes and RPCs of the node with d, through a route group that Close takes away;
+// a deployer attached again to the same node replaces the handlers.
+func (d *Deployer) registerAPI() {
 	h := func(fn func(*Deployer, http.ResponseWriter, *http.Request) error) node.Handler {
 		return func(w http.ResponseWriter, r *http.Request) error { return fn(d, w, r) }
 	}
-	return map[string]apiRoute{
-		"POST /v1/envs/{env}/deployments":           {raftfsm.RoleDeployer, h((*Deployer).postDeployment)},
-		"GET /v1/envs/{env}/deployments":            {raftfsm.RoleReader, h((*Deployer).listDeployments)},
-		"GET /v1/deployments/{id}":                  {raftfsm.RoleReader, h((*Deployer).getDeployment)},
-		"POST /v1/deployments/{id}/approve":         {raftfsm.RoleDeployer, h((*Deployer).approve)},
-		"POST /v1/deployments/{id}/cancel":          {raftfsm.RoleDeployer, h((*Deployer).cancelDeployment)},
-		"GET /v1/deployments/{id}/nodes/{node}/log": {raftfsm.RoleReader, h((*Deployer).getLog)},
-		"POST /v1/envs/{env}/rollback":              {raftfsm.RoleDeployer, h((*Deployer).rollback)},
-		"POST /v1/envs/{env}/pin":                   {raftfsm.RoleDeployer, h(func(d *Deployer, w http.ResponseWriter, r *http.Request) error { return d.pin(w, r, true) })},
-		"POST /v1/envs/{env}/unpin":                 {raftfsm.RoleDeployer, h(func(d *Deployer, w http.ResponseWriter, r *http.Request) error { return d.pin(w, r, false) })},
-		"GET /v1/apps/{app}/pipeline":               {raftfsm.RoleReader, h((*Deployer).getPipeline)},
-		"PUT /v1/apps/{app}/pipeline":               {raftfsm.RoleAdmin, h((*Deployer).putPipeline)},
-		"POST /v1/apps/{app}/promote":               {raftfsm.RoleDeployer, h((*Deployer).promote)},
-		"GET /v1/envs/{env}/logs":                   {raftfsm.RoleReader, h((*Deployer).getExecLogs)},
-	}
-}
-
-// registerAPI serves the deploy routes and RPCs of the node with d; a deployer attached again to the same
-// node replaces the handlers.
-func (d *Deployer) registerAPI() {
 	n := d.n
-	d.api = n.RouteGroup()
-	for pattern, rt := range d.routes() {
-		d.api.Handle(pattern, rt.role, rt.h)
-	}
+	api := n.RouteGroup()
+	d.api = api
+	api.Handle("POST /v1/envs/{env}/deployments", raftfsm.RoleDeployer, h((*Deployer).postDeployment))
+	api.Handle("GET /v1/envs/{env}/deployments", raftfsm.RoleReader, h((*Deployer).listDeployments))
+	api.Handle("GET /v1/deployments/{id}", raftfsm.RoleReader, h((*Deployer).getDeployment))
+	api.Handle("POST /v1/deployments/{id}/approve", raftfsm.RoleDeployer, h((*Deployer).approve))
+	api.Handle("POST /v1/deployments/{id}/cancel", raftfsm.RoleDeployer, h((*Deployer).cancelDeployment))
+	api.Handle("GET /v1/deployments/{id}/nodes/{node}/log", raftfsm.RoleReader, h((*Deployer).getLog))
+	api.Handle("POST /v1/envs/{env}/rollback", raftfsm.RoleDeployer, h((*Deployer).rollback))
+	api.Handle("POST /v1/envs/{env}/pin", raftfsm.RoleDeployer, h(func(d *Deployer, w http.ResponseWriter, r *http.Request) error { return d.pin(w, r, true) }))
+	api.Handle("POST /v1/envs/{env}/unpin", raftfsm.RoleDeployer, h(func(d *Deployer, w http.ResponseWriter, r *http.Request) error { return d.pin(w, r, false) }))
+	api.Handle("GET /v1/apps/{app}/pipeline", raftfsm.RoleReader, h((*Deployer).getPipeline))
+	api.Handle("PUT /v1/apps/{app}/pipeline", raftfsm.RoleAdmin, h((*Deployer).putPipeline))
+	api.Handle("POST /v1/apps/{app}/promote", raftfsm.RoleDeployer, h((*Deployer).promote))
+	api.Handle("GET /v1/envs/{env}/logs", raftfsm.RoleReader, h((*Deployer).getExecLogs))
 	n.Endpoint().HandleRPC(execLogRPC, d.serveExecLogRPC)
 	n.Endpoint().HandleRPC(logRPC, d.serveLogRPC)
 	n.SetEnvRuntime(func(s *raftfsm.State, e *raftfsm.Env) any { return envRuntime(s, e, n.Members()) })
