@@ -3,6 +3,7 @@ package notify
 import (
 	"cmp"
 	"fmt"
+	"maps"
 	"slices"
 	"strings"
 	"time"
@@ -15,15 +16,22 @@ import (
 // by a record depend only on its current state, and grow as it moves on: a leader that missed a step (it took
 // over late, or two steps were applied between two looks) still derives every event, and the keys make a second
 // derivation of one event harmless.
+//
+// It visits only the records changed after since (State.TouchedSince), so its cost follows the changes, not the
+// records; when the change list does not reach back that far (after a restart), it looks at every record once.
 func derive(s *raftfsm.State, since uint64, dashboard string, now time.Time) []raftfsm.Event {
 	var out []raftfsm.Event
-	for _, b := range s.Builds {
-		if b.ModifyIndex > since {
+	builds, deploys, ok := s.TouchedSince(since)
+	if !ok {
+		builds, deploys = slices.Collect(maps.Keys(s.Builds)), slices.Collect(maps.Keys(s.Deploys))
+	}
+	for _, id := range builds {
+		if b := s.Builds[id]; b != nil && b.ModifyIndex > since {
 			out = append(out, buildEvents(b, dashboard, now)...)
 		}
 	}
-	for _, d := range s.Deploys {
-		if d.ModifyIndex > since {
+	for _, id := range deploys {
+		if d := s.Deploys[id]; d != nil && d.ModifyIndex > since {
 			out = append(out, deployEvents(d, dashboard, now)...)
 		}
 	}

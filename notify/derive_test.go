@@ -19,6 +19,8 @@ func TestDerive(t *testing.T) {
 	s.Deploys["d1"] = &raftfsm.Deployment{ID: "d1", App: "web", Env: "prod", State: raftfsm.DeployRolledBack, ApprovedBy: "alice", Meta: raftfsm.Meta{CreateIndex: 12, ModifyIndex: 12}}
 	s.Deploys["d2"] = &raftfsm.Deployment{ID: "d2", App: "web", Env: "prod", State: raftfsm.DeployCancelled, Meta: raftfsm.Meta{CreateIndex: 13, ModifyIndex: 13}}
 	s.Deploys["d3"] = &raftfsm.Deployment{ID: "d3", App: "web", Env: "prod", State: raftfsm.DeployWaiting, Meta: raftfsm.Meta{CreateIndex: 14, ModifyIndex: 14}}
+	s.Index = 14
+	s.Reindex() // the test edits the maps by hand
 	var got []string
 	for _, ev := range derive(s, 5, "http://d/ui/", now) {
 		got = append(got, ev.Key+" "+ev.Name)

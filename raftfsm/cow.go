@@ -39,6 +39,7 @@ func (s *State) editBuild(id string) *Build {
 	}
 	c := *b
 	s.Builds[id] = &c
+	s.touch(false, id)
 	return &c
 }
 
@@ -61,6 +62,7 @@ func (s *State) editDeploy(id string) *Deployment {
 	c := *d
 	c.Nodes = maps.Clone(d.Nodes)
 	s.Deploys[id] = &c
+	s.touch(true, id)
 	return &c
 }
 

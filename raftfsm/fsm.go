@@ -166,6 +166,7 @@ func mustDecode(l *raft.Log) Command {
 func (f *FSM) applyLocked(index uint64, cmd Command) *Result {
 	res := &Result{Index: index}
 	if cmd != nil {
+		f.state.idx().applying = index // stamps the changes the entry makes (State.touch)
 		var v any
 		v, res.Err = apply(f.state, index, cmd)
 		if res.Err == nil && v != nil {

@@ -23,6 +23,12 @@ type index struct {
 	liveBuilds  map[string]struct{}            // builds queued or running
 	polled      map[string]struct{}            // apps with a poll interval
 	envRuntimes map[string]map[string]struct{} // environment → runtime record keys ("env/node")
+	// touched lists the builds and deployments changed, in apply order, stamped with their entry (applying), so
+	// that "what changed since index N" costs the changes, not the records (TouchedSince). Entries at or below
+	// touchedFloor may be missing: trimmed, or before the index was built.
+	touched      []touch
+	touchedFloor uint64
+	applying     uint64
 	// appNames and envNames keep the names sorted, so a page of GET /v1/apps or /v1/envs costs its own size.
 	appNames *btree.BTreeG[string]
 	envNames *btree.BTreeG[string]
@@ -86,6 +92,51 @@ func (s *State) rebuildIndex() {
 	for key, rt := range s.Runtimes {
 		addTo(s.index.envRuntimes, rt.Env, key)
 	}
+	s.index.touched, s.index.touchedFloor = nil, s.Index
+}
+
+// touch is one change of a build or a deployment.
+type touch struct {
+	index  uint64
+	deploy bool
+	id     string
+}
+
+// touchLimit bounds the change list: past it, the older half is dropped (a variable for tests).
+var touchLimit = 8192
+
+func (s *State) touch(deploy bool, id string) {
+	x := s.idx()
+	x.touched = append(x.touched, touch{index: x.applying, deploy: deploy, id: id})
+	if len(x.touched) > touchLimit {
+		drop := len(x.touched) / 2
+		x.touchedFloor = max(x.touchedFloor, x.touched[drop-1].index)
+		x.touched = slices.Clone(x.touched[drop:])
+	}
+}
+
+// TouchedSince returns the ids of the builds and deployments changed by entries after index since, each once;
+// ok is false when the change list does not reach back that far (the caller must look at every record).
+func (s *State) TouchedSince(since uint64) (builds, deploys []string, ok bool) {
+	x := s.idx()
+	if since < x.touchedFloor {
+		return nil, nil, false
+	}
+	i, _ := slices.BinarySearchFunc(x.touched, since+1, func(t touch, idx uint64) int { return cmp.Compare(t.index, idx) })
+	seen := map[touch]bool{}
+	for _, t := range x.touched[i:] {
+		key := touch{deploy: t.deploy, id: t.id}
+		if seen[key] {
+			continue
+		}
+		seen[key] = true
+		if t.deploy {
+			deploys = append(deploys, t.id)
+		} else {
+			builds = append(builds, t.id)
+		}
+	}
+	return builds, deploys, true
 }
 
 func (s *State) indexApp(a *App) {
@@ -104,6 +155,7 @@ func (s *State) indexEnv(e *Env) {
 
 // indexBuild records b, or its new state.
 func (s *State) indexBuild(b *Build) {
+	s.touch(false, b.ID)
 	x := s.idx()
 	addTo(x.appBuilds, b.App, b.ID)
 	if b.State == BuildQueued || b.State == BuildRunning {
@@ -119,6 +171,7 @@ func (s *State) indexRelease(r *Release) {
 
 // indexDeploy records d, or its new state.
 func (s *State) indexDeploy(d *Deployment) {
+	s.touch(true, d.ID)
 	x := s.idx()
 	addTo(x.envDeploys, d.Env, d.ID)
 	if d.Finished() {
