@@ -228,7 +228,8 @@ func TestEnvRuntimeDrift(t *testing.T) {
 	s.Runtimes[raftfsm.RuntimeKey("prod", "n1")] = healthy("n1", "v2")
 	s.Runtimes[raftfsm.RuntimeKey("prod", "n2")] = healthy("n2", "v1")
 	s.Runtimes[raftfsm.RuntimeKey("prod", "n4")] = healthy("n4", "v2") // gone from gossip; its report stays
-	s.Reindex()                                                        // the test edits the maps by hand
+	// The test edits the maps by hand.
+	s.Reindex()
 	members := []node.Member{{Name: "n1", Status: node.StatusAlive}, {Name: "n2", Status: node.StatusAlive},
 		{Name: "n3", Status: node.StatusDead}, {Name: "n5", Status: node.StatusAlive}}
 	got := map[string]ServerRuntime{}
