@@ -120,14 +120,20 @@ func TestNodeCertificateAloneIsNotAnAdmin(t *testing.T) {
 	}
 }
 
+// TestEveryCommandHasAnAuthority: every command type that decodes is registered with its authority (the zero
+// one, leader only, is the strictest), and the registry agrees with itself.
 func TestEveryCommandHasAnAuthority(t *testing.T) {
 	for typ := raftfsm.CommandType(1); typ < raftfsm.IgnoreUnknown; typ++ {
 		data := []byte{raftfsm.EnvelopeVersion, byte(typ), '{', '}'}
 		if _, err := raftfsm.DecodeStrict(data); err != nil {
 			continue // not a registered type
 		}
-		if _, ok := authorities[typ]; !ok {
-			t.Errorf("command type %d has no line in node.authorities: decide who may forward it", typ)
+		spec, ok := raftfsm.SpecOf(typ)
+		if !ok || spec.Name == "" || spec.New().Type() != typ {
+			t.Errorf("command type %d decodes but its registration is %+v", typ, spec)
+		}
+		if spec.About != nil && !spec.Node {
+			t.Errorf("%s names the node it is about but nodes may not write it", spec.Name)
 		}
 	}
 }

@@ -34,12 +34,6 @@ const (
 	CmdBuildRequeue CommandType = 50
 )
 
-func init() {
-	registry[CmdBuildAssign] = func() Command { return new(BuildAssign) }
-	registry[CmdBuildLease] = func() Command { return new(BuildLease) }
-	registry[CmdBuildRequeue] = func() Command { return new(BuildRequeue) }
-}
-
 // BuildAssign marks a queued build running on build server Node under leader term Term (which must be the
 // current one). The build server sees the record and runs the build; it holds it while it renews the lease.
 type BuildAssign struct {

@@ -51,36 +51,6 @@ const (
 // Command is implemented by every command body.
 type Command interface{ Type() CommandType }
 
-// registry maps a type byte to a constructor of its body: the single table Apply decodes through.
-var registry = map[CommandType]func() Command{
-	CmdMeshInit:        func() Command { return new(MeshInit) },
-	CmdTokenCreate:     func() Command { return new(TokenCreate) },
-	CmdTokenDelete:     func() Command { return new(TokenDelete) },
-	CmdJoinTokenCreate: func() Command { return new(JoinTokenCreate) },
-	CmdJoinTokenDelete: func() Command { return new(JoinTokenDelete) },
-	CmdAppPut:          func() Command { return new(AppPut) },
-	CmdAppDelete:       func() Command { return new(AppDelete) },
-	CmdEnvPut:          func() Command { return new(EnvPut) },
-	CmdEnvDelete:       func() Command { return new(EnvDelete) },
-	CmdLeaderEpoch:     func() Command { return new(LeaderEpoch) },
-	CmdBuildQueue:      func() Command { return new(BuildQueue) },
-	CmdBuildStart:      func() Command { return new(BuildStart) },
-	CmdBuildFinish:     func() Command { return new(BuildFinish) },
-	CmdBuildCancel:     func() Command { return new(BuildCancel) },
-	CmdReleaseHolders:  func() Command { return new(ReleaseHolders) },
-	CmdDeployCreate:    func() Command { return new(DeployCreate) },
-	CmdDeployUpdate:    func() Command { return new(DeployUpdate) },
-	CmdNodeStatus:      func() Command { return new(NodeStatusSet) },
-	CmdEnvPin:          func() Command { return new(EnvPin) },
-	CmdMemberLeave:     func() Command { return new(MemberLeave) },
-	CmdMemberRejoin:    func() Command { return new(MemberRejoin) },
-	CmdReleaseCreate:   func() Command { return new(ReleaseCreate) },
-	CmdPipelinePut:     func() Command { return new(PipelinePut) },
-	CmdReleaseDrop:     func() Command { return new(ReleaseDrop) },
-	CmdCARotate:        func() Command { return new(CARotate) },
-	CmdGossipKeyRotate: func() Command { return new(GossipKeyRotate) },
-}
-
 // Encode wraps a command in the versioned envelope: version byte, type byte, JSON body.
 func Encode(c Command) ([]byte, error) {
 	body, err := json.Marshal(c)
@@ -103,14 +73,14 @@ func Decode(data []byte) (Command, error) {
 		return nil, fmt.Errorf("log entry has envelope version %d, this node understands %d: upgrade this node", data[0], EnvelopeVersion)
 	}
 	t := CommandType(data[1])
-	ctor, ok := registry[t]
+	spec, ok := specs[t]
 	if !ok {
 		if t&IgnoreUnknown != 0 {
 			return nil, nil
 		}
 		return nil, fmt.Errorf("log entry has unknown command type %d: upgrade this node", t)
 	}
-	c := ctor()
+	c := spec.New()
 	if err := json.Unmarshal(data[2:], c); err != nil {
 		return nil, fmt.Errorf("decode command type %d: %w", t, err)
 	}
@@ -340,8 +310,8 @@ func (*ReleaseDrop) Type() CommandType     { return CmdReleaseDrop }
 // leader commits a command only when every Raft member knows its type (node/commands.go): during a rolling
 // upgrade, a command that only the upgraded nodes understand waits for the rest, instead of stopping them.
 func Known() []CommandType {
-	out := make([]CommandType, 0, len(registry))
-	for t := range registry {
+	out := make([]CommandType, 0, len(specs))
+	for t := range specs {
 		out = append(out, t)
 	}
 	slices.Sort(out)

@@ -19,11 +19,11 @@ func DecodeStrict(data []byte) (Command, error) {
 		return nil, badRequest("the command has envelope version %d; the leader understands %d: run the same Shoal version on every node", data[0], EnvelopeVersion)
 	}
 	t := CommandType(data[1])
-	ctor, ok := registry[t]
+	spec, ok := specs[t]
 	if !ok {
 		return nil, badRequest("unknown command type %d: run the same Shoal version on every node", t)
 	}
-	c := ctor()
+	c := spec.New()
 	dec := json.NewDecoder(bytes.NewReader(data[2:]))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(c); err != nil {

@@ -23,7 +23,7 @@ var update = flag.Bool("update", false, "rewrite the golden fixtures in testdata
 func TestCommandFixtures(t *testing.T) {
 	dir := filepath.Join("testdata", "commands")
 	types := slices.Sorted(func(yield func(CommandType) bool) {
-		for typ := range registry {
+		for typ := range specs {
 			if !yield(typ) {
 				return
 			}
@@ -31,7 +31,7 @@ func TestCommandFixtures(t *testing.T) {
 	})
 	want := map[string]bool{}
 	for _, typ := range types {
-		c := registry[typ]()
+		c := specs[typ].New()
 		fill(reflect.ValueOf(c).Elem(), 0)
 		name := fmt.Sprintf("%03d-%s.json", typ, reflect.TypeOf(c).Elem().Name())
 		want[name] = true
@@ -116,8 +116,8 @@ func TestEveryFieldTagged(t *testing.T) {
 			walk(f.Type, path+"."+f.Name)
 		}
 	}
-	for typ, ctor := range registry {
-		walk(reflect.TypeOf(ctor()), fmt.Sprintf("command %d", typ))
+	for typ, spec := range specs {
+		walk(reflect.TypeOf(spec.New()), fmt.Sprintf("command %d", typ))
 	}
 	walk(reflect.TypeFor[State](), "state")
 }
@@ -207,7 +207,7 @@ func fill(v reflect.Value, depth int) {
 // known when members began to advertise; it must not grow with new types, which are advertised instead.
 func TestBaselineIsFrozen(t *testing.T) {
 	for _, typ := range Baseline {
-		if registry[typ] == nil {
+		if specs[typ] == nil {
 			t.Errorf("baseline type %d is not registered", typ)
 		}
 	}

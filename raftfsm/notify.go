@@ -18,13 +18,6 @@ const (
 	CmdNotifyAttempt      CommandType = 47
 )
 
-func init() {
-	registry[CmdNotifySubscription] = func() Command { return new(NotifySubscription) }
-	registry[CmdNotifyForge] = func() Command { return new(NotifyForge) }
-	registry[CmdNotifyEvents] = func() Command { return new(NotifyEvents) }
-	registry[CmdNotifyAttempt] = func() Command { return new(NotifyAttempt) }
-}
-
 // Event names a subscription can ask for.
 const (
 	EventBuildStarted        = "build.started"

@@ -92,11 +92,6 @@ const (
 func (*Prune) Type() CommandType        { return CmdPrune }
 func (*RetentionSet) Type() CommandType { return CmdRetentionSet }
 
-func init() {
-	registry[CmdPrune] = func() Command { return new(Prune) }
-	registry[CmdRetentionSet] = func() Command { return new(RetentionSet) }
-}
-
 // Empty reports whether the prune names nothing.
 func (p *Prune) Empty() bool {
 	return len(p.Builds)+len(p.Releases)+len(p.Deploys)+len(p.Deliveries)+len(p.Departed) == 0

@@ -11,10 +11,6 @@ import (
 // next change.
 const CmdRuntimeSet CommandType = 32 | IgnoreUnknown
 
-func init() {
-	registry[CmdRuntimeSet] = func() Command { return new(RuntimeSet) }
-}
-
 // Runtime health: what a server's Exec processes of one environment do now.
 const (
 	// RuntimeHealthy: every Exec copy has been up for the environment's minimum healthy time.
