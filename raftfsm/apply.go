@@ -8,124 +8,95 @@ import (
 	"time"
 )
 
-// apply validates a command against s and, only if it is valid, changes s. A rejection leaves s untouched.
+// apply validates a command against s and, only if it is valid, changes s. A rejection leaves s untouched. The
+// rule of each command type is part of its registration (spec.go).
 func apply(s *State, index uint64, c Command) (any, *Error) {
-	switch c := c.(type) {
-	case *MeshInit:
-		return applyMeshInit(s, c)
-	case *TokenCreate:
-		return applyTokenCreate(s, index, c)
-	case *TokenDelete:
-		if _, ok := s.Tokens[c.ID]; !ok {
-			return nil, notFound("token %q does not exist", c.ID)
-		}
-		delete(s.Tokens, c.ID)
-		return nil, nil
-	case *JoinTokenCreate:
-		return applyJoinTokenCreate(s, index, c)
-	case *JoinTokenDelete:
-		if _, ok := s.JoinTokens[c.ID]; !ok {
-			return nil, notFound("join token %q does not exist", c.ID)
-		}
-		delete(s.JoinTokens, c.ID)
-		return nil, nil
-	case *AppPut:
-		return applyAppPut(s, index, c)
-	case *AppDelete:
-		return applyAppDelete(s, c)
-	case *EnvPut:
-		return applyEnvPut(s, index, c)
-	case *EnvDelete:
-		e, ok := s.Envs[c.Name]
-		if !ok {
-			return nil, notFound("environment %q does not exist", c.Name)
-		}
-		if p := s.Pipelines[e.App]; p != nil && slices.ContainsFunc(p.Stages, func(st PipelineStage) bool { return st.Env == c.Name }) {
-			return nil, conflict("environment %q is a stage of app %q's pipeline: remove it from the pipeline first", c.Name, e.App)
-		}
-		s.removeEnv(c.Name)
-		dropRuntimes(s, c.Name, "")
-		return nil, nil
-	case *PipelinePut:
-		return applyPipelinePut(s, index, c)
-	case *EnvPin:
-		e := s.editEnv(c.Name)
-		if e == nil {
-			return nil, notFound("environment %q does not exist", c.Name)
-		}
-		e.Pinned, e.PinReason = c.Pinned, c.Reason
-		if !c.Pinned {
-			e.PinReason = ""
-		}
-		e.ModifyIndex = index
-		return e, nil
-	case *LeaderEpoch:
-		return applyLeaderEpoch(s, index, c)
-	case *BuildQueue:
-		return applyBuildQueue(s, index, c)
-	case *BuildStart:
-		return applyBuildStart(s, index, c)
-	case *BuildFinish:
-		return applyBuildFinish(s, index, c)
-	case *BuildCancel:
-		return applyBuildCancel(s, index, c)
-	case *ReleaseHolders:
-		r, ok := s.Releases[ReleaseKey(c.App, c.Version)]
-		if !ok {
-			return nil, notFound("release %s of app %q does not exist", c.Version, c.App)
-		}
-		if c.Node == "" {
-			return nil, badRequest("a release holder needs a node name")
-		}
-		if !slices.Contains(r.Holders, c.Node) {
-			r = s.editRelease(ReleaseKey(c.App, c.Version))
-			r.Holders = append(slices.Clone(r.Holders), c.Node)
-			slices.Sort(r.Holders)
-			r.ModifyIndex = index
-		}
-		return r, nil
-	case *ReleaseDrop:
-		return applyReleaseDrop(s, index, c)
-	case *ReleaseCreate:
-		a := s.editApp(c.Release.App)
-		if a == nil {
-			return nil, notFound("app %q does not exist", c.Release.App)
-		}
-		return addRelease(s, index, a, c.Release)
-	case *MemberLeave:
-		if c.Name == "" {
-			return nil, badRequest("a departing member needs a name")
-		}
-		s.Departed[c.Name] = c.At
-		dropRuntimes(s, "", c.Name)
-		return nil, nil
-	case *MemberRejoin:
-		applyMemberRejoin(s, c)
-		return nil, nil
-	case *GossipKeyRotate:
-		return nil, applyGossipKeyRotate(s, c)
-	case *CARotate:
-		return nil, applyCARotate(s, c)
-	case *DeployCreate:
-		return applyDeployCreate(s, index, c)
-	case *DeployUpdate:
-		return applyDeployUpdate(s, index, c)
-	case *RuntimeSet:
-		return applyRuntimeSet(s, index, c)
-	case *NodeStatusSet:
-		return applyNodeStatus(s, index, c)
-	case *Prune:
-		return applyPrune(s, c)
-	case *RetentionSet:
-		return applyRetentionSet(s, index, c)
+	spec := specs[c.Type()]
+	if spec == nil || spec.Apply == nil {
+		return nil, badRequest("command %T has no apply rule", c)
 	}
-	if v, err, ok := applyNotify(s, index, c); ok {
-		return v, err
+	return spec.Apply(s, index, c)
+}
+
+// rule adapts a command type's apply function to Spec.Apply.
+func rule[T Command](f func(s *State, index uint64, c T) (any, *Error)) func(*State, uint64, Command) (any, *Error) {
+	return func(s *State, index uint64, c Command) (any, *Error) { return f(s, index, c.(T)) }
+}
+
+func applyTokenDelete(s *State, _ uint64, c *TokenDelete) (any, *Error) {
+	if _, ok := s.Tokens[c.ID]; !ok {
+		return nil, notFound("token %q does not exist", c.ID)
 	}
-	if v, err, ok := applyBuildServer(s, index, c); ok {
-		return v, err
+	delete(s.Tokens, c.ID)
+	return nil, nil
+}
+
+func applyJoinTokenDelete(s *State, _ uint64, c *JoinTokenDelete) (any, *Error) {
+	if _, ok := s.JoinTokens[c.ID]; !ok {
+		return nil, notFound("join token %q does not exist", c.ID)
 	}
-	return nil, badRequest("command %T has no apply rule", c)
+	delete(s.JoinTokens, c.ID)
+	return nil, nil
+}
+
+func applyEnvDelete(s *State, _ uint64, c *EnvDelete) (any, *Error) {
+	e, ok := s.Envs[c.Name]
+	if !ok {
+		return nil, notFound("environment %q does not exist", c.Name)
+	}
+	if p := s.Pipelines[e.App]; p != nil && slices.ContainsFunc(p.Stages, func(st PipelineStage) bool { return st.Env == c.Name }) {
+		return nil, conflict("environment %q is a stage of app %q's pipeline: remove it from the pipeline first", c.Name, e.App)
+	}
+	s.removeEnv(c.Name)
+	dropRuntimes(s, c.Name, "")
+	return nil, nil
+}
+
+func applyEnvPin(s *State, index uint64, c *EnvPin) (any, *Error) {
+	e := s.editEnv(c.Name)
+	if e == nil {
+		return nil, notFound("environment %q does not exist", c.Name)
+	}
+	e.Pinned, e.PinReason = c.Pinned, c.Reason
+	if !c.Pinned {
+		e.PinReason = ""
+	}
+	e.ModifyIndex = index
+	return e, nil
+}
+
+func applyReleaseHolders(s *State, index uint64, c *ReleaseHolders) (any, *Error) {
+	r, ok := s.Releases[ReleaseKey(c.App, c.Version)]
+	if !ok {
+		return nil, notFound("release %s of app %q does not exist", c.Version, c.App)
+	}
+	if c.Node == "" {
+		return nil, badRequest("a release holder needs a node name")
+	}
+	if !slices.Contains(r.Holders, c.Node) {
+		r = s.editRelease(ReleaseKey(c.App, c.Version))
+		r.Holders = append(slices.Clone(r.Holders), c.Node)
+		slices.Sort(r.Holders)
+		r.ModifyIndex = index
+	}
+	return r, nil
+}
+
+func applyReleaseCreate(s *State, index uint64, c *ReleaseCreate) (any, *Error) {
+	a := s.editApp(c.Release.App)
+	if a == nil {
+		return nil, notFound("app %q does not exist", c.Release.App)
+	}
+	return addRelease(s, index, a, c.Release)
+}
+
+func applyMemberLeave(s *State, _ uint64, c *MemberLeave) (any, *Error) {
+	if c.Name == "" {
+		return nil, badRequest("a departing member needs a name")
+	}
+	s.Departed[c.Name] = c.At
+	dropRuntimes(s, "", c.Name)
+	return nil, nil
 }
 
 var (
@@ -141,7 +112,7 @@ func checkName(what, name string) *Error {
 	return nil
 }
 
-func applyMeshInit(s *State, c *MeshInit) (any, *Error) {
+func applyMeshInit(s *State, _ uint64, c *MeshInit) (any, *Error) {
 	if s.Mesh != nil {
 		return nil, conflict("the mesh %q is already initialised", s.Mesh.Name)
 	}
@@ -232,7 +203,7 @@ func applyAppPut(s *State, index uint64, c *AppPut) (any, *Error) {
 	return &a, nil
 }
 
-func applyAppDelete(s *State, c *AppDelete) (any, *Error) {
+func applyAppDelete(s *State, _ uint64, c *AppDelete) (any, *Error) {
 	if _, ok := s.Apps[c.Name]; !ok {
 		return nil, notFound("app %q does not exist", c.Name)
 	}

@@ -85,21 +85,6 @@ func checkCapabilities(caps []string) ([]string, *Error) {
 	return slices.Compact(out), nil
 }
 
-// applyBuildServer applies the build server commands; ok is false for any other command.
-func applyBuildServer(s *State, index uint64, c Command) (v any, err *Error, ok bool) {
-	switch c := c.(type) {
-	case *BuildAssign:
-		v, err = applyBuildAssign(s, index, c)
-	case *BuildLease:
-		v, err = applyBuildLease(s, index, c)
-	case *BuildRequeue:
-		v, err = applyBuildRequeue(s, index, c)
-	default:
-		return nil, nil, false
-	}
-	return v, err, true
-}
-
 func applyBuildAssign(s *State, index uint64, c *BuildAssign) (any, *Error) {
 	b, ok := s.Builds[c.ID]
 	if !ok {

@@ -242,23 +242,6 @@ func (s *State) recordExists(record string) bool {
 	return false
 }
 
-// applyNotify applies the notification commands; ok is false for any other command.
-func applyNotify(s *State, index uint64, c Command) (v any, err *Error, ok bool) {
-	switch c := c.(type) {
-	case *NotifySubscription:
-		v, err = applyNotifySubscription(s, index, c)
-	case *NotifyForge:
-		v, err = applyNotifyForge(s, index, c)
-	case *NotifyEvents:
-		v, err = applyNotifyEvents(s, index, c)
-	case *NotifyAttempt:
-		v, err = applyNotifyAttempt(s, index, c)
-	default:
-		return nil, nil, false
-	}
-	return v, err, true
-}
-
 func checkHTTPURL(what, raw string) *Error {
 	u, err := url.Parse(raw)
 	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {

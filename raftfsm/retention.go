@@ -180,7 +180,7 @@ func (s *State) PruneRefusal(p *Prune) string {
 	return ""
 }
 
-func applyPrune(s *State, c *Prune) (any, *Error) {
+func applyPrune(s *State, _ uint64, c *Prune) (any, *Error) {
 	if n := len(c.Builds) + len(c.Releases) + len(c.Deploys) + len(c.Deliveries) + len(c.Departed); n > maxPrune {
 		return nil, badRequest("a prune names at most %d records (this one %d): split it", maxPrune, n)
 	}
