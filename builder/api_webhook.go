@@ -96,31 +96,43 @@ func (s *Service) postHook(w http.ResponseWriter, r *http.Request) error {
 		return s.hookAnswer(w, http.StatusAccepted, HookResponse{Status: hookIgnored,
 			Message: fmt.Sprintf("push to %s; app %s builds branch %s", push.Ref, name, app.Branch)})
 	}
-	res, err := s.n.Apply(r.Context(), &raftfsm.BuildQueue{App: name, Commit: push.Commit, Ref: push.Branch,
-		Branch: push.Branch, Message: push.Message, Trigger: "push", Delivery: push.Delivery, At: time.Now().UTC()}, node.ForRequest(r))
+	b, err := s.queueFromHook(w, r, &raftfsm.BuildQueue{App: name, Commit: push.Commit, Ref: push.Branch,
+		Branch: push.Branch, Message: push.Message, Trigger: "push", Delivery: push.Delivery, At: time.Now().UTC()},
+		"commit "+short(push.Commit), count)
+	if b == nil {
+		return err
+	}
+	s.log.Info("push queued a build", "app", name, "provider", provider, "build", b.ID, "commit", short(push.Commit), "delivery", push.Delivery)
+	return s.hookAnswer(w, http.StatusCreated, HookResponse{Status: hookQueued, Build: b,
+		Message: fmt.Sprintf("build %s queued for commit %s", b.ID, short(push.Commit))})
+}
+
+// queueFromHook commits the build a webhook asks for. A delivery or a change (what: "commit abc1234") seen before
+// is answered 200 duplicate here, and so is a failure; it returns the build only when it queued a new one, which
+// the caller announces.
+func (s *Service) queueFromHook(w http.ResponseWriter, r *http.Request, q *raftfsm.BuildQueue, what string, count func(string)) (*raftfsm.Build, error) {
+	res, err := s.n.Apply(r.Context(), q, node.ForRequest(r))
 	if raftfsm.KindOf(err) == raftfsm.KindConflict {
 		count(hookDuplicate)
-		return s.hookAnswer(w, http.StatusOK, HookResponse{Status: hookDuplicate, Message: "duplicate delivery, ignored"})
+		return nil, s.hookAnswer(w, http.StatusOK, HookResponse{Status: hookDuplicate, Message: "duplicate delivery, ignored"})
 	}
 	if err != nil {
 		count(hookError)
-		return err
+		return nil, err
 	}
 	var b raftfsm.Build
 	if err := json.Unmarshal(res.Value, &b); err != nil {
 		count(hookError)
-		return fmt.Errorf("decode the queued build: %w", err)
+		return nil, fmt.Errorf("decode the queued build: %w", err)
 	}
 	if b.CreateIndex != res.Index {
-		// raftfsm answered with the build that already has this commit.
+		// raftfsm answered with the build that already has this change.
 		count(hookDuplicate)
-		return s.hookAnswer(w, http.StatusOK, HookResponse{Status: hookDuplicate, Build: &b,
-			Message: fmt.Sprintf("commit %s is already build %s (%s), ignored", short(push.Commit), b.ID, b.State)})
+		return nil, s.hookAnswer(w, http.StatusOK, HookResponse{Status: hookDuplicate, Build: &b,
+			Message: fmt.Sprintf("%s is already build %s (%s), ignored", what, b.ID, b.State)})
 	}
 	count(hookQueued)
-	s.log.Info("push queued a build", "app", name, "provider", provider, "build", b.ID, "commit", short(push.Commit), "delivery", push.Delivery)
-	return s.hookAnswer(w, http.StatusCreated, HookResponse{Status: hookQueued, Build: &b,
-		Message: fmt.Sprintf("build %s queued for commit %s", b.ID, short(push.Commit))})
+	return &b, nil
 }
 
 func (s *Service) hookAnswer(w http.ResponseWriter, status int, v HookResponse) error {

@@ -1,12 +1,10 @@
 package builder
 
 import (
-	"encoding/json"
 	"fmt"
 	"net/http"
 	"time"
 
-	"github.com/shoal-ci/shoal/node"
 	"github.com/shoal-ci/shoal/raftfsm"
 )
 
@@ -19,29 +17,14 @@ func (s *Service) queuePullRequest(w http.ResponseWriter, r *http.Request, app r
 		return s.hookAnswer(w, http.StatusAccepted, HookResponse{Status: hookIgnored,
 			Message: fmt.Sprintf("app %s does not build pull requests: turn them on with `node app update %s --pull-requests`", app.Name, app.Name)})
 	}
-	res, err := s.n.Apply(r.Context(), &raftfsm.BuildQueue{App: app.Name, Commit: push.Commit, Ref: pr.Ref, Branch: pr.Head,
-		Message: push.Message, Trigger: raftfsm.TriggerPullRequest, PullRequest: pr.Number, Delivery: push.Delivery, At: time.Now().UTC()}, node.ForRequest(r))
-	if raftfsm.KindOf(err) == raftfsm.KindConflict {
-		count(hookDuplicate)
-		return s.hookAnswer(w, http.StatusOK, HookResponse{Status: hookDuplicate, Message: err.Error()})
-	}
-	if err != nil {
-		count(hookError)
+	b, err := s.queueFromHook(w, r, &raftfsm.BuildQueue{App: app.Name, Commit: push.Commit, Ref: pr.Ref, Branch: pr.Head,
+		Message: push.Message, Trigger: raftfsm.TriggerPullRequest, PullRequest: pr.Number, Delivery: push.Delivery, At: time.Now().UTC()},
+		fmt.Sprintf("pull request #%d at %s", pr.Number, short(push.Commit)), count)
+	if b == nil {
 		return err
 	}
-	var b raftfsm.Build
-	if err := json.Unmarshal(res.Value, &b); err != nil {
-		count(hookError)
-		return fmt.Errorf("decode the queued build: %w", err)
-	}
-	if b.CreateIndex != res.Index {
-		count(hookDuplicate)
-		return s.hookAnswer(w, http.StatusOK, HookResponse{Status: hookDuplicate, Build: &b,
-			Message: fmt.Sprintf("pull request #%d at %s is already build %s (%s), ignored", pr.Number, short(push.Commit), b.ID, b.State)})
-	}
-	count(hookQueued)
 	s.log.Info("pull request queued a build", "app", app.Name, "provider", push.Provider, "build", b.ID,
 		"pull_request", pr.Number, "commit", short(push.Commit), "delivery", push.Delivery)
-	return s.hookAnswer(w, http.StatusCreated, HookResponse{Status: hookQueued, Build: &b,
+	return s.hookAnswer(w, http.StatusCreated, HookResponse{Status: hookQueued, Build: b,
 		Message: fmt.Sprintf("build %s queued for pull request #%d (%s into %s) at %s", b.ID, pr.Number, pr.Head, pr.Base, short(push.Commit))})
 }
