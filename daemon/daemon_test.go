@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/shoal-ci/shoal/internal/testutil"
 	"github.com/shoal-ci/shoal/node"
 )
 
@@ -45,13 +46,7 @@ func TestMainRunsAndRestarts(t *testing.T) {
 	if code, body := get(t, again.Node, token, "/v1/envs/none/deployments"); code != http.StatusNotFound || !strings.Contains(body, "no API route") {
 		t.Fatalf("NodeOnly: the deployer's route answers %d %s", code, body)
 	}
-	deadline := time.Now().Add(10 * time.Second)
-	for !again.Node.IsLeader() && time.Now().Before(deadline) {
-		time.Sleep(10 * time.Millisecond)
-	}
-	if !again.Node.IsLeader() {
-		t.Fatal("the reopened sole voter does not lead")
-	}
+	testutil.Until(t, 10*time.Second, "the reopened sole voter to lead", again.Node.IsLeader)
 	again.Close()
 
 	bad := &Main{Config: node.TestConfig(t, t.TempDir(), "n2"), Start: Open}

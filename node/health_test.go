@@ -1,6 +1,7 @@
 package node
 
 import (
+	"fmt"
 	"net/http"
 	"os"
 	"os/exec"
@@ -10,6 +11,7 @@ import (
 	"time"
 
 	"github.com/shoal-ci/shoal/internal/testtier"
+	"github.com/shoal-ci/shoal/internal/testutil"
 )
 
 // /healthz fails while the node cannot write its Raft log (here: the log's file system is full), says why, and
@@ -41,30 +43,15 @@ func TestHealthzFailsWhileTheLogCannotBeWritten(t *testing.T) {
 		!strings.Contains(string(out), "No space left") {
 		t.Fatalf("fill the raft log's file system: %v %s", err, out)
 	}
-	deadline := time.Now().Add(10 * time.Second)
-	for {
+	testutil.Eventually(t, 10*time.Second, "healthz to answer 503 naming "+raftPath+" with a full raft log disk", func() (bool, string) {
 		status, body := health()
-		if status == http.StatusServiceUnavailable && strings.Contains(body, raftPath) {
-			t.Logf("healthz with a full disk: %s", body)
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("healthz with a full raft log disk: %d %s, want 503 naming %s", status, body, raftPath)
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
+		return status == http.StatusServiceUnavailable && strings.Contains(body, raftPath), fmt.Sprintf("%d %s", status, body)
+	})
 	if err := os.Remove(filler); err != nil {
 		t.Fatal(err)
 	}
-	deadline = time.Now().Add(10 * time.Second)
-	for {
+	testutil.Eventually(t, 10*time.Second, "healthz to answer 200 after the disk recovered", func() (bool, string) {
 		status, body := health()
-		if status == http.StatusOK {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("healthz after the disk recovered: %d %s", status, body)
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
+		return status == http.StatusOK, fmt.Sprintf("%d %s", status, body)
+	})
 }

@@ -3,6 +3,8 @@ package node
 import (
 	"testing"
 	"time"
+
+	"github.com/shoal-ci/shoal/internal/testutil"
 )
 
 // TestSoleVoterLeadsAtOnce: a node that is the only voter of its mesh does not wait out a heartbeat timeout for
@@ -18,11 +20,7 @@ func TestSoleVoterLeadsAtOnce(t *testing.T) {
 	}
 	leads := func(n *Node, what string) {
 		t.Helper()
-		for deadline := time.Now().Add(10 * time.Second); !n.IsLeader(); time.Sleep(10 * time.Millisecond) {
-			if time.Now().After(deadline) {
-				t.Fatalf("%s: the sole voter is not leader 10 s after starting (its heartbeat timeout is 20 s)", what)
-			}
-		}
+		testutil.Until(t, 10*time.Second, what+": the sole voter to lead (its heartbeat timeout is 20 s)", n.IsLeader)
 	}
 	n, _, err := Init(slow(), "test", time.Hour)
 	if err != nil {
