@@ -25,16 +25,9 @@ import (
 //	SHOAL_BENCH=smoke go test -count=1 -run BenchBuildOnBuildServer -v ./integration   # 10 pushes, for CI
 //	SHOAL_BENCH=full  go test -count=1 -run BenchBuildOnBuildServer -v ./integration   # 50 pushes, docs/benchmarks.md
 func TestBenchBuildOnBuildServer(t *testing.T) {
-	trials := 0
-	switch mode := os.Getenv("SHOAL_BENCH"); mode {
-	case "smoke", "1":
-		trials = 10
-	case "full":
+	trials := 10
+	if benchFull(t) {
 		trials = 50
-	case "":
-		t.Skip("benchmark: set SHOAL_BENCH=smoke or SHOAL_BENCH=full to run it (see docs/benchmarks.md)")
-	default:
-		t.Fatalf("SHOAL_BENCH=%q: use smoke or full", mode)
 	}
 	needProcesses(t)
 	const secret = "bench-secret"

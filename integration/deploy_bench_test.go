@@ -29,17 +29,9 @@ import (
 //	SHOAL_BENCH=smoke go test -count=1 -run BenchDeploy -v ./integration   # 3 nodes, 3 releases
 //	SHOAL_BENCH=full  go test -count=1 -run BenchDeploy -v -timeout 20m ./integration   # 3 and 16 nodes, 5 releases each
 func TestBenchDeploy(t *testing.T) {
-	var sizes []int
-	trials := 0
-	switch mode := os.Getenv("SHOAL_BENCH"); mode {
-	case "smoke", "1":
-		sizes, trials = []int{3}, 3
-	case "full":
+	sizes, trials := []int{3}, 3
+	if benchFull(t) {
 		sizes, trials = []int{3, 16}, 5
-	case "":
-		t.Skip("benchmark: set SHOAL_BENCH=smoke or SHOAL_BENCH=full to run it (see docs/benchmarks.md)")
-	default:
-		t.Fatalf("SHOAL_BENCH=%q: use smoke or full", mode)
 	}
 	if _, err := os.Stat("/bin/bash"); err != nil {
 		testtier.Skip(t, "the deployer runs hooks with bash, which this machine lacks")

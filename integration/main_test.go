@@ -105,3 +105,20 @@ func needProcesses(t testing.TB) {
 		testtier.Skipf(t, "process tests use Linux process groups and loopback aliases; %s is not supported", runtime.GOOS)
 	}
 }
+
+// benchFull reads SHOAL_BENCH for a benchmark: false for smoke (the short form CI runs), true for full; with it
+// unset the benchmark is skipped, saying how to run it.
+func benchFull(t testing.TB) bool {
+	t.Helper()
+	switch mode := os.Getenv("SHOAL_BENCH"); mode {
+	case "smoke", "1":
+		return false
+	case "full":
+		return true
+	case "":
+		t.Skip("benchmark: set SHOAL_BENCH=smoke (the short form CI runs) or SHOAL_BENCH=full to run it (see docs/benchmarks.md)")
+	default:
+		t.Fatalf("SHOAL_BENCH=%q: use smoke or full", mode)
+	}
+	return false
+}
