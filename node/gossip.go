@@ -56,12 +56,15 @@ type memberTable struct {
 	members map[string]*Member
 	sorted  []Member // the members sorted by name, built at the first snapshot after a change (nil: stale)
 	changed chan struct{}
+	// seen wakes the rejoin loop when a member is seen alive, so that it saves the peers at once: a first node
+	// killed a second after the others joined must find them when it starts again.
+	seen chan struct{}
 	// version counts the changes (commands.go caches what the members know until it moves).
 	version atomic.Uint64
 }
 
 func newMemberTable() *memberTable {
-	return &memberTable{members: map[string]*Member{}, changed: make(chan struct{}, 1)}
+	return &memberTable{members: map[string]*Member{}, changed: make(chan struct{}, 1), seen: make(chan struct{}, 1)}
 }
 
 func (t *memberTable) set(n *memberlist.Node, status string) {
@@ -84,6 +87,12 @@ func (t *memberTable) set(n *memberlist.Node, status string) {
 	t.sorted = nil
 	t.mu.Unlock()
 	t.signal()
+	if status == StatusAlive {
+		select {
+		case t.seen <- struct{}{}:
+		default:
+		}
+	}
 }
 
 // snapshot returns copies of all members, sorted by name.
@@ -243,6 +252,7 @@ func (n *Node) rejoinLoop() {
 		case <-n.ctx.Done():
 			return
 		case <-tick.C:
+		case <-n.members.seen:
 		}
 		alive := map[string]bool{}
 		var known []string
@@ -261,7 +271,7 @@ func (n *Node) rejoinLoop() {
 				missing = append(missing, p)
 			}
 		}
-		// The peers seen alive are saved every few seconds, so a node restarted soon after others joined it (the
+		// The peers seen alive are saved when one is seen (and every few seconds), so a node restarted soon after others joined it (the
 		// first node of a new mesh) still knows where they are; a rejoin of missing peers is tried every 30 s.
 		next := peersSaveInterval
 		if len(missing) > 0 && (len(known) == 0 || time.Since(lastRejoin) >= rejoinInterval) {
