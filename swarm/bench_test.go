@@ -48,10 +48,10 @@ func TestSwarmShape(t *testing.T) {
 
 	start := time.Now()
 	var firstGet sync.Once
-	s.srv.allow = func(peer string, i int) bool {
+	s.srv.setAllow(func(peer string, i int) bool {
 		firstGet.Do(func() { t.Logf("%.3fs first GET at the seed from %s", time.Since(start).Seconds(), peer) })
 		return true
-	}
+	})
 	stopSampler := make(chan struct{})
 	var sampler sync.WaitGroup
 	sampler.Go(func() {

@@ -195,3 +195,6 @@ func testContext(t *testing.T) context.Context {
 	t.Cleanup(cancel)
 	return ctx
 }
+
+func (s *Server) setAllow(f func(peer string, index int) bool) { s.allow.Store(&f) }
+func (s *Server) setTamper(f func(index int, data []byte))     { s.tamper.Store(&f) }

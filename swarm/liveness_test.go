@@ -23,7 +23,7 @@ func TestStalledPeerIsBypassed(t *testing.T) {
 	release := make(chan struct{})
 	t.Cleanup(func() { close(release) })
 	var stalls atomic.Int32
-	stuck.srv.tamper = func(int, []byte) { stalls.Add(1); <-release }
+	stuck.srv.setTamper(func(int, []byte) { stalls.Add(1); <-release })
 
 	start := time.Now()
 	if err := Fetch(ctx, d.config(), meta, func() []string { return addrs(stuck, good) }); err != nil {

@@ -8,6 +8,7 @@ import (
 	"os"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -66,8 +67,10 @@ type Server struct {
 	sendTime   time.Duration // moving average of one piece's send time
 
 	// Test hooks: allow refuses a GET as if the piece were missing; tamper changes bytes before they are sent.
-	allow  func(peer string, index int) bool
-	tamper func(index int, data []byte)
+	// Atomic because tests set them while the server runs, and the race detector sees no order through the
+	// UDP socket between the test's store and the handler's load.
+	allow  atomic.Pointer[func(peer string, index int) bool]
+	tamper atomic.Pointer[func(index int, data []byte)]
 }
 
 type pieceKey struct {
@@ -174,7 +177,7 @@ func (s *Server) reply(st *quic.Stream, b []byte) {
 }
 
 func (s *Server) serveGet(ctx context.Context, conn *quic.Conn, st *quic.Stream, peer string, req request) {
-	if s.allow != nil && !s.allow(peer, req.index) {
+	if allow := s.allow.Load(); allow != nil && !(*allow)(peer, req.index) {
 		s.reply(st, errHeader(codeMissing, "refused by test hook"))
 		return
 	}
@@ -249,8 +252,8 @@ func (s *Server) serveGet(ctx context.Context, conn *quic.Conn, st *quic.Stream,
 		s.reply(st, errHeader(codeMissing, "piece unreadable"))
 		return
 	}
-	if s.tamper != nil {
-		s.tamper(req.index, data)
+	if tamper := s.tamper.Load(); tamper != nil {
+		(*tamper)(req.index, data)
 	}
 
 	st.SetWriteDeadline(time.Now().Add(writeTimeout))

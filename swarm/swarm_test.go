@@ -155,9 +155,9 @@ func TestCorruptPeerIsDropped(t *testing.T) {
 	data, meta := randomArchive(t, 4, 8<<20, 256<<10)
 	seed(t, s, data, meta)
 	seed(t, bad, data, meta) // its store is right; its server lies
-	bad.srv.tamper = func(i int, b []byte) { b[len(b)/2] ^= 0x01 }
+	bad.srv.setTamper(func(i int, b []byte) { b[len(b)/2] ^= 0x01 })
 	var badGets atomic.Int32
-	bad.srv.allow = func(string, int) bool { badGets.Add(1); return true }
+	bad.srv.setAllow(func(string, int) bool { badGets.Add(1); return true })
 
 	var withSeed atomic.Bool
 	peers := func() []string {
@@ -195,7 +195,7 @@ func TestResumeFetchesOnlyMissing(t *testing.T) {
 	var mu sync.Mutex
 	resumed := false
 	var asked []int
-	s.srv.allow = func(peer string, i int) bool {
+	s.srv.setAllow(func(peer string, i int) bool {
 		mu.Lock()
 		defer mu.Unlock()
 		if resumed {
@@ -203,7 +203,7 @@ func TestResumeFetchesOnlyMissing(t *testing.T) {
 			return true
 		}
 		return i%2 == 0 // the first run can get only the even pieces
-	}
+	})
 	ctx1, cancel := context.WithCancel(ctx)
 	errc := make(chan error, 1)
 	go func() { errc <- Fetch(ctx1, d.config(), meta, func() []string { return addrs(s) }) }()
@@ -311,7 +311,7 @@ func TestBusyAndFull(t *testing.T) {
 	data, meta := randomArchive(t, 8, 1000, 300)
 	seed(t, srv, data, meta)
 	release := make(chan struct{})
-	srv.srv.tamper = func(int, []byte) { <-release } // holds the only slot
+	srv.srv.setTamper(func(int, []byte) { <-release }) // holds the only slot
 	first := make(chan string, 1)
 	go func() {
 		header, _ := ask(t, ctx, cli, srv, "GET "+meta.Digest+" 2")
