@@ -127,7 +127,7 @@ func (m *Main) openNode(ctx context.Context) error {
 func (m *Main) startServices() error {
 	n, sel := m.Node, m.Services
 	if !sel.NoSpread {
-		sp, err := spread.Attach(n, m.Spread)
+		sp, err := spread.Attach(n, n, m.Spread)
 		if err != nil {
 			return fmt.Errorf("start the release spread: %w", err)
 		}

@@ -22,7 +22,7 @@ const DefaultPieceSize = 256 << 10
 
 // routes adds the release upload and the on-demand fetch to the node's API.
 func (s *Service) routes() {
-	s.api = s.n.RouteGroup()
+	s.api = s.http.RouteGroup()
 	s.api.HandleLimit("POST /v1/apps/{app}/releases", raftfsm.RoleDeployer, MaxUpload, s.postRelease)
 	s.api.Handle("POST /v1/apps/{app}/releases/{version}/fetch", raftfsm.RoleAdmin, s.postFetch)
 }
@@ -148,7 +148,7 @@ func (s *Service) postFetch(w http.ResponseWriter, r *http.Request) error {
 		}
 		return err
 	}
-	s.n.WriteJSON(w, http.StatusOK, FetchResult{Node: s.n.Name(), Digest: rel.Digest, Bytes: rel.Size, Seconds: time.Since(start).Seconds()})
+	s.http.WriteJSON(w, http.StatusOK, FetchResult{Node: s.n.Name(), Digest: rel.Digest, Bytes: rel.Size, Seconds: time.Since(start).Seconds()})
 	return nil
 }
 

@@ -21,7 +21,7 @@ func TestCollectKeepsWhatIsUsedAndRecordsFollowStores(t *testing.T) {
 	c := node.NewTestCluster(t, 3, nil)
 	svc := map[string]*Service{}
 	for _, n := range c.Nodes {
-		s, err := Attach(n, Options{Keep: 1, MinHolders: 3, GCInterval: 300 * time.Millisecond})
+		s, err := Attach(n, n, Options{Keep: 1, MinHolders: 3, GCInterval: 300 * time.Millisecond})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -125,7 +125,7 @@ func TestCollectKeepsWhatIsUsedAndRecordsFollowStores(t *testing.T) {
 func TestDepartedHolderDropped(t *testing.T) {
 	c := node.NewTestCluster(t, 1, nil)
 	n := c.Nodes[0]
-	s, err := Attach(n, Options{GCInterval: time.Hour})
+	s, err := Attach(n, n, Options{GCInterval: time.Hour})
 	if err != nil {
 		t.Fatal(err)
 	}

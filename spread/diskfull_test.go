@@ -34,7 +34,7 @@ func TestUploadToAFullDisk(t *testing.T) {
 		testtier.Skipf(t, "cannot mount a tmpfs: %v %s", err, out)
 	}
 	t.Cleanup(func() { exec.Command("umount", "-l", blobs).Run() })
-	s, err := Attach(n, Options{})
+	s, err := Attach(n, n, Options{})
 	if err != nil {
 		t.Fatal(err)
 	}

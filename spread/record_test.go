@@ -22,7 +22,7 @@ func TestFetchAnswersWithoutMajority(t *testing.T) {
 	c := node.NewTestCluster(t, 4, nil)
 	svc := map[*node.Node]*Service{}
 	for _, n := range c.Nodes {
-		s, err := Attach(n, Options{MinHolders: 1}) // no copies of its own: the fetch below is the only one
+		s, err := Attach(n, n, Options{MinHolders: 1}) // no copies of its own: the fetch below is the only one
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -54,8 +54,9 @@ const DefaultPeers = 16
 
 // Service is one node's spread service.
 type Service struct {
-	api    *node.RouteGroup // its API routes, taken away by Close
-	n      *node.Node
+	api    *routeGroup // its API routes, taken away by Close
+	n      Member
+	http   API
 	opts   Options
 	store  *artifact.Store
 	server *swarm.Server
@@ -78,8 +79,25 @@ type download struct {
 	err  error         // how it ended, set before done is closed
 }
 
-// Attach starts the spread service on n: the piece server on the blob ALPN, the replicator and the collector.
-func Attach(n *node.Node, opts Options) (*Service, error) {
+// Attach starts the spread service on n, with its routes on api: the piece server on the blob ALPN, the
+// replicator and the collector.
+func Attach(n Member, api API, opts Options) (*Service, error) {
+	s, err := newService(n, opts)
+	if err != nil {
+		return nil, err
+	}
+	s.http = api
+	n.Endpoint().Handle(transport.ALPNBlob, s.server.HandleConn)
+	s.routes()
+	s.wg.Add(2)
+	go s.replicate()
+	go s.collect()
+	return s, nil
+}
+
+// newService is the service with its options defaulted and its store open, serving nothing and running nothing
+// yet: what Attach starts, and what the unit tests drive by hand.
+func newService(n Member, opts Options) (*Service, error) {
 	if opts.MinHolders <= 0 {
 		opts.MinHolders = 2
 	}
@@ -115,11 +133,6 @@ func Attach(n *node.Node, opts Options) (*Service, error) {
 		s.down = swarm.NewLimiter(opts.DownloadLimit)
 	}
 	s.ctx, s.cancel = context.WithCancel(context.Background())
-	n.Endpoint().Handle(transport.ALPNBlob, s.server.HandleConn)
-	s.routes()
-	s.wg.Add(2)
-	go s.replicate()
-	go s.collect()
 	return s, nil
 }
 

@@ -71,7 +71,7 @@ func TestReplicateThenLoseBuilder(t *testing.T) {
 	c := node.NewTestCluster(t, 3, nil)
 	svc := map[*node.Node]*Service{}
 	for _, n := range c.Nodes {
-		s, err := Attach(n, Options{})
+		s, err := Attach(n, n, Options{})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -135,7 +135,7 @@ func TestReplicateThenLoseBuilder(t *testing.T) {
 func TestKeeper(t *testing.T) {
 	c := node.NewTestCluster(t, 1, nil)
 	n := c.Nodes[0]
-	s, err := Attach(n, Options{Keep: 1, GCInterval: time.Hour})
+	s, err := Attach(n, n, Options{Keep: 1, GCInterval: time.Hour})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -158,7 +158,7 @@ func TestUploadAndFetchAPI(t *testing.T) {
 	c := node.NewTestCluster(t, 2, nil)
 	svc := map[string]*Service{}
 	for _, n := range c.Nodes {
-		s, err := Attach(n, Options{})
+		s, err := Attach(n, n, Options{})
 		if err != nil {
 			t.Fatal(err)
 		}
