@@ -136,7 +136,7 @@ func (s *Service) queueFromHook(w http.ResponseWriter, r *http.Request, q *raftf
 }
 
 func (s *Service) hookAnswer(w http.ResponseWriter, status int, v HookResponse) error {
-	s.n.WriteJSON(w, status, v)
+	s.http.WriteJSON(w, status, v)
 	return nil
 }
 

@@ -17,7 +17,7 @@ import (
 func TestLogsPrunedWithTheirBuilds(t *testing.T) {
 	c := node.NewTestCluster(t, 1, nil)
 	n := c.Nodes[0]
-	svc, err := Attach(n, Options{})
+	svc, err := Attach(n, n, Options{})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -79,8 +79,7 @@ func (s *Service) lead(leaderCtx context.Context, term uint64) {
 		defer stop()
 	}
 
-	r := &runner{s: s, term: term, ctx: ctx, log: s.log.With("term", term),
-		jobs: map[string]*job{}, keys: map[string]string{}, done: make(chan struct{}, 1), leases: map[string]leaseSeen{}}
+	r := s.leaderRunner(ctx, term)
 	r.log.Info("running builds as leader", "max_concurrent", s.opts.MaxConcurrent)
 	defer r.wg.Wait()
 	// Build servers come and go by gossip, and leases expire by the clock: neither changes the FSM.
@@ -97,6 +96,12 @@ func (s *Service) lead(leaderCtx context.Context, term uint64) {
 		case <-tick.C:
 		}
 	}
+}
+
+// leaderRunner is the runner of the leader of term; ctx ends with the leadership.
+func (s *Service) leaderRunner(ctx context.Context, term uint64) *runner {
+	return &runner{s: s, term: term, ctx: ctx, log: s.log.With("term", term),
+		jobs: map[string]*job{}, keys: map[string]string{}, done: make(chan struct{}, 1), leases: map[string]leaseSeen{}}
 }
 
 // tick is how often the leader looks at build servers and leases without a change of the state.

@@ -16,7 +16,6 @@ import (
 
 	"github.com/shoal-ci/shoal/artifact"
 	"github.com/shoal-ci/shoal/internal/proc"
-	"github.com/shoal-ci/shoal/node"
 	"github.com/shoal-ci/shoal/raftfsm"
 )
 
@@ -43,8 +42,9 @@ type Options struct {
 // Service is the builder attached to one node: it serves the build, release, log and webhook API on every node
 // and, while the node leads, runs queued builds and polls repositories.
 type Service struct {
-	api   *node.RouteGroup // its API routes, taken away by Close
-	n     *node.Node
+	api   *routeGroup // its API routes, taken away by Close
+	n     Member
+	http  API
 	log   *slog.Logger
 	opts  Options
 	store *artifact.Store
@@ -76,10 +76,31 @@ const (
 	workDirName = "work"
 )
 
-// Attach starts the builder on n: it registers the API routes, the build_log RPC, the metrics and the leader
-// hooks that run builds and poll repositories. Close stops what it started; the node's own Close also ends the
-// leader hooks.
-func Attach(n *node.Node, opts Options) (*Service, error) {
+// Attach starts the builder on n, with its routes on api: it registers the API routes, the build_log RPC, the
+// metrics and the leader hooks that run builds and poll repositories. Close stops what it started; the node's
+// own Close also ends the leader hooks.
+func Attach(n Member, api API, opts Options) (*Service, error) {
+	s, err := newService(n, opts)
+	if err != nil {
+		return nil, err
+	}
+	s.http = api
+	s.routes()
+	n.Endpoint().HandleRPC(rpcBuildLog, s.handleLogRPC)
+	n.OnLeader(s.lead)
+	n.OnLeader(s.poll)
+	if _, ok := n.Tags()[TagBuild]; ok {
+		s.wg.Add(1)
+		go s.work()
+	}
+	s.wg.Add(1)
+	go s.pruneLogsLoop()
+	return s, nil
+}
+
+// newService is the builder with its options defaulted, its work dir cleared and its store and metrics open,
+// serving and running nothing yet: what Attach starts, and what the unit tests drive by hand.
+func newService(n Member, opts Options) (*Service, error) {
 	if opts.MaxConcurrent <= 0 {
 		opts.MaxConcurrent = 2
 	}
@@ -123,17 +144,6 @@ func Attach(n *node.Node, opts Options) (*Service, error) {
 	s.logs = newLogStore(s.dir)
 	s.ctx, s.cancel = context.WithCancel(context.Background())
 	s.streams, s.stopStreams = context.WithCancel(s.ctx)
-
-	s.routes()
-	n.Endpoint().HandleRPC(rpcBuildLog, s.handleLogRPC)
-	n.OnLeader(s.lead)
-	n.OnLeader(s.poll)
-	if _, ok := n.Tags()[TagBuild]; ok {
-		s.wg.Add(1)
-		go s.work()
-	}
-	s.wg.Add(1)
-	go s.pruneLogsLoop()
 	return s, nil
 }
 

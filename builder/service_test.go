@@ -37,7 +37,7 @@ func newMesh(t *testing.T, size int, opts Options) *mesh {
 	}
 	m := &mesh{t: t, c: node.NewTestCluster(t, size, nil)}
 	for _, n := range m.c.Nodes {
-		svc, err := Attach(n, opts)
+		svc, err := Attach(n, n, opts)
 		if err != nil {
 			t.Fatalf("attach the builder to %s: %v", n.Name(), err)
 		}
@@ -261,7 +261,7 @@ func TestAttachStopsProcessesLeftByAnEarlierLife(t *testing.T) {
 	t.Cleanup(func() { syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL); <-exited })
 	bg := readPid(t, pidFile)
 
-	svc, err := Attach(n, Options{})
+	svc, err := Attach(n, n, Options{})
 	if err != nil {
 		t.Fatal(err)
 	}

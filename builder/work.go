@@ -18,8 +18,7 @@ func (s *Service) work() {
 	stop := context.AfterFunc(s.ctx, func() { cancel(errServerStopping) })
 	defer stop()
 
-	r := &runner{s: s, ctx: ctx, log: s.log.With("role", "build server"), remote: true,
-		jobs: map[string]*job{}, keys: map[string]string{}, done: make(chan struct{}, 1)}
+	r := s.serverRunner(ctx)
 	r.log.Info("accepting builds as a build server", "capabilities", s.n.Tags()[TagBuild], "slots", slotsOf(s.n.Tags()))
 	defer r.wg.Wait()
 	for {
@@ -32,6 +31,12 @@ func (s *Service) work() {
 		case <-r.done:
 		}
 	}
+}
+
+// serverRunner is the runner of this node as a build server; ctx ends with the Service.
+func (s *Service) serverRunner(ctx context.Context) *runner {
+	return &runner{s: s, ctx: ctx, log: s.log.With("role", "build server"), remote: true,
+		jobs: map[string]*job{}, keys: map[string]string{}, done: make(chan struct{}, 1)}
 }
 
 // scheduleRemote starts the builds assigned to this node that it does not run yet and stops those it no longer

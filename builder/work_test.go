@@ -22,7 +22,7 @@ func newBuildServerMesh(t *testing.T, size int, opts Options) *mesh {
 		}
 	})}
 	for _, n := range m.c.Nodes {
-		svc, err := Attach(n, opts)
+		svc, err := Attach(n, n, opts)
 		if err != nil {
 			t.Fatalf("attach the builder to %s: %v", n.Name(), err)
 		}

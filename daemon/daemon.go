@@ -139,7 +139,7 @@ func (m *Main) startServices() error {
 		if opts.Store == nil && m.SpreadSvc != nil {
 			opts.Store = m.SpreadSvc.Store()
 		}
-		b, err := builder.Attach(n, opts)
+		b, err := builder.Attach(n, n, opts)
 		if err != nil {
 			return fmt.Errorf("start the builder: %w", err)
 		}
