@@ -151,7 +151,7 @@ func (m *Main) startServices() error {
 		if opts.Fetcher == nil && m.SpreadSvc != nil {
 			opts.Fetcher = m.SpreadSvc
 		}
-		d, err := deployer.Attach(n, opts)
+		d, err := deployer.Attach(n, n, opts)
 		if err != nil {
 			return fmt.Errorf("start the deployer: %w", err)
 		}

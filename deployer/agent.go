@@ -64,8 +64,9 @@ type Options struct {
 // Deployer is the deploy half of one node: the agent that makes this node's installed releases equal the
 // desired ones, the orchestrator that runs deployments while the node leads, and their API.
 type Deployer struct {
-	api  *node.RouteGroup // the deploy routes, taken away by Close
-	n    *node.Node
+	api  *routeGroup // the deploy routes, taken away by Close
+	n    Member
+	http API
 	opts Options
 	log  *slog.Logger
 	m    *metrics
@@ -89,10 +90,28 @@ type Deployer struct {
 	repairs sync.Map // environment name → driftNote: the last drift a worker set out to repair (agent_runtime.go)
 }
 
-// Attach starts the deployer on n: it resumes supervising the Exec processes an earlier agent left running,
-// registers the deploy API and the per-node log RPC, starts the agent loop, and runs the orchestrator
-// whenever n leads. Close stops it; the supervised processes keep running.
-func Attach(n *node.Node, opts Options) (*Deployer, error) {
+// Attach starts the deployer on n, with its routes on api: it resumes supervising the Exec processes an earlier
+// agent left running, registers the deploy API and the per-node log RPC, starts the agent loop, and runs the
+// orchestrator whenever n leads. Close stops it; the supervised processes keep running.
+func Attach(n Member, api API, opts Options) (*Deployer, error) {
+	d, err := newDeployer(n, opts)
+	if err != nil {
+		return nil, err
+	}
+	d.http = api
+	d.resumeAll()
+	d.registerAPI()
+	d.wg.Add(3)
+	go d.agentLoop()
+	go d.rotateLoop()
+	go d.runtimeLoop()
+	n.OnLeader(d.lead)
+	return d, nil
+}
+
+// newDeployer is the deployer with its options defaulted and its metrics registered, serving, adopting and
+// running nothing yet: what Attach starts, and what the unit tests drive by hand.
+func newDeployer(n Member, opts Options) (*Deployer, error) {
 	if opts.Fetcher == nil {
 		return nil, errors.New("deployer: Options.Fetcher is required")
 	}
@@ -142,13 +161,6 @@ func Attach(n *node.Node, opts Options) (*Deployer, error) {
 	d := &Deployer{n: n, opts: opts, log: opts.Logger, m: m, workers: map[string]*envWorker{}, sups: map[string]*Supervisor{},
 		started: time.Now(), ready: make(chan struct{})}
 	d.ctx, d.cancel = context.WithCancel(context.Background())
-	d.resumeAll()
-	d.registerAPI()
-	d.wg.Add(3)
-	go d.agentLoop()
-	go d.rotateLoop()
-	go d.runtimeLoop()
-	n.OnLeader(d.lead)
 	return d, nil
 }
 
@@ -162,7 +174,9 @@ func (d *Deployer) Close() error {
 	}
 	d.closed = true
 	d.mu.Unlock()
-	d.unregisterAPI()
+	if d.api != nil { // Attach registered it
+		d.unregisterAPI()
+	}
 	d.cancel()
 	d.wg.Wait()
 	d.supMu.Lock()

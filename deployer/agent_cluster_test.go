@@ -152,7 +152,7 @@ func (dc *deployCluster) attach(n *node.Node, reg prometheus.Registerer) *Deploy
 	if dc.opts != nil {
 		dc.opts(&opts)
 	}
-	d, err := Attach(n, opts)
+	d, err := Attach(n, n, opts)
 	if err != nil {
 		dc.t.Fatalf("attach the deployer to %s: %v", n.Name(), err)
 	}

@@ -138,50 +138,27 @@ func (w *envWorker) step() time.Duration {
 	if !v.found || v.t.Kind == "" {
 		return 0
 	}
-	me := w.d.n.Name()
-	rec, err := loadRecord(w.dir)
-	if err != nil {
-		w.log.Error("read install record; installing again", "err", err)
-	}
-	cur := currentBase(w.dir)
-	st := statusOf(v.t.Dep, me)
+	rec, cur, todo := w.plan(v)
 	t := v.t
 
-	switch t.Kind {
-	case kindStopped:
-		if rec != nil && !rec.Terminated && rec.Dir == cur && cur != "" {
-			w.guarded(t, func(ctx context.Context) { w.runOp(ctx, t, v, rec, cur) })
-		}
+	switch todo {
+	case workNone:
 		return 0
-	case raftfsm.DeployKindRestart, raftfsm.DeployKindTerminate:
-		if st == raftfsm.NodeHealthy || st == raftfsm.NodeFailed {
-			return 0
-		}
+	case workRunOp:
 		w.guarded(t, func(ctx context.Context) { w.runOp(ctx, t, v, rec, cur) })
 		return 0
-	}
-
-	installed := rec != nil && rec.Release == t.Release && rec.Dir == cur && !rec.Terminated
-	if installed && t.Live && t.Dep.Force && rec.Deployment != t.Dep.ID {
-		installed = false
-	}
-	switch {
-	case t.Live && st == raftfsm.NodeFailed:
-		return 0 // the orchestrator decides what follows a failure
-	case t.Live && installed && st == raftfsm.NodeHealthy:
+	case workEnsureRunning:
 		w.ensureRunning(v, rec)
 		return 0
-	case t.Live && installed:
+	case workCheck:
 		// Installed earlier (an agent restart, or this release was already here): it only has to prove healthy.
 		w.guarded(t, func(ctx context.Context) { w.check(ctx, t, v, rec) })
 		return 0
-	case t.Live:
+	case workInstall:
 		w.guarded(t, func(ctx context.Context) { _ = w.install(ctx, t, v, cur) })
 		return 0
-	case installed:
-		w.ensureRunning(v, rec)
-		return 0
 	}
+	// workConverge: the environment's release, outside any deployment, with back-off after a failure.
 	key := t.Release
 	if now := time.Now(); key == w.failKey && now.Before(w.nextTry) {
 		return w.nextTry.Sub(now)
@@ -207,6 +184,65 @@ func (w *envWorker) step() time.Duration {
 	}
 	w.failKey, w.failures = "", 0
 	return 0
+}
+
+// work is what one step of a worker does (decide).
+type work int
+
+const (
+	workNone          work = iota // nothing: all is done, or the orchestrator decides what follows a failure
+	workRunOp                     // the target's restart or terminate lifecycle once (for kindStopped: terminate)
+	workEnsureRunning             // the release is installed: only make sure its Exec is supervised
+	workCheck                     // installed for a running deployment: prove it healthy without installing again
+	workInstall                   // install the release for a running deployment, reporting to it
+	workConverge                  // install the environment's release outside any deployment, with back-off
+)
+
+// decide is what a worker does for target t, given this server's install record (nil: none), the release
+// directory `current` points to ("" none) and this server's status in t's deployment (st). It is the whole
+// decision of step, from the state and the disk alone.
+func decide(t target, rec *installRecord, cur, st string) work {
+	switch t.Kind {
+	case "":
+		return workNone
+	case kindStopped:
+		if rec != nil && !rec.Terminated && rec.Dir == cur && cur != "" {
+			return workRunOp
+		}
+		return workNone
+	case raftfsm.DeployKindRestart, raftfsm.DeployKindTerminate:
+		if st == raftfsm.NodeHealthy || st == raftfsm.NodeFailed {
+			return workNone
+		}
+		return workRunOp
+	}
+	installed := rec != nil && rec.Release == t.Release && rec.Dir == cur && !rec.Terminated
+	if installed && t.Live && t.Dep.Force && rec.Deployment != t.Dep.ID {
+		installed = false
+	}
+	switch {
+	case t.Live && st == raftfsm.NodeFailed:
+		return workNone // the orchestrator decides what follows a failure
+	case t.Live && installed && st == raftfsm.NodeHealthy:
+		return workEnsureRunning
+	case t.Live && installed:
+		return workCheck
+	case t.Live:
+		return workInstall
+	case installed:
+		return workEnsureRunning
+	}
+	return workConverge
+}
+
+// plan reads this server's install record and `current` link, and decides what to do for v.
+func (w *envWorker) plan(v view) (rec *installRecord, cur string, todo work) {
+	rec, err := loadRecord(w.dir)
+	if err != nil {
+		w.log.Error("read install record; installing again", "err", err)
+	}
+	cur = currentBase(w.dir)
+	return rec, cur, decide(v.t, rec, cur, statusOf(v.t.Dep, w.d.n.Name()))
 }
 
 // guarded runs fn under a guard of t.

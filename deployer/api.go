@@ -70,11 +70,12 @@ const maxLogBytes = 1 << 20
 // registerAPI serves the deploy routes and RPCs of the node with d, through a route group that Close takes away;
 // a deployer attached again to the same node replaces the handlers.
 func (d *Deployer) registerAPI() {
-	h := func(fn func(*Deployer, http.ResponseWriter, *http.Request) error) node.Handler {
+	// h returns an unnamed func type, which converts to the route group's handler type wherever that lives.
+	h := func(fn func(*Deployer, http.ResponseWriter, *http.Request) error) func(http.ResponseWriter, *http.Request) error {
 		return func(w http.ResponseWriter, r *http.Request) error { return fn(d, w, r) }
 	}
 	n := d.n
-	api := n.RouteGroup()
+	api := d.http.RouteGroup()
 	d.api = api
 	api.Handle("POST /v1/envs/{env}/deployments", raftfsm.RoleDeployer, h((*Deployer).postDeployment))
 	api.Handle("GET /v1/envs/{env}/deployments", raftfsm.RoleReader, h((*Deployer).listDeployments))
@@ -151,7 +152,7 @@ func (d *Deployer) create(w http.ResponseWriter, r *http.Request, dep raftfsm.De
 	if err := json.Unmarshal(res.Value, &out); err != nil {
 		return fmt.Errorf("read the created deployment: %w", err)
 	}
-	d.n.WriteJSON(w, http.StatusCreated, CreateResult{Deployment: &out})
+	d.http.WriteJSON(w, http.StatusCreated, CreateResult{Deployment: &out})
 	return nil
 }
 
@@ -171,7 +172,7 @@ func (d *Deployer) postDeployment(w http.ResponseWriter, r *http.Request) error 
 			return errs.New(errs.BadRequest, "a deploy needs a release: `node releases %s` lists them", e.App)
 		}
 		if in.Release == e.Desired && !in.Force {
-			d.n.WriteJSON(w, http.StatusOK, CreateResult{Noop: true,
+			d.http.WriteJSON(w, http.StatusOK, CreateResult{Noop: true,
 				Message: fmt.Sprintf("%s is already the release of %s: nothing to do (use --force to install it again)", in.Release, e.Name)})
 			return nil
 		}
@@ -188,7 +189,7 @@ func (d *Deployer) postDeployment(w http.ResponseWriter, r *http.Request) error 
 }
 
 func (d *Deployer) listDeployments(w http.ResponseWriter, r *http.Request) error {
-	if err := d.n.BeginRead(r); err != nil {
+	if err := d.http.BeginRead(r); err != nil {
 		return err
 	}
 	env := r.PathValue("env")
@@ -214,7 +215,7 @@ func (d *Deployer) listDeployments(w http.ResponseWriter, r *http.Request) error
 	}
 	out, next := node.PageNewest(out, func(d raftfsm.Deployment) uint64 { return d.CreateIndex }, after, limit)
 	node.SetNextCursor(w, next)
-	d.n.WriteJSON(w, http.StatusOK, out)
+	d.http.WriteJSON(w, http.StatusOK, out)
 	return nil
 }
 
@@ -245,14 +246,14 @@ func (d *Deployer) deployment(id string) (raftfsm.Deployment, bool) {
 }
 
 func (d *Deployer) getDeployment(w http.ResponseWriter, r *http.Request) error {
-	if err := d.n.BeginRead(r); err != nil {
+	if err := d.http.BeginRead(r); err != nil {
 		return err
 	}
 	dep, ok := d.deployment(r.PathValue("id"))
 	if !ok {
 		return errs.New(errs.NotFound, "deployment %q does not exist: `node deployments ENV` lists them", r.PathValue("id"))
 	}
-	d.n.WriteJSON(w, http.StatusOK, dep)
+	d.http.WriteJSON(w, http.StatusOK, dep)
 	return nil
 }
 
@@ -282,7 +283,7 @@ func (d *Deployer) update(w http.ResponseWriter, r *http.Request, from []string,
 		return err
 	}
 	out, _ := d.deployment(id)
-	d.n.WriteJSON(w, http.StatusOK, out)
+	d.http.WriteJSON(w, http.StatusOK, out)
 	return nil
 }
 
@@ -315,7 +316,7 @@ func (d *Deployer) rollback(w http.ResponseWriter, r *http.Request) error {
 		return errs.New(errs.Conflict, "environment %s has no earlier release to roll back to: name one with --to", e.Name)
 	}
 	if plan.to == e.Desired && !plan.partial && plan.cancel == nil {
-		d.n.WriteJSON(w, http.StatusOK, CreateResult{Noop: true, Message: fmt.Sprintf("%s is already the release of %s", plan.to, e.Name)})
+		d.http.WriteJSON(w, http.StatusOK, CreateResult{Noop: true, Message: fmt.Sprintf("%s is already the release of %s", plan.to, e.Name)})
 		return nil
 	}
 	if err := d.fetchable(e.App, plan.to); err != nil {
@@ -412,7 +413,7 @@ func (d *Deployer) pin(w http.ResponseWriter, r *http.Request, pinned bool) erro
 	if pinned && reason == "" {
 		reason = "pinned by " + who(r)
 	}
-	return d.n.Write(w, r, http.StatusOK, &raftfsm.EnvPin{Name: r.PathValue("env"), Pinned: pinned, Reason: reason})
+	return d.http.Write(w, r, http.StatusOK, &raftfsm.EnvPin{Name: r.PathValue("env"), Pinned: pinned, Reason: reason})
 }
 
 // PipelineRequest is the body of PUT /v1/apps/{app}/pipeline: the stages in order (none removes the
@@ -423,7 +424,7 @@ type PipelineRequest struct {
 }
 
 func (d *Deployer) getPipeline(w http.ResponseWriter, r *http.Request) error {
-	if err := d.n.BeginRead(r); err != nil {
+	if err := d.http.BeginRead(r); err != nil {
 		return err
 	}
 	app := r.PathValue("app")
@@ -443,7 +444,7 @@ func (d *Deployer) getPipeline(w http.ResponseWriter, r *http.Request) error {
 	if p.Stages == nil {
 		p.Stages = []raftfsm.PipelineStage{}
 	}
-	d.n.WriteJSON(w, http.StatusOK, p)
+	d.http.WriteJSON(w, http.StatusOK, p)
 	return nil
 }
 
@@ -501,7 +502,7 @@ func (d *Deployer) promote(w http.ResponseWriter, r *http.Request) error {
 		return errs.New(errs.BadRequest, "environment %s belongs to app %s, not %s", e.Name, e.App, app)
 	}
 	if e.Desired == in.Release {
-		d.n.WriteJSON(w, http.StatusOK, CreateResult{Noop: true, Message: fmt.Sprintf("%s already runs %s", e.Name, in.Release)})
+		d.http.WriteJSON(w, http.StatusOK, CreateResult{Noop: true, Message: fmt.Sprintf("%s already runs %s", e.Name, in.Release)})
 		return nil
 	}
 	if err := d.fetchable(app, in.Release); err != nil {
@@ -528,7 +529,7 @@ func (d *Deployer) getLog(w http.ResponseWriter, r *http.Request) error {
 		if err != nil {
 			return err
 		}
-		d.n.WriteJSON(w, http.StatusOK, out)
+		d.http.WriteJSON(w, http.StatusOK, out)
 		return nil
 	}
 	addr, member := "", false
@@ -553,7 +554,7 @@ func (d *Deployer) getLog(w http.ResponseWriter, r *http.Request) error {
 	if err := d.n.Endpoint().Call(ctx, addr, logRPC, logRequest{Deployment: id}, &out); err != nil {
 		return errs.New(errs.BadGateway, "read the log from %s: %v", name, err)
 	}
-	d.n.WriteJSON(w, http.StatusOK, out)
+	d.http.WriteJSON(w, http.StatusOK, out)
 	return nil
 }
 

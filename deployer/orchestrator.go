@@ -2,6 +2,7 @@ package deployer
 
 import (
 	"context"
+	"log/slog"
 	"time"
 
 	"github.com/shoal-ci/shoal/raftfsm"
@@ -36,22 +37,9 @@ func (d *Deployer) lead(ctx context.Context, term uint64) {
 	var failing int
 	for {
 		changed := d.n.FSM().Changed()
-		acts := d.planNow()
-		ok := true
-		for _, a := range acts {
-			if ctx.Err() != nil {
-				return
-			}
-			if _, err := d.apply(ctx, a.cmd); err != nil {
-				// The state moved under the plan (a rejection) or the leadership is going: plan again.
-				log.Warn("orchestrator write", "why", a.why, "err", err)
-				ok = false
-				break
-			}
-			log.Info("orchestrator", "did", a.why)
-			if a.done != nil {
-				a.done()
-			}
+		planned, ok := d.orchestrateOnce(ctx, log)
+		if ctx.Err() != nil {
+			return
 		}
 		if time.Since(lastGauge) >= releaseGaugeInterval {
 			lastGauge = time.Now()
@@ -73,7 +61,7 @@ func (d *Deployer) lead(ctx context.Context, term uint64) {
 			}
 			continue
 		}
-		if len(acts) > 0 {
+		if planned > 0 {
 			continue // look again at once: each step may enable the next
 		}
 		select {
@@ -83,6 +71,27 @@ func (d *Deployer) lead(ctx context.Context, term uint64) {
 		case <-tick.C:
 		}
 	}
+}
+
+// orchestrateOnce plans against the state now and applies the plan's writes in order, stopping at the first
+// that fails: the state moved under the plan (a rejection) or the leadership is going, and the next round plans
+// again. It returns how many writes the plan held and whether all of them were applied.
+func (d *Deployer) orchestrateOnce(ctx context.Context, log *slog.Logger) (planned int, ok bool) {
+	acts := d.planNow()
+	for _, a := range acts {
+		if ctx.Err() != nil {
+			return len(acts), false
+		}
+		if _, err := d.apply(ctx, a.cmd); err != nil {
+			log.Warn("orchestrator write", "why", a.why, "err", err)
+			return len(acts), false
+		}
+		log.Info("orchestrator", "did", a.why)
+		if a.done != nil {
+			a.done()
+		}
+	}
+	return len(acts), true
 }
 
 // planNow reads gossip, then plans against the state under its read lock.

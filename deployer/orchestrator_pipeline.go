@@ -23,7 +23,7 @@ func (d *Deployer) writePipeline(w http.ResponseWriter, r *http.Request, app str
 		return err
 	}
 	if len(res.Value) == 0 { // removed
-		d.n.WriteJSON(w, http.StatusOK, raftfsm.Pipeline{App: app, Stages: []raftfsm.PipelineStage{}})
+		d.http.WriteJSON(w, http.StatusOK, raftfsm.Pipeline{App: app, Stages: []raftfsm.PipelineStage{}})
 		return nil
 	}
 	w.Header().Set("X-Shoal-Index", strconv.FormatUint(res.Index, 10))

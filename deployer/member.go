@@ -1,0 +1,53 @@
+package deployer
+
+import (
+	"context"
+	"log/slog"
+	"net/http"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/shoal-ci/shoal/node"
+	"github.com/shoal-ci/shoal/raftfsm"
+	"github.com/shoal-ci/shoal/transport"
+)
+
+// Member is the cluster side of the node the deployer runs on: the replicated state, the one write path and
+// the node's readiness (Ready, ConsistentRead), gossip's view of the mesh and this node's tags (who is in an
+// environment), leadership (the orchestrator), the endpoint (the log RPCs), what the environment view shows
+// under "runtime", and the node's data dir, logger, registry and lifetime. *node.Node satisfies it; the unit
+// tests use a fake whose state is a real FSM (internal/fakenode).
+type Member interface {
+	Name() string
+	FSM() *raftfsm.FSM
+	Apply(ctx context.Context, c raftfsm.Command, opts ...node.ApplyOption) (*node.Applied, error)
+	ConsistentRead(ctx context.Context) error
+	Ready() bool
+	OnLeader(fn func(ctx context.Context, term uint64))
+	Members() []node.Member
+	Tags() map[string]string
+	Endpoint() *transport.Endpoint
+	SetEnvRuntime(fn node.EnvRuntimeFunc)
+	DataDir() string
+	Logger() *slog.Logger
+	Registry() *prometheus.Registry
+	Done() <-chan struct{}
+}
+
+// API is the HTTP side of the node: where the deploy routes go, how reads begin and how answers and writes are
+// made. *node.Node satisfies it today; it is kept apart from Member so that the HTTP server can move out of the
+// node with a change of routeGroup alone.
+type API interface {
+	RouteGroup() *routeGroup
+	BeginRead(r *http.Request) error
+	WriteJSON(w http.ResponseWriter, status int, v any)
+	Write(w http.ResponseWriter, r *http.Request, status int, c raftfsm.Command) error
+}
+
+// routeGroup is the HTTP side's group of routes (API.RouteGroup), which Close takes away.
+type routeGroup = node.RouteGroup
+
+var (
+	_ Member = (*node.Node)(nil)
+	_ API    = (*node.Node)(nil)
+)
