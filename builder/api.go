@@ -6,8 +6,8 @@ import (
 	"net/http"
 	"time"
 
+	"github.com/shoal-ci/shoal/api"
 	"github.com/shoal-ci/shoal/errs"
-	"github.com/shoal-ci/shoal/node"
 	"github.com/shoal-ci/shoal/raftfsm"
 )
 
@@ -15,7 +15,7 @@ import (
 const refTimeout = 30 * time.Second
 
 func (s *Service) routes() {
-	s.api = s.n.RouteGroup()
+	s.api = s.srv.RouteGroup()
 	s.api.Handle("POST /v1/apps/{app}/builds", raftfsm.RoleDeployer, s.postBuild)
 	s.api.Handle("GET /v1/apps/{app}/builds", raftfsm.RoleReader, s.listBuilds)
 	s.api.Handle("GET /v1/builds/{id}", raftfsm.RoleReader, s.getBuild)
@@ -39,7 +39,7 @@ func (s *Service) postBuild(w http.ResponseWriter, r *http.Request) error {
 	name := r.PathValue("app")
 	var in BuildRequest
 	if r.ContentLength != 0 {
-		if err := node.Decode(r, &in); err != nil {
+		if err := api.Decode(r, &in); err != nil {
 			return err
 		}
 	}
@@ -66,22 +66,22 @@ func (s *Service) postBuild(w http.ResponseWriter, r *http.Request) error {
 	case err != nil:
 		return errs.New(errs.RepositoryUnreachable, "cannot resolve %s: %v: check the app's repository URL and this node's access to it", ref, err)
 	}
-	return s.n.Write(w, r, http.StatusCreated, &raftfsm.BuildQueue{App: name, Commit: sha, Ref: ref, Branch: branch,
+	return s.srv.Write(w, r, http.StatusCreated, &raftfsm.BuildQueue{App: name, Commit: sha, Ref: ref, Branch: branch,
 		Trigger: "manual", At: time.Now().UTC()})
 }
 
 func (s *Service) listBuilds(w http.ResponseWriter, r *http.Request) error {
-	if err := s.n.BeginRead(r); err != nil {
+	if err := s.srv.BeginRead(r); err != nil {
 		return err
 	}
 	name := r.PathValue("app")
 	q := r.URL.Query()
 	state := q.Get("state")
-	limit, cursor, err := node.PageParams(r, 100)
+	limit, cursor, err := api.PageParams(r, 100)
 	if err != nil {
 		return err
 	}
-	after, err := node.IndexCursor(cursor)
+	after, err := api.IndexCursor(cursor)
 	if err != nil {
 		return err
 	}
@@ -107,14 +107,14 @@ func (s *Service) listBuilds(w http.ResponseWriter, r *http.Request) error {
 		return notFound("app %q does not exist", name)
 	}
 	// Newest first; the cursor is the creation index of the last build of the previous page.
-	out, next := node.PageNewest(out, func(b BuildView) uint64 { return b.CreateIndex }, after, limit)
-	node.SetNextCursor(w, next)
-	s.n.WriteJSON(w, http.StatusOK, out)
+	out, next := api.PageNewest(out, func(b BuildView) uint64 { return b.CreateIndex }, after, limit)
+	api.SetNextCursor(w, next)
+	s.srv.WriteJSON(w, http.StatusOK, out)
 	return nil
 }
 
 func (s *Service) getBuild(w http.ResponseWriter, r *http.Request) error {
-	if err := s.n.BeginRead(r); err != nil {
+	if err := s.srv.BeginRead(r); err != nil {
 		return err
 	}
 	id := r.PathValue("id")
@@ -134,7 +134,7 @@ func (s *Service) getBuild(w http.ResponseWriter, r *http.Request) error {
 	if !ok {
 		return notFound("build %q does not exist", id)
 	}
-	s.n.WriteJSON(w, http.StatusOK, v)
+	s.srv.WriteJSON(w, http.StatusOK, v)
 	return nil
 }
 
@@ -148,19 +148,19 @@ type BuildView struct {
 // cancelBuild cancels a queued build at once, or asks the leader's runner to stop a running one (its record
 // shows cancel_requested until the runner has stopped it).
 func (s *Service) cancelBuild(w http.ResponseWriter, r *http.Request) error {
-	return s.n.Write(w, r, http.StatusOK, &raftfsm.BuildCancel{ID: r.PathValue("id"), At: time.Now().UTC()})
+	return s.srv.Write(w, r, http.StatusOK, &raftfsm.BuildCancel{ID: r.PathValue("id"), At: time.Now().UTC()})
 }
 
 func (s *Service) listReleases(w http.ResponseWriter, r *http.Request) error {
-	if err := s.n.BeginRead(r); err != nil {
+	if err := s.srv.BeginRead(r); err != nil {
 		return err
 	}
 	name := r.PathValue("app")
-	limit, cursor, err := node.PageParams(r, 0)
+	limit, cursor, err := api.PageParams(r, 0)
 	if err != nil {
 		return err
 	}
-	after, err := node.IndexCursor(cursor)
+	after, err := api.IndexCursor(cursor)
 	if err != nil {
 		return err
 	}
@@ -178,14 +178,14 @@ func (s *Service) listReleases(w http.ResponseWriter, r *http.Request) error {
 	if !exists {
 		return notFound("app %q does not exist", name)
 	}
-	out, next := node.PageNewest(out, func(r raftfsm.Release) uint64 { return r.CreateIndex }, after, limit)
-	node.SetNextCursor(w, next)
-	s.n.WriteJSON(w, http.StatusOK, out)
+	out, next := api.PageNewest(out, func(r raftfsm.Release) uint64 { return r.CreateIndex }, after, limit)
+	api.SetNextCursor(w, next)
+	s.srv.WriteJSON(w, http.StatusOK, out)
 	return nil
 }
 
 func (s *Service) getRelease(w http.ResponseWriter, r *http.Request) error {
-	if err := s.n.BeginRead(r); err != nil {
+	if err := s.srv.BeginRead(r); err != nil {
 		return err
 	}
 	name, version := r.PathValue("app"), r.PathValue("version")
@@ -201,6 +201,6 @@ func (s *Service) getRelease(w http.ResponseWriter, r *http.Request) error {
 	if !ok {
 		return notFound("app %q has no release %q", name, version)
 	}
-	s.n.WriteJSON(w, http.StatusOK, rel)
+	s.srv.WriteJSON(w, http.StatusOK, rel)
 	return nil
 }

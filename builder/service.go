@@ -14,6 +14,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/shoal-ci/shoal/api"
 	"github.com/shoal-ci/shoal/artifact"
 	"github.com/shoal-ci/shoal/internal/proc"
 	"github.com/shoal-ci/shoal/node"
@@ -43,8 +44,9 @@ type Options struct {
 // Service is the builder attached to one node: it serves the build, release, log and webhook API on every node
 // and, while the node leads, runs queued builds and polls repositories.
 type Service struct {
-	api   *node.RouteGroup // its API routes, taken away by Close
+	api   *api.RouteGroup // its API routes, taken away by Close
 	n     *node.Node
+	srv   *api.Server
 	log   *slog.Logger
 	opts  Options
 	store *artifact.Store
@@ -76,10 +78,10 @@ const (
 	workDirName = "work"
 )
 
-// Attach starts the builder on n: it registers the API routes, the build_log RPC, the metrics and the leader
-// hooks that run builds and poll repositories. Close stops what it started; the node's own Close also ends the
-// leader hooks.
-func Attach(n *node.Node, opts Options) (*Service, error) {
+// Attach starts the builder on n: it registers the API routes (on srv, n's API server), the build_log RPC, the
+// metrics and the leader hooks that run builds and poll repositories. Close stops what it started; the node's
+// own Close also ends the leader hooks.
+func Attach(n *node.Node, srv *api.Server, opts Options) (*Service, error) {
 	if opts.MaxConcurrent <= 0 {
 		opts.MaxConcurrent = 2
 	}
@@ -95,7 +97,7 @@ func Attach(n *node.Node, opts Options) (*Service, error) {
 	if opts.Logger == nil {
 		opts.Logger = n.Logger()
 	}
-	s := &Service{n: n, opts: opts, log: opts.Logger.With("component", "builder"),
+	s := &Service{n: n, srv: srv, opts: opts, log: opts.Logger.With("component", "builder"),
 		dir: filepath.Join(n.DataDir(), logDirName)}
 	s.workDir = filepath.Join(s.dir, workDirName)
 	// Work dirs belong to builds that ran in an earlier life of this node; their builds were requeued by the

@@ -12,6 +12,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/shoal-ci/shoal/api"
 	"github.com/shoal-ci/shoal/node"
 	"github.com/shoal-ci/shoal/raftfsm"
 )
@@ -64,8 +65,9 @@ type Options struct {
 // Deployer is the deploy half of one node: the agent that makes this node's installed releases equal the
 // desired ones, the orchestrator that runs deployments while the node leads, and their API.
 type Deployer struct {
-	api  *node.RouteGroup // the deploy routes, taken away by Close
+	api  *api.RouteGroup // the deploy routes, taken away by Close
 	n    *node.Node
+	srv  *api.Server
 	opts Options
 	log  *slog.Logger
 	m    *metrics
@@ -92,7 +94,7 @@ type Deployer struct {
 // Attach starts the deployer on n: it resumes supervising the Exec processes an earlier agent left running,
 // registers the deploy API and the per-node log RPC, starts the agent loop, and runs the orchestrator
 // whenever n leads. Close stops it; the supervised processes keep running.
-func Attach(n *node.Node, opts Options) (*Deployer, error) {
+func Attach(n *node.Node, srv *api.Server, opts Options) (*Deployer, error) {
 	if opts.Fetcher == nil {
 		return nil, errors.New("deployer: Options.Fetcher is required")
 	}
@@ -139,7 +141,7 @@ func Attach(n *node.Node, opts Options) (*Deployer, error) {
 	if err := opts.Registerer.Register(newStateCollector(n.FSM().Read)); err != nil {
 		return nil, fmt.Errorf("deployer metrics: %w", err)
 	}
-	d := &Deployer{n: n, opts: opts, log: opts.Logger, m: m, workers: map[string]*envWorker{}, sups: map[string]*Supervisor{},
+	d := &Deployer{n: n, srv: srv, opts: opts, log: opts.Logger, m: m, workers: map[string]*envWorker{}, sups: map[string]*Supervisor{},
 		started: time.Now(), ready: make(chan struct{})}
 	d.ctx, d.cancel = context.WithCancel(context.Background())
 	d.resumeAll()

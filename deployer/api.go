@@ -12,6 +12,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/shoal-ci/shoal/api"
 	"github.com/shoal-ci/shoal/errs"
 	"github.com/shoal-ci/shoal/node"
 	"github.com/shoal-ci/shoal/raftfsm"
@@ -70,11 +71,11 @@ const maxLogBytes = 1 << 20
 // registerAPI serves the deploy routes and RPCs of the node with d, through a route group that Close takes away;
 // a deployer attached again to the same node replaces the handlers.
 func (d *Deployer) registerAPI() {
-	h := func(fn func(*Deployer, http.ResponseWriter, *http.Request) error) node.Handler {
+	h := func(fn func(*Deployer, http.ResponseWriter, *http.Request) error) api.Handler {
 		return func(w http.ResponseWriter, r *http.Request) error { return fn(d, w, r) }
 	}
 	n := d.n
-	api := n.RouteGroup()
+	api := d.srv.RouteGroup()
 	d.api = api
 	api.Handle("POST /v1/envs/{env}/deployments", raftfsm.RoleDeployer, h((*Deployer).postDeployment))
 	api.Handle("GET /v1/envs/{env}/deployments", raftfsm.RoleReader, h((*Deployer).listDeployments))
@@ -91,7 +92,7 @@ func (d *Deployer) registerAPI() {
 	api.Handle("GET /v1/envs/{env}/logs", raftfsm.RoleReader, h((*Deployer).getExecLogs))
 	n.Endpoint().HandleRPC(execLogRPC, d.serveExecLogRPC)
 	n.Endpoint().HandleRPC(logRPC, d.serveLogRPC)
-	n.SetEnvRuntime(func(s *raftfsm.State, e *raftfsm.Env) any { return envRuntime(s, e, n.Members()) })
+	d.srv.SetEnvRuntime(func(s *raftfsm.State, e *raftfsm.Env) any { return envRuntime(s, e, n.Members()) })
 }
 
 // unregisterAPI takes the routes and RPCs away from the node: they answer 503 until a deployer is attached again.
@@ -103,12 +104,12 @@ func (d *Deployer) unregisterAPI() {
 	}
 	n.Endpoint().HandleRPC(execLogRPC, stopped)
 	n.Endpoint().HandleRPC(logRPC, stopped)
-	n.SetEnvRuntime(nil)
+	d.srv.SetEnvRuntime(nil)
 }
 
 // who names the caller in the records it starts.
 func who(r *http.Request) string {
-	if t := node.TokenOf(r); t != nil {
+	if t := api.TokenOf(r); t != nil {
 		return t.Name
 	}
 	return "api"
@@ -143,7 +144,7 @@ func (d *Deployer) envOf(r *http.Request, name string) (raftfsm.Env, error) {
 
 // create writes a new deployment and answers with it.
 func (d *Deployer) create(w http.ResponseWriter, r *http.Request, dep raftfsm.Deployment) error {
-	res, err := d.n.Apply(r.Context(), &raftfsm.DeployCreate{Deployment: dep}, node.ForRequest(r))
+	res, err := d.n.Apply(r.Context(), &raftfsm.DeployCreate{Deployment: dep}, api.ForRequest(r))
 	if err != nil {
 		return err
 	}
@@ -151,13 +152,13 @@ func (d *Deployer) create(w http.ResponseWriter, r *http.Request, dep raftfsm.De
 	if err := json.Unmarshal(res.Value, &out); err != nil {
 		return fmt.Errorf("read the created deployment: %w", err)
 	}
-	d.n.WriteJSON(w, http.StatusCreated, CreateResult{Deployment: &out})
+	d.srv.WriteJSON(w, http.StatusCreated, CreateResult{Deployment: &out})
 	return nil
 }
 
 func (d *Deployer) postDeployment(w http.ResponseWriter, r *http.Request) error {
 	var in CreateRequest
-	if err := node.Decode(r, &in); err != nil {
+	if err := api.Decode(r, &in); err != nil {
 		return err
 	}
 	e, err := d.envOf(r, r.PathValue("env"))
@@ -171,7 +172,7 @@ func (d *Deployer) postDeployment(w http.ResponseWriter, r *http.Request) error 
 			return errs.New(errs.BadRequest, "a deploy needs a release: `node releases %s` lists them", e.App)
 		}
 		if in.Release == e.Desired && !in.Force {
-			d.n.WriteJSON(w, http.StatusOK, CreateResult{Noop: true,
+			d.srv.WriteJSON(w, http.StatusOK, CreateResult{Noop: true,
 				Message: fmt.Sprintf("%s is already the release of %s: nothing to do (use --force to install it again)", in.Release, e.Name)})
 			return nil
 		}
@@ -188,15 +189,15 @@ func (d *Deployer) postDeployment(w http.ResponseWriter, r *http.Request) error 
 }
 
 func (d *Deployer) listDeployments(w http.ResponseWriter, r *http.Request) error {
-	if err := d.n.BeginRead(r); err != nil {
+	if err := d.srv.BeginRead(r); err != nil {
 		return err
 	}
 	env := r.PathValue("env")
-	limit, cursor, err := node.PageParams(r, 20)
+	limit, cursor, err := api.PageParams(r, 20)
 	if err != nil {
 		return err
 	}
-	after, err := node.IndexCursor(cursor)
+	after, err := api.IndexCursor(cursor)
 	if err != nil {
 		return err
 	}
@@ -212,9 +213,9 @@ func (d *Deployer) listDeployments(w http.ResponseWriter, r *http.Request) error
 	if !exists && len(out) == 0 {
 		return errs.New(errs.NotFound, "environment %q does not exist", env)
 	}
-	out, next := node.PageNewest(out, func(d raftfsm.Deployment) uint64 { return d.CreateIndex }, after, limit)
-	node.SetNextCursor(w, next)
-	d.n.WriteJSON(w, http.StatusOK, out)
+	out, next := api.PageNewest(out, func(d raftfsm.Deployment) uint64 { return d.CreateIndex }, after, limit)
+	api.SetNextCursor(w, next)
+	d.srv.WriteJSON(w, http.StatusOK, out)
 	return nil
 }
 
@@ -245,14 +246,14 @@ func (d *Deployer) deployment(id string) (raftfsm.Deployment, bool) {
 }
 
 func (d *Deployer) getDeployment(w http.ResponseWriter, r *http.Request) error {
-	if err := d.n.BeginRead(r); err != nil {
+	if err := d.srv.BeginRead(r); err != nil {
 		return err
 	}
 	dep, ok := d.deployment(r.PathValue("id"))
 	if !ok {
 		return errs.New(errs.NotFound, "deployment %q does not exist: `node deployments ENV` lists them", r.PathValue("id"))
 	}
-	d.n.WriteJSON(w, http.StatusOK, dep)
+	d.srv.WriteJSON(w, http.StatusOK, dep)
 	return nil
 }
 
@@ -278,11 +279,11 @@ func (d *Deployer) update(w http.ResponseWriter, r *http.Request, from []string,
 			u.Batch = -1
 		}
 	}
-	if _, err := d.n.Apply(r.Context(), u, node.ForRequest(r)); err != nil {
+	if _, err := d.n.Apply(r.Context(), u, api.ForRequest(r)); err != nil {
 		return err
 	}
 	out, _ := d.deployment(id)
-	d.n.WriteJSON(w, http.StatusOK, out)
+	d.srv.WriteJSON(w, http.StatusOK, out)
 	return nil
 }
 
@@ -301,7 +302,7 @@ func (d *Deployer) cancelDeployment(w http.ResponseWriter, r *http.Request) erro
 func (d *Deployer) rollback(w http.ResponseWriter, r *http.Request) error {
 	var in RollbackRequest
 	if r.ContentLength != 0 {
-		if err := node.Decode(r, &in); err != nil {
+		if err := api.Decode(r, &in); err != nil {
 			return err
 		}
 	}
@@ -315,7 +316,7 @@ func (d *Deployer) rollback(w http.ResponseWriter, r *http.Request) error {
 		return errs.New(errs.Conflict, "environment %s has no earlier release to roll back to: name one with --to", e.Name)
 	}
 	if plan.to == e.Desired && !plan.partial && plan.cancel == nil {
-		d.n.WriteJSON(w, http.StatusOK, CreateResult{Noop: true, Message: fmt.Sprintf("%s is already the release of %s", plan.to, e.Name)})
+		d.srv.WriteJSON(w, http.StatusOK, CreateResult{Noop: true, Message: fmt.Sprintf("%s is already the release of %s", plan.to, e.Name)})
 		return nil
 	}
 	if err := d.fetchable(e.App, plan.to); err != nil {
@@ -327,12 +328,12 @@ func (d *Deployer) rollback(w http.ResponseWriter, r *http.Request) error {
 		if c.State != raftfsm.DeployRunning {
 			u.Batch = -1
 		}
-		if _, err := d.n.Apply(r.Context(), u, node.ForRequest(r)); err != nil {
+		if _, err := d.n.Apply(r.Context(), u, api.ForRequest(r)); err != nil {
 			return err
 		}
 	}
 	reason := fmt.Sprintf("rolled back to %s by %s", plan.to, who(r))
-	if _, err := d.n.Apply(r.Context(), &raftfsm.EnvPin{Name: e.Name, Pinned: true, Reason: reason}, node.ForRequest(r)); err != nil {
+	if _, err := d.n.Apply(r.Context(), &raftfsm.EnvPin{Name: e.Name, Pinned: true, Reason: reason}, api.ForRequest(r)); err != nil {
 		return err
 	}
 	d.m.rollbacks.WithLabelValues(e.App, e.Name).Inc()
@@ -404,7 +405,7 @@ func planRollback(s *raftfsm.State, e *raftfsm.Env, to string) rollbackPlan {
 func (d *Deployer) pin(w http.ResponseWriter, r *http.Request, pinned bool) error {
 	var in PinRequest
 	if r.ContentLength != 0 {
-		if err := node.Decode(r, &in); err != nil {
+		if err := api.Decode(r, &in); err != nil {
 			return err
 		}
 	}
@@ -412,7 +413,7 @@ func (d *Deployer) pin(w http.ResponseWriter, r *http.Request, pinned bool) erro
 	if pinned && reason == "" {
 		reason = "pinned by " + who(r)
 	}
-	return d.n.Write(w, r, http.StatusOK, &raftfsm.EnvPin{Name: r.PathValue("env"), Pinned: pinned, Reason: reason})
+	return d.srv.Write(w, r, http.StatusOK, &raftfsm.EnvPin{Name: r.PathValue("env"), Pinned: pinned, Reason: reason})
 }
 
 // PipelineRequest is the body of PUT /v1/apps/{app}/pipeline: the stages in order (none removes the
@@ -423,7 +424,7 @@ type PipelineRequest struct {
 }
 
 func (d *Deployer) getPipeline(w http.ResponseWriter, r *http.Request) error {
-	if err := d.n.BeginRead(r); err != nil {
+	if err := d.srv.BeginRead(r); err != nil {
 		return err
 	}
 	app := r.PathValue("app")
@@ -443,13 +444,13 @@ func (d *Deployer) getPipeline(w http.ResponseWriter, r *http.Request) error {
 	if p.Stages == nil {
 		p.Stages = []raftfsm.PipelineStage{}
 	}
-	d.n.WriteJSON(w, http.StatusOK, p)
+	d.srv.WriteJSON(w, http.StatusOK, p)
 	return nil
 }
 
 func (d *Deployer) putPipeline(w http.ResponseWriter, r *http.Request) error {
 	var in PipelineRequest
-	if err := node.Decode(r, &in); err != nil {
+	if err := api.Decode(r, &in); err != nil {
 		return err
 	}
 	return d.writePipeline(w, r, r.PathValue("app"), in.Stages, in.CAS)
@@ -458,7 +459,7 @@ func (d *Deployer) putPipeline(w http.ResponseWriter, r *http.Request) error {
 // promote deploys a release that runs in one environment to the next (by the pipeline, or To).
 func (d *Deployer) promote(w http.ResponseWriter, r *http.Request) error {
 	var in PromoteRequest
-	if err := node.Decode(r, &in); err != nil {
+	if err := api.Decode(r, &in); err != nil {
 		return err
 	}
 	app := r.PathValue("app")
@@ -501,7 +502,7 @@ func (d *Deployer) promote(w http.ResponseWriter, r *http.Request) error {
 		return errs.New(errs.BadRequest, "environment %s belongs to app %s, not %s", e.Name, e.App, app)
 	}
 	if e.Desired == in.Release {
-		d.n.WriteJSON(w, http.StatusOK, CreateResult{Noop: true, Message: fmt.Sprintf("%s already runs %s", e.Name, in.Release)})
+		d.srv.WriteJSON(w, http.StatusOK, CreateResult{Noop: true, Message: fmt.Sprintf("%s already runs %s", e.Name, in.Release)})
 		return nil
 	}
 	if err := d.fetchable(app, in.Release); err != nil {
@@ -528,7 +529,7 @@ func (d *Deployer) getLog(w http.ResponseWriter, r *http.Request) error {
 		if err != nil {
 			return err
 		}
-		d.n.WriteJSON(w, http.StatusOK, out)
+		d.srv.WriteJSON(w, http.StatusOK, out)
 		return nil
 	}
 	addr, member := "", false
@@ -553,7 +554,7 @@ func (d *Deployer) getLog(w http.ResponseWriter, r *http.Request) error {
 	if err := d.n.Endpoint().Call(ctx, addr, logRPC, logRequest{Deployment: id}, &out); err != nil {
 		return errs.New(errs.BadGateway, "read the log from %s: %v", name, err)
 	}
-	d.n.WriteJSON(w, http.StatusOK, out)
+	d.srv.WriteJSON(w, http.StatusOK, out)
 	return nil
 }
 

@@ -104,7 +104,7 @@ func (d *Deployer) fetchExecLog(ctx context.Context, on, app, env string, off in
 // servers (or ?server=S), the last ?tail=N lines (default 100, 0: up to 1 MiB), and with ?follow=1 what they
 // write next, until the client goes. With several servers each line starts with "[server] ".
 func (d *Deployer) getExecLogs(w http.ResponseWriter, r *http.Request) error {
-	if err := d.n.BeginRead(r); err != nil {
+	if err := d.srv.BeginRead(r); err != nil {
 		return err
 	}
 	q := r.URL.Query()

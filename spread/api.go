@@ -8,8 +8,8 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/shoal-ci/shoal/api"
 	"github.com/shoal-ci/shoal/errs"
-	"github.com/shoal-ci/shoal/node"
 	"github.com/shoal-ci/shoal/raftfsm"
 	"github.com/shoal-ci/shoal/swarm"
 )
@@ -22,7 +22,7 @@ const DefaultPieceSize = 256 << 10
 
 // routes adds the release upload and the on-demand fetch to the node's API.
 func (s *Service) routes() {
-	s.api = s.n.RouteGroup()
+	s.api = s.srv.RouteGroup()
 	s.api.HandleLimit("POST /v1/apps/{app}/releases", raftfsm.RoleDeployer, MaxUpload, s.postRelease)
 	s.api.Handle("POST /v1/apps/{app}/releases/{version}/fetch", raftfsm.RoleAdmin, s.postFetch)
 }
@@ -76,7 +76,7 @@ func (s *Service) postRelease(w http.ResponseWriter, r *http.Request) error {
 			}
 		})
 		if same != nil {
-			res, err := s.n.Apply(r.Context(), &raftfsm.ReleaseHolders{App: app, Version: same.Version, Node: s.n.Name()}, node.ForRequest(r))
+			res, err := s.n.Apply(r.Context(), &raftfsm.ReleaseHolders{App: app, Version: same.Version, Node: s.n.Name()}, api.ForRequest(r))
 			if err != nil {
 				return err
 			}
@@ -90,10 +90,10 @@ func (s *Service) postRelease(w http.ResponseWriter, r *http.Request) error {
 	}
 	rel := raftfsm.Release{App: app, Version: q.Get("version"), Notes: q.Get("notes"), Digest: meta.Digest, Size: meta.Size,
 		PieceSize: meta.PieceSize, Pieces: meta.Pieces, Holders: []string{s.n.Name()}, CreatedAt: time.Now().UTC()}
-	if tok := node.TokenOf(r); tok != nil {
+	if tok := api.TokenOf(r); tok != nil {
 		rel.Notes = firstNonEmpty(rel.Notes, "uploaded by token "+tok.Name)
 	}
-	res, err := s.n.Apply(r.Context(), &raftfsm.ReleaseCreate{Release: rel}, node.ForRequest(r))
+	res, err := s.n.Apply(r.Context(), &raftfsm.ReleaseCreate{Release: rel}, api.ForRequest(r))
 	if err != nil {
 		return err
 	}
@@ -148,7 +148,7 @@ func (s *Service) postFetch(w http.ResponseWriter, r *http.Request) error {
 		}
 		return err
 	}
-	s.n.WriteJSON(w, http.StatusOK, FetchResult{Node: s.n.Name(), Digest: rel.Digest, Bytes: rel.Size, Seconds: time.Since(start).Seconds()})
+	s.srv.WriteJSON(w, http.StatusOK, FetchResult{Node: s.n.Name(), Digest: rel.Digest, Bytes: rel.Size, Seconds: time.Since(start).Seconds()})
 	return nil
 }
 

@@ -18,6 +18,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/shoal-ci/shoal/api"
 	"github.com/shoal-ci/shoal/artifact"
 	"github.com/shoal-ci/shoal/errs"
 	"github.com/shoal-ci/shoal/node"
@@ -54,8 +55,9 @@ const DefaultPeers = 16
 
 // Service is one node's spread service.
 type Service struct {
-	api    *node.RouteGroup // its API routes, taken away by Close
+	api    *api.RouteGroup // its API routes, taken away by Close
 	n      *node.Node
+	srv    *api.Server
 	opts   Options
 	store  *artifact.Store
 	server *swarm.Server
@@ -79,7 +81,7 @@ type download struct {
 }
 
 // Attach starts the spread service on n: the piece server on the blob ALPN, the replicator and the collector.
-func Attach(n *node.Node, opts Options) (*Service, error) {
+func Attach(n *node.Node, srv *api.Server, opts Options) (*Service, error) {
 	if opts.MinHolders <= 0 {
 		opts.MinHolders = 2
 	}
@@ -108,7 +110,7 @@ func Attach(n *node.Node, opts Options) (*Service, error) {
 		sopts = append(sopts, swarm.WithUploadLimit(swarm.NewLimiter(opts.UploadLimit)))
 	}
 	s := &Service{
-		n: n, opts: opts, store: store, log: log, fetching: map[string]*download{}, recent: map[string]time.Time{}, ownStore: opts.Store == nil,
+		n: n, srv: srv, opts: opts, store: store, log: log, fetching: map[string]*download{}, recent: map[string]time.Time{}, ownStore: opts.Store == nil,
 		server: swarm.NewServer(store, log, n.Registry(), sopts...),
 	}
 	if opts.DownloadLimit > 0 {
