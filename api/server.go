@@ -94,12 +94,3 @@ func (srv *Server) Close() error {
 	})
 	return nil
 }
-
-// Node returns the node the server serves.
-func (srv *Server) Node() *node.Node { return srv.n }
-
-// Addr returns the address the API listens on (the node's HTTPAddr).
-func (srv *Server) Addr() string { return srv.n.HTTPAddr() }
-
-// Done is closed when the server starts closing: long-lived requests should end then.
-func (srv *Server) Done() <-chan struct{} { return srv.ctx.Done() }
