@@ -6,8 +6,8 @@ import (
 	"net/http"
 	"time"
 
+	"github.com/shoal-ci/shoal/api"
 	"github.com/shoal-ci/shoal/errs"
-	"github.com/shoal-ci/shoal/node"
 	"github.com/shoal-ci/shoal/raftfsm"
 )
 
@@ -39,7 +39,7 @@ func (s *Service) postBuild(w http.ResponseWriter, r *http.Request) error {
 	name := r.PathValue("app")
 	var in BuildRequest
 	if r.ContentLength != 0 {
-		if err := node.Decode(r, &in); err != nil {
+		if err := api.Decode(r, &in); err != nil {
 			return err
 		}
 	}
@@ -77,11 +77,11 @@ func (s *Service) listBuilds(w http.ResponseWriter, r *http.Request) error {
 	name := r.PathValue("app")
 	q := r.URL.Query()
 	state := q.Get("state")
-	limit, cursor, err := node.PageParams(r, 100)
+	limit, cursor, err := api.PageParams(r, 100)
 	if err != nil {
 		return err
 	}
-	after, err := node.IndexCursor(cursor)
+	after, err := api.IndexCursor(cursor)
 	if err != nil {
 		return err
 	}
@@ -107,8 +107,8 @@ func (s *Service) listBuilds(w http.ResponseWriter, r *http.Request) error {
 		return notFound("app %q does not exist", name)
 	}
 	// Newest first; the cursor is the creation index of the last build of the previous page.
-	out, next := node.PageNewest(out, func(b BuildView) uint64 { return b.CreateIndex }, after, limit)
-	node.SetNextCursor(w, next)
+	out, next := api.PageNewest(out, func(b BuildView) uint64 { return b.CreateIndex }, after, limit)
+	api.SetNextCursor(w, next)
 	s.http.WriteJSON(w, http.StatusOK, out)
 	return nil
 }
@@ -156,11 +156,11 @@ func (s *Service) listReleases(w http.ResponseWriter, r *http.Request) error {
 		return err
 	}
 	name := r.PathValue("app")
-	limit, cursor, err := node.PageParams(r, 0)
+	limit, cursor, err := api.PageParams(r, 0)
 	if err != nil {
 		return err
 	}
-	after, err := node.IndexCursor(cursor)
+	after, err := api.IndexCursor(cursor)
 	if err != nil {
 		return err
 	}
@@ -178,8 +178,8 @@ func (s *Service) listReleases(w http.ResponseWriter, r *http.Request) error {
 	if !exists {
 		return notFound("app %q does not exist", name)
 	}
-	out, next := node.PageNewest(out, func(r raftfsm.Release) uint64 { return r.CreateIndex }, after, limit)
-	node.SetNextCursor(w, next)
+	out, next := api.PageNewest(out, func(r raftfsm.Release) uint64 { return r.CreateIndex }, after, limit)
+	api.SetNextCursor(w, next)
 	s.http.WriteJSON(w, http.StatusOK, out)
 	return nil
 }

@@ -10,8 +10,8 @@ import (
 	"net/http"
 	"time"
 
+	"github.com/shoal-ci/shoal/api"
 	"github.com/shoal-ci/shoal/errs"
-	"github.com/shoal-ci/shoal/node"
 	"github.com/shoal-ci/shoal/raftfsm"
 )
 
@@ -111,7 +111,7 @@ func (s *Service) postHook(w http.ResponseWriter, r *http.Request) error {
 // is answered 200 duplicate here, and so is a failure; it returns the build only when it queued a new one, which
 // the caller announces.
 func (s *Service) queueFromHook(w http.ResponseWriter, r *http.Request, q *raftfsm.BuildQueue, what string, count func(string)) (*raftfsm.Build, error) {
-	res, err := s.n.Apply(r.Context(), q, node.ForRequest(r))
+	res, err := s.n.Apply(r.Context(), q, api.ForRequest(r))
 	if raftfsm.KindOf(err) == raftfsm.KindConflict {
 		count(hookDuplicate)
 		return nil, s.hookAnswer(w, http.StatusOK, HookResponse{Status: hookDuplicate, Message: "duplicate delivery, ignored"})

@@ -8,16 +8,16 @@ import (
 	"testing"
 	"time"
 
-	"github.com/shoal-ci/shoal/node"
+	"github.com/shoal-ci/shoal/internal/meshtest"
 	"github.com/shoal-ci/shoal/raftfsm"
 )
 
 // Build logs leave the disk with their builds: a log of a pruned build, or of a deleted app, goes; the log of a
 // build in the state, and of a build number the app has not reached yet, stays.
 func TestLogsPrunedWithTheirBuilds(t *testing.T) {
-	c := node.NewTestCluster(t, 1, nil)
+	c := meshtest.New(t, 1, nil)
 	n := c.Nodes[0]
-	svc, err := Attach(n, n, Options{})
+	svc, err := Attach(n, c.API(n), Options{})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -7,6 +7,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/shoal-ci/shoal/api"
 	"github.com/shoal-ci/shoal/node"
 	"github.com/shoal-ci/shoal/raftfsm"
 	"github.com/shoal-ci/shoal/transport"
@@ -31,8 +32,7 @@ type Member interface {
 }
 
 // API is the HTTP side of the node: where the builder's routes go, how reads begin and how answers and
-// writes are made. *node.Node satisfies it today; it is kept apart from Member so that the HTTP server can move
-// out of the node with a change of routeGroup alone.
+// writes are made. *api.Server satisfies it.
 type API interface {
 	RouteGroup() *routeGroup
 	BeginRead(r *http.Request) error
@@ -41,9 +41,9 @@ type API interface {
 }
 
 // routeGroup is the HTTP side's group of routes (API.RouteGroup), which Close takes away.
-type routeGroup = node.RouteGroup
+type routeGroup = api.RouteGroup
 
 var (
 	_ Member = (*node.Node)(nil)
-	_ API    = (*node.Node)(nil)
+	_ API    = (*api.Server)(nil)
 )

@@ -18,6 +18,7 @@ import (
 	dto "github.com/prometheus/client_model/go"
 
 	"github.com/shoal-ci/shoal/client"
+	"github.com/shoal-ci/shoal/internal/meshtest"
 	"github.com/shoal-ci/shoal/internal/testutil"
 	"github.com/shoal-ci/shoal/node"
 	"github.com/shoal-ci/shoal/raftfsm"
@@ -26,7 +27,7 @@ import (
 // mesh is an in-process cluster of real nodes (Raft, QUIC, HTTP on loopback) with a builder on each.
 type mesh struct {
 	t    *testing.T
-	c    *node.TestCluster
+	c    *meshtest.Cluster
 	svcs []*Service
 }
 
@@ -35,9 +36,9 @@ func newMesh(t *testing.T, size int, opts Options) *mesh {
 	if opts.KillGrace == 0 {
 		opts.KillGrace = time.Second
 	}
-	m := &mesh{t: t, c: node.NewTestCluster(t, size, nil)}
+	m := &mesh{t: t, c: meshtest.New(t, size, nil)}
 	for _, n := range m.c.Nodes {
-		svc, err := Attach(n, n, opts)
+		svc, err := Attach(n, m.c.API(n), opts)
 		if err != nil {
 			t.Fatalf("attach the builder to %s: %v", n.Name(), err)
 		}
@@ -242,7 +243,7 @@ func parseFloat(s string) float64 {
 }
 
 func TestAttachStopsProcessesLeftByAnEarlierLife(t *testing.T) {
-	c := node.NewTestCluster(t, 1, nil)
+	c := meshtest.New(t, 1, nil)
 	n := c.Nodes[0]
 	// A build script of a node that was killed -9: its own process group, a background child, in a work dir.
 	dir := filepath.Join(n.DataDir(), "builds", "work", "web-1.1", "src")
@@ -261,7 +262,7 @@ func TestAttachStopsProcessesLeftByAnEarlierLife(t *testing.T) {
 	t.Cleanup(func() { syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL); <-exited })
 	bg := readPid(t, pidFile)
 
-	svc, err := Attach(n, n, Options{})
+	svc, err := Attach(n, c.API(n), Options{})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/shoal-ci/shoal/internal/meshtest"
 	"github.com/shoal-ci/shoal/node"
 	"github.com/shoal-ci/shoal/raftfsm"
 )
@@ -16,13 +17,13 @@ import (
 func newBuildServerMesh(t *testing.T, size int, opts Options) *mesh {
 	t.Helper()
 	opts.KillGrace = time.Second
-	m := &mesh{t: t, c: node.NewTestCluster(t, size, func(c *node.Config) {
+	m := &mesh{t: t, c: meshtest.New(t, size, func(c *node.Config) {
 		if c.Name != "n1" {
 			c.Tags = map[string]string{TagBuild: "linux"}
 		}
 	})}
 	for _, n := range m.c.Nodes {
-		svc, err := Attach(n, n, opts)
+		svc, err := Attach(n, m.c.API(n), opts)
 		if err != nil {
 			t.Fatalf("attach the builder to %s: %v", n.Name(), err)
 		}

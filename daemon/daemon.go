@@ -1,5 +1,5 @@
-// Package daemon runs a Shoal server: the node (Raft, gossip, the mesh's transport and the HTTP API) and the
-// services on top of it, started in dependency order and stopped in reverse. Main is what `node init`, `node
+// Package daemon runs a Shoal server: the node (Raft, gossip, the mesh's transport), its HTTP API server and
+// the services on top of them, started in dependency order and stopped in reverse. Main is what `node init`, `node
 // join`, `node agent` and `node dev` run, and what the in-process integration tests start: one assembly for all
 // of them, so a test runs the server users run.
 package daemon
@@ -11,6 +11,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/shoal-ci/shoal/api"
 	"github.com/shoal-ci/shoal/builder"
 	"github.com/shoal-ci/shoal/deployer"
 	"github.com/shoal-ci/shoal/node"
@@ -34,7 +35,10 @@ const (
 // Main is one Shoal server. Set the fields, call Run, and Close when done (Close is safe after a failed Run).
 type Main struct {
 	Config node.Config
-	Start  Start
+	// API is the HTTP API's own settings (where it listens is Config's: the node advertises it). Run sets
+	// AwaitServices.
+	API   api.Config
+	Start Start
 	// Init: the mesh's name and how long the printed join token stays valid.
 	MeshName string
 	JoinTTL  time.Duration
@@ -53,6 +57,7 @@ type Main struct {
 
 	// Set by Run.
 	Node       *node.Node
+	APIServer  *api.Server
 	InitResult *node.InitResult // Init only: the tokens to print once
 	SpreadSvc  *spread.Service
 	BuilderSvc *builder.Service
@@ -72,7 +77,7 @@ type Services struct {
 // NodeOnly runs the node without any service (`node init --exit`, `node join --exit`).
 var NodeOnly = Services{NoSpread: true, NoBuilder: true, NoDeployer: true, NoNotify: true, NoUI: true}
 
-// Run starts the node and then the services, and returns once they run. It fails, closing whatever it started,
+// Run starts the node, its HTTP API server and then the services, and returns once they run. It fails, closing whatever it started,
 // if any part does not start.
 func (m *Main) Run(ctx context.Context) (err error) {
 	defer func() {
@@ -80,14 +85,17 @@ func (m *Main) Run(ctx context.Context) (err error) {
 			m.Close()
 		}
 	}()
-	m.Config.AwaitServices = true
+	m.API.AwaitServices = true
 	if err := m.openNode(ctx); err != nil {
+		return err
+	}
+	if err := m.startAPI(); err != nil {
 		return err
 	}
 	if err := m.startServices(); err != nil {
 		return err
 	}
-	m.Node.ServicesReady()
+	m.APIServer.ServicesReady()
 	return nil
 }
 
@@ -122,12 +130,23 @@ func (m *Main) openNode(ctx context.Context) error {
 	return nil
 }
 
+// startAPI serves the node's HTTP API; Close stops it before the node.
+func (m *Main) startAPI() error {
+	srv, err := api.New(m.Node, m.API)
+	if err != nil {
+		return fmt.Errorf("start the HTTP API: %w", err)
+	}
+	m.APIServer = srv
+	m.onClose(srv.Close)
+	return nil
+}
+
 // startServices attaches the services in dependency order: the spread first (its artifact store is where builds
 // write and deployments read), then the builder, the deployer, notifications and the dashboard.
 func (m *Main) startServices() error {
-	n, sel := m.Node, m.Services
+	n, srv, sel := m.Node, m.APIServer, m.Services
 	if !sel.NoSpread {
-		sp, err := spread.Attach(n, n, m.Spread)
+		sp, err := spread.Attach(n, srv, m.Spread)
 		if err != nil {
 			return fmt.Errorf("start the release spread: %w", err)
 		}
@@ -139,7 +158,7 @@ func (m *Main) startServices() error {
 		if opts.Store == nil && m.SpreadSvc != nil {
 			opts.Store = m.SpreadSvc.Store()
 		}
-		b, err := builder.Attach(n, n, opts)
+		b, err := builder.Attach(n, srv, opts)
 		if err != nil {
 			return fmt.Errorf("start the builder: %w", err)
 		}
@@ -151,7 +170,7 @@ func (m *Main) startServices() error {
 		if opts.Fetcher == nil && m.SpreadSvc != nil {
 			opts.Fetcher = m.SpreadSvc
 		}
-		d, err := deployer.Attach(n, n, opts)
+		d, err := deployer.Attach(n, srv, opts)
 		if err != nil {
 			return fmt.Errorf("start the deployer: %w", err)
 		}
@@ -159,7 +178,7 @@ func (m *Main) startServices() error {
 		m.onClose(d.Close)
 	}
 	if !sel.NoNotify {
-		nt, err := notify.Attach(n, m.Notify)
+		nt, err := notify.Attach(n, srv, m.Notify)
 		if err != nil {
 			return fmt.Errorf("start notifications: %w", err)
 		}
@@ -167,7 +186,7 @@ func (m *Main) startServices() error {
 		m.onClose(func() error { nt.Close(); return nil })
 	}
 	if !sel.NoUI {
-		ui.Attach(n)
+		ui.Attach(srv)
 	}
 	return nil
 }
@@ -178,7 +197,7 @@ func (m *Main) onClose(f func() error) {
 	m.mu.Unlock()
 }
 
-// Close stops the services in reverse order and then the node. It returns the first error; calling it again
+// Close stops the services in reverse order, then the HTTP API, then the node. It returns the first error; calling it again
 // does nothing.
 func (m *Main) Close() error {
 	m.mu.Lock()

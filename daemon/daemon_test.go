@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/shoal-ci/shoal/internal/meshtest"
 	"github.com/shoal-ci/shoal/internal/testutil"
 	"github.com/shoal-ci/shoal/node"
 )
@@ -16,7 +17,7 @@ import (
 // cannot start returns the error and leaves nothing running.
 func TestMainRunsAndRestarts(t *testing.T) {
 	dir := t.TempDir()
-	m := &Main{Config: node.TestConfig(t, dir, "n1"), Start: Init, MeshName: "t"}
+	m := &Main{Config: meshtest.Config(t, dir, "n1"), Start: Init, MeshName: "t"}
 	if err := m.Run(context.Background()); err != nil {
 		t.Fatal(err)
 	}
@@ -36,7 +37,7 @@ func TestMainRunsAndRestarts(t *testing.T) {
 		t.Fatalf("second Close: %v", err)
 	}
 
-	again := &Main{Config: node.TestConfig(t, dir, "n1"), Start: Open, Services: NodeOnly}
+	again := &Main{Config: meshtest.Config(t, dir, "n1"), Start: Open, Services: NodeOnly}
 	if err := again.Run(context.Background()); err != nil {
 		t.Fatalf("open the data dir again: %v", err)
 	}
@@ -49,7 +50,7 @@ func TestMainRunsAndRestarts(t *testing.T) {
 	testutil.Until(t, 10*time.Second, "the reopened sole voter to lead", again.Node.IsLeader)
 	again.Close()
 
-	bad := &Main{Config: node.TestConfig(t, t.TempDir(), "n2"), Start: Open}
+	bad := &Main{Config: meshtest.Config(t, t.TempDir(), "n2"), Start: Open}
 	if err := bad.Run(context.Background()); err == nil || bad.Node != nil {
 		t.Fatalf("open an empty data dir: %v, node %v", err, bad.Node)
 	}

@@ -22,6 +22,7 @@ import (
 	"github.com/shoal-ci/shoal/artifact"
 	"github.com/shoal-ci/shoal/builder"
 	"github.com/shoal-ci/shoal/client"
+	"github.com/shoal-ci/shoal/internal/meshtest"
 	"github.com/shoal-ci/shoal/internal/testutil"
 	"github.com/shoal-ci/shoal/manifest"
 	"github.com/shoal-ci/shoal/node"
@@ -35,7 +36,7 @@ import (
 // test binary in appServer mode) and helpers to deploy them and to ask every node's app what it serves.
 type deployCluster struct {
 	t      *testing.T
-	c      *node.TestCluster
+	c      *meshtest.Cluster
 	origin *artifact.Store // where releases are "built"; every node's fetcher copies from it
 
 	mu     sync.Mutex
@@ -59,7 +60,7 @@ func newDeployCluster(t *testing.T, size int, tags func(name string) map[string]
 	if dc.origin, err = artifact.New(filepath.Join(t.TempDir(), "origin"), nil); err != nil {
 		t.Fatal(err)
 	}
-	dc.c = node.NewTestCluster(t, size, dc.tweak)
+	dc.c = meshtest.New(t, size, dc.tweak)
 	// Registered after the cluster's own cleanup, so it runs first: deployers stop before their nodes, and
 	// the app processes (which outlive agents by design) are stopped last.
 	t.Cleanup(dc.close)
@@ -152,7 +153,7 @@ func (dc *deployCluster) attach(n *node.Node, reg prometheus.Registerer) *Deploy
 	if dc.opts != nil {
 		dc.opts(&opts)
 	}
-	d, err := Attach(n, n, opts)
+	d, err := Attach(n, dc.c.API(n), opts)
 	if err != nil {
 		dc.t.Fatalf("attach the deployer to %s: %v", n.Name(), err)
 	}

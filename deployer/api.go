@@ -12,6 +12,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/shoal-ci/shoal/api"
 	"github.com/shoal-ci/shoal/errs"
 	"github.com/shoal-ci/shoal/node"
 	"github.com/shoal-ci/shoal/raftfsm"
@@ -92,7 +93,7 @@ func (d *Deployer) registerAPI() {
 	api.Handle("GET /v1/envs/{env}/logs", raftfsm.RoleReader, h((*Deployer).getExecLogs))
 	n.Endpoint().HandleRPC(execLogRPC, d.serveExecLogRPC)
 	n.Endpoint().HandleRPC(logRPC, d.serveLogRPC)
-	n.SetEnvRuntime(func(s *raftfsm.State, e *raftfsm.Env) any { return envRuntime(s, e, n.Members()) })
+	d.http.SetEnvRuntime(func(s *raftfsm.State, e *raftfsm.Env) any { return envRuntime(s, e, n.Members()) })
 }
 
 // unregisterAPI takes the routes and RPCs away from the node: they answer 503 until a deployer is attached again.
@@ -104,12 +105,12 @@ func (d *Deployer) unregisterAPI() {
 	}
 	n.Endpoint().HandleRPC(execLogRPC, stopped)
 	n.Endpoint().HandleRPC(logRPC, stopped)
-	n.SetEnvRuntime(nil)
+	d.http.SetEnvRuntime(nil)
 }
 
 // who names the caller in the records it starts.
 func who(r *http.Request) string {
-	if t := node.TokenOf(r); t != nil {
+	if t := api.TokenOf(r); t != nil {
 		return t.Name
 	}
 	return "api"
@@ -144,7 +145,7 @@ func (d *Deployer) envOf(r *http.Request, name string) (raftfsm.Env, error) {
 
 // create writes a new deployment and answers with it.
 func (d *Deployer) create(w http.ResponseWriter, r *http.Request, dep raftfsm.Deployment) error {
-	res, err := d.n.Apply(r.Context(), &raftfsm.DeployCreate{Deployment: dep}, node.ForRequest(r))
+	res, err := d.n.Apply(r.Context(), &raftfsm.DeployCreate{Deployment: dep}, api.ForRequest(r))
 	if err != nil {
 		return err
 	}
@@ -158,7 +159,7 @@ func (d *Deployer) create(w http.ResponseWriter, r *http.Request, dep raftfsm.De
 
 func (d *Deployer) postDeployment(w http.ResponseWriter, r *http.Request) error {
 	var in CreateRequest
-	if err := node.Decode(r, &in); err != nil {
+	if err := api.Decode(r, &in); err != nil {
 		return err
 	}
 	e, err := d.envOf(r, r.PathValue("env"))
@@ -193,11 +194,11 @@ func (d *Deployer) listDeployments(w http.ResponseWriter, r *http.Request) error
 		return err
 	}
 	env := r.PathValue("env")
-	limit, cursor, err := node.PageParams(r, 20)
+	limit, cursor, err := api.PageParams(r, 20)
 	if err != nil {
 		return err
 	}
-	after, err := node.IndexCursor(cursor)
+	after, err := api.IndexCursor(cursor)
 	if err != nil {
 		return err
 	}
@@ -213,8 +214,8 @@ func (d *Deployer) listDeployments(w http.ResponseWriter, r *http.Request) error
 	if !exists && len(out) == 0 {
 		return errs.New(errs.NotFound, "environment %q does not exist", env)
 	}
-	out, next := node.PageNewest(out, func(d raftfsm.Deployment) uint64 { return d.CreateIndex }, after, limit)
-	node.SetNextCursor(w, next)
+	out, next := api.PageNewest(out, func(d raftfsm.Deployment) uint64 { return d.CreateIndex }, after, limit)
+	api.SetNextCursor(w, next)
 	d.http.WriteJSON(w, http.StatusOK, out)
 	return nil
 }
@@ -279,7 +280,7 @@ func (d *Deployer) update(w http.ResponseWriter, r *http.Request, from []string,
 			u.Batch = -1
 		}
 	}
-	if _, err := d.n.Apply(r.Context(), u, node.ForRequest(r)); err != nil {
+	if _, err := d.n.Apply(r.Context(), u, api.ForRequest(r)); err != nil {
 		return err
 	}
 	out, _ := d.deployment(id)
@@ -302,7 +303,7 @@ func (d *Deployer) cancelDeployment(w http.ResponseWriter, r *http.Request) erro
 func (d *Deployer) rollback(w http.ResponseWriter, r *http.Request) error {
 	var in RollbackRequest
 	if r.ContentLength != 0 {
-		if err := node.Decode(r, &in); err != nil {
+		if err := api.Decode(r, &in); err != nil {
 			return err
 		}
 	}
@@ -328,12 +329,12 @@ func (d *Deployer) rollback(w http.ResponseWriter, r *http.Request) error {
 		if c.State != raftfsm.DeployRunning {
 			u.Batch = -1
 		}
-		if _, err := d.n.Apply(r.Context(), u, node.ForRequest(r)); err != nil {
+		if _, err := d.n.Apply(r.Context(), u, api.ForRequest(r)); err != nil {
 			return err
 		}
 	}
 	reason := fmt.Sprintf("rolled back to %s by %s", plan.to, who(r))
-	if _, err := d.n.Apply(r.Context(), &raftfsm.EnvPin{Name: e.Name, Pinned: true, Reason: reason}, node.ForRequest(r)); err != nil {
+	if _, err := d.n.Apply(r.Context(), &raftfsm.EnvPin{Name: e.Name, Pinned: true, Reason: reason}, api.ForRequest(r)); err != nil {
 		return err
 	}
 	d.m.rollbacks.WithLabelValues(e.App, e.Name).Inc()
@@ -405,7 +406,7 @@ func planRollback(s *raftfsm.State, e *raftfsm.Env, to string) rollbackPlan {
 func (d *Deployer) pin(w http.ResponseWriter, r *http.Request, pinned bool) error {
 	var in PinRequest
 	if r.ContentLength != 0 {
-		if err := node.Decode(r, &in); err != nil {
+		if err := api.Decode(r, &in); err != nil {
 			return err
 		}
 	}
@@ -450,7 +451,7 @@ func (d *Deployer) getPipeline(w http.ResponseWriter, r *http.Request) error {
 
 func (d *Deployer) putPipeline(w http.ResponseWriter, r *http.Request) error {
 	var in PipelineRequest
-	if err := node.Decode(r, &in); err != nil {
+	if err := api.Decode(r, &in); err != nil {
 		return err
 	}
 	return d.writePipeline(w, r, r.PathValue("app"), in.Stages, in.CAS)
@@ -459,7 +460,7 @@ func (d *Deployer) putPipeline(w http.ResponseWriter, r *http.Request) error {
 // promote deploys a release that runs in one environment to the next (by the pipeline, or To).
 func (d *Deployer) promote(w http.ResponseWriter, r *http.Request) error {
 	var in PromoteRequest
-	if err := node.Decode(r, &in); err != nil {
+	if err := api.Decode(r, &in); err != nil {
 		return err
 	}
 	app := r.PathValue("app")

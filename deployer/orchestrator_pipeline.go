@@ -4,7 +4,7 @@ import (
 	"net/http"
 	"strconv"
 
-	"github.com/shoal-ci/shoal/node"
+	"github.com/shoal-ci/shoal/api"
 	"github.com/shoal-ci/shoal/raftfsm"
 )
 
@@ -18,7 +18,7 @@ func pipelineStages(s *raftfsm.State, app string) []raftfsm.PipelineStage {
 
 // writePipeline stores app's pipeline (no stages removes it) and answers with it.
 func (d *Deployer) writePipeline(w http.ResponseWriter, r *http.Request, app string, stages []raftfsm.PipelineStage, cas uint64) error {
-	res, err := d.n.Apply(r.Context(), &raftfsm.PipelinePut{Pipeline: raftfsm.Pipeline{App: app, Stages: stages}, CAS: cas}, node.ForRequest(r))
+	res, err := d.n.Apply(r.Context(), &raftfsm.PipelinePut{Pipeline: raftfsm.Pipeline{App: app, Stages: stages}, CAS: cas}, api.ForRequest(r))
 	if err != nil {
 		return err
 	}

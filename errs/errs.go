@@ -1,5 +1,5 @@
 // Package errs is Shoal's one error type. An Error has a code, which says to a program what went wrong (and the
-// HTTP layer maps to a status in one table, node/errors.go), and a message, which says to a person what to do.
+// HTTP layer maps to a status in one table, api/errors.go), and a message, which says to a person what to do.
 // The state machine's rejections, the answers of node-to-node calls and the services' refusals are all Errors;
 // only the HTTP layer knows status numbers.
 package errs

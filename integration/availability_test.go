@@ -11,7 +11,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/shoal-ci/shoal/node"
+	"github.com/shoal-ci/shoal/api"
 )
 
 // TestLeaderKillsNoWrongAnswers runs three real node processes under a steady load through every node (plain
@@ -111,7 +111,7 @@ func TestLeaderKillsNoWrongAnswers(t *testing.T) {
 		})
 		named := time.Since(restarted)
 		m.eventually(30*time.Second, leader.name+" to serve plain reads", func() (bool, string) {
-			var app node.AppView
+			var app api.AppView
 			_, err := m.client(leader).Get(context.Background(), "/v1/apps/reg", &app)
 			return err == nil && app.Name == "reg", fmt.Sprint(err)
 		})
@@ -189,7 +189,7 @@ func TestReadYourWritesThroughFollower(t *testing.T) {
 		if code != 0 {
 			t.Fatalf("show %d through follower %s: exit %d: %s", i, follower.name, code, errOut)
 		}
-		var a node.AppView
+		var a api.AppView
 		if err := json.Unmarshal([]byte(out), &a); err != nil {
 			t.Fatalf("show %d: %v: %s", i, err, out)
 		}

@@ -7,15 +7,15 @@ import (
 	"time"
 
 	"github.com/shoal-ci/shoal/daemon"
-	"github.com/shoal-ci/shoal/node"
+	"github.com/shoal-ci/shoal/internal/meshtest"
 )
 
 // daemonMesh is a mesh of in-process servers, each a daemon.Main: the node and its services assembled and
-// started exactly as `node init` and `node join` do. Its embedded TestCluster gives the mesh helpers (Leader,
+// started exactly as `node init` and `node join` do. Its embedded meshtest.Cluster gives the mesh helpers (Leader,
 // Eventually, ...) over the same nodes; the Mains are closed, services before nodes, when the test ends, before
 // anything the test registered earlier is cleaned up.
 type daemonMesh struct {
-	*node.TestCluster
+	*meshtest.Cluster
 	Mains []*daemon.Main
 	// afterStop runs once the servers have stopped and before their data dirs are removed (OnStop).
 	afterStop []func()
@@ -29,10 +29,10 @@ func (m *daemonMesh) OnStop(f func()) { m.afterStop = append(m.afterStop, f) }
 // set, adjusts each Main (its node.Config, service options or service selection) before it runs.
 func startDaemonMesh(t testing.TB, size int, tweak func(*daemon.Main)) *daemonMesh {
 	t.Helper()
-	m := &daemonMesh{TestCluster: &node.TestCluster{T: t, Dir: t.TempDir()}}
+	m := &daemonMesh{Cluster: &meshtest.Cluster{T: t, Dir: t.TempDir()}}
 	t.Cleanup(m.close)
 	for i := 1; i <= size; i++ {
-		d := &daemon.Main{Config: node.TestConfig(t, m.Dir, fmt.Sprintf("n%d", i)), Start: daemon.Init, MeshName: "test", JoinTTL: time.Hour}
+		d := &daemon.Main{Config: meshtest.Config(t, m.Dir, fmt.Sprintf("n%d", i)), Start: daemon.Init, MeshName: "test", JoinTTL: time.Hour}
 		if i > 1 {
 			d.Start, d.JoinAddr, d.JoinToken = daemon.Join, m.Nodes[0].RaftAddr(), m.JoinToken
 		}
@@ -49,7 +49,7 @@ func startDaemonMesh(t testing.TB, size int, tweak func(*daemon.Main)) *daemonMe
 			m.AdminToken, m.JoinToken = d.InitResult.AdminToken, d.InitResult.JoinToken
 		}
 		m.Mains = append(m.Mains, d)
-		m.Nodes = append(m.Nodes, d.Node)
+		m.Nodes, m.APIs = append(m.Nodes, d.Node), append(m.APIs, d.APIServer)
 	}
 	m.WaitRaftMembers(size)
 	m.WaitReady()

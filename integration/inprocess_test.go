@@ -7,7 +7,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/shoal-ci/shoal/api"
 	"github.com/shoal-ci/shoal/client"
+	"github.com/shoal-ci/shoal/internal/meshtest"
 	"github.com/shoal-ci/shoal/internal/testutil"
 	"github.com/shoal-ci/shoal/node"
 )
@@ -16,7 +18,7 @@ import (
 // them through the API client: a write through a follower reaches every node; when the leader stops, another is
 // elected and writes work again.
 func TestInProcessCluster(t *testing.T) {
-	c := node.NewTestCluster(t, 3, nil)
+	c := meshtest.New(t, 3, nil)
 	ctx := context.Background()
 	leader := c.Leader()
 	var follower *node.Node
@@ -26,10 +28,10 @@ func TestInProcessCluster(t *testing.T) {
 			break
 		}
 	}
-	api := func(n *node.Node) *client.Client { return client.New(n.HTTPAddr(), c.AdminToken) }
+	clientOf := func(n *node.Node) *client.Client { return client.New(n.HTTPAddr(), c.AdminToken) }
 
-	var app node.AppView
-	if _, err := api(follower).Post(ctx, "/v1/apps", map[string]any{"name": "web", "repo": "/srv/git/web.git"}, &app); err != nil {
+	var app api.AppView
+	if _, err := clientOf(follower).Post(ctx, "/v1/apps", map[string]any{"name": "web", "repo": "/srv/git/web.git"}, &app); err != nil {
 		t.Fatalf("create an app through follower %s: %v", follower.Name(), err)
 	}
 	if app.Name != "web" || app.Repo != "/srv/git/web.git" {
@@ -52,7 +54,7 @@ func TestInProcessCluster(t *testing.T) {
 			survivor = n
 		}
 	}
-	if err := createAppVia(t, api(survivor), "after"); err != nil {
+	if err := createAppVia(t, clientOf(survivor), "after"); err != nil {
 		t.Fatalf("write through %s after the leader stopped: %v", survivor.Name(), err)
 	}
 	waitAppEverywhere(t, c.Nodes, c.AdminToken, "after", true)
@@ -73,7 +75,7 @@ func waitAppEverywhere(t *testing.T, nodes []*node.Node, token, app string, cons
 			}
 			cl := client.New(n.HTTPAddr(), token)
 			cl.RetryNoLeader = 0
-			var got node.AppView
+			var got api.AppView
 			_, err := cl.Get(context.Background(), path, &got)
 			if client.IsStatus(err, http.StatusNotFound) || (err == nil && got.Name != app) {
 				return false, fmt.Sprintf("%s does not have it yet", n.Name())

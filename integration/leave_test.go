@@ -6,6 +6,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/shoal-ci/shoal/internal/meshtest"
 	"github.com/shoal-ci/shoal/internal/testutil"
 	"github.com/shoal-ci/shoal/node"
 )
@@ -19,7 +20,7 @@ import (
 // update with the same incarnation is ignored) recorded the node as dead; a leader with that view never removed
 // it, and Leave timed out. Most runs of this test failed then; node now records departures in Raft.
 func TestLeaveSeenAsLeftEverywhere(t *testing.T) {
-	c := node.NewTestCluster(t, 9, func(cfg *node.Config) { cfg.DeadGrace = time.Hour })
+	c := meshtest.New(t, 9, func(cfg *node.Config) { cfg.DeadGrace = time.Hour })
 	roles := c.RaftServers()
 	for i, n := range c.Nodes {
 		if roles[n.Name()] != "nonvoter" {
@@ -31,8 +32,7 @@ func TestLeaveSeenAsLeftEverywhere(t *testing.T) {
 		if err != nil {
 			t.Errorf("%s leave: %v", n.Name(), err)
 		}
-		n.Close()
-		c.Nodes[i] = nil
+		c.Kill(i)
 		for _, o := range c.Nodes {
 			if o == nil {
 				continue

@@ -15,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/shoal-ci/shoal/api"
 	"github.com/shoal-ci/shoal/client"
 	"github.com/shoal-ci/shoal/internal/testutil"
 	"github.com/shoal-ci/shoal/node"
@@ -203,7 +204,7 @@ func createAppVia(t testing.TB, c *client.Client, name string) error {
 	deadline := time.Now().Add(30 * time.Second)
 	uncertain := false
 	for {
-		var app node.AppView
+		var app api.AppView
 		_, err := c.Post(ctx, "/v1/apps", body, &app)
 		switch {
 		case err == nil && app.Name != name:
@@ -219,7 +220,7 @@ func createAppVia(t testing.TB, c *client.Client, name string) error {
 		var e *client.Error
 		if errors.As(err, &e) && e.Code != node.CodeNoLeader {
 			uncertain = true
-			var got node.AppView
+			var got api.AppView
 			if _, rerr := c.Get(ctx, "/v1/apps/"+name+"?consistent", &got); rerr == nil && got.Name == name {
 				return nil
 			}
@@ -234,7 +235,7 @@ func (m *pmesh) hasApp(n *pnode, name string, consistent bool) (bool, error) {
 	if consistent {
 		path += "?consistent"
 	}
-	var app node.AppView
+	var app api.AppView
 	_, err := m.client(n).Get(context.Background(), path, &app)
 	if client.IsStatus(err, http.StatusNotFound) {
 		return false, nil

@@ -25,7 +25,7 @@ import (
 const specPath = "../docs/openapi.yaml"
 
 // routeSources are the packages that register HTTP routes on a node.
-var routeSources = []string{"../node", "../builder", "../deployer", "../spread", "../ui", "../notify"}
+var routeSources = []string{"../api", "../builder", "../deployer", "../spread", "../ui", "../notify"}
 
 // routePattern is a net/http pattern with a method, as every API route is registered.
 var routePattern = regexp.MustCompile(`^(GET|POST|PUT|PATCH|DELETE|HEAD) (/\S*)$`)

@@ -19,9 +19,9 @@ import (
 
 	"gopkg.in/yaml.v3"
 
+	"github.com/shoal-ci/shoal/api"
 	"github.com/shoal-ci/shoal/client"
-	"github.com/shoal-ci/shoal/node"
-
+	"github.com/shoal-ci/shoal/internal/meshtest"
 	"github.com/shoal-ci/shoal/internal/testtier"
 )
 
@@ -255,9 +255,9 @@ func TestOpsPrometheusScrapesMesh(t *testing.T) {
 	if _, err := exec.LookPath("prometheus"); err != nil {
 		testtier.Skip(t, "the prometheus server is not installed (apt-get install prometheus; CI installs it through .ci/run)")
 	}
-	c := node.NewTestCluster(t, 3, nil)
+	c := meshtest.New(t, 3, nil)
 	// Prometheus gets a token of its own with the least role, as docs/install.md advises.
-	var tok node.TokenView
+	var tok api.TokenView
 	if _, err := client.New(c.Nodes[0].HTTPAddr(), c.AdminToken).Post(context.Background(), "/v1/tokens",
 		map[string]string{"name": "prometheus", "role": "reader"}, &tok); err != nil {
 		t.Fatalf("create a reader token for Prometheus: %v", err)

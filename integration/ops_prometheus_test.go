@@ -19,8 +19,7 @@ import (
 
 	"gopkg.in/yaml.v3"
 
-	"github.com/shoal-ci/shoal/node"
-
+	"github.com/shoal-ci/shoal/internal/meshtest"
 	"github.com/shoal-ci/shoal/internal/testtier"
 )
 
@@ -87,7 +86,7 @@ func TestOpsPromtoolConfig(t *testing.T) {
 // node of a 3-node mesh serves at /metrics.
 func TestOpsPromtoolCheckMetrics(t *testing.T) {
 	needPromtool(t)
-	c := node.NewTestCluster(t, 3, nil)
+	c := meshtest.New(t, 3, nil)
 	for _, n := range c.Nodes {
 		body := opsScrape(t, n.HTTPAddr(), c.AdminToken)
 		if !bytes.Contains(body, []byte("shoal_raft_leader")) {

@@ -18,6 +18,7 @@ import (
 
 	"github.com/shoal-ci/shoal/client"
 	"github.com/shoal-ci/shoal/daemon"
+	"github.com/shoal-ci/shoal/internal/meshtest"
 	"github.com/shoal-ci/shoal/internal/testutil"
 	"github.com/shoal-ci/shoal/node"
 	"github.com/shoal-ci/shoal/raftfsm"
@@ -88,7 +89,7 @@ func TestBenchScale(t *testing.T) {
 	}
 	// Each server is a daemon.Main, as the binary runs it, with the services a deployment needs (the spread
 	// and the deployer): the builder, notifications and the dashboard would only add idle CPU here.
-	c := &node.TestCluster{T: t, Dir: t.TempDir()}
+	c := &meshtest.Cluster{T: t, Dir: t.TempDir()}
 	var (
 		mu    sync.Mutex
 		mains []*daemon.Main
@@ -101,7 +102,7 @@ func TestBenchScale(t *testing.T) {
 		}
 	})
 	run := func(name string, d *daemon.Main) *node.Node {
-		d.Config = node.TestConfig(t, c.Dir, name)
+		d.Config = meshtest.Config(t, c.Dir, name)
 		tweak(&d.Config)
 		d.Services = daemon.Services{NoBuilder: true, NoNotify: true, NoUI: true}
 		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
@@ -112,7 +113,7 @@ func TestBenchScale(t *testing.T) {
 		mu.Lock()
 		mains = append(mains, d)
 		mu.Unlock()
-		c.Nodes = append(c.Nodes, d.Node)
+		c.Nodes, c.APIs = append(c.Nodes, d.Node), append(c.APIs, d.APIServer)
 		return d.Node
 	}
 	start := time.Now()

@@ -16,13 +16,13 @@ import (
 	"github.com/chromedp/cdproto/runtime"
 	"github.com/chromedp/chromedp"
 
+	"github.com/shoal-ci/shoal/api"
 	"github.com/shoal-ci/shoal/client"
 	"github.com/shoal-ci/shoal/daemon"
 	"github.com/shoal-ci/shoal/deployer"
+	"github.com/shoal-ci/shoal/internal/testtier"
 	"github.com/shoal-ci/shoal/node"
 	"github.com/shoal-ci/shoal/raftfsm"
-
-	"github.com/shoal-ci/shoal/internal/testtier"
 )
 
 // TestUIChromium drives the web dashboard in a real headless Chromium against a 3-node in-process mesh wired as
@@ -51,7 +51,7 @@ func TestUIChromium(t *testing.T) {
 	app := c.track(newDeployApp(t, cl, "web", "prod", c.names(), c.names(),
 		raftfsm.Strategy{Kind: "rolling", BatchSize: 1, AutoRollback: true}, false, repo.dir))
 	ctx := context.Background()
-	var reader node.TokenView
+	var reader api.TokenView
 	if _, err := cl.Post(ctx, "/v1/tokens", map[string]string{"name": "viewer", "role": raftfsm.RoleReader}, &reader); err != nil {
 		t.Fatalf("create a reader token: %v", err)
 	}

@@ -7,6 +7,7 @@ import (
 	"testing"
 
 	"github.com/shoal-ci/shoal/client"
+	"github.com/shoal-ci/shoal/internal/meshtest"
 	"github.com/shoal-ci/shoal/node"
 )
 
@@ -18,7 +19,7 @@ import (
 // commit index with the next append) sent a stale CAS and the client, who read nothing, got 409 (or 404 right
 // after the create): ten refusals out of ten.
 func TestUpdateThroughFollowerAfterWrite(t *testing.T) {
-	c := node.NewTestCluster(t, 3, nil)
+	c := meshtest.New(t, 3, nil)
 	leader := c.Leader()
 	var follower *node.Node
 	for _, n := range c.Nodes {

@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"net/http"
 	"time"
 
 	"github.com/hashicorp/raft"
@@ -16,7 +15,7 @@ import (
 	"github.com/shoal-ci/shoal/transport"
 )
 
-// Error codes beyond raftfsm's kinds, shared by the RPC layer and the HTTP API (see errors.go).
+// Error codes beyond raftfsm's kinds, shared by the RPC layer and the HTTP API (see api/errors.go).
 const (
 	CodeNoLeader    = "no_leader"
 	CodeUnavailable = "unavailable"
@@ -46,15 +45,12 @@ type applyRequest struct {
 type ApplyOption func(*applyOptions)
 
 type applyOptions struct {
-	request  *http.Request
+	timeout  time.Duration
 	onCommit bool
 }
 
-// RequestWriteTimeout bounds the write of an API request (ForRequest).
-const RequestWriteTimeout = 15 * time.Second
-
-// ForRequest makes the write that of an API request: bounded by the request, and by RequestWriteTimeout.
-func ForRequest(r *http.Request) ApplyOption { return func(o *applyOptions) { o.request = r } }
+// WithTimeout bounds the write by d as well as by its context (the write of an API request: api.ForRequest).
+func WithTimeout(d time.Duration) ApplyOption { return func(o *applyOptions) { o.timeout = d } }
 
 // OnCommit returns as soon as the leader has committed the write, with the record the leader wrote, without
 // waiting for this node to apply it: a follower learns of a commit only with the leader's next append (up to
@@ -73,9 +69,9 @@ func (n *Node) Apply(ctx context.Context, c raftfsm.Command, opts ...ApplyOption
 	for _, opt := range opts {
 		opt(&o)
 	}
-	if o.request != nil {
+	if o.timeout > 0 {
 		var cancel context.CancelFunc
-		ctx, cancel = context.WithTimeout(ctx, RequestWriteTimeout)
+		ctx, cancel = context.WithTimeout(ctx, o.timeout)
 		defer cancel()
 	}
 	data, err := raftfsm.Encode(c)
@@ -95,6 +91,10 @@ func (n *Node) Apply(ctx context.Context, c raftfsm.Command, opts ...ApplyOption
 	}
 	return res, nil
 }
+
+// Answered returns the highest index of a write this node answered: a plain read waits until the state includes
+// it (read-your-writes on this node).
+func (n *Node) Answered() uint64 { return n.answered.Load() }
 
 // WaitApplied waits (up to 5 s, or ctx) until this node's state includes the given index.
 func (n *Node) WaitApplied(ctx context.Context, index uint64) {

@@ -55,9 +55,31 @@ func (n *Node) authorizeForwarded(peer, tokenID string, c raftfsm.Command) *errs
 	return nil
 }
 
+// roleRank orders roles: a token may do what its role and every lower role may.
+var roleRank = map[string]int{raftfsm.RoleReader: 1, raftfsm.RoleDeployer: 2, raftfsm.RoleAdmin: 3}
+
+// RoleAllows reports whether a token of role has the authority of need (its own role or a lower one).
+func RoleAllows(role, need string) bool { return roleRank[role] >= roleRank[need] }
+
+type ctxKey int
+
+const tokenKey ctxKey = 1
+
+// WithToken makes ctx that of a request authenticated with tok: the writes made under it act for tok (the API
+// server puts the token of each request there).
+func WithToken(ctx context.Context, tok *raftfsm.Token) context.Context {
+	return context.WithValue(ctx, tokenKey, tok)
+}
+
+// TokenFrom returns the API token ctx acts for (WithToken), or nil.
+func TokenFrom(ctx context.Context) *raftfsm.Token {
+	t, _ := ctx.Value(tokenKey).(*raftfsm.Token)
+	return t
+}
+
 // tokenIDFrom is the id of the API token that authorised the request ctx belongs to ("" for a node's own work).
 func tokenIDFrom(ctx context.Context) string {
-	if t, _ := ctx.Value(tokenKey).(*raftfsm.Token); t != nil {
+	if t := TokenFrom(ctx); t != nil {
 		return t.ID
 	}
 	return ""
@@ -67,5 +89,5 @@ func tokenIDFrom(ctx context.Context) string {
 // authenticated with it do: the leader then authorizes them against that token. In-process callers that write on
 // an admin's behalf, tests among them, use it; without it a write is the node's own.
 func WithTokenID(ctx context.Context, id string) context.Context {
-	return context.WithValue(ctx, tokenKey, &raftfsm.Token{ID: id})
+	return WithToken(ctx, &raftfsm.Token{ID: id})
 }

@@ -7,7 +7,6 @@ import (
 	"encoding/pem"
 	"errors"
 	"fmt"
-	"net/http"
 	"os"
 	"path/filepath"
 	"slices"
@@ -158,7 +157,8 @@ type CAStatus struct {
 	OldCAUntil time.Time `json:"old_ca_until,omitzero"`
 }
 
-func (n *Node) caStatus() CAStatus {
+// CAStatus describes the mesh's CAs and a rotation under way, as GET /v1/mesh/ca shows them.
+func (n *Node) CAStatus() CAStatus {
 	var mesh raftfsm.Mesh
 	n.fsm.Read(func(s *raftfsm.State) {
 		if s.Mesh != nil {
@@ -186,70 +186,54 @@ func (n *Node) caStatus() CAStatus {
 	return st
 }
 
-func (n *Node) getCA(w http.ResponseWriter, r *http.Request) error {
-	if err := n.BeginRead(r); err != nil {
-		return err
+// StartCARotation starts a CA rotation (`node ca rotate`): a new CA that every member trusts at once and gets a
+// certificate from. It returns the new CA's hash; by names who asked, for the log.
+func (n *Node) StartCARotation(ctx context.Context, by string) (string, error) {
+	if err := n.ConsistentRead(ctx); err != nil {
+		return "", err
 	}
-	n.WriteJSON(w, http.StatusOK, n.caStatus())
-	return nil
+	st := n.CAStatus()
+	if st.NextCAHash != "" {
+		return "", errs.New(raftfsm.KindConflict, "a CA rotation is already under way (next CA %s): finish it with `node ca rotate --finish`", st.NextCAHash)
+	}
+	ca, err := transport.NewCA(n.stored.Mesh)
+	if err != nil {
+		return "", err
+	}
+	if _, err := n.Apply(ctx, &raftfsm.CARotate{Stage: raftfsm.CAStageStart, CACert: string(ca.CertPEM), CAKey: string(ca.KeyPEM), At: time.Now().UTC()}); err != nil {
+		return "", err
+	}
+	n.log.Info("CA rotation started", "component", "certs", "next_ca", ca.Hash(), "by", by)
+	return ca.Hash(), nil
 }
 
-// postRotateCA serves `node ca rotate`: without finish it starts a rotation (a new CA that every member trusts at
-// once and gets a certificate from); with finish it makes the new CA the signing one, refusing while a member of
-// the Raft configuration has no certificate from it, unless forced.
-func (n *Node) postRotateCA(w http.ResponseWriter, r *http.Request) error {
-	var in struct {
-		Finish bool             `json:"finish"`
-		Force  bool             `json:"force"`
-		Grace  raftfsm.Duration `json:"grace"`
-	}
-	if r.ContentLength != 0 {
-		if err := decode(r, &in); err != nil {
-			return err
-		}
-	}
-	ctx, cancel := contextWithTimeout(r, 15*time.Second)
-	defer cancel()
+// FinishCARotation makes the next CA the signing one (`node ca rotate --finish`), refusing while a member of the
+// Raft configuration has no certificate from it, unless forced; the old CA stays trusted for grace (0: the
+// default). It returns the rotation as it stood when finished (the new CA's hash, the members without a
+// certificate from it); by names who asked, for the log.
+func (n *Node) FinishCARotation(ctx context.Context, grace time.Duration, force bool, by string) (CAStatus, error) {
 	if err := n.ConsistentRead(ctx); err != nil {
-		return err
+		return CAStatus{}, err
 	}
-	st := n.caStatus()
-	if !in.Finish {
-		if st.NextCAHash != "" {
-			return errs.New(raftfsm.KindConflict, "a CA rotation is already under way (next CA %s): finish it with `node ca rotate --finish`", st.NextCAHash)
-		}
-		ca, err := transport.NewCA(n.stored.Mesh)
-		if err != nil {
-			return err
-		}
-		if _, err := n.Apply(ctx, &raftfsm.CARotate{Stage: raftfsm.CAStageStart, CACert: string(ca.CertPEM), CAKey: string(ca.KeyPEM), At: time.Now().UTC()}); err != nil {
-			return err
-		}
-		n.log.Info("CA rotation started", "component", "certs", "next_ca", ca.Hash(), "by", TokenOf(r).Name)
-		writeJSON(w, http.StatusOK, map[string]any{"stage": raftfsm.CAStageStart, "next_ca_hash": ca.Hash()})
-		return nil
-	}
-	grace := time.Duration(in.Grace)
+	st := n.CAStatus()
 	if grace == 0 {
 		grace = DefaultCAGrace
 	}
 	if grace < 0 || grace > 7*24*time.Hour {
-		return errs.New(errs.BadRequest, "grace %s is out of range: give a duration from 1s to 168h, like 10m", grace)
+		return CAStatus{}, errs.New(errs.BadRequest, "grace %s is out of range: give a duration from 1s to 168h, like 10m", grace)
 	}
 	if st.NextCAHash == "" {
-		return errs.New(raftfsm.KindConflict, "no CA rotation is under way: start one with `node ca rotate`")
+		return CAStatus{}, errs.New(raftfsm.KindConflict, "no CA rotation is under way: start one with `node ca rotate`")
 	}
-	if len(st.Missing) > 0 && !in.Force {
-		return errs.New(raftfsm.KindConflict, "members %s have no certificate from the next CA yet (are they running?): wait and retry, "+
+	if len(st.Missing) > 0 && !force {
+		return CAStatus{}, errs.New(raftfsm.KindConflict, "members %s have no certificate from the next CA yet (are they running?): wait and retry, "+
 			"or finish with --force and join those members again afterwards", strings.Join(st.Missing, ", "))
 	}
 	if _, err := n.Apply(ctx, &raftfsm.CARotate{Stage: raftfsm.CAStageFinish, At: time.Now().UTC(), Grace: raftfsm.Duration(grace)}); err != nil {
-		return err
+		return CAStatus{}, err
 	}
-	n.log.Info("CA rotation finished", "component", "certs", "ca", st.NextCAHash, "grace", grace, "forced_without", st.Missing, "by", TokenOf(r).Name)
-	writeJSON(w, http.StatusOK, map[string]any{"stage": raftfsm.CAStageFinish, "ca_hash": st.NextCAHash, "old_ca_trusted_until": time.Now().Add(grace).UTC(),
-		"without": st.Missing})
-	return nil
+	n.log.Info("CA rotation finished", "component", "certs", "ca", st.NextCAHash, "grace", grace, "forced_without", st.Missing, "by", by)
+	return st, nil
 }
 
 // signNext signs a certificate from the next CA for member name and records that it has one (the leader's side

@@ -1,4 +1,4 @@
-package node
+package node_test
 
 import (
 	"context"
@@ -9,13 +9,16 @@ import (
 	"testing"
 	"time"
 
+	"github.com/shoal-ci/shoal/api"
+	"github.com/shoal-ci/shoal/internal/meshtest"
+	"github.com/shoal-ci/shoal/node"
 	"github.com/shoal-ci/shoal/raftfsm"
 	"github.com/shoal-ci/shoal/transport"
 )
 
-func meshOf(n *Node) raftfsm.Mesh {
+func meshOf(n *node.Node) raftfsm.Mesh {
 	var m raftfsm.Mesh
-	n.fsm.Read(func(s *raftfsm.State) { m = *s.Mesh })
+	n.FSM().Read(func(s *raftfsm.State) { m = *s.Mesh })
 	return m
 }
 
@@ -68,20 +71,20 @@ func dialWith(t *testing.T, id *transport.Identity, addr string) error {
 // while a member lacks a certificate from the new CA, switches every member to the new CA at the finish, and after
 // the grace refuses certificates from the old CA, even ones minted with its key for a member's name.
 func TestCARotation(t *testing.T) {
-	c := NewTestCluster(t, 4, func(cfg *Config) { cfg.DeadGrace = time.Hour })
+	c := meshtest.New(t, 4, func(cfg *node.Config) { cfg.DeadGrace = time.Hour })
 	leader := c.Leader()
 	old := meshOf(leader)
 	write := func(stage string) {
 		t.Helper()
 		name := "t-" + strings.ReplaceAll(stage, " ", "-")
-		if code := call(t, c.follower(), c.AdminToken, "POST", "/v1/tokens", map[string]any{"name": name, "role": "reader"}, nil); code != 201 {
+		if code := call(t, c.Follower(), c.AdminToken, "POST", "/v1/tokens", map[string]any{"name": name, "role": "reader"}, nil); code != 201 {
 			t.Fatalf("write %s: %d", stage, code)
 		}
 	}
 	// One member is down for the whole rotation: finishing must wait for it, or be forced.
-	var down *Node
+	var down *node.Node
 	for i, n := range c.Nodes {
-		if n != leader && n != c.follower() {
+		if n != leader && n != c.Follower() {
 			down = n
 			c.Kill(i)
 			break
@@ -96,24 +99,24 @@ func TestCARotation(t *testing.T) {
 	}
 	write("after start")
 	c.Eventually(20*time.Second, "every running member to hold a certificate from the next CA", func() bool {
-		var st CAStatus
+		var st node.CAStatus
 		call(t, leader, c.AdminToken, "GET", "/v1/mesh/ca", nil, &st)
 		return len(st.Missing) == 1 && st.Missing[0] == down.Name()
 	})
-	var e answer
+	var e meshtest.Answer
 	if code := call(t, leader, c.AdminToken, "POST", "/v1/mesh/ca/rotate", map[string]any{"finish": true}, &e); code != 409 || !strings.Contains(e.Message, down.Name()) {
 		t.Fatalf("finish with a member lacking its certificate: %d %+v", code, e)
 	}
 	write("during the rotation")
-	if code := call(t, c.follower(), c.AdminToken, "POST", "/v1/mesh/ca/rotate", map[string]any{"finish": true, "force": true, "grace": "2s"}, &out); code != 200 {
+	if code := call(t, c.Follower(), c.AdminToken, "POST", "/v1/mesh/ca/rotate", map[string]any{"finish": true, "force": true, "grace": "2s"}, &out); code != 200 {
 		t.Fatalf("forced finish: %d %v", code, out)
 	}
 	next := meshOf(leader)
 	if next.CACert == old.CACert {
 		t.Fatal("the signing CA did not change")
 	}
-	newCA := firstCert([]byte(next.CACert))
-	var live []*Node
+	newCA := node.FirstCert([]byte(next.CACert))
+	var live []*node.Node
 	for _, n := range c.Nodes {
 		if n != nil {
 			live = append(live, n)
@@ -121,7 +124,7 @@ func TestCARotation(t *testing.T) {
 	}
 	c.Eventually(10*time.Second, "every running member to present its certificate from the new CA", func() bool {
 		for _, n := range live {
-			if n.ep.Identity().CAHash != transport.CertHash(newCA.Raw) {
+			if n.Endpoint().Identity().CAHash != transport.CertHash(newCA.Raw) {
 				return false
 			}
 		}
@@ -133,7 +136,7 @@ func TestCARotation(t *testing.T) {
 	forged := forgedIdentity(t, old.CACert, old.CAKey, live[1].Name())
 	c.Eventually(10*time.Second, "the old CA's grace to end everywhere", func() bool {
 		for _, n := range live {
-			if strings.Contains(string(n.ep.Identity().CAPEM), strings.TrimSpace(old.CACert)) {
+			if strings.Contains(string(n.Endpoint().Identity().CAPEM), strings.TrimSpace(old.CACert)) {
 				return false
 			}
 		}
@@ -147,12 +150,12 @@ func TestCARotation(t *testing.T) {
 	write("after the grace")
 	// The stored identity is the new one, and a join token printed now admits a new member.
 	for _, n := range live {
-		id, err := transport.LoadIdentity(filepath.Join(n.DataDir(), tlsDir))
+		id, err := transport.LoadIdentity(filepath.Join(n.DataDir(), node.TLSDir))
 		if err != nil || id.CAHash != transport.CertHash(newCA.Raw) {
 			t.Errorf("%s stored identity: %v", n.Name(), err)
 		}
 	}
-	var jt JoinTokenView
+	var jt api.JoinTokenView
 	if code := call(t, leader, c.AdminToken, "POST", "/v1/tokens/join", nil, &jt); code != 201 {
 		t.Fatalf("join token: %d", code)
 	}

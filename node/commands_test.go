@@ -1,4 +1,4 @@
-package node
+package node_test
 
 import (
 	"context"
@@ -8,6 +8,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/shoal-ci/shoal/internal/meshtest"
+	"github.com/shoal-ci/shoal/node"
 	"github.com/shoal-ci/shoal/raftfsm"
 	"github.com/shoal-ci/shoal/transport"
 )
@@ -18,25 +20,25 @@ import (
 // knowing it (upgraded), a write that was waiting is committed.
 func TestCommandWaitsForEveryMemberToKnowIt(t *testing.T) {
 	old := slices.DeleteFunc(raftfsm.Known(), func(ct raftfsm.CommandType) bool { return ct == raftfsm.CmdRetentionSet })
-	patient := func(cfg *Config) { cfg.LeaderWait = 60 * time.Second }
-	c := NewTestCluster(t, 2, patient)
-	c.Join("n3", func(cfg *Config) { patient(cfg); cfg.AdvertiseCommands = old })
+	patient := func(cfg *node.Config) { cfg.LeaderWait = 60 * time.Second }
+	c := meshtest.New(t, 2, patient)
+	c.Join("n3", func(cfg *node.Config) { patient(cfg); cfg.AdvertiseCommands = old })
 	c.WaitRaftMembers(3)
 	c.Eventually(20*time.Second, "the leader to hear n3's command set", func() bool {
-		_, missing := c.Leader().commandsInCommon(raftfsm.CmdRetentionSet)
+		_, missing := c.Leader().CommandsInCommon(raftfsm.CmdRetentionSet)
 		return slices.Equal(missing, []string{"n3"})
 	})
 
 	adminID, _, _ := strings.Cut(c.AdminToken, ".")
-	admin := func(ctx context.Context) context.Context { return WithTokenID(ctx, adminID) }
+	admin := func(ctx context.Context) context.Context { return node.WithTokenID(ctx, adminID) }
 	ctx, cancel := context.WithTimeout(admin(context.Background()), 2*time.Second)
 	defer cancel()
 	_, err := c.Nodes[0].Apply(ctx, &raftfsm.RetentionSet{Retention: raftfsm.Retention{Builds: 7}})
 	var re *transport.RemoteError
-	if !errors.As(err, &re) || re.Code != CodeUnavailable || !strings.Contains(re.Message, "n3") || !strings.Contains(re.Message, "upgrade") {
+	if !errors.As(err, &re) || re.Code != node.CodeUnavailable || !strings.Contains(re.Message, "n3") || !strings.Contains(re.Message, "upgrade") {
 		t.Fatalf("a command n3 does not know: %v, want 503 unavailable naming n3", err)
 	}
-	c.Nodes[0].fsm.Read(func(s *raftfsm.State) {
+	c.Nodes[0].FSM().Read(func(s *raftfsm.State) {
 		if s.Retention != nil && s.Retention.Builds == 7 {
 			t.Fatal("the refused command was committed")
 		}
@@ -61,12 +63,12 @@ func TestCommandWaitsForEveryMemberToKnowIt(t *testing.T) {
 		t.Fatalf("the write did not wait for n3: %v", err)
 	default:
 	}
-	c.Nodes[2].Close()
-	n3, err := Open(TestConfig(t, c.Dir, "n3"))
+	c.Kill(2)
+	n3, err := node.Open(meshtest.Config(t, c.Dir, "n3"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	c.Nodes[2] = n3
+	c.Put(2, n3)
 	select {
 	case err := <-done:
 		if err != nil {
@@ -78,7 +80,7 @@ func TestCommandWaitsForEveryMemberToKnowIt(t *testing.T) {
 	c.Eventually(10*time.Second, "every node to apply the retention", func() bool {
 		for _, n := range c.Nodes {
 			var b int
-			n.fsm.Read(func(s *raftfsm.State) {
+			n.FSM().Read(func(s *raftfsm.State) {
 				if s.Retention != nil {
 					b = s.Retention.Builds
 				}

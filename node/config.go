@@ -27,15 +27,13 @@ type Config struct {
 	// BindIP is the address the three listeners bind; AdvertiseIP the one peers reach (default BindIP).
 	BindIP      string
 	AdvertiseIP string
-	// Ports; -1 asks the kernel for a free port (tests).
+	// Ports; -1 asks the kernel for a free port (tests). The node binds the HTTP API's port and advertises it in
+	// gossip; package api serves it.
 	HTTPPort   int
 	GossipPort int
 	QUICPort   int
 	// Tags select this server into environments; carried by gossip.
 	Tags map[string]string
-	// AwaitServices: services will attach routes after the node opens (daemon.Main); until ServicesReady, a
-	// request for a route nobody serves yet answers 503 "starting" instead of 404 "no API route".
-	AwaitServices bool
 	// AdvertiseCommands, when set, is the command types this node tells the mesh it knows instead of all it
 	// does: upgrade tests use it to stand for an older Shoal (node/commands.go).
 	AdvertiseCommands []raftfsm.CommandType
@@ -47,8 +45,6 @@ type Config struct {
 	Timing Timing
 	// LeaderWait bounds how long a write waits for a leader before failing with 503.
 	LeaderWait time.Duration
-	// MetricsOpen serves /metrics without a token.
-	MetricsOpen bool
 	// CertLifetime is how long the node certificates this node signs (as leader, or for a joiner) are valid;
 	// members renew theirs at half-life (certs.go).
 	CertLifetime time.Duration

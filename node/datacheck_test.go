@@ -1,4 +1,4 @@
-package node
+package node_test
 
 import (
 	"errors"
@@ -6,6 +6,9 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/shoal-ci/shoal/internal/meshtest"
+	"github.com/shoal-ci/shoal/node"
 )
 
 // A damaged Raft log stops the node at start with one error that names the file and says how to recover, not
@@ -30,12 +33,12 @@ func TestCorruptRaftLogStopsWithOneMessage(t *testing.T) {
 		{"truncated", func(data []byte) []byte { return data[:5000] }},
 	} {
 		t.Run(damage.name, func(t *testing.T) {
-			c := NewTestCluster(t, 1, nil)
-			if _, err := c.Nodes[0].CreateJoinToken(t.Context(), DefaultJoinTTL); err != nil {
+			c := meshtest.New(t, 1, nil)
+			if _, err := c.Nodes[0].CreateJoinToken(t.Context(), node.DefaultJoinTTL); err != nil {
 				t.Fatal(err)
 			}
 			c.Kill(0)
-			path := filepath.Join(c.Dir, "n1", raftDir, "raft.db")
+			path := filepath.Join(c.Dir, "n1", node.RaftDir, "raft.db")
 			data, err := os.ReadFile(path)
 			if err != nil {
 				t.Fatal(err)
@@ -43,12 +46,12 @@ func TestCorruptRaftLogStopsWithOneMessage(t *testing.T) {
 			if err := os.WriteFile(path, damage.do(data), 0o600); err != nil {
 				t.Fatal(err)
 			}
-			n, err := Open(TestConfig(t, c.Dir, "n1"))
+			n, err := node.Open(meshtest.Config(t, c.Dir, "n1"))
 			if err == nil {
 				n.Close()
 				t.Fatal("the node started from a corrupt raft.db")
 			}
-			var ce *CorruptDataError
+			var ce *node.CorruptDataError
 			if !errors.As(err, &ce) || ce.File != path {
 				t.Fatalf("error %v (%T), want a CorruptDataError for %s", err, err, path)
 			}
@@ -64,16 +67,16 @@ func TestCorruptRaftLogStopsWithOneMessage(t *testing.T) {
 
 // A node whose every Raft snapshot is damaged stops with the same kind of message, naming the snapshot directory.
 func TestCorruptSnapshotsStopWithOneMessage(t *testing.T) {
-	c := NewTestCluster(t, 1, nil)
+	c := meshtest.New(t, 1, nil)
 	n := c.Nodes[0]
-	if _, err := n.CreateJoinToken(t.Context(), DefaultJoinTTL); err != nil {
+	if _, err := n.CreateJoinToken(t.Context(), node.DefaultJoinTTL); err != nil {
 		t.Fatal(err)
 	}
-	if err := n.raft.Snapshot().Error(); err != nil {
+	if err := n.Raft().Snapshot().Error(); err != nil {
 		t.Fatal(err)
 	}
 	c.Kill(0)
-	dir := filepath.Join(c.Dir, "n1", raftDir, "snapshots")
+	dir := filepath.Join(c.Dir, "n1", node.RaftDir, "snapshots")
 	states, err := filepath.Glob(filepath.Join(dir, "*", "state.bin"))
 	if err != nil || len(states) == 0 {
 		t.Fatalf("no snapshot written: %v", err)
@@ -83,12 +86,12 @@ func TestCorruptSnapshotsStopWithOneMessage(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	n, err = Open(TestConfig(t, c.Dir, "n1"))
+	n, err = node.Open(meshtest.Config(t, c.Dir, "n1"))
 	if err == nil {
 		n.Close()
 		t.Fatal("the node started from corrupt snapshots")
 	}
-	var ce *CorruptDataError
+	var ce *node.CorruptDataError
 	if !errors.As(err, &ce) || ce.File != dir || !strings.Contains(err.Error(), "node join") {
 		t.Fatalf("error %v (%T), want a CorruptDataError for %s", err, err, dir)
 	}

@@ -1,3 +1,3 @@
-// Package node runs one member of a Shoal mesh: data dir, Raft, gossip membership, write forwarding, the HTTP
-// API and the metrics registry.
+// Package node runs one member of a Shoal mesh: data dir, Raft, gossip membership, write forwarding, consistent
+// reads, certificates and the metrics registry. Its HTTP API is package api.
 package node

@@ -368,6 +368,21 @@ func (n *Node) departed() map[string]bool {
 }
 
 // raftServers returns the names in the Raft configuration this node knows.
+// RaftServers returns the Raft configuration this node knows, as name → "voter" or "nonvoter".
+func (n *Node) RaftServers() map[string]string {
+	out := map[string]string{}
+	if f := n.raft.GetConfiguration(); f.Error() == nil {
+		for _, s := range f.Configuration().Servers {
+			if s.Suffrage == raft.Voter {
+				out[string(s.ID)] = "voter"
+			} else {
+				out[string(s.ID)] = "nonvoter"
+			}
+		}
+	}
+	return out
+}
+
 func (n *Node) raftServers() map[string]bool {
 	out := map[string]bool{}
 	if f := n.raft.GetConfiguration(); f.Error() == nil {

@@ -5,7 +5,6 @@ import (
 	"context"
 	"crypto/rand"
 	"fmt"
-	"net/http"
 	"os"
 	"path/filepath"
 	"slices"
@@ -14,7 +13,6 @@ import (
 
 	"github.com/hashicorp/memberlist"
 
-	"github.com/shoal-ci/shoal/errs"
 	"github.com/shoal-ci/shoal/raftfsm"
 )
 
@@ -173,34 +171,6 @@ func (n *Node) rotateAfterDeparture(log interface{ Warn(string, ...any) }) {
 	if _, err := n.Apply(ctx, rot); err != nil {
 		log.Warn("could not rotate the gossip key after a departure; retrying", "err", err)
 	}
-}
-
-// postRotateGossipKey serves `node gossip-key rotate`.
-func (n *Node) postRotateGossipKey(w http.ResponseWriter, r *http.Request) error {
-	var in struct {
-		Overlap raftfsm.Duration `json:"overlap"`
-	}
-	if r.ContentLength != 0 {
-		if err := decode(r, &in); err != nil {
-			return err
-		}
-	}
-	overlap := time.Duration(in.Overlap)
-	if overlap == 0 {
-		overlap = DefaultKeyOverlap
-	}
-	if overlap < 0 || overlap > 24*time.Hour {
-		return errs.New(errs.BadRequest, "overlap %s is out of range: give a duration from 1s to 24h, like 1m", overlap)
-	}
-	ctx, cancel := contextWithTimeout(r, 15*time.Second)
-	defer cancel()
-	res, err := n.RotateGossipKey(ctx, overlap)
-	if err != nil {
-		return err
-	}
-	n.log.Info("gossip key rotated", "component", "gossip", "overlap", overlap, "by", TokenOf(r).Name)
-	writeJSON(w, http.StatusOK, map[string]any{"index": res.Index, "previous_key_accepted_until": time.Now().Add(overlap).UTC()})
-	return nil
 }
 
 // removeGossipKeys drops from ring the keys keep refuses. memberlist's RemoveKey shifts the keys after the one it

@@ -1,4 +1,4 @@
-package node
+package node_test
 
 import (
 	"bytes"
@@ -11,17 +11,10 @@ import (
 
 	"github.com/hashicorp/memberlist"
 
+	"github.com/shoal-ci/shoal/internal/meshtest"
+	"github.com/shoal-ci/shoal/node"
 	"github.com/shoal-ci/shoal/raftfsm"
 )
-
-func ringKeys(n *Node) [][]byte {
-	n.gossipKeys.mu.Lock()
-	defer n.gossipKeys.mu.Unlock()
-	if n.gossipKeys.ring == nil {
-		return nil
-	}
-	return append([][]byte(nil), n.gossipKeys.ring.GetKeys()...)
-}
 
 func holds(keys [][]byte, k []byte) bool {
 	for _, x := range keys {
@@ -32,9 +25,9 @@ func holds(keys [][]byte, k []byte) bool {
 	return false
 }
 
-func currentGossipKey(n *Node) []byte {
+func currentGossipKey(n *node.Node) []byte {
 	var k []byte
-	n.fsm.Read(func(s *raftfsm.State) { k = s.Mesh.GossipKey })
+	n.FSM().Read(func(s *raftfsm.State) { k = s.Mesh.GossipKey })
 	return k
 }
 
@@ -63,10 +56,10 @@ func (testWriter) Write(p []byte) (int, error) { return len(p), nil }
 // A rotation by hand: every member sends with the new key at once, accepts the old one during the overlap only,
 // keeps the new one across a restart, and the mesh's gossip keeps working (a node joins after it).
 func TestGossipKeyRotation(t *testing.T) {
-	c := NewTestCluster(t, 3, nil)
+	c := meshtest.New(t, 3, nil)
 	old := currentGossipKey(c.Nodes[0])
 	var out map[string]any
-	if code := call(t, c.follower(), c.AdminToken, "POST", "/v1/mesh/gossip-key/rotate", map[string]any{"overlap": "2s"}, &out); code != 200 {
+	if code := call(t, c.Follower(), c.AdminToken, "POST", "/v1/mesh/gossip-key/rotate", map[string]any{"overlap": "2s"}, &out); code != 200 {
 		t.Fatalf("rotate: %d %v", code, out)
 	}
 	fresh := currentGossipKey(c.Leader())
@@ -75,7 +68,7 @@ func TestGossipKeyRotation(t *testing.T) {
 	}
 	c.Eventually(5*time.Second, "every member to send with the new key and still accept the old", func() bool {
 		for _, n := range c.Nodes {
-			if k := ringKeys(n); len(k) == 0 || !bytes.Equal(k[0], fresh) {
+			if k := node.RingKeys(n); len(k) == 0 || !bytes.Equal(k[0], fresh) {
 				return false
 			}
 		}
@@ -83,7 +76,7 @@ func TestGossipKeyRotation(t *testing.T) {
 	})
 	c.Eventually(10*time.Second, "every member to drop the old key after the overlap", func() bool {
 		for _, n := range c.Nodes {
-			if holds(ringKeys(n), old) {
+			if holds(node.RingKeys(n), old) {
 				return false
 			}
 		}
@@ -96,21 +89,21 @@ func TestGossipKeyRotation(t *testing.T) {
 		t.Errorf("gossip refused the current key: %v", err)
 	}
 	for _, n := range c.Nodes {
-		b, err := os.ReadFile(filepath.Join(n.DataDir(), tlsDir, gossipKeyFile))
+		b, err := os.ReadFile(filepath.Join(n.DataDir(), node.TLSDir, node.GossipKeyFile))
 		if err != nil || !bytes.Equal(b, fresh) {
 			t.Errorf("%s stores %x, want the new key (%v)", n.Name(), b, err)
 		}
 	}
 	// A member restarted after the overlap starts with the new key (from its state and its data dir).
-	cfg := c.Nodes[1].cfg
+	cfg := c.Nodes[1].Config()
 	cfg.Registry = nil
-	c.Nodes[1].Close()
-	back, err := Open(cfg)
+	c.Kill(1)
+	back, err := node.Open(cfg)
 	if err != nil {
 		t.Fatalf("restart: %v", err)
 	}
-	c.Nodes[1] = back
-	if k := ringKeys(back); len(k) != 1 || !bytes.Equal(k[0], fresh) {
+	c.Put(1, back)
+	if k := node.RingKeys(back); len(k) != 1 || !bytes.Equal(k[0], fresh) {
 		t.Errorf("the restarted member's keyring holds %d keys, want only the new one", len(k))
 	}
 	n4 := c.Join("n4", nil)
@@ -118,7 +111,7 @@ func TestGossipKeyRotation(t *testing.T) {
 		for _, n := range c.Nodes {
 			seen := 0
 			for _, m := range n.Members() {
-				if (m.Name == n4.Name() || m.Name == back.Name()) && m.Status == StatusAlive {
+				if (m.Name == n4.Name() || m.Name == back.Name()) && m.Status == node.StatusAlive {
 					seen++
 				}
 			}
@@ -133,15 +126,15 @@ func TestGossipKeyRotation(t *testing.T) {
 // After a departure the leader rotates the gossip key by itself: within about a second, the key the departed node
 // holds no longer opens the mesh's gossip.
 func TestGossipKeyRotatesAfterDeparture(t *testing.T) {
-	c := NewTestCluster(t, 4, nil)
+	c := meshtest.New(t, 4, nil)
 	old := currentGossipKey(c.Nodes[0])
-	f := c.follower()
+	f := c.Follower()
 	ctx := t.Context()
 	if err := f.Leave(ctx); err != nil {
 		t.Fatal(err)
 	}
 	left := time.Now()
-	var rest []*Node
+	var rest []*node.Node
 	for _, n := range c.Nodes {
 		if n != f {
 			rest = append(rest, n)
@@ -149,7 +142,7 @@ func TestGossipKeyRotatesAfterDeparture(t *testing.T) {
 	}
 	c.Eventually(10*time.Second, "every member to drop the departed node's gossip key", func() bool {
 		for _, n := range rest {
-			if holds(ringKeys(n), old) {
+			if holds(node.RingKeys(n), old) {
 				return false
 			}
 		}
@@ -175,7 +168,7 @@ func TestRemoveGossipKeysLeavesReadersSlice(t *testing.T) {
 	}
 	held := ring.GetKeys()
 	before := slices.Clone(held)
-	removeGossipKeys(ring, func(k []byte) bool { return !bytes.Equal(k, key(2)) })
+	node.RemoveGossipKeys(ring, func(k []byte) bool { return !bytes.Equal(k, key(2)) })
 	for i := range held {
 		if !bytes.Equal(held[i], before[i]) {
 			t.Fatalf("a reader's slice changed at %d", i)

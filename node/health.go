@@ -2,7 +2,6 @@ package node
 
 import (
 	"fmt"
-	"net/http"
 	"os"
 	"sync"
 	"time"
@@ -84,14 +83,5 @@ func (s *watchedLogStore) StoreLogs(ls []*raft.Log) error {
 	return err
 }
 
-// getHealthz answers 200 while the node can write its Raft log, 503 with the reason otherwise. It needs no token:
-// load balancers and supervisors ask it.
-func (n *Node) getHealthz(w http.ResponseWriter, r *http.Request) {
-	if err := n.disk.check(); err != nil {
-		w.Header().Set("Retry-After", "5")
-		writeJSON(w, http.StatusServiceUnavailable, map[string]any{"ok": false, "node": n.cfg.Name, "code": "disk",
-			"error": err.Error() + ": free space or fix the disk; this node cannot record what the mesh commits"})
-		return
-	}
-	writeJSON(w, http.StatusOK, map[string]any{"ok": true, "node": n.cfg.Name})
-}
+// CheckDisk returns why the node cannot write its Raft log now, or nil (GET /healthz).
+func (n *Node) CheckDisk() error { return n.disk.check() }

@@ -1,7 +1,8 @@
-package node
+package node_test
 
 import (
 	"fmt"
+	"io"
 	"net/http"
 	"os"
 	"os/exec"
@@ -10,8 +11,11 @@ import (
 	"testing"
 	"time"
 
+	"github.com/shoal-ci/shoal/api"
+	"github.com/shoal-ci/shoal/internal/meshtest"
 	"github.com/shoal-ci/shoal/internal/testtier"
 	"github.com/shoal-ci/shoal/internal/testutil"
+	"github.com/shoal-ci/shoal/node"
 )
 
 // /healthz fails while the node cannot write its Raft log (here: the log's file system is full), says why, and
@@ -21,7 +25,7 @@ func TestHealthzFailsWhileTheLogCannotBeWritten(t *testing.T) {
 		testtier.Skip(t, "needs root to mount a file system for the raft log and make it read-only")
 	}
 	dir := t.TempDir()
-	raftPath := filepath.Join(dir, "n1", raftDir)
+	raftPath := filepath.Join(dir, "n1", node.RaftDir)
 	if err := os.MkdirAll(raftPath, 0o700); err != nil {
 		t.Fatal(err)
 	}
@@ -29,12 +33,21 @@ func TestHealthzFailsWhileTheLogCannotBeWritten(t *testing.T) {
 		testtier.Skipf(t, "cannot mount a tmpfs: %v %s", err, out)
 	}
 	t.Cleanup(func() { exec.Command("umount", "-l", raftPath).Run() })
-	n, _, err := Init(TestConfig(t, dir, "n1"), "test", time.Hour)
+	n, _, err := node.Init(meshtest.Config(t, dir, "n1"), "test", time.Hour)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer n.Close()
-	health := func() (int, string) { return httpGet("http://"+n.HTTPAddr()+"/healthz", "") }
+	meshtest.Serve(t, n, api.Config{})
+	health := func() (int, string) {
+		resp, err := http.Get("http://" + n.HTTPAddr() + "/healthz")
+		if err != nil {
+			return 0, err.Error()
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, string(b)
+	}
 	if status, body := health(); status != http.StatusOK {
 		t.Fatalf("healthz of a healthy node: %d %s", status, body)
 	}
@@ -43,14 +56,14 @@ func TestHealthzFailsWhileTheLogCannotBeWritten(t *testing.T) {
 		!strings.Contains(string(out), "No space left") {
 		t.Fatalf("fill the raft log's file system: %v %s", err, out)
 	}
-	testutil.Eventually(t, 10*time.Second, "healthz to answer 503 naming "+raftPath+" with a full raft log disk", func() (bool, string) {
+	testutil.Eventually(t, 10*time.Second, "healthz to meshtest.Answer 503 naming "+raftPath+" with a full raft log disk", func() (bool, string) {
 		status, body := health()
 		return status == http.StatusServiceUnavailable && strings.Contains(body, raftPath), fmt.Sprintf("%d %s", status, body)
 	})
 	if err := os.Remove(filler); err != nil {
 		t.Fatal(err)
 	}
-	testutil.Eventually(t, 10*time.Second, "healthz to answer 200 after the disk recovered", func() (bool, string) {
+	testutil.Eventually(t, 10*time.Second, "healthz to meshtest.Answer 200 after the disk recovered", func() (bool, string) {
 		status, body := health()
 		return status == http.StatusOK, fmt.Sprintf("%d %s", status, body)
 	})

@@ -89,7 +89,7 @@ func Init(cfg Config, meshName string, joinTTL time.Duration) (*Node, *InitResul
 	}}); err != nil {
 		return fail(fmt.Errorf("record the mesh: %w", err))
 	}
-	admin, rec := newAPIToken("admin", raftfsm.RoleAdmin)
+	admin, rec := NewAPIToken("admin", raftfsm.RoleAdmin)
 	rec.CreatedAt = now
 	if _, err := n.Apply(ctx, &raftfsm.TokenCreate{Token: rec}); err != nil {
 		return fail(fmt.Errorf("create the admin token: %w", err))

@@ -23,6 +23,9 @@ func hclogFor(l *slog.Logger, component string) hclog.Logger {
 }
 
 // memberlistLogger bridges memberlist's *log.Logger, whose lines carry "[LEVEL]" prefixes.
+// StdLogger is a standard library logger that writes to l the way memberlist's does (the HTTP server's ErrorLog).
+func StdLogger(l *slog.Logger) *log.Logger { return memberlistLogger(l) }
+
 func memberlistLogger(l *slog.Logger) *log.Logger {
 	return log.New(&slogWriter{l: l.With("component", "gossip")}, "", 0)
 }

@@ -16,8 +16,6 @@ type metrics struct {
 	writes            *prometheus.HistogramVec
 	commit            prometheus.Histogram
 	fsmApply          prometheus.Histogram
-	apiRequests       *prometheus.CounterVec
-	apiDuration       *prometheus.HistogramVec
 	membershipChanges *prometheus.CounterVec
 }
 
@@ -38,24 +36,21 @@ func newMetrics(reg prometheus.Registerer, n *Node) *metrics {
 			Help:    "Time to apply one committed command to the state machine.",
 			Buckets: prometheus.ExponentialBuckets(0.000005, 2, 16),
 		}),
-		apiRequests: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "shoal_api_requests_total",
-			Help: "HTTP API requests by route pattern and status code.",
-		}, []string{"route", "code"}),
-		apiDuration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
-			Name:    "shoal_api_request_duration_seconds",
-			Help:    "HTTP API request latency by route pattern (blocking reads included).",
-			Buckets: prometheus.ExponentialBuckets(0.0005, 2, 18),
-		}, []string{"route"}),
 		membershipChanges: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "shoal_raft_membership_changes_total",
 			Help: "Raft configuration changes made by this node as leader, by kind.",
 		}, []string{"change"}),
 	}
-	reg.MustRegister(m.writes, m.commit, m.fsmApply, m.apiRequests, m.apiDuration, m.membershipChanges,
+	reg.MustRegister(m.writes, m.commit, m.fsmApply, m.membershipChanges,
 		&nodeCollector{n: n},
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-	reg.MustRegister(limitCollectors(n)...)
+	reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "shoal_quic_handshakes_refused_total",
+		Help: "QUIC handshakes refused because their source address exceeded its rate."}, func() float64 {
+		if n.ep == nil {
+			return 0
+		}
+		return float64(n.ep.RefusedHandshakes())
+	}))
 	return m
 }
 

@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
-	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
@@ -38,22 +37,18 @@ type Node struct {
 	gossip     *memberlist.Memberlist
 	members    *memberTable
 	known      knownCheck // the command types every member knows (commands.go)
-	httpLn     net.Listener
-	httpSrv    *http.Server
-	httpConns  *connLimiter
-	disk       *diskHealth
-	watchers   watchers
-	mux        *http.ServeMux
-	routesMu   sync.Mutex
-	routeSet   map[string]*route // pattern → its current handler (api.go)
-	// servicesReady: the services' routes are attached (Config.AwaitServices).
-	servicesReady atomic.Bool
-	leaderCh      chan bool
-	leaderW       *leaderWatch // leader and Raft state changes (leaderwatch.go)
-	left          chan struct{}
-	leftOnce      sync.Once
-	metrics       *metrics
-	raftAddr      string
+	// httpLn is the HTTP API's listener, bound by the node because gossip advertises its address; the API
+	// server (package api) takes it over (TakeHTTPListener).
+	httpLn    net.Listener
+	httpTaken bool // under httpMu
+	httpMu    sync.Mutex
+	disk      *diskHealth
+	leaderCh  chan bool
+	leaderW   *leaderWatch // leader and Raft state changes (leaderwatch.go)
+	left      chan struct{}
+	leftOnce  sync.Once
+	metrics   *metrics
+	raftAddr  string
 
 	ctx    context.Context
 	cancel context.CancelFunc
@@ -74,8 +69,6 @@ type Node struct {
 	startIndex uint64
 	startedAt  time.Time
 
-	// envRuntime adds the deployer's per-server report to environment reads (env_view.go).
-	envRuntime atomic.Pointer[EnvRuntimeFunc]
 	// raftUp is set once n.raft exists: RPC handlers, registered before Raft starts, check it first.
 	raftUp atomic.Bool
 	// answered is the highest index of a write this node committed (and answered): plain reads wait until the
@@ -101,8 +94,8 @@ func (n *Node) Ready() bool {
 	return meshKnown && (n.applied.through(n.startIndex) || time.Since(n.startedAt) > readyAfter)
 }
 
-// Open starts a node from an initialised or joined data dir: the QUIC endpoint, Raft, the HTTP API, then gossip
-// (the order of start; Close stops them the other way round, HTTP first).
+// Open starts a node from an initialised or joined data dir: the QUIC endpoint, Raft, the HTTP API's listener
+// (package api serves it), then gossip (the order of start; Close stops them the other way round).
 func Open(cfg Config) (*Node, error) {
 	st, err := LoadStored(cfg.DataDir)
 	if err != nil {
@@ -171,7 +164,7 @@ func (n *Node) start() error {
 	if err := n.startRaft(); err != nil {
 		return err
 	}
-	if err := n.startHTTP(); err != nil {
+	if err := n.reserveHTTP(); err != nil {
 		return err
 	}
 	if err := n.startGossip(); err != nil {
@@ -185,19 +178,13 @@ func (n *Node) start() error {
 	return nil
 }
 
-// Close leaves nothing running: HTTP first (no new work), then the leader loop, gossip, Raft, and the endpoint
-// last, since Raft talks through it until it is shut down.
+// Close leaves nothing running: the leader loop, gossip, Raft, and the endpoint last, since Raft talks through
+// it until it is shut down. The HTTP API (package api) is closed before it.
 func (n *Node) Close() error {
 	n.closeOnce.Do(func() {
 		n.handOff()
-		n.cancel() // ends long-lived streams (events, log follows), so Shutdown need not wait for them
-		if n.httpSrv != nil {
-			ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-			if err := n.httpSrv.Shutdown(ctx); err != nil {
-				_ = n.httpSrv.Close()
-			}
-			cancel()
-		}
+		n.cancel() // ends long-lived work (loops, log follows)
+		n.closeHTTPListener()
 		n.wg.Wait()
 		n.stopGossipKeys()
 		n.stopTrustTimer()
@@ -237,6 +224,38 @@ func (n *Node) Endpoint() *transport.Endpoint { return n.ep }
 
 // HTTPAddr returns the address the API listens on.
 func (n *Node) HTTPAddr() string { return n.httpLn.Addr().String() }
+
+// reserveHTTP binds the HTTP API's address: gossip advertises it from the start, and its port may be the
+// kernel's choice, so it is bound before gossip starts; the API server serves it (TakeHTTPListener).
+func (n *Node) reserveHTTP() error {
+	ln, err := net.Listen("tcp", hostPort(n.cfg.BindIP, n.cfg.HTTPPort))
+	if err != nil {
+		return fmt.Errorf("listen HTTP on %s: %w", hostPort(n.cfg.BindIP, n.cfg.HTTPPort), err)
+	}
+	n.httpLn = ln
+	return nil
+}
+
+// TakeHTTPListener hands the HTTP API's listener to the one server that serves it (api.New), which closes it.
+// Connections wait in the listen queue until it serves.
+func (n *Node) TakeHTTPListener() (net.Listener, error) {
+	n.httpMu.Lock()
+	defer n.httpMu.Unlock()
+	if n.httpTaken {
+		return nil, fmt.Errorf("node %s: the HTTP API's listener is served already", n.cfg.Name)
+	}
+	n.httpTaken = true
+	return n.httpLn, nil
+}
+
+// closeHTTPListener closes the listener if no API server took it (that server closes it).
+func (n *Node) closeHTTPListener() {
+	n.httpMu.Lock()
+	defer n.httpMu.Unlock()
+	if n.httpLn != nil && !n.httpTaken {
+		_ = n.httpLn.Close()
+	}
+}
 
 // AdvertisedHTTPAddr returns the address other machines reach the API at: the advertised IP with the port the API
 // listens on (HTTPAddr says [::] when the node binds every address).
@@ -512,8 +531,4 @@ func (n *Node) InRaft() bool {
 		}
 	}
 	return false
-}
-
-func contextWithTimeout(r *http.Request, d time.Duration) (context.Context, context.CancelFunc) {
-	return context.WithTimeout(r.Context(), d)
 }

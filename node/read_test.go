@@ -1,17 +1,20 @@
-package node
+package node_test
 
 import (
 	"context"
 	"testing"
 	"time"
+
+	"github.com/shoal-ci/shoal/internal/meshtest"
+	"github.com/shoal-ci/shoal/node"
 )
 
 // A consistent read that starts while the leader is gone waits for the next leader, as a write does, instead of
 // failing in the middle of the election.
 func TestConsistentReadWaitsOutAnElection(t *testing.T) {
-	c := NewTestCluster(t, 3, nil)
+	c := meshtest.New(t, 3, nil)
 	leader := c.Leader()
-	var follower *Node
+	var follower *node.Node
 	for i, n := range c.Nodes {
 		if n == leader {
 			defer func() { c.Nodes[i] = nil }()
@@ -36,12 +39,11 @@ func TestConsistentReadWaitsOutAnElection(t *testing.T) {
 
 // A read with no time left fails with the no-leader error rather than waiting.
 func TestConsistentReadGivesUpWithItsContext(t *testing.T) {
-	c := NewTestCluster(t, 3, nil)
+	c := meshtest.New(t, 3, nil)
 	leader := c.Leader()
 	for i, n := range c.Nodes {
 		if n != leader {
-			n.Close()
-			c.Nodes[i] = nil
+			c.Kill(i)
 		}
 	}
 	// The leader alone cannot confirm it still leads: every read-index round fails until ctx ends.

@@ -2,7 +2,6 @@ package node
 
 import (
 	"context"
-	"net/http"
 	"time"
 
 	"github.com/shoal-ci/shoal/raftfsm"
@@ -46,39 +45,4 @@ func (n *Node) pruneOnce(ctx context.Context) *raftfsm.Prune {
 	n.log.Info("pruned by the retention", "builds", len(plan.Builds), "releases", len(plan.Releases),
 		"deployments", len(plan.Deploys), "deliveries", len(plan.Deliveries), "departed", len(plan.Departed))
 	return plan
-}
-
-// RetentionView is GET /v1/retention: the stored settings and the limits in force (defaults filled in).
-type RetentionView struct {
-	Set       *raftfsm.Retention `json:"set"`
-	Effective raftfsm.Retention  `json:"effective"`
-}
-
-func (n *Node) apiRetention() {
-	n.Handle("GET /v1/retention", raftfsm.RoleReader, func(w http.ResponseWriter, r *http.Request) error {
-		if err := n.BeginRead(r); err != nil {
-			return err
-		}
-		var v RetentionView
-		n.fsm.Read(func(s *raftfsm.State) {
-			if s.Retention != nil {
-				c := *s.Retention
-				v.Set = &c
-			}
-			v.Effective = s.Limits()
-		})
-		n.WriteJSON(w, http.StatusOK, v)
-		return nil
-	})
-	n.Handle("PUT /v1/retention", raftfsm.RoleAdmin, func(w http.ResponseWriter, r *http.Request) error {
-		var in raftfsm.Retention
-		if err := decode(r, &in); err != nil {
-			return err
-		}
-		res, err := n.Apply(r.Context(), &raftfsm.RetentionSet{Retention: in}, ForRequest(r), OnCommit)
-		if err != nil {
-			return err
-		}
-		return writeRecord(n, w, http.StatusOK, res, func(e *raftfsm.Retention) raftfsm.Retention { return *e })
-	})
 }

@@ -1,4 +1,4 @@
-package node
+package node_test
 
 import (
 	"context"
@@ -8,13 +8,16 @@ import (
 	"testing"
 	"time"
 
+	"github.com/shoal-ci/shoal/api"
+	"github.com/shoal-ci/shoal/internal/meshtest"
+	"github.com/shoal-ci/shoal/node"
 	"github.com/shoal-ci/shoal/raftfsm"
 )
 
 // The leader prunes by the retention set through the API, on every node alike, and keeps what an environment
 // needs: here the desired release, although it is older than the newest two.
 func TestRetentionPrunesOnEveryNode(t *testing.T) {
-	c := NewTestCluster(t, 3, nil)
+	c := meshtest.New(t, 3, nil)
 	n := c.Leader()
 	ctx := context.Background()
 	must := func(cmd raftfsm.Command) {
@@ -53,7 +56,7 @@ func TestRetentionPrunesOnEveryNode(t *testing.T) {
 		}
 		return true
 	})
-	var v RetentionView
+	var v api.RetentionView
 	if code := call(t, n, c.AdminToken, "GET", "/v1/retention", nil, &v); code != 200 || v.Set == nil || v.Effective.Releases != 2 {
 		t.Fatalf("get retention: %d %+v", code, v)
 	}
@@ -62,14 +65,14 @@ func TestRetentionPrunesOnEveryNode(t *testing.T) {
 // A clean stop with a long log since the last snapshot takes one, so the next start restores it rather than
 // replaying the log.
 func TestSnapshotBeforeStop(t *testing.T) {
-	c := NewTestCluster(t, 1, func(cfg *Config) { cfg.Timing.SnapshotThreshold = 1 << 20 })
+	c := meshtest.New(t, 1, func(cfg *node.Config) { cfg.Timing.SnapshotThreshold = 1 << 20 })
 	n := c.Nodes[0]
-	for i := range stopSnapshotMin + 10 {
-		if _, err := n.Apply(context.Background(), &raftfsm.AppPut{App: raftfsm.App{Name: fmt.Sprintf("a%d", i)}, Create: true}, OnCommit); err != nil {
+	for i := range node.StopSnapshotMin + 10 {
+		if _, err := n.Apply(context.Background(), &raftfsm.AppPut{App: raftfsm.App{Name: fmt.Sprintf("a%d", i)}, Create: true}, node.OnCommit); err != nil {
 			t.Fatal(err)
 		}
 	}
-	snaps := filepath.Join(n.cfg.DataDir, raftDir, "snapshots")
+	snaps := filepath.Join(n.Config().DataDir, node.RaftDir, "snapshots")
 	if entries, _ := os.ReadDir(snaps); len(entries) != 0 {
 		t.Fatalf("a snapshot before the stop: %v", entries)
 	}

@@ -1,10 +1,12 @@
-package node
+package node_test
 
 import (
 	"testing"
 	"time"
 
+	"github.com/shoal-ci/shoal/internal/meshtest"
 	"github.com/shoal-ci/shoal/internal/testutil"
+	"github.com/shoal-ci/shoal/node"
 )
 
 // TestSoleVoterLeadsAtOnce: a node that is the only voter of its mesh does not wait out a heartbeat timeout for
@@ -13,23 +15,23 @@ import (
 // 10 s bound, however loaded the machine.
 func TestSoleVoterLeadsAtOnce(t *testing.T) {
 	dir := t.TempDir()
-	slow := func() Config {
-		cfg := TestConfig(t, dir, "n1")
+	slow := func() node.Config {
+		cfg := meshtest.Config(t, dir, "n1")
 		cfg.Timing.HeartbeatTimeout, cfg.Timing.ElectionTimeout = 20*time.Second, 20*time.Second
 		return cfg
 	}
-	leads := func(n *Node, what string) {
+	leads := func(n *node.Node, what string) {
 		t.Helper()
 		testutil.Until(t, 10*time.Second, what+": the sole voter to lead (its heartbeat timeout is 20 s)", n.IsLeader)
 	}
-	n, _, err := Init(slow(), "test", time.Hour)
+	n, _, err := node.Init(slow(), "test", time.Hour)
 	if err != nil {
 		t.Fatal(err)
 	}
 	leads(n, "init")
 	for i, stop := range []string{"close", "close again"} {
 		n.Close()
-		if n, err = Open(slow()); err != nil {
+		if n, err = node.Open(slow()); err != nil {
 			t.Fatalf("restart %d: %v", i+1, err)
 		}
 		leads(n, "after "+stop)

@@ -28,14 +28,14 @@ func hashSecret(secret string) string {
 	return hex.EncodeToString(h[:])
 }
 
-// newAPIToken returns the token text and the record to store (which holds only the secret's hash).
-func newAPIToken(name, role string) (string, raftfsm.Token) {
+// NewAPIToken returns the token text and the record to store (which holds only the secret's hash).
+func NewAPIToken(name, role string) (string, raftfsm.Token) {
 	id, secret := randomHex(6), randomHex(20)
 	return id + "." + secret, raftfsm.Token{ID: id, Name: name, Role: role, SecretHash: hashSecret(secret)}
 }
 
-// checkAPIToken finds the token record for text, or nil.
-func checkAPIToken(s *raftfsm.State, text string) *raftfsm.Token {
+// CheckAPIToken finds the token record for text, or nil.
+func CheckAPIToken(s *raftfsm.State, text string) *raftfsm.Token {
 	id, secret, ok := strings.Cut(text, ".")
 	if !ok {
 		return nil

@@ -1,4 +1,4 @@
-package node
+package node_test
 
 import (
 	"context"
@@ -9,30 +9,20 @@ import (
 	"testing"
 	"time"
 
+	"github.com/shoal-ci/shoal/api"
+	"github.com/shoal-ci/shoal/internal/meshtest"
+	"github.com/shoal-ci/shoal/node"
 	"github.com/shoal-ci/shoal/raftfsm"
 	"github.com/shoal-ci/shoal/transport"
 )
 
-// follower returns a live node that does not lead.
-func (c *TestCluster) follower() *Node {
-	c.T.Helper()
-	leader := c.Leader()
-	for _, n := range c.Nodes {
-		if n != nil && n != leader {
-			return n
-		}
-	}
-	c.T.Fatal("no follower")
-	return nil
-}
-
 // forward sends raw command bytes to the leader's apply RPC from node from, as a forwarded write.
-func forward(t *testing.T, from, leader *Node, data []byte, token string) error {
+func forward(t *testing.T, from, leader *node.Node, data []byte, token string) error {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	var out Applied
-	return from.ep.Call(ctx, leader.RaftAddr(), "apply", applyRequest{Data: data, Token: token}, &out)
+	var out node.Applied
+	return from.Endpoint().Call(ctx, leader.RaftAddr(), "apply", node.ApplyRequest{Data: data, Token: token}, &out)
 }
 
 func encode(t *testing.T, c raftfsm.Command) []byte {
@@ -55,8 +45,8 @@ func codeOf(err error) string {
 // The leader decodes every forwarded command strictly before Raft sees it: a malformed or unknown one is refused
 // and nothing is committed.
 func TestLeaderRefusesMalformedForwardedWrites(t *testing.T) {
-	c := NewTestCluster(t, 3, nil)
-	leader, f := c.Leader(), c.follower()
+	c := meshtest.New(t, 3, nil)
+	leader, f := c.Leader(), c.Follower()
 	app := encode(t, &raftfsm.AppPut{App: raftfsm.App{Name: "web", Repo: "https://example.com/web.git", Branch: "main", Manifest: "shoal.yml"}, Create: true})
 	bad := map[string][]byte{
 		"empty":           {},
@@ -68,17 +58,17 @@ func TestLeaderRefusesMalformedForwardedWrites(t *testing.T) {
 		"unknown field":   append([]byte{1, byte(raftfsm.CmdAppPut)}, []byte(`{"App":{"Name":"web"},"Create":true,"Sneaky":1}`)...),
 		"wrong body type": append([]byte{1, byte(raftfsm.CmdAppPut)}, []byte(`[1,2,3]`)...),
 	}
-	before := leader.raft.LastIndex()
+	before := leader.Raft().LastIndex()
 	for name, data := range bad {
 		err := forward(t, f, leader, data, "")
 		if err == nil || codeOf(err) != raftfsm.KindBadRequest {
 			t.Errorf("%s: forwarded write answered %v (code %q), want a bad_request refusal", name, err, codeOf(err))
 		}
 	}
-	if after := leader.raft.LastIndex(); after != before {
+	if after := leader.Raft().LastIndex(); after != before {
 		t.Errorf("refused writes reached the log: last index %d -> %d", before, after)
 	}
-	leader.fsm.Read(func(s *raftfsm.State) {
+	leader.FSM().Read(func(s *raftfsm.State) {
 		if len(s.Apps) != 0 {
 			t.Errorf("a refused write created apps: %v", s.Apps)
 		}
@@ -88,24 +78,24 @@ func TestLeaderRefusesMalformedForwardedWrites(t *testing.T) {
 // A node certificate alone cannot commit what only an admin may; a forwarded write carries its caller's token id,
 // which the leader checks against its own state.
 func TestNodeCertificateAloneIsNotAnAdmin(t *testing.T) {
-	c := NewTestCluster(t, 3, nil)
-	leader, f := c.Leader(), c.follower()
+	c := meshtest.New(t, 3, nil)
+	leader, f := c.Leader(), c.Follower()
 	adminID, _, _ := strings.Cut(c.AdminToken, ".")
-	_, evil := newAPIToken("evil", raftfsm.RoleAdmin)
+	_, evil := node.NewAPIToken("evil", raftfsm.RoleAdmin)
 	app := &raftfsm.AppPut{App: raftfsm.App{Name: "web", Repo: "https://example.com/web.git", Branch: "main", Manifest: "shoal.yml"}, Create: true}
 	for _, cmd := range []raftfsm.Command{app, &raftfsm.TokenCreate{Token: evil}, &raftfsm.JoinTokenCreate{Token: raftfsm.JoinToken{ID: "j", Secret: "s", ExpiresAt: time.Now().Add(time.Hour)}},
 		&raftfsm.MeshInit{}, &raftfsm.MemberRejoin{Name: "x"}, &raftfsm.LeaderEpoch{Term: 99, Node: f.Name()},
 		&raftfsm.ReleaseHolders{App: "web", Version: "1", Node: leader.Name()}, &raftfsm.MemberLeave{Name: leader.Name()}} {
 		err := forward(t, f, leader, encode(t, cmd), "")
-		if codeOf(err) != CodeForbidden {
+		if codeOf(err) != node.CodeForbidden {
 			t.Errorf("%T from a node certificate alone: %v (code %q), want forbidden", cmd, err, codeOf(err))
 		}
 	}
 	// A token id the leader does not know is refused as revoked, whatever the forwarding node claims.
-	if err := forward(t, f, leader, encode(t, app), "no-such-token"); codeOf(err) != CodeUnauthorized {
+	if err := forward(t, f, leader, encode(t, app), "no-such-token"); codeOf(err) != node.CodeUnauthorized {
 		t.Errorf("unknown token id: %v, want unauthorized", err)
 	}
-	leader.fsm.Read(func(s *raftfsm.State) {
+	leader.FSM().Read(func(s *raftfsm.State) {
 		if len(s.Apps) != 0 || s.Tokens[evil.ID] != nil || s.JoinTokens["j"] != nil || len(s.Departed) != 0 {
 			t.Errorf("a refused write changed the state: apps %v, tokens %v, departed %v", s.Apps, s.Tokens, s.Departed)
 		}
@@ -141,29 +131,29 @@ func TestEveryCommandHasAnAuthority(t *testing.T) {
 // A token revoked on the leader is refused at once through a follower (before, a follower accepted it for the
 // 100-150 ms until it applied the revocation itself).
 func TestRevokedTokenRefusedAtOnceThroughFollower(t *testing.T) {
-	c := NewTestCluster(t, 3, nil)
-	leader, f := c.Leader(), c.follower()
+	c := meshtest.New(t, 3, nil)
+	leader, f := c.Leader(), c.Follower()
 	for i := range 5 {
-		var tok TokenView
+		var tok api.TokenView
 		if code := call(t, leader, c.AdminToken, "POST", "/v1/tokens", map[string]any{"name": fmt.Sprintf("ops%d", i), "role": "admin"}, &tok); code != 201 {
 			t.Fatalf("create token: %d", code)
 		}
 		// The follower has the token before it is revoked, as a follower that accepted it a moment ago would.
 		c.Eventually(5*time.Second, "the follower to know the token", func() bool {
 			known := false
-			f.fsm.Read(func(s *raftfsm.State) { known = s.Tokens[tok.ID] != nil })
+			f.FSM().Read(func(s *raftfsm.State) { known = s.Tokens[tok.ID] != nil })
 			return known
 		})
 		if code := call(t, leader, c.AdminToken, "DELETE", "/v1/tokens/"+tok.ID, nil, nil); code != 204 {
 			t.Fatalf("revoke: %d", code)
 		}
-		var e answer
+		var e meshtest.Answer
 		code := call(t, f, tok.Token, "POST", "/v1/apps", map[string]any{"name": fmt.Sprintf("late%d", i), "repo": "https://example.com/x.git"}, &e)
 		if code != 401 {
 			t.Fatalf("try %d: a token revoked on the leader wrote through a follower: %d %+v", i, code, e)
 		}
 	}
-	leader.fsm.Read(func(s *raftfsm.State) {
+	leader.FSM().Read(func(s *raftfsm.State) {
 		if len(s.Apps) != 0 {
 			t.Errorf("revoked tokens created apps: %v", s.Apps)
 		}
@@ -173,8 +163,8 @@ func TestRevokedTokenRefusedAtOnceThroughFollower(t *testing.T) {
 // A join token revoked on the leader and used at once through a follower does not admit the node: the leader
 // checks join tokens.
 func TestRevokedJoinTokenRefusedThroughFollower(t *testing.T) {
-	c := NewTestCluster(t, 3, nil)
-	leader, f := c.Leader(), c.follower()
+	c := meshtest.New(t, 3, nil)
+	leader, f := c.Leader(), c.Follower()
 	for i := range 2 {
 		var jt struct {
 			ID    string `json:"id"`
@@ -185,15 +175,15 @@ func TestRevokedJoinTokenRefusedThroughFollower(t *testing.T) {
 		}
 		c.Eventually(5*time.Second, "the follower to know the join token", func() bool {
 			known := false
-			f.fsm.Read(func(s *raftfsm.State) { known = s.JoinTokens[jt.ID] != nil })
+			f.FSM().Read(func(s *raftfsm.State) { known = s.JoinTokens[jt.ID] != nil })
 			return known
 		})
 		if code := call(t, leader, c.AdminToken, "DELETE", "/v1/tokens/join/"+jt.ID, nil, nil); code != 204 {
 			t.Fatalf("revoke join token: %d", code)
 		}
-		cfg := TestConfig(t, c.Dir, fmt.Sprintf("intruder%d", i))
+		cfg := meshtest.Config(t, c.Dir, fmt.Sprintf("intruder%d", i))
 		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-		n, err := Join(ctx, cfg, f.RaftAddr(), jt.Token)
+		n, err := node.Join(ctx, cfg, f.RaftAddr(), jt.Token)
 		cancel()
 		if err == nil {
 			n.Close()
@@ -226,7 +216,7 @@ func dialAs(t *testing.T, dataDir, addr, alpn string) error {
 	}
 }
 
-// answeredAs reports whether a node at addr answers an RPC from the identity stored in dataDir (any answer from
+// answeredAs reports whether a node at addr answers an RPC from the identity stored in dataDir (any meshtest.Answer from
 // a handler, even a refusal of the request, means the connection was accepted).
 func answeredAs(t *testing.T, dataDir, addr string) error {
 	t.Helper()
@@ -243,7 +233,7 @@ func answeredAs(t *testing.T, dataDir, addr string) error {
 
 func identityEndpoint(t *testing.T, dataDir string) *transport.Endpoint {
 	t.Helper()
-	id, err := transport.LoadIdentity(filepath.Join(dataDir, tlsDir))
+	id, err := transport.LoadIdentity(filepath.Join(dataDir, node.TLSDir))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -258,9 +248,9 @@ func identityEndpoint(t *testing.T, dataDir string) *transport.Endpoint {
 // A node that leaves loses every ALPN within a second: new handshakes are refused by every member, and the
 // connections it had open are closed. Its name can join again, but its old certificate stays refused.
 func TestDepartedNodeIsRefusedEverywhere(t *testing.T) {
-	c := NewTestCluster(t, 4, nil)
-	leader, f := c.Leader(), c.follower()
-	var others []*Node
+	c := meshtest.New(t, 4, nil)
+	leader, f := c.Leader(), c.Follower()
+	var others []*node.Node
 	for _, n := range c.Nodes {
 		if n != f {
 			others = append(others, n)
@@ -293,24 +283,23 @@ func TestDepartedNodeIsRefusedEverywhere(t *testing.T) {
 	t.Logf("refused everywhere %v after the departure", time.Since(left).Round(time.Millisecond))
 	adminID, _, _ := strings.Cut(c.AdminToken, ".")
 	app := &raftfsm.AppPut{App: raftfsm.App{Name: "web", Repo: "https://example.com/web.git"}, Create: true}
-	var out Applied
-	if err := spy.Call(ctx, leader.RaftAddr(), "apply", applyRequest{Data: encode(t, app), Token: adminID}, &out); err == nil {
+	var out node.Applied
+	if err := spy.Call(ctx, leader.RaftAddr(), "apply", node.ApplyRequest{Data: encode(t, app), Token: adminID}, &out); err == nil {
 		t.Fatal("the departed node's certificate wrote to the mesh")
 	}
 
 	// The name joins again from a new data dir: the new certificate works, the old one stays refused.
-	f.Close()
 	for i, n := range c.Nodes {
 		if n == f {
-			c.Nodes[i] = nil
+			c.Kill(i)
 		}
 	}
-	cfg := TestConfig(t, filepath.Join(c.Dir, "again"), f.Name())
-	back, err := Join(ctx, cfg, leader.RaftAddr(), c.JoinToken)
+	cfg := meshtest.Config(t, filepath.Join(c.Dir, "again"), f.Name())
+	back, err := node.Join(ctx, cfg, leader.RaftAddr(), c.JoinToken)
 	if err != nil {
 		t.Fatalf("rejoin: %v", err)
 	}
-	c.Nodes = append(c.Nodes, back)
+	c.Add(back)
 	if err := answeredAs(t, back.DataDir(), leader.RaftAddr()); err != nil {
 		t.Fatalf("the rejoined node's new certificate was refused: %v", err)
 	}
@@ -323,8 +312,8 @@ func TestDepartedNodeIsRefusedEverywhere(t *testing.T) {
 // than its certificate's life is told how to come back.
 func TestCertificatesRenewAcrossLeaderChange(t *testing.T) {
 	const life = 6 * time.Second
-	c := NewTestCluster(t, 3, func(cfg *Config) { cfg.CertLifetime = life })
-	serial := func(n *Node) string { return n.ep.Identity().Cert.Leaf.SerialNumber.Text(16) }
+	c := meshtest.New(t, 3, func(cfg *node.Config) { cfg.CertLifetime = life })
+	serial := func(n *node.Node) string { return n.Endpoint().Identity().Cert.Leaf.SerialNumber.Text(16) }
 	renewedSince := func(first map[string]string) func() bool {
 		return func() bool {
 			for _, n := range c.Nodes {
@@ -359,22 +348,22 @@ func TestCertificatesRenewAcrossLeaderChange(t *testing.T) {
 		if time.Since(start) < life {
 			return false
 		}
-		code := call(t, c.follower(), c.AdminToken, "POST", "/v1/tokens", map[string]any{"name": fmt.Sprintf("t%d", time.Now().UnixNano()), "role": "reader"}, nil)
+		code := call(t, c.Follower(), c.AdminToken, "POST", "/v1/tokens", map[string]any{"name": fmt.Sprintf("t%d", time.Now().UnixNano()), "role": "reader"}, nil)
 		return code == 201
 	})
 
 	// A node stopped past its certificate's life refuses to start, saying how to rejoin.
-	f := c.follower()
-	cfg := f.cfg
+	f := c.Follower()
+	cfg := f.Config()
 	cfg.Registry = nil // the stopped node's registry holds its collectors
-	expires := f.ep.Identity().Cert.Leaf.NotAfter
+	expires := f.Endpoint().Identity().Cert.Leaf.NotAfter
 	for i, n := range c.Nodes {
 		if n == f {
 			c.Kill(i)
 		}
 	}
 	c.Eventually(2*life, "the stopped node's certificate to expire", func() bool { return time.Now().After(expires) })
-	if n, err := Open(cfg); err == nil {
+	if n, err := node.Open(cfg); err == nil {
 		n.Close()
 		t.Fatal("a node started on an expired certificate")
 	} else if !strings.Contains(err.Error(), "expired") || !strings.Contains(err.Error(), "node join") {
@@ -385,8 +374,8 @@ func TestCertificatesRenewAcrossLeaderChange(t *testing.T) {
 // An admin removes a member that is still running (lost, or no longer trusted): the mesh refuses its certificate
 // and closes its connections at once, and the leader takes it out of Raft.
 func TestAdminRemovesAMember(t *testing.T) {
-	c := NewTestCluster(t, 4, nil)
-	leader, f := c.Leader(), c.follower()
+	c := meshtest.New(t, 4, nil)
+	leader, f := c.Leader(), c.Follower()
 	spy := identityEndpoint(t, f.DataDir())
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
@@ -394,7 +383,7 @@ func TestAdminRemovesAMember(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var e answer
+	var e meshtest.Answer
 	if code := call(t, leader, c.AdminToken, "POST", "/v1/members/nobody/remove", nil, &e); code != 404 {
 		t.Errorf("removing an unknown member: %d %+v", code, e)
 	}
@@ -430,21 +419,21 @@ func TestAdminRemovesAMember(t *testing.T) {
 // A certificate that outlives the lifetime in force, as the 5-year ones issued before short-lived certificates do,
 // is renewed as soon as the node runs with the new lifetime.
 func TestLongLivedCertificateRenewedAfterUpgrade(t *testing.T) {
-	c := NewTestCluster(t, 1, func(cfg *Config) { cfg.CertLifetime = 5 * 365 * 24 * time.Hour })
+	c := meshtest.New(t, 1, func(cfg *node.Config) { cfg.CertLifetime = 5 * 365 * 24 * time.Hour })
 	n := c.Nodes[0]
-	cfg := n.cfg
+	cfg := n.Config()
 	c.Kill(0)
 	cfg.Registry, cfg.CertLifetime = nil, time.Hour
-	back, err := Open(cfg)
+	back, err := node.Open(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
-	c.Nodes[0] = back
+	c.Put(0, back)
 	c.Eventually(20*time.Second, "the 5-year certificate to be replaced by a 1-hour one", func() bool {
-		leaf := back.ep.Identity().Cert.Leaf
+		leaf := back.Endpoint().Identity().Cert.Leaf
 		return time.Until(leaf.NotAfter) <= time.Hour
 	})
-	id, err := transport.LoadIdentity(filepath.Join(back.DataDir(), tlsDir))
+	id, err := transport.LoadIdentity(filepath.Join(back.DataDir(), node.TLSDir))
 	if err != nil || time.Until(id.Cert.Leaf.NotAfter) > time.Hour {
 		t.Fatalf("the stored certificate was not renewed: %v", err)
 	}

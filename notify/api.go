@@ -13,14 +13,14 @@ import (
 	"strings"
 	"time"
 
+	"github.com/shoal-ci/shoal/api"
 	"github.com/shoal-ci/shoal/errs"
 	"github.com/shoal-ci/shoal/node"
 	"github.com/shoal-ci/shoal/raftfsm"
 )
 
 func (s *Service) routes() {
-	n := s.n
-	api := n.RouteGroup()
+	api := s.srv.RouteGroup()
 	s.api = api
 	api.Handle("GET /v1/subscriptions", raftfsm.RoleReader, s.listSubs)
 	api.Handle("POST /v1/subscriptions", raftfsm.RoleAdmin, s.postSub)
@@ -124,7 +124,7 @@ func (s *Service) commit(w http.ResponseWriter, r *http.Request, c raftfsm.Comma
 }
 
 func (s *Service) listSubs(w http.ResponseWriter, r *http.Request) error {
-	if err := s.n.BeginRead(r); err != nil {
+	if err := s.srv.BeginRead(r); err != nil {
 		return err
 	}
 	app, env := r.URL.Query().Get("app"), r.URL.Query().Get("env")
@@ -142,7 +142,7 @@ func (s *Service) listSubs(w http.ResponseWriter, r *http.Request) error {
 	slices.SortFunc(out, func(a, b SubscriptionView) int {
 		return cmp.Or(strings.Compare(a.App, b.App), cmp.Compare(a.CreateIndex, b.CreateIndex))
 	})
-	s.n.WriteJSON(w, http.StatusOK, out)
+	s.srv.WriteJSON(w, http.StatusOK, out)
 	return nil
 }
 
@@ -160,20 +160,20 @@ func (s *Service) sub(id string) (raftfsm.Subscription, bool) {
 }
 
 func (s *Service) getSub(w http.ResponseWriter, r *http.Request) error {
-	if err := s.n.BeginRead(r); err != nil {
+	if err := s.srv.BeginRead(r); err != nil {
 		return err
 	}
 	sub, ok := s.sub(r.PathValue("id"))
 	if !ok {
 		return errs.New(errs.NotFound, "subscription %q does not exist: see `node notify list`", r.PathValue("id"))
 	}
-	s.n.WriteJSON(w, http.StatusOK, viewSub(&sub))
+	s.srv.WriteJSON(w, http.StatusOK, viewSub(&sub))
 	return nil
 }
 
 func (s *Service) postSub(w http.ResponseWriter, r *http.Request) error {
 	var in subInput
-	if err := node.Decode(r, &in); err != nil {
+	if err := api.Decode(r, &in); err != nil {
 		return err
 	}
 	if in.App == nil || *in.App == "" || in.URL == nil {
@@ -191,7 +191,7 @@ func (s *Service) postSub(w http.ResponseWriter, r *http.Request) error {
 
 func (s *Service) putSub(w http.ResponseWriter, r *http.Request) error {
 	var in subInput
-	if err := node.Decode(r, &in); err != nil {
+	if err := api.Decode(r, &in); err != nil {
 		return err
 	}
 	ctx, cancel := context.WithTimeout(r.Context(), 10*time.Second)
@@ -227,7 +227,7 @@ func (s *Service) deleteSub(w http.ResponseWriter, r *http.Request) error {
 // listDeliveries answers the delivery log, newest first: ?app, ?subscription, ?state filter it and ?limit
 // (default 50) bounds it.
 func (s *Service) listDeliveries(w http.ResponseWriter, r *http.Request) error {
-	if err := s.n.BeginRead(r); err != nil {
+	if err := s.srv.BeginRead(r); err != nil {
 		return err
 	}
 	q := r.URL.Query()
@@ -256,12 +256,12 @@ func (s *Service) listDeliveries(w http.ResponseWriter, r *http.Request) error {
 	slices.SortFunc(out, func(a, b raftfsm.Delivery) int {
 		return cmp.Or(cmp.Compare(b.CreateIndex, a.CreateIndex), strings.Compare(b.ID, a.ID))
 	})
-	s.n.WriteJSON(w, http.StatusOK, out[:min(limit, len(out))])
+	s.srv.WriteJSON(w, http.StatusOK, out[:min(limit, len(out))])
 	return nil
 }
 
 func (s *Service) getDelivery(w http.ResponseWriter, r *http.Request) error {
-	if err := s.n.BeginRead(r); err != nil {
+	if err := s.srv.BeginRead(r); err != nil {
 		return err
 	}
 	var (
@@ -277,12 +277,12 @@ func (s *Service) getDelivery(w http.ResponseWriter, r *http.Request) error {
 	if !ok {
 		return errs.New(errs.NotFound, "delivery %q does not exist (the log keeps the last %d): see `node notify log`", r.PathValue("id"), 2000)
 	}
-	s.n.WriteJSON(w, http.StatusOK, d)
+	s.srv.WriteJSON(w, http.StatusOK, d)
 	return nil
 }
 
 func (s *Service) getForge(w http.ResponseWriter, r *http.Request) error {
-	if err := s.n.BeginRead(r); err != nil {
+	if err := s.srv.BeginRead(r); err != nil {
 		return err
 	}
 	var (
@@ -297,13 +297,13 @@ func (s *Service) getForge(w http.ResponseWriter, r *http.Request) error {
 	if !ok {
 		return errs.New(errs.NotFound, "app %q has no forge: set one with `node forge set`", r.PathValue("app"))
 	}
-	s.n.WriteJSON(w, http.StatusOK, viewForge(&f))
+	s.srv.WriteJSON(w, http.StatusOK, viewForge(&f))
 	return nil
 }
 
 func (s *Service) putForge(w http.ResponseWriter, r *http.Request) error {
 	var in forgeInput
-	if err := node.Decode(r, &in); err != nil {
+	if err := api.Decode(r, &in); err != nil {
 		return err
 	}
 	if in.URL == "" {

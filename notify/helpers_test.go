@@ -11,13 +11,14 @@ import (
 	"testing"
 	"time"
 
+	"github.com/shoal-ci/shoal/internal/meshtest"
 	"github.com/shoal-ci/shoal/node"
 	"github.com/shoal-ci/shoal/raftfsm"
 )
 
 // mesh is an in-process cluster with the notifier attached to every node, as cmd/node attaches it.
 type mesh struct {
-	*node.TestCluster
+	*meshtest.Cluster
 	t        testing.TB
 	services []*Service
 }
@@ -30,10 +31,10 @@ func testOptions() Options {
 
 func newMesh(t testing.TB, size int, opts Options) *mesh {
 	t.Helper()
-	c := node.NewTestCluster(t, size, nil)
-	m := &mesh{TestCluster: c, t: t}
+	c := meshtest.New(t, size, nil)
+	m := &mesh{Cluster: c, t: t}
 	for _, n := range c.Nodes {
-		s, err := Attach(n, opts)
+		s, err := Attach(n, c.API(n), opts)
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -9,6 +9,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/shoal-ci/shoal/api"
 	"github.com/shoal-ci/shoal/node"
 	"github.com/shoal-ci/shoal/raftfsm"
 )
@@ -39,8 +40,9 @@ type Options struct {
 
 // Service derives events and delivers them while its node leads, and serves the notification API on every node.
 type Service struct {
-	api  *node.RouteGroup // its API routes, taken away by Close
+	api  *api.RouteGroup // its API routes, taken away by Close
 	n    *node.Node
+	srv  *api.Server
 	opts Options
 	log  *slog.Logger
 	m    *metrics
@@ -52,8 +54,9 @@ type Service struct {
 	wg     sync.WaitGroup
 }
 
-// Attach registers the notification API on n and the leader hook that delivers. Close stops the leader work.
-func Attach(n *node.Node, opts Options) (*Service, error) {
+// Attach registers the notification API on srv (n's API server) and the leader hook that delivers. Close stops
+// the leader work.
+func Attach(n *node.Node, srv *api.Server, opts Options) (*Service, error) {
 	if opts.RetryBase <= 0 {
 		opts.RetryBase = DefaultRetryBase
 	}
@@ -79,7 +82,7 @@ func Attach(n *node.Node, opts Options) (*Service, error) {
 	if err != nil {
 		return nil, err
 	}
-	s := &Service{n: n, opts: opts, log: opts.Logger.With("component", "notify"), m: m}
+	s := &Service{n: n, srv: srv, opts: opts, log: opts.Logger.With("component", "notify"), m: m}
 	s.ctx, s.cancel = context.WithCancel(context.Background())
 	s.routes()
 	n.OnLeader(s.lead)

@@ -8,8 +8,8 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/shoal-ci/shoal/api"
 	"github.com/shoal-ci/shoal/errs"
-	"github.com/shoal-ci/shoal/node"
 	"github.com/shoal-ci/shoal/raftfsm"
 	"github.com/shoal-ci/shoal/swarm"
 )
@@ -76,7 +76,7 @@ func (s *Service) postRelease(w http.ResponseWriter, r *http.Request) error {
 			}
 		})
 		if same != nil {
-			res, err := s.n.Apply(r.Context(), &raftfsm.ReleaseHolders{App: app, Version: same.Version, Node: s.n.Name()}, node.ForRequest(r))
+			res, err := s.n.Apply(r.Context(), &raftfsm.ReleaseHolders{App: app, Version: same.Version, Node: s.n.Name()}, api.ForRequest(r))
 			if err != nil {
 				return err
 			}
@@ -90,10 +90,10 @@ func (s *Service) postRelease(w http.ResponseWriter, r *http.Request) error {
 	}
 	rel := raftfsm.Release{App: app, Version: q.Get("version"), Notes: q.Get("notes"), Digest: meta.Digest, Size: meta.Size,
 		PieceSize: meta.PieceSize, Pieces: meta.Pieces, Holders: []string{s.n.Name()}, CreatedAt: time.Now().UTC()}
-	if tok := node.TokenOf(r); tok != nil {
+	if tok := api.TokenOf(r); tok != nil {
 		rel.Notes = firstNonEmpty(rel.Notes, "uploaded by token "+tok.Name)
 	}
-	res, err := s.n.Apply(r.Context(), &raftfsm.ReleaseCreate{Release: rel}, node.ForRequest(r))
+	res, err := s.n.Apply(r.Context(), &raftfsm.ReleaseCreate{Release: rel}, api.ForRequest(r))
 	if err != nil {
 		return err
 	}

@@ -9,7 +9,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/shoal-ci/shoal/node"
+	"github.com/shoal-ci/shoal/internal/meshtest"
 	"github.com/shoal-ci/shoal/raftfsm"
 )
 
@@ -18,10 +18,10 @@ import (
 // pending deployment stay on every node), and afterwards each release's holder record is exactly the set of
 // stores holding it. A release collected everywhere cannot be fetched, and says so in words.
 func TestCollectKeepsWhatIsUsedAndRecordsFollowStores(t *testing.T) {
-	c := node.NewTestCluster(t, 3, nil)
+	c := meshtest.New(t, 3, nil)
 	svc := map[string]*Service{}
 	for _, n := range c.Nodes {
-		s, err := Attach(n, n, Options{Keep: 1, MinHolders: 3, GCInterval: 300 * time.Millisecond})
+		s, err := Attach(n, c.API(n), Options{Keep: 1, MinHolders: 3, GCInterval: 300 * time.Millisecond})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -123,9 +123,9 @@ func TestCollectKeepsWhatIsUsedAndRecordsFollowStores(t *testing.T) {
 
 // TestDepartedHolderDropped: a server that leaves the mesh for good goes from every holder list.
 func TestDepartedHolderDropped(t *testing.T) {
-	c := node.NewTestCluster(t, 1, nil)
+	c := meshtest.New(t, 1, nil)
 	n := c.Nodes[0]
-	s, err := Attach(n, n, Options{GCInterval: time.Hour})
+	s, err := Attach(n, c.API(n), Options{GCInterval: time.Hour})
 	if err != nil {
 		t.Fatal(err)
 	}

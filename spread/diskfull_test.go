@@ -13,8 +13,7 @@ import (
 	"testing"
 
 	"github.com/shoal-ci/shoal/client"
-	"github.com/shoal-ci/shoal/node"
-
+	"github.com/shoal-ci/shoal/internal/meshtest"
 	"github.com/shoal-ci/shoal/internal/testtier"
 )
 
@@ -24,7 +23,7 @@ func TestUploadToAFullDisk(t *testing.T) {
 	if os.Geteuid() != 0 {
 		testtier.Skip(t, "needs root to mount a small tmpfs as the node's blob store")
 	}
-	c := node.NewTestCluster(t, 1, nil)
+	c := meshtest.New(t, 1, nil)
 	n := c.Nodes[0]
 	blobs := filepath.Join(n.DataDir(), "blobs")
 	if err := os.MkdirAll(blobs, 0o700); err != nil {
@@ -34,7 +33,7 @@ func TestUploadToAFullDisk(t *testing.T) {
 		testtier.Skipf(t, "cannot mount a tmpfs: %v %s", err, out)
 	}
 	t.Cleanup(func() { exec.Command("umount", "-l", blobs).Run() })
-	s, err := Attach(n, n, Options{})
+	s, err := Attach(n, c.API(n), Options{})
 	if err != nil {
 		t.Fatal(err)
 	}

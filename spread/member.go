@@ -7,6 +7,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/shoal-ci/shoal/api"
 	"github.com/shoal-ci/shoal/node"
 	"github.com/shoal-ci/shoal/raftfsm"
 	"github.com/shoal-ci/shoal/transport"
@@ -29,18 +30,17 @@ type Member interface {
 	Registry() *prometheus.Registry
 }
 
-// API is the HTTP side of the node: where the service's routes go and how its answers are written. *node.Node
-// satisfies it today; it is kept apart from Member so that the HTTP server can move out of the node with a
-// change of routeGroup alone.
+// API is the HTTP side of the node: where the service's routes go and how its answers are written.
+// *api.Server satisfies it.
 type API interface {
 	RouteGroup() *routeGroup
 	WriteJSON(w http.ResponseWriter, status int, v any)
 }
 
 // routeGroup is the HTTP side's group of routes (API.RouteGroup), which Close takes away.
-type routeGroup = node.RouteGroup
+type routeGroup = api.RouteGroup
 
 var (
 	_ Member = (*node.Node)(nil)
-	_ API    = (*node.Node)(nil)
+	_ API    = (*api.Server)(nil)
 )

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/shoal-ci/shoal/client"
+	"github.com/shoal-ci/shoal/internal/meshtest"
 	"github.com/shoal-ci/shoal/node"
 )
 
@@ -19,10 +20,10 @@ func TestFetchAnswersWithoutMajority(t *testing.T) {
 	old := holderRecordWait
 	holderRecordWait = 2 * time.Second
 	t.Cleanup(func() { holderRecordWait = old })
-	c := node.NewTestCluster(t, 4, nil)
+	c := meshtest.New(t, 4, nil)
 	svc := map[*node.Node]*Service{}
 	for _, n := range c.Nodes {
-		s, err := Attach(n, n, Options{MinHolders: 1}) // no copies of its own: the fetch below is the only one
+		s, err := Attach(n, c.API(n), Options{MinHolders: 1}) // no copies of its own: the fetch below is the only one
 		if err != nil {
 			t.Fatal(err)
 		}

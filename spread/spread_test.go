@@ -16,13 +16,14 @@ import (
 
 	"github.com/shoal-ci/shoal/artifact"
 	"github.com/shoal-ci/shoal/client"
+	"github.com/shoal-ci/shoal/internal/meshtest"
 	"github.com/shoal-ci/shoal/node"
 	"github.com/shoal-ci/shoal/raftfsm"
 )
 
 // publish records a release whose archive only the leader holds, as the builder does: it imports the archive
 // into the leader's store and commits the build with the release through Raft under the current term.
-func publish(t *testing.T, c *node.TestCluster, svc map[*node.Node]*Service, app string, data []byte) *raftfsm.Release {
+func publish(t *testing.T, c *meshtest.Cluster, svc map[*node.Node]*Service, app string, data []byte) *raftfsm.Release {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
@@ -68,10 +69,10 @@ func release(n *node.Node, app, version string) *raftfsm.Release {
 // TestReplicateThenLoseBuilder: a new release is copied to a second node by itself; once two nodes hold it the
 // builder dies, and the remaining node still gets the release, byte for byte, from the copy.
 func TestReplicateThenLoseBuilder(t *testing.T) {
-	c := node.NewTestCluster(t, 3, nil)
+	c := meshtest.New(t, 3, nil)
 	svc := map[*node.Node]*Service{}
 	for _, n := range c.Nodes {
-		s, err := Attach(n, n, Options{})
+		s, err := Attach(n, c.API(n), Options{})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -133,9 +134,9 @@ func TestReplicateThenLoseBuilder(t *testing.T) {
 }
 
 func TestKeeper(t *testing.T) {
-	c := node.NewTestCluster(t, 1, nil)
+	c := meshtest.New(t, 1, nil)
 	n := c.Nodes[0]
-	s, err := Attach(n, n, Options{Keep: 1, GCInterval: time.Hour})
+	s, err := Attach(n, c.API(n), Options{Keep: 1, GCInterval: time.Hour})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -155,10 +156,10 @@ func TestKeeper(t *testing.T) {
 // TestUploadAndFetchAPI: an archive uploaded to one node becomes release v1 (held by that node), a custom
 // version must be unique, and another node fetches it on request.
 func TestUploadAndFetchAPI(t *testing.T) {
-	c := node.NewTestCluster(t, 2, nil)
+	c := meshtest.New(t, 2, nil)
 	svc := map[string]*Service{}
 	for _, n := range c.Nodes {
-		s, err := Attach(n, n, Options{})
+		s, err := Attach(n, c.API(n), Options{})
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -11,8 +11,8 @@ import (
 	"path"
 	"strings"
 
+	"github.com/shoal-ci/shoal/api"
 	"github.com/shoal-ci/shoal/errs"
-	"github.com/shoal-ci/shoal/node"
 )
 
 //go:embed static
@@ -29,11 +29,11 @@ type file struct {
 	etag        string
 }
 
-// Attach serves the dashboard on n's HTTP API at GET /ui/. The files are public (they hold no data and no
+// Attach serves the dashboard on a node's HTTP API at GET /ui/. The files are public (they hold no data and no
 // secret); every API call the page makes carries the user's token. Call it once per node.
-func Attach(n *node.Node) {
+func Attach(srv *api.Server) {
 	files := load()
-	n.Handle("GET /ui/", "", func(w http.ResponseWriter, r *http.Request) error {
+	srv.Handle("GET /ui/", "", func(w http.ResponseWriter, r *http.Request) error {
 		name := strings.TrimPrefix(r.URL.Path, "/ui/")
 		if name == "" {
 			name = "index.html"

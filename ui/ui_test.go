@@ -7,13 +7,13 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/shoal-ci/shoal/node"
+	"github.com/shoal-ci/shoal/internal/meshtest"
 )
 
 func TestUIServesDashboardWithoutToken(t *testing.T) {
-	c := node.NewTestCluster(t, 1, nil)
+	c := meshtest.New(t, 1, nil)
 	n := c.Nodes[0]
-	Attach(n)
+	Attach(c.API(n))
 	base := "http://" + n.HTTPAddr()
 	// Redirects are checked by hand: /ui must lead to /ui/.
 	hc := &http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}

@@ -10,6 +10,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/shoal-ci/shoal/api"
 	"github.com/shoal-ci/shoal/node"
 	"github.com/shoal-ci/shoal/raftfsm"
 )
@@ -119,7 +120,7 @@ func (c *cli) tokenCmd() *cobra.Command {
 	list := &cobra.Command{
 		Use: "list", Short: "List API tokens", Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			var ts []node.TokenView
+			var ts []api.TokenView
 			if _, err := c.api().Get(ctx(), "/v1/tokens", &ts); err != nil {
 				return explain(err)
 			}
@@ -135,7 +136,7 @@ func (c *cli) tokenCmd() *cobra.Command {
 	create := &cobra.Command{
 		Use: "create NAME", Short: "Create an API token (its text is shown once)", Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			var t node.TokenView
+			var t api.TokenView
 			if _, err := c.api().Post(ctx(), "/v1/tokens", map[string]string{"name": args[0], "role": role}, &t); err != nil {
 				return explain(err)
 			}
@@ -161,7 +162,7 @@ func (c *cli) tokenCmd() *cobra.Command {
 		RunE: func(cmd *cobra.Command, args []string) error {
 			switch {
 			case len(args) == 0:
-				var t node.JoinTokenView
+				var t api.JoinTokenView
 				if _, err := c.api().Post(ctx(), "/v1/tokens/join", map[string]string{"ttl": ttl.String()}, &t); err != nil {
 					return explain(err)
 				}
@@ -169,7 +170,7 @@ func (c *cli) tokenCmd() *cobra.Command {
 					fmt.Fprintf(w, "join token: %s\nexpires: %s\n", t.Token, t.ExpiresAt.Format(time.RFC3339))
 				})
 			case args[0] == "list":
-				var ts []node.JoinTokenView
+				var ts []api.JoinTokenView
 				if _, err := c.api().Get(ctx(), "/v1/tokens/join", &ts); err != nil {
 					return explain(err)
 				}
@@ -204,7 +205,7 @@ func (c *cli) appCmd() *cobra.Command {
 	list := &cobra.Command{
 		Use: "list", Short: "List apps, by name", Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			var apps []node.AppView
+			var apps []api.AppView
 			if err := c.getPage("/v1/apps", appPage, &apps); err != nil {
 				return err
 			}
@@ -220,7 +221,7 @@ func (c *cli) appCmd() *cobra.Command {
 	show := &cobra.Command{
 		Use: "show NAME", Short: "Show an app", Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			var a node.AppView
+			var a api.AppView
 			if _, err := c.api().Get(ctx(), "/v1/apps/"+url.PathEscape(args[0]), &a); err != nil {
 				return explain(err)
 			}
@@ -236,7 +237,7 @@ func (c *cli) appCmd() *cobra.Command {
 				return err
 			}
 			body["name"] = args[0]
-			var a node.AppView
+			var a api.AppView
 			if _, err := c.api().Post(ctx(), "/v1/apps", body, &a); err != nil {
 				return explain(err)
 			}
@@ -252,7 +253,7 @@ func (c *cli) appCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			var a node.AppView
+			var a api.AppView
 			if _, err := c.api().Do(ctx(), "PUT", "/v1/apps/"+url.PathEscape(args[0]), body, &a); err != nil {
 				return explain(err)
 			}
@@ -279,7 +280,7 @@ func (c *cli) appCmd() *cobra.Command {
 	return cmd
 }
 
-func (c *cli) appTable(w *tabwriter.Writer, a node.AppView) {
+func (c *cli) appTable(w *tabwriter.Writer, a api.AppView) {
 	fmt.Fprintf(w, "name:\t%s\nrepo:\t%s\nbranch:\t%s\nmanifest:\t%s\nauto build:\t%v\nwebhook secret:\t%v\n",
 		a.Name, dash(a.Repo), a.Branch, dash(a.Manifest), a.AutoBuild, a.WebhookSecretSet)
 	if a.PollInterval > 0 {

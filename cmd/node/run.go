@@ -15,6 +15,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/shoal-ci/shoal/api"
 	"github.com/shoal-ci/shoal/daemon"
 	"github.com/shoal-ci/shoal/deployer"
 	"github.com/shoal-ci/shoal/node"
@@ -100,7 +101,7 @@ func (f *nodeFlags) config() (node.Config, error) {
 	return node.Config{
 		Name: f.name, DataDir: dir, BindIP: f.bind, AdvertiseIP: f.advertise,
 		HTTPPort: f.httpPort, GossipPort: f.gossipPort, QUICPort: f.quicPort, Tags: tags, Voters: f.voters,
-		MetricsOpen: f.openMetric, Timing: timing, DeadGrace: f.deadGrace, CertLifetime: f.certLife,
+		Timing: timing, DeadGrace: f.deadGrace, CertLifetime: f.certLife,
 		Logger: slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level})),
 	}, nil
 }
@@ -130,7 +131,7 @@ func (f *nodeFlags) daemon(start daemon.Start) (*daemon.Main, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &daemon.Main{Config: cfg, Start: start, Spread: sp, Builder: bo,
+	return &daemon.Main{Config: cfg, API: api.Config{MetricsOpen: f.openMetric}, Start: start, Spread: sp, Builder: bo,
 		Deployer: deployer.Options{ExecLogMax: size, ExecLogKeep: f.execLogKeep}}, nil
 }
 

@@ -46,14 +46,13 @@ type Node struct {
 	reg     *prometheus.Registry
 	done    chan struct{}
 
-	mu         sync.Mutex
-	tags       map[string]string
-	leader     bool
-	ready      bool
-	readErr    error
-	hooks      []func(ctx context.Context, term uint64)
-	envRuntime node.EnvRuntimeFunc
-	stopLead   func()
+	mu       sync.Mutex
+	tags     map[string]string
+	leader   bool
+	ready    bool
+	readErr  error
+	hooks    []func(ctx context.Context, term uint64)
+	stopLead func()
 }
 
 // New returns the member name of a new fake mesh with an empty state, alone in its member list (alive), ready,
@@ -261,20 +260,6 @@ func (n *Node) Unlead() {
 	if stop != nil {
 		stop()
 	}
-}
-
-// SetEnvRuntime keeps fn; EnvRuntime returns it.
-func (n *Node) SetEnvRuntime(fn node.EnvRuntimeFunc) {
-	n.mu.Lock()
-	n.envRuntime = fn
-	n.mu.Unlock()
-}
-
-// EnvRuntime is the function SetEnvRuntime last set.
-func (n *Node) EnvRuntime() node.EnvRuntimeFunc {
-	n.mu.Lock()
-	defer n.mu.Unlock()
-	return n.envRuntime
 }
 
 // Endpoint is nil: a fake member has no QUIC endpoint. Code that dials or serves over the mesh needs a real one.

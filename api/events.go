@@ -1,4 +1,4 @@
-package node
+package api
 
 import (
 	"context"
@@ -15,12 +15,12 @@ const eventsKeepAlive = 15 * time.Second
 // getEvents serves GET /v1/events, a server-sent event stream: one "state" event carrying the state's index each
 // time the replicated state changes (coalesced: a client that reads slowly gets the latest index, not every
 // step). The web dashboard refreshes what it shows on each event; scripts can block on it instead of polling.
-func (n *Node) getEvents(w http.ResponseWriter, r *http.Request) error {
+func (srv *Server) getEvents(w http.ResponseWriter, r *http.Request) error {
 	flusher, ok := w.(http.Flusher)
 	if !ok {
 		return fmt.Errorf("this connection cannot stream events")
 	}
-	release, err := n.watchers.acquire(tokenID(r), n.cfg.Name)
+	release, err := srv.watchers.acquire(tokenID(r), srv.n.Name())
 	if err != nil {
 		return err
 	}
@@ -37,7 +37,7 @@ func (n *Node) getEvents(w http.ResponseWriter, r *http.Request) error {
 		fmt.Sscan(v, &last)
 	}
 	send := func(index uint64) error {
-		if _, err := fmt.Fprintf(w, "id: %d\nevent: state\ndata: {\"index\":%d,\"node\":%q}\n\n", index, index, n.cfg.Name); err != nil {
+		if _, err := fmt.Fprintf(w, "id: %d\nevent: state\ndata: {\"index\":%d,\"node\":%q}\n\n", index, index, srv.n.Name()); err != nil {
 			return err
 		}
 		flusher.Flush()
@@ -45,21 +45,21 @@ func (n *Node) getEvents(w http.ResponseWriter, r *http.Request) error {
 	}
 	// A client that reconnects with Last-Event-ID (as EventSource does) gets the current index at once only if it
 	// has not seen it; anyone else gets it at once, to know where the state stands.
-	if cur := n.fsm.Index(); last == 0 || cur > last {
+	if cur := srv.fsm.Index(); last == 0 || cur > last {
 		if err := send(cur); err != nil {
 			return nil
 		}
 		last = cur
 	}
-	// End with the request or with the node, whichever comes first.
+	// End with the request or with the server, whichever comes first.
 	ctx, stop := context.WithCancel(r.Context())
 	defer stop()
-	defer context.AfterFunc(n.ctx, stop)()
+	defer context.AfterFunc(srv.ctx, stop)()
 	for {
 		waitCtx, cancel := context.WithTimeout(ctx, eventsKeepAlive)
-		idx := n.fsm.Wait(waitCtx, last)
+		idx := srv.fsm.Wait(waitCtx, last)
 		cancel()
-		if ctx.Err() != nil || !n.tokenValid(r) {
+		if ctx.Err() != nil || !srv.tokenValid(r) {
 			return nil // the client left, the node is closing, or the stream's token was revoked
 		}
 		if idx > last {
@@ -77,16 +77,16 @@ func (n *Node) getEvents(w http.ResponseWriter, r *http.Request) error {
 }
 
 // tokenValid reports whether the token that authorised r still exists (a revoked token ends its streams).
-func (n *Node) tokenValid(r *http.Request) bool {
+func (srv *Server) tokenValid(r *http.Request) bool {
 	tok := TokenOf(r)
 	if tok == nil {
 		return true
 	}
 	ok := false
-	n.fsm.Read(func(s *raftfsm.State) { ok = s.Tokens[tok.ID] != nil })
+	srv.fsm.Read(func(s *raftfsm.State) { ok = s.Tokens[tok.ID] != nil })
 	return ok
 }
 
-func (n *Node) apiEvents() {
-	n.Handle("GET /v1/events", raftfsm.RoleReader, n.getEvents)
+func (srv *Server) apiEvents() {
+	srv.Handle("GET /v1/events", raftfsm.RoleReader, srv.getEvents)
 }

@@ -1,6 +1,8 @@
-package node
+package api
 
 import (
+	"crypto/rand"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -43,21 +45,21 @@ func answerOf(err error) *answer {
 // writeErrorFor answers r with err. A 5xx is logged with the request's method and path under a new request id,
 // which the answer carries (and X-Request-Id); an internal error's own message stays in the log, since it may
 // name files, addresses or state the caller has no business seeing.
-func (n *Node) writeErrorFor(w http.ResponseWriter, r *http.Request, err error) int {
+func (srv *Server) writeErrorFor(w http.ResponseWriter, r *http.Request, err error) int {
 	ae := answerOf(err)
 	if ae.Status >= 500 {
 		c := *ae
-		c.RequestID = randomHex(8)
+		c.RequestID = newRequestID()
 		w.Header().Set("X-Request-Id", c.RequestID)
 		// 502 and 503 are the mesh's ordinary weather (an election, a peer away): a warning, not an error.
 		level := slog.LevelError
 		if c.Status == http.StatusBadGateway || c.Status == http.StatusServiceUnavailable {
 			level = slog.LevelWarn
 		}
-		n.log.Log(r.Context(), level, "API request failed", "component", "api", "request_id", c.RequestID, "method", r.Method,
+		srv.log.Log(r.Context(), level, "API request failed", "component", "api", "request_id", c.RequestID, "method", r.Method,
 			"path", r.URL.Path, "status", c.Status, "code", c.Code, "err", err)
 		if c.Code == errs.Internal {
-			c.Message = fmt.Sprintf("internal error on node %s: an operator finds it in the node's log under request id %s", n.cfg.Name, c.RequestID)
+			c.Message = fmt.Sprintf("internal error on node %s: an operator finds it in the node's log under request id %s", srv.n.Name(), c.RequestID)
 		}
 		ae = &c
 	}
@@ -80,4 +82,13 @@ func writeJSON(w http.ResponseWriter, status int, v any) {
 	enc := json.NewEncoder(w)
 	enc.SetIndent("", "  ")
 	_ = enc.Encode(v)
+}
+
+// newRequestID returns a new random request id (16 hex digits).
+func newRequestID() string {
+	b := make([]byte, 8)
+	if _, err := rand.Read(b); err != nil {
+		panic(err) // crypto/rand does not fail on Linux
+	}
+	return hex.EncodeToString(b)
 }

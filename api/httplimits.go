@@ -1,4 +1,4 @@
-package node
+package api
 
 import (
 	"container/list"
@@ -11,8 +11,6 @@ import (
 	"sync/atomic"
 	"syscall"
 	"time"
-
-	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/shoal-ci/shoal/errs"
 )
@@ -215,34 +213,4 @@ func (w *watchers) watching() int {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	return w.total
-}
-
-// limitCollectors report what the limits refused and what they hold (docs/metrics.md). They read the limiters
-// when scraped, so they work before the HTTP server and the endpoint exist.
-func limitCollectors(n *Node) []prometheus.Collector {
-	conns := func(f func(l *connLimiter) float64) func() float64 {
-		return func() float64 {
-			if n.httpConns == nil {
-				return 0
-			}
-			return f(n.httpConns)
-		}
-	}
-	return []prometheus.Collector{
-		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "shoal_http_connections",
-			Help: "HTTP connections the node holds."}, conns(func(l *connLimiter) float64 { return float64(l.openConns()) })),
-		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "shoal_http_connections_refused_total",
-			Help: "HTTP connections refused at the per-address or total cap."}, conns(func(l *connLimiter) float64 { return float64(l.refused.Load()) })),
-		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "shoal_http_connections_evicted_total",
-			Help: "Idle HTTP connections closed to make room at the total cap."}, conns(func(l *connLimiter) float64 { return float64(l.evicted.Load()) })),
-		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "shoal_api_watchers",
-			Help: "Blocking reads and event streams waiting now."}, func() float64 { return float64(n.watchers.watching()) }),
-		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "shoal_quic_handshakes_refused_total",
-			Help: "QUIC handshakes refused because their source address exceeded its rate."}, func() float64 {
-			if n.ep == nil {
-				return 0
-			}
-			return float64(n.ep.RefusedHandshakes())
-		}),
-	}
 }

@@ -1,4 +1,4 @@
-package node
+package api_test
 
 import (
 	"bufio"
@@ -13,6 +13,10 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/shoal-ci/shoal/api"
+	"github.com/shoal-ci/shoal/internal/meshtest"
+	"github.com/shoal-ci/shoal/node"
 )
 
 // dialFrom opens a TCP connection to addr from the loopback address src.
@@ -35,7 +39,7 @@ func healthzFrom(src, addr string) (int, error) {
 }
 
 // keepAlive opens a connection from src, makes one request on it and leaves it idle, as a keep-alive client does.
-// It returns the connection and the status (0 when the node closed it without an answer).
+// It returns the connection and the status (0 when the node closed it without an meshtest.Answer).
 func keepAlive(src, addr string) (net.Conn, int, error) {
 	c, err := dialFrom(src, addr)
 	if err != nil {
@@ -56,7 +60,7 @@ func keepAlive(src, addr string) (net.Conn, int, error) {
 // One address cannot hold more than its share of the node's HTTP connections, and the node keeps answering
 // others. The connections from that address past the cap are answered 429 and closed.
 func TestHTTPConnectionsPerSourceCapped(t *testing.T) {
-	c := NewTestCluster(t, 1, nil)
+	c := meshtest.New(t, 1, nil)
 	n := c.Nodes[0]
 	addr := n.HTTPAddr()
 	var conns []net.Conn
@@ -66,7 +70,7 @@ func TestHTTPConnectionsPerSourceCapped(t *testing.T) {
 		}
 	}()
 	var ok, refused int
-	for range httpMaxConnsPerSource + 50 {
+	for range api.HTTPMaxConnsPerSource + 50 {
 		c, status, err := keepAlive("127.0.0.1", addr)
 		if err != nil {
 			t.Fatal(err)
@@ -81,9 +85,9 @@ func TestHTTPConnectionsPerSourceCapped(t *testing.T) {
 			t.Fatalf("status %d", status)
 		}
 	}
-	t.Logf("%d connections from one address: %d served, %d refused; the node holds %d", httpMaxConnsPerSource+50, ok, refused, n.httpConns.openConns())
-	if ok > httpMaxConnsPerSource || refused == 0 {
-		t.Fatalf("%d served, %d refused: want at most %d served", ok, refused, httpMaxConnsPerSource)
+	t.Logf("%d connections from one address: %d served, %d refused; the node holds %d", api.HTTPMaxConnsPerSource+50, ok, refused, c.APIs[0].OpenConns())
+	if ok > api.HTTPMaxConnsPerSource || refused == 0 {
+		t.Fatalf("%d served, %d refused: want at most %d served", ok, refused, api.HTTPMaxConnsPerSource)
 	}
 	if status, err := healthzFrom("127.0.0.2", addr); err != nil || status != http.StatusOK {
 		t.Fatalf("healthz from another address while one holds its cap: %d %v", status, err)
@@ -94,7 +98,7 @@ func TestHTTPConnectionsPerSourceCapped(t *testing.T) {
 }
 
 // gauge reads the value of an unlabelled metric from the node's registry.
-func gauge(t *testing.T, n *Node, name string) float64 {
+func gauge(t *testing.T, n *node.Node, name string) float64 {
 	t.Helper()
 	mfs, err := n.Registry().Gather()
 	if err != nil {
@@ -120,9 +124,9 @@ func TestHTTPConnectionCapEvictsIdle(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	lim := newConnLimiter(ln, 8, 8, slog.New(slog.DiscardHandler))
+	lim := api.NewConnLimiter(ln, 8, 8, slog.New(slog.DiscardHandler))
 	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "ok") }),
-		ConnState: lim.connState}
+		ConnState: lim.ConnState}
 	go srv.Serve(lim)
 	defer srv.Close()
 	addr := ln.Addr().String()
@@ -139,11 +143,11 @@ func TestHTTPConnectionCapEvictsIdle(t *testing.T) {
 		}
 		conns = append(conns, c)
 	}
-	if open := lim.openConns(); open > 8 {
+	if open := lim.OpenConns(); open > 8 {
 		t.Fatalf("%d connections open, cap 8", open)
 	}
-	if lim.evicted.Load() < 12 {
-		t.Fatalf("%d idle connections evicted, want 12", lim.evicted.Load())
+	if lim.Evicted() < 12 {
+		t.Fatalf("%d idle connections evicted, want 12", lim.Evicted())
 	}
 	// The first connections were the ones closed.
 	conns[0].SetReadDeadline(time.Now().Add(5 * time.Second))
@@ -155,7 +159,7 @@ func TestHTTPConnectionCapEvictsIdle(t *testing.T) {
 // Blocking reads and event streams are capped per token: past the cap, the node answers 429 at once instead of
 // holding one more request.
 func TestWatchersCappedPerToken(t *testing.T) {
-	c := NewTestCluster(t, 1, nil)
+	c := meshtest.New(t, 1, nil)
 	n := c.Nodes[0]
 	base := "http://" + n.HTTPAddr()
 	idx := n.FSM().Index()
@@ -163,8 +167,8 @@ func TestWatchersCappedPerToken(t *testing.T) {
 	defer cancel()
 	hc := &http.Client{Transport: &http.Transport{MaxConnsPerHost: 0}}
 	var wg sync.WaitGroup
-	statuses := make(chan int, maxWatchersPerToken+20)
-	for i := range maxWatchersPerToken + 20 {
+	statuses := make(chan int, api.MaxWatchersPerToken+20)
+	for i := range api.MaxWatchersPerToken + 20 {
 		path := fmt.Sprintf("/v1/members?index=%d&wait=1m", idx+10)
 		if i%2 == 0 {
 			path = "/v1/events"
@@ -195,7 +199,7 @@ func TestWatchersCappedPerToken(t *testing.T) {
 				limited++
 			}
 		case <-deadline:
-			t.Fatalf("%d requests answered 429, want 20 (the cap is %d per token)", limited, maxWatchersPerToken)
+			t.Fatalf("%d requests answered 429, want 20 (the cap is %d per token)", limited, api.MaxWatchersPerToken)
 		}
 	}
 	// A read that does not wait is never limited.
@@ -208,7 +212,7 @@ func TestWatchersCappedPerToken(t *testing.T) {
 
 // An open event stream ends when its token is revoked.
 func TestEventStreamEndsWhenTokenRevoked(t *testing.T) {
-	c := NewTestCluster(t, 1, nil)
+	c := meshtest.New(t, 1, nil)
 	n := c.Nodes[0]
 	base := "http://" + n.HTTPAddr()
 	tok, id := createToken(t, base, c.AdminToken, "watcher", "reader")
@@ -255,7 +259,7 @@ func createToken(t *testing.T, base, admin, name, role string) (text, id string)
 	if status != http.StatusCreated {
 		t.Fatalf("create token: %d %s", status, body)
 	}
-	var v TokenView
+	var v api.TokenView
 	if err := json.Unmarshal([]byte(body), &v); err != nil {
 		t.Fatal(err)
 	}

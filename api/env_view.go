@@ -1,4 +1,4 @@
-package node
+package api
 
 import (
 	"github.com/shoal-ci/shoal/raftfsm"
@@ -9,12 +9,12 @@ import (
 type EnvRuntimeFunc func(s *raftfsm.State, e *raftfsm.Env) any
 
 // SetEnvRuntime sets (nil: clears) what GET /v1/envs/{env} shows under "runtime".
-func (n *Node) SetEnvRuntime(fn EnvRuntimeFunc) {
+func (srv *Server) SetEnvRuntime(fn EnvRuntimeFunc) {
 	if fn == nil {
-		n.envRuntime.Store(nil)
+		srv.envRuntime.Store(nil)
 		return
 	}
-	n.envRuntime.Store(&fn)
+	srv.envRuntime.Store(&fn)
 }
 
 // EnvView is an environment as GET /v1/envs/{env} shows it: the record, with secret values redacted, and what
@@ -24,9 +24,9 @@ type EnvView struct {
 	Runtime any `json:"runtime,omitempty"`
 }
 
-func (n *Node) envView(s *raftfsm.State, e *raftfsm.Env) EnvView {
+func (srv *Server) envView(s *raftfsm.State, e *raftfsm.Env) EnvView {
 	v := EnvView{Env: viewEnv(e)}
-	if fn := n.envRuntime.Load(); fn != nil {
+	if fn := srv.envRuntime.Load(); fn != nil {
 		v.Runtime = (*fn)(s, e)
 	}
 	return v

@@ -1,4 +1,4 @@
-package node
+package api_test
 
 import (
 	"context"
@@ -8,13 +8,15 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/shoal-ci/shoal/api"
+	"github.com/shoal-ci/shoal/internal/meshtest"
 	"github.com/shoal-ci/shoal/raftfsm"
 )
 
 // The apps and environments lists page by name: every item once, in order, whatever the page size, and a bad
 // limit or cursor is refused with what to do.
 func TestListsArePaged(t *testing.T) {
-	c := NewTestCluster(t, 1, nil)
+	c := meshtest.New(t, 1, nil)
 	n := c.Nodes[0]
 	ctx := context.Background()
 	var want []string
@@ -42,13 +44,13 @@ func TestListsArePaged(t *testing.T) {
 				t.Fatal(err)
 			}
 		}
-		return resp.Header.Get(NextCursorHeader), resp.StatusCode
+		return resp.Header.Get(api.NextCursorHeader), resp.StatusCode
 	}
 	for _, limit := range []int{1, 2, 3, 7, 100} {
 		var got []string
 		cursor, pages := "", 0
 		for {
-			var apps []AppView
+			var apps []api.AppView
 			next, code := get(fmt.Sprintf("/v1/apps?limit=%d&cursor=%s", limit, cursor), &apps)
 			if code != http.StatusOK {
 				t.Fatalf("page %d: status %d", pages, code)
@@ -69,7 +71,7 @@ func TestListsArePaged(t *testing.T) {
 			t.Fatalf("limit %d: %d pages gave %v, want %v", limit, pages, got, want)
 		}
 	}
-	var all []AppView
+	var all []api.AppView
 	if next, _ := get("/v1/apps", &all); len(all) != len(want) || next != "" {
 		t.Fatalf("without a limit: %d apps, next %q", len(all), next)
 	}
@@ -81,7 +83,7 @@ func TestListsArePaged(t *testing.T) {
 	if next, _ := get("/v1/envs?app=app03&limit=1", &envs); len(envs) != 1 || envs[0].Name != "env-app03" || next != "" {
 		t.Fatalf("envs of app03: %v, next %q", envs, next)
 	}
-	for _, bad := range []string{"/v1/apps?limit=-1", "/v1/apps?limit=x", fmt.Sprintf("/v1/envs?limit=%d", MaxPageLimit+1)} {
+	for _, bad := range []string{"/v1/apps?limit=-1", "/v1/apps?limit=x", fmt.Sprintf("/v1/envs?limit=%d", api.MaxPageLimit+1)} {
 		if _, code := get(bad, nil); code != http.StatusBadRequest {
 			t.Fatalf("%s: status %d, want 400", bad, code)
 		}
@@ -93,32 +95,22 @@ func TestListsArePaged(t *testing.T) {
 func TestPageNewest(t *testing.T) {
 	items := []uint64{90, 70, 50, 30, 10}
 	id := func(v uint64) uint64 { return v }
-	page, next := PageNewest(items, id, 0, 2)
+	page, next := api.PageNewest(items, id, 0, 2)
 	if fmt.Sprint(page) != "[90 70]" || next != "70" {
 		t.Fatalf("first page %v next %q", page, next)
 	}
-	page, next = PageNewest(items, id, 70, 2)
+	page, next = api.PageNewest(items, id, 70, 2)
 	if fmt.Sprint(page) != "[50 30]" || next != "30" {
 		t.Fatalf("second page %v next %q", page, next)
 	}
-	page, next = PageNewest(items, id, 30, 2)
+	page, next = api.PageNewest(items, id, 30, 2)
 	if fmt.Sprint(page) != "[10]" || next != "" {
 		t.Fatalf("last page %v next %q", page, next)
 	}
-	if page, _ = PageNewest(items, id, 60, 0); fmt.Sprint(page) != "[50 30 10]" {
+	if page, _ = api.PageNewest(items, id, 60, 0); fmt.Sprint(page) != "[50 30 10]" {
 		t.Fatalf("after a pruned item: %v", page)
 	}
-	if _, err := IndexCursor("x"); err == nil {
+	if _, err := api.IndexCursor("x"); err == nil {
 		t.Fatal("a cursor that is not an index must be refused")
-	}
-}
-
-// The snapshot threshold follows the state's size, never below the configured one.
-func TestSnapshotThresholdFollowsTheState(t *testing.T) {
-	if got := snapshotThresholdFor(8192, 1000); got != 8192 {
-		t.Fatalf("small state: %d", got)
-	}
-	if got := snapshotThresholdFor(8192, 200_000); got != 20_000 {
-		t.Fatalf("200,000 records: %d", got)
 	}
 }

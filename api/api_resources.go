@@ -1,4 +1,4 @@
-package node
+package api
 
 import (
 	"encoding/json"
@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/shoal-ci/shoal/errs"
+	"github.com/shoal-ci/shoal/node"
 	"github.com/shoal-ci/shoal/raftfsm"
 	"github.com/shoal-ci/shoal/transport"
 )
@@ -97,9 +98,9 @@ func set[T any](dst *T, src *T) {
 	}
 }
 
-func (n *Node) apiApps() {
-	n.Handle("GET /v1/apps", raftfsm.RoleReader, func(w http.ResponseWriter, r *http.Request) error {
-		if err := n.BeginRead(r); err != nil {
+func (srv *Server) apiApps() {
+	srv.Handle("GET /v1/apps", raftfsm.RoleReader, func(w http.ResponseWriter, r *http.Request) error {
+		if err := srv.BeginRead(r); err != nil {
 			return err
 		}
 		limit, cursor, err := PageParams(r, 0)
@@ -108,7 +109,7 @@ func (n *Node) apiApps() {
 		}
 		out := []AppView{}
 		var more bool
-		n.fsm.Read(func(s *raftfsm.State) {
+		srv.fsm.Read(func(s *raftfsm.State) {
 			var page []*raftfsm.App
 			page, more = s.AppPage(cursor, limit) // by name, from the sorted index: a page costs its own size
 			for _, a := range page {
@@ -118,16 +119,16 @@ func (n *Node) apiApps() {
 		if more {
 			SetNextCursor(w, out[len(out)-1].Name)
 		}
-		n.WriteJSON(w, http.StatusOK, out)
+		srv.WriteJSON(w, http.StatusOK, out)
 		return nil
 	})
-	n.Handle("GET /v1/apps/{app}", raftfsm.RoleReader, func(w http.ResponseWriter, r *http.Request) error {
-		if err := n.BeginRead(r); err != nil {
+	srv.Handle("GET /v1/apps/{app}", raftfsm.RoleReader, func(w http.ResponseWriter, r *http.Request) error {
+		if err := srv.BeginRead(r); err != nil {
 			return err
 		}
-		return n.writeApp(w, http.StatusOK, r.PathValue("app"))
+		return srv.writeApp(w, http.StatusOK, r.PathValue("app"))
 	})
-	n.Handle("POST /v1/apps", raftfsm.RoleAdmin, func(w http.ResponseWriter, r *http.Request) error {
+	srv.Handle("POST /v1/apps", raftfsm.RoleAdmin, func(w http.ResponseWriter, r *http.Request) error {
 		var in appInput
 		if err := decode(r, &in); err != nil {
 			return err
@@ -137,13 +138,13 @@ func (n *Node) apiApps() {
 		if err := raftfsm.ValidApp(&a); err != nil {
 			return err
 		}
-		res, err := n.Apply(r.Context(), &raftfsm.AppPut{App: a, Create: true}, ForRequest(r), OnCommit)
+		res, err := srv.n.Apply(r.Context(), &raftfsm.AppPut{App: a, Create: true}, ForRequest(r), node.OnCommit)
 		if err != nil {
 			return err
 		}
-		return writeRecord(n, w, http.StatusCreated, res, viewApp)
+		return writeRecord(srv, w, http.StatusCreated, res, viewApp)
 	})
-	n.Handle("PUT /v1/apps/{app}", raftfsm.RoleAdmin, func(w http.ResponseWriter, r *http.Request) error {
+	srv.Handle("PUT /v1/apps/{app}", raftfsm.RoleAdmin, func(w http.ResponseWriter, r *http.Request) error {
 		name := r.PathValue("app")
 		var in appInput
 		if err := decode(r, &in); err != nil {
@@ -152,7 +153,7 @@ func (n *Node) apiApps() {
 		if in.Name != nil && *in.Name != name {
 			return errs.New(errs.BadRequest, "an app cannot be renamed (body names %q, path %q)", *in.Name, name)
 		}
-		res, err := n.update(r, func(s *raftfsm.State) (raftfsm.Command, error) {
+		res, err := srv.update(r, func(s *raftfsm.State) (raftfsm.Command, error) {
 			cur := s.Apps[name]
 			if cur == nil {
 				return nil, errs.New(raftfsm.KindNotFound, "app %q does not exist", name)
@@ -167,10 +168,10 @@ func (n *Node) apiApps() {
 		if err != nil {
 			return err
 		}
-		return writeRecord(n, w, http.StatusOK, res, viewApp)
+		return writeRecord(srv, w, http.StatusOK, res, viewApp)
 	})
-	n.Handle("DELETE /v1/apps/{app}", raftfsm.RoleAdmin, func(w http.ResponseWriter, r *http.Request) error {
-		if _, err := n.Apply(r.Context(), &raftfsm.AppDelete{Name: r.PathValue("app")}, ForRequest(r)); err != nil {
+	srv.Handle("DELETE /v1/apps/{app}", raftfsm.RoleAdmin, func(w http.ResponseWriter, r *http.Request) error {
+		if _, err := srv.n.Apply(r.Context(), &raftfsm.AppDelete{Name: r.PathValue("app")}, ForRequest(r)); err != nil {
 			return err
 		}
 		w.WriteHeader(http.StatusNoContent)
@@ -178,12 +179,12 @@ func (n *Node) apiApps() {
 	})
 }
 
-func (n *Node) writeApp(w http.ResponseWriter, status int, name string) error {
+func (srv *Server) writeApp(w http.ResponseWriter, status int, name string) error {
 	var (
 		v     AppView
 		found bool
 	)
-	n.fsm.Read(func(s *raftfsm.State) {
+	srv.fsm.Read(func(s *raftfsm.State) {
 		if a := s.Apps[name]; a != nil {
 			v, found = viewApp(a), true
 		}
@@ -191,7 +192,7 @@ func (n *Node) writeApp(w http.ResponseWriter, status int, name string) error {
 	if !found {
 		return errs.New(raftfsm.KindNotFound, "app %q does not exist", name)
 	}
-	n.WriteJSON(w, status, v)
+	srv.WriteJSON(w, status, v)
 	return nil
 }
 
@@ -199,7 +200,7 @@ func (n *Node) writeApp(w http.ResponseWriter, status int, name string) error {
 // applied the latest write does not merge into a stale copy), builds the write with a CAS on what it read, and
 // retries when another write slipped in between. With ?cas=N the client states its own precondition instead:
 // then a conflict is the client's to resolve, and there is no retry.
-func (n *Node) update(r *http.Request, build func(s *raftfsm.State) (raftfsm.Command, error)) (*Applied, error) {
+func (srv *Server) update(r *http.Request, build func(s *raftfsm.State) (raftfsm.Command, error)) (*node.Applied, error) {
 	var want uint64
 	if v := r.URL.Query().Get("cas"); v != "" {
 		var err error
@@ -210,21 +211,21 @@ func (n *Node) update(r *http.Request, build func(s *raftfsm.State) (raftfsm.Com
 	ctx, cancel := contextWithTimeout(r, 15*time.Second)
 	defer cancel()
 	for attempt := 0; ; attempt++ {
-		if err := n.ConsistentRead(ctx); err != nil {
+		if err := srv.n.ConsistentRead(ctx); err != nil {
 			return nil, err
 		}
 		var (
 			cmd raftfsm.Command
 			err error
 		)
-		n.fsm.Read(func(s *raftfsm.State) { cmd, err = build(s) })
+		srv.fsm.Read(func(s *raftfsm.State) { cmd, err = build(s) })
 		if err != nil {
 			return nil, err
 		}
 		if want != 0 {
 			setCAS(cmd, want)
 		}
-		res, err := n.Apply(ctx, cmd, OnCommit)
+		res, err := srv.n.Apply(ctx, cmd, node.OnCommit)
 		if want != 0 || !casConflict(err) && !uncertain(err) {
 			return res, err
 		}
@@ -239,7 +240,7 @@ func (n *Node) update(r *http.Request, build func(s *raftfsm.State) (raftfsm.Com
 			if uncertain(err) {
 				return nil, err
 			}
-			return nil, errs.New(CodeUnavailable, "the record kept changing under concurrent writes until the request's deadline; retry")
+			return nil, errs.New(node.CodeUnavailable, "the record kept changing under concurrent writes until the request's deadline; retry")
 		case <-time.After(pause):
 		}
 	}
@@ -249,7 +250,7 @@ func (n *Node) update(r *http.Request, build func(s *raftfsm.State) (raftfsm.Com
 // A PUT without ?cas sets the fields it names, so applying it twice leaves the record as once: update retries it.
 func uncertain(err error) bool {
 	var re *transport.RemoteError
-	return errors.As(err, &re) && re.Code == CodeUnavailable
+	return errors.As(err, &re) && re.Code == node.CodeUnavailable
 }
 
 // casConflict reports whether err is the refusal of a compare-and-set (raftfsm words those "changed ... since you
@@ -269,7 +270,7 @@ func setCAS(c raftfsm.Command, cas uint64) {
 
 // writeRecord answers with the record a write returned, as view shows it, and the write's index, which a client
 // passes back as X-Shoal-Min-Index to read its own write on any node.
-func writeRecord[T, V any](n *Node, w http.ResponseWriter, status int, res *Applied, view func(*T) V) error {
+func writeRecord[T, V any](srv *Server, w http.ResponseWriter, status int, res *node.Applied, view func(*T) V) error {
 	rec := new(T)
 	if err := json.Unmarshal(res.Value, rec); err != nil {
 		return fmt.Errorf("decode written record: %w", err)
@@ -312,9 +313,9 @@ func (in *envInput) applyTo(e *raftfsm.Env) {
 	}
 }
 
-func (n *Node) apiEnvs() {
-	n.Handle("GET /v1/envs", raftfsm.RoleReader, func(w http.ResponseWriter, r *http.Request) error {
-		if err := n.BeginRead(r); err != nil {
+func (srv *Server) apiEnvs() {
+	srv.Handle("GET /v1/envs", raftfsm.RoleReader, func(w http.ResponseWriter, r *http.Request) error {
+		if err := srv.BeginRead(r); err != nil {
 			return err
 		}
 		app := r.URL.Query().Get("app")
@@ -324,7 +325,7 @@ func (n *Node) apiEnvs() {
 		}
 		out := []raftfsm.Env{}
 		var more bool
-		n.fsm.Read(func(s *raftfsm.State) {
+		srv.fsm.Read(func(s *raftfsm.State) {
 			var page []*raftfsm.Env
 			if app == "" {
 				page, more = s.EnvPage(cursor, limit)
@@ -347,16 +348,16 @@ func (n *Node) apiEnvs() {
 		if more {
 			SetNextCursor(w, out[len(out)-1].Name)
 		}
-		n.WriteJSON(w, http.StatusOK, out)
+		srv.WriteJSON(w, http.StatusOK, out)
 		return nil
 	})
-	n.Handle("GET /v1/envs/{env}", raftfsm.RoleReader, func(w http.ResponseWriter, r *http.Request) error {
-		if err := n.BeginRead(r); err != nil {
+	srv.Handle("GET /v1/envs/{env}", raftfsm.RoleReader, func(w http.ResponseWriter, r *http.Request) error {
+		if err := srv.BeginRead(r); err != nil {
 			return err
 		}
-		return n.writeEnv(w, http.StatusOK, r.PathValue("env"))
+		return srv.writeEnv(w, http.StatusOK, r.PathValue("env"))
 	})
-	n.Handle("POST /v1/envs", raftfsm.RoleAdmin, func(w http.ResponseWriter, r *http.Request) error {
+	srv.Handle("POST /v1/envs", raftfsm.RoleAdmin, func(w http.ResponseWriter, r *http.Request) error {
 		var in envInput
 		if err := decode(r, &in); err != nil {
 			return err
@@ -366,13 +367,13 @@ func (n *Node) apiEnvs() {
 		if err := raftfsm.ValidEnv(&e); err != nil {
 			return err
 		}
-		res, err := n.Apply(r.Context(), &raftfsm.EnvPut{Env: e, Create: true}, ForRequest(r), OnCommit)
+		res, err := srv.n.Apply(r.Context(), &raftfsm.EnvPut{Env: e, Create: true}, ForRequest(r), node.OnCommit)
 		if err != nil {
 			return err
 		}
-		return writeRecord(n, w, http.StatusCreated, res, viewEnv)
+		return writeRecord(srv, w, http.StatusCreated, res, viewEnv)
 	})
-	n.Handle("PUT /v1/envs/{env}", raftfsm.RoleAdmin, func(w http.ResponseWriter, r *http.Request) error {
+	srv.Handle("PUT /v1/envs/{env}", raftfsm.RoleAdmin, func(w http.ResponseWriter, r *http.Request) error {
 		name := r.PathValue("env")
 		var in envInput
 		if err := decode(r, &in); err != nil {
@@ -381,7 +382,7 @@ func (n *Node) apiEnvs() {
 		if in.Name != nil && *in.Name != name {
 			return errs.New(errs.BadRequest, "an environment cannot be renamed (body names %q, path %q)", *in.Name, name)
 		}
-		res, err := n.update(r, func(s *raftfsm.State) (raftfsm.Command, error) {
+		res, err := srv.update(r, func(s *raftfsm.State) (raftfsm.Command, error) {
 			cur := s.Envs[name]
 			if cur == nil {
 				return nil, errs.New(raftfsm.KindNotFound, "environment %q does not exist", name)
@@ -396,10 +397,10 @@ func (n *Node) apiEnvs() {
 		if err != nil {
 			return err
 		}
-		return writeRecord(n, w, http.StatusOK, res, viewEnv)
+		return writeRecord(srv, w, http.StatusOK, res, viewEnv)
 	})
-	n.Handle("DELETE /v1/envs/{env}", raftfsm.RoleAdmin, func(w http.ResponseWriter, r *http.Request) error {
-		if _, err := n.Apply(r.Context(), &raftfsm.EnvDelete{Name: r.PathValue("env")}, ForRequest(r)); err != nil {
+	srv.Handle("DELETE /v1/envs/{env}", raftfsm.RoleAdmin, func(w http.ResponseWriter, r *http.Request) error {
+		if _, err := srv.n.Apply(r.Context(), &raftfsm.EnvDelete{Name: r.PathValue("env")}, ForRequest(r)); err != nil {
 			return err
 		}
 		w.WriteHeader(http.StatusNoContent)
@@ -407,20 +408,20 @@ func (n *Node) apiEnvs() {
 	})
 }
 
-func (n *Node) writeEnv(w http.ResponseWriter, status int, name string) error {
+func (srv *Server) writeEnv(w http.ResponseWriter, status int, name string) error {
 	var (
 		v     EnvView
 		found bool
 	)
-	n.fsm.Read(func(s *raftfsm.State) {
+	srv.fsm.Read(func(s *raftfsm.State) {
 		if e := s.Envs[name]; e != nil {
-			v, found = n.envView(s, e), true
+			v, found = srv.envView(s, e), true
 		}
 	})
 	if !found {
 		return errs.New(raftfsm.KindNotFound, "environment %q does not exist", name)
 	}
-	n.WriteJSON(w, status, v)
+	srv.WriteJSON(w, status, v)
 	return nil
 }
 
@@ -443,13 +444,13 @@ type JoinTokenView struct {
 	Expired   bool      `json:"expired"`
 }
 
-func (n *Node) apiTokens() {
-	n.Handle("GET /v1/tokens", raftfsm.RoleAdmin, func(w http.ResponseWriter, r *http.Request) error {
-		if err := n.BeginRead(r); err != nil {
+func (srv *Server) apiTokens() {
+	srv.Handle("GET /v1/tokens", raftfsm.RoleAdmin, func(w http.ResponseWriter, r *http.Request) error {
+		if err := srv.BeginRead(r); err != nil {
 			return err
 		}
 		out := []TokenView{}
-		n.fsm.Read(func(s *raftfsm.State) {
+		srv.fsm.Read(func(s *raftfsm.State) {
 			for _, t := range s.Tokens {
 				out = append(out, TokenView{ID: t.ID, Name: t.Name, Role: t.Role, CreatedAt: t.CreatedAt})
 			}
@@ -457,10 +458,10 @@ func (n *Node) apiTokens() {
 		sort.Slice(out, func(i, j int) bool {
 			return out[i].CreatedAt.Before(out[j].CreatedAt) || out[i].CreatedAt.Equal(out[j].CreatedAt) && out[i].ID < out[j].ID
 		})
-		n.WriteJSON(w, http.StatusOK, out)
+		srv.WriteJSON(w, http.StatusOK, out)
 		return nil
 	})
-	n.Handle("POST /v1/tokens", raftfsm.RoleAdmin, func(w http.ResponseWriter, r *http.Request) error {
+	srv.Handle("POST /v1/tokens", raftfsm.RoleAdmin, func(w http.ResponseWriter, r *http.Request) error {
 		var in struct {
 			Name string `json:"name"`
 			Role string `json:"role"`
@@ -474,39 +475,39 @@ func (n *Node) apiTokens() {
 		if err := raftfsm.ValidName("token", in.Name); err != nil {
 			return err
 		}
-		text, rec := newAPIToken(in.Name, in.Role)
+		text, rec := node.NewAPIToken(in.Name, in.Role)
 		rec.CreatedAt = time.Now().UTC()
-		if _, err := n.Apply(r.Context(), &raftfsm.TokenCreate{Token: rec}, ForRequest(r)); err != nil {
+		if _, err := srv.n.Apply(r.Context(), &raftfsm.TokenCreate{Token: rec}, ForRequest(r)); err != nil {
 			return err
 		}
-		n.WriteJSON(w, http.StatusCreated, TokenView{ID: rec.ID, Name: rec.Name, Role: rec.Role, CreatedAt: rec.CreatedAt, Token: text})
+		srv.WriteJSON(w, http.StatusCreated, TokenView{ID: rec.ID, Name: rec.Name, Role: rec.Role, CreatedAt: rec.CreatedAt, Token: text})
 		return nil
 	})
-	n.Handle("DELETE /v1/tokens/{id}", raftfsm.RoleAdmin, func(w http.ResponseWriter, r *http.Request) error {
-		if _, err := n.Apply(r.Context(), &raftfsm.TokenDelete{ID: r.PathValue("id")}, ForRequest(r)); err != nil {
+	srv.Handle("DELETE /v1/tokens/{id}", raftfsm.RoleAdmin, func(w http.ResponseWriter, r *http.Request) error {
+		if _, err := srv.n.Apply(r.Context(), &raftfsm.TokenDelete{ID: r.PathValue("id")}, ForRequest(r)); err != nil {
 			return err
 		}
 		w.WriteHeader(http.StatusNoContent)
 		return nil
 	})
-	n.Handle("GET /v1/tokens/join", raftfsm.RoleAdmin, func(w http.ResponseWriter, r *http.Request) error {
-		if err := n.BeginRead(r); err != nil {
+	srv.Handle("GET /v1/tokens/join", raftfsm.RoleAdmin, func(w http.ResponseWriter, r *http.Request) error {
+		if err := srv.BeginRead(r); err != nil {
 			return err
 		}
 		out := []JoinTokenView{}
 		now := time.Now()
-		caHash := n.ep.Identity().CAHash
-		n.fsm.Read(func(s *raftfsm.State) {
+		caHash := srv.n.Endpoint().Identity().CAHash
+		srv.fsm.Read(func(s *raftfsm.State) {
 			for _, t := range s.JoinTokens {
-				out = append(out, JoinTokenView{ID: t.ID, Token: JoinTokenText(caHash, t), CreatedAt: t.CreatedAt,
+				out = append(out, JoinTokenView{ID: t.ID, Token: node.JoinTokenText(caHash, t), CreatedAt: t.CreatedAt,
 					ExpiresAt: t.ExpiresAt, Expired: now.After(t.ExpiresAt)})
 			}
 		})
 		sort.Slice(out, func(i, j int) bool { return out[i].CreatedAt.Before(out[j].CreatedAt) })
-		n.WriteJSON(w, http.StatusOK, out)
+		srv.WriteJSON(w, http.StatusOK, out)
 		return nil
 	})
-	n.Handle("POST /v1/tokens/join", raftfsm.RoleAdmin, func(w http.ResponseWriter, r *http.Request) error {
+	srv.Handle("POST /v1/tokens/join", raftfsm.RoleAdmin, func(w http.ResponseWriter, r *http.Request) error {
 		var in struct {
 			TTL *raftfsm.Duration `json:"ttl"`
 		}
@@ -515,25 +516,25 @@ func (n *Node) apiTokens() {
 				return err
 			}
 		}
-		ttl := DefaultJoinTTL
+		ttl := node.DefaultJoinTTL
 		if in.TTL != nil {
 			ttl = time.Duration(*in.TTL)
-			if err := raftfsm.ValidTTL("join token ttl", ttl, MaxJoinTTL); err != nil {
+			if err := raftfsm.ValidTTL("join token ttl", ttl, node.MaxJoinTTL); err != nil {
 				return err
 			}
 		}
 		ctx, cancel := contextWithTimeout(r, 15*time.Second)
 		defer cancel()
-		text, err := n.CreateJoinToken(ctx, ttl)
+		text, err := srv.n.CreateJoinToken(ctx, ttl)
 		if err != nil {
 			return err
 		}
-		_, id, _, _ := ParseJoinToken(text)
-		n.WriteJSON(w, http.StatusCreated, JoinTokenView{ID: id, Token: text, CreatedAt: time.Now().UTC(), ExpiresAt: time.Now().UTC().Add(ttl)})
+		_, id, _, _ := node.ParseJoinToken(text)
+		srv.WriteJSON(w, http.StatusCreated, JoinTokenView{ID: id, Token: text, CreatedAt: time.Now().UTC(), ExpiresAt: time.Now().UTC().Add(ttl)})
 		return nil
 	})
-	n.Handle("DELETE /v1/tokens/join/{id}", raftfsm.RoleAdmin, func(w http.ResponseWriter, r *http.Request) error {
-		if _, err := n.Apply(r.Context(), &raftfsm.JoinTokenDelete{ID: r.PathValue("id")}, ForRequest(r)); err != nil {
+	srv.Handle("DELETE /v1/tokens/join/{id}", raftfsm.RoleAdmin, func(w http.ResponseWriter, r *http.Request) error {
+		if _, err := srv.n.Apply(r.Context(), &raftfsm.JoinTokenDelete{ID: r.PathValue("id")}, ForRequest(r)); err != nil {
 			return err
 		}
 		w.WriteHeader(http.StatusNoContent)
