@@ -413,9 +413,14 @@ func (srv *Server) writeEnv(w http.ResponseWriter, status int, name string) erro
 		v     EnvView
 		found bool
 	)
+	rt := srv.envRuntime.Load()
+	var members []node.Member
+	if rt != nil {
+		members = srv.n.Members() // before the read lock: it takes it too
+	}
 	srv.fsm.Read(func(s *raftfsm.State) {
 		if e := s.Envs[name]; e != nil {
-			v, found = srv.envView(s, e), true
+			v, found = envView(s, e, rt, members), true
 		}
 	})
 	if !found {

@@ -1,12 +1,15 @@
 package api
 
 import (
+	"github.com/shoal-ci/shoal/node"
 	"github.com/shoal-ci/shoal/raftfsm"
 )
 
 // EnvRuntimeFunc adds to an environment's API view what its servers run (the deployer's report and drift). It
-// is called under the state's read lock and must only read.
-type EnvRuntimeFunc func(s *raftfsm.State, e *raftfsm.Env) any
+// is called under the state's read lock and must only read what it is given: members is gossip's view, read
+// before the lock was taken (node.Members reads the state too, and a read lock taken again while a writer waits
+// deadlocks).
+type EnvRuntimeFunc func(s *raftfsm.State, e *raftfsm.Env, members []node.Member) any
 
 // SetEnvRuntime sets (nil: clears) what GET /v1/envs/{env} shows under "runtime".
 func (srv *Server) SetEnvRuntime(fn EnvRuntimeFunc) {
@@ -24,10 +27,12 @@ type EnvView struct {
 	Runtime any `json:"runtime,omitempty"`
 }
 
-func (srv *Server) envView(s *raftfsm.State, e *raftfsm.Env) EnvView {
+// envView is e's view; rt and members are envRuntime's value and gossip's view, both read before the state's
+// read lock was taken.
+func envView(s *raftfsm.State, e *raftfsm.Env, rt *EnvRuntimeFunc, members []node.Member) EnvView {
 	v := EnvView{Env: viewEnv(e)}
-	if fn := srv.envRuntime.Load(); fn != nil {
-		v.Runtime = (*fn)(s, e)
+	if rt != nil {
+		v.Runtime = (*rt)(s, e, members)
 	}
 	return v
 }

@@ -6,6 +6,8 @@ import (
 
 	"github.com/shoal-ci/shoal/api"
 	"github.com/shoal-ci/shoal/internal/meshtest"
+	"github.com/shoal-ci/shoal/node"
+	"github.com/shoal-ci/shoal/raftfsm"
 )
 
 // TestRouteGroupOutlivesNoService: a service's routes answer while it runs, 503 (not a stale handler, not "no
@@ -54,5 +56,42 @@ func TestEarlyRouteIsNotMissing(t *testing.T) {
 	srv.ServicesReady()
 	if code := call(t, n, c.AdminToken, "GET", "/v1/envs/prod/deployments", nil, nil); code != http.StatusNotFound {
 		t.Fatalf("once the services are ready, a route nobody serves: %d, want 404", code)
+	}
+}
+
+// TestEnvRuntimeIsGivenMembers: GET /v1/envs/{env} reads gossip's view before it takes the state's read lock and
+// hands it to the deployer's runtime function, which must not read it itself (node.Members reads the state, and
+// a read lock taken again while a Raft apply waits for the write lock deadlocked the request and the apply).
+func TestEnvRuntimeIsGivenMembers(t *testing.T) {
+	c := meshtest.New(t, 1, nil)
+	n, srv := c.Nodes[0], c.APIs[0]
+	for _, req := range []struct {
+		path string
+		body map[string]any
+	}{{"/v1/apps", map[string]any{"name": "web"}}, {"/v1/envs", map[string]any{"name": "prod", "app": "web"}}} {
+		if code := call(t, n, c.AdminToken, "POST", req.path, req.body, nil); code != http.StatusCreated {
+			t.Fatalf("POST %s: %d", req.path, code)
+		}
+	}
+	var got []string
+	srv.SetEnvRuntime(func(s *raftfsm.State, e *raftfsm.Env, members []node.Member) any {
+		got = got[:0]
+		for _, m := range members {
+			got = append(got, m.Name+"="+m.Status)
+		}
+		return map[string]any{"env": e.Name, "members": len(members)}
+	})
+	defer srv.SetEnvRuntime(nil)
+	var v struct {
+		Runtime struct {
+			Env     string `json:"env"`
+			Members int    `json:"members"`
+		} `json:"runtime"`
+	}
+	if code := call(t, n, c.AdminToken, "GET", "/v1/envs/prod", nil, &v); code != http.StatusOK {
+		t.Fatalf("GET /v1/envs/prod: %d", code)
+	}
+	if v.Runtime.Env != "prod" || v.Runtime.Members != 1 || len(got) != 1 || got[0] != n.Name()+"="+node.StatusAlive {
+		t.Fatalf("runtime %+v, members given %v: want prod and this node alone, alive", v.Runtime, got)
 	}
 }

@@ -93,7 +93,9 @@ func (d *Deployer) registerAPI() {
 	api.Handle("GET /v1/envs/{env}/logs", raftfsm.RoleReader, h((*Deployer).getExecLogs))
 	n.Endpoint().HandleRPC(execLogRPC, d.serveExecLogRPC)
 	n.Endpoint().HandleRPC(logRPC, d.serveLogRPC)
-	d.http.SetEnvRuntime(func(s *raftfsm.State, e *raftfsm.Env) any { return envRuntime(s, e, n.Members()) })
+	d.http.SetEnvRuntime(func(s *raftfsm.State, e *raftfsm.Env, members []node.Member) any {
+		return envRuntime(s, e, members)
+	})
 }
 
 // unregisterAPI takes the routes and RPCs away from the node: they answer 503 until a deployer is attached again.
