@@ -1,12 +1,15 @@
 package deployer
 
 import (
+	"context"
+	"fmt"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/shoal-ci/shoal/node"
 	"github.com/shoal-ci/shoal/raftfsm"
 )
 
@@ -61,9 +64,17 @@ func TestRuntimeReportsCoalesced(t *testing.T) {
 	}
 
 	// Out of the environment: n1's report goes, n2 reports that it runs nothing.
-	e := dc.env("prod")
-	e.Servers = []string{"n2"}
-	dc.apply(&raftfsm.EnvPut{Env: e, CAS: e.ModifyIndex})
+	// Read, change, write with the index read: the orchestrator may still be writing to the environment after
+	// the failure (its pin), and this node may not have applied the last write yet; a conflict reads it again.
+	dc.eventually(20*time.Second, "prod to move to n2 alone", func() (bool, string) {
+		e := dc.env("prod")
+		e.Servers = []string{"n2"}
+		ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+		defer cancel()
+		adminID, _, _ := strings.Cut(dc.c.AdminToken, ".")
+		_, err := dc.c.Nodes[0].Apply(node.WithTokenID(ctx, adminID), &raftfsm.EnvPut{Env: e, CAS: e.ModifyIndex})
+		return err == nil, fmt.Sprint(err)
+	})
 	dc.eventually(20*time.Second, "n1's report gone and n2's in", func() (bool, string) {
 		gone, rt := dc.runtimeOn("n2", "prod", "n1"), dc.runtimeOn("n1", "prod", "n2")
 		return gone == nil && rt != nil && rt.Health == raftfsm.RuntimeNone, ""
