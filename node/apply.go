@@ -219,6 +219,11 @@ func (n *Node) applyOnce(ctx context.Context, data []byte, deadline time.Time) (
 		return nil, true, err
 	case errors.As(err, &re):
 		return nil, false, re // the leader's refusal, code and message as it gave them
+	case transport.IsNotMember(err):
+		// The leader closed our connection because the mesh no longer lists this node: it left or was removed,
+		// possibly by this very write (its own departure), whose answer the closing overtook.
+		return nil, false, fmt.Errorf("%w (%w)", errs.New(errs.Forbidden,
+			"the mesh no longer accepts this node: it left or was removed; run commands through a member"), err)
 	default:
 		return nil, false, &transport.RemoteError{Code: CodeUnavailable,
 			Message: fmt.Sprintf("lost contact with leader %s during the write, which may or may not have been applied: read the state before retrying (%v)", leader, err)}

@@ -26,7 +26,7 @@ const DefaultCertLifetime = 7 * 24 * time.Hour
 
 // revalidateDelay lets the answer to the write that removed a node (its own `node leave` is one) reach it before
 // its connections are closed; the removal still takes effect well within a second.
-const revalidateDelay = 200 * time.Millisecond
+var revalidateDelay = 200 * time.Millisecond
 
 // checkPeerCert is the endpoint's membership check (transport.PeerCheck): a certificate from the mesh CA is
 // refused once its node left or was removed, or when it predates the node's latest admission. It reads this

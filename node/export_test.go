@@ -1,6 +1,8 @@
 package node
 
 import (
+	"time"
+
 	"github.com/hashicorp/raft"
 
 	"github.com/shoal-ci/shoal/raftfsm"
@@ -23,6 +25,14 @@ type (
 	JoinRequest  = joinRequest
 	JoinResponse = joinResponse
 )
+
+// SetRevalidateDelay changes how long a node waits after a membership change before it closes the connections of
+// removed peers, and returns a function that restores it.
+func SetRevalidateDelay(d time.Duration) (restore func()) {
+	old := revalidateDelay
+	revalidateDelay = d
+	return func() { revalidateDelay = old }
+}
 
 // RingKeys returns the keys of n's gossip keyring now.
 func RingKeys(n *Node) [][]byte {

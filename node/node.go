@@ -491,7 +491,12 @@ func (n *Node) Leave(ctx context.Context) error {
 		}
 	}
 	if _, err := n.Apply(ctx, &raftfsm.MemberLeave{Name: n.cfg.Name, At: time.Now().UTC()}); err != nil {
-		return fmt.Errorf("record the departure: %w", err)
+		if !transport.IsNotMember(err) {
+			return fmt.Errorf("record the departure: %w", err)
+		}
+		// The leader applied the departure and closed this node's connections before its answer arrived (another
+		// stream of ours reached it first): the refusal itself says the departure is committed.
+		log.Info("the leader refused this node as departed before answering: the departure is committed")
 	}
 	// Once the departure is committed the leader removes this node from Raft, and every member refuses its
 	// certificate: it may never hear of its own removal, so it waits only briefly to see it.

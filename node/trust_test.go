@@ -11,6 +11,7 @@ import (
 
 	"github.com/shoal-ci/shoal/api"
 	"github.com/shoal-ci/shoal/internal/meshtest"
+	"github.com/shoal-ci/shoal/internal/testutil"
 	"github.com/shoal-ci/shoal/node"
 	"github.com/shoal-ci/shoal/raftfsm"
 	"github.com/shoal-ci/shoal/transport"
@@ -436,5 +437,35 @@ func TestLongLivedCertificateRenewedAfterUpgrade(t *testing.T) {
 	id, err := transport.LoadIdentity(filepath.Join(back.DataDir(), node.TLSDir))
 	if err != nil || time.Until(id.Cert.Leaf.NotAfter) > time.Hour {
 		t.Fatalf("the stored certificate was not renewed: %v", err)
+	}
+}
+
+// A leaver whose connection the leader closes before the answer to its departure arrives (here the leader closes
+// at once; in a loaded mesh another stream of the leaver's can reach the leader first) still leaves cleanly: the
+// refusal as a departed member proves the departure is committed.
+func TestLeaveSurvivesItsConnectionClosedBeforeTheAnswer(t *testing.T) {
+	t.Cleanup(node.SetRevalidateDelay(0)) // before the mesh, so it is restored after the mesh stops
+	c := meshtest.New(t, 5, nil)
+	for round := 0; round < 2; round++ {
+		f := c.Follower()
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		err := f.Leave(ctx)
+		cancel()
+		if err != nil {
+			t.Fatalf("round %d: %s leave: %v", round, f.Name(), err)
+		}
+		for i, n := range c.Nodes {
+			if n == f {
+				c.Kill(i)
+			}
+		}
+		testutil.Eventually(t, 10*time.Second, f.Name()+" listed as left", func() (bool, string) {
+			for _, m := range c.Leader().Members() {
+				if m.Name == f.Name() {
+					return m.Status == node.StatusLeft, m.Status
+				}
+			}
+			return false, "not listed"
+		})
 	}
 }

@@ -47,7 +47,8 @@ const (
 	codeNoHandler quic.ApplicationErrorCode = 1
 	codeNoPeer    quic.ApplicationErrorCode = 2
 	codeBusy      quic.ApplicationErrorCode = 3
-	codeRevoked   quic.ApplicationErrorCode = 4
+	codeRevoked   quic.ApplicationErrorCode = 4 // the peer's certificate expired or its CA is no longer trusted
+	codeNotMember quic.ApplicationErrorCode = 5 // the mesh no longer lists the peer as a member
 )
 
 // ErrClosed is returned by an Endpoint's methods after Close.

@@ -18,6 +18,10 @@ type PeerCheck func(leaf *x509.Certificate) error
 type RevokedError struct {
 	Node   string
 	Reason error
+	// Departed is set when the mesh's membership check refused the certificate (the node left, was removed, or
+	// was admitted again with a newer certificate), as opposed to an expired certificate or an untrusted CA. The
+	// peer is then told so with its own close code, which IsNotMember recognises.
+	Departed bool
 }
 
 func (e *RevokedError) Error() string {
@@ -54,7 +58,7 @@ func (e *Endpoint) checkPeer(leaf *x509.Certificate) error {
 		if errors.As(err, &re) {
 			return err
 		}
-		return &RevokedError{Node: leaf.Subject.CommonName, Reason: err}
+		return &RevokedError{Node: leaf.Subject.CommonName, Reason: err, Departed: true}
 	}
 	return nil
 }
@@ -93,8 +97,20 @@ func (e *Endpoint) refuse(conn *quic.Conn, err error) bool {
 	}
 	e.log.Warn("closed the connection of a peer that is no longer a member", "remote", conn.RemoteAddr().String(),
 		"alpn", conn.ConnectionState().TLS.NegotiatedProtocol, "reason", err)
-	conn.CloseWithError(codeRevoked, "certificate revoked: "+err.Error())
+	code := codeRevoked
+	if re := (*RevokedError)(nil); errors.As(err, &re) && re.Departed {
+		code = codeNotMember
+	}
+	conn.CloseWithError(code, "certificate revoked: "+err.Error())
 	return true
+}
+
+// IsNotMember reports whether err is a connection closed by a peer because the mesh no longer lists this node as
+// a member (it left or was removed). A node that sees it while recording its own departure knows the departure
+// is committed: the peer refused it because it applied the departure.
+func IsNotMember(err error) bool {
+	var ae *quic.ApplicationError
+	return errors.As(err, &ae) && ae.Remote && ae.ErrorCode == codeNotMember
 }
 
 // Revalidate applies the peer check and the CA trust again to every open connection, accepted or dialed, and

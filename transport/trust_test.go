@@ -176,8 +176,51 @@ func TestExpiredCertificateRefusedOnOpenConnection(t *testing.T) {
 		t.Fatal(err)
 	}
 	testutil.Until(t, 10*time.Second, "the certificate to expire", func() bool { return time.Now().After(id.Cert.Leaf.NotAfter) })
-	if err := callEcho(peer, srv.Addr().String()); err == nil {
+	err = callEcho(peer, srv.Addr().String())
+	if err == nil {
 		t.Fatal("an expired certificate's open connection was still served")
+	}
+	if IsNotMember(err) {
+		t.Errorf("an expired certificate was reported as a departed member: %v", err)
+	}
+}
+
+// A call in flight when the server learns that its caller departed fails with an error IsNotMember recognises:
+// a node whose own departure was applied before the answer reached it knows from this that it is out.
+func TestDepartedCallerIsToldItIsNotAMember(t *testing.T) {
+	ca := newTestCA(t, "mesh")
+	srv := listenTest(t, newTestIdentity(t, ca, "server"), "")
+	var list revocationList
+	srv.SetPeerCheck(list.check)
+	started, release := make(chan struct{}), make(chan struct{})
+	srv.HandleRPC("slow", func(ctx context.Context, _ string, _ json.RawMessage) (any, error) {
+		close(started)
+		select {
+		case <-release:
+		case <-ctx.Done():
+		}
+		return "late", nil
+	})
+	peer := listenTest(t, newTestIdentity(t, ca, "peer"), "")
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	done := make(chan error, 1)
+	go func() {
+		var out string
+		done <- peer.Call(ctx, srv.Addr().String(), "slow", nil, &out)
+	}()
+	<-started
+	list.revoke("peer")
+	if n := srv.Revalidate(); n != 1 {
+		t.Errorf("Revalidate closed %d connections, want 1", n)
+	}
+	close(release)
+	err := <-done
+	if err == nil || !IsNotMember(err) {
+		t.Fatalf("the departed caller's call ended with %v, want an error IsNotMember recognises", err)
+	}
+	if IsNotMember(errors.New("application error 0x5")) {
+		t.Error("IsNotMember matched a plain error")
 	}
 }
 
