@@ -1,6 +1,7 @@
 package proc
 
 import (
+	"bufio"
 	"os"
 	"os/exec"
 	"strings"
@@ -29,24 +30,37 @@ func TestParseStat(t *testing.T) {
 // TestStopGroupPolicy: a group that stops on SIGTERM is gone at once; one that ignores it is SIGKILLed when the
 // grace period passes, children included.
 func TestStopGroupPolicy(t *testing.T) {
+	// start runs script, which prints "ready" once its traps are set and its children started, and returns when
+	// it has.
 	start := func(script string) (*exec.Cmd, chan error) {
+		r, w, err := os.Pipe()
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer r.Close()
 		cmd := exec.Command("sh", "-c", script)
 		cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-		if err := cmd.Start(); err != nil {
+		cmd.Stdout = w
+		err = cmd.Start()
+		w.Close()
+		if err != nil {
 			t.Fatal(err)
 		}
 		exited := make(chan error, 1)
 		go func() { exited <- cmd.Wait() }()
-		time.Sleep(100 * time.Millisecond) // the shell sets its traps and starts its children
+		r.SetReadDeadline(time.Now().Add(10 * time.Second))
+		if line, err := bufio.NewReader(r).ReadString('\n'); line != "ready\n" {
+			t.Fatalf("the script did not get ready: %q %v", line, err)
+		}
 		return cmd, exited
 	}
-	cmd, exited := start("sleep 30 & wait")
+	cmd, exited := start("sleep 30 & echo ready; wait")
 	begin := time.Now()
 	err := StopGroup(cmd.Process.Pid, 10*time.Second, exited)
 	if err == nil || time.Since(begin) > 5*time.Second || GroupRunning(cmd.Process.Pid) {
 		t.Fatalf("a group that stops on SIGTERM: %v after %s, running %v", err, time.Since(begin), GroupRunning(cmd.Process.Pid))
 	}
-	cmd, exited = start("trap '' TERM; sh -c \"trap '' TERM; sleep 30\" & wait")
+	cmd, exited = start("trap '' TERM; sh -c \"trap '' TERM; echo ready; sleep 30\" & wait")
 	begin = time.Now()
 	err = StopGroup(cmd.Process.Pid, 300*time.Millisecond, exited)
 	if err == nil || !strings.Contains(err.Error(), "killed") || GroupRunning(cmd.Process.Pid) {
